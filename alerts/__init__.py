@@ -1,0 +1,1 @@
+"""Prometheus recording/alerting rules and Alertmanager config, generated from the SLO spec."""

@@ -1,0 +1,1 @@
+"""`lookout inject`, the mutating admission webhook and the shipped manifests."""

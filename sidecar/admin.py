@@ -1,0 +1,58 @@
+"""The admin port: metrics, liveness and readiness, away from user traffic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from sidecar.metrics import SidecarMetrics
+from sidecar.upstream import UpstreamProbe
+
+
+class AdminApp:
+    """/metrics (Prometheus text or OpenMetrics by Accept), /healthz, /readyz."""
+
+    def __init__(
+        self,
+        metrics: SidecarMetrics,
+        probe: UpstreamProbe,
+        pipeline_running: Callable[[], bool],
+        draining: Callable[[], bool],
+    ) -> None:
+        self._metrics = metrics
+        self._probe = probe
+        self._pipeline_running = pipeline_running
+        self._draining = draining
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        return app
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready only when user traffic would work and be observed."""
+        upstream_ok, upstream_detail = await self._probe.check()
+        checks = {
+            "upstream": {"ok": upstream_ok, "detail": upstream_detail},
+            "pipeline": {"ok": self._pipeline_running(),
+                         "detail": "running" if self._pipeline_running() else "stopped"},
+            "shutdown": {"ok": not self._draining(),
+                         "detail": "draining" if self._draining() else "serving"},
+        }
+        ready = all(check["ok"] for check in checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+        )

@@ -1,0 +1,186 @@
+"""The one metrics catalog: every metric lookout exports, declared once.
+
+The sidecar registers from this module; alert rules, dashboards, runbooks and the
+canary judge read names from it. Nothing else spells a metric name as a string, so a
+rename happens here and everywhere at once. This module is pure data on purpose: the
+`slo` package may import it without pulling in the data plane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class MetricType(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """A metric's contract: what PromQL written elsewhere may rely on."""
+
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def sample_name(self) -> str:
+        """The series name as scraped (`_total` for counters)."""
+        return f"{self.name}_total" if self.type is MetricType.COUNTER else self.name
+
+    @property
+    def bucket_name(self) -> str:
+        return f"{self.name}_bucket"
+
+    @property
+    def count_name(self) -> str:
+        return f"{self.name}_count"
+
+    @property
+    def sum_name(self) -> str:
+        return f"{self.name}_sum"
+
+
+# Request latency buckets: dense between 5 ms and 1 s where YOLO serving lives, so a
+# latency SLO threshold (which must be a bucket boundary) can sit where teams need it.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+)
+BYTES_BUCKETS: tuple[float, ...] = tuple(float(2**p) for p in range(8, 28, 2))  # 256 B .. 64 MiB
+DETECTION_COUNT_BUCKETS: tuple[float, ...] = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100, 300)
+CONFIDENCE_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
+SHADOW_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+)
+
+_MVR = ("model", "version", "route")
+_MV = ("model", "version")
+_MVC = ("model", "version", "class")
+
+REQUESTS = MetricSpec(
+    "lookout_requests", MetricType.COUNTER,
+    "Requests through the data port by response code; sidecar-made responses carry "
+    "a 'sidecar_' prefix on the code.",
+    (*_MVR, "code"),
+)
+REQUEST_DURATION = MetricSpec(
+    "lookout_request_duration_seconds", MetricType.HISTOGRAM,
+    "Time from request received to response fully sent, as the client sees it.",
+    _MVR, LATENCY_BUCKETS,
+)
+UPSTREAM_DURATION = MetricSpec(
+    "lookout_upstream_duration_seconds", MetricType.HISTOGRAM,
+    "Time from forwarding to the upstream until its response headers and body arrived.",
+    _MVR, LATENCY_BUCKETS,
+)
+REQUEST_BYTES = MetricSpec(
+    "lookout_request_bytes", MetricType.HISTOGRAM,
+    "Request body size in bytes.", _MVR, BYTES_BUCKETS,
+)
+RESPONSE_BYTES = MetricSpec(
+    "lookout_response_bytes", MetricType.HISTOGRAM,
+    "Response body size in bytes.", _MVR, BYTES_BUCKETS,
+)
+DETECTIONS_PER_REQUEST = MetricSpec(
+    "lookout_detections_per_request", MetricType.HISTOGRAM,
+    "Detections returned by the primary model per request.", _MV, DETECTION_COUNT_BUCKETS,
+)
+DETECTIONS = MetricSpec(
+    "lookout_detections", MetricType.COUNTER,
+    "Detections returned by the primary model, by class.", _MVC,
+)
+DETECTION_CONFIDENCE = MetricSpec(
+    "lookout_detection_confidence", MetricType.HISTOGRAM,
+    "Confidence of the primary model's detections.", _MV, CONFIDENCE_BUCKETS,
+)
+PARSE_FAILURES = MetricSpec(
+    "lookout_parse_failures", MetricType.COUNTER,
+    "Requests or responses the sidecar could not decode, by reason.", (*_MV, "reason"),
+)
+SHADOW_PRIMARY_BOXES = MetricSpec(
+    "lookout_shadow_primary_boxes", MetricType.COUNTER,
+    "Primary-model boxes on shadow-evaluated images (precision proxy denominator).", _MVC,
+)
+SHADOW_REFERENCE_BOXES = MetricSpec(
+    "lookout_shadow_reference_boxes", MetricType.COUNTER,
+    "Reference-model boxes on shadow-evaluated images (recall proxy denominator).", _MVC,
+)
+SHADOW_MATCHED_BOXES = MetricSpec(
+    "lookout_shadow_matched_boxes", MetricType.COUNTER,
+    "Primary boxes matched by a reference box of the same class (proxy numerator).", _MVC,
+)
+SHADOW_EVALUATIONS = MetricSpec(
+    "lookout_shadow_evaluations", MetricType.COUNTER,
+    "Shadow evaluations by outcome (ok, skipped, dropped, error).", (*_MV, "outcome"),
+)
+SHADOW_DURATION = MetricSpec(
+    "lookout_shadow_duration_seconds", MetricType.HISTOGRAM,
+    "Reference-model inference time per evaluated image.", _MV, SHADOW_DURATION_BUCKETS,
+)
+DRIFT_STATISTIC = MetricSpec(
+    "lookout_drift_statistic", MetricType.GAUGE,
+    "Latest drift test statistic per input/output feature.", (*_MV, "feature"),
+)
+DRIFT_ALARM = MetricSpec(
+    "lookout_drift_alarm", MetricType.GAUGE,
+    "1 while the drift test for a feature rejects 'no drift', else 0.", (*_MV, "feature"),
+)
+SAMPLES_STORED = MetricSpec(
+    "lookout_samples_stored", MetricType.COUNTER,
+    "Input samples written to the sample store, by sampling strategy.", ("strategy",),
+)
+SAMPLES_DROPPED = MetricSpec(
+    "lookout_samples_dropped", MetricType.COUNTER,
+    "Samples not stored, by reason (quota, queue_full, disk_full, ...).", ("reason",),
+)
+SAMPLE_STORE_BYTES = MetricSpec(
+    "lookout_sample_store_bytes", MetricType.GAUGE, "Bytes on disk in the sample store.",
+)
+QUEUE_DROPPED = MetricSpec(
+    "lookout_queue_dropped", MetricType.COUNTER,
+    "Items dropped because an internal queue was full (the request path never waits).",
+    ("queue",),
+)
+COMPONENT_ERRORS = MetricSpec(
+    "lookout_component_errors", MetricType.COUNTER,
+    "Failures inside lookout's own components; user requests are unaffected (fail-open).",
+    ("component",),
+)
+UPSTREAM_UP = MetricSpec(
+    "lookout_upstream_up", MetricType.GAUGE,
+    "1 when the last probe of the inference container succeeded, else 0.",
+)
+GPU_UTILIZATION = MetricSpec(
+    "lookout_gpu_utilization_ratio", MetricType.GAUGE,
+    "GPU busy ratio (0..1) from NVML.", ("gpu",),
+)
+GPU_MEMORY_USED = MetricSpec(
+    "lookout_gpu_memory_used_bytes", MetricType.GAUGE,
+    "GPU memory in use from NVML.", ("gpu",),
+)
+MODEL_INFO = MetricSpec(
+    "lookout_model_info", MetricType.GAUGE,
+    "Always 1; identifies the models in service (role: primary or reference).",
+    ("model", "version", "sha256", "role"),
+)
+
+ALL: tuple[MetricSpec, ...] = (
+    REQUESTS, REQUEST_DURATION, UPSTREAM_DURATION, REQUEST_BYTES, RESPONSE_BYTES,
+    DETECTIONS_PER_REQUEST, DETECTIONS, DETECTION_CONFIDENCE, PARSE_FAILURES,
+    SHADOW_PRIMARY_BOXES, SHADOW_REFERENCE_BOXES, SHADOW_MATCHED_BOXES,
+    SHADOW_EVALUATIONS, SHADOW_DURATION, DRIFT_STATISTIC, DRIFT_ALARM,
+    SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
+    QUEUE_DROPPED, COMPONENT_ERRORS, UPSTREAM_UP,
+    GPU_UTILIZATION, GPU_MEMORY_USED, MODEL_INFO,
+)
+
+# Response codes the sidecar generates itself are exported as e.g. `sidecar_502`, so
+# PromQL can tell them from the upstream's own `502` while one regex still counts both.
+SIDECAR_CODE_PREFIX = "sidecar_"
+SERVER_ERROR_CODE_REGEX = f"({SIDECAR_CODE_PREFIX})?5.."

@@ -1,0 +1,87 @@
+"""`lookout` command line: serve, demo, echo-upstream."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from sidecar import __version__
+from sidecar.config import Config, ConfigError, load_config, parse_address
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML file of options (also LOOKOUT_CONFIG)")
+    help_by_name = Config.option_help()
+    for spec in fields(Config):
+        flag = "--" + spec.name.replace("_", "-")
+        env = f"LOOKOUT_{spec.name.upper()}"
+        default = spec.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        parser.add_argument(flag, dest=spec.name, metavar="VALUE",
+                            help=f"{help_by_name[spec.name]} (env {env}, default {shown})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookout",
+        description="Observability and SLO sidecar for YOLO inference servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"lookout {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the sidecar in front of an upstream")
+    _add_config_options(serve)
+
+    demo = commands.add_parser(
+        "demo", help="run the sidecar in front of a built-in echo upstream and send it traffic"
+    )
+    demo.add_argument("--requests", type=int, default=200,
+                      help="requests to send through the sidecar (default 200)")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep serving after the traffic, until Ctrl-C")
+    _add_config_options(demo)
+
+    echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
+    echo.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
+    return parser
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    cli_values = {spec.name: getattr(args, spec.name) for spec in fields(Config)}
+    return load_config(cli_values, config_file=args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "echo-upstream":
+        from sidecar import echo_upstream
+
+        address = parse_address(args.listen)
+        echo_upstream.run(address.host, address.port)
+        return 0
+
+    try:
+        config = _config_from(args)
+    except ConfigError as error:
+        print(f"lookout: configuration error: {error}", file=sys.stderr)
+        return 2
+
+    from sidecar.logs import configure_logging
+
+    configure_logging(config.log_level)
+    if args.command == "serve":
+        from sidecar.server import run
+
+        run(config)
+        return 0
+
+    from sidecar.demo import run_demo
+
+    return run_demo(config, requests=args.requests, keep_serving=args.serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

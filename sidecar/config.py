@@ -1,0 +1,216 @@
+"""One typed configuration, from defaults < YAML file < LOOKOUT_* env < command line.
+
+Every value is validated at start-up; a bad one stops the process with a message that
+names the key, where it came from, the value and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+ENV_PREFIX = "LOOKOUT_"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is meant for the operator as-is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError("expected a byte count such as 1048576, 512KiB or 64MiB")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_address(text: str) -> Address:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT such as 0.0.0.0:8080")
+    host = host.strip("[]") or "0.0.0.0"
+    return Address(host, int(port))
+
+
+def parse_upstream(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL such as http://127.0.0.1:8000")
+    if parts.query or parts.fragment:
+        raise ValueError("the upstream URL takes no query or fragment")
+    return text.rstrip("/")
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise ValueError("expected a value greater than 0")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _opt(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "help": help})
+
+
+DEFAULT_ROUTES = (
+    "/v2/models/{model}/infer",
+    "/v2/models/{model}/versions/{version}/infer",
+    "/v2/models/{model}/ready",
+    "/v2/models/{model}",
+    "/v2/health/ready",
+    "/v2/health/live",
+    "/v1/models/{model}:predict",
+    "/predict",
+    "/detect",
+    "/infer",
+    "/health",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: Address = _opt(Address("0.0.0.0", 8080), parse_address,
+                           "data port: user traffic, forwarded to the upstream")
+    admin: Address = _opt(Address("0.0.0.0", 9090), parse_address,
+                          "admin port: /metrics /healthz /readyz")
+    upstream: str = _opt("http://127.0.0.1:8000", parse_upstream,
+                         "the inference server in the same pod")
+    model_name: str = _opt("yolo", str, "value of the `model` label")
+    model_version: str = _opt("unknown", str, "value of the `version` label")
+    model_sha256: str = _opt("", str, "sha256 of the primary model file, for lookout_model_info")
+    max_body_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
+                               "largest request body accepted; larger gets 413")
+    connect_timeout: float = _opt(2.0, _positive(float),
+                                  "seconds to connect to the upstream before 502")
+    read_timeout: float = _opt(60.0, _positive(float),
+                               "seconds to wait for upstream response data before 504")
+    upstream_pool_size: int = _opt(256, _positive(int),
+                                   "most concurrent keep-alive connections to the upstream")
+    upstream_keepalive: float = _opt(60.0, _positive(float),
+                                     "seconds an idle upstream connection is kept open")
+    stream_threshold_bytes: int = _opt(1024**2, _positive(parse_size),
+                                       "upstream responses larger than this (or without a "
+                                       "length) are streamed rather than buffered")
+    observe_max_bytes: int = _opt(8 * 1024**2, _positive(parse_size),
+                                  "most response bytes copied into an observation")
+    observation_queue_size: int = _opt(1024, _positive(int),
+                                       "observations waiting for analysis before drops")
+    ready_path: str = _opt("", str, "upstream HTTP path whose 2xx means ready "
+                           "(e.g. /v2/health/ready); empty: a TCP connect suffices")
+    probe_interval: float = _opt(5.0, _positive(float), "seconds between upstream probes")
+    shutdown_grace: float = _opt(25.0, _positive(float),
+                                 "seconds in-flight requests get to finish after SIGTERM")
+    routes: tuple[str, ...] = _opt(DEFAULT_ROUTES, parse_list,
+                                   "path templates for the bounded `route` label; "
+                                   "other paths are labelled 'other'")
+    log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
+    event_loop: str = _opt("auto", _choice("auto", "uvloop", "asyncio"),
+                           "event loop implementation")
+
+    @classmethod
+    def option_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata["help"] for f in fields(cls)}
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    spec = next(f for f in fields(Config) if f.name == name)
+    parse = spec.metadata["parse"]
+    if isinstance(raw, list | tuple) and parse is parse_list:
+        raw = ",".join(str(item) for item in raw)
+    elif isinstance(raw, bool):
+        raw = str(raw).lower()
+    try:
+        return parse(str(raw))
+    except ValueError as error:
+        raise ConfigError(f"{source}: invalid value {raw!r}: {error}") from None
+
+
+def _yaml_values(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read it ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path}: not valid YAML ({error})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of option: value")
+    return {str(key).replace("-", "_"): value for key, value in loaded.items()}
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Merge the sources (later wins) and validate every value."""
+    env = os.environ if env is None else env
+    known = {f.name for f in fields(Config)}
+    values: dict[str, Any] = {}
+
+    file_path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    if file_path:
+        for key, raw in _yaml_values(Path(file_path)).items():
+            if key not in known:
+                raise ConfigError(
+                    f"config file {file_path}: unknown key {key!r}; "
+                    f"known keys: {', '.join(sorted(known))}"
+                )
+            values[key] = _coerce(key, raw, f"config file {file_path}, key {key!r}")
+
+    for name in known:
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        if env_name in env:
+            values[name] = _coerce(name, env[env_name], f"environment variable {env_name}")
+
+    for name, raw in (cli or {}).items():
+        if raw is not None:
+            flag = "--" + name.replace("_", "-")
+            values[name] = _coerce(name, raw, f"command-line option {flag}")
+
+    return Config(**values)

@@ -1,0 +1,108 @@
+"""Prometheus registry built from the catalog, with O(1) recording for the request path."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+from sidecar import catalog
+from sidecar.catalog import MetricSpec, MetricType
+
+
+def _build(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:
+    if spec.type is MetricType.COUNTER:
+        return Counter(spec.name, spec.help, spec.labels, registry=registry)
+    if spec.type is MetricType.GAUGE:
+        return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+    return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+
+
+class SidecarMetrics:
+    """Every catalog metric registered in one registry, plus cached label children.
+
+    The request path calls `record_request` once per request. Label children are looked
+    up through a small dict keyed by (route, code) because prometheus_client's own
+    `labels()` lookup costs several microseconds per call.
+    """
+
+    def __init__(self, model: str, version: str, *, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.model = model
+        self.version = version
+        self._by_name: dict[str, MetricWrapperBase] = {
+            spec.name: _build(spec, self.registry) for spec in catalog.ALL
+        }
+        if process_metrics:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+        self._route_children: dict[str, tuple] = {}
+        self._code_children: dict[tuple[str, str], Counter] = {}
+        self._queue_dropped: dict[str, Counter] = {}
+        self._component_errors: dict[str, Counter] = {}
+
+    def __getitem__(self, spec: MetricSpec) -> MetricWrapperBase:
+        return self._by_name[spec.name]
+
+    def set_model_info(self, sha256: str = "", role: str = "primary") -> None:
+        self[catalog.MODEL_INFO].labels(self.model, self.version, sha256, role).set(1)
+
+    def _route(self, route: str) -> tuple:
+        children = self._route_children.get(route)
+        if children is None:
+            labels = (self.model, self.version, route)
+            children = (
+                self[catalog.REQUEST_DURATION].labels(*labels),
+                self[catalog.UPSTREAM_DURATION].labels(*labels),
+                self[catalog.REQUEST_BYTES].labels(*labels),
+                self[catalog.RESPONSE_BYTES].labels(*labels),
+            )
+            self._route_children[route] = children
+        return children
+
+    def record_request(
+        self,
+        route: str,
+        code: str,
+        duration: float,
+        upstream_duration: float | None,
+        request_bytes: int,
+        response_bytes: int,
+        trace_id: str | None,
+    ) -> None:
+        """Everything the request path records, in one call. `trace_id` becomes the
+        latency exemplar so a slow bucket links straight to its trace."""
+        counter = self._code_children.get((route, code))
+        if counter is None:
+            counter = self[catalog.REQUESTS].labels(self.model, self.version, route, code)
+            self._code_children[(route, code)] = counter
+        counter.inc()
+        total, upstream, req_bytes, resp_bytes = self._route(route)
+        exemplar = {"trace_id": trace_id} if trace_id else None
+        total.observe(duration, exemplar)
+        if upstream_duration is not None:
+            upstream.observe(upstream_duration, exemplar)
+        req_bytes.observe(request_bytes)
+        resp_bytes.observe(response_bytes)
+
+    def queue_dropped(self, queue: str) -> None:
+        child = self._queue_dropped.get(queue)
+        if child is None:
+            child = self._queue_dropped[queue] = self[catalog.QUEUE_DROPPED].labels(queue)
+        child.inc()
+
+    def component_error(self, component: str) -> None:
+        child = self._component_errors.get(component)
+        if child is None:
+            child = self[catalog.COMPONENT_ERRORS].labels(component)
+            self._component_errors[component] = child
+        child.inc()
+
+    def set_upstream_up(self, up: bool) -> None:
+        self[catalog.UPSTREAM_UP].set(1 if up else 0)

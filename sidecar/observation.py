@@ -1,0 +1,146 @@
+"""The hand-off from the request path to everything that analyses traffic.
+
+The request path builds one `Observation` and calls `ObservationQueue.offer`, which
+never waits: a full queue drops the observation and counts it. Consumers (detection
+parsing, sampling, shadow evaluation...) run in `ObservationPipeline`, off the request
+path; one that raises is counted and logged and the pipeline carries on (fail-open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sidecar.metrics import SidecarMetrics
+
+log = logging.getLogger(__name__)
+
+OBSERVATION_QUEUE = "observations"
+
+
+@dataclass(slots=True, frozen=True)
+class Observation:
+    """One finished request, as the analysis side needs it."""
+
+    started_at: float  # unix time the request arrived
+    method: str
+    path: str
+    route: str
+    status: int
+    code: str  # the `code` label: "200", "sidecar_504", ...
+    request_content_type: str
+    request_body: bytes
+    response_content_type: str
+    response_body: bytes
+    response_truncated: bool  # response larger than observe_max_bytes
+    duration: float
+    upstream_duration: float | None
+    trace_id: str | None  # hex, also when the trace was not sampled
+    span_id: str | None
+    trace_sampled: bool
+    model: str
+    version: str
+
+
+class ObservationConsumer(Protocol):
+    """Something that analyses observations; `name` labels its failures."""
+
+    name: str
+
+    async def consume(self, observation: Observation) -> None: ...
+
+
+class DiscardConsumer:
+    """Accepts and ignores observations; the pipeline's consumer until analysis exists."""
+
+    name = "discard"
+
+    async def consume(self, observation: Observation) -> None:
+        return None
+
+
+class ObservationQueue:
+    """Bounded, non-blocking hand-off; drops are counted in lookout_queue_dropped_total."""
+
+    def __init__(self, maxsize: int, metrics: SidecarMetrics) -> None:
+        self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize)
+        self._metrics = metrics
+
+    def offer(self, observation: Observation) -> bool:
+        try:
+            self._queue.put_nowait(observation)
+        except asyncio.QueueFull:
+            self._metrics.queue_dropped(OBSERVATION_QUEUE)
+            return False
+        return True
+
+    async def get(self) -> Observation:
+        return await self._queue.get()
+
+    def task_done(self) -> None:
+        self._queue.task_done()
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    async def join(self) -> None:
+        await self._queue.join()
+
+
+class ObservationPipeline:
+    """Feeds every queued observation to each consumer in turn, in a background task."""
+
+    def __init__(
+        self,
+        queue: ObservationQueue,
+        consumers: Sequence[ObservationConsumer],
+        metrics: SidecarMetrics,
+    ) -> None:
+        self._queue = queue
+        self._consumers = list(consumers)
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+        self._last_error_log = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="observations")
+
+    async def _run(self) -> None:
+        while True:
+            observation = await self._queue.get()
+            try:
+                for consumer in self._consumers:
+                    await self._consume(consumer, observation)
+            finally:
+                self._queue.task_done()
+
+    async def _consume(self, consumer: ObservationConsumer, observation: Observation) -> None:
+        try:
+            await consumer.consume(observation)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._metrics.component_error(consumer.name)
+            now = time.monotonic()
+            if now - self._last_error_log >= 10.0:  # one traceback per 10 s, not per request
+                self._last_error_log = now
+                log.exception("observation consumer %r failed; continuing", consumer.name)
+
+    async def stop(self, timeout: float) -> None:
+        """Let queued observations drain for up to `timeout` seconds, then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

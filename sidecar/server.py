@@ -1,0 +1,112 @@
+"""Process lifecycle: bind both ports, run until SIGTERM, drain, flush, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+
+from sidecar.admin import AdminApp
+from sidecar.config import Config
+from sidecar.metrics import SidecarMetrics
+from sidecar.observation import DiscardConsumer, ObservationPipeline, ObservationQueue
+from sidecar.proxy import ProxyHandler
+from sidecar.tracing import build_tracer_provider, get_tracer
+from sidecar.upstream import UpstreamProbe, new_session
+
+log = logging.getLogger(__name__)
+
+SPAN_FLUSH_TIMEOUT = 5.0  # a black-holed collector must not hold up pod termination
+PIPELINE_DRAIN_TIMEOUT = 2.0
+
+
+class Sidecar:
+    """Owns every long-lived part of the running sidecar."""
+
+    def __init__(self, config: Config, tracer_provider: TracerProvider | None = None) -> None:
+        self.config = config
+        self.metrics = SidecarMetrics(config.model_name, config.model_version)
+        self.metrics.set_model_info(config.model_sha256, role="primary")
+        self.tracer_provider = tracer_provider or build_tracer_provider()
+        self.draining = False
+        self._runners: list[web.AppRunner] = []
+
+    async def start(self) -> None:
+        config = self.config
+        self.session = new_session(config)
+        self.queue = ObservationQueue(config.observation_queue_size, self.metrics)
+        self.pipeline = ObservationPipeline(self.queue, [DiscardConsumer()], self.metrics)
+        self.pipeline.start()
+        self.probe = UpstreamProbe(config, self.session, self.metrics)
+        self.probe.start()
+
+        handler = ProxyHandler(config, self.session, self.metrics,
+                               get_tracer(self.tracer_provider), self.queue)
+        data_app = web.Application(client_max_size=config.max_body_bytes)
+        data_app.router.add_route("*", "/{tail:.*}", handler)
+        admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,
+                             lambda: self.draining).build()
+
+        self.data_runner = web.AppRunner(
+            data_app, access_log=None, handle_signals=False,
+            shutdown_timeout=config.shutdown_grace,
+        )
+        self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+        for runner, address in ((self.data_runner, config.listen),
+                                (self.admin_runner, config.admin)):
+            await runner.setup()
+            await web.TCPSite(runner, address.host, address.port,
+                              shutdown_timeout=config.shutdown_grace).start()
+        log.info("lookout serving %s -> %s (admin %s, model %s version %s)",
+                 config.listen, config.upstream, config.admin,
+                 config.model_name, config.model_version)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, flush telemetry."""
+        self.draining = True
+        log.info("shutting down: draining in-flight requests (grace %gs)",
+                 self.config.shutdown_grace)
+        await self.data_runner.cleanup()
+        await self.pipeline.stop(PIPELINE_DRAIN_TIMEOUT)
+        await self.probe.stop()
+        await self.session.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)
+        await self.admin_runner.cleanup()
+        log.info("shutdown complete")
+
+    def _flush_spans(self) -> None:
+        flusher = threading.Thread(target=self.tracer_provider.shutdown, daemon=True)
+        flusher.start()
+        flusher.join(SPAN_FLUSH_TIMEOUT)
+        if flusher.is_alive():
+            log.warning("span export did not finish within %gs; remaining spans dropped",
+                        SPAN_FLUSH_TIMEOUT)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sidecar = Sidecar(config)
+    await sidecar.start()
+    await stop.wait()
+    await sidecar.stop()
+
+
+def run(config: Config) -> None:
+    if config.event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if config.event_loop == "uvloop":
+                raise
+        else:
+            uvloop.run(serve(config))
+            return
+    asyncio.run(serve(config))
