@@ -73,6 +73,14 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def parse_routes(text: str) -> tuple[str, ...]:
+    routes = parse_list(text)
+    for route in routes:
+        if not route.startswith("/"):
+            raise ValueError(f"route template {route!r} must start with '/'")
+    return routes
+
+
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -144,7 +152,7 @@ class Config:
     probe_interval: float = _opt(5.0, _positive(float), "seconds between upstream probes")
     shutdown_grace: float = _opt(25.0, _positive(float),
                                  "seconds in-flight requests get to finish after SIGTERM")
-    routes: tuple[str, ...] = _opt(DEFAULT_ROUTES, parse_list,
+    routes: tuple[str, ...] = _opt(DEFAULT_ROUTES, parse_routes,
                                    "path templates for the bounded `route` label; "
                                    "other paths are labelled 'other'")
     log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
@@ -159,7 +167,7 @@ class Config:
 def _coerce(name: str, raw: Any, source: str) -> Any:
     spec = next(f for f in fields(Config) if f.name == name)
     parse = spec.metadata["parse"]
-    if isinstance(raw, list | tuple) and parse is parse_list:
+    if isinstance(raw, list | tuple):
         raw = ",".join(str(item) for item in raw)
     elif isinstance(raw, bool):
         raw = str(raw).lower()

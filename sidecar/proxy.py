@@ -48,6 +48,7 @@ class _Exchange:
     response_content_type: str = ""
     truncated: bool = False
     upstream_duration: float | None = None
+    headers_sent: bool = False  # past this point a failure can only cut the response
 
 
 class SidecarError(Exception):
@@ -177,8 +178,7 @@ class ProxyHandler:
             failure = classify_failure(error, self._config)
             client_span.set_status(Status(StatusCode.ERROR, failure.detail))
             client_span.set_attribute("error.type", failure.kind)
-            if exchange.status and exchange.upstream_duration is None:
-                # headers were relayed already: the client sees a cut-off body.
+            if exchange.headers_sent:
                 return self._abort_midstream(request, exchange, failure)
             raise SidecarError(failure.status, failure.kind, failure.detail) from None
         finally:
@@ -224,6 +224,7 @@ class ProxyHandler:
         elif request.version >= (1, 1):
             response.enable_chunked_encoding()
         await response.prepare(request)
+        exchange.headers_sent = True
         captured = bytearray()
         cap = self._config.observe_max_bytes
         async for chunk in upstream.content.iter_any():

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.processes import SidecarProcess, start_sidecar, start_upstream
+
+READ_TIMEOUT = 1.5
+MAX_BODY = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def upstream_port() -> Iterator[int]:
+    process, port = start_upstream()
+    yield port
+    process.terminate()
+
+
+@pytest.fixture(scope="session")
+def sidecar(upstream_port: int) -> Iterator[SidecarProcess]:
+    """One sidecar shared by the tests that only read its behaviour."""
+    process = start_sidecar(
+        f"http://127.0.0.1:{upstream_port}",
+        "--read-timeout", str(READ_TIMEOUT), "--max-body-bytes", str(MAX_BODY),
+        "--stream-threshold-bytes", "1MiB",
+    )
+    yield process
+    process.stop()

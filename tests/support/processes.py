@@ -1,0 +1,164 @@
+"""Real processes on loopback for the tests, and ways to wait for them without sleeping
+blindly: every wait polls a condition until it holds or a deadline passes."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.02) -> Any:
+    """Poll `condition` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def require_tool(name: str) -> str:
+    """A program the test needs: under CI=true its absence fails, elsewhere skips."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (make test installs it with apt-get)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None,
+    headers: Mapping[str, str] | None = None, *, chunked: bool = False, timeout: float = 30,
+    connection: http.client.HTTPConnection | None = None,
+) -> Response:
+    conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if chunked:
+            conn.request(method, path, body=iter([body or b""]), headers=dict(headers or {}),
+                         encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=dict(headers or {}))
+        response = conn.getresponse()
+        return Response(response.status, response.headers, response.read())
+    finally:
+        if connection is None:
+            conn.close()
+
+
+class ManagedProcess:
+    """A child process whose output goes to a file that failures can show."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None,
+                 cwd: Path = REPO) -> None:
+        self.log_path = Path(tempfile.mkstemp(prefix="lookout-test-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.popen = subprocess.Popen(list(args), stdout=self._log, stderr=subprocess.STDOUT,
+                                      env=full_env, cwd=cwd)
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
+        finally:
+            self._log.close()
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_upstream() -> tuple[ManagedProcess, int]:
+    port = free_port()
+    process = ManagedProcess([sys.executable, "-m", "tests.support.upstream_app", str(port)])
+    wait_until(lambda: port_accepts(port) or not process.alive(), 20, "the test upstream")
+    assert process.alive(), process.output
+    return process, port
+
+
+@dataclass
+class SidecarProcess:
+    process: ManagedProcess
+    port: int
+    admin_port: int
+
+    def metrics_text(self) -> str:
+        return request(self.admin_port, "GET", "/metrics").body.decode()
+
+    def stop(self) -> int:
+        return self.process.terminate()
+
+
+def start_sidecar(upstream: str, *extra: str, env: Mapping[str, str] | None = None,
+                  wait_ready: bool = True) -> SidecarProcess:
+    port, admin_port = free_port(), free_port()
+    args = [sys.executable, "-m", "sidecar.cli", "serve",
+            "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
+            "--upstream", upstream, "--model-name", "yolo-test", "--model-version", "v1",
+            "--probe-interval", "0.5", *extra]
+    process = ManagedProcess(args, env={"OTEL_TRACES_EXPORTER": "none", **(env or {})})
+    sidecar = SidecarProcess(process, port, admin_port)
+
+    def healthy() -> bool:
+        if not process.alive():
+            raise AssertionError(f"sidecar exited early:\n{process.output}")
+        return port_accepts(admin_port) and port_accepts(port)
+
+    wait_until(healthy, 30, "the sidecar to listen")
+    if wait_ready:
+        wait_until(lambda: request(admin_port, "GET", "/readyz").status == 200, 30,
+                   "the sidecar to be ready")
+    return sidecar
