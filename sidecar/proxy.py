@@ -86,7 +86,7 @@ class ProxyHandler:
             "lookout.model.version": config.model_version,
         }
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         started_at = time.time()
         route = self._routes.label(request.path)

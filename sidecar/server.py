@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,7 +14,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from sidecar.admin import AdminApp
 from sidecar.config import Config
 from sidecar.metrics import SidecarMetrics
-from sidecar.observation import DiscardConsumer, ObservationPipeline, ObservationQueue
+from sidecar.observation import (
+    DiscardConsumer,
+    ObservationConsumer,
+    ObservationPipeline,
+    ObservationQueue,
+)
 from sidecar.proxy import ProxyHandler
 from sidecar.tracing import build_tracer_provider, get_tracer
 from sidecar.upstream import UpstreamProbe, new_session
@@ -27,8 +33,14 @@ PIPELINE_DRAIN_TIMEOUT = 2.0
 class Sidecar:
     """Owns every long-lived part of the running sidecar."""
 
-    def __init__(self, config: Config, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        tracer_provider: TracerProvider | None = None,
+        consumers: Sequence[ObservationConsumer] | None = None,
+    ) -> None:
         self.config = config
+        self.consumers = list(consumers) if consumers is not None else [DiscardConsumer()]
         self.metrics = SidecarMetrics(config.model_name, config.model_version)
         self.metrics.set_model_info(config.model_sha256, role="primary")
         self.tracer_provider = tracer_provider or build_tracer_provider()
@@ -39,7 +51,7 @@ class Sidecar:
         config = self.config
         self.session = new_session(config)
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics)
-        self.pipeline = ObservationPipeline(self.queue, [DiscardConsumer()], self.metrics)
+        self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()
         self.probe = UpstreamProbe(config, self.session, self.metrics)
         self.probe.start()
@@ -47,7 +59,7 @@ class Sidecar:
         handler = ProxyHandler(config, self.session, self.metrics,
                                get_tracer(self.tracer_provider), self.queue)
         data_app = web.Application(client_max_size=config.max_body_bytes)
-        data_app.router.add_route("*", "/{tail:.*}", handler)
+        data_app.router.add_route("*", "/{tail:.*}", handler.handle)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,
                              lambda: self.draining).build()
 
@@ -59,8 +71,7 @@ class Sidecar:
         for runner, address in ((self.data_runner, config.listen),
                                 (self.admin_runner, config.admin)):
             await runner.setup()
-            await web.TCPSite(runner, address.host, address.port,
-                              shutdown_timeout=config.shutdown_grace).start()
+            await web.TCPSite(runner, address.host, address.port).start()
         log.info("lookout serving %s -> %s (admin %s, model %s version %s)",
                  config.listen, config.upstream, config.admin,
                  config.model_name, config.model_version)

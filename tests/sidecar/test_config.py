@@ -53,7 +53,7 @@ def test_invalid_values_name_the_key_and_the_fix(env, fragment) -> None:
 def test_unknown_file_key_is_rejected_with_the_known_ones(tmp_path) -> None:
     file = tmp_path / "c.yaml"
     file.write_text("upstrem: http://x:1\n")
-    with pytest.raises(ConfigError, match="unknown key 'upstrem'.*upstream"):
+    with pytest.raises(ConfigError, match=r"unknown key 'upstrem'.*upstream"):
         load_config(env={}, config_file=file)
 
 

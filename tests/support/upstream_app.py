@@ -55,10 +55,22 @@ async def big(request: web.Request) -> web.Response:
     return web.Response(body=b"x" * size, content_type="application/octet-stream")
 
 
+IN_FLIGHT = {"slow": 0}
+
+
 async def slow(request: web.Request) -> web.Response:
     await request.read()
-    await asyncio.sleep(float(request.query.get("delay", "1")))
+    IN_FLIGHT["slow"] += 1
+    try:
+        await asyncio.sleep(float(request.query.get("delay", "1")))
+    finally:
+        IN_FLIGHT["slow"] -= 1
     return web.json_response({"slept": float(request.query.get("delay", "1"))})
+
+
+async def in_flight(request: web.Request) -> web.Response:
+    """Lets a test know a slow request has reached the upstream, without sleeping."""
+    return web.json_response(IN_FLIGHT)
 
 
 async def reset(request: web.Request) -> web.Response:
@@ -97,6 +109,7 @@ def build_app() -> web.Application:
     app.router.add_get("/chunked", chunked)
     app.router.add_get("/big", big)
     app.router.add_route("*", "/slow", slow)
+    app.router.add_get("/in-flight", in_flight)
     app.router.add_get("/reset", reset)
     app.router.add_get("/garbage", garbage)
     app.router.add_get("/cut-body", cut_body)
@@ -107,4 +120,5 @@ def build_app() -> web.Application:
 
 if __name__ == "__main__":
     web.run_app(build_app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None,
+                shutdown_timeout=0.5,
                 print=lambda *_: print("upstream ready", flush=True))

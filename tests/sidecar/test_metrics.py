@@ -1,0 +1,113 @@
+"""/metrics as Prometheus and promtool read it."""
+
+from __future__ import annotations
+
+import subprocess
+
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar import catalog
+from tests.support.processes import (
+    SidecarProcess,
+    free_port,
+    request,
+    require_tool,
+    start_sidecar,
+)
+
+
+def _samples(text: str, name: str) -> list:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == name]
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    matching = [s.value for s in _samples(text, name)
+                if all(s.labels.get(k) == v for k, v in labels.items())]
+    return sum(matching)
+
+
+def test_red_metrics_count_each_request_with_bounded_labels(sidecar: SidecarProcess) -> None:
+    before = sidecar.metrics_text()
+    route = "/v2/models/{model}/infer"
+    for _ in range(3):
+        request(sidecar.port, "POST", "/v2/models/yolo11n/infer", body=b"x" * 2000)
+    request(sidecar.port, "GET", "/status/503")
+    after = sidecar.metrics_text()
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    base = {"model": "yolo-test", "version": "v1"}
+    assert delta(catalog.REQUESTS.sample_name, route=route, code="200", **base) == 3
+    assert delta(catalog.REQUESTS.sample_name, route="other", code="503", **base) == 1
+    assert delta(catalog.REQUEST_DURATION.count_name, route=route, **base) == 3
+    assert delta(catalog.UPSTREAM_DURATION.count_name, route=route, **base) == 3
+    assert delta(catalog.REQUEST_BYTES.sum_name, route=route, **base) == 6000
+    assert delta(catalog.RESPONSE_BYTES.count_name, route=route, **base) == 3
+    # the raw model name in the path never becomes a label value
+    assert "yolo11n" not in after
+
+
+def test_sidecar_errors_have_their_own_code_label(sidecar: SidecarProcess) -> None:
+    request(sidecar.port, "GET", "/reset")
+    text = sidecar.metrics_text()
+    assert _value(text, catalog.REQUESTS.sample_name, code="sidecar_502") >= 1
+    assert all(not s.labels["code"].startswith("sidecar_") or s.labels["code"][8] in "45"
+               for s in _samples(text, catalog.REQUESTS.sample_name))
+
+
+def test_model_info_carries_the_configured_model(sidecar: SidecarProcess) -> None:
+    info = _samples(sidecar.metrics_text(), catalog.MODEL_INFO.name)
+    assert [(s.labels["model"], s.labels["version"], s.labels["role"], s.value)
+            for s in info] == [("yolo-test", "v1", "primary", 1.0)]
+
+
+def test_upstream_up_gauge_follows_the_probe(sidecar: SidecarProcess) -> None:
+    assert _value(sidecar.metrics_text(), catalog.UPSTREAM_UP.name) == 1.0
+    dead = start_sidecar(f"http://127.0.0.1:{free_port()}", wait_ready=False)
+    try:
+        request(dead.admin_port, "GET", "/readyz")
+        assert _value(dead.metrics_text(), catalog.UPSTREAM_UP.name) == 0.0
+    finally:
+        dead.stop()
+
+
+def test_openmetrics_is_negotiated_and_carries_trace_exemplars(upstream_port: int) -> None:
+    traced = start_sidecar(f"http://127.0.0.1:{upstream_port}",
+                           env={"OTEL_TRACES_SAMPLER": "always_on"})
+    try:
+        request(traced.port, "POST", "/predict", body=b"img")
+        response = request(traced.admin_port, "GET", "/metrics",
+                           headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = response.body.decode()
+        assert text.rstrip().endswith("# EOF")
+        exemplars = [s.exemplar for family in parse_openmetrics(text) for s in family.samples
+                     if s.name == catalog.REQUEST_DURATION.bucket_name and s.exemplar]
+        assert exemplars, "no exemplar on the latency histogram"
+        assert all(len(e.labels["trace_id"]) == 32 for e in exemplars)
+        plain = request(traced.admin_port, "GET", "/metrics")
+        assert plain.headers["Content-Type"].startswith("text/plain")
+        assert "trace_id" not in plain.body.decode()
+    finally:
+        traced.stop()
+
+
+def test_every_catalog_metric_is_exposed_with_its_help(sidecar: SidecarProcess) -> None:
+    families = {f.name: f for f in text_string_to_metric_families(sidecar.metrics_text())}
+    for spec in catalog.ALL:
+        assert spec.name in families, spec.name
+        assert families[spec.name].documentation == spec.help
+        assert families[spec.name].type == spec.type.value
+
+
+def test_promtool_accepts_the_exposition(sidecar: SidecarProcess) -> None:
+    promtool = require_tool("promtool")
+    request(sidecar.port, "GET", "/echo")
+    result = subprocess.run([promtool, "check", "metrics"], input=sidecar.metrics_text(),
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,126 @@
+"""Spans exported over real OTLP (http/protobuf and gRPC) and decoded by the test."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.otlp import (
+    CLIENT,
+    SERVER,
+    STATUS_ERROR,
+    GrpcOtlpReceiver,
+    HttpOtlpReceiver,
+    ReceivedSpan,
+)
+from tests.support.processes import SidecarProcess, request, start_sidecar
+
+
+def _traceparent(sampled: bool) -> tuple[str, str, str]:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, parent_id, f"00-{trace_id}-{parent_id}-{'01' if sampled else '00'}"
+
+
+def _by_kind(spans: list[ReceivedSpan], trace_id: str) -> dict[int, ReceivedSpan]:
+    return {span.kind: span for span in spans if span.trace_id == trace_id}
+
+
+@pytest.fixture(params=["http/protobuf", "grpc"])
+def receiver(request) -> Iterator[HttpOtlpReceiver | GrpcOtlpReceiver]:
+    collector = HttpOtlpReceiver() if request.param == "http/protobuf" else GrpcOtlpReceiver()
+    yield collector
+    collector.close()
+
+
+def _traced_sidecar(upstream_port: int, receiver, **env: str) -> SidecarProcess:
+    return start_sidecar(f"http://127.0.0.1:{upstream_port}",
+                         env={**receiver.env, "OTEL_SERVICE_NAME": "lookout-test", **env})
+
+
+def test_server_and_client_spans_nest_and_propagate(upstream_port: int, receiver) -> None:
+    sidecar = _traced_sidecar(upstream_port, receiver)
+    try:
+        trace_id, parent_id, traceparent = _traceparent(sampled=True)
+        response = request(sidecar.port, "POST", "/v2/models/yolo11n/infer", body=b"{}",
+                           headers={"traceparent": traceparent})
+        upstream_saw = {k.lower(): v for k, v in json.loads(response.body)["headers"]}
+        spans = _by_kind(receiver.wait_for(2), trace_id)
+    finally:
+        assert sidecar.stop() == 0
+
+    server, client = spans[SERVER], spans[CLIENT]
+    assert server.parent_span_id == parent_id
+    assert client.parent_span_id == server.span_id
+    # the upstream's parent is the sidecar's client span, in the same trace
+    assert upstream_saw["traceparent"] == f"00-{trace_id}-{client.span_id}-01"
+    assert server.name == "POST /v2/models/{model}/infer"
+    assert server.attributes["http.route"] == "/v2/models/{model}/infer"
+    assert server.attributes["http.request.method"] == "POST"
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["lookout.model.name"] == "yolo-test"
+    assert server.attributes["lookout.model.version"] == "v1"
+    assert client.attributes["server.port"] == upstream_port
+    assert client.attributes["url.full"].endswith("/v2/models/yolo11n/infer")
+    assert server.service_name == "lookout-test"
+
+
+def test_parent_decides_and_unsampled_traces_stay_unexported(upstream_port: int) -> None:
+    receiver = HttpOtlpReceiver()
+    sidecar = _traced_sidecar(upstream_port, receiver)
+    try:
+        dropped_trace, _, unsampled = _traceparent(sampled=False)
+        kept_trace, _, sampled = _traceparent(sampled=True)
+        request(sidecar.port, "GET", "/echo", headers={"traceparent": unsampled})
+        upstream_saw = request(sidecar.port, "GET", "/echo", headers={"traceparent": unsampled})
+        request(sidecar.port, "GET", "/echo", headers={"traceparent": sampled})
+        # export is in order: once the later trace is in, the earlier one would be too
+        spans = receiver.wait_for_trace(kept_trace)
+    finally:
+        sidecar.stop()
+        receiver.close()
+    assert {span.trace_id for span in spans} == {kept_trace}
+    flags = {k.lower(): v for k, v in upstream_saw.json()["headers"]}["traceparent"]
+    assert flags.startswith(f"00-{dropped_trace}-") and flags.endswith("-00")
+
+
+def test_default_root_sampling_is_about_ten_percent(upstream_port: int) -> None:
+    receiver = HttpOtlpReceiver()
+    sidecar = _traced_sidecar(upstream_port, receiver)
+    try:
+        for _ in range(300):
+            request(sidecar.port, "GET", "/echo")
+        marker_trace, _, marker = _traceparent(sampled=True)
+        request(sidecar.port, "GET", "/echo", headers={"traceparent": marker})
+        spans = receiver.wait_for_trace(marker_trace)
+        roots = {span.trace_id for span in spans if span.kind == SERVER} - {marker_trace}
+    finally:
+        sidecar.stop()
+        receiver.close()
+    # Binomial(300, 0.1): 30 expected; outside [8, 60] has probability below 1e-6.
+    assert 8 <= len(roots) <= 60, len(roots)
+
+
+def test_errors_are_exported_even_when_sampling_is_off(upstream_port: int) -> None:
+    receiver = HttpOtlpReceiver()
+    sidecar = _traced_sidecar(upstream_port, receiver,
+                              OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                              OTEL_TRACES_SAMPLER_ARG="0")
+    try:
+        for _ in range(5):
+            request(sidecar.port, "GET", "/echo")
+        failed = request(sidecar.port, "GET", "/reset")
+        spans = receiver.wait_for_trace(failed.json()["trace_id"])
+    finally:
+        sidecar.stop()
+        receiver.close()
+    assert failed.status == 502
+    trace_id = failed.json()["trace_id"]
+    assert {span.trace_id for span in spans} == {trace_id}
+    by_kind = _by_kind(spans, trace_id)
+    assert by_kind[SERVER].status_code == STATUS_ERROR
+    assert by_kind[CLIENT].status_code == STATUS_ERROR
+    assert by_kind[CLIENT].attributes["error.type"] == "upstream-reset"
+    assert by_kind[CLIENT].parent_span_id == by_kind[SERVER].span_id
