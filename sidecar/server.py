@@ -21,6 +21,7 @@ from sidecar.observation import (
     ObservationQueue,
 )
 from sidecar.proxy import ProxyHandler
+from sidecar.telemetry import RequestTelemetry
 from sidecar.tracing import build_tracer_provider, get_tracer
 from sidecar.upstream import UpstreamProbe, new_session
 
@@ -56,17 +57,21 @@ class Sidecar:
         self.probe = UpstreamProbe(config, self.session, self.metrics)
         self.probe.start()
 
-        handler = ProxyHandler(config, self.session, self.metrics,
-                               get_tracer(self.tracer_provider), self.queue)
-        data_app = web.Application(client_max_size=config.max_body_bytes)
-        data_app.router.add_route("*", "/{tail:.*}", handler.handle)
+        telemetry = RequestTelemetry(config, self.metrics, get_tracer(self.tracer_provider),
+                                     self.queue)
+        handler = ProxyHandler(config, self.session, telemetry)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,
                              lambda: self.draining).build()
+        # The data port uses aiohttp's low-level server: every path goes to one handler,
+        # so the Application's router, middlewares and signals would be pure overhead.
+        loop = asyncio.get_running_loop()
 
-        self.data_runner = web.AppRunner(
-            data_app, access_log=None, handle_signals=False,
-            shutdown_timeout=config.shutdown_grace,
-        )
+        def new_request(message, payload, protocol, writer, task) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                   client_max_size=config.max_body_bytes)
+
+        data_server = web.Server(handler.handle, request_factory=new_request, access_log=None)
+        self.data_runner = web.ServerRunner(data_server, shutdown_timeout=config.shutdown_grace)
         self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
         for runner, address in ((self.data_runner, config.listen),
                                 (self.admin_runner, config.admin)):

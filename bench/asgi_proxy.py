@@ -1,0 +1,135 @@
+"""The same data plane as an ASGI app, to compare server stacks in bench/proxy.py.
+
+It reuses lookout's telemetry (metrics catalog, tracer set-up, observation queue,
+route templates, header rules) and aiohttp's client for the upstream, so the only
+difference from `lookout serve` is the HTTP server: uvicorn+httptools or granian.
+Buffered bodies only: enough for the benchmark's fixed-size exchanges.
+
+uvicorn bench.asgi_proxy:app --loop uvloop --http httptools
+granian --interface asgi --loop uvloop bench.asgi_proxy:app
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from sidecar.catalog import SIDECAR_CODE_PREFIX
+from sidecar.config import load_config
+from sidecar.headers import add_forwarded, end_to_end
+from sidecar.metrics import SidecarMetrics
+from sidecar.observation import DiscardConsumer, ObservationPipeline, ObservationQueue
+from sidecar.routes import RouteTemplates
+from sidecar.telemetry import Exchange, RequestTelemetry
+from sidecar.tracing import build_tracer_provider, get_tracer
+from sidecar.upstream import classify_failure, new_session
+
+
+class AsgiProxy:
+    def __init__(self) -> None:
+        self.config = load_config()
+        self.metrics = SidecarMetrics(self.config.model_name, self.config.model_version)
+        self.provider = build_tracer_provider()
+        self.tracer = get_tracer(self.provider)
+        self.routes = RouteTemplates(self.config.routes)
+        upstream = URL(self.config.upstream)
+        self.upstream_host, self.upstream_port = upstream.host or "", upstream.port or 80
+        self.session: aiohttp.ClientSession | None = None
+
+    async def _startup(self) -> None:
+        self.session = new_session(self.config)
+        self.queue = ObservationQueue(self.config.observation_queue_size, self.metrics)
+        self.pipeline = ObservationPipeline(self.queue, [DiscardConsumer()], self.metrics)
+        self.pipeline.start()
+        self.telemetry = RequestTelemetry(self.config, self.metrics, self.tracer, self.queue)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self._startup()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if self.session is not None:
+                        await self.session.close()
+                    self.provider.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if self.session is None:  # servers that skip lifespan
+            await self._startup()
+        await self._proxy(scope, receive, send)
+
+    async def _proxy(self, scope, receive, send) -> None:
+        headers = CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+        )
+        path = scope["path"]
+        exchange = Exchange(scope["method"], path, self.routes.label(path),
+                            headers.get("Content-Type", ""))
+        client = scope.get("client")
+        server_span = self.telemetry.start_server_span(
+            exchange, headers, scheme=scope["scheme"],
+            protocol_version=scope.get("http_version", "1.1"),
+            client_address=client[0] if client else None,
+        )
+        try:
+            await self._exchange(scope, receive, send, headers, exchange, server_span)
+        finally:
+            self.telemetry.finish(exchange, server_span)
+
+    async def _exchange(self, scope, receive, send, headers: CIMultiDict[str],
+                        exchange: Exchange, server_span) -> None:
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        exchange.request_body = b"".join(chunks)
+
+        forward = end_to_end(headers)
+        client = scope.get("client")
+        add_forwarded(forward, client[0] if client else None, scope["scheme"],
+                      headers.get("Host"))
+        url = self.config.upstream + scope.get("raw_path", exchange.path.encode()).decode()
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        client_span = self.telemetry.start_client_span(
+            server_span, exchange.method, url, self.upstream_host, self.upstream_port, forward
+        )
+        sent = time.perf_counter()
+        try:
+            async with self.session.request(exchange.method, URL(url, encoded=True),
+                                            data=exchange.request_body or None,
+                                            headers=forward, allow_redirects=False) as upstream:
+                self.telemetry.upstream_status(client_span, upstream.status)
+                exchange.response_body = await upstream.read()
+                exchange.status, exchange.code = upstream.status, str(upstream.status)
+                exchange.response_content_type = upstream.headers.get("Content-Type", "")
+                response_headers = end_to_end(upstream.headers)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            failure = classify_failure(error, self.config)
+            self.telemetry.upstream_failure(client_span, failure.kind, failure.detail)
+            exchange.status = failure.status
+            exchange.code = f"{SIDECAR_CODE_PREFIX}{failure.status}"
+            exchange.response_body = failure.detail.encode()
+            response_headers = CIMultiDict({"X-Lookout-Error": failure.kind})
+        finally:
+            exchange.upstream_duration = time.perf_counter() - sent
+            client_span.end()
+
+        exchange.response_bytes = len(exchange.response_body)
+        response_headers["Content-Length"] = str(exchange.response_bytes)
+        await send({"type": "http.response.start", "status": exchange.status, "headers": [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers.items()
+        ]})
+        await send({"type": "http.response.body", "body": exchange.response_body})
+
+
+app = AsgiProxy()

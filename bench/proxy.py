@@ -1,0 +1,352 @@
+"""Proxy overhead of lookout against nginx, measured in one run.
+
+    python bench/proxy.py [--duration 5] [--stacks aiohttp,uvicorn,granian]
+
+A fast upstream (nginx serving fixed bodies) is hit directly, through nginx as a
+reverse proxy (proxy_pass, upstream keep-alive) and through lookout on each server
+stack, with wrk at 1 and 16 connections, POST bodies of 1 KB and 100 KB answered with
+bodies of the same size. Every lookout variant runs with all telemetry on: metrics,
+observation hand-off, and OTLP trace export at 10% parent-based sampling to a sink.
+
+Pinning on a 2-core machine: the proxy under test (nginx: one worker; lookout: one
+process) gets core 1 to itself; wrk, the upstream and the OTLP sink share core 0.
+Printed: added latency p50/p99 over direct, throughput, CPU time per request, RSS,
+and the ratios lookout/nginx. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"1KB": 1024, "100KB": 100 * 1024}
+CONNECTIONS = (1, 16)
+PROXY_CORE, LOAD_CORE = "1", "0"
+
+NGINX_UPSTREAM = """
+worker_processes 1; daemon off; pid {dir}/upstream.pid; error_log {dir}/upstream.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; client_body_temp_path {dir}/ubody; client_max_body_size 64m;
+  client_body_buffer_size 256k; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port}; root {dir}/www;
+           location / {{ error_page 405 =200 $uri; }} }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes 1; daemon off; pid {dir}/proxy.pid; error_log {dir}/proxy.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; client_body_temp_path {dir}/pbody; client_max_body_size 64m;
+  client_body_buffer_size 256k; keepalive_requests 1000000;
+  proxy_temp_path {dir}/ptemp; proxy_buffers 16 16k; proxy_buffer_size 16k;
+  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port};
+           location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+                         proxy_set_header Connection ""; }} }}
+}}
+"""
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.body = string.rep("b", {size})
+"""
+
+
+@dataclass
+class Measurement:
+    target: str
+    size: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float | None = None
+    errors: int = 0
+
+
+@dataclass
+class TargetInfo:
+    name: str
+    rss_idle_mb: float | None = None
+    rss_after_mb: float | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def pinned(core: str, args: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", core, *args]
+    return args
+
+
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    pids, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children_file = Path(f"/proc/{parent}/task/{parent}/children")
+        if children_file.exists():
+            children = [int(c) for c in children_file.read_text().split()]
+            pids += children
+            frontier += children
+    return pids
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for each in descendants(pid):
+        status = Path(f"/proc/{each}/status")
+        if status.exists():
+            match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+            total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for each in descendants(pid):
+        stat = Path(f"/proc/{each}/stat")
+        if stat.exists():
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def parse_duration_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(url: str, connections: int, duration: float, script: Path) -> tuple[float, float,
+                                                                                 float, int]:
+    result = subprocess.run(
+        pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
+                           "--latency", "-s", str(script), url]),
+        capture_output=True, text=True, check=True,
+    )
+    out = result.stdout
+    p50 = parse_duration_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = parse_duration_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), "
+                    r"read (\d+), write (\d+), timeout (\d+)"):
+        match = re.search(pattern, out)
+        if match:
+            errors += sum(int(g) for g in match.groups())
+    return rps, p50, p99, errors
+
+
+def measure(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespace,
+            scripts: dict[str, Path]) -> None:
+    for size in args.sizes:
+        url = f"http://127.0.0.1:{port}/{size}"
+        run_wrk(url, 4, args.warmup, scripts[size])
+        for connections in CONNECTIONS:
+            cpu_before = cpu_seconds(pid) if pid else 0.0
+            rps, p50, p99, errors = run_wrk(url, connections, args.duration, scripts[size])
+            cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+            per_request = cpu / (rps * args.duration) * 1e6 if cpu is not None and rps else None
+            info.measurements.append(Measurement(info.name, size, connections, rps, p50, p99,
+                                                 per_request, errors))
+            print(f"  {info.name:<16} {size:>5} c={connections:<3} {rps:>9.0f} req/s "
+                  f"p50 {p50:7.3f} ms p99 {p99:7.3f} ms"
+                  + (f" cpu {per_request:6.1f} us/req" if per_request else "")
+                  + (f" ERRORS {errors}" if errors else ""), flush=True)
+
+
+def lookout_command(stack: str, port: int, upstream: int) -> list[str]:
+    py = sys.executable
+    if stack == "aiohttp":
+        return [py, "-m", "sidecar.cli", "serve", "--listen", f"127.0.0.1:{port}",
+                "--admin", f"127.0.0.1:{free_port()}", "--upstream",
+                f"http://127.0.0.1:{upstream}"]
+    if stack == "uvicorn":
+        return [py, "-m", "uvicorn", "bench.asgi_proxy:app", "--host", "127.0.0.1",
+                "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                "--no-access-log", "--log-level", "warning"]
+    if stack == "granian":
+        return [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+                "--port", str(port), "--loop", "uvloop", "--workers", "1",
+                "--runtime-mode", "st", "--no-access-log", "--log-level", "warning",
+                "bench.asgi_proxy:app"]
+    raise ValueError(stack)
+
+
+def added(m: Measurement, direct: dict[tuple[str, int], Measurement]) -> tuple[float, float]:
+    base = direct[(m.size, m.connections)]
+    return m.p50_ms - base.p50_ms, m.p99_ms - base.p99_ms
+
+
+def report(targets: list[TargetInfo]) -> str:
+    by_name = {t.name: t for t in targets}
+    direct = {(m.size, m.connections): m for m in by_name["direct"].measurements}
+    nginx = {(m.size, m.connections): m for m in by_name["nginx"].measurements}
+    lines = ["| target | body | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
+             "| CPU us/req | vs nginx: added p50 | added p99 | throughput |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for target in targets:
+        for m in target.measurements:
+            row = (f"| {m.target} | {m.size} | {m.connections} | {m.rps:.0f} | {m.p50_ms:.3f} "
+                   f"| {m.p99_ms:.3f} |")
+            if target.name == "direct":
+                lines.append(row + " - | - | - | - | - | - |")
+                continue
+            add50, add99 = added(m, direct)
+            cpu = f"{m.cpu_us_per_request:.1f}" if m.cpu_us_per_request else "-"
+            row += f" {add50:.3f} | {add99:.3f} | {cpu} |"
+            if target.name == "nginx":
+                lines.append(row + " 1.00x | 1.00x | 1.00x |")
+                continue
+            ref = nginx[(m.size, m.connections)]
+            ref50, ref99 = added(ref, direct)
+            lines.append(row + f" {add50 / max(ref50, 1e-3):.2f}x | "
+                         f"{add99 / max(ref99, 1e-3):.2f}x | {m.rps / ref.rps:.2f}x |")
+    lines.append("")
+    lines.append("| target | RSS idle MB | RSS after load MB |")
+    lines.append("|---|---|---|")
+    for target in targets[1:]:
+        lines.append(f"| {target.name} | {target.rss_idle_mb:.1f} | {target.rss_after_mb:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per size")
+    parser.add_argument("--stacks", default="aiohttp,uvicorn,granian",
+                        help="lookout server stacks to measure")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="body sizes")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    args.sizes = args.sizes.split(",")
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} is required: apt-get install nginx wrk")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+
+    work = Path(tempfile.mkdtemp(prefix="lookout-bench-"))
+    work.chmod(0o755)  # nginx workers drop root and must read www/
+    (work / "www").mkdir(mode=0o755)
+    scripts = {}
+    for name, size in SIZES.items():
+        (work / "www" / name).write_bytes(b"r" * size)
+        scripts[name] = work / f"post-{name}.lua"
+        scripts[name].write_text(WRK_SCRIPT.format(size=size))
+
+    processes: list[subprocess.Popen] = []
+    targets: list[TargetInfo] = []
+    try:
+        upstream_port = free_port()
+        (work / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=work, port=upstream_port))
+        processes.append(start(pinned(LOAD_CORE, [nginx, "-c", str(work / "upstream.conf"),
+                                                  "-p", str(work)]), work / "upstream.log"))
+        wait_port(upstream_port)
+        sink_port = free_port()
+        processes.append(start(pinned(LOAD_CORE, [sys.executable, "bench/otlp_sink.py",
+                                                  str(sink_port)]), work / "sink.log"))
+        wait_port(sink_port)
+        telemetry_env = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            "LOOKOUT_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
+            "LOOKOUT_LOG_LEVEL": "warning",
+        }
+
+        print("direct", flush=True)
+        targets.append(TargetInfo("direct"))
+        measure(targets[-1], upstream_port, None, args, scripts)
+
+        print("nginx proxy", flush=True)
+        proxy_port = free_port()
+        (work / "proxy.conf").write_text(
+            NGINX_PROXY.format(dir=work, port=proxy_port, upstream=upstream_port))
+        proxy = start(pinned(PROXY_CORE, [nginx, "-c", str(work / "proxy.conf"),
+                                          "-p", str(work)]), work / "proxy.log")
+        targets.append(_run_target("nginx", proxy, proxy_port, args, scripts))
+
+        for stack in args.stacks.split(","):
+            print(f"lookout ({stack})", flush=True)
+            port = free_port()
+            process = start(pinned(PROXY_CORE, lookout_command(stack, port, upstream_port)),
+                            work / f"lookout-{stack}.log", env=telemetry_env)
+            targets.append(_run_target(f"lookout-{stack}", process, port, args, scripts))
+    finally:
+        for process in processes:
+            stop(process)
+
+    table = report(targets)
+    print("\n" + table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(t) for t in targets], indent=2))
+    return 0
+
+
+def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.Namespace,
+                scripts: dict[str, Path]) -> TargetInfo:
+    try:
+        wait_port(port)
+        for _ in range(50):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/1KB", data=b"warm").read()
+        info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid))
+        measure(info, port, process.pid, args, scripts)
+        info.rss_after_mb = rss_mb(process.pid)
+        return info
+    finally:
+        stop(process)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
