@@ -23,6 +23,7 @@ from sidecar.headers import add_forwarded, end_to_end
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import DiscardConsumer, ObservationPipeline, ObservationQueue
 from sidecar.routes import RouteTemplates
+from sidecar.server import tune_runtime
 from sidecar.telemetry import Exchange, RequestTelemetry
 from sidecar.tracing import build_tracer_provider, get_tracer
 from sidecar.upstream import classify_failure, new_session
@@ -45,6 +46,7 @@ class AsgiProxy:
         self.pipeline = ObservationPipeline(self.queue, [DiscardConsumer()], self.metrics)
         self.pipeline.start()
         self.telemetry = RequestTelemetry(self.config, self.metrics, self.tracer, self.queue)
+        tune_runtime()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
