@@ -25,7 +25,7 @@ from sidecar.observation import DiscardConsumer, ObservationPipeline, Observatio
 from sidecar.routes import RouteTemplates
 from sidecar.server import tune_runtime
 from sidecar.telemetry import Exchange, RequestTelemetry
-from sidecar.tracing import build_tracer_provider, get_tracer
+from sidecar.tracing import build_tracing
 from sidecar.upstream import classify_failure, new_session
 
 
@@ -33,8 +33,7 @@ class AsgiProxy:
     def __init__(self) -> None:
         self.config = load_config()
         self.metrics = SidecarMetrics(self.config.model_name, self.config.model_version)
-        self.provider = build_tracer_provider()
-        self.tracer = get_tracer(self.provider)
+        self.tracing = build_tracing()
         self.routes = RouteTemplates(self.config.routes)
         upstream = URL(self.config.upstream)
         self.upstream_host, self.upstream_port = upstream.host or "", upstream.port or 80
@@ -45,7 +44,7 @@ class AsgiProxy:
         self.queue = ObservationQueue(self.config.observation_queue_size, self.metrics)
         self.pipeline = ObservationPipeline(self.queue, [DiscardConsumer()], self.metrics)
         self.pipeline.start()
-        self.telemetry = RequestTelemetry(self.config, self.metrics, self.tracer, self.queue)
+        self.telemetry = RequestTelemetry(self.config, self.metrics, self.tracing, self.queue)
         tune_runtime()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -58,7 +57,7 @@ class AsgiProxy:
                 elif message["type"] == "lifespan.shutdown":
                     if self.session is not None:
                         await self.session.close()
-                    self.provider.shutdown()
+                    self.tracing.shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -102,29 +101,30 @@ class AsgiProxy:
         url = self.config.upstream + scope.get("raw_path", exchange.path.encode()).decode()
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        client_span = self.telemetry.start_client_span(
-            server_span, exchange.method, url, self.upstream_host, self.upstream_port, forward
+        call = self.telemetry.start_client_span(
+            exchange, server_span, url, self.upstream_host, self.upstream_port, forward
         )
         sent = time.perf_counter()
         try:
             async with self.session.request(exchange.method, URL(url, encoded=True),
                                             data=exchange.request_body or None,
                                             headers=forward, allow_redirects=False) as upstream:
-                self.telemetry.upstream_status(client_span, upstream.status)
+                self.telemetry.upstream_status(call, upstream.status)
                 exchange.response_body = await upstream.read()
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
                 exchange.response_content_type = upstream.headers.get("Content-Type", "")
                 response_headers = end_to_end(upstream.headers)
         except (aiohttp.ClientError, TimeoutError) as error:
             failure = classify_failure(error, self.config)
-            self.telemetry.upstream_failure(client_span, failure.kind, failure.detail)
+            self.telemetry.upstream_failure(call, failure.kind, failure.detail)
+            exchange.error_kind = failure.kind
             exchange.status = failure.status
             exchange.code = f"{SIDECAR_CODE_PREFIX}{failure.status}"
             exchange.response_body = failure.detail.encode()
             response_headers = CIMultiDict({"X-Lookout-Error": failure.kind})
         finally:
             exchange.upstream_duration = time.perf_counter() - sent
-            client_span.end()
+            self.telemetry.end_client_span(call)
 
         exchange.response_bytes = len(exchange.response_body)
         response_headers["Content-Length"] = str(exchange.response_bytes)

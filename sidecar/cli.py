@@ -72,15 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar.logs import configure_logging
 
     configure_logging(config.log_level)
-    if args.command == "serve":
-        from sidecar.server import run
+    from sidecar.server import StartupError
 
-        run(config)
-        return 0
+    try:
+        if args.command == "serve":
+            from sidecar.server import run
 
-    from sidecar.demo import run_demo
+            run(config)
+            return 0
+        from sidecar.demo import run_demo
 
-    return run_demo(config, requests=args.requests, keep_serving=args.serve)
+        return run_demo(config, requests=args.requests, keep_serving=args.serve)
+    except StartupError as error:
+        print(f"lookout: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -115,8 +115,8 @@ class ProxyHandler:
         headers = end_to_end(request.headers)
         add_forwarded(headers, request.remote, request.scheme, request.host)
         url = self._upstream_base + request.raw_path
-        client_span = self._telemetry.start_client_span(
-            server_span, request.method, url, self._upstream_host, self._upstream_port, headers
+        call = self._telemetry.start_client_span(
+            exchange, server_span, url, self._upstream_host, self._upstream_port, headers
         )
         sent = time.perf_counter()
         try:
@@ -124,7 +124,7 @@ class ProxyHandler:
                 request.method, URL(url, encoded=True), data=exchange.request_body or None,
                 headers=headers, allow_redirects=False,
             ) as upstream:
-                self._telemetry.upstream_status(client_span, upstream.status)
+                self._telemetry.upstream_status(call, upstream.status)
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
                 exchange.response_content_type = upstream.headers.get("Content-Type", "")
                 if self._buffered(request, upstream):
@@ -134,14 +134,14 @@ class ProxyHandler:
             raise  # the client went away while we wrote to it: not the upstream's fault
         except (aiohttp.ClientError, TimeoutError) as error:
             failure = classify_failure(error, self._config)
-            self._telemetry.upstream_failure(client_span, failure.kind, failure.detail)
+            self._telemetry.upstream_failure(call, failure.kind, failure.detail)
             if exchange.headers_sent:
                 return self._abort_midstream(request, exchange, failure)
             raise SidecarError(failure.status, failure.kind, failure.detail) from None
         finally:
             if exchange.upstream_duration is None:
                 exchange.upstream_duration = time.perf_counter() - sent
-            client_span.end()
+            self._telemetry.end_client_span(call)
 
     def _buffered(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> bool:
         if request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES:
@@ -211,7 +211,7 @@ class ProxyHandler:
         error: SidecarError,
     ) -> web.StreamResponse:
         exchange.status, exchange.code = error.status, f"{SIDECAR_CODE_PREFIX}{error.status}"
-        server_span.set_attribute("error.type", error.kind)
+        exchange.error_kind = error.kind
         trace_id = format(server_span.get_span_context().trace_id, "032x")
         body = json.dumps({
             "error": error.kind,

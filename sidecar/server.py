@@ -11,7 +11,6 @@ import threading
 from collections.abc import Sequence
 
 from aiohttp import web
-from opentelemetry.sdk.trace import TracerProvider
 
 from sidecar.admin import AdminApp
 from sidecar.config import Config
@@ -24,7 +23,7 @@ from sidecar.observation import (
 )
 from sidecar.proxy import ProxyHandler
 from sidecar.telemetry import RequestTelemetry
-from sidecar.tracing import build_tracer_provider, get_tracer
+from sidecar.tracing import Tracing, build_tracing
 from sidecar.upstream import UpstreamProbe, new_session
 
 log = logging.getLogger(__name__)
@@ -35,20 +34,24 @@ GIL_SWITCH_INTERVAL = 0.0005
 GC_THRESHOLDS = (10_000, 50, 1_000)
 
 
+class StartupError(RuntimeError):
+    """The sidecar cannot start; the message says why and what to change."""
+
+
 class Sidecar:
     """Owns every long-lived part of the running sidecar."""
 
     def __init__(
         self,
         config: Config,
-        tracer_provider: TracerProvider | None = None,
+        tracing: Tracing | None = None,
         consumers: Sequence[ObservationConsumer] | None = None,
     ) -> None:
         self.config = config
         self.consumers = list(consumers) if consumers is not None else [DiscardConsumer()]
         self.metrics = SidecarMetrics(config.model_name, config.model_version)
         self.metrics.set_model_info(config.model_sha256, role="primary")
-        self.tracer_provider = tracer_provider or build_tracer_provider()
+        self.tracing = tracing or build_tracing()
         self.draining = False
         self._runners: list[web.AppRunner] = []
 
@@ -61,8 +64,7 @@ class Sidecar:
         self.probe = UpstreamProbe(config, self.session, self.metrics)
         self.probe.start()
 
-        telemetry = RequestTelemetry(config, self.metrics, get_tracer(self.tracer_provider),
-                                     self.queue)
+        telemetry = RequestTelemetry(config, self.metrics, self.tracing, self.queue)
         handler = ProxyHandler(config, self.session, telemetry)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,
                              lambda: self.draining).build()
@@ -77,13 +79,27 @@ class Sidecar:
         data_server = web.Server(handler.handle, request_factory=new_request, access_log=None)
         self.data_runner = web.ServerRunner(data_server, shutdown_timeout=config.shutdown_grace)
         self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
-        for runner, address in ((self.data_runner, config.listen),
-                                (self.admin_runner, config.admin)):
+        for runner, address, role in ((self.data_runner, config.listen, "listen"),
+                                      (self.admin_runner, config.admin, "admin")):
             await runner.setup()
-            await web.TCPSite(runner, address.host, address.port).start()
+            try:
+                await web.TCPSite(runner, address.host, address.port).start()
+            except OSError as error:
+                await self._abandon_start()
+                raise StartupError(
+                    f"cannot listen on {address} (the {role} address): "
+                    f"{error.strerror or error}; choose another with --{role}"
+                ) from None
         log.info("lookout serving %s -> %s (admin %s, model %s version %s)",
                  config.listen, config.upstream, config.admin,
                  config.model_name, config.model_version)
+
+    async def _abandon_start(self) -> None:
+        await self.pipeline.stop(0)
+        await self.probe.stop()
+        await self.session.close()
+        for runner in (self.data_runner, self.admin_runner):
+            await runner.cleanup()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, flush telemetry."""
@@ -99,7 +115,7 @@ class Sidecar:
         log.info("shutdown complete")
 
     def _flush_spans(self) -> None:
-        flusher = threading.Thread(target=self.tracer_provider.shutdown, daemon=True)
+        flusher = threading.Thread(target=self.tracing.shutdown, daemon=True)
         flusher.start()
         flusher.join(SPAN_FLUSH_TIMEOUT)
         if flusher.is_alive():

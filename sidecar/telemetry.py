@@ -1,6 +1,10 @@
 """What the request path records about one exchange: spans, RED metrics and the
 Observation hand-off. Independent of the HTTP server, so any server stack records
 exactly the same thing (bench/asgi_proxy.py relies on that for a fair comparison).
+
+Unsampled requests get the SDK's non-recording spans (a few microseconds); their ids
+still propagate. If such a request ends in a server-side error, its two spans are
+built after the fact from what the Exchange kept, so errors are always traced.
 """
 
 from __future__ import annotations
@@ -12,14 +16,42 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from opentelemetry.propagate import get_global_textmap
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
 from sidecar.config import Config
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import Observation, ObservationQueue
 from sidecar.routes import OTHER_ROUTE
+from sidecar.tracing import Tracing
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """The CLIENT span's facts, kept so the span can be rebuilt if it must be exported."""
+
+    span: Span
+    method: str
+    url: str
+    host: str
+    port: int
+    started_ns: int = field(default_factory=time.time_ns)
+    ended_ns: int = 0
+    status: int = 0
+    error_kind: str = ""
+    error_detail: str = ""
+
+    def attributes(self, model_attributes: Mapping[str, str]) -> dict[str, object]:
+        attributes: dict[str, object] = {
+            "http.request.method": self.method, "url.full": self.url,
+            "server.address": self.host, "server.port": self.port, **model_attributes,
+        }
+        if self.status:
+            attributes["http.response.status_code"] = self.status
+        if self.error_kind or self.status >= 400:
+            attributes["error.type"] = self.error_kind or str(self.status)
+        return attributes
 
 
 @dataclass(slots=True)
@@ -41,14 +73,20 @@ class Exchange:
     truncated: bool = False
     upstream_duration: float | None = None
     headers_sent: bool = False  # past this point a failure can only cut the response
+    error_kind: str = ""  # the sidecar's own error, when it made the response
+    # kept only for unsampled requests, to rebuild their spans if they fail
+    server_attributes: dict[str, object] | None = None
+    parent: SpanContext | None = None
+    upstream: UpstreamCall | None = None
 
 
 class RequestTelemetry:
-    def __init__(self, config: Config, metrics: SidecarMetrics, tracer: trace.Tracer,
+    def __init__(self, config: Config, metrics: SidecarMetrics, tracing: Tracing,
                  observations: ObservationQueue | None) -> None:
         self._config = config
         self._metrics = metrics
-        self._tracer = tracer
+        self._tracing = tracing
+        self._tracer = tracing.tracer
         self._observations = observations
         self._propagator = get_global_textmap()
         self._model_attributes = {
@@ -56,11 +94,20 @@ class RequestTelemetry:
             "lookout.model.version": config.model_version,
         }
 
+    @staticmethod
+    def _span_name(exchange: Exchange) -> str:
+        if exchange.route == OTHER_ROUTE:
+            return exchange.method
+        return f"{exchange.method} {exchange.route}"
+
     def start_server_span(
         self, exchange: Exchange, headers: Mapping[str, str], *, scheme: str,
         protocol_version: str, client_address: str | None,
     ) -> Span:
         """The SERVER span, continuing the caller's trace if it sent `traceparent`."""
+        parent_context = self._propagator.extract(headers)
+        span = self._tracer.start_span(self._span_name(exchange), context=parent_context,
+                                       kind=SpanKind.SERVER)
         attributes: dict[str, object] = {
             "http.request.method": exchange.method,
             "url.path": exchange.path,
@@ -68,43 +115,53 @@ class RequestTelemetry:
             "network.protocol.version": protocol_version,
             **self._model_attributes,
         }
-        name = exchange.method
         if exchange.route != OTHER_ROUTE:
             attributes["http.route"] = exchange.route
-            name = f"{exchange.method} {exchange.route}"
         if client_address:
             attributes["client.address"] = client_address
         user_agent = headers.get("User-Agent")
         if user_agent:
             attributes["user_agent.original"] = user_agent
-        return self._tracer.start_span(name, context=self._propagator.extract(headers),
-                                       kind=SpanKind.SERVER, attributes=attributes)
-
-    def start_client_span(self, server_span: Span, method: str, url: str, host: str,
-                          port: int, headers: MutableMapping[str, str]) -> Span:
-        """The CLIENT span for the upstream call; its context goes into `headers`."""
-        span = self._tracer.start_span(
-            method,
-            context=trace.set_span_in_context(server_span),
-            kind=SpanKind.CLIENT,
-            attributes={"http.request.method": method, "url.full": url,
-                        "server.address": host, "server.port": port,
-                        **self._model_attributes},
-        )
-        self._propagator.inject(headers, context=trace.set_span_in_context(span))
+        if span.is_recording():
+            span.set_attributes(attributes)
+        else:
+            exchange.server_attributes = attributes
+            exchange.parent = trace.get_current_span(parent_context).get_span_context()
         return span
 
-    @staticmethod
-    def upstream_status(span: Span, status: int) -> None:
-        span.set_attribute("http.response.status_code", status)
-        if status >= 400:
-            span.set_status(Status(StatusCode.ERROR))
-            span.set_attribute("error.type", str(status))
+    def start_client_span(self, exchange: Exchange, server_span: Span, url: str, host: str,
+                          port: int, headers: MutableMapping[str, str]) -> UpstreamCall:
+        """The CLIENT span for the upstream call; its context goes into `headers`."""
+        span = self._tracer.start_span(exchange.method,
+                                       context=trace.set_span_in_context(server_span),
+                                       kind=SpanKind.CLIENT)
+        call = UpstreamCall(span, exchange.method, url, host, port)
+        if span.is_recording():
+            span.set_attributes(call.attributes(self._model_attributes))
+        exchange.upstream = call
+        self._propagator.inject(headers, context=trace.set_span_in_context(span))
+        return call
 
     @staticmethod
-    def upstream_failure(span: Span, kind: str, detail: str) -> None:
-        span.set_status(Status(StatusCode.ERROR, detail))
-        span.set_attribute("error.type", kind)
+    def upstream_status(call: UpstreamCall, status: int) -> None:
+        call.status = status
+        if call.span.is_recording():
+            call.span.set_attribute("http.response.status_code", status)
+            if status >= 400:
+                call.span.set_status(Status(StatusCode.ERROR))
+                call.span.set_attribute("error.type", str(status))
+
+    @staticmethod
+    def upstream_failure(call: UpstreamCall, kind: str, detail: str) -> None:
+        call.error_kind, call.error_detail = kind, detail
+        if call.span.is_recording():
+            call.span.set_status(Status(StatusCode.ERROR, detail))
+            call.span.set_attribute("error.type", kind)
+
+    @staticmethod
+    def end_client_span(call: UpstreamCall) -> None:
+        call.ended_ns = time.time_ns()
+        call.span.end()
 
     def finish(self, exchange: Exchange, server_span: Span) -> None:
         """Record a finished exchange. Fail-open: a failure here is counted and logged,
@@ -113,14 +170,11 @@ class RequestTelemetry:
             duration = time.perf_counter() - exchange.started
             span_context = server_span.get_span_context()
             trace_id = format(span_context.trace_id, "032x")
-            if exchange.status:
-                server_span.set_attribute("http.response.status_code", exchange.status)
-            server_span.set_attribute("http.request.body.size", len(exchange.request_body))
-            server_span.set_attribute("http.response.body.size", exchange.response_bytes)
             server_error = exchange.status >= 500
-            if server_error:
-                server_span.set_status(Status(StatusCode.ERROR))
-            server_span.end()
+            if server_span.is_recording():
+                self._end_server_span(server_span, exchange, server_error)
+            elif server_error and span_context.is_valid:
+                self._export_late(exchange, span_context, duration)
             # exemplars only point at traces that reach the backend
             exported = span_context.trace_flags.sampled or server_error
             self._metrics.record_request(
@@ -129,26 +183,66 @@ class RequestTelemetry:
                 trace_id if exported else None,
             )
             if self._observations is not None:
-                self._observations.offer(Observation(
-                    started_at=exchange.started_at,
-                    method=exchange.method,
-                    path=exchange.path,
-                    route=exchange.route,
-                    status=exchange.status,
-                    code=exchange.code,
-                    request_content_type=exchange.request_content_type,
-                    request_body=exchange.request_body,
-                    response_content_type=exchange.response_content_type,
-                    response_body=exchange.response_body,
-                    response_truncated=exchange.truncated,
-                    duration=duration,
-                    upstream_duration=exchange.upstream_duration,
-                    trace_id=trace_id,
-                    span_id=format(span_context.span_id, "016x"),
-                    trace_sampled=bool(span_context.trace_flags.sampled),
-                    model=self._config.model_name,
-                    version=self._config.model_version,
-                ))
+                self._observations.offer(self._observation(exchange, span_context, duration))
         except Exception:
             self._metrics.component_error("telemetry")
             log.exception("recording telemetry failed; the response was not affected")
+
+    def _server_end_attributes(self, exchange: Exchange) -> dict[str, object]:
+        attributes: dict[str, object] = {
+            "http.request.body.size": len(exchange.request_body),
+            "http.response.body.size": exchange.response_bytes,
+        }
+        if exchange.status:
+            attributes["http.response.status_code"] = exchange.status
+        if exchange.error_kind:
+            attributes["error.type"] = exchange.error_kind
+        return attributes
+
+    def _end_server_span(self, span: Span, exchange: Exchange, server_error: bool) -> None:
+        span.set_attributes(self._server_end_attributes(exchange))
+        if server_error:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    def _export_late(self, exchange: Exchange, context: SpanContext, duration: float) -> None:
+        started_ns = int(exchange.started_at * 1e9)
+        error = Status(StatusCode.ERROR)
+        spans = [self._tracing.late_span(
+            self._span_name(exchange), SpanKind.SERVER, context, exchange.parent,
+            (exchange.server_attributes or {}) | self._server_end_attributes(exchange),
+            started_ns, started_ns + int(duration * 1e9), error,
+        )]
+        call = exchange.upstream
+        if call is not None:
+            attributes = call.attributes(self._model_attributes)
+            failed = call.error_kind or call.status >= 400
+            spans.append(self._tracing.late_span(
+                exchange.method, SpanKind.CLIENT, call.span.get_span_context(), context,
+                attributes, call.started_ns, call.ended_ns or time.time_ns(),
+                Status(StatusCode.ERROR, call.error_detail or None) if failed else Status(),
+            ))
+        self._tracing.export_late(spans)
+
+    def _observation(self, exchange: Exchange, context: SpanContext,
+                     duration: float) -> Observation:
+        return Observation(
+            started_at=exchange.started_at,
+            method=exchange.method,
+            path=exchange.path,
+            route=exchange.route,
+            status=exchange.status,
+            code=exchange.code,
+            request_content_type=exchange.request_content_type,
+            request_body=exchange.request_body,
+            response_content_type=exchange.response_content_type,
+            response_body=exchange.response_body,
+            response_truncated=exchange.truncated,
+            duration=duration,
+            upstream_duration=exchange.upstream_duration,
+            trace_id=format(context.trace_id, "032x"),
+            span_id=format(context.span_id, "016x"),
+            trace_sampled=bool(context.trace_flags.sampled),
+            model=self._config.model_name,
+            version=self._config.model_version,
+        )

@@ -12,6 +12,7 @@ from sidecar import catalog
 from sidecar.config import load_config
 from sidecar.observation import Observation
 from sidecar.server import Sidecar
+from sidecar.tracing import Tracing
 from tests.support.processes import free_port, request, start_sidecar
 
 PATHS = ("/echo", "/status/404", "/status/503", "/chunked?parts=3&size=10")
@@ -57,7 +58,7 @@ async def _run_in_process(upstream_port: int, consumers, queue_size: int = 64):
         "observation_queue_size": str(queue_size),
     }, env={"OTEL_TRACES_EXPORTER": "none"})
     # no exporter: these tests are about the pipeline, not span delivery
-    sidecar = Sidecar(config, tracer_provider=TracerProvider(), consumers=consumers)
+    sidecar = Sidecar(config, tracing=Tracing(TracerProvider()), consumers=consumers)
     await sidecar.start()
     return sidecar, f"http://127.0.0.1:{config.listen.port}"
 

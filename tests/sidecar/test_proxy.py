@@ -17,6 +17,7 @@ from tests.support.processes import (
     free_port,
     request,
     start_sidecar,
+    wait_until,
 )
 
 
@@ -228,3 +229,14 @@ def test_upstream_that_never_accepts_is_a_502_connect_timeout() -> None:
             sidecar.stop()
             for filler in fillers:
                 filler.close()
+
+
+def test_client_that_hangs_up_is_counted_as_499(sidecar: SidecarProcess,
+                                                 upstream_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=10) as sock:
+        sock.sendall(b"GET /slow?delay=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: request(upstream_port, "GET", "/in-flight").json()["slow"] >= 1, 10,
+                   "the request to reach the upstream")
+    wait_until(lambda: 'code="sidecar_499"' in sidecar.metrics_text(), 10,
+               "the hang-up to be counted")
+    assert request(sidecar.port, "GET", "/echo").status == 200

@@ -1,0 +1,40 @@
+"""The command line as an operator meets it: clear errors and exit codes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from tests.support.processes import REPO
+
+
+def _lookout(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sidecar.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=60, env=env, check=False)
+
+
+def test_invalid_option_exits_2_naming_the_flag() -> None:
+    result = _lookout("serve", "--upstream", "localhost:8000")
+    assert result.returncode == 2
+    assert "--upstream" in result.stderr
+    assert "http://" in result.stderr
+
+
+def test_invalid_env_exits_2_naming_the_variable() -> None:
+    import os
+
+    result = _lookout("serve", env={**os.environ, "LOOKOUT_MAX_BODY_BYTES": "huge"})
+    assert result.returncode == 2
+    assert "LOOKOUT_MAX_BODY_BYTES" in result.stderr
+
+
+def test_port_in_use_exits_1_naming_the_address() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _lookout("serve", "--listen", f"127.0.0.1:{port}", "--admin", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
