@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,7 @@ class Measurement:
     p99_ms: float
     cpu_us_per_request: float | None = None
     errors: int = 0
+    rps_range: tuple[float, float] | None = None  # over rounds, when there were several
 
 
 @dataclass
@@ -230,6 +232,35 @@ def _ratio(ours: float, reference: float) -> str:
     return f"{ours / reference:.2f}x" if reference >= 0.02 else "n/a"
 
 
+def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
+    """One TargetInfo per name: means over rounds, with the req/s range kept."""
+    merged: dict[str, TargetInfo] = {}
+    groups: dict[tuple[str, str, int], list[Measurement]] = {}
+    for target in targets:
+        if target.name not in merged:
+            merged[target.name] = TargetInfo(target.name, target.rss_idle_mb,
+                                             target.rss_after_mb)
+        else:
+            info = merged[target.name]
+            info.rss_idle_mb = max(info.rss_idle_mb or 0, target.rss_idle_mb or 0)
+            info.rss_after_mb = max(info.rss_after_mb or 0, target.rss_after_mb or 0)
+        for m in target.measurements:
+            groups.setdefault((m.target, m.size, m.connections), []).append(m)
+    for (name, size, connections), runs in groups.items():
+        cpus = [m.cpu_us_per_request for m in runs if m.cpu_us_per_request is not None]
+        mean = Measurement(
+            name, size, connections,
+            rps=statistics.fmean(m.rps for m in runs),
+            p50_ms=statistics.fmean(m.p50_ms for m in runs),
+            p99_ms=statistics.fmean(m.p99_ms for m in runs),
+            cpu_us_per_request=statistics.fmean(cpus) if cpus else None,
+            errors=sum(m.errors for m in runs),
+            rps_range=(min(m.rps for m in runs), max(m.rps for m in runs)),
+        )
+        merged[name].measurements.append(mean)
+    return list(merged.values())
+
+
 def report(targets: list[TargetInfo]) -> str:
     by_name = {t.name: t for t in targets}
     direct = {(m.size, m.connections): m for m in by_name["direct"].measurements}
@@ -239,8 +270,11 @@ def report(targets: list[TargetInfo]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for target in targets:
         for m in target.measurements:
-            row = (f"| {m.target} | {m.size} | {m.connections} | {m.rps:.0f} | {m.p50_ms:.3f} "
-                   f"| {m.p99_ms:.3f} |")
+            spread = ""
+            if m.rps_range and m.rps_range[0] != m.rps_range[1]:
+                spread = f" ({m.rps_range[0]:.0f}-{m.rps_range[1]:.0f})"
+            row = (f"| {m.target} | {m.size} | {m.connections} | {m.rps:.0f}{spread} "
+                   f"| {m.p50_ms:.3f} | {m.p99_ms:.3f} |")
             if target.name == "direct":
                 lines.append(row + " - | - | - | - | - | - |")
                 continue
@@ -271,6 +305,9 @@ def main() -> int:
                         help="lookout server stacks to measure (aiohttp is `lookout serve`; "
                              "aiohttp-untraced is the same with OTEL_SDK_DISABLED=true)")
     parser.add_argument("--sizes", default=",".join(SIZES), help="body sizes")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each lookout stack this many times, alternating, and "
+                             "report means with the req/s range")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")
@@ -322,7 +359,8 @@ def main() -> int:
                                           "-p", str(work)]), work / "proxy.log")
         targets.append(_run_target("nginx", proxy, proxy_port, args, scripts))
 
-        for stack in args.stacks.split(","):
+        # rounds alternate the stacks so slow drifts of the machine hit them all alike
+        for stack in args.stacks.split(",") * args.rounds:
             print(f"lookout ({stack})", flush=True)
             port = free_port()
             env = dict(telemetry_env)
@@ -335,7 +373,7 @@ def main() -> int:
         for process in processes:
             stop(process)
 
-    table = report(targets)
+    table = report(merge_rounds(targets))
     print("\n" + table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

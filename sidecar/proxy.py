@@ -119,6 +119,7 @@ class ProxyHandler:
             exchange, server_span, url, self._upstream_host, self._upstream_port, headers
         )
         sent = time.perf_counter()
+        streamed: web.StreamResponse | None = None
         try:
             async with self._session.request(
                 request.method, URL(url, encoded=True), data=exchange.request_body or None,
@@ -129,14 +130,17 @@ class ProxyHandler:
                 exchange.response_content_type = upstream.headers.get("Content-Type", "")
                 if self._buffered(request, upstream):
                     return await self._relay_buffered(request, upstream, exchange, sent)
-                return await self._relay_streamed(request, upstream, exchange, sent)
+                streamed = self._stream_response(request, upstream)
+                await streamed.prepare(request)
+                await self._pump(upstream, streamed, exchange, sent)
+                return streamed
         except ConnectionResetError:
             raise  # the client went away while we wrote to it: not the upstream's fault
         except (aiohttp.ClientError, TimeoutError) as error:
             failure = classify_failure(error, self._config)
             self._telemetry.upstream_failure(call, failure.kind, failure.detail)
-            if exchange.headers_sent:
-                return self._abort_midstream(request, exchange, failure)
+            if streamed is not None and streamed.prepared:
+                return self._abort_midstream(request, streamed, exchange, failure)
             raise SidecarError(failure.status, failure.kind, failure.detail) from None
         finally:
             if exchange.upstream_duration is None:
@@ -170,9 +174,9 @@ class ProxyHandler:
         await response.write_eof()
         return response
 
-    async def _relay_streamed(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
-        exchange: Exchange, sent: float,
+    @staticmethod
+    def _stream_response(
+        request: web.BaseRequest, upstream: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=end_to_end(upstream.headers))
@@ -180,8 +184,13 @@ class ProxyHandler:
             response.content_length = upstream.content_length
         elif request.version >= (1, 1):
             response.enable_chunked_encoding()
-        await response.prepare(request)
-        exchange.headers_sent = True
+        return response
+
+    async def _pump(
+        self, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+        exchange: Exchange, sent: float,
+    ) -> None:
+        """Relay the body chunk by chunk, keeping the first observe_max_bytes."""
         captured = bytearray()
         cap = self._config.observe_max_bytes
         async for chunk in upstream.content.iter_any():
@@ -193,10 +202,11 @@ class ProxyHandler:
         exchange.response_body = bytes(captured)
         exchange.truncated = exchange.response_bytes > len(captured)
         await response.write_eof()
-        return response
 
+    @staticmethod
     def _abort_midstream(
-        self, request: web.BaseRequest, exchange: Exchange, failure: UpstreamFailure
+        request: web.BaseRequest, response: web.StreamResponse, exchange: Exchange,
+        failure: UpstreamFailure,
     ) -> web.StreamResponse:
         """The status line is gone already; closing the connection is the only honest
         signal left to the client (it sees a short chunked body or length)."""
@@ -204,7 +214,7 @@ class ProxyHandler:
         exchange.code = f"{SIDECAR_CODE_PREFIX}{failure.status}"
         if request.transport is not None:
             request.transport.close()
-        return web.StreamResponse(status=exchange.status)
+        return response
 
     async def _send_error(
         self, request: web.BaseRequest, server_span: Span, exchange: Exchange,

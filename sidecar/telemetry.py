@@ -72,7 +72,6 @@ class Exchange:
     response_content_type: str = ""
     truncated: bool = False
     upstream_duration: float | None = None
-    headers_sent: bool = False  # past this point a failure can only cut the response
     error_kind: str = ""  # the sidecar's own error, when it made the response
     # kept only for unsampled requests, to rebuild their spans if they fail
     server_attributes: dict[str, object] | None = None
