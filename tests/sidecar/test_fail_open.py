@@ -132,15 +132,22 @@ def test_observations_describe_the_exchange(upstream_port: int) -> None:
     asyncio.run(scenario())
 
 
-def test_dead_collector_changes_no_response(upstream_port: int) -> None:
+def _statuses_with_collector(upstream_port: int, endpoint: str, protocol: str) -> list[int]:
+    """Statuses of 40 requests through a sidecar exporting every span to `endpoint`;
+    the sidecar must also still exit 0 (span flushing at shutdown is bounded)."""
     env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "always_on",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-           "OTEL_BSP_SCHEDULE_DELAY": "50"}
+           "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_INSECURE": "true",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
     sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", env=env)
     try:
-        statuses = [request(sidecar.port, "GET", path).status for path in PATHS * 10]
+        return [request(sidecar.port, "GET", path).status for path in PATHS * 10]
     finally:
         assert sidecar.stop() == 0
+
+
+def test_dead_collector_changes_no_response(upstream_port: int) -> None:
+    statuses = _statuses_with_collector(upstream_port, f"http://127.0.0.1:{free_port()}",
+                                        "http/protobuf")
     assert statuses == [200, 404, 503, 200] * 10
 
 
@@ -149,13 +156,6 @@ def test_black_holed_collector_changes_no_response(upstream_port: int) -> None:
     with socket.socket() as black_hole:
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen(64)
-        env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "always_on",
-               "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "true",
-               "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{black_hole.getsockname()[1]}",
-               "OTEL_BSP_SCHEDULE_DELAY": "50"}
-        sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", env=env)
-        try:
-            statuses = [request(sidecar.port, "GET", path).status for path in PATHS * 10]
-        finally:
-            assert sidecar.stop() == 0  # the bounded span flush lets it exit anyway
+        statuses = _statuses_with_collector(
+            upstream_port, f"http://127.0.0.1:{black_hole.getsockname()[1]}", "grpc")
     assert statuses == [200, 404, 503, 200] * 10
