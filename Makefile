@@ -30,5 +30,10 @@ lint: $(VENV)/.installed-test
 test: $(VENV)/.installed-test system-deps lint
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-test
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/decode.py

@@ -17,11 +17,12 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from sidecar.analysis import TrafficAnalyzer
 from sidecar.catalog import SIDECAR_CODE_PREFIX
 from sidecar.config import load_config
 from sidecar.headers import add_forwarded, end_to_end
 from sidecar.metrics import SidecarMetrics
-from sidecar.observation import DiscardConsumer, ObservationPipeline, ObservationQueue
+from sidecar.observation import ObservationPipeline, ObservationQueue
 from sidecar.routes import RouteTemplates
 from sidecar.server import tune_runtime
 from sidecar.telemetry import Exchange, RequestTelemetry
@@ -42,7 +43,8 @@ class AsgiProxy:
     async def _startup(self) -> None:
         self.session = new_session(self.config)
         self.queue = ObservationQueue(self.config.observation_queue_size, self.metrics)
-        self.pipeline = ObservationPipeline(self.queue, [DiscardConsumer()], self.metrics)
+        analyzer = TrafficAnalyzer(self.config, self.metrics)
+        self.pipeline = ObservationPipeline(self.queue, [analyzer], self.metrics)
         self.pipeline.start()
         self.telemetry = RequestTelemetry(self.config, self.metrics, self.tracing, self.queue)
         tune_runtime()
@@ -71,8 +73,7 @@ class AsgiProxy:
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
         )
         path = scope["path"]
-        exchange = Exchange(scope["method"], path, self.routes.label(path),
-                            headers.get("Content-Type", ""))
+        exchange = Exchange(scope["method"], path, self.routes.label(path), headers)
         client = scope.get("client")
         server_span = self.telemetry.start_server_span(
             exchange, headers, scheme=scope["scheme"],
@@ -112,7 +113,7 @@ class AsgiProxy:
                 self.telemetry.upstream_status(call, upstream.status)
                 exchange.response_body = await upstream.read()
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
-                exchange.response_content_type = upstream.headers.get("Content-Type", "")
+                exchange.response_headers = upstream.headers
                 response_headers = end_to_end(upstream.headers)
         except (aiohttp.ClientError, TimeoutError) as error:
             failure = classify_failure(error, self.config)

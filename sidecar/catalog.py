@@ -55,6 +55,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 BYTES_BUCKETS: tuple[float, ...] = tuple(float(2**p) for p in range(8, 28, 2))  # 256 B .. 64 MiB
 DETECTION_COUNT_BUCKETS: tuple[float, ...] = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100, 300)
 CONFIDENCE_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# relative box area: small objects (<0.1% of the frame) to frame-filling ones
+AREA_RATIO_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0,
+)
 SHADOW_DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )
@@ -98,6 +102,11 @@ DETECTIONS = MetricSpec(
 DETECTION_CONFIDENCE = MetricSpec(
     "lookout_detection_confidence", MetricType.HISTOGRAM,
     "Confidence of the primary model's detections.", _MV, CONFIDENCE_BUCKETS,
+)
+DETECTION_BOX_AREA = MetricSpec(
+    "lookout_detection_box_area_ratio", MetricType.HISTOGRAM,
+    "Box area of the primary model's detections as a share of the image area.",
+    _MV, AREA_RATIO_BUCKETS,
 )
 PARSE_FAILURES = MetricSpec(
     "lookout_parse_failures", MetricType.COUNTER,
@@ -172,7 +181,8 @@ MODEL_INFO = MetricSpec(
 
 ALL: tuple[MetricSpec, ...] = (
     REQUESTS, REQUEST_DURATION, UPSTREAM_DURATION, REQUEST_BYTES, RESPONSE_BYTES,
-    DETECTIONS_PER_REQUEST, DETECTIONS, DETECTION_CONFIDENCE, PARSE_FAILURES,
+    DETECTIONS_PER_REQUEST, DETECTIONS, DETECTION_CONFIDENCE, DETECTION_BOX_AREA,
+    PARSE_FAILURES,
     SHADOW_PRIMARY_BOXES, SHADOW_REFERENCE_BOXES, SHADOW_MATCHED_BOXES,
     SHADOW_EVALUATIONS, SHADOW_DURATION, DRIFT_STATISTIC, DRIFT_ALARM,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,

@@ -91,6 +91,13 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def parse_ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a number between 0 and 1")
+    return value
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -155,6 +162,28 @@ class Config:
     routes: tuple[str, ...] = _opt(DEFAULT_ROUTES, parse_routes,
                                    "path templates for the bounded `route` label; "
                                    "other paths are labelled 'other'")
+    image_fields: tuple[str, ...] = _opt(("image", "img", "data", "inputs[0]"), parse_list,
+                                         "JSON fields searched for a base64 input image")
+    model_path: str = _opt("", str, "primary ONNX model file: class names and input size "
+                           "are read from its Ultralytics metadata")
+    class_names: tuple[str, ...] = _opt((), parse_list,
+                                        "class names by id (overrides the model metadata)")
+    input_size: int = _opt(640, _positive(int), "model input size in pixels (square), to "
+                           "map raw-head boxes back through the letterbox")
+    conf_threshold: float = _opt(0.25, parse_ratio, "confidence threshold for raw heads")
+    iou_threshold: float = _opt(0.45, parse_ratio, "NMS IoU threshold for raw heads")
+    max_detections: int = _opt(300, _positive(int), "most detections kept per image")
+    head_layout: str = _opt("auto", _choice("auto", "yolov8", "yolov5", "end2end"),
+                            "layout of raw output tensors")
+    detections_path: str = _opt("", str, "dotted path to the detection list in a custom "
+                                "JSON response (e.g. result.objects)")
+    box_field: str = _opt("", str, "box field of a custom detection object")
+    box_format: str = _opt("xyxy", _choice("xyxy", "xywh", "ltwh"),
+                           "box format of box_field: corners, centre+size, top-left+size")
+    score_field: str = _opt("", str, "score field of a custom detection object")
+    class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
+    analysis_threads: int = _opt(1, _positive(int),
+                                 "threads decoding bodies and detections off the request path")
     log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
     event_loop: str = _opt("auto", _choice("auto", "uvloop", "asyncio"),
                            "event loop implementation")

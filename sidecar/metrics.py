@@ -104,5 +104,8 @@ class SidecarMetrics:
             self._component_errors[component] = child
         child.inc()
 
+    def parse_failure(self, reason: str) -> None:
+        self[catalog.PARSE_FAILURES].labels(self.model, self.version, reason).inc()
+
     def set_upstream_up(self, up: bool) -> None:
         self[catalog.UPSTREAM_UP].set(1 if up else 0)

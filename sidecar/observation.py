@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,9 +33,9 @@ class Observation:
     route: str
     status: int
     code: str  # the `code` label: "200", "sidecar_504", ...
-    request_content_type: str
+    request_headers: Mapping[str, str]  # the client's headers, as received (read-only)
     request_body: bytes
-    response_content_type: str
+    response_headers: Mapping[str, str]  # the upstream's (or sidecar's) headers
     response_body: bytes
     response_truncated: bool  # response larger than observe_max_bytes
     duration: float
@@ -53,15 +53,6 @@ class ObservationConsumer(Protocol):
     name: str
 
     async def consume(self, observation: Observation) -> None: ...
-
-
-class DiscardConsumer:
-    """Accepts and ignores observations; the pipeline's consumer until analysis exists."""
-
-    name = "discard"
-
-    async def consume(self, observation: Observation) -> None:
-        return None
 
 
 class ObservationQueue:

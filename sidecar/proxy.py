@@ -60,7 +60,7 @@ class ProxyHandler:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         exchange = Exchange(request.method, request.path, self._routes.label(request.path),
-                            request.headers.get("Content-Type", ""))
+                            request.headers)
         server_span = self._telemetry.start_server_span(
             exchange, request.headers, scheme=request.scheme,
             protocol_version=f"{request.version.major}.{request.version.minor}",
@@ -127,7 +127,7 @@ class ProxyHandler:
             ) as upstream:
                 self._telemetry.upstream_status(call, upstream.status)
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
-                exchange.response_content_type = upstream.headers.get("Content-Type", "")
+                exchange.response_headers = upstream.headers
                 if self._buffered(request, upstream):
                     return await self._relay_buffered(request, upstream, exchange, sent)
                 streamed = self._stream_response(request, upstream)
@@ -232,8 +232,8 @@ class ProxyHandler:
         }).encode()
         exchange.response_body = body
         exchange.response_bytes = len(body)
-        exchange.response_content_type = "application/json"
         headers = CIMultiDict({ERROR_HEADER: error.kind, "Content-Type": "application/json"})
+        exchange.response_headers = headers
         if error.status == 413:
             headers["Connection"] = "close"  # the unread body must not be parsed as a request
         response = web.Response(status=error.status, body=body, headers=headers)

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from sidecar.admin import AdminApp
+from sidecar.analysis import TrafficAnalyzer
 from sidecar.config import Config
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import (
-    DiscardConsumer,
     ObservationConsumer,
     ObservationPipeline,
     ObservationQueue,
@@ -48,7 +48,7 @@ class Sidecar:
         consumers: Sequence[ObservationConsumer] | None = None,
     ) -> None:
         self.config = config
-        self.consumers = list(consumers) if consumers is not None else [DiscardConsumer()]
+        self._consumers = consumers
         self.metrics = SidecarMetrics(config.model_name, config.model_version)
         self.metrics.set_model_info(config.model_sha256, role="primary")
         self.tracing = tracing or build_tracing()
@@ -59,6 +59,11 @@ class Sidecar:
         config = self.config
         self.session = new_session(config)
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics)
+        if self._consumers is None:
+            self.analyzer: TrafficAnalyzer | None = TrafficAnalyzer(config, self.metrics)
+            self.consumers: list[ObservationConsumer] = [self.analyzer]
+        else:
+            self.analyzer, self.consumers = None, list(self._consumers)
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()
         self.probe = UpstreamProbe(config, self.session, self.metrics)
@@ -108,6 +113,8 @@ class Sidecar:
                  self.config.shutdown_grace)
         await self.data_runner.cleanup()
         await self.pipeline.stop(PIPELINE_DRAIN_TIMEOUT)
+        if self.analyzer is not None:
+            self.analyzer.close()
         await self.probe.stop()
         await self.session.close()
         await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)

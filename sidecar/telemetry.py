@@ -61,7 +61,7 @@ class Exchange:
     method: str
     path: str
     route: str
-    request_content_type: str
+    request_headers: Mapping[str, str]
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     status: int = 0
@@ -69,7 +69,7 @@ class Exchange:
     request_body: bytes = b""
     response_body: bytes = b""
     response_bytes: int = 0
-    response_content_type: str = ""
+    response_headers: Mapping[str, str] = field(default_factory=dict)
     truncated: bool = False
     upstream_duration: float | None = None
     error_kind: str = ""  # the sidecar's own error, when it made the response
@@ -232,9 +232,9 @@ class RequestTelemetry:
             route=exchange.route,
             status=exchange.status,
             code=exchange.code,
-            request_content_type=exchange.request_content_type,
+            request_headers=exchange.request_headers,
             request_body=exchange.request_body,
-            response_content_type=exchange.response_content_type,
+            response_headers=exchange.response_headers,
             response_body=exchange.response_body,
             response_truncated=exchange.truncated,
             duration=duration,

@@ -121,7 +121,7 @@ def test_observations_describe_the_exchange(upstream_port: int) -> None:
             await sidecar.stop()
         [observation] = consumer.seen
         assert observation.request_body == b"\x89PNG-bytes"
-        assert observation.request_content_type == "image/png"
+        assert observation.request_headers["Content-Type"] == "image/png"
         assert observation.response_body == body
         assert observation.route == "/v2/models/{model}/infer"
         assert observation.status == 200 and observation.code == "200"

@@ -1,0 +1,179 @@
+"""Turn observations into detection metrics: find the input image, decode the
+primary model's detections, record them. Off the request path: the work runs in a
+small thread pool fed by the observation pipeline, and anything it cannot parse is
+counted in lookout_parse_failures_total{reason} and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from shadow_eval.boxes import Detections
+from shadow_eval.decode import DecodeSettings, HeadLayout
+from shadow_eval.names import ModelMetadataError, read_model_metadata
+from sidecar import catalog
+from sidecar.config import Config
+from sidecar.inputs import InputImage, extract_image
+from sidecar.metrics import SidecarMetrics
+from sidecar.observation import Observation
+from sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
+from sidecar.parse_errors import ParseFailure
+
+log = logging.getLogger(__name__)
+
+OTHER_CLASS = "other"
+# a response inventing class names must not inflate the label set without bound
+MAX_CLASS_LABELS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What one exchange showed: the input image and the primary model's detections."""
+
+    observation: Observation
+    image: InputImage | None
+    detections: Detections | None
+    failure: ParseFailure | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+
+
+def describe_model(config: Config) -> ModelDescription:
+    """Class names from config, else from the model file's metadata; input size likewise."""
+    names, size = config.class_names, (config.input_size, config.input_size)
+    if config.model_path:
+        try:
+            metadata = read_model_metadata(config.model_path)
+        except ModelMetadataError as error:
+            log.warning("model metadata unavailable, using configured names: %s", error)
+        else:
+            names = names or metadata.names
+            size = metadata.input_size or size
+    return ModelDescription(tuple(names), size)
+
+
+class ClassLabels:
+    """Class id or name -> bounded `class` label value."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = names
+        self._seen: set[str] = set(names)
+
+    def label(self, class_id: int, name: str | None) -> str:
+        if name:
+            if name in self._seen:
+                return name
+            if self._names or len(self._seen) >= MAX_CLASS_LABELS:
+                return OTHER_CLASS
+            self._seen.add(name)
+            return name
+        if 0 <= class_id < len(self._names):
+            return self._names[class_id]
+        if self._names or class_id < 0 or class_id >= MAX_CLASS_LABELS:
+            return OTHER_CLASS
+        return str(class_id)
+
+
+class TrafficAnalyzer:
+    """Observation consumer: parses bodies in a thread pool, records detection metrics."""
+
+    name = "analysis"
+
+    def __init__(self, config: Config, metrics: SidecarMetrics,
+                 model: ModelDescription | None = None) -> None:
+        model = model or describe_model(config)
+        self._config = config
+        self._metrics = metrics
+        self._labels = ClassLabels(model.class_names)
+        self._settings = OutputSettings(
+            decode=DecodeSettings(config.conf_threshold, config.iou_threshold,
+                                  config.max_detections),
+            num_classes=len(model.class_names) or None,
+            input_size=model.input_size,
+            head_layout=None if config.head_layout == "auto" else HeadLayout(config.head_layout),
+            mapping=ResponseMapping(config.detections_path, config.box_field, config.box_format,
+                                    config.score_field, config.class_field),
+        )
+        self._executor = ThreadPoolExecutor(config.analysis_threads,
+                                            thread_name_prefix="lookout-analysis")
+        labels = (config.model_name, config.model_version)
+        self._per_request = metrics[catalog.DETECTIONS_PER_REQUEST].labels(*labels)
+        self._confidence = metrics[catalog.DETECTION_CONFIDENCE].labels(*labels)
+        self._box_area = metrics[catalog.DETECTION_BOX_AREA].labels(*labels)
+        self._class_counters: dict[str, object] = {}
+
+    @staticmethod
+    def worth_analysing(observation: Observation) -> bool:
+        """Only successful exchanges that sent a body: health checks and errors carry
+        no detections, and counting them as parse failures would be noise."""
+        return 200 <= observation.status < 300 and bool(observation.request_body)
+
+    async def consume(self, observation: Observation) -> None:
+        if not self.worth_analysing(observation):
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.analyse, observation)
+
+    def analyse(self, observation: Observation) -> Analysis:
+        """Parse and record one exchange (in an analysis thread)."""
+        image: InputImage | None = None
+        try:
+            image = self._image(observation)
+            detections = extract_detections(observation.response_headers,
+                                            observation.response_body, image, self._settings)
+        except ParseFailure as failure:
+            self._metrics.parse_failure(failure.reason)
+            log.debug("could not parse %s %s: %s", observation.method, observation.path,
+                      failure)
+            return Analysis(observation, image, None, failure)
+        self._record(detections, image)
+        return Analysis(observation, image, detections, None)
+
+    def _image(self, observation: Observation) -> InputImage | None:
+        """The input image, or None when it cannot be had: detections are still worth
+        recording without it, so a request-side failure is counted and tolerated."""
+        try:
+            return extract_image(observation.path, observation.request_headers,
+                                 observation.request_body, self._config.image_fields)
+        except ParseFailure as failure:
+            self._metrics.parse_failure(failure.reason)
+            return None
+
+    def _record(self, detections: Detections, image: InputImage | None) -> None:
+        count = len(detections)
+        self._per_request.observe(count)
+        if not count:
+            return
+        names = detections.names or (None,) * count
+        for class_id, name in zip(detections.classes.tolist(), names, strict=True):
+            label = self._labels.label(class_id, name or None)
+            counter = self._class_counters.get(label)
+            if counter is None:
+                counter = self._metrics[catalog.DETECTIONS].labels(
+                    self._config.model_name, self._config.model_version, label)
+                self._class_counters[label] = counter
+            counter.inc()
+        for score in detections.scores.tolist():
+            self._confidence.observe(score)
+        for ratio in self._area_ratios(detections, image).tolist():
+            self._box_area.observe(ratio)
+
+    def _area_ratios(self, detections: Detections, image: InputImage | None) -> np.ndarray:
+        areas = detections.areas()
+        if image is not None:
+            return np.clip(areas / float(image.width * image.height), 0.0, 1.0)
+        if detections.boxes.size and float(detections.boxes.max()) <= 1.0:
+            return np.clip(areas, 0.0, 1.0)  # normalised coordinates
+        return np.zeros(0)  # no frame size to relate to
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

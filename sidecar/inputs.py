@@ -1,0 +1,191 @@
+"""Find the input image in a request body, for thumbnails and the reference model.
+
+Shapes understood: a raw image body, a multipart upload, JSON with a base64 image
+field, and KServe V2 inference requests (BYTES inputs holding encoded images, or
+UINT8/FP16/FP32 image tensors in NCHW or NHWC, de-normalised back to pixels).
+Runs in the analysis thread, never on the request path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sidecar import kserve
+from sidecar.parse_errors import ParseFailure, Reason
+
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"))
+DEFAULT_IMAGE_FIELDS = ("image", "img", "data", "inputs[0]")
+_FIELD_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    """The image the model was asked about."""
+
+    source: str  # raw | multipart | json | kserve_bytes | kserve_tensor
+    width: int
+    height: int
+    encoded: bytes | None = None  # the compressed image as the client sent it
+    pixels: np.ndarray | None = None  # HWC uint8 RGB, for tensor inputs
+
+    @property
+    def is_model_input(self) -> bool:
+        """A tensor is already the model's (letterboxed) input: boxes need no rescale."""
+        return self.pixels is not None
+
+
+def image_format(data: bytes) -> str | None:
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def open_encoded(data: bytes, source: str) -> InputImage:
+    """Check the image decodes (cheaply: JPEG draft mode) and read its size."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
+            image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ParseFailure(Reason.UNDECODABLE_IMAGE, str(error)) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ParseFailure(Reason.TRUNCATED_IMAGE, str(error)) from None
+    return InputImage(source, width, height, encoded=data)
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def extract_image(path: str, headers: Mapping[str, str], body: bytes,
+                  image_fields: Sequence[str] = DEFAULT_IMAGE_FIELDS) -> InputImage | None:
+    """The request's image, None when the request carries no body at all; raises
+    ParseFailure when there is a body but no usable image in it."""
+    if not body:
+        return None
+    media = _media_type(headers)
+    if kserve.is_infer_path(path) and (media in ("", "application/json", "application/octet-stream")
+                                       or kserve.HEADER_LENGTH in headers):
+        return _from_kserve(headers, body)
+    if media == "multipart/form-data":
+        return _from_multipart(headers.get("Content-Type", ""), body)
+    if media.endswith("json") or (not media and body[:1] in (b"{", b"[")):
+        return _from_json(body, image_fields)
+    if image_format(body):
+        return open_encoded(body, "raw")
+    if media.startswith("image/"):
+        raise ParseFailure(Reason.UNDECODABLE_IMAGE, f"{media} body is not a known image format")
+    raise ParseFailure(Reason.NO_IMAGE, f"no image in a {media or 'untyped'} body")
+
+
+def _from_multipart(content_type: str, body: bytes) -> InputImage:
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise ParseFailure(Reason.BAD_MULTIPART, "multipart body without parts or boundary")
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True) or b""
+        if image_format(payload):
+            return open_encoded(payload, "multipart")
+    raise ParseFailure(Reason.NO_IMAGE, "no part of the multipart body is an image")
+
+
+def _walk(document: Any, field_path: str) -> Any:
+    value = document
+    for name, index in _FIELD_STEP.findall(field_path):
+        if name:
+            if not isinstance(value, dict) or name not in value:
+                return None
+            value = value[name]
+        else:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return None
+            value = value[int(index)]
+    return value
+
+
+def decode_base64_image(text: str) -> bytes | None:
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    return data if image_format(data) else None
+
+
+def _from_json(body: bytes, image_fields: Sequence[str]) -> InputImage:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ParseFailure(Reason.BAD_JSON, str(error)) from None
+    for field_path in image_fields:
+        value = _walk(document, field_path)
+        if isinstance(value, str):
+            data = decode_base64_image(value)
+            if data is not None:
+                return open_encoded(data, "json")
+    raise ParseFailure(Reason.NO_IMAGE,
+                       f"no base64 image at any of the fields {', '.join(image_fields)}")
+
+
+def _from_kserve(headers: Mapping[str, str], body: bytes) -> InputImage:
+    try:
+        tensors = kserve.parse_tensors(body, kserve.header_length(headers), "inputs")
+    except kserve.KServeFormatError as error:
+        raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
+    for tensor in tensors:
+        if isinstance(tensor.data, list):
+            for element in tensor.data[:1]:
+                data = element if image_format(element) else decode_base64_image(
+                    element.decode("latin-1"))
+                if data is not None:
+                    return open_encoded(data, "kserve_bytes")
+            continue
+        pixels = tensor_to_pixels(kserve.as_array(tensor))
+        if pixels is not None:
+            height, width = pixels.shape[:2]
+            return InputImage("kserve_tensor", width, height, pixels=pixels)
+    raise ParseFailure(Reason.NO_IMAGE, "no input tensor is an image")
+
+
+def tensor_to_pixels(array: np.ndarray) -> np.ndarray | None:
+    """An image tensor (NCHW/NHWC/CHW/HWC, 1 or 3 channels, uint8 or float in [0, 1]
+    or [0, 255]) as HWC uint8 RGB; None when the tensor is not image-like."""
+    if array.ndim == 4:
+        if array.shape[0] != 1:
+            return None
+        array = array[0]
+    if array.ndim != 3:
+        return None
+    if array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):
+        array = np.transpose(array, (1, 2, 0))
+    if array.shape[2] not in (1, 3) or min(array.shape[:2]) < 8:
+        return None
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            return None
+        scale = 255.0 if float(array.max(initial=0.0)) <= 1.0 + 1e-3 else 1.0
+        array = np.clip(np.asarray(array, np.float32) * scale, 0, 255).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        return None
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array)

@@ -1,0 +1,186 @@
+"""KServe V2 / Open Inference Protocol REST bodies, JSON and binary tensor extension.
+
+With the binary extension the body is a JSON header of `Inference-Header-Content-Length`
+bytes followed by the raw data of every tensor whose `parameters.binary_data_size` is
+set, in the order the tensors are listed. Raw data is little-endian, row-major; BYTES
+elements are each a 4-byte little-endian length followed by that many bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer/?$")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+NUMPY_TYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+
+
+class KServeFormatError(ValueError):
+    """The body does not follow the protocol; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray | list[bytes]  # list for BYTES
+
+    def __post_init__(self) -> None:
+        expected = int(np.prod(self.shape)) if self.shape else 1
+        actual = len(self.data) if isinstance(self.data, list) else int(self.data.size)
+        if actual != expected:
+            raise KServeFormatError(
+                f"tensor {self.name!r}: shape {list(self.shape)} needs {expected} elements, "
+                f"got {actual}"
+            )
+
+
+def is_infer_path(path: str) -> bool:
+    return INFER_PATH.match(path) is not None
+
+
+def header_length(headers: Any) -> int | None:
+    """The binary extension's header length, or None for a plain JSON body."""
+    value = headers.get(HEADER_LENGTH) if headers is not None else None
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise KServeFormatError(f"{HEADER_LENGTH} is not a number: {value!r}") from None
+    if length < 0:
+        raise KServeFormatError(f"{HEADER_LENGTH} is negative: {length}")
+    return length
+
+
+def _split_bytes_elements(raw: bytes, name: str) -> list[bytes]:
+    elements, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise KServeFormatError(f"tensor {name!r}: BYTES element length cut short")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise KServeFormatError(
+                f"tensor {name!r}: BYTES element of {size} bytes runs past the data"
+            )
+        elements.append(raw[offset:offset + size])
+        offset += size
+    return elements
+
+
+def _json_data(entry: dict[str, Any], datatype: str, name: str) -> np.ndarray | list[bytes]:
+    data = entry.get("data")
+    if data is None:
+        raise KServeFormatError(f"tensor {name!r} has neither 'data' nor binary_data_size")
+    if datatype == "BYTES":
+        flat = np.asarray(data, dtype=object).reshape(-1).tolist()
+        return [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in flat]
+    try:
+        return np.asarray(data, dtype=NUMPY_TYPES[datatype]).reshape(-1)
+    except (ValueError, TypeError) as error:
+        raise KServeFormatError(f"tensor {name!r}: data is not {datatype}: {error}") from None
+
+
+def parse_tensors(body: bytes, length: int | None, section: str) -> list[Tensor]:
+    """The `inputs` (requests) or `outputs` (responses) of a V2 inference body."""
+    if length is not None and length > len(body):
+        raise KServeFormatError(
+            f"{HEADER_LENGTH} says {length} bytes but the body has only {len(body)}"
+        )
+    header_bytes = body if length is None else body[:length]
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise KServeFormatError(f"inference header is not JSON: {error}") from None
+    entries = header.get(section) if isinstance(header, dict) else None
+    if not isinstance(entries, list):
+        raise KServeFormatError(f"inference header has no '{section}' list")
+    offset = length if length is not None else len(body)
+    tensors = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise KServeFormatError(f"{section}[{index}] is not an object")
+        name = str(entry.get("name", index))
+        datatype = entry.get("datatype")
+        if datatype != "BYTES" and datatype not in NUMPY_TYPES:
+            raise KServeFormatError(f"tensor {name!r}: unknown datatype {datatype!r}")
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and d >= 0 for d in shape
+        ):
+            raise KServeFormatError(f"tensor {name!r}: shape must be a list of sizes")
+        size = (entry.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if length is None:
+                raise KServeFormatError(
+                    f"tensor {name!r} has binary data but the {HEADER_LENGTH} header is missing"
+                )
+            if not isinstance(size, int) or size < 0 or offset + size > len(body):
+                raise KServeFormatError(
+                    f"tensor {name!r}: binary_data_size {size} runs past the body"
+                )
+            raw = body[offset:offset + size]
+            offset += size
+            if datatype == "BYTES":
+                data: np.ndarray | list[bytes] = _split_bytes_elements(raw, name)
+            else:
+                dtype = NUMPY_TYPES[datatype]
+                if size % dtype.itemsize:
+                    raise KServeFormatError(
+                        f"tensor {name!r}: {size} bytes is not a whole number of {datatype}"
+                    )
+                data = np.frombuffer(raw, dtype=dtype)
+        else:
+            data = _json_data(entry, datatype, name)
+        tensors.append(Tensor(name, datatype, tuple(shape), data))
+    return tensors
+
+
+def as_array(tensor: Tensor) -> np.ndarray:
+    if isinstance(tensor.data, list):
+        raise KServeFormatError(f"tensor {tensor.name!r} is BYTES, not numeric")
+    return tensor.data.reshape(tensor.shape)
+
+
+def encode_infer_body(section: str, tensors: list[tuple[str, np.ndarray | list[bytes]]],
+                      binary: bool, extra: dict[str, Any] | None = None
+                      ) -> tuple[bytes, int | None]:
+    """Build a V2 body (for the test upstreams and the demo server); returns the body
+    and, for the binary extension, the header length to send."""
+    entries, blobs = [], []
+    for name, value in tensors:
+        if isinstance(value, list):
+            datatype, shape = "BYTES", [len(value)]
+            raw = b"".join(struct.pack("<I", len(v)) + v for v in value)
+            json_data: Any = [v.decode("latin-1") for v in value]
+        else:
+            datatype = next(k for k, v in NUMPY_TYPES.items() if v == value.dtype.newbyteorder("<")
+                            or v == value.dtype)
+            shape = list(value.shape)
+            raw = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+            json_data = value.reshape(-1).tolist()
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+        if binary:
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = json_data
+        entries.append(entry)
+    header = json.dumps({**(extra or {}), section: entries}).encode()
+    if not binary:
+        return header, None
+    return header + b"".join(blobs), len(header)

@@ -1,0 +1,238 @@
+"""Find the primary model's detections in a response body.
+
+JSON shapes understood: Ultralytics-style lists (`box` {x1..y2} / `xyxy` / `xywh`,
+`name`/`class`, `confidence`), `{"detections": [...]}`, `{"predictions": [...]}`
+(Roboflow: centre `x`, `y`, `width`, `height`), lists nested a few levels deep
+(`{"images": [{"results": [...]}]}`), and a configured field mapping for anything else.
+KServe V2 responses (JSON or binary) holding raw YOLO heads, end-to-end detections or
+TensorRT EfficientNMS outputs (`num_dets`, `det_boxes`, `det_scores`, `det_classes`) are
+decoded with `shadow_eval.decode`. Runs in the analysis thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shadow_eval.boxes import Detections
+from shadow_eval.decode import DecodeError, DecodeSettings, HeadLayout, decode
+from shadow_eval.letterbox import Letterbox
+from sidecar import kserve
+from sidecar.inputs import InputImage
+from sidecar.parse_errors import ParseFailure, Reason
+
+LIST_KEYS = ("detections", "predictions", "results", "objects", "boxes", "images", "data")
+SCORE_KEYS = ("confidence", "score", "conf", "probability")
+NAME_KEYS = ("name", "class_name", "label")
+ID_KEYS = ("class_id", "class", "cls", "category_id")
+BOX_FORMATS = ("xyxy", "xywh", "ltwh")  # xywh: centre-based, ltwh: top-left (COCO)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseMapping:
+    """Where detections are in a JSON shape lookout does not know by itself."""
+
+    detections_path: str = ""  # dotted path to the list, e.g. "result.objects"
+    box_field: str = ""
+    box_format: str = "xyxy"
+    score_field: str = ""
+    class_field: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.detections_path or self.box_field)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSettings:
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    num_classes: int | None = None
+    input_size: tuple[int, int] = (640, 640)  # (height, width) of the model input
+    head_layout: HeadLayout | None = None
+    mapping: ResponseMapping = field(default_factory=ResponseMapping)
+
+
+def extract_detections(headers: Mapping[str, str], body: bytes, image: InputImage | None,
+                       settings: OutputSettings) -> Detections:
+    length = kserve.header_length(headers) if kserve.HEADER_LENGTH in headers else None
+    if length is not None:
+        return _from_kserve(body, length, image, settings)
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ParseFailure(Reason.BAD_JSON, str(error)) from None
+    if isinstance(document, dict) and isinstance(document.get("outputs"), list):
+        return _from_kserve(body, None, image, settings)
+    if settings.mapping.configured:
+        return _from_mapping(document, settings.mapping)
+    items = _find_detection_list(document, depth=0)
+    if items is None:
+        raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE, "no list of detections in the JSON")
+    return _from_items(items, ResponseMapping())
+
+
+def _looks_like_detection(item: Any) -> bool:
+    if not isinstance(item, dict):
+        return False
+    keys = item.keys()
+    has_box = any(k in keys for k in ("box", "xyxy", "xywh", "bbox")) or (
+        {"x", "y", "width", "height"} <= keys) or ({"x1", "y1", "x2", "y2"} <= keys) or (
+        {"xmin", "ymin", "xmax", "ymax"} <= keys)
+    return has_box and any(k in keys for k in SCORE_KEYS)
+
+
+def _find_detection_list(document: Any, depth: int) -> list[Any] | None:
+    """The first list of detection-like dicts, searching a few levels down. An empty
+    list under a known key means "no detections", which is an answer."""
+    if depth > 3:
+        return None
+    if isinstance(document, list):
+        if not document or _looks_like_detection(document[0]):
+            return document
+        for element in document[:1]:
+            found = _find_detection_list(element, depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(document, dict):
+        for key in LIST_KEYS:
+            if key in document:
+                found = _find_detection_list(document[key], depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
+def _walk(document: Any, dotted: str) -> Any:
+    value = document
+    for step in filter(None, dotted.split(".")):
+        if isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        elif isinstance(value, dict) and step in value:
+            value = value[step]
+        else:
+            return None
+    return value
+
+
+def _from_mapping(document: Any, mapping: ResponseMapping) -> Detections:
+    items = _walk(document, mapping.detections_path) if mapping.detections_path else document
+    if not isinstance(items, list):
+        raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE,
+                           f"detections_path {mapping.detections_path!r} is not a list")
+    return _from_items(items, mapping)
+
+
+def _box(item: dict[str, Any], mapping: ResponseMapping) -> list[float]:
+    if mapping.box_field:
+        return _convert(item[mapping.box_field], mapping.box_format)
+    if "box" in item:
+        box = item["box"]
+        if isinstance(box, dict):
+            return [float(box[k]) for k in ("x1", "y1", "x2", "y2")]
+        return _convert(box, "xyxy")
+    for key, form in (("xyxy", "xyxy"), ("xywh", "xywh"), ("bbox", "xyxy")):
+        if key in item:
+            return _convert(item[key], form)
+    if "width" in item and "x" in item:
+        return _convert([item["x"], item["y"], item["width"], item["height"]], "xywh")
+    for names in (("x1", "y1", "x2", "y2"), ("xmin", "ymin", "xmax", "ymax")):
+        if names[0] in item:
+            return [float(item[k]) for k in names]
+    raise KeyError("box")
+
+
+def _convert(values: Sequence[Any], form: str) -> list[float]:
+    a, b, c, d = (float(v) for v in values)
+    if form == "xywh":
+        return [a - c / 2, b - d / 2, a + c / 2, b + d / 2]
+    if form == "ltwh":
+        return [a, b, a + c, b + d]
+    return [a, b, c, d]
+
+
+def _class(item: dict[str, Any], mapping: ResponseMapping) -> tuple[int, str | None]:
+    if mapping.class_field:
+        value = item[mapping.class_field]
+        return (int(value), None) if isinstance(value, int) else (-1, str(value))
+    name = next((str(item[k]) for k in NAME_KEYS if isinstance(item.get(k), str)), None)
+    if name is None and isinstance(item.get("class"), str):
+        name = item["class"]
+    class_id = next((int(item[k]) for k in ID_KEYS
+                     if isinstance(item.get(k), int | float) and not isinstance(item[k], bool)),
+                    -1)
+    return class_id, name
+
+
+def _from_items(items: list[Any], mapping: ResponseMapping) -> Detections:
+    boxes, scores, ids, names = [], [], [], []
+    score_keys = (mapping.score_field,) if mapping.score_field else SCORE_KEYS
+    for index, item in enumerate(items):
+        try:
+            boxes.append(_box(item, mapping))
+            scores.append(float(next(item[k] for k in score_keys if k in item)))
+            class_id, name = _class(item, mapping)
+        except (KeyError, TypeError, ValueError, StopIteration) as error:
+            raise ParseFailure(Reason.BAD_DETECTION,
+                               f"detection {index} lacks or mangles a field: {error!r}") from None
+        ids.append(class_id)
+        names.append(name)
+    named = tuple(n if n is not None else "" for n in names) if any(names) else None
+    detections = Detections.from_arrays(boxes, scores, ids, named)
+    if not np.all(np.isfinite(detections.boxes)) or not np.all(np.isfinite(detections.scores)):
+        raise ParseFailure(Reason.BAD_DETECTION, "non-finite box or score")
+    return detections
+
+
+def _letterbox(image: InputImage | None, settings: OutputSettings) -> Letterbox | None:
+    if image is None or image.is_model_input:
+        return None
+    height, width = settings.input_size
+    return Letterbox(image.width, image.height, width, height)
+
+
+def _from_kserve(body: bytes, length: int | None, image: InputImage | None,
+                 settings: OutputSettings) -> Detections:
+    try:
+        tensors = kserve.parse_tensors(body, length, "outputs")
+        numeric = {t.name: kserve.as_array(t) for t in tensors if not isinstance(t.data, list)}
+    except kserve.KServeFormatError as error:
+        raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
+    letterbox = _letterbox(image, settings)
+    try:
+        efficient = _efficient_nms(numeric, settings, letterbox)
+        if efficient is not None:
+            return efficient
+        if not numeric:
+            raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE, "no numeric output tensor")
+        name = next((n for n in ("output0", "output", "detections") if n in numeric),
+                    max(numeric, key=lambda n: numeric[n].size))
+        return decode(numeric[name], settings.decode, letterbox, settings.num_classes,
+                      settings.head_layout)
+    except DecodeError as error:
+        raise ParseFailure(Reason.BAD_TENSOR, str(error)) from None
+
+
+def _efficient_nms(outputs: dict[str, np.ndarray], settings: OutputSettings,
+                   letterbox: Letterbox | None) -> Detections | None:
+    """TensorRT EfficientNMS_TRT outputs, common on Triton: count, boxes, scores, classes."""
+    def named(part: str) -> np.ndarray | None:
+        return next((v for k, v in outputs.items() if part in k.lower()), None)
+
+    count, boxes, scores, classes = (named(p) for p in ("num", "boxes", "scores", "classes"))
+    if count is None or boxes is None or scores is None or classes is None:
+        return None
+    n = int(np.asarray(count).reshape(-1)[0])
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)[:n]
+    scores = np.asarray(scores, np.float32).reshape(-1)[:n]
+    classes = np.asarray(classes).reshape(-1)[:n]
+    if boxes.shape[0] != n or scores.shape[0] != n or classes.shape[0] != n:
+        raise DecodeError(f"num_dets says {n} but the tensors hold fewer")
+    if letterbox is not None:
+        boxes = letterbox.to_source(boxes)
+    keep = scores > settings.decode.conf_threshold
+    return Detections.from_arrays(boxes[keep], scores[keep], classes[keep])

@@ -1,0 +1,26 @@
+"""Why a body could not be understood: a closed set, used as the `reason` label."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    NO_IMAGE = "no_image"
+    UNDECODABLE_IMAGE = "undecodable_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    BAD_JSON = "bad_json"
+    BAD_MULTIPART = "bad_multipart"
+    BAD_KSERVE = "bad_kserve"
+    BAD_TENSOR = "bad_tensor"
+    UNRECOGNIZED_RESPONSE = "unrecognized_response"
+    BAD_DETECTION = "bad_detection"
+
+
+class ParseFailure(Exception):
+    """A request or response body the analysis could not use. Counted, never raised
+    into the request path."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
