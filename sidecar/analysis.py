@@ -22,7 +22,7 @@ from sidecar.inputs import InputImage, extract_image
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import Observation
 from sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
-from sidecar.parse_errors import ParseFailure
+from sidecar.parse_errors import ParseFailure, Reason
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,10 @@ class TrafficAnalyzer:
         image: InputImage | None = None
         try:
             image = self._image(observation)
+            if observation.response_truncated:
+                raise ParseFailure(Reason.RESPONSE_TOO_LARGE,
+                                   f"response larger than observe_max_bytes "
+                                   f"({self._config.observe_max_bytes} bytes)")
             detections = extract_detections(observation.response_headers,
                                             observation.response_body, image, self._settings)
         except ParseFailure as failure:

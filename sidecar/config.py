@@ -150,10 +150,13 @@ class Config:
     stream_threshold_bytes: int = _opt(1024**2, _positive(parse_size),
                                        "upstream responses larger than this (or without a "
                                        "length) are streamed rather than buffered")
-    observe_max_bytes: int = _opt(8 * 1024**2, _positive(parse_size),
-                                  "most response bytes copied into an observation")
+    observe_max_bytes: int = _opt(16 * 1024**2, _positive(parse_size),
+                                  "most response bytes copied into an observation (a raw "
+                                  "YOLO head as KServe JSON is about 10 MB)")
     observation_queue_size: int = _opt(1024, _positive(int),
                                        "observations waiting for analysis before drops")
+    observation_queue_bytes: int = _opt(256 * 1024**2, _positive(parse_size),
+                                        "body bytes held by waiting observations before drops")
     ready_path: str = _opt("", str, "upstream HTTP path whose 2xx means ready "
                            "(e.g. /v2/health/ready); empty: a TCP connect suffices")
     probe_interval: float = _opt(5.0, _positive(float), "seconds between upstream probes")

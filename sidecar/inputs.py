@@ -177,7 +177,10 @@ def tensor_to_pixels(array: np.ndarray) -> np.ndarray | None:
         return None
     if array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):
         array = np.transpose(array, (1, 2, 0))
-    if array.shape[2] not in (1, 3) or min(array.shape[:2]) < 8:
+    height, width = array.shape[:2]
+    if array.shape[2] not in (1, 3) or min(height, width) < 8 or max(height, width) > 10 * min(
+        height, width
+    ):  # too small or too elongated to be a camera frame (an [1, 84, 8400] head, say)
         return None
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):

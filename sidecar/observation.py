@@ -55,23 +55,38 @@ class ObservationConsumer(Protocol):
     async def consume(self, observation: Observation) -> None: ...
 
 
-class ObservationQueue:
-    """Bounded, non-blocking hand-off; drops are counted in lookout_queue_dropped_total."""
+def _size(observation: Observation) -> int:
+    return len(observation.request_body) + len(observation.response_body)
 
-    def __init__(self, maxsize: int, metrics: SidecarMetrics) -> None:
+
+class ObservationQueue:
+    """Bounded in count and in body bytes, non-blocking: a request path that cannot
+    hand off drops the observation, counted in lookout_queue_dropped_total."""
+
+    def __init__(self, maxsize: int, metrics: SidecarMetrics,
+                 max_bytes: int = 256 * 1024**2) -> None:
         self._queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize)
         self._metrics = metrics
+        self._max_bytes = max_bytes
+        self.queued_bytes = 0
 
     def offer(self, observation: Observation) -> bool:
+        size = _size(observation)
+        if self.queued_bytes + size > self._max_bytes:
+            self._metrics.queue_dropped(OBSERVATION_QUEUE)
+            return False
         try:
             self._queue.put_nowait(observation)
         except asyncio.QueueFull:
             self._metrics.queue_dropped(OBSERVATION_QUEUE)
             return False
+        self.queued_bytes += size
         return True
 
     async def get(self) -> Observation:
-        return await self._queue.get()
+        observation = await self._queue.get()
+        self.queued_bytes -= _size(observation)
+        return observation
 
     def task_done(self) -> None:
         self._queue.task_done()

@@ -15,6 +15,7 @@ class Reason(StrEnum):
     BAD_TENSOR = "bad_tensor"
     UNRECOGNIZED_RESPONSE = "unrecognized_response"
     BAD_DETECTION = "bad_detection"
+    RESPONSE_TOO_LARGE = "response_too_large"
 
 
 class ParseFailure(Exception):

@@ -58,7 +58,8 @@ class Sidecar:
     async def start(self) -> None:
         config = self.config
         self.session = new_session(config)
-        self.queue = ObservationQueue(config.observation_queue_size, self.metrics)
+        self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
+                                      config.observation_queue_bytes)
         if self._consumers is None:
             self.analyzer: TrafficAnalyzer | None = TrafficAnalyzer(config, self.metrics)
             self.consumers: list[ObservationConsumer] = [self.analyzer]
