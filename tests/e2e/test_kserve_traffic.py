@@ -101,6 +101,16 @@ def test_plain_uploads_give_detections_and_box_sizes(sidecar: SidecarProcess,
     assert _value(sidecar, catalog.DETECTION_BOX_AREA.bucket_name, le="0.05") >= 1
 
 
+def test_ten_thousand_detections_are_counted_and_relayed(sidecar: SidecarProcess,
+                                                          kserve_port: int) -> None:
+    total = catalog.DETECTIONS_PER_REQUEST.sum_name
+    before = _value(sidecar, total)
+    direct = request(kserve_port, "POST", "/crowd", body=_jpeg())
+    proxied = request(sidecar.port, "POST", "/crowd", body=_jpeg())
+    assert proxied.body == direct.body and len(proxied.json()) == 10_000
+    _wait_for_value(sidecar, before + 10_000, total)
+
+
 @pytest.mark.parametrize(("path", "body", "headers", "reason"), [
     ("/predict", _jpeg()[:500], {"Content-Type": "image/jpeg"}, "truncated_image"),
     ("/not-json", b"\x00" * 100, {"Content-Type": "image/jpeg"}, "undecodable_image"),

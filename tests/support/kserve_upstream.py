@@ -68,6 +68,17 @@ async def predict(request: web.Request) -> web.Response:
     ])
 
 
+async def crowd(request: web.Request) -> web.Response:
+    """`n` detections (default 10,000): a pathological but valid response."""
+    await request.read()
+    count = int(request.query.get("n", "10000"))
+    return web.json_response([
+        {"name": CLASS_NAMES[i % 3], "class": i % 3, "confidence": 0.5,
+         "box": {"x1": i % 600, "y1": i % 400, "x2": i % 600 + 10, "y2": i % 400 + 10}}
+        for i in range(count)
+    ])
+
+
 async def not_json(request: web.Request) -> web.Response:
     await request.read()
     return web.Response(body=b"\xff\xfe definitely not json", content_type="application/json")
@@ -82,6 +93,7 @@ def build_app() -> web.Application:
     app.router.add_post("/v2/models/{name}/versions/{version}/infer", infer)
     app.router.add_post("/predict", predict)
     app.router.add_post("/not-json", not_json)
+    app.router.add_post("/crowd", crowd)
     return app
 
 
