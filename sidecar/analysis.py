@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -117,11 +118,23 @@ class TrafficAnalyzer:
         no detections, and counting them as parse failures would be noise."""
         return 200 <= observation.status < 300 and bool(observation.request_body)
 
-    async def consume(self, observation: Observation) -> None:
-        if not self.worth_analysing(observation):
-            return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.analyse, observation)
+    async def consume(self, observations: Sequence[Observation]) -> None:
+        wanted = [o for o in observations if self.worth_analysing(o)]
+        if wanted:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self.analyse_batch, wanted)
+
+    def analyse_batch(self, observations: Sequence[Observation]) -> list[Analysis]:
+        """One thread hand-over for a whole batch. An unexpected error in one exchange
+        is counted and does not stop the others."""
+        results = []
+        for observation in observations:
+            try:
+                results.append(self.analyse(observation))
+            except Exception:
+                self._metrics.component_error(self.name)
+                log.exception("analysis failed on %s %s", observation.method, observation.path)
+        return results
 
     def analyse(self, observation: Observation) -> Analysis:
         """Parse and record one exchange (in an analysis thread)."""

@@ -155,7 +155,7 @@ class Config:
                                   "YOLO head as KServe JSON is about 10 MB)")
     observation_queue_size: int = _opt(1024, _positive(int),
                                        "observations waiting for analysis before drops")
-    observation_queue_bytes: int = _opt(256 * 1024**2, _positive(parse_size),
+    observation_queue_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
                                         "body bytes held by waiting observations before drops")
     ready_path: str = _opt("", str, "upstream HTTP path whose 2xx means ready "
                            "(e.g. /v2/health/ready); empty: a TCP connect suffices")
