@@ -38,3 +38,14 @@ def test_port_in_use_exits_1_naming_the_address() -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_unattended_and_reports_traffic() -> None:
+    from tests.support.processes import free_port
+
+    result = _lookout("demo", "--requests", "30", "--listen", f"127.0.0.1:{free_port()}",
+                      "--admin", f"127.0.0.1:{free_port()}",
+                      "--upstream", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 0, result.stderr
+    assert "requests route=/predict" in result.stdout
+    assert "/readyz -> 200" in result.stdout
