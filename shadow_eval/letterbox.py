@@ -47,3 +47,21 @@ class Letterbox:
         """xyxy boxes in source pixels -> input pixels (what the model would output)."""
         left, top = self.padding
         return boxes * self.gain + np.array([left, top, left, top], boxes.dtype)
+
+
+def letterbox_image(image: np.ndarray, input_width: int = 640,
+                    input_height: int = 640) -> tuple[np.ndarray, Letterbox]:
+    """Resize to fit and pad with grey (114) exactly as Ultralytics' `LetterBox` does;
+    returns the HWC uint8 model input and the geometry to map boxes back."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    geometry = Letterbox(width, height, input_width, input_height)
+    new_w, new_h = geometry.resized
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h),
+                                                       Image.Resampling.BILINEAR))
+    left = round((input_width - new_w) / 2 - 0.1)
+    top = round((input_height - new_h) / 2 - 0.1)
+    canvas = np.full((input_height, input_width, 3), 114, np.uint8)
+    canvas[top:top + new_h, left:left + new_w] = resized[..., :3]
+    return canvas, geometry

@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep serving after the traffic, until Ctrl-C")
     _add_config_options(demo)
 
+    upstream = commands.add_parser(
+        "demo-upstream",
+        help="serve a YOLOv8-layout ONNX model over /predict and KServe V2 (demo and tests)",
+    )
+    upstream.add_argument("--model", required=True, help="ONNX model with Ultralytics metadata")
+    upstream.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
+    upstream.add_argument("--model-name", default="yolo", help="name in KServe V2 paths")
+
     echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
     echo.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
     return parser
@@ -62,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         address = parse_address(args.listen)
         echo_upstream.run(address.host, address.port)
         return 0
+
+    if args.command == "demo-upstream":
+        return _demo_upstream(args)
 
     try:
         config = _config_from(args)
@@ -86,6 +97,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as error:
         print(f"lookout: {error}", file=sys.stderr)
         return 1
+
+
+def _demo_upstream(args: argparse.Namespace) -> int:
+    from lookout_demo import server
+    from shadow_eval.names import ModelMetadataError
+    from sidecar.logs import configure_logging
+
+    configure_logging("info")
+    address = parse_address(args.listen)
+    try:
+        server.run(args.model, address.host, address.port, args.model_name)
+    except ModelMetadataError as error:
+        print(f"lookout: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -197,3 +197,14 @@ def test_vectorised_nms_equals_textbook_greedy(data, count, threshold) -> None:
     classes = np.array(data.draw(st.lists(st.integers(0, 3), min_size=count, max_size=count)))
     expected = _reference_nms(boxes, scores, classes, threshold)
     assert class_aware_nms(boxes, scores, classes, threshold).tolist() == expected
+
+
+def test_letterbox_image_pads_like_ultralytics() -> None:
+    from shadow_eval.letterbox import letterbox_image
+
+    frame = np.full((720, 1280, 3), 200, np.uint8)
+    canvas, geometry = letterbox_image(frame, 640, 640)
+    assert canvas.shape == (640, 640, 3)
+    assert geometry.resized == (640, 360)
+    assert np.all(canvas[:140] == 114) and np.all(canvas[500:] == 114)
+    assert np.all(canvas[140:500] == 200)
