@@ -36,12 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(serve)
 
     demo = commands.add_parser(
-        "demo", help="run the sidecar in front of a built-in echo upstream and send it traffic"
+        "demo", help="the shipped model behind the sidecar, fed by a drifting synthetic camera"
     )
-    demo.add_argument("--requests", type=int, default=200,
-                      help="requests to send through the sidecar (default 200)")
-    demo.add_argument("--serve", action="store_true",
-                      help="keep serving after the traffic, until Ctrl-C")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="seconds to run (default: until Ctrl-C)")
+    demo.add_argument("--rate", type=float, default=10.0,
+                      help="camera frames per second (default 10)")
     _add_config_options(demo)
 
     upstream = commands.add_parser(
@@ -91,9 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run(config)
             return 0
-        from sidecar.demo import run_demo
+        from lookout_demo.run import run_demo
 
-        return run_demo(config, requests=args.requests, keep_serving=args.serve)
+        return run_demo(config, duration=args.duration, rate=args.rate)
     except StartupError as error:
         print(f"lookout: {error}", file=sys.stderr)
         return 1

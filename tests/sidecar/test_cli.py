@@ -40,12 +40,19 @@ def test_port_in_use_exits_1_naming_the_address() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_demo_runs_unattended_and_reports_traffic() -> None:
+def test_demo_runs_unattended_and_its_sidecar_sees_the_traffic() -> None:
+    import re
+
     from tests.support.processes import free_port
 
-    result = _lookout("demo", "--requests", "30", "--listen", f"127.0.0.1:{free_port()}",
+    result = _lookout("demo", "--duration", "20", "--listen", f"127.0.0.1:{free_port()}",
                       "--admin", f"127.0.0.1:{free_port()}",
                       "--upstream", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 0, result.stderr
-    assert "requests route=/predict" in result.stdout
-    assert "/readyz -> 200" in result.stdout
+    done = re.search(r"done: (\d+) frames sent, sidecar saw (\d+) requests, (\d+) "
+                     r"detections in (\d+) analysed frames", result.stdout)
+    assert done, result.stdout
+    sent, seen, detections, analysed = map(int, done.groups())
+    assert sent >= 100 and seen == sent  # 10 frames/s for 20 s, every one through lookout
+    assert analysed > 0 and detections > analysed  # scenes hold 1-6 objects each
+    assert "lights dimming" in result.stdout

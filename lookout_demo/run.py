@@ -1,0 +1,177 @@
+"""`lookout demo`: the demo inference server running the shipped primary model, the
+sidecar in front of it, and a synthetic camera whose frames drift (lights dimming, then
+blur) — with a live terminal view of what the sidecar sees. Loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from lookout_demo.camera import DEFAULT_SCHEDULE, CameraStats, drive, phase_at
+from lookout_demo.models import PRIMARY
+from lookout_demo.server import DemoServer, Detector
+from sidecar import catalog
+from sidecar.config import Config
+from sidecar.server import Sidecar
+
+MODEL_NAME = "tiny-yolo"
+MODEL_VERSION = "primary-1"
+
+
+@dataclass
+class SidecarReading:
+    requests: float = 0.0
+    server_errors: float = 0.0
+    detections: float = 0.0
+    analysed: float = 0.0
+    confidence_sum: float = 0.0
+    confidence_count: float = 0.0
+    parse_failures: float = 0.0
+    dropped: float = 0.0
+
+
+def read_sidecar(sidecar: Sidecar) -> SidecarReading:
+    """Totals from the sidecar's own registry: the numbers /metrics exports."""
+    reading = SidecarReading()
+    for family in sidecar.metrics.registry.collect():
+        for sample in family.samples:
+            name, value = sample.name, sample.value
+            if name == catalog.REQUESTS.sample_name:
+                reading.requests += value
+                if sample.labels["code"].lstrip(catalog.SIDECAR_CODE_PREFIX).startswith("5"):
+                    reading.server_errors += value
+            elif name == catalog.DETECTIONS_PER_REQUEST.sum_name:
+                reading.detections += value
+            elif name == catalog.DETECTIONS_PER_REQUEST.count_name:
+                reading.analysed += value
+            elif name == catalog.DETECTION_CONFIDENCE.sum_name:
+                reading.confidence_sum += value
+            elif name == catalog.DETECTION_CONFIDENCE.count_name:
+                reading.confidence_count += value
+            elif name == catalog.PARSE_FAILURES.sample_name:
+                reading.parse_failures += value
+            elif name == catalog.QUEUE_DROPPED.sample_name:
+                reading.dropped += value
+    return reading
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+class DemoView:
+    """The numbers on screen, computed over the last refresh interval."""
+
+    def __init__(self, sidecar: Sidecar, stats: CameraStats, duration: float | None,
+                 admin: str) -> None:
+        self.sidecar, self.stats, self.duration, self.admin = sidecar, stats, duration, admin
+        self.started = time.monotonic()
+        self.previous = read_sidecar(sidecar)
+
+    def rows(self) -> list[tuple[str, str]]:
+        elapsed = time.monotonic() - self.started
+        phase = phase_at(DEFAULT_SCHEDULE, elapsed)
+        now = read_sidecar(self.sidecar)
+        before, self.previous = self.previous, now
+        rate, p50, p95 = self.stats.recent()
+        severity = f" (severity {phase.severity(elapsed):.2f})" if phase.kind else ""
+        left = f" of {self.duration:.0f}s" if self.duration else ", Ctrl-C stops"
+        per_frame = _ratio(now.detections - before.detections, now.analysed - before.analysed)
+        confidence = _ratio(now.confidence_sum - before.confidence_sum,
+                            now.confidence_count - before.confidence_count)
+        return [
+            ("scene", f"{phase.name}{severity}"),
+            ("elapsed", f"{elapsed:.0f}s{left}"),
+            ("camera: requests/s", f"{rate:.1f}"),
+            ("camera: latency p50 / p95", f"{p50:.1f} ms / {p95:.1f} ms"),
+            ("camera: error rate", f"{_ratio(self.stats.errors, self.stats.sent):.2%}"),
+            ("sidecar: requests seen", f"{now.requests:.0f}"),
+            ("sidecar: 5xx share", f"{_ratio(now.server_errors, now.requests):.2%}"),
+            ("detections per frame", f"{per_frame:.2f}"),
+            ("mean confidence", f"{confidence:.3f}"),
+            ("parse failures / queue drops", f"{now.parse_failures:.0f} / {now.dropped:.0f}"),
+            ("metrics", f"{self.admin}/metrics"),
+        ]
+
+    def table(self) -> Table:
+        table = Table(title="lookout demo", show_header=False, min_width=60)
+        for key, value in self.rows():
+            table.add_row(key, value)
+        return table
+
+
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+async def run(config: Config, duration: float | None, rate: float) -> None:
+    upstream = urlsplit(config.upstream)
+    server = web.AppRunner(DemoServer(Detector.load(PRIMARY), "yolo").build(),
+                           access_log=None)
+    await server.setup()
+    await web.TCPSite(server, upstream.hostname, upstream.port or 80).start()
+    sidecar = Sidecar(config)
+    await sidecar.start()
+    data = f"http://{_local(config.listen.host)}:{config.listen.port}"
+    admin = f"http://{_local(config.admin.host)}:{config.admin.port}"
+    console = Console()
+    console.print(f"demo upstream (primary model) on {config.upstream}; lookout data port "
+                  f"{data}, admin {admin}", soft_wrap=True)
+    stats = CameraStats()
+    view = DemoView(sidecar, stats, duration, admin)
+    camera = asyncio.create_task(drive(data + "/predict", rate, duration, stats))
+    try:
+        if console.is_terminal:
+            with Live(view.table(), console=console, refresh_per_second=1) as live:
+                while not camera.done():
+                    await asyncio.sleep(1.0)
+                    live.update(view.table())
+        else:  # logs and CI: a plain line every 5 s
+            while not camera.done():
+                await asyncio.wait({camera}, timeout=5.0)
+                console.print("  ".join(f"{k}: {v}" for k, v in view.rows()[:9]),
+                              soft_wrap=True)
+        await camera
+    finally:
+        camera.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await camera
+        final = read_sidecar(sidecar)
+        console.print(f"done: {stats.sent} frames sent, sidecar saw {final.requests:.0f} "
+                      f"requests, {final.detections:.0f} detections in "
+                      f"{final.analysed:.0f} analysed frames", soft_wrap=True)
+        await sidecar.stop()
+        await server.cleanup()
+
+
+def run_demo(config: Config, duration: float | None, rate: float) -> int:
+    if not any(name in os.environ for name in
+               ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")  # no collector in a demo
+    config = _with_demo_model(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(config, duration, rate))
+    return 0
+
+
+def _with_demo_model(config: Config) -> Config:
+    """Label the demo's metrics with the shipped model unless the user chose names."""
+    from dataclasses import replace
+
+    changes: dict[str, object] = {}
+    if not config.model_path:
+        changes["model_path"] = str(PRIMARY)
+    if config.model_name == "yolo":
+        changes["model_name"] = MODEL_NAME
+    if config.model_version == "unknown":
+        changes["model_version"] = MODEL_VERSION
+    return replace(config, **changes)
