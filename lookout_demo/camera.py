@@ -61,11 +61,13 @@ class CameraStats:
 
     def recent(self, seconds: float = 10.0) -> tuple[float, float, float]:
         """(requests per second, p50 ms, p95 ms) over the last `seconds`."""
-        cutoff = time.monotonic() - seconds
-        latencies = sorted(lat for at, lat in self.window if at >= cutoff)
-        if not latencies:
+        now = time.monotonic()
+        recent = [(at, lat) for at, lat in self.window if at >= now - seconds]
+        if not recent:
             return 0.0, 0.0, 0.0
-        rate = len(latencies) / seconds
+        latencies = sorted(lat for _, lat in recent)
+        span = min(seconds, max(now - recent[0][0], 1.0))
+        rate = len(latencies) / span
         return (rate, latencies[len(latencies) // 2] * 1000,
                 latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] * 1000)
 

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -41,8 +43,18 @@ class SidecarReading:
 
 def read_sidecar(sidecar: Sidecar) -> SidecarReading:
     """Totals from the sidecar's own registry: the numbers /metrics exports."""
+    return _reading(sidecar.metrics.registry.collect())
+
+
+async def scrape(admin: str) -> SidecarReading:
+    """The same totals, read over HTTP from the admin port like Prometheus would."""
+    async with aiohttp.ClientSession() as session, session.get(admin + "/metrics") as response:
+        return _reading(text_string_to_metric_families(await response.text()))
+
+
+def _reading(families) -> SidecarReading:
     reading = SidecarReading()
-    for family in sidecar.metrics.registry.collect():
+    for family in families:
         for sample in family.samples:
             name, value = sample.name, sample.value
             if name == catalog.REQUESTS.sample_name:
@@ -145,9 +157,10 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
         camera.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await camera
-        final = read_sidecar(sidecar)
-        console.print(f"done: {stats.sent} frames sent, sidecar saw {final.requests:.0f} "
-                      f"requests, {final.detections:.0f} detections in "
+        await asyncio.wait_for(sidecar.queue.join(), 10)  # let analysis catch up
+        final = await scrape(admin)
+        console.print(f"done: {stats.sent} frames sent; {admin}/metrics shows "
+                      f"{final.requests:.0f} requests, {final.detections:.0f} detections in "
                       f"{final.analysed:.0f} analysed frames", soft_wrap=True)
         await sidecar.stop()
         await server.cleanup()

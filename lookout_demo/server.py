@@ -52,7 +52,11 @@ class Detector:
         metadata = read_model_metadata(path)
         available = onnxruntime.get_available_providers()
         providers = [p for p in PREFERRED_PROVIDERS if p in available]
-        session = onnxruntime.InferenceSession(str(path), providers=providers)
+        # onnxruntime-gpu lists CUDA even where no GPU is usable; it then falls back to the
+        # CPU, which is the documented behaviour and not worth a warning per start
+        onnxruntime.set_default_logger_severity(3)
+        options = onnxruntime.SessionOptions()
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         shape = session.get_inputs()[0].shape
         size = metadata.input_size or (int(shape[2]), int(shape[3]))
         log.info("loaded %s on %s: %d classes, input %s", path, session.get_providers()[0],

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upstream.add_argument("--model", required=True, help="ONNX model with Ultralytics metadata")
     upstream.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
+    upstream.add_argument("--port", type=int, help="port on 127.0.0.1 (short for --listen)")
     upstream.add_argument("--model-name", default="yolo", help="name in KServe V2 paths")
 
     echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
@@ -105,7 +106,7 @@ def _demo_upstream(args: argparse.Namespace) -> int:
     from sidecar.logs import configure_logging
 
     configure_logging("info")
-    address = parse_address(args.listen)
+    address = parse_address(f"127.0.0.1:{args.port}" if args.port else args.listen)
     try:
         server.run(args.model, address.host, address.port, args.model_name)
     except ModelMetadataError as error:

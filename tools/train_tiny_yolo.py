@@ -8,8 +8,9 @@ them as ONNX in the YOLOv8 output layout with Ultralytics-style metadata.
 The architecture is a small anchor-free YOLOv8-style network: a strided conv backbone,
 a two-level (stride 8 and 16) neck, decoupled box and class heads. Boxes are predicted
 as distances from the anchor point; class scores through a sigmoid, no objectness.
-The export emits [1, 4+nc, N] with (cx, cy, w, h) in input pixels. Everything is
-seeded: the same command gives the same weights on the same torch build.
+The export emits [1, 4+nc, N] with (cx, cy, w, h) in input pixels. Scenes,
+initialisation, batch order and flips are seeded; CPU kernels may still differ in the
+last bits between machines, so a rerun gives an equivalent model, not identical bytes.
 """
 
 from __future__ import annotations

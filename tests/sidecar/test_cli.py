@@ -49,7 +49,7 @@ def test_demo_runs_unattended_and_its_sidecar_sees_the_traffic() -> None:
                       "--admin", f"127.0.0.1:{free_port()}",
                       "--upstream", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 0, result.stderr
-    done = re.search(r"done: (\d+) frames sent, sidecar saw (\d+) requests, (\d+) "
+    done = re.search(r"done: (\d+) frames sent; \S+/metrics shows (\d+) requests, (\d+) "
                      r"detections in (\d+) analysed frames", result.stdout)
     assert done, result.stdout
     sent, seen, detections, analysed = map(int, done.groups())
