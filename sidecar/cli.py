@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo-upstream",
         help="serve a YOLOv8-layout ONNX model over /predict and KServe V2 (demo and tests)",
     )
-    upstream.add_argument("--model", required=True, help="ONNX model with Ultralytics metadata")
+    upstream.add_argument("--model", help="ONNX model with Ultralytics metadata "
+                          "(default: the shipped primary model)")
     upstream.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
     upstream.add_argument("--port", type=int, help="port on 127.0.0.1 (short for --listen)")
     upstream.add_argument("--model-name", default="yolo", help="name in KServe V2 paths")
@@ -106,9 +107,11 @@ def _demo_upstream(args: argparse.Namespace) -> int:
     from sidecar.logs import configure_logging
 
     configure_logging("info")
+    from lookout_demo.models import PRIMARY
+
     address = parse_address(f"127.0.0.1:{args.port}" if args.port else args.listen)
     try:
-        server.run(args.model, address.host, address.port, args.model_name)
+        server.run(args.model or str(PRIMARY), address.host, address.port, args.model_name)
     except ModelMetadataError as error:
         print(f"lookout: {error}", file=sys.stderr)
         return 1

@@ -146,3 +146,20 @@ def test_a_corrupt_model_fails_to_start_with_a_clear_message(tmp_path) -> None:
     assert process.popen.wait(60) == 1
     assert "cannot be loaded" in process.output
     assert "Traceback" not in process.output
+
+
+def test_default_model_is_the_shipped_primary() -> None:
+    port = free_port()
+    process = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+                              "--port", str(port)])
+    try:
+        wait_until(lambda: port_accepts(port) or not process.alive(), 60, "the demo upstream")
+        scene_jpeg, _ = _jpeg(4)
+        response = request(port, "POST", "/predict", body=scene_jpeg,
+                           headers={"Content-Type": "image/jpeg"})
+        assert response.status == 200
+        truth = generate_scene(4)
+        names = sorted(d["name"] for d in response.json() if d["confidence"] > 0.5)
+        assert names == sorted(CLASSES[c] for c in truth.classes)
+    finally:
+        process.terminate()
