@@ -52,27 +52,29 @@ async def scrape(admin: str) -> SidecarReading:
         return _reading(text_string_to_metric_families(await response.text()))
 
 
+_TOTALS = {  # sample name -> SidecarReading field it adds to
+    catalog.REQUESTS.sample_name: "requests",
+    catalog.DETECTIONS_PER_REQUEST.sum_name: "detections",
+    catalog.DETECTIONS_PER_REQUEST.count_name: "analysed",
+    catalog.DETECTION_CONFIDENCE.sum_name: "confidence_sum",
+    catalog.DETECTION_CONFIDENCE.count_name: "confidence_count",
+    catalog.PARSE_FAILURES.sample_name: "parse_failures",
+    catalog.QUEUE_DROPPED.sample_name: "dropped",
+}
+
+
 def _reading(families) -> SidecarReading:
     reading = SidecarReading()
     for family in families:
         for sample in family.samples:
-            name, value = sample.name, sample.value
-            if name == catalog.REQUESTS.sample_name:
-                reading.requests += value
-                if sample.labels["code"].lstrip(catalog.SIDECAR_CODE_PREFIX).startswith("5"):
-                    reading.server_errors += value
-            elif name == catalog.DETECTIONS_PER_REQUEST.sum_name:
-                reading.detections += value
-            elif name == catalog.DETECTIONS_PER_REQUEST.count_name:
-                reading.analysed += value
-            elif name == catalog.DETECTION_CONFIDENCE.sum_name:
-                reading.confidence_sum += value
-            elif name == catalog.DETECTION_CONFIDENCE.count_name:
-                reading.confidence_count += value
-            elif name == catalog.PARSE_FAILURES.sample_name:
-                reading.parse_failures += value
-            elif name == catalog.QUEUE_DROPPED.sample_name:
-                reading.dropped += value
+            field_name = _TOTALS.get(sample.name)
+            if field_name is None:
+                continue
+            setattr(reading, field_name, getattr(reading, field_name) + sample.value)
+            code = sample.labels.get("code", "")
+            if field_name == "requests" and code.removeprefix(
+                    catalog.SIDECAR_CODE_PREFIX).startswith("5"):
+                reading.server_errors += sample.value
     return reading
 
 

@@ -152,17 +152,10 @@ class DemoServer:
         if not tensors:
             raise _bad_request("no input tensor")
         head = self.detector.run(self._model_input(tensors[0]))
-        requested = header.get("outputs") or [{}]
-        binary = bool((requested[0].get("parameters") or {}).get("binary_data")) or bool(
-            (header.get("parameters") or {}).get("binary_data_output"))
         response, out_length = kserve.encode_infer_body(
-            "outputs", [("output0", head.astype(np.float32))], binary,
+            "outputs", [("output0", head.astype(np.float32))], kserve.wants_binary_output(header),
             {"model_name": self.model_name, "model_version": "1", "id": header.get("id", "")})
-        headers = {"Content-Type": "application/octet-stream" if binary
-                   else "application/json"}
-        if out_length is not None:
-            headers[kserve.HEADER_LENGTH] = str(out_length)
-        return web.Response(body=response, headers=headers)
+        return web.Response(body=response, headers=kserve.response_headers(out_length))
 
     def _model_input(self, tensor: kserve.Tensor) -> np.ndarray:
         height, width = self.detector.input_size

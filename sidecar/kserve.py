@@ -156,6 +156,21 @@ def as_array(tensor: Tensor) -> np.ndarray:
     return tensor.data.reshape(tensor.shape)
 
 
+def wants_binary_output(header: dict[str, Any]) -> bool:
+    """Whether a request's JSON header asks for outputs in the binary extension."""
+    requested = header.get("outputs") or [{}]
+    first = requested[0] if isinstance(requested[0], dict) else {}
+    return bool((first.get("parameters") or {}).get("binary_data")) or bool(
+        (header.get("parameters") or {}).get("binary_data_output"))
+
+
+def response_headers(length: int | None) -> dict[str, str]:
+    """Content type, and the header length for a binary-extension body."""
+    if length is None:
+        return {"Content-Type": "application/json"}
+    return {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(length)}
+
+
 def encode_infer_body(section: str, tensors: list[tuple[str, np.ndarray | list[bytes]]],
                       binary: bool, extra: dict[str, Any] | None = None
                       ) -> tuple[bytes, int | None]:

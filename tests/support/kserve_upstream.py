@@ -44,18 +44,12 @@ async def infer(request: web.Request) -> web.Response:
         header = json.loads(body if length is None else body[:length])
     except (kserve.KServeFormatError, ValueError) as error:
         return web.json_response({"error": str(error)}, status=400)
-    requested = header.get("outputs") or [{"name": "output0"}]
-    binary = bool((requested[0].get("parameters") or {}).get("binary_data")) or bool(
-        (header.get("parameters") or {}).get("binary_data_output"))
     response, out_length = kserve.encode_infer_body(
-        "outputs", [("output0", HEAD)], binary,
+        "outputs", [("output0", HEAD)], kserve.wants_binary_output(header),
         {"model_name": request.match_info["name"], "model_version": "1",
          "id": header.get("id", ""), "inputs_seen": [t.name for t in tensors]},
     )
-    headers = {"Content-Type": "application/octet-stream" if binary else "application/json"}
-    if out_length is not None:
-        headers[kserve.HEADER_LENGTH] = str(out_length)
-    return web.Response(body=response, headers=headers)
+    return web.Response(body=response, headers=kserve.response_headers(out_length))
 
 
 async def predict(request: web.Request) -> web.Response:
