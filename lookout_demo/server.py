@@ -144,10 +144,8 @@ class DemoServer:
     async def infer(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            length = kserve.header_length(request.headers)
-            tensors = kserve.parse_tensors(body, length, "inputs")
-            header = json.loads(body if length is None else body[:length])
-        except (kserve.KServeFormatError, ValueError) as error:
+            header, tensors = kserve.parse_request(body, request.headers)
+        except kserve.KServeFormatError as error:
             raise _bad_request(str(error)) from None
         if not tensors:
             raise _bad_request("no input tensor")

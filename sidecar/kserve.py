@@ -156,6 +156,14 @@ def as_array(tensor: Tensor) -> np.ndarray:
     return tensor.data.reshape(tensor.shape)
 
 
+def parse_request(body: bytes, headers: Any) -> tuple[dict[str, Any], list[Tensor]]:
+    """A V2 inference request as a server sees it: its JSON header and its inputs."""
+    length = header_length(headers)
+    tensors = parse_tensors(body, length, "inputs")
+    header = json.loads(body if length is None else body[:length])  # parsed above already
+    return header, tensors
+
+
 def wants_binary_output(header: dict[str, Any]) -> bool:
     """Whether a request's JSON header asks for outputs in the binary extension."""
     requested = header.get("outputs") or [{}]

@@ -6,7 +6,6 @@ python -m tests.support.kserve_upstream PORT
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
@@ -39,10 +38,8 @@ async def model_metadata(request: web.Request) -> web.Response:
 async def infer(request: web.Request) -> web.Response:
     body = await request.read()
     try:
-        length = kserve.header_length(request.headers)
-        tensors = kserve.parse_tensors(body, length, "inputs")
-        header = json.loads(body if length is None else body[:length])
-    except (kserve.KServeFormatError, ValueError) as error:
+        header, tensors = kserve.parse_request(body, request.headers)
+    except kserve.KServeFormatError as error:
         return web.json_response({"error": str(error)}, status=400)
     response, out_length = kserve.encode_infer_body(
         "outputs", [("output0", HEAD)], kserve.wants_binary_output(header),
