@@ -8,12 +8,15 @@ Layouts (batch of one):
 - `end2end`: [1, K, 6] / [K, 6] (x1, y1, x2, y2, score, class — YOLOv10, YOLO11/26
   end-to-end exports) or [K, 7] (batch, x1, y1, x2, y2, class, score — the
   YOLOv7/TensorRT-style NMS plugin output). No NMS is applied again.
+- TensorRT `EfficientNMS_TRT` outputs, common on Triton: four tensors holding the
+  count, boxes, scores and classes (`decode_efficient_nms`).
 Raw heads get a confidence threshold, class-aware NMS and a cap on detections. Boxes
 are mapped back through the letterbox when the source image size is known.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -153,3 +156,26 @@ def decode(output: np.ndarray, settings: DecodeSettings = DecodeSettings(),
     if layout is HeadLayout.YOLOV5:
         return decode_yolov5(array, settings, letterbox)
     return decode_end2end(array, settings, letterbox)
+
+
+def decode_efficient_nms(outputs: Mapping[str, np.ndarray],
+                         settings: DecodeSettings = DecodeSettings(),
+                         letterbox: Letterbox | None = None) -> Detections | None:
+    """EfficientNMS_TRT outputs found by name (`num_dets`, `det_boxes`, `det_scores`,
+    `det_classes` or similar); None when the outputs are not that plugin's."""
+    def named(part: str) -> np.ndarray | None:
+        return next((v for k, v in outputs.items() if part in k.lower()), None)
+
+    count, boxes, scores, classes = (named(p) for p in ("num", "boxes", "scores", "classes"))
+    if count is None or boxes is None or scores is None or classes is None:
+        return None
+    n = int(np.asarray(count).reshape(-1)[0])
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)[:n]
+    scores = np.asarray(scores, np.float32).reshape(-1)[:n]
+    classes = np.asarray(classes).reshape(-1)[:n]
+    if boxes.shape[0] != n or scores.shape[0] != n or classes.shape[0] != n:
+        raise DecodeError(f"num_dets says {n} but the tensors hold fewer")
+    if letterbox is not None:
+        boxes = letterbox.to_source(boxes)
+    keep = scores > settings.conf_threshold
+    return Detections.from_arrays(boxes[keep], scores[keep], classes[keep])

@@ -25,6 +25,7 @@ NUMPY_TYPES: dict[str, np.dtype] = {
     "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
     "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
+DATATYPES: dict[np.dtype, str] = {dtype: name for name, dtype in NUMPY_TYPES.items()}
 
 
 class KServeFormatError(ValueError):
@@ -95,18 +96,37 @@ def _json_data(entry: dict[str, Any], datatype: str, name: str) -> np.ndarray | 
         raise KServeFormatError(f"tensor {name!r}: data is not {datatype}: {error}") from None
 
 
-def parse_tensors(body: bytes, length: int | None, section: str) -> list[Tensor]:
-    """The `inputs` (requests) or `outputs` (responses) of a V2 inference body."""
+def parse_header(body: bytes, length: int | None) -> dict[str, Any]:
+    """The JSON header of a V2 body (the whole body without the binary extension)."""
     if length is not None and length > len(body):
         raise KServeFormatError(
             f"{HEADER_LENGTH} says {length} bytes but the body has only {len(body)}"
         )
-    header_bytes = body if length is None else body[:length]
     try:
-        header = json.loads(header_bytes)
+        header = json.loads(body if length is None else body[:length])
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise KServeFormatError(f"inference header is not JSON: {error}") from None
-    entries = header.get(section) if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        raise KServeFormatError("inference header is not a JSON object")
+    return header
+
+
+def _binary_data(raw: bytes, datatype: str, name: str) -> np.ndarray | list[bytes]:
+    if datatype == "BYTES":
+        return _split_bytes_elements(raw, name)
+    dtype = NUMPY_TYPES[datatype]
+    if len(raw) % dtype.itemsize:
+        raise KServeFormatError(
+            f"tensor {name!r}: {len(raw)} bytes is not a whole number of {datatype}"
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def tensors_from_header(header: dict[str, Any], body: bytes, length: int | None,
+                        section: str) -> list[Tensor]:
+    """The `inputs` (requests) or `outputs` (responses) named in a parsed header, with
+    their data taken from the header or from the binary part of `body`."""
+    entries = header.get(section)
     if not isinstance(entries, list):
         raise KServeFormatError(f"inference header has no '{section}' list")
     offset = length if length is not None else len(body)
@@ -124,30 +144,26 @@ def parse_tensors(body: bytes, length: int | None, section: str) -> list[Tensor]
         ):
             raise KServeFormatError(f"tensor {name!r}: shape must be a list of sizes")
         size = (entry.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            if length is None:
-                raise KServeFormatError(
-                    f"tensor {name!r} has binary data but the {HEADER_LENGTH} header is missing"
-                )
-            if not isinstance(size, int) or size < 0 or offset + size > len(body):
-                raise KServeFormatError(
-                    f"tensor {name!r}: binary_data_size {size} runs past the body"
-                )
-            raw = body[offset:offset + size]
-            offset += size
-            if datatype == "BYTES":
-                data: np.ndarray | list[bytes] = _split_bytes_elements(raw, name)
-            else:
-                dtype = NUMPY_TYPES[datatype]
-                if size % dtype.itemsize:
-                    raise KServeFormatError(
-                        f"tensor {name!r}: {size} bytes is not a whole number of {datatype}"
-                    )
-                data = np.frombuffer(raw, dtype=dtype)
-        else:
+        if size is None:
             data = _json_data(entry, datatype, name)
+        elif length is None:
+            raise KServeFormatError(
+                f"tensor {name!r} has binary data but the {HEADER_LENGTH} header is missing"
+            )
+        elif not isinstance(size, int) or size < 0 or offset + size > len(body):
+            raise KServeFormatError(
+                f"tensor {name!r}: binary_data_size {size} runs past the body"
+            )
+        else:
+            data = _binary_data(body[offset:offset + size], datatype, name)
+            offset += size
         tensors.append(Tensor(name, datatype, tuple(shape), data))
     return tensors
+
+
+def parse_tensors(body: bytes, length: int | None, section: str) -> list[Tensor]:
+    """The `inputs` (requests) or `outputs` (responses) of a V2 inference body."""
+    return tensors_from_header(parse_header(body, length), body, length, section)
 
 
 def as_array(tensor: Tensor) -> np.ndarray:
@@ -159,9 +175,8 @@ def as_array(tensor: Tensor) -> np.ndarray:
 def parse_request(body: bytes, headers: Any) -> tuple[dict[str, Any], list[Tensor]]:
     """A V2 inference request as a server sees it: its JSON header and its inputs."""
     length = header_length(headers)
-    tensors = parse_tensors(body, length, "inputs")
-    header = json.loads(body if length is None else body[:length])  # parsed above already
-    return header, tensors
+    header = parse_header(body, length)
+    return header, tensors_from_header(header, body, length, "inputs")
 
 
 def wants_binary_output(header: dict[str, Any]) -> bool:
@@ -191,10 +206,10 @@ def encode_infer_body(section: str, tensors: list[tuple[str, np.ndarray | list[b
             raw = b"".join(struct.pack("<I", len(v)) + v for v in value)
             json_data: Any = [v.decode("latin-1") for v in value]
         else:
-            datatype = next(k for k, v in NUMPY_TYPES.items() if v == value.dtype.newbyteorder("<")
-                            or v == value.dtype)
+            value = np.ascontiguousarray(value, value.dtype.newbyteorder("<"))
+            datatype = DATATYPES[value.dtype]
             shape = list(value.shape)
-            raw = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+            raw = value.tobytes()
             json_data = value.reshape(-1).tolist()
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if binary:

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from shadow_eval.boxes import Detections
-from shadow_eval.decode import DecodeError, DecodeSettings, HeadLayout, decode
+from shadow_eval.decode import (
+    DecodeError,
+    DecodeSettings,
+    HeadLayout,
+    decode,
+    decode_efficient_nms,
+)
 from shadow_eval.letterbox import Letterbox
 from sidecar import kserve
 from sidecar.inputs import InputImage
@@ -204,7 +210,7 @@ def _from_kserve(body: bytes, length: int | None, image: InputImage | None,
         raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
     letterbox = _letterbox(image, settings)
     try:
-        efficient = _efficient_nms(numeric, settings, letterbox)
+        efficient = decode_efficient_nms(numeric, settings.decode, letterbox)
         if efficient is not None:
             return efficient
         if not numeric:
@@ -215,24 +221,3 @@ def _from_kserve(body: bytes, length: int | None, image: InputImage | None,
                       settings.head_layout)
     except DecodeError as error:
         raise ParseFailure(Reason.BAD_TENSOR, str(error)) from None
-
-
-def _efficient_nms(outputs: dict[str, np.ndarray], settings: OutputSettings,
-                   letterbox: Letterbox | None) -> Detections | None:
-    """TensorRT EfficientNMS_TRT outputs, common on Triton: count, boxes, scores, classes."""
-    def named(part: str) -> np.ndarray | None:
-        return next((v for k, v in outputs.items() if part in k.lower()), None)
-
-    count, boxes, scores, classes = (named(p) for p in ("num", "boxes", "scores", "classes"))
-    if count is None or boxes is None or scores is None or classes is None:
-        return None
-    n = int(np.asarray(count).reshape(-1)[0])
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)[:n]
-    scores = np.asarray(scores, np.float32).reshape(-1)[:n]
-    classes = np.asarray(classes).reshape(-1)[:n]
-    if boxes.shape[0] != n or scores.shape[0] != n or classes.shape[0] != n:
-        raise DecodeError(f"num_dets says {n} but the tensors hold fewer")
-    if letterbox is not None:
-        boxes = letterbox.to_source(boxes)
-    keep = scores > settings.decode.conf_threshold
-    return Detections.from_arrays(boxes[keep], scores[keep], classes[keep])
