@@ -20,7 +20,8 @@ from rich.table import Table
 
 from lookout_demo.camera import DEFAULT_SCHEDULE, CameraStats, drive, phase_at
 from lookout_demo.models import PRIMARY
-from lookout_demo.server import DemoServer, Detector
+from lookout_demo.server import DemoServer
+from shadow_eval.runner import OnnxDetector
 from sidecar import catalog
 from sidecar.config import Config
 from sidecar.server import Sidecar
@@ -129,7 +130,7 @@ def _local(host: str) -> str:
 
 async def run(config: Config, duration: float | None, rate: float) -> None:
     upstream = urlsplit(config.upstream)
-    server = web.AppRunner(DemoServer(Detector.load(PRIMARY), "yolo").build(),
+    server = web.AppRunner(DemoServer(OnnxDetector.load(PRIMARY), "yolo").build(),
                            access_log=None)
     await server.setup()
     await web.TCPSite(server, upstream.hostname, upstream.port or 80).start()

@@ -16,75 +16,30 @@ from __future__ import annotations
 import io
 import json
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
-from shadow_eval.decode import DecodeSettings, decode_yolov8
-from shadow_eval.letterbox import Letterbox, letterbox_image
-from shadow_eval.names import read_model_metadata
+from shadow_eval.boxes import Detections
+from shadow_eval.runner import OnnxDetector
 from sidecar import kserve
 from sidecar.inputs import extract_image
 from sidecar.parse_errors import ParseFailure
 
 log = logging.getLogger(__name__)
 
-PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-@dataclass
-class Detector:
-    """A YOLOv8-layout ONNX model with its Ultralytics metadata."""
-
-    session: object
-    names: tuple[str, ...]
-    input_size: tuple[int, int]  # (height, width)
-    input_name: str
-    settings: DecodeSettings
-
-    @classmethod
-    def load(cls, path: str | Path, settings: DecodeSettings | None = None) -> Detector:
-        import onnxruntime
-
-        metadata = read_model_metadata(path)
-        available = onnxruntime.get_available_providers()
-        providers = [p for p in PREFERRED_PROVIDERS if p in available]
-        # onnxruntime-gpu lists CUDA even where no GPU is usable; it then falls back to the
-        # CPU, which is the documented behaviour and not worth a warning per start
-        onnxruntime.set_default_logger_severity(3)
-        options = onnxruntime.SessionOptions()
-        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-        shape = session.get_inputs()[0].shape
-        size = metadata.input_size or (int(shape[2]), int(shape[3]))
-        log.info("loaded %s on %s: %d classes, input %s", path, session.get_providers()[0],
-                 len(metadata.names), size)
-        return cls(session, metadata.names, size, session.get_inputs()[0].name,
-                   settings or DecodeSettings())
-
-    def run(self, tensor: np.ndarray) -> np.ndarray:
-        """The raw head for a [1, 3, H, W] float32 input in [0, 1]."""
-        return self.session.run(None, {self.input_name: tensor})[0]
-
-    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        height, width = self.input_size
-        canvas, geometry = letterbox_image(rgb, width, height)
-        tensor = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], np.float32) / 255.0
-        return tensor, geometry
-
-    def detect(self, rgb: np.ndarray) -> list[dict[str, object]]:
-        tensor, geometry = self.prepare(rgb)
-        detections = decode_yolov8(self.run(tensor), self.settings, geometry)
-        return [
-            {"name": self.names[c] if 0 <= c < len(self.names) else str(c), "class": int(c),
-             "confidence": round(float(s), 5),
-             "box": dict(zip(("x1", "y1", "x2", "y2"),
-                             (round(float(v), 2) for v in b), strict=True))}
-            for b, s, c in zip(detections.boxes, detections.scores,
-                               detections.classes.tolist(), strict=True)
-        ]
+def detections_json(detector: OnnxDetector, detections: Detections) -> list[dict[str, object]]:
+    """Ultralytics-style JSON: name, class, confidence, box corners in source pixels."""
+    names = detector.names
+    return [
+        {"name": names[c] if 0 <= c < len(names) else str(c), "class": int(c),
+         "confidence": round(float(s), 5),
+         "box": dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 2) for v in b),
+                         strict=True))}
+        for b, s, c in zip(detections.boxes, detections.scores, detections.classes.tolist(),
+                           strict=True)
+    ]
 
 
 def _decode_image(data: bytes) -> np.ndarray:
@@ -102,7 +57,7 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 
 class DemoServer:
-    def __init__(self, detector: Detector, model_name: str = "yolo") -> None:
+    def __init__(self, detector: OnnxDetector, model_name: str = "yolo") -> None:
         self.detector = detector
         self.model_name = model_name
 
@@ -139,7 +94,8 @@ class DemoServer:
             raise _bad_request(f"not a readable image: {failure.detail}") from None
         if image is None or image.encoded is None:
             raise _bad_request("send an image as the body or as a multipart file")
-        return web.json_response(self.detector.detect(_decode_image(image.encoded)))
+        [detections] = self.detector.detect_batch([_decode_image(image.encoded)])
+        return web.json_response(detections_json(self.detector, detections))
 
     async def infer(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -160,7 +116,7 @@ class DemoServer:
         if isinstance(tensor.data, list):
             if not tensor.data:
                 raise _bad_request("empty BYTES input")
-            return self.detector.prepare(_decode_image(tensor.data[0]))[0]
+            return self.detector.prepare(_decode_image(tensor.data[0]))[0][None]
         array = kserve.as_array(tensor)
         if array.shape != (1, 3, height, width):
             raise _bad_request(f"input {tensor.name!r} must be [1, 3, {height}, {width}], "
@@ -171,6 +127,6 @@ class DemoServer:
 
 
 def run(model_path: str, host: str, port: int, model_name: str = "yolo") -> None:
-    detector = Detector.load(model_path)
+    detector = OnnxDetector.load(model_path, providers=("cuda", "cpu"))
     web.run_app(DemoServer(detector, model_name).build(), host=host, port=port,
                 access_log=None, print=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class ModelMetadataError(ValueError):
@@ -48,6 +49,20 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return (height, width)
 
 
+def metadata_from_session(session: Any, source: str = "model") -> ModelMetadata:
+    """Names, input size and stride of an already loaded onnxruntime session, so that a
+    model in service is read once rather than loaded again for its metadata."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if "names" not in meta:
+        raise ModelMetadataError(f"{source} has no 'names' metadata")
+    try:
+        size = _parse_size(meta.get("imgsz"))
+        stride = int(ast.literal_eval(meta["stride"])) if meta.get("stride") else None
+    except (ValueError, SyntaxError, TypeError) as error:
+        raise ModelMetadataError(f"{source}: bad imgsz/stride metadata: {error}") from None
+    return ModelMetadata(parse_names(meta["names"]), size, stride)
+
+
 def read_model_metadata(path: str | Path) -> ModelMetadata:
     """Names, input size and stride from an ONNX file, via onnxruntime."""
     import onnxruntime
@@ -59,13 +74,4 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own unrelated exception types
         raise ModelMetadataError(f"model file {path} cannot be loaded: {error}") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    if "names" not in meta:
-        raise ModelMetadataError(f"model file {path} has no 'names' metadata")
-    try:
-        size = _parse_size(meta.get("imgsz"))
-        stride = int(ast.literal_eval(meta["stride"])) if meta.get("stride") else None
-    except (ValueError, SyntaxError, TypeError) as error:
-        raise ModelMetadataError(f"model file {path}: bad imgsz/stride metadata: {error}") \
-            from None
-    return ModelMetadata(parse_names(meta["names"]), size, stride)
+    return metadata_from_session(session, f"model file {path}")

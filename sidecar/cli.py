@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _demo_upstream(args: argparse.Namespace) -> int:
     from lookout_demo import server
-    from shadow_eval.names import ModelMetadataError
+    from shadow_eval.runner import ModelLoadError
     from sidecar.logs import configure_logging
 
     configure_logging("info")
@@ -112,7 +112,7 @@ def _demo_upstream(args: argparse.Namespace) -> int:
     address = parse_address(f"127.0.0.1:{args.port}" if args.port else args.listen)
     try:
         server.run(args.model or str(PRIMARY), address.host, address.port, args.model_name)
-    except ModelMetadataError as error:
+    except ModelLoadError as error:
         print(f"lookout: {error}", file=sys.stderr)
         return 1
     return 0

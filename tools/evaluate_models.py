@@ -14,18 +14,18 @@ from lookout_demo.evaluate import mean_average_precision
 from lookout_demo.models import model_path
 from lookout_demo.perturbations import MEDIUM, PERTURBATIONS, perturb
 from lookout_demo.scenes import CLASSES, generate_scene
-from lookout_demo.server import Detector
 from shadow_eval.decode import DecodeSettings, decode_yolov8
+from shadow_eval.runner import OnnxDetector
 
 HELD_OUT_SEED = 1_000_000  # far from every training seed
 EVALUATION = DecodeSettings(conf_threshold=0.01, iou_threshold=0.6, max_detections=100)
 
 
-def evaluate(detector: Detector, scenes) -> float:
+def evaluate(detector: OnnxDetector, scenes) -> float:
     predictions, truths = [], []
     for scene in scenes:
         tensor, geometry = detector.prepare(scene.image)
-        predictions.append(decode_yolov8(detector.run(tensor), EVALUATION, geometry))
+        predictions.append(decode_yolov8(detector.run(tensor[None]), EVALUATION, geometry))
         truths.append((scene.boxes, scene.classes))
     return mean_average_precision(predictions, truths, len(CLASSES))[0]
 
@@ -40,7 +40,7 @@ def main() -> int:
     for kind in PERTURBATIONS:
         conditions[kind] = [perturb(scene, kind, MEDIUM, seed=7) for scene in clean]
     names = args.models.split(",")
-    detectors = {name: Detector.load(model_path(name)) for name in names}
+    detectors = {name: OnnxDetector.load(model_path(name)) for name in names}
     print(f"| condition ({args.scenes} held-out scenes, severity {MEDIUM}) | "
           + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))

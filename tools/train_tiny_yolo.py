@@ -8,7 +8,7 @@ them as ONNX in the YOLOv8 output layout with Ultralytics-style metadata.
 The architecture is a small anchor-free YOLOv8-style network: a strided conv backbone,
 a two-level (stride 8 and 16) neck, decoupled box and class heads. Boxes are predicted
 as distances from the anchor point; class scores through a sigmoid, no objectness.
-The export emits [1, 4+nc, N] with (cx, cy, w, h) in input pixels. Scenes,
+The export emits [B, 4+nc, N] (dynamic batch B) with (cx, cy, w, h) in input pixels. Scenes,
 initialisation, batch order and flips are seeded; CPU kernels may still differ in the
 last bits between machines, so a rerun gives an equivalent model, not identical bytes.
 """
@@ -235,7 +235,8 @@ def export(model: TinyYolo, name: str, out_dir: Path) -> Path:
     path = out_dir / f"{name}.onnx"
     dummy = torch.zeros(1, 3, IMGSZ, IMGSZ)
     torch.onnx.export(model, dummy, str(path), opset_version=17, input_names=["images"],
-                      output_names=["output0"], dynamo=False)
+                      output_names=["output0"], dynamo=False,
+                      dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}})
     onnx_model = onnx.load(str(path))
     names = "{" + ", ".join(f"{i}: '{n}'" for i, n in enumerate(CLASSES)) + "}"
     metadata = {"names": names, "stride": str(max(STRIDES)), "imgsz": f"[{IMGSZ}, {IMGSZ}]",

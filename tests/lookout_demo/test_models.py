@@ -9,8 +9,8 @@ import pytest
 from lookout_demo.models import MODELS_DIR, model_path
 from lookout_demo.perturbations import perturb
 from lookout_demo.scenes import CLASSES, generate_scene
-from lookout_demo.server import Detector
 from shadow_eval.names import read_model_metadata
+from shadow_eval.runner import OnnxDetector
 from tools.evaluate_models import HELD_OUT_SEED, evaluate
 
 SCENES = 40  # a small fixed held-out set keeps this fast; docs/MODELS.md uses 300
@@ -22,8 +22,8 @@ def scenes():
 
 
 @pytest.fixture(scope="module", params=["primary", "reference"])
-def model(request) -> tuple[str, Detector]:
-    return request.param, Detector.load(model_path(request.param))
+def model(request) -> tuple[str, OnnxDetector]:
+    return request.param, OnnxDetector.load(model_path(request.param))
 
 
 def test_models_carry_ultralytics_metadata(model) -> None:
@@ -41,8 +41,8 @@ def test_models_are_above_their_documented_floor(model, scenes) -> None:
 
 
 def test_reference_holds_up_where_the_primary_degrades(scenes) -> None:
-    primary = Detector.load(model_path("primary"))
-    reference = Detector.load(model_path("reference"))
+    primary = OnnxDetector.load(model_path("primary"))
+    reference = OnnxDetector.load(model_path("reference"))
     for kind in ("dark", "occlusion"):
         degraded = [perturb(scene, kind, 0.5, seed=7) for scene in scenes]
         assert evaluate(reference, degraded) > evaluate(primary, degraded) + 0.1, kind

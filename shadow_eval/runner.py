@@ -1,0 +1,165 @@
+"""An ONNX YOLO detector on onnxruntime: load (pinned by sha256), pre-process as
+Ultralytics does, infer in micro-batches, decode.
+
+The sidecar's reference model and the demo inference server both run through this
+class, so the shadow comparison and the demo see exactly the same pre-processing.
+Providers are tried in the order given (TensorRT, CUDA, CPU by default) among those
+this onnxruntime build offers; the CPU provider is always the last resort.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shadow_eval.boxes import Detections
+from shadow_eval.decode import DecodeError, DecodeSettings, decode
+from shadow_eval.letterbox import Letterbox, letterbox_image
+from shadow_eval.names import ModelMetadataError, metadata_from_session
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+DEFAULT_PROVIDERS = ("tensorrt", "cuda", "cpu")
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be used: missing, corrupt, not the pinned file, no metadata."""
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def choose_providers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """onnxruntime provider names for `wanted` short names, in order, keeping only the
+    available ones, with the CPU provider always last so that loading cannot fail for
+    want of a GPU."""
+    unknown = [name for name in wanted if name not in PROVIDERS]
+    if unknown:
+        raise ModelLoadError(f"unknown execution provider(s) {unknown}; "
+                             f"choose from {', '.join(PROVIDERS)}")
+    chosen = [PROVIDERS[name] for name in wanted if PROVIDERS[name] in available]
+    if PROVIDERS["cpu"] not in chosen:
+        chosen.append(PROVIDERS["cpu"])
+    return chosen
+
+
+def to_model_input(canvas: np.ndarray) -> np.ndarray:
+    """HWC uint8 letterboxed image -> CHW float32 in [0, 1]."""
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1), np.float32) * np.float32(1 / 255)
+
+
+@dataclass
+class OnnxDetector:
+    """A loaded YOLO ONNX model with its Ultralytics metadata."""
+
+    session: Any
+    path: Path
+    sha256: str
+    names: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+    input_name: str
+    max_batch: int | None  # None: the model takes any batch size
+    settings: DecodeSettings
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *,
+             providers: Sequence[str] = DEFAULT_PROVIDERS,
+             expected_sha256: str = "",
+             settings: DecodeSettings | None = None,
+             intra_op_threads: int = 0) -> OnnxDetector:
+        import onnxruntime
+
+        path = Path(path)
+        try:
+            sha256 = file_sha256(path)
+        except OSError as error:
+            raise ModelLoadError(f"model file {path}: {error.strerror or error}") from None
+        if expected_sha256 and sha256 != expected_sha256.lower():
+            raise ModelLoadError(f"model file {path} has sha256 {sha256}, but "
+                                 f"{expected_sha256} is pinned; refusing to run it")
+        chosen = choose_providers(providers, onnxruntime.get_available_providers())
+        # onnxruntime-gpu lists CUDA even where no GPU is usable and then falls back to
+        # the CPU, which is documented behaviour, not worth a warning per start
+        onnxruntime.set_default_logger_severity(3)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=chosen)
+            metadata = metadata_from_session(session, f"model file {path}")
+        except ModelMetadataError as error:
+            raise ModelLoadError(str(error)) from None
+        except Exception as error:  # onnxruntime raises its own unrelated exception types
+            raise ModelLoadError(f"model file {path} cannot be loaded: {error}") from None
+        source = session.get_inputs()[0]
+        shape = source.shape
+        fixed = lambda d: isinstance(d, int) and d > 0  # noqa: E731
+        size = metadata.input_size or (
+            (int(shape[2]), int(shape[3])) if fixed(shape[2]) and fixed(shape[3]) else None)
+        if size is None:
+            raise ModelLoadError(f"model file {path}: input size is neither in the metadata "
+                                 f"('imgsz') nor fixed in the graph {shape}")
+        detector = cls(session, path, sha256, metadata.names, size, source.name,
+                       int(shape[0]) if fixed(shape[0]) else None, settings or DecodeSettings())
+        log.info("loaded %s on %s: %d classes, input %s, batch %s", path,
+                 session.get_providers()[0], len(metadata.names), size,
+                 detector.max_batch or "dynamic")
+        return detector
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """Ultralytics' letterbox; returns the CHW model input and the geometry."""
+        height, width = self.input_size
+        canvas, geometry = letterbox_image(rgb, width, height)
+        return to_model_input(canvas), geometry
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw heads for an [B, 3, H, W] batch, in chunks the model accepts."""
+        step = self.max_batch or batch.shape[0]
+        if step >= batch.shape[0]:
+            return self.session.run(None, {self.input_name: batch})[0]
+        return np.concatenate([self.session.run(None, {self.input_name: batch[i:i + step]})[0]
+                               for i in range(0, batch.shape[0], step)])
+
+    def decode(self, heads: np.ndarray, geometries: Sequence[Letterbox | None]) -> list[Detections]:
+        num_classes = len(self.names) or None
+        return [decode(heads[i:i + 1], self.settings, geometry, num_classes)
+                for i, geometry in enumerate(geometries)]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detections in source pixels for HWC uint8 RGB images of any sizes."""
+        if not images:
+            return []
+        prepared = [self.prepare(image) for image in images]
+        heads = self.run(np.stack([tensor for tensor, _ in prepared]))
+        return self.decode(heads, [geometry for _, geometry in prepared])
+
+    def warm_up(self, batch_size: int = 1) -> None:
+        """First runs allocate memory and (with TensorRT) build engines: do it before
+        the first real image, not on it."""
+        height, width = self.input_size
+        heads = self.run(np.full((batch_size, 3, height, width), 114 / 255, np.float32))
+        try:
+            self.decode(heads[:1], [None])
+        except DecodeError as error:
+            raise ModelLoadError(f"model file {self.path} gives outputs lookout cannot "
+                                 f"decode: {error}") from None
