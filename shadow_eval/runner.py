@@ -46,15 +46,24 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def choose_providers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+def nvidia_driver_present() -> bool:
+    """onnxruntime-gpu offers CUDA and TensorRT whether or not a GPU exists, then fails
+    loudly trying them; without the kernel driver there is no point trying."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def choose_providers(wanted: Sequence[str], available: Sequence[str],
+                     gpu: bool | None = None) -> list[str]:
     """onnxruntime provider names for `wanted` short names, in order, keeping only the
-    available ones, with the CPU provider always last so that loading cannot fail for
-    want of a GPU."""
+    available ones (GPU ones only with an NVIDIA driver), with the CPU provider always
+    last so that loading cannot fail for want of a GPU."""
     unknown = [name for name in wanted if name not in PROVIDERS]
     if unknown:
         raise ModelLoadError(f"unknown execution provider(s) {unknown}; "
                              f"choose from {', '.join(PROVIDERS)}")
-    chosen = [PROVIDERS[name] for name in wanted if PROVIDERS[name] in available]
+    gpu = nvidia_driver_present() if gpu is None else gpu
+    chosen = [PROVIDERS[name] for name in wanted
+              if PROVIDERS[name] in available and (gpu or name == "cpu")]
     if PROVIDERS["cpu"] not in chosen:
         chosen.append(PROVIDERS["cpu"])
     return chosen

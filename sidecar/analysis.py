@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -62,6 +63,15 @@ def describe_model(config: Config) -> ModelDescription:
     return ModelDescription(tuple(names), size)
 
 
+class AnalysisListener(Protocol):
+    """Gets every analysis in the analysis thread (shadow sampler, drift features): must
+    be quick or hand the work on; `name` labels its failures."""
+
+    name: str
+
+    def offer(self, analysis: Analysis) -> None: ...
+
+
 class ClassLabels:
     """Class id or name -> bounded `class` label value."""
 
@@ -90,9 +100,12 @@ class TrafficAnalyzer:
     name = "analysis"
 
     def __init__(self, config: Config, metrics: SidecarMetrics,
-                 model: ModelDescription | None = None) -> None:
+                 model: ModelDescription | None = None,
+                 listeners: Sequence[AnalysisListener] = ()) -> None:
         model = model or describe_model(config)
+        self.model = model
         self._config = config
+        self._listeners = list(listeners)
         self._metrics = metrics
         self._labels = ClassLabels(model.class_names)
         self._settings = OutputSettings(
@@ -134,7 +147,17 @@ class TrafficAnalyzer:
             except Exception:
                 self._metrics.component_error(self.name)
                 log.exception("analysis failed on %s %s", observation.method, observation.path)
+        for listener in self._listeners:
+            for result in results:
+                try:
+                    listener.offer(result)
+                except Exception:
+                    self._metrics.component_error(listener.name)
+                    log.exception("%s failed on %s", listener.name, result.observation.path)
         return results
+
+    def add_listener(self, listener: AnalysisListener) -> None:
+        self._listeners.append(listener)
 
     def analyse(self, observation: Observation) -> Analysis:
         """Parse and record one exchange (in an analysis thread)."""

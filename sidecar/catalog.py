@@ -63,6 +63,12 @@ SHADOW_DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )
 
+IOU_BUCKETS: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+# primary minus reference confidence on matched boxes
+CONFIDENCE_GAP_BUCKETS: tuple[float, ...] = (
+    -0.5, -0.3, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5,
+)
+
 _MVR = ("model", "version", "route")
 _MV = ("model", "version")
 _MVC = ("model", "version", "class")
@@ -126,7 +132,26 @@ SHADOW_MATCHED_BOXES = MetricSpec(
 )
 SHADOW_EVALUATIONS = MetricSpec(
     "lookout_shadow_evaluations", MetricType.COUNTER,
-    "Shadow evaluations by outcome (ok, skipped, dropped, error).", (*_MV, "outcome"),
+    "Sampled images by shadow outcome: ok, over_budget, dropped (queue full), no_image, "
+    "error.", (*_MV, "outcome"),
+)
+SHADOW_MATCH_IOU = MetricSpec(
+    "lookout_shadow_match_iou", MetricType.HISTOGRAM,
+    "IoU between each matched primary box and its reference box.", _MV, IOU_BUCKETS,
+)
+SHADOW_CONFIDENCE_GAP = MetricSpec(
+    "lookout_shadow_confidence_gap", MetricType.HISTOGRAM,
+    "Primary minus reference confidence on each matched box.", _MV, CONFIDENCE_GAP_BUCKETS,
+)
+FLIP_BOXES = MetricSpec(
+    "lookout_flip_boxes", MetricType.COUNTER,
+    "Primary-model boxes on flip-tested images, on the original and on the horizontally "
+    "flipped view (view: original, flipped).", (*_MV, "view"),
+)
+FLIP_MATCHED_BOXES = MetricSpec(
+    "lookout_flip_matched_boxes", MetricType.COUNTER,
+    "Boxes found on both views of a flip-tested image; flip consistency = "
+    "2 x matched / (original + flipped).", _MV,
 )
 SHADOW_DURATION = MetricSpec(
     "lookout_shadow_duration_seconds", MetricType.HISTOGRAM,
@@ -134,11 +159,27 @@ SHADOW_DURATION = MetricSpec(
 )
 DRIFT_STATISTIC = MetricSpec(
     "lookout_drift_statistic", MetricType.GAUGE,
-    "Latest drift test statistic per input/output feature.", (*_MV, "feature"),
+    "Latest drift statistic per input/output feature: binned Kolmogorov-Smirnov "
+    "distance for continuous features, chi-square for categorical ones.", (*_MV, "feature"),
 )
 DRIFT_ALARM = MetricSpec(
     "lookout_drift_alarm", MetricType.GAUGE,
-    "1 while the drift test for a feature rejects 'no drift', else 0.", (*_MV, "feature"),
+    "1 while the drift detector for a feature is in alarm (raised above the calibrated "
+    "threshold, not yet cleared), else 0.", (*_MV, "feature"),
+)
+DRIFT_THRESHOLD = MetricSpec(
+    "lookout_drift_threshold", MetricType.GAUGE,
+    "The calibrated alarm threshold of lookout_drift_statistic per feature.", (*_MV, "feature"),
+)
+DRIFT_PSI = MetricSpec(
+    "lookout_drift_psi", MetricType.GAUGE,
+    "Population stability index of the latest window against the baseline, per feature.",
+    (*_MV, "feature"),
+)
+DRIFT_WINDOWS = MetricSpec(
+    "lookout_drift_windows", MetricType.COUNTER,
+    "Drift windows tested per feature (a stalled counter means no drift testing).",
+    (*_MV, "feature"),
 )
 SAMPLES_STORED = MetricSpec(
     "lookout_samples_stored", MetricType.COUNTER,
@@ -184,7 +225,9 @@ ALL: tuple[MetricSpec, ...] = (
     DETECTIONS_PER_REQUEST, DETECTIONS, DETECTION_CONFIDENCE, DETECTION_BOX_AREA,
     PARSE_FAILURES,
     SHADOW_PRIMARY_BOXES, SHADOW_REFERENCE_BOXES, SHADOW_MATCHED_BOXES,
-    SHADOW_EVALUATIONS, SHADOW_DURATION, DRIFT_STATISTIC, DRIFT_ALARM,
+    SHADOW_EVALUATIONS, SHADOW_DURATION, SHADOW_MATCH_IOU, SHADOW_CONFIDENCE_GAP,
+    FLIP_BOXES, FLIP_MATCHED_BOXES,
+    DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
     QUEUE_DROPPED, COMPONENT_ERRORS, UPSTREAM_UP,
     GPU_UTILIZATION, GPU_MEMORY_USED, MODEL_INFO,

@@ -81,6 +81,22 @@ def parse_routes(text: str) -> tuple[str, ...]:
     return routes
 
 
+def parse_sha256(text: str) -> str:
+    text = text.strip().lower()
+    if text and not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise ValueError("expected 64 hex digits (sha256sum's output) or nothing")
+    return text
+
+
+def parse_providers(text: str) -> tuple[str, ...]:
+    providers = parse_list(text)
+    known = ("tensorrt", "cuda", "cpu")
+    unknown = [p for p in providers if p not in known]
+    if unknown or not providers:
+        raise ValueError(f"expected a list of {', '.join(known)}")
+    return providers
+
+
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -187,6 +203,49 @@ class Config:
     class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
     analysis_threads: int = _opt(1, _positive(int),
                                  "threads decoding bodies and detections off the request path")
+    shadow_model_path: str = _opt("", str, "reference ONNX model for shadow evaluation; "
+                                  "empty: shadow evaluation off")
+    shadow_model_sha256: str = _opt("", parse_sha256, "sha256 the reference model file must "
+                                    "have; a mismatch disables shadow evaluation")
+    shadow_providers: tuple[str, ...] = _opt(("tensorrt", "cuda", "cpu"), parse_providers,
+                                             "onnxruntime providers for the reference model, "
+                                             "in order of preference")
+    shadow_sample_share: float = _opt(0.1, parse_ratio,
+                                      "share of analysed images offered to the reference model")
+    shadow_rate: float = _opt(5.0, _positive(float),
+                              "most shadow evaluations per second (token bucket rate)")
+    shadow_burst: int = _opt(16, _positive(int), "token bucket size for shadow evaluations")
+    shadow_max_busy_share: float = _opt(0.25, parse_ratio, "most share of wall time the "
+                                        "shadow worker may spend inferring")
+    shadow_queue_size: int = _opt(64, _positive(int),
+                                  "sampled images waiting for the reference model before drops")
+    shadow_batch_size: int = _opt(8, _positive(int), "most images per reference-model run")
+    shadow_threads: int = _opt(1, _positive(int),
+                               "onnxruntime intra-op threads for the shadow models on the CPU")
+    shadow_iou_threshold: float = _opt(0.5, parse_ratio,
+                                       "IoU at which a primary box matches a reference box")
+    shadow_conf_threshold: float = _opt(0.25, parse_ratio,
+                                        "confidence threshold for the reference model's boxes")
+    flip_share: float = _opt(0.0, parse_ratio, "share of shadow samples also checked for flip "
+                             "consistency with the primary model at model_path")
+    drift: bool = _opt(True, parse_bool, "compute input/output features and test for drift")
+    drift_sample_share: float = _opt(1.0, parse_ratio, "share of analysed images whose "
+                                     "features feed the drift detector")
+    drift_baseline_path: str = _opt("", str, "baseline profile written by `lookout shadow "
+                                    "baseline`; empty: learn from the first images")
+    drift_baseline_size: int = _opt(1000, _positive(int),
+                                    "images the baseline is learnt from when none is loaded")
+    drift_window: int = _opt(100, _positive(int), "values per drift test window")
+    drift_false_alarm_images: int = _opt(100_000, _positive(int),
+                                         "expected images between false drift alarms on a "
+                                         "stationary stream (the calibration target)")
+    drift_clear_windows: int = _opt(2, _positive(int),
+                                    "consecutive quiet windows that clear a drift alarm")
+    drift_image_size: int = _opt(256, _positive(int),
+                                 "longest side images are decoded to for drift features")
+    feature_store_dir: str = _opt("", str, "directory where per-image features are kept "
+                                  "for `lookout shadow report`; empty: not kept")
+    feature_store_hours: int = _opt(72, _positive(int), "hours of features kept")
     log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
     event_loop: str = _opt("auto", _choice("auto", "uvloop", "asyncio"),
                            "event loop implementation")

@@ -22,6 +22,7 @@ from sidecar.observation import (
     ObservationQueue,
 )
 from sidecar.proxy import ProxyHandler
+from sidecar.shadow import ShadowEvaluator
 from sidecar.telemetry import RequestTelemetry
 from sidecar.tracing import Tracing, build_tracing
 from sidecar.upstream import UpstreamProbe, new_session
@@ -60,9 +61,15 @@ class Sidecar:
         self.session = new_session(config)
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
                                       config.observation_queue_bytes)
+        self.shadow: ShadowEvaluator | None = None
         if self._consumers is None:
             self.analyzer: TrafficAnalyzer | None = TrafficAnalyzer(config, self.metrics)
             self.consumers: list[ObservationConsumer] = [self.analyzer]
+            if config.shadow_model_path:
+                self.shadow = ShadowEvaluator(config, self.metrics,
+                                              self.analyzer.model.class_names)
+                self.analyzer.add_listener(self.shadow)
+                self.shadow.start()
         else:
             self.analyzer, self.consumers = None, list(self._consumers)
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
@@ -101,6 +108,8 @@ class Sidecar:
                  config.model_name, config.model_version)
 
     async def _abandon_start(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         await self.pipeline.stop(0)
         await self.probe.stop()
         await self.session.close()
@@ -116,6 +125,10 @@ class Sidecar:
         await self.pipeline.stop(PIPELINE_DRAIN_TIMEOUT)
         if self.analyzer is not None:
             self.analyzer.close()
+        if self.shadow is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.shadow.drain, PIPELINE_DRAIN_TIMEOUT)
+            await loop.run_in_executor(None, self.shadow.close)
         await self.probe.stop()
         await self.session.close()
         await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)

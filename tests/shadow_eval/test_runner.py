@@ -26,8 +26,10 @@ def test_pinned_sha256_is_checked() -> None:
 
 def test_providers_keep_order_and_always_end_on_the_cpu() -> None:
     available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert choose_providers(("tensorrt", "cuda", "cpu"), available) == available
-    assert choose_providers(("cuda",), ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(("tensorrt", "cuda", "cpu"), available, gpu=True) == available
+    assert choose_providers(("cuda",), ["CPUExecutionProvider"], gpu=True) == \
+        ["CPUExecutionProvider"]
+    assert choose_providers(("cuda", "cpu"), available, gpu=False) == ["CPUExecutionProvider"]
     with pytest.raises(ModelLoadError, match="unknown execution provider"):
         choose_providers(("tpu",), available)
 

@@ -1,0 +1,299 @@
+"""Shadow evaluation: a stronger reference model re-detects a sample of live images and
+the agreement with the primary's detections becomes precision and recall proxies.
+
+The analysis thread offers every analysed image; a random share within the compute
+budget enters a bounded queue (full: dropped and counted). One worker thread loads the
+reference model (so a slow load or TensorRT engine build never delays start-up), then
+decodes, micro-batches, infers, matches and records. Nothing here touches the event
+loop. A model that cannot be loaded or is not the pinned file disables shadow
+evaluation: `lookout_model_info{role="reference"}` stays absent, the failure is logged
+and counted, and the proxy carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from shadow_eval.boxes import Detections
+from shadow_eval.budget import ComputeBudget
+from shadow_eval.decode import DecodeSettings
+from shadow_eval.matching import Agreement, flip_horizontally, match
+from shadow_eval.runner import OnnxDetector
+from sidecar import catalog
+from sidecar.analysis import OTHER_CLASS, Analysis
+from sidecar.config import Config
+from sidecar.images import decode_rgb
+from sidecar.inputs import InputImage
+from sidecar.metrics import SidecarMetrics
+
+log = logging.getLogger(__name__)
+
+SHADOW_QUEUE = "shadow"
+STOP_TIMEOUT = 5.0
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    OVER_BUDGET = "over_budget"
+    DROPPED = "dropped"
+    NO_IMAGE = "no_image"
+    ERROR = "error"
+
+
+class State(StrEnum):
+    LOADING = "loading"
+    RUNNING = "running"
+    DISABLED = "disabled"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSample:
+    image: InputImage
+    primary: Detections
+    flip: bool
+
+
+def reference_class_ids(primary: Detections, primary_names: Sequence[str],
+                        reference_names: Sequence[str]) -> np.ndarray:
+    """The primary's classes in the reference model's id space, matched by name where
+    names are known (-1: a class the reference does not know, which never matches)."""
+    index = {name: i for i, name in enumerate(reference_names)}
+    if primary.names:
+        return np.array([index.get(name, -1) for name in primary.names], np.int64)
+    if primary_names and reference_names and tuple(primary_names) != tuple(reference_names):
+        return np.array([index.get(primary_names[c], -1) if 0 <= c < len(primary_names) else -1
+                         for c in primary.classes.tolist()], np.int64)
+    return primary.classes
+
+
+class ShadowEvaluator:
+    """Analysis listener and worker thread; see the module docstring."""
+
+    name = "shadow"
+
+    def __init__(self, config: Config, metrics: SidecarMetrics,
+                 primary_names: Sequence[str] = (),
+                 budget: ComputeBudget | None = None, seed: int | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._primary_names = tuple(primary_names)
+        self._budget = budget or ComputeBudget(config.shadow_rate, config.shadow_burst,
+                                               config.shadow_max_busy_share)
+        self._random = random.Random(seed)
+        self._queue: queue.Queue[ShadowSample | None] = queue.Queue(config.shadow_queue_size)
+        self._thread = threading.Thread(target=self._run, name="lookout-shadow", daemon=True)
+        self.state = State.LOADING
+        self.reference: OnnxDetector | None = None
+        self.primary: OnnxDetector | None = None
+        self.evaluated = 0  # images compared so far; for tests and the demo view
+        labels = (config.model_name, config.model_version)
+        self._outcomes = {o: metrics[catalog.SHADOW_EVALUATIONS].labels(*labels, o.value)
+                          for o in Outcome}
+        self._duration = metrics[catalog.SHADOW_DURATION].labels(*labels)
+        self._match_iou = metrics[catalog.SHADOW_MATCH_IOU].labels(*labels)
+        self._confidence_gap = metrics[catalog.SHADOW_CONFIDENCE_GAP].labels(*labels)
+        self._flip_boxes = {view: metrics[catalog.FLIP_BOXES].labels(*labels, view)
+                            for view in ("original", "flipped")}
+        self._flip_matched = metrics[catalog.FLIP_MATCHED_BOXES].labels(*labels)
+        self._class_counters: dict[str, tuple] = {}
+
+    # -- analysis thread ---------------------------------------------------------------
+
+    def offer(self, analysis: Analysis) -> None:
+        """Maybe queue this image for evaluation; never waits."""
+        if self.state is not State.RUNNING or analysis.detections is None \
+                or analysis.image is None:
+            return
+        if self._random.random() >= self._config.shadow_sample_share:
+            return
+        if not self._budget.try_acquire():
+            self._outcomes[Outcome.OVER_BUDGET].inc()
+            return
+        flip = self.primary is not None and self._random.random() < self._config.flip_share
+        try:
+            self._queue.put_nowait(ShadowSample(analysis.image, analysis.detections, flip))
+        except queue.Full:
+            self._outcomes[Outcome.DROPPED].inc()
+            self._metrics.queue_dropped(SHADOW_QUEUE)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        if self.state is not State.DISABLED:
+            self.state = State.STOPPED
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        if self._thread.is_alive():
+            self._thread.join(STOP_TIMEOUT)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued image has been evaluated; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks and self._thread.is_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return not self._queue.unfinished_tasks
+
+    def wait_started(self, timeout: float) -> bool:
+        """Whether loading finished (running or disabled) within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.state is State.LOADING and time.monotonic() < deadline:
+            self._thread.join(0.05)
+        return self.state is not State.LOADING
+
+    # -- worker thread -----------------------------------------------------------------
+
+    def _load(self) -> None:
+        config = self._config
+        settings = DecodeSettings(config.shadow_conf_threshold, config.iou_threshold,
+                                  config.max_detections)
+        common = {"providers": config.shadow_providers, "settings": settings,
+                  "intra_op_threads": config.shadow_threads}
+        self.reference = OnnxDetector.load(config.shadow_model_path,
+                                           expected_sha256=config.shadow_model_sha256, **common)
+        self.reference.warm_up(config.shadow_batch_size)
+        if not config.shadow_model_sha256:
+            log.warning("reference model %s is not pinned (shadow_model_sha256); its sha256 "
+                        "is %s", config.shadow_model_path, self.reference.sha256)
+        if config.flip_share > 0 and config.model_path:
+            primary_settings = DecodeSettings(config.conf_threshold, config.iou_threshold,
+                                              config.max_detections)
+            self.primary = OnnxDetector.load(config.model_path,
+                                             **{**common, "settings": primary_settings})
+            self.primary.warm_up(2)
+
+    def _run(self) -> None:
+        try:
+            self._load()
+        except Exception as error:  # any load failure disables shadow, never the sidecar
+            self.state = State.DISABLED
+            self._metrics.component_error(self.name)
+            log.error("shadow evaluation disabled: %s", error)
+            return
+        if self.state is State.STOPPED:
+            return
+        self._metrics.set_model_info(self.reference.sha256, role="reference")
+        self.state = State.RUNNING
+        log.info("shadow evaluation running: reference %s on %s", self.reference.path,
+                 self.reference.provider)
+        while self.state is State.RUNNING:
+            batch = self._next_batch()
+            if batch:
+                self._evaluate_safely(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    def _next_batch(self) -> list[ShadowSample]:
+        first = self._queue.get()
+        if first is None:
+            self._queue.task_done()
+            return []
+        batch = [first]
+        while len(batch) < self._config.shadow_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.task_done()
+                self.state = State.STOPPED if self.state is State.RUNNING else self.state
+                break
+            batch.append(item)
+        return batch
+
+    def _evaluate_safely(self, batch: list[ShadowSample]) -> None:
+        try:
+            self.evaluate(batch)
+        except Exception:
+            self._outcomes[Outcome.ERROR].inc(len(batch))
+            self._metrics.component_error(self.name)
+            log.exception("shadow evaluation of %d images failed", len(batch))
+
+    def evaluate(self, batch: Sequence[ShadowSample]) -> list[Agreement]:
+        """Decode, infer, match and record one micro-batch (worker thread)."""
+        assert self.reference is not None
+        height, width = self.reference.input_size
+        usable, pixels, scales = [], [], []
+        for sample in batch:
+            try:
+                decoded = decode_rgb(sample.image, width, height)
+            except (OSError, ValueError):
+                self._outcomes[Outcome.NO_IMAGE].inc()
+                continue
+            usable.append(sample)
+            pixels.append(decoded.rgb)
+            scales.append(decoded.scale)
+        if not usable:
+            return []
+        started = time.perf_counter()
+        found = self.reference.detect_batch(pixels)
+        elapsed = time.perf_counter() - started
+        self._budget.spent(elapsed)
+        agreements = []
+        for sample, detections, scale in zip(usable, found, scales, strict=True):
+            self._duration.observe(elapsed / len(usable))
+            reference = Detections(detections.boxes * scale, detections.scores,
+                                   detections.classes)
+            primary = Detections(sample.primary.boxes, sample.primary.scores,
+                                 reference_class_ids(sample.primary, self._primary_names,
+                                                     self.reference.names))
+            agreement = match(primary, reference, self._config.shadow_iou_threshold)
+            self._record(agreement)
+            agreements.append(agreement)
+        for sample, rgb in zip(usable, pixels, strict=True):
+            if sample.flip and self.primary is not None:
+                self._check_flip(rgb)
+        self.evaluated += len(usable)
+        return agreements
+
+    def _labels_for(self, class_id: int) -> tuple:
+        names = self.reference.names if self.reference else ()
+        label = names[class_id] if 0 <= class_id < len(names) else OTHER_CLASS
+        counters = self._class_counters.get(label)
+        if counters is None:
+            labels = (self._config.model_name, self._config.model_version, label)
+            counters = tuple(self._metrics[spec].labels(*labels) for spec in (
+                catalog.SHADOW_PRIMARY_BOXES, catalog.SHADOW_REFERENCE_BOXES,
+                catalog.SHADOW_MATCHED_BOXES))
+            self._class_counters[label] = counters
+        return counters
+
+    def _record(self, agreement: Agreement) -> None:
+        for index, per_class in enumerate((agreement.primary_per_class,
+                                           agreement.reference_per_class,
+                                           agreement.matched_per_class)):
+            for class_id, count in per_class.items():
+                self._labels_for(class_id)[index].inc(count)
+        for iou in agreement.match_ious.tolist():
+            self._match_iou.observe(iou)
+        for gap in agreement.confidence_gaps.tolist():
+            self._confidence_gap.observe(gap)
+        self._outcomes[Outcome.OK].inc()
+
+    def _check_flip(self, rgb: np.ndarray) -> None:
+        """Test-time augmentation consistency of the primary model: detections on the
+        image and on its mirror image should be mirror images of each other."""
+        assert self.primary is not None
+        original, flipped = self.primary.detect_batch([rgb, np.ascontiguousarray(rgb[:, ::-1])])
+        agreement = match(original, flip_horizontally(flipped, rgb.shape[1]),
+                          self._config.shadow_iou_threshold)
+        self._flip_boxes["original"].inc(len(original))
+        self._flip_boxes["flipped"].inc(len(flipped))
+        self._flip_matched.inc(agreement.matched)
