@@ -15,6 +15,7 @@ from aiohttp import web
 from sidecar.admin import AdminApp
 from sidecar.analysis import TrafficAnalyzer
 from sidecar.config import Config
+from sidecar.drift_monitor import DriftMonitor
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import (
     ObservationConsumer,
@@ -62,6 +63,7 @@ class Sidecar:
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
                                       config.observation_queue_bytes)
         self.shadow: ShadowEvaluator | None = None
+        self.drift: DriftMonitor | None = None
         if self._consumers is None:
             self.analyzer: TrafficAnalyzer | None = TrafficAnalyzer(config, self.metrics)
             self.consumers: list[ObservationConsumer] = [self.analyzer]
@@ -70,6 +72,9 @@ class Sidecar:
                                               self.analyzer.model.class_names)
                 self.analyzer.add_listener(self.shadow)
                 self.shadow.start()
+            if config.drift:
+                self.drift = DriftMonitor(config, self.metrics, self.analyzer.model.class_names)
+                self.analyzer.add_listener(self.drift)
         else:
             self.analyzer, self.consumers = None, list(self._consumers)
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
@@ -125,6 +130,8 @@ class Sidecar:
         await self.pipeline.stop(PIPELINE_DRAIN_TIMEOUT)
         if self.analyzer is not None:
             self.analyzer.close()
+        if self.drift is not None:
+            self.drift.close()
         if self.shadow is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.shadow.drain, PIPELINE_DRAIN_TIMEOUT)

@@ -1,0 +1,149 @@
+"""Drift monitoring in the sidecar: features of live images, a baseline, the calibrated
+detector, and the gauges that alerts and dashboards read.
+
+Runs as an analysis listener, in the analysis thread: decoding at `drift_image_size`
+(JPEG draft mode) and computing the features costs a few milliseconds per image, far
+from the request path. The baseline is loaded from `drift_baseline_path` or learnt
+from the first `drift_baseline_size` images; a baseline file that cannot be read
+disables drift testing (counted, logged) rather than silently learning another one,
+since a pinned baseline is a deliberate choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Sequence
+
+from shadow_eval.baseline import Baseline, BaselineError
+from shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
+from shadow_eval.features import (
+    FEATURES,
+    FeatureRow,
+    analysis_pixels,
+    image_features,
+    output_features,
+)
+from sidecar import catalog
+from sidecar.analysis import Analysis
+from sidecar.config import Config
+from sidecar.feature_store import FeatureStore
+from sidecar.images import decode_rgb
+from sidecar.metrics import SidecarMetrics
+
+log = logging.getLogger(__name__)
+
+
+class DriftMonitor:
+    name = "drift"
+
+    def __init__(self, config: Config, metrics: SidecarMetrics,
+                 class_names: Sequence[str] = (), seed: int | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._names = tuple(class_names)
+        self._random = random.Random(seed)
+        self._seed = seed
+        self._lock = threading.Lock()
+        self._learning: list[FeatureRow] = []
+        self.model: DriftModel | None = None
+        self.disabled = False
+        self.store = (FeatureStore(config.feature_store_dir, config.feature_store_hours)
+                      if config.feature_store_dir else None)
+        self._store_failing = False
+        if config.drift_baseline_path:
+            try:
+                self._build(Baseline.load(config.drift_baseline_path).rows)
+            except (BaselineError, DriftConfigError) as error:
+                self._disable(f"drift testing disabled: {error}")
+
+    def _disable(self, message: str) -> None:
+        self.disabled = True
+        self._metrics.component_error(self.name)
+        log.error("%s", message)
+
+    def _build(self, rows: Sequence[FeatureRow]) -> None:
+        config = self._config
+        self.model = DriftModel.from_rows(
+            rows, FEATURES, window=config.drift_window,
+            false_alarm_images=config.drift_false_alarm_images,
+            clear_windows=config.drift_clear_windows, seed=self._seed)
+        labels = (config.model_name, config.model_version)
+        for name, detector in self.model.detectors.items():
+            self._metrics[catalog.DRIFT_THRESHOLD].labels(*labels, name).set(detector.threshold)
+            self._metrics[catalog.DRIFT_ALARM].labels(*labels, name).set(0)
+        for name, why in self.model.skipped.items():
+            log.info("drift feature %s not tested: %s", name, why)
+        log.info("drift detector ready: %d features from %d baseline images, window %d, "
+                 "one false alarm per %d images expected", len(self.model.detectors),
+                 len(rows), config.drift_window, config.drift_false_alarm_images)
+
+    def features(self, analysis: Analysis) -> FeatureRow | None:
+        """The feature row of one analysed image; None without a decodable image."""
+        image = analysis.image
+        if image is None:
+            return None
+        size = self._config.drift_image_size
+        try:
+            decoded = decode_rgb(image, size, size)
+        except (OSError, ValueError):
+            return None
+        row = image_features(analysis_pixels(decoded.rgb, size), image.width, image.height)
+        if analysis.detections is not None:
+            row.update(output_features(analysis.detections, image.width, image.height,
+                                       self._names, self._random))
+        return row
+
+    def offer(self, analysis: Analysis) -> None:
+        if self.disabled or self._random.random() >= self._config.drift_sample_share:
+            return
+        row = self.features(analysis)
+        if row is None:
+            return
+        self._keep(analysis, row)
+        with self._lock:
+            if self.model is None:
+                self._learning.append(row)
+                if len(self._learning) >= self._config.drift_baseline_size:
+                    rows, self._learning = self._learning, []
+                    try:
+                        self._build(rows)
+                    except DriftConfigError as error:
+                        self._disable(f"drift testing disabled: {error}")
+                return
+            results = self.model.update(row)
+        for result in results:
+            self._publish(result)
+
+    def _keep(self, analysis: Analysis, row: FeatureRow) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.append(analysis.observation.started_at, row, analysis.observation.trace_id)
+        except OSError as error:
+            self._metrics.component_error("feature_store")
+            if not self._store_failing:
+                log.error("feature store %s: cannot write (%s); rows are dropped until it "
+                          "can", self.store.directory, error.strerror or error)
+            self._store_failing = True
+            self.store.close()
+        else:
+            if self._store_failing:
+                log.info("feature store %s: writing again", self.store.directory)
+            self._store_failing = False
+
+    def _publish(self, result: WindowResult) -> None:
+        labels = (self._config.model_name, self._config.model_version, result.feature)
+        self._metrics[catalog.DRIFT_STATISTIC].labels(*labels).set(result.statistic)
+        self._metrics[catalog.DRIFT_ALARM].labels(*labels).set(1 if result.alarm else 0)
+        self._metrics[catalog.DRIFT_PSI].labels(*labels).set(result.psi)
+        self._metrics[catalog.DRIFT_WINDOWS].labels(*labels).inc()
+        if result.raised:
+            log.warning("drift alarm raised on %s: statistic %.3f > threshold %.3f "
+                        "(PSI %.3f, exact test p=%.2g)", result.feature, result.statistic,
+                        result.threshold, result.psi, result.p_value)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
