@@ -176,7 +176,7 @@ class DriftModel:
             except DriftConfigError as error:
                 skipped[name] = str(error)
                 continue
-            if not profile.categorical and profile.edges.size == 0:
+            if not profile.categorical and np.unique(profile.values).size < 2:
                 skipped[name] = f"feature {name!r} is constant in the baseline"
                 continue
             profiles[name] = profile

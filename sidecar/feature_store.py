@@ -8,6 +8,7 @@ dropped; the proxy never notices.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,10 +54,12 @@ class FeatureStore:
                 path.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Close the current file; a row still buffered when the disk is full is lost
+        (and was counted when its write failed)."""
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-            self._hour = ""
+            handle, self._handle, self._hour = self._handle, None, ""
+            with contextlib.suppress(OSError):
+                handle.close()
 
 
 def read_rows(directory: str | os.PathLike[str], since: float = 0.0,
