@@ -1,4 +1,4 @@
-"""`lookout` command line: serve, demo, echo-upstream."""
+"""`lookout` command line: serve, demo, shadow, demo-upstream, echo-upstream."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from sidecar import __version__
+from sidecar import __version__, shadow_cli
 from sidecar.config import Config, ConfigError, load_config, parse_address
 
 
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--port", type=int, help="port on 127.0.0.1 (short for --listen)")
     upstream.add_argument("--model-name", default="yolo", help="name in KServe V2 paths")
 
+    shadow_cli.add_commands(commands)
+
     echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
     echo.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
     return parser
@@ -75,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "demo-upstream":
         return _demo_upstream(args)
+
+    if args.command == "shadow":
+        return shadow_cli.run(args)
 
     try:
         config = _config_from(args)
