@@ -18,15 +18,18 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
 from shadow_eval.boxes import Detections
 from shadow_eval.budget import ComputeBudget
 from shadow_eval.decode import DecodeSettings
+from shadow_eval.letterbox import Letterbox
 from shadow_eval.matching import Agreement, flip_horizontally, match
 from shadow_eval.runner import OnnxDetector
 from sidecar import catalog
@@ -62,6 +65,18 @@ class ShadowSample:
     image: InputImage
     primary: Detections
     flip: bool
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A micro-batch decoded and letterboxed, ready for the reference model."""
+
+    size: int  # images taken from the queue, usable or not
+    samples: list[ShadowSample] = field(default_factory=list)
+    pixels: list[np.ndarray] = field(default_factory=list)
+    scales: list[float] = field(default_factory=list)
+    geometries: list[Letterbox] = field(default_factory=list)
+    tensor: np.ndarray | None = None
 
 
 def reference_class_ids(primary: Detections, primary_names: Sequence[str],
@@ -193,15 +208,28 @@ class ShadowEvaluator:
         self.state = State.RUNNING
         log.info("shadow evaluation running: reference %s on %s", self.reference.path,
                  self.reference.provider)
-        while self.state is State.RUNNING:
-            batch = self._next_batch()
-            if batch:
-                self._evaluate_safely(batch)
-            for _ in batch:
-                self._queue.task_done()
+        # two stages: while the reference model infers batch n (onnxruntime releases the
+        # GIL), a second thread decodes and letterboxes batch n + 1
+        with ThreadPoolExecutor(1, thread_name_prefix="lookout-shadow-prep") as preparer:
+            pending: tuple[Future, int] | None = None  # (preparation, images it holds)
+            while self.state is State.RUNNING or pending is not None:
+                running = self.state is State.RUNNING
+                batch = self._next_batch(block=pending is None) if running else []
+                upcoming = (preparer.submit(self._safely, self.prepare, batch), len(batch)) \
+                    if batch else None
+                if pending is not None:
+                    prepared = pending[0].result()
+                    if prepared is not None:
+                        self._safely(self.finish, prepared)
+                    for _ in range(pending[1]):
+                        self._queue.task_done()
+                pending = upcoming
 
-    def _next_batch(self) -> list[ShadowSample]:
-        first = self._queue.get()
+    def _next_batch(self, block: bool = True) -> list[ShadowSample]:
+        try:
+            first = self._queue.get(block)
+        except queue.Empty:
+            return []
         if first is None:
             self._queue.task_done()
             return []
@@ -218,37 +246,51 @@ class ShadowEvaluator:
             batch.append(item)
         return batch
 
-    def _evaluate_safely(self, batch: list[ShadowSample]) -> None:
+    def _safely(self, stage: Callable[[Any], Any], work: Any) -> Any:
+        """Run a stage; a failure counts every image of the batch as an error."""
         try:
-            self.evaluate(batch)
+            return stage(work)
         except Exception:
-            self._outcomes[Outcome.ERROR].inc(len(batch))
+            size = work.size if isinstance(work, PreparedBatch) else len(work)
+            self._outcomes[Outcome.ERROR].inc(size)
             self._metrics.component_error(self.name)
-            log.exception("shadow evaluation of %d images failed", len(batch))
+            log.exception("shadow evaluation of %d images failed", size)
+            return None
 
-    def evaluate(self, batch: Sequence[ShadowSample]) -> list[Agreement]:
-        """Decode, infer, match and record one micro-batch (worker thread)."""
+    def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
+        """Decode and letterbox (the CPU stage, overlapped with the previous inference)."""
         assert self.reference is not None
         height, width = self.reference.input_size
-        usable, pixels, scales = [], [], []
+        prepared = PreparedBatch(len(batch))
+        tensors = []
         for sample in batch:
             try:
                 decoded = decode_rgb(sample.image, width, height)
             except (OSError, ValueError):
                 self._outcomes[Outcome.NO_IMAGE].inc()
                 continue
-            usable.append(sample)
-            pixels.append(decoded.rgb)
-            scales.append(decoded.scale)
-        if not usable:
+            tensor, geometry = self.reference.prepare(decoded.rgb)
+            prepared.samples.append(sample)
+            prepared.pixels.append(decoded.rgb)
+            prepared.scales.append(decoded.scale)
+            prepared.geometries.append(geometry)
+            tensors.append(tensor)
+        prepared.tensor = np.stack(tensors) if tensors else None
+        return prepared
+
+    def finish(self, prepared: PreparedBatch) -> list[Agreement]:
+        """Infer, decode, match and record a prepared batch."""
+        assert self.reference is not None
+        if prepared.tensor is None:
             return []
         started = time.perf_counter()
-        found = self.reference.detect_batch(pixels)
+        found = self.reference.decode(self.reference.run(prepared.tensor), prepared.geometries)
         elapsed = time.perf_counter() - started
         self._budget.spent(elapsed)
         agreements = []
-        for sample, detections, scale in zip(usable, found, scales, strict=True):
-            self._duration.observe(elapsed / len(usable))
+        for sample, detections, scale in zip(prepared.samples, found, prepared.scales,
+                                             strict=True):
+            self._duration.observe(elapsed / len(found))
             reference = Detections(detections.boxes * scale, detections.scores,
                                    detections.classes)
             primary = Detections(sample.primary.boxes, sample.primary.scores,
@@ -257,11 +299,15 @@ class ShadowEvaluator:
             agreement = match(primary, reference, self._config.shadow_iou_threshold)
             self._record(agreement)
             agreements.append(agreement)
-        for sample, rgb in zip(usable, pixels, strict=True):
+        for sample, rgb in zip(prepared.samples, prepared.pixels, strict=True):
             if sample.flip and self.primary is not None:
                 self._check_flip(rgb)
-        self.evaluated += len(usable)
+        self.evaluated += len(found)
         return agreements
+
+    def evaluate(self, batch: Sequence[ShadowSample]) -> list[Agreement]:
+        """One micro-batch start to end, in the calling thread."""
+        return self.finish(self.prepare(batch))
 
     def _labels_for(self, class_id: int) -> tuple:
         names = self.reference.names if self.reference else ()

@@ -171,10 +171,10 @@ def test_a_model_that_throws_is_counted_and_the_worker_carries_on(samples) -> No
 
     try:
         evaluator.reference.session = Exploding()
-        evaluator._evaluate_safely(list(samples[:3]))
+        evaluator._safely(evaluator.evaluate, list(samples[:3]))
         assert _value(metrics, catalog.SHADOW_EVALUATIONS, outcome="error") == 3
         evaluator.reference.session = healthy
-        evaluator._evaluate_safely(list(samples[:2]))
+        evaluator._safely(evaluator.evaluate, list(samples[:2]))
         assert _value(metrics, catalog.SHADOW_EVALUATIONS, outcome="ok") == 2
     finally:
         evaluator.close()

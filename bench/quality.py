@@ -1,0 +1,125 @@
+"""How well the label-free proxies track real quality.
+
+Streams held-out scenes under every perturbation at five severities. Per condition it
+measures the primary model's true precision and recall against the ground truth, and
+the proxies the sidecar exports: precision = matched / primary boxes and recall =
+matched / reference boxes, matching the primary against the reference model with the
+very function the sidecar uses (`shadow_eval.matching.match`). It prints the Spearman
+rank correlation between proxy and truth across conditions and the proxies' absolute
+error on clean scenes.
+
+Ground truth is the objects of the classes the models were trained on; boxes on the
+unseen class are false positives for precision and not counted for recall.
+
+    python bench/quality.py --scenes 100          # about 3 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lookout_demo.models import model_path  # noqa: E402
+from lookout_demo.perturbations import PERTURBATIONS, perturb  # noqa: E402
+from lookout_demo.scenes import generate_scene  # noqa: E402
+from shadow_eval.boxes import Detections  # noqa: E402
+from shadow_eval.decode import DecodeSettings  # noqa: E402
+from shadow_eval.matching import match  # noqa: E402
+from shadow_eval.runner import OnnxDetector  # noqa: E402
+
+SEVERITIES = (0.2, 0.4, 0.6, 0.8, 1.0)
+HELD_OUT_SEED = 2_000_000
+IOU = 0.5
+
+
+@dataclass
+class Tally:
+    primary: int = 0
+    reference: int = 0
+    truth: int = 0
+    matched_reference: int = 0
+    matched_truth: int = 0
+
+    def add(self, primary: Detections, reference: Detections, truth: Detections) -> None:
+        self.primary += len(primary)
+        self.reference += len(reference)
+        self.truth += len(truth)
+        self.matched_reference += match(primary, reference, IOU).matched
+        self.matched_truth += match(primary, truth, IOU).matched
+
+    @property
+    def precision(self) -> float:
+        return self.matched_truth / self.primary if self.primary else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.matched_truth / self.truth if self.truth else 1.0
+
+    @property
+    def precision_proxy(self) -> float:
+        return self.matched_reference / self.primary if self.primary else 1.0
+
+    @property
+    def recall_proxy(self) -> float:
+        return self.matched_reference / self.reference if self.reference else 1.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=100, help="scenes per condition")
+    args = parser.parse_args()
+    settings = DecodeSettings(conf_threshold=0.25)
+    primary = OnnxDetector.load(model_path("primary"), providers=("cpu",), settings=settings)
+    reference = OnnxDetector.load(model_path("reference"), providers=("cpu",),
+                                  settings=settings)
+    scenes = [generate_scene(HELD_OUT_SEED + i) for i in range(args.scenes)]
+    conditions = [("clean", 0.0)] + [(k, s) for k in PERTURBATIONS for s in SEVERITIES]
+    started = time.monotonic()
+    results: dict[tuple[str, float], Tally] = {}
+    print("| condition | severity | precision | proxy | recall | proxy |")
+    print("|---|---|---|---|---|---|")
+    for kind, severity in conditions:
+        tally = Tally()
+        batch = [scene if kind == "clean" else perturb(scene, kind, severity, seed=11)
+                 for scene in scenes]
+        for start in range(0, len(batch), 16):
+            chunk = batch[start:start + 16]
+            images = [scene.image for scene in chunk]
+            found = primary.detect_batch(images)
+            pseudo = reference.detect_batch(images)
+            for scene, p, r in zip(chunk, found, pseudo, strict=True):
+                known = scene.classes >= 0
+                truth = Detections.from_arrays(scene.boxes[known],
+                                               np.ones(int(known.sum())), scene.classes[known])
+                tally.add(p, r, truth)
+        results[(kind, severity)] = tally
+        print(f"| {kind} | {severity:.1f} | {tally.precision:.3f} | "
+              f"{tally.precision_proxy:.3f} | {tally.recall:.3f} | {tally.recall_proxy:.3f} |",
+              flush=True)
+    tallies = list(results.values())
+    rho_p = stats.spearmanr([t.precision_proxy for t in tallies],
+                            [t.precision for t in tallies]).statistic
+    rho_r = stats.spearmanr([t.recall_proxy for t in tallies],
+                            [t.recall for t in tallies]).statistic
+    clean = results[("clean", 0.0)]
+    print()
+    print(f"conditions: {len(tallies)} ({args.scenes} scenes each), "
+          f"{time.monotonic() - started:.0f} s")
+    print(f"Spearman(proxy, truth): precision {rho_p:.3f}, recall {rho_r:.3f} "
+          f"(target >= 0.9)")
+    print(f"clean-scene absolute error: precision "
+          f"{abs(clean.precision_proxy - clean.precision):.3f}, recall "
+          f"{abs(clean.recall_proxy - clean.recall):.3f} (target <= 0.1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
