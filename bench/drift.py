@@ -30,17 +30,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo.models import model_path  # noqa: E402
-from lookout_demo.perturbations import perturb  # noqa: E402
-from lookout_demo.scenes import generate_scene  # noqa: E402
-from shadow_eval.drift import DriftModel  # noqa: E402
-from shadow_eval.features import (  # noqa: E402
+from lookout_demo.models import model_path
+from lookout_demo.perturbations import perturb
+from lookout_demo.scenes import generate_scene
+from shadow_eval.drift import DriftModel
+from shadow_eval.features import (
     FEATURES,
     analysis_pixels,
     image_features,
     output_features,
 )
-from shadow_eval.runner import OnnxDetector  # noqa: E402
+from shadow_eval.runner import OnnxDetector
 
 POOL_SEED = 3_000_000
 BASELINE = 1000

@@ -27,13 +27,13 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo.models import model_path  # noqa: E402
-from lookout_demo.perturbations import PERTURBATIONS, perturb  # noqa: E402
-from lookout_demo.scenes import generate_scene  # noqa: E402
-from shadow_eval.boxes import Detections  # noqa: E402
-from shadow_eval.decode import DecodeSettings  # noqa: E402
-from shadow_eval.matching import match  # noqa: E402
-from shadow_eval.runner import OnnxDetector  # noqa: E402
+from lookout_demo.models import model_path
+from lookout_demo.perturbations import PERTURBATIONS, perturb
+from lookout_demo.scenes import generate_scene
+from shadow_eval.boxes import Detections
+from shadow_eval.decode import DecodeSettings
+from shadow_eval.matching import match
+from shadow_eval.runner import OnnxDetector
 
 SEVERITIES = (0.2, 0.4, 0.6, 0.8, 1.0)
 HELD_OUT_SEED = 2_000_000

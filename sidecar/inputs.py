@@ -12,22 +12,20 @@ import base64
 import binascii
 import io
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sidecar import kserve
+from sidecar.field_path import walk
 from sidecar.parse_errors import ParseFailure, Reason
 
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"))
 DEFAULT_IMAGE_FIELDS = ("image", "img", "data", "inputs[0]")
-_FIELD_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,20 +105,6 @@ def _from_multipart(content_type: str, body: bytes) -> InputImage:
     raise ParseFailure(Reason.NO_IMAGE, "no part of the multipart body is an image")
 
 
-def _walk(document: Any, field_path: str) -> Any:
-    value = document
-    for name, index in _FIELD_STEP.findall(field_path):
-        if name:
-            if not isinstance(value, dict) or name not in value:
-                return None
-            value = value[name]
-        else:
-            if not isinstance(value, list) or int(index) >= len(value):
-                return None
-            value = value[int(index)]
-    return value
-
-
 def decode_base64_image(text: str) -> bytes | None:
     if text.startswith("data:"):
         text = text.partition(",")[2]
@@ -137,7 +121,7 @@ def _from_json(body: bytes, image_fields: Sequence[str]) -> InputImage:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ParseFailure(Reason.BAD_JSON, str(error)) from None
     for field_path in image_fields:
-        value = _walk(document, field_path)
+        value = walk(document, field_path)
         if isinstance(value, str):
             data = decode_base64_image(value)
             if data is not None:

@@ -28,6 +28,7 @@ from shadow_eval.decode import (
 )
 from shadow_eval.letterbox import Letterbox
 from sidecar import kserve
+from sidecar.field_path import walk
 from sidecar.inputs import InputImage
 from sidecar.parse_errors import ParseFailure, Reason
 
@@ -113,20 +114,8 @@ def _find_detection_list(document: Any, depth: int) -> list[Any] | None:
     return None
 
 
-def _walk(document: Any, dotted: str) -> Any:
-    value = document
-    for step in filter(None, dotted.split(".")):
-        if isinstance(value, list) and step.isdigit() and int(step) < len(value):
-            value = value[int(step)]
-        elif isinstance(value, dict) and step in value:
-            value = value[step]
-        else:
-            return None
-    return value
-
-
 def _from_mapping(document: Any, mapping: ResponseMapping) -> Detections:
-    items = _walk(document, mapping.detections_path) if mapping.detections_path else document
+    items = walk(document, mapping.detections_path) if mapping.detections_path else document
     if not isinstance(items, list):
         raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE,
                            f"detections_path {mapping.detections_path!r} is not a list")
