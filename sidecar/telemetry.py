@@ -73,9 +73,13 @@ class Exchange:
     truncated: bool = False
     upstream_duration: float | None = None
     error_kind: str = ""  # the sidecar's own error, when it made the response
-    # kept only for unsampled requests, to rebuild their spans if they fail
-    server_attributes: dict[str, object] | None = None
-    parent: SpanContext | None = None
+    # the SERVER span's facts, turned into attributes only when a span records or an
+    # unsampled request fails: building them for every request would tax the hot path
+    scheme: str = "http"
+    protocol_version: str = ""
+    client_address: str | None = None
+    user_agent: str | None = None
+    parent: SpanContext | None = None  # kept for unsampled requests, to rebuild spans
     upstream: UpstreamCall | None = None
 
 
@@ -107,26 +111,30 @@ class RequestTelemetry:
         parent_context = self._propagator.extract(headers)
         span = self._tracer.start_span(self._span_name(exchange), context=parent_context,
                                        kind=SpanKind.SERVER)
+        exchange.scheme, exchange.protocol_version = scheme, protocol_version
+        exchange.client_address = client_address
+        exchange.user_agent = headers.get("User-Agent")
+        if span.is_recording():
+            span.set_attributes(self._server_start_attributes(exchange))
+        else:
+            exchange.parent = trace.get_current_span(parent_context).get_span_context()
+        return span
+
+    def _server_start_attributes(self, exchange: Exchange) -> dict[str, object]:
         attributes: dict[str, object] = {
             "http.request.method": exchange.method,
             "url.path": exchange.path,
-            "url.scheme": scheme,
-            "network.protocol.version": protocol_version,
+            "url.scheme": exchange.scheme,
+            "network.protocol.version": exchange.protocol_version,
             **self._model_attributes,
         }
         if exchange.route != OTHER_ROUTE:
             attributes["http.route"] = exchange.route
-        if client_address:
-            attributes["client.address"] = client_address
-        user_agent = headers.get("User-Agent")
-        if user_agent:
-            attributes["user_agent.original"] = user_agent
-        if span.is_recording():
-            span.set_attributes(attributes)
-        else:
-            exchange.server_attributes = attributes
-            exchange.parent = trace.get_current_span(parent_context).get_span_context()
-        return span
+        if exchange.client_address:
+            attributes["client.address"] = exchange.client_address
+        if exchange.user_agent:
+            attributes["user_agent.original"] = exchange.user_agent
+        return attributes
 
     def start_client_span(self, exchange: Exchange, server_span: Span, url: str, host: str,
                           port: int, headers: MutableMapping[str, str]) -> UpstreamCall:
@@ -209,7 +217,7 @@ class RequestTelemetry:
         error = Status(StatusCode.ERROR)
         spans = [self._tracing.late_span(
             self._span_name(exchange), SpanKind.SERVER, context, exchange.parent,
-            (exchange.server_attributes or {}) | self._server_end_attributes(exchange),
+            self._server_start_attributes(exchange) | self._server_end_attributes(exchange),
             started_ns, started_ns + int(duration * 1e9), error,
         )]
         call = exchange.upstream
