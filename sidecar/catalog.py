@@ -237,3 +237,8 @@ ALL: tuple[MetricSpec, ...] = (
 # PromQL can tell them from the upstream's own `502` while one regex still counts both.
 SIDECAR_CODE_PREFIX = "sidecar_"
 SERVER_ERROR_CODE_REGEX = f"({SIDECAR_CODE_PREFIX})?5.."
+
+
+def sidecar_code(status: int) -> str:
+    """The `code` label of a response the sidecar made itself."""
+    return f"{SIDECAR_CODE_PREFIX}{status}"

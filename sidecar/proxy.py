@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from opentelemetry.trace import Span
 from yarl import URL
 
-from sidecar.catalog import SIDECAR_CODE_PREFIX
+from sidecar.catalog import sidecar_code
 from sidecar.config import Config
 from sidecar.headers import add_forwarded, end_to_end
 from sidecar.routes import RouteTemplates
@@ -70,7 +70,7 @@ class ProxyHandler:
             return await self._exchange(request, server_span, exchange)
         except BaseException:
             if not exchange.code:  # a bug escaped: aiohttp answers 500, we count it
-                exchange.status, exchange.code = 500, f"{SIDECAR_CODE_PREFIX}500"
+                exchange.status, exchange.code = 500, sidecar_code(500)
             raise
         finally:
             self._telemetry.finish(exchange, server_span)
@@ -84,7 +84,7 @@ class ProxyHandler:
         except SidecarError as error:
             return await self._send_error(request, server_span, exchange, error)
         except ConnectionResetError:
-            exchange.status, exchange.code = CLIENT_CLOSED, f"{SIDECAR_CODE_PREFIX}{CLIENT_CLOSED}"
+            exchange.status, exchange.code = CLIENT_CLOSED, sidecar_code(CLIENT_CLOSED)
             return web.Response(status=CLIENT_CLOSED)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
@@ -130,7 +130,8 @@ class ProxyHandler:
                 exchange.response_headers = upstream.headers
                 if self._buffered(request, upstream):
                     return await self._relay_buffered(request, upstream, exchange, sent)
-                streamed = self._stream_response(request, upstream)
+                streamed = self._relayed_response(request, upstream, upstream.content_length,
+                                                  chunked=True)
                 await streamed.prepare(request)
                 await self._pump(upstream, streamed, exchange, sent)
                 return streamed
@@ -161,13 +162,9 @@ class ProxyHandler:
         exchange.upstream_duration = time.perf_counter() - sent
         exchange.response_body = body
         exchange.response_bytes = len(body)
-        headers = end_to_end(upstream.headers)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=headers)
-        if request.method == "HEAD" and upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        elif upstream.status not in _NO_BODY_STATUSES:
-            response.content_length = len(body)
+        length = upstream.content_length if request.method == "HEAD" else (
+            None if upstream.status in _NO_BODY_STATUSES else len(body))
+        response = self._relayed_response(request, upstream, length, chunked=False)
         await response.prepare(request)
         if body:
             await response.write(body)
@@ -175,14 +172,17 @@ class ProxyHandler:
         return response
 
     @staticmethod
-    def _stream_response(
-        request: web.BaseRequest, upstream: aiohttp.ClientResponse
+    def _relayed_response(
+        request: web.BaseRequest, upstream: aiohttp.ClientResponse, length: int | None,
+        chunked: bool,
     ) -> web.StreamResponse:
+        """The upstream's status and end-to-end headers, with a known length or (for an
+        HTTP/1.1 stream of unknown length) chunked encoding."""
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=end_to_end(upstream.headers))
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        elif request.version >= (1, 1):
+        if length is not None:
+            response.content_length = length
+        elif chunked and request.version >= (1, 1):
             response.enable_chunked_encoding()
         return response
 
@@ -211,7 +211,7 @@ class ProxyHandler:
         """The status line is gone already; closing the connection is the only honest
         signal left to the client (it sees a short chunked body or length)."""
         log.warning("upstream failed mid-response (%s): %s", failure.kind, failure.detail)
-        exchange.code = f"{SIDECAR_CODE_PREFIX}{failure.status}"
+        exchange.code = sidecar_code(failure.status)
         if request.transport is not None:
             request.transport.close()
         return response
@@ -220,7 +220,7 @@ class ProxyHandler:
         self, request: web.BaseRequest, server_span: Span, exchange: Exchange,
         error: SidecarError,
     ) -> web.StreamResponse:
-        exchange.status, exchange.code = error.status, f"{SIDECAR_CODE_PREFIX}{error.status}"
+        exchange.status, exchange.code = error.status, sidecar_code(error.status)
         exchange.error_kind = error.kind
         trace_id = format(server_span.get_span_context().trace_id, "032x")
         body = json.dumps({
