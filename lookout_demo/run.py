@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from lookout_demo.camera import DEFAULT_SCHEDULE, CameraStats, drive, phase_at
-from lookout_demo.models import PRIMARY
+from lookout_demo.models import PRIMARY, REFERENCE
 from lookout_demo.server import DemoServer
 from shadow_eval.runner import OnnxDetector
 from sidecar import catalog
@@ -40,6 +40,11 @@ class SidecarReading:
     confidence_count: float = 0.0
     parse_failures: float = 0.0
     dropped: float = 0.0
+    shadow_primary: float = 0.0
+    shadow_reference: float = 0.0
+    shadow_matched: float = 0.0
+    flip_boxes: float = 0.0
+    flip_matched: float = 0.0
 
 
 def read_sidecar(sidecar: Sidecar) -> SidecarReading:
@@ -61,6 +66,11 @@ _TOTALS = {  # sample name -> SidecarReading field it adds to
     catalog.DETECTION_CONFIDENCE.count_name: "confidence_count",
     catalog.PARSE_FAILURES.sample_name: "parse_failures",
     catalog.QUEUE_DROPPED.sample_name: "dropped",
+    catalog.SHADOW_PRIMARY_BOXES.sample_name: "shadow_primary",
+    catalog.SHADOW_REFERENCE_BOXES.sample_name: "shadow_reference",
+    catalog.SHADOW_MATCHED_BOXES.sample_name: "shadow_matched",
+    catalog.FLIP_BOXES.sample_name: "flip_boxes",
+    catalog.FLIP_MATCHED_BOXES.sample_name: "flip_matched",
 }
 
 
@@ -103,6 +113,16 @@ class DemoView:
         per_frame = _ratio(now.detections - before.detections, now.analysed - before.analysed)
         confidence = _ratio(now.confidence_sum - before.confidence_sum,
                             now.confidence_count - before.confidence_count)
+        matched = now.shadow_matched - before.shadow_matched
+        precision = _ratio(matched, now.shadow_primary - before.shadow_primary)
+        recall = _ratio(matched, now.shadow_reference - before.shadow_reference)
+        flip = _ratio(2 * (now.flip_matched - before.flip_matched),
+                      now.flip_boxes - before.flip_boxes)
+        drift = self.sidecar.drift
+        if drift is None or drift.model is None:
+            alarms = "learning the baseline" if drift is not None else "off"
+        else:
+            alarms = ", ".join(drift.model.alarms) or "none"
         return [
             ("scene", f"{phase.name}{severity}"),
             ("elapsed", f"{elapsed:.0f}s{left}"),
@@ -113,6 +133,9 @@ class DemoView:
             ("sidecar: 5xx share", f"{_ratio(now.server_errors, now.requests):.2%}"),
             ("detections per frame", f"{per_frame:.2f}"),
             ("mean confidence", f"{confidence:.3f}"),
+            ("shadow: precision / recall proxy", f"{precision:.2f} / {recall:.2f}"),
+            ("flip consistency", f"{flip:.2f}"),
+            ("drift alarms", alarms),
             ("parse failures / queue drops", f"{now.parse_failures:.0f} / {now.dropped:.0f}"),
             ("metrics", f"{self.admin}/metrics"),
         ]
@@ -153,7 +176,7 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
         else:  # logs and CI: a plain line every 5 s
             while not camera.done():
                 await asyncio.wait({camera}, timeout=5.0)
-                console.print("  ".join(f"{k}: {v}" for k, v in view.rows()[:9]),
+                console.print("  ".join(f"{k}: {v}" for k, v in view.rows()[:12]),
                               soft_wrap=True)
         await camera
     finally:
@@ -164,7 +187,9 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
         final = await scrape(admin)
         console.print(f"done: {stats.sent} frames sent; {admin}/metrics shows "
                       f"{final.requests:.0f} requests, {final.detections:.0f} detections in "
-                      f"{final.analysed:.0f} analysed frames", soft_wrap=True)
+                      f"{final.analysed:.0f} analysed frames, "
+                      f"{final.shadow_primary:.0f} primary boxes shadow-evaluated",
+                      soft_wrap=True)
         await sidecar.stop()
         await server.cleanup()
 
@@ -180,12 +205,20 @@ def run_demo(config: Config, duration: float | None, rate: float) -> int:
 
 
 def _with_demo_model(config: Config) -> Config:
-    """Label the demo's metrics with the shipped model unless the user chose names."""
+    """The shipped models and demo-sized drift windows, and the shipped model's labels,
+    unless the user chose otherwise."""
     from dataclasses import replace
 
     changes: dict[str, object] = {}
     if not config.model_path:
         changes["model_path"] = str(PRIMARY)
+    if not config.shadow_model_path:  # the shipped reference model, on half the frames
+        changes.update(shadow_model_path=str(REFERENCE), shadow_sample_share=0.5,
+                       flip_share=0.2)
+    defaults = Config()
+    if config.drift_baseline_size == defaults.drift_baseline_size:
+        # the camera's clean warm-up is 20 s of 10 frames: learn the baseline from it
+        changes.update(drift_baseline_size=150, drift_window=25)
     if config.model_name == "yolo":
         changes["model_name"] = MODEL_NAME
     if config.model_version == "unknown":

@@ -50,9 +50,11 @@ def test_demo_runs_unattended_and_its_sidecar_sees_the_traffic() -> None:
                       "--upstream", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 0, result.stderr
     done = re.search(r"done: (\d+) frames sent; \S+/metrics shows (\d+) requests, (\d+) "
-                     r"detections in (\d+) analysed frames", result.stdout)
+                     r"detections in (\d+) analysed frames, (\d+) primary boxes "
+                     r"shadow-evaluated", result.stdout)
     assert done, result.stdout
-    sent, seen, detections, analysed = map(int, done.groups())
+    sent, seen, detections, analysed, shadowed = map(int, done.groups())
+    assert shadowed > 0  # the shipped reference model checks the primary
     assert sent >= 100 and seen == sent  # 10 frames/s for 20 s, every one through lookout
     assert analysed > 0 and detections > analysed  # scenes hold 1-6 objects each
     assert "lights dimming" in result.stdout
