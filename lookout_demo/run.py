@@ -218,7 +218,9 @@ def _with_demo_model(config: Config) -> Config:
     defaults = Config()
     if config.drift_baseline_size == defaults.drift_baseline_size:
         # the camera's clean warm-up is 20 s of 10 frames: learn the baseline from it
-        changes.update(drift_baseline_size=150, drift_window=25)
+        # and a demo-sized false-alarm target (a minute of frames, not a day of them)
+        changes.update(drift_baseline_size=150, drift_window=25,
+                       drift_false_alarm_images=20_000)
     if config.model_name == "yolo":
         changes["model_name"] = MODEL_NAME
     if config.model_version == "unknown":

@@ -12,11 +12,15 @@ the statistic under "no drift", found by simulation. The simulation draws the tr
 bin probabilities from their posterior given the baseline (Dirichlet) before drawing
 each window, so a small baseline widens the threshold instead of causing alarms.
 
-alpha is set from the target: with F features tested, a false alarm every
-`false_alarm_images` images overall needs alpha = window * F / false_alarm_images per
-feature window. An alarm clears after `clear_windows` consecutive windows below the
-null's 90% quantile (hysteresis: a drifted stream hovering at the threshold does not
-flap). Each closed window also gets scipy's exact two-sample KS test (continuous) or
+alpha is set from the target: F features each closing a window every `window` values
+raise false alarms at F * alpha / window per image, so one false alarm every
+`false_alarm_images` images overall needs alpha = window / (F * false_alarm_images).
+(Features that skip images, such as confidence on images without detections, close
+windows less often: the target is then met with room to spare.)
+
+An alarm clears after `clear_windows` consecutive windows below the null's 90%
+quantile (hysteresis: a drifted stream hovering at the threshold does not flap).
+Each closed window also gets scipy's exact two-sample KS test (continuous) or
 chi-square test (categorical) and the population stability index, for reports.
 """
 
@@ -32,7 +36,10 @@ from shadow_eval.features import CATEGORICAL, is_missing
 
 OTHER = "<other>"
 QUANTILE_BINS = 10
-NULL_DRAWS = 40_000
+# simulated windows: enough for ~20 beyond the threshold, within a few seconds
+NULL_DRAWS_MIN = 40_000
+NULL_DRAWS_MAX = 400_000
+NULL_CHUNK = 20_000
 CLEAR_QUANTILE = 0.9
 MIN_BASELINE_VALUES = 50
 PSI_EPSILON = 1e-4
@@ -85,9 +92,13 @@ class FeatureProfile:
         return np.abs(window_cdf - np.cumsum(self.probabilities)).max(axis=-1)
 
     def null_statistics(self, window: int, draws: int, rng: np.random.Generator) -> np.ndarray:
-        """The statistic on `draws` simulated windows of a stream that has not drifted."""
-        truth = rng.dirichlet(self.counts + 0.5, size=draws)
-        return self.statistics(rng.multinomial(window, truth))
+        """The statistic on `draws` simulated windows of a stream that has not drifted
+        (in chunks, so memory stays at a few MB whatever the draw count)."""
+        chunks = []
+        for start in range(0, draws, NULL_CHUNK):
+            truth = rng.dirichlet(self.counts + 0.5, size=min(NULL_CHUNK, draws - start))
+            chunks.append(self.statistics(rng.multinomial(window, truth)))
+        return np.concatenate(chunks)
 
     def psi(self, counts: np.ndarray) -> float:
         window = (counts + PSI_EPSILON) / (counts.sum() + PSI_EPSILON * counts.size)
@@ -123,7 +134,8 @@ class DriftDetector:
             raise DriftConfigError(f"per-window false alarm probability {alpha:g} is not in "
                                    f"(0, 1); raise the false-alarm target or shrink the window")
         rng = rng or np.random.default_rng()
-        null = profile.null_statistics(window, NULL_DRAWS, rng)
+        draws = int(min(max(NULL_DRAWS_MIN, 20 / alpha), NULL_DRAWS_MAX))
+        null = profile.null_statistics(window, draws, rng)
         self.profile = profile
         self.window = window
         self.alpha = alpha
@@ -183,7 +195,7 @@ class DriftModel:
         if not profiles:
             raise DriftConfigError("no feature has enough baseline values to test: "
                                    + "; ".join(skipped.values()))
-        alpha = window * len(profiles) / false_alarm_images
+        alpha = window / (len(profiles) * false_alarm_images)
         rng = np.random.default_rng(seed)
         detectors = {name: DriftDetector(p, window, alpha, clear_windows, rng)
                      for name, p in profiles.items()}

@@ -214,6 +214,10 @@ GPU_MEMORY_USED = MetricSpec(
     "lookout_gpu_memory_used_bytes", MetricType.GAUGE,
     "GPU memory in use from NVML.", ("gpu",),
 )
+GPU_MEMORY_TOTAL = MetricSpec(
+    "lookout_gpu_memory_total_bytes", MetricType.GAUGE,
+    "GPU memory installed, from NVML (the denominator of memory-full alerts).", ("gpu",),
+)
 MODEL_INFO = MetricSpec(
     "lookout_model_info", MetricType.GAUGE,
     "Always 1; identifies the models in service (role: primary or reference).",
@@ -230,7 +234,7 @@ ALL: tuple[MetricSpec, ...] = (
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
     QUEUE_DROPPED, COMPONENT_ERRORS, UPSTREAM_UP,
-    GPU_UTILIZATION, GPU_MEMORY_USED, MODEL_INFO,
+    GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, MODEL_INFO,
 )
 
 # Response codes the sidecar generates itself are exported as e.g. `sidecar_502`, so

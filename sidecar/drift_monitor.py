@@ -49,35 +49,59 @@ class DriftMonitor:
         self._learning: list[FeatureRow] = []
         self.model: DriftModel | None = None
         self.disabled = False
+        self.calibrated = threading.Event()  # set once the model is ready (or given up)
+        self._calibrating = False
         self.store = (FeatureStore(config.feature_store_dir, config.feature_store_hours)
                       if config.feature_store_dir else None)
         self._store_failing = False
         if config.drift_baseline_path:
             try:
-                self._build(Baseline.load(config.drift_baseline_path).rows)
-            except (BaselineError, DriftConfigError) as error:
+                rows = Baseline.load(config.drift_baseline_path).rows
+            except BaselineError as error:
                 self._disable(f"drift testing disabled: {error}")
+            else:
+                self._calibrate(rows)
 
     def _disable(self, message: str) -> None:
         self.disabled = True
         self._metrics.component_error(self.name)
         log.error("%s", message)
+        self.calibrated.set()
+
+    def _calibrate(self, rows: Sequence[FeatureRow]) -> None:
+        """Build the detector from baseline rows in a background thread."""
+        self._calibrating = True
+        threading.Thread(target=self._build, args=(rows,), name="lookout-drift-calibration",
+                         daemon=True).start()
 
     def _build(self, rows: Sequence[FeatureRow]) -> None:
         config = self._config
-        self.model = DriftModel.from_rows(
-            rows, FEATURES, window=config.drift_window,
-            false_alarm_images=config.drift_false_alarm_images,
-            clear_windows=config.drift_clear_windows, seed=self._seed)
+        try:
+            model = DriftModel.from_rows(
+                rows, FEATURES, window=config.drift_window,
+                false_alarm_images=config.drift_false_alarm_images,
+                clear_windows=config.drift_clear_windows, seed=self._seed)
+        except DriftConfigError as error:
+            self._disable(f"drift testing disabled: {error}")
+            return
+        except Exception:
+            self._metrics.component_error(self.name)
+            log.exception("drift calibration failed; drift testing is off")
+            self.disabled = True
+            self.calibrated.set()
+            return
         labels = (config.model_name, config.model_version)
-        for name, detector in self.model.detectors.items():
+        for name, detector in model.detectors.items():
             self._metrics[catalog.DRIFT_THRESHOLD].labels(*labels, name).set(detector.threshold)
             self._metrics[catalog.DRIFT_ALARM].labels(*labels, name).set(0)
-        for name, why in self.model.skipped.items():
+        for name, why in model.skipped.items():
             log.info("drift feature %s not tested: %s", name, why)
         log.info("drift detector ready: %d features from %d baseline images, window %d, "
-                 "one false alarm per %d images expected", len(self.model.detectors),
+                 "one false alarm per %d images expected", len(model.detectors),
                  len(rows), config.drift_window, config.drift_false_alarm_images)
+        with self._lock:
+            self.model = model
+        self.calibrated.set()
 
     def features(self, analysis: Analysis) -> FeatureRow | None:
         """The feature row of one analysed image; None without a decodable image."""
@@ -104,13 +128,11 @@ class DriftMonitor:
         self._keep(analysis, row)
         with self._lock:
             if self.model is None:
-                self._learning.append(row)
-                if len(self._learning) >= self._config.drift_baseline_size:
-                    rows, self._learning = self._learning, []
-                    try:
-                        self._build(rows)
-                    except DriftConfigError as error:
-                        self._disable(f"drift testing disabled: {error}")
+                if not self._calibrating:
+                    self._learning.append(row)
+                    if len(self._learning) >= self._config.drift_baseline_size:
+                        rows, self._learning = self._learning, []
+                        self._calibrate(rows)
                 return
             results = self.model.update(row)
         for result in results:

@@ -43,18 +43,21 @@ class Recipe:
     epochs: int
     augment_share: float  # share of training scenes that are perturbed
     seed: int
-    # perturbations drawn for the perturbed share; `unseen_class` adds objects of a class
-    # outside CLASSES, which the targets treat as background (hard negatives)
+    # perturbations drawn for the perturbed share
     kinds: tuple[str, ...] = ()
+    # share of scenes that also get objects of a class outside CLASSES, which the
+    # targets treat as background: hard negatives
+    negatives_share: float = 0.0
 
 
 RECIPES = {
     "primary": Recipe(width=8, train_scenes=2500, epochs=12, augment_share=0.0, seed=1),
-    # a reference model is trained on broader data than the primary: every perturbation,
-    # and look-alike objects of other classes as negatives, so that it does not share
-    # the primary's blind spot for them (docs/QUALITY.md shows what that buys)
+    # a reference model is trained on broader data than the primary: perturbations, and
+    # look-alike objects of other classes as negatives, so that it does not share the
+    # primary's blind spot for them (docs/QUALITY.md shows what that buys)
     "reference": Recipe(width=12, train_scenes=2500, epochs=10, augment_share=0.6, seed=2,
-                        kinds=PERTURBATIONS),
+                        kinds=tuple(k for k in PERTURBATIONS if k != "unseen_class"),
+                        negatives_share=0.3),
 }
 
 
@@ -159,6 +162,8 @@ def build_dataset(recipe: Recipe, rng: np.random.Generator):
     images, targets = [], []
     for seed in range(recipe.train_scenes):
         scene = generate_scene(seed)
+        if rng.random() < recipe.negatives_share:
+            scene = perturb(scene, "unseen_class", float(rng.uniform(0.2, 1.0)), seed=seed)
         if rng.random() < recipe.augment_share:
             kind = recipe.kinds[int(rng.integers(len(recipe.kinds)))]
             scene = perturb(scene, kind, float(rng.uniform(0.1, 1.0)), seed=seed)

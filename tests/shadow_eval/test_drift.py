@@ -77,6 +77,8 @@ def test_model_skips_features_it_cannot_test_and_says_why() -> None:
     model = DriftModel.from_rows(rows, ("brightness", "confidence", "sharpness"), window=20,
                                  false_alarm_images=10_000, seed=0)
     assert list(model.detectors) == ["brightness"]
+    # one feature, windows of 20, one false alarm per 10,000 images: alpha = 20 / 10,000
+    assert model.detectors["brightness"].alpha == pytest.approx(0.002)
     assert "at least 50" in model.skipped["confidence"]
     assert "constant" in model.skipped["sharpness"]
     with pytest.raises(DriftConfigError, match="no feature"):

@@ -52,7 +52,7 @@ def test_learns_a_baseline_then_alarms_on_a_brightness_drop(tmp_path) -> None:
     monitor, metrics = _monitor(tmp_path)
     for seed in range(80):
         monitor.offer(_analysis(seed))
-    assert monitor.model is not None
+    assert monitor.calibrated.wait(60) and monitor.model is not None
     assert _gauge(metrics, catalog.DRIFT_THRESHOLD, "brightness") > 0
     for seed in range(80, 120):  # stationary: two quiet windows
         monitor.offer(_analysis(seed))
@@ -73,10 +73,11 @@ def test_a_pinned_baseline_is_used_and_a_broken_one_disables_drift(tmp_path) -> 
     path = tmp_path / "baseline.json"
     Baseline.from_rows(rows, "scenes 0-79").save(path)
     pinned, _ = _monitor(tmp_path, drift_baseline_path=str(path))
+    assert pinned.calibrated.wait(60)
     assert pinned.model is not None and "brightness" in pinned.model.detectors
     path.write_text("not json")
     broken, metrics = _monitor(tmp_path, drift_baseline_path=str(path))
-    assert broken.disabled and broken.model is None
+    assert broken.calibrated.is_set() and broken.disabled and broken.model is None
     assert metrics.registry.get_sample_value(catalog.COMPONENT_ERRORS.sample_name,
                                              {"component": "drift"}) == 1
     broken.offer(_analysis(1))  # ignored, no error

@@ -1,0 +1,122 @@
+"""Alerts on lookout and the pod themselves, beside the SLO burn alerts: the things that
+make the SLO signals wrong or missing before they make them red."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.rules import runbook_url
+from sidecar import catalog
+from slo import names
+from slo.spec import Kind, ServiceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class OperationalAlert:
+    name: str
+    expr: str
+    duration: str  # `for`
+    severity: str
+    summary: str
+    description: str
+
+
+def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
+    model = spec.selector()
+    primary = f'{catalog.MODEL_INFO.name}{{{model},role="primary"}}'
+    alerts = [
+        OperationalAlert(
+            names.UPSTREAM_DOWN,
+            f"({catalog.UPSTREAM_UP.name} == 0)\n"
+            f"* on (instance, job) group_left (model, version) {primary}",
+            "1m", "page",
+            "{{ $labels.model }}: the inference server behind {{ $labels.instance }} is down",
+            "lookout's probe of the inference container in pod {{ $labels.instance }} has "
+            "failed for over a minute: requests through it get 502/504."),
+        OperationalAlert(
+            names.OBSERVATIONS_DROPPED,
+            f'sum by (instance) (rate({catalog.QUEUE_DROPPED.sample_name}{{queue!="shadow"}}'
+            f"[5m])) > 0",
+            "10m", "ticket",
+            "lookout on {{ $labels.instance }} drops observations",
+            "lookout drops {{ $value | printf \"%.2f\" }} observations/s for want of analysis "
+            "capacity: detection, shadow and drift signals undercount traffic (requests are "
+            "unaffected)."),
+        OperationalAlert(
+            names.SAMPLES_DROPPED,
+            f"sum by (instance, reason) (rate({catalog.SAMPLES_DROPPED.sample_name}[15m])) > 0",
+            "15m", "ticket",
+            "lookout on {{ $labels.instance }} drops input samples ({{ $labels.reason }})",
+            "{{ $value | printf \"%.2f\" }} samples/s are not stored: postmortem thumbnails "
+            "will be missing for this period."),
+        OperationalAlert(
+            names.METRICS_ABSENT,
+            f"absent({catalog.UPSTREAM_UP.name}) or absent({primary})",
+            "10m", "page",
+            f"No lookout metrics for {spec.service}",
+            "Prometheus has scraped no lookout series for 10 minutes: every SLO of this "
+            "service is blind. The sidecar, its scrape config or the pod is gone."),
+        OperationalAlert(
+            names.MODEL_VERSION_CHANGED,
+            f"count by (model) (count by (model, version) (max_over_time({primary}[1h]))) > 1",
+            "0m", "ticket",
+            "{{ $labels.model }}: {{ $value }} model versions served in the last hour",
+            "More than one primary model version reported within an hour: a rollout, a "
+            "rollback, or pods flapping between weights. Expected during a deploy; "
+            "otherwise a stale or mixed deployment."),
+        OperationalAlert(
+            names.GPU_MEMORY_NEAR_FULL,
+            f"max by (instance, gpu) ({catalog.GPU_MEMORY_USED.name} / "
+            f"{catalog.GPU_MEMORY_TOTAL.name}) > 0.95",
+            "5m", "ticket",
+            "GPU {{ $labels.gpu }} on {{ $labels.instance }} is {{ $value | humanizePercentage }}"
+            " full",
+            "GPU memory has been over 95% for 5 minutes: the next larger batch or a second "
+            "model (the shadow reference) may hit CUDA out-of-memory."),
+    ]
+    if any(slo.kind is Kind.QUALITY for slo in spec.slos):
+        shadow_ok = (f'{catalog.SHADOW_EVALUATIONS.sample_name}{{{model},outcome="ok"}}')
+        alerts += [
+            OperationalAlert(
+                names.REFERENCE_MODEL_MISSING,
+                f'absent({catalog.MODEL_INFO.name}{{{model},role="reference"}})',
+                "15m", "ticket",
+                f"{spec.service}: no reference model, the quality SLOs are blind",
+                "No sidecar reports a loaded reference model: shadow evaluation is off, not "
+                "configured, or the model failed to load (wrong sha256, corrupt file)."),
+            OperationalAlert(
+                names.SHADOW_STALLED,
+                f"sum by (model) (rate({shadow_ok}[15m])) == 0\n"
+                f"and on (model) sum by (model) "
+                f"(rate({catalog.REQUESTS.sample_name}{{{model}}}[15m])) > 0",
+                "15m", "ticket",
+                "{{ $labels.model }}: shadow evaluation has stalled",
+                "Traffic flows but no image was shadow-evaluated for 15 minutes: the budget "
+                "is exhausted, the reference model is failing, or nothing parses."),
+            OperationalAlert(
+                names.SHADOW_DISABLED,
+                f'sum by (instance) (increase({catalog.COMPONENT_ERRORS.sample_name}'
+                f'{{component="shadow"}}[15m])) > 0',
+                "0m", "ticket",
+                "Shadow evaluation fails on {{ $labels.instance }}",
+                "{{ $value | printf \"%.0f\" }} shadow evaluation failures in 15 minutes: "
+                "the reference model did not load, or it throws at inference."),
+        ]
+    return alerts
+
+
+def operational_rule_group(spec: ServiceSpec) -> dict[str, Any]:
+    rules = []
+    for alert in operational_alerts(spec):
+        rule: dict[str, Any] = {
+            "alert": alert.name,
+            "expr": alert.expr,
+            "labels": {"severity": alert.severity, "service": spec.service, **spec.labels},
+            "annotations": {"summary": alert.summary, "description": alert.description,
+                            "runbook_url": runbook_url(spec, alert.name)},
+        }
+        if alert.duration != "0m":
+            rule["for"] = alert.duration
+        rules.append(rule)
+    return {"name": f"lookout-operational-{spec.service}", "rules": rules}

@@ -1,0 +1,187 @@
+"""One markdown runbook per alert, generated so that every PromQL query in it names
+metrics that exist and every alert's `runbook_url` has a page behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar import catalog
+from slo import names
+from slo.names import BUDGET_REMAINING, BURN_ALERTS, BURN_RATE, ERROR_RATIO
+from slo.spec import Kind, ServiceSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Guide:
+    meaning: str
+    checks: tuple[str, ...]  # PromQL, shown as code
+    causes: tuple[str, ...]
+    mitigation: tuple[str, ...]
+    rollback: str = ("Roll the model or image back with the deployment's own tooling "
+                     "(`kubectl rollout undo deployment/<name>`), then confirm the burn "
+                     "rate falls below 1 on the 5m window.")
+
+
+def _guides(spec: ServiceSpec) -> dict[str, Guide]:
+    sel = spec.selector()
+    requests = catalog.REQUESTS.sample_name
+    latency = catalog.REQUEST_DURATION.bucket_name
+    burn_checks = (
+        f'{BURN_RATE.format(window="5m")}{{slo="$SLO"}}',
+        f'{BURN_RATE.format(window="1h")}{{slo="$SLO"}}',
+        f'{BUDGET_REMAINING}{{slo="$SLO"}}',
+    )
+    samples = ("lookout samples list --url http://$POD:9090 --token $TOKEN --since 1h "
+               "--strategy error")
+    return {
+        BURN_ALERTS[Kind.AVAILABILITY]: Guide(
+            "Too many requests end in 5xx (the server's own, or `sidecar_5xx` that lookout "
+            "made because the upstream was unreachable, reset or timed out).",
+            (*burn_checks,
+             f'sum by (code) (rate({requests}{{{sel},code=~"{catalog.SERVER_ERROR_CODE_REGEX}"}}'
+             f"[5m]))",
+             f"sum by (instance) ({catalog.UPSTREAM_UP.name})", samples),
+            ("GPU out of memory: a larger batch, a second model on the GPU, or a memory leak "
+             "(`sidecar_502` with `upstream-reset` as the container restarts)",
+             "the inference container crash-looping or being OOM-killed (kubectl describe pod)",
+             "a new model export that fails on some inputs (unsupported opset, dynamic shapes)",
+             "timeouts (`sidecar_504`) from a saturated GPU queue"),
+            ("shed load or scale out replicas", "reduce the server's max batch size",
+             "move the shadow reference model off the GPU (`shadow_providers: cpu`) or lower "
+             "`shadow_rate`")),
+        BURN_ALERTS[Kind.LATENCY]: Guide(
+            "Too many requests take longer than the SLO threshold, as the client sees it.",
+            (*burn_checks,
+             f"histogram_quantile(0.99, sum by (le) (rate({latency}{{{sel}}}[5m])))",
+             f"histogram_quantile(0.99, sum by (le) "
+             f"(rate({catalog.UPSTREAM_DURATION.bucket_name}{{{sel}}}[5m])))",
+             f"{catalog.GPU_UTILIZATION.name}", samples.replace("error", "slow")),
+            ("GPU saturated: traffic above capacity, or the shadow model competing",
+             "batch size or dynamic batching delay raised in the server config",
+             "larger input frames (resolution drift) making pre-processing slower",
+             "a model swapped for a bigger one, or TensorRT engine rebuilt without FP16",
+             "many detections per frame making NMS slow (check "
+             f"{catalog.DETECTIONS_PER_REQUEST.name})"),
+            ("scale out", "lower the batch size or batching delay",
+             "if upstream latency is fine but client latency is not, look at the sidecar "
+             "(CPU limits) and the network")),
+        BURN_ALERTS[Kind.QUALITY]: Guide(
+            "The primary model agrees less with the reference model than the SLO allows: its "
+            "precision or recall proxy fell.",
+            (*burn_checks,
+             f"sum(rate({catalog.SHADOW_MATCHED_BOXES.sample_name}{{{sel}}}[1h])) / "
+             f"sum(rate({catalog.SHADOW_PRIMARY_BOXES.sample_name}{{{sel}}}[1h]))",
+             f"sum(rate({catalog.SHADOW_MATCHED_BOXES.sample_name}{{{sel}}}[1h])) / "
+             f"sum(rate({catalog.SHADOW_REFERENCE_BOXES.sample_name}{{{sel}}}[1h]))",
+             f"{catalog.DRIFT_ALARM.name}{{{sel}}} == 1",
+             samples.replace("error", "disagreement")),
+            ("lighting or camera drift: night, glare, a dirty or moved lens, new resolution",
+             "a quantization regression (INT8/FP16 export) in a new model version",
+             "an NMS or confidence threshold changed in the server config",
+             "stale weights: an old model version still served by some pods",
+             "objects of a class the model was never trained on"),
+            ("compare by version: `sum by (version) (...)` of the queries above",
+             "if one version is worse, roll it back",
+             "if all versions degraded together, it is the input: check the drift alarms and "
+             "the sampled thumbnails")),
+        BURN_ALERTS[Kind.DRIFT]: Guide(
+            "Drift alarms have been raised for more of the time than the SLO allows: the "
+            "inputs or outputs no longer look like the baseline.",
+            (*burn_checks, f"{catalog.DRIFT_ALARM.name}{{{sel}}} == 1",
+             f"{catalog.DRIFT_STATISTIC.name}{{{sel}}} / {catalog.DRIFT_THRESHOLD.name}{{{sel}}}",
+             f"{catalog.DRIFT_PSI.name}{{{sel}}}", samples.replace("error", "drift")),
+            ("brightness/contrast: lighting change, day-night cycle, exposure settings",
+             "sharpness: focus lost, lens dirty or fogged, motion blur",
+             "resolution/aspect ratio: a camera replaced or reconfigured",
+             "detections/confidence/class mix: the scene changed, or the model did"),
+            ("`lookout shadow report --baseline baseline.json --features DIR --since 6h` "
+             "shows which features moved and by how much",
+             "if the change is legitimate and lasting, record a new baseline "
+             "(`lookout shadow baseline --features DIR --since ...`) and redeploy with it")),
+        BURN_ALERTS[Kind.RATIO]: Guide(
+            "An OpenSLO ratio SLO burns its budget too fast.",
+            (*burn_checks, f'{ERROR_RATIO.format(window="5m")}{{slo="$SLO"}}'),
+            ("see the SLO's own description for what its good and total events are",),
+            ("treat as the availability runbook if the SLO counts errors, the latency one if "
+             "it counts slow requests",)),
+        names.UPSTREAM_DOWN: Guide(
+            "lookout cannot reach the inference container in its pod.",
+            (f"{catalog.UPSTREAM_UP.name} == 0",
+             f'sum by (code) (rate({requests}{{code=~"sidecar_5.."}}[5m]))'),
+            ("container crash-looping (CUDA OOM at load, missing model file)",
+             "model still loading after a restart (TensorRT engine build)",
+             "the server listening on another port than `upstream`"),
+            ("kubectl logs <pod> -c <inference container> --previous",
+             "kubectl describe pod <pod>: OOMKilled, image pull, probes")),
+        names.OBSERVATIONS_DROPPED: Guide(
+            "The analysis side of lookout cannot keep up; requests are unaffected but "
+            "detection, shadow and drift signals undercount.",
+            (f"sum by (queue) (rate({catalog.QUEUE_DROPPED.sample_name}[5m]))",),
+            ("traffic above what `analysis_threads` can parse", "large JSON responses"),
+            ("raise `analysis_threads` and the sidecar's CPU limit",
+             "lower `drift_sample_share`")),
+        names.SAMPLES_DROPPED: Guide(
+            "Input samples are not being stored.",
+            (f"sum by (reason) (rate({catalog.SAMPLES_DROPPED.sample_name}[15m]))",
+             f"{catalog.SAMPLE_STORE_BYTES.name}"),
+            ("quota reached (expected under bursts)", "disk full on the sample volume"),
+            ("grow the volume or lower retention",)),
+        names.METRICS_ABSENT: Guide(
+            "Prometheus sees no lookout series for this service.",
+            ("up{job=~\".*lookout.*\"}", f"{catalog.MODEL_INFO.name}"),
+            ("sidecar not injected or crashed", "scrape config or network policy changed",
+             "model label renamed (`model_name`)"),
+            ("check the pod has the lookout container and its admin port is scraped",)),
+        names.MODEL_VERSION_CHANGED: Guide(
+            "More than one primary model version reported within an hour.",
+            (f'count by (version) ({catalog.MODEL_INFO.name}{{{sel},role="primary"}})',),
+            ("a rollout or rollback (expected)", "pods flapping between weights",
+             "a stale replica never updated"),
+            ("if no deploy was planned, find the pods on the old version and restart them",)),
+        names.GPU_MEMORY_NEAR_FULL: Guide(
+            "GPU memory is nearly exhausted.",
+            (f"{catalog.GPU_MEMORY_USED.name} / {catalog.GPU_MEMORY_TOTAL.name}",),
+            ("batch size raised", "a second model (the shadow reference) on the same GPU",
+             "memory fragmentation or a leak in the server"),
+            ("move the reference model to the CPU (`shadow_providers: cpu`)",
+             "lower the batch size; restart the server to defragment")),
+        names.REFERENCE_MODEL_MISSING: Guide(
+            "No reference model is loaded, so quality SLOs have no data.",
+            (f'{catalog.MODEL_INFO.name}{{role="reference"}}',
+             f'increase({catalog.COMPONENT_ERRORS.sample_name}{{component="shadow"}}[1h])'),
+            ("`shadow_model_path` not set", "sha256 pin does not match the file",
+             "corrupt or missing model file on the volume"),
+            ("read the sidecar's log line `shadow evaluation disabled: ...`",)),
+        names.SHADOW_STALLED: Guide(
+            "Traffic flows, but nothing is shadow-evaluated.",
+            (f"sum by (outcome) (rate({catalog.SHADOW_EVALUATIONS.sample_name}[15m]))",),
+            ("compute budget exhausted (`over_budget`)", "queue full (`dropped`)",
+             "no parsable images (`no_image`)"),
+            ("raise `shadow_rate` / `shadow_max_busy_share`, or give the reference a GPU",)),
+        names.SHADOW_DISABLED: Guide(
+            "The shadow component fails.",
+            (f'increase({catalog.COMPONENT_ERRORS.sample_name}{{component="shadow"}}[15m])',),
+            ("reference model failed to load", "CUDA errors at inference"),
+            ("read the sidecar's error log; the proxy is unaffected",)),
+    }
+
+
+def render(spec: ServiceSpec, alert: str, guide: Guide) -> str:
+    lines = [f"# {alert}", "", f"Service `{spec.service}`, model `{spec.model}`. "
+             "Generated by `lookout generate` from the SLO spec; edit the generator, not "
+             "this file.", "", "## What it means", "", guide.meaning, "", "## First checks",
+             "", "Replace `$SLO` with the alert's `slo` label.", ""]
+    for check in guide.checks:
+        language = "sh" if check.startswith("lookout ") else "promql"
+        lines += [f"```{language}", check, "```", ""]
+    lines += ["## Likely causes", ""] + [f"- {cause}" for cause in guide.causes]
+    lines += ["", "## Mitigation", ""] + [f"- {step}" for step in guide.mitigation]
+    lines += ["", "## Rollback", "", guide.rollback, ""]
+    return "\n".join(lines)
+
+
+def runbooks(spec: ServiceSpec) -> dict[str, str]:
+    """File name -> markdown, for every alert the spec generates."""
+    guides = _guides(spec)
+    return {f"{name}.md": render(spec, name, guides[name])
+            for name in names.alert_names({slo.kind for slo in spec.slos})}

@@ -1,0 +1,40 @@
+"""Names the generated artefacts share: recording rules, alerts. Rules, dashboards and
+runbooks are generated apart; reading the names from here keeps them consistent."""
+
+from __future__ import annotations
+
+from slo.spec import Kind
+
+ERROR_RATIO = "lookout:slo_error_ratio:rate{window}"
+BURN_RATE = "lookout:slo_burn_rate:rate{window}"
+EVENTS = "lookout:slo_events:increase{window}"
+BUDGET_REMAINING = "lookout:slo_error_budget_remaining:ratio"
+OBJECTIVE = "lookout:slo_objective:ratio"
+
+BURN_ALERTS = {
+    Kind.AVAILABILITY: "LookoutAvailabilityBudgetBurn",
+    Kind.LATENCY: "LookoutLatencyBudgetBurn",
+    Kind.QUALITY: "LookoutQualityBudgetBurn",
+    Kind.DRIFT: "LookoutDriftBudgetBurn",
+    Kind.RATIO: "LookoutSLOBudgetBurn",
+}
+UPSTREAM_DOWN = "LookoutUpstreamDown"
+OBSERVATIONS_DROPPED = "LookoutObservationsDropped"
+SAMPLES_DROPPED = "LookoutSamplesDropped"
+METRICS_ABSENT = "LookoutMetricsAbsent"
+MODEL_VERSION_CHANGED = "LookoutModelVersionChanged"
+GPU_MEMORY_NEAR_FULL = "LookoutGPUMemoryNearFull"
+REFERENCE_MODEL_MISSING = "LookoutReferenceModelMissing"
+SHADOW_STALLED = "LookoutShadowStalled"
+SHADOW_DISABLED = "LookoutShadowDisabled"
+ALWAYS = (UPSTREAM_DOWN, OBSERVATIONS_DROPPED, SAMPLES_DROPPED, METRICS_ABSENT,
+          MODEL_VERSION_CHANGED, GPU_MEMORY_NEAR_FULL)
+WITH_QUALITY_SLO = (REFERENCE_MODEL_MISSING, SHADOW_STALLED, SHADOW_DISABLED)
+
+
+def alert_names(kinds: set[Kind]) -> list[str]:
+    """Every alert a spec with SLOs of these kinds generates."""
+    names = {BURN_ALERTS[kind] for kind in kinds} | set(ALWAYS)
+    if Kind.QUALITY in kinds:
+        names |= set(WITH_QUALITY_SLO)
+    return sorted(names)

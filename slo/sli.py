@@ -1,0 +1,78 @@
+"""PromQL for each SLO kind: the error ratio over a window, and how many events it
+rests on (for the low-traffic guard). Metric names come from the catalog only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.utils import floatToGoString
+
+from sidecar import catalog
+from slo.spec import SLO, Kind, RatioQueries, ServiceSpec
+
+DRIFT_SLICE = "1m"  # drift SLO: time slices with / without an alarm
+
+
+@dataclass(frozen=True, slots=True)
+class SLIQueries:
+    error_ratio: str
+    events: str
+
+
+def _rate(metric: str, selector: str, window: str) -> str:
+    return f"sum(rate({metric}{{{selector}}}[{window}]))"
+
+
+def _user_query(query: str, window: str) -> str:
+    if "{{window}}" in query:
+        return query.replace("{{window}}", window)
+    return f"sum(rate({query}[{window}]))"
+
+
+def _ratio(queries: RatioQueries, window: str) -> SLIQueries:
+    total = _user_query(queries.total, window)
+    if queries.bad:
+        error = f"({_user_query(queries.bad, window)}) / ({total})"
+    else:
+        error = f"1 - ({_user_query(queries.good, window)}) / ({total})"
+    events = total.replace("sum(rate(", "sum(increase(", 1) if "{{window}}" not in \
+        queries.total else f"({total}) * {window_seconds_expr(window)}"
+    return SLIQueries(error, events)
+
+
+def window_seconds_expr(window: str) -> str:
+    """A window as a PromQL number of seconds (for turning a rate into a count)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    return str(int(window[:-1]) * units[window[-1]])
+
+
+def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:
+    """The error ratio of `slo` over `window` (a Prometheus duration)."""
+    selector = spec.selector(slo.route)
+    if slo.kind is Kind.AVAILABILITY:
+        requests = catalog.REQUESTS.sample_name
+        bad = _rate(requests, f'{selector},code=~"{catalog.SERVER_ERROR_CODE_REGEX}"', window)
+        total = _rate(requests, selector, window)
+        return SLIQueries(f"{bad} / {total}", f"sum(increase({requests}{{{selector}}}"
+                                              f"[{window}]))")
+    if slo.kind is Kind.LATENCY:
+        assert slo.threshold is not None
+        le = floatToGoString(slo.threshold)
+        fast = _rate(catalog.REQUEST_DURATION.bucket_name, f'{selector},le="{le}"', window)
+        total = _rate(catalog.REQUEST_DURATION.count_name, selector, window)
+        return SLIQueries(f"1 - {fast} / {total}",
+                          f"sum(increase({catalog.REQUEST_DURATION.count_name}{{{selector}}}"
+                          f"[{window}]))")
+    if slo.kind is Kind.QUALITY:
+        denominator = (catalog.SHADOW_PRIMARY_BOXES if slo.proxy == "precision"
+                       else catalog.SHADOW_REFERENCE_BOXES).sample_name
+        matched = _rate(catalog.SHADOW_MATCHED_BOXES.sample_name, selector, window)
+        total = _rate(denominator, selector, window)
+        return SLIQueries(f"1 - {matched} / {total}",
+                          f"sum(increase({denominator}{{{selector}}}[{window}]))")
+    if slo.kind is Kind.DRIFT:
+        alarm = f"max({catalog.DRIFT_ALARM.name}{{{selector}}})"
+        return SLIQueries(f"avg_over_time({alarm}[{window}:{DRIFT_SLICE}])",
+                          f"count_over_time({alarm}[{window}:{DRIFT_SLICE}])")
+    assert slo.ratio is not None
+    return _ratio(slo.ratio, window)

@@ -1,0 +1,281 @@
+"""The SLO spec: `slo.yaml` in lookout's own format, or OpenSLO v1 `SLO` objects.
+
+Validation errors name the field (`slos[1].threshold`) and say what would be accepted,
+so a spec is fixed from the message alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar.catalog import LATENCY_BUCKETS
+
+
+class SpecError(ValueError):
+    """The spec is invalid; the message names the field."""
+
+
+class Kind(StrEnum):
+    AVAILABILITY = "availability"
+    LATENCY = "latency"
+    QUALITY = "quality"
+    DRIFT = "drift"
+    RATIO = "ratio"  # OpenSLO ratioMetric: the user's own good/bad and total queries
+
+
+_DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def parse_duration(text: Any, where: str) -> int:
+    """`28d`, `6h`, `30m` -> seconds."""
+    match = _DURATION.match(str(text).strip())
+    if not match or int(match.group(1)) == 0:
+        raise SpecError(f"{where}: {text!r} is not a duration such as 30m, 6h, 28d or 4w")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest exact Prometheus duration (`1h30m` as `90m`)."""
+    seconds = round(seconds)
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
+class RatioQueries:
+    """OpenSLO input: PromQL for good (or bad) and total events. `{{window}}` in a query is
+    replaced by the window; a query without it is a counter selector, wrapped in
+    `sum(rate(...[window]))`."""
+
+    total: str
+    good: str = ""
+    bad: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SLO:
+    name: str
+    kind: Kind
+    objective: float  # e.g. 0.999: the share of good events
+    description: str = ""
+    threshold: float | None = None  # latency: seconds, a bucket boundary
+    route: str = ""  # latency/availability: restrict to one route label value
+    proxy: str = ""  # quality: precision or recall
+    ratio: RatioQueries | None = None
+
+    @property
+    def budget(self) -> float:
+        """The error budget as a share of events."""
+        return 1.0 - self.objective
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    service: str
+    model: str
+    slos: tuple[SLO, ...]
+    version: str = ""  # restrict to one version label value; empty: all
+    period_seconds: int = 28 * 86400
+    low_traffic_min_events: int = 100
+    window_scale: float = 1.0  # tests only: shrink every window (the period too)
+    runbook_base_url: str = "https://github.com/lookout-sre/lookout/blob/main/runbooks"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def selector(self, route: str = "") -> str:
+        """The label matchers that pick this service's series."""
+        matchers = [f'model="{self.model}"']
+        if self.version:
+            matchers.append(f'version="{self.version}"')
+        if route:
+            matchers.append(f'route="{route}"')
+        return ",".join(matchers)
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in mapping or mapping[key] in (None, ""):
+        raise SpecError(f"{where}.{key}: required")
+    return mapping[key]
+
+
+def _objective(value: Any, where: str) -> float:
+    try:
+        objective = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{where}: {value!r} is not a number") from None
+    if objective > 1 and objective < 100:  # written as a percentage
+        objective /= 100
+    if not 0 < objective < 1:
+        raise SpecError(f"{where}: {value!r} must be between 0 and 1 (or 0 and 100 as a "
+                        f"percentage), exclusive")
+    return objective
+
+
+def _latency_threshold(value: Any, where: str) -> float:
+    try:
+        threshold = float(str(value).removesuffix("s").removesuffix("m")) / (
+            1000 if str(value).endswith("ms") else 1)
+    except ValueError:
+        raise SpecError(f"{where}: {value!r} is not a latency such as 0.25, 250ms") from None
+    if threshold in LATENCY_BUCKETS:
+        return threshold
+    below = max((b for b in LATENCY_BUCKETS if b < threshold), default=None)
+    above = min((b for b in LATENCY_BUCKETS if b > threshold), default=None)
+    nearest = " or ".join(f"{b:g}" for b in (below, above) if b is not None)
+    raise SpecError(f"{where}: {threshold:g}s is not a bucket boundary of "
+                    f"lookout_request_duration_seconds, so the share under it cannot be "
+                    f"counted exactly; the nearest boundaries are {nearest}")
+
+
+def _slo(entry: Any, where: str) -> SLO:
+    if not isinstance(entry, Mapping):
+        raise SpecError(f"{where}: expected a mapping with name, kind and objective")
+    name = str(_require(entry, "name", where))
+    if not _NAME.match(name):
+        raise SpecError(f"{where}.name: {name!r} must be lower-case letters, digits and "
+                        f"dashes (it becomes a label value and a file name)")
+    kind_text = str(_require(entry, "kind", where))
+    try:
+        kind = Kind(kind_text)
+    except ValueError:
+        raise SpecError(f"{where}.kind: {kind_text!r} is not one of "
+                        f"{', '.join(k.value for k in Kind if k is not Kind.RATIO)}") from None
+    objective = _objective(_require(entry, "objective", where), f"{where}.objective")
+    threshold, proxy = None, ""
+    if kind is Kind.LATENCY:
+        threshold = _latency_threshold(_require(entry, "threshold", where), f"{where}.threshold")
+    if kind is Kind.QUALITY:
+        proxy = str(_require(entry, "proxy", where))
+        if proxy not in ("precision", "recall"):
+            raise SpecError(f"{where}.proxy: {proxy!r} is not precision or recall")
+    known = {"name", "kind", "objective", "description", "threshold", "route", "proxy"}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise SpecError(f"{where}: unknown field(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(known))}")
+    return SLO(name, kind, objective, str(entry.get("description", "")), threshold,
+               str(entry.get("route", "")), proxy)
+
+
+def parse_spec(document: Any, source: str = "slo.yaml") -> ServiceSpec:
+    """lookout's own format; see docs/SLO.md."""
+    if not isinstance(document, Mapping):
+        raise SpecError(f"{source}: expected a mapping with service, model and slos")
+    if document.get("apiVersion", "").startswith("openslo/"):
+        return from_openslo([document], source)
+    slos_raw = _require(document, "slos", source)
+    if not isinstance(slos_raw, Sequence) or isinstance(slos_raw, str) or not slos_raw:
+        raise SpecError(f"{source}.slos: expected a non-empty list")
+    slos = tuple(_slo(entry, f"slos[{i}]") for i, entry in enumerate(slos_raw))
+    names = [s.name for s in slos]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpecError(f"slos: duplicate name(s) {', '.join(duplicates)}")
+    known = {"service", "model", "version", "period", "slos", "low_traffic_min_events",
+             "window_scale", "runbook_base_url", "labels"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise SpecError(f"{source}: unknown field(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(known))}")
+    return ServiceSpec(**_common(document, source), slos=slos)
+
+
+def _common(document: Mapping[str, Any], source: str) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "service": str(_require(document, "service", source)),
+        "model": str(_require(document, "model", source)),
+        "version": str(document.get("version", "") or ""),
+    }
+    if "period" in document:
+        values["period_seconds"] = parse_duration(document["period"], "period")
+    if "low_traffic_min_events" in document:
+        minimum = document["low_traffic_min_events"]
+        if not isinstance(minimum, int) or minimum < 0:
+            raise SpecError(f"low_traffic_min_events: {minimum!r} must be a whole number >= 0")
+        values["low_traffic_min_events"] = minimum
+    if "window_scale" in document:
+        scale = document["window_scale"]
+        if not isinstance(scale, int | float) or not 0 < scale <= 1:
+            raise SpecError(f"window_scale: {scale!r} must be in (0, 1]")
+        values["window_scale"] = float(scale)
+    if "runbook_base_url" in document:
+        values["runbook_base_url"] = str(document["runbook_base_url"]).rstrip("/")
+    labels = document.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        raise SpecError("labels: expected a mapping of label: value")
+    values["labels"] = {str(k): str(v) for k, v in labels.items()}
+    return values
+
+
+def _openslo_query(ratio: Mapping[str, Any], part: str) -> str:
+    entry = ratio.get(part) or {}
+    return str(((entry.get("metricSource") or {}).get("spec") or {}).get("query", ""))
+
+
+def from_openslo(documents: Sequence[Mapping[str, Any]], source: str) -> ServiceSpec:
+    """OpenSLO v1 `SLO` objects with a `ratioMetric` indicator; the service name comes
+    from `spec.service`, the model from the `lookout.io/model` label (or the service)."""
+    slos, first = [], None
+    for index, document in enumerate(documents):
+        where = f"{source}[{index}]"
+        if document.get("kind") != "SLO":
+            continue
+        first = first or document
+        spec = _require(document, "spec", where)
+        metadata = document.get("metadata") or {}
+        name = str(_require(metadata, "name", f"{where}.metadata"))
+        indicator = (spec.get("indicator") or {}).get("spec") or spec.get("indicatorSpec") or {}
+        ratio = indicator.get("ratioMetric")
+        if not isinstance(ratio, Mapping):
+            raise SpecError(f"{where}.spec.indicator.spec.ratioMetric: required (only ratio "
+                            f"metrics with Prometheus queries are supported)")
+
+        queries = RatioQueries(total=_openslo_query(ratio, "total"),
+                               good=_openslo_query(ratio, "good"),
+                               bad=_openslo_query(ratio, "bad"))
+        if not queries.total or not (queries.good or queries.bad):
+            raise SpecError(f"{where}.spec.indicator.spec.ratioMetric: needs total and good "
+                            f"or bad, each with metricSource.spec.query")
+        objectives = spec.get("objectives") or []
+        if not objectives:
+            raise SpecError(f"{where}.spec.objectives: required")
+        target = objectives[0].get("target", objectives[0].get("targetPercent"))
+        slos.append(SLO(name, Kind.RATIO, _objective(target, f"{where}.spec.objectives[0]"),
+                        str(spec.get("description", "")), ratio=queries))
+    if first is None:
+        raise SpecError(f"{source}: no OpenSLO object of kind SLO")
+    spec = first["spec"]
+    labels = (first.get("metadata") or {}).get("labels") or {}
+    windows = spec.get("timeWindow") or [{}]
+    period = windows[0].get("duration", "28d") if windows else "28d"
+    document = {"service": spec.get("service") or "service",
+                "model": labels.get("lookout.io/model", spec.get("service") or "service"),
+                "period": period}
+    return ServiceSpec(**_common(document, source), slos=tuple(slos))
+
+
+def load_spec(path: str | Path) -> ServiceSpec:
+    path = Path(path)
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except OSError as error:
+        raise SpecError(f"{path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML ({error})") from None
+    if not documents:
+        raise SpecError(f"{path}: empty")
+    if str(documents[0].get("apiVersion", "")).startswith("openslo/"):
+        return from_openslo(documents, str(path))
+    if len(documents) > 1:
+        raise SpecError(f"{path}: one lookout spec per file (or OpenSLO objects)")
+    return parse_spec(documents[0], str(path))
