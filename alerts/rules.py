@@ -14,7 +14,7 @@ from typing import Any
 from slo.burn import RECORDING_WINDOWS, TIERS
 from slo.names import BUDGET_REMAINING, BURN_ALERTS, BURN_RATE, ERROR_RATIO, EVENTS, OBJECTIVE
 from slo.sli import sli
-from slo.spec import SLO, ServiceSpec, format_duration
+from slo.spec import SLO, Kind, ServiceSpec, format_duration
 
 
 def slo_labels(spec: ServiceSpec, slo: SLO) -> dict[str, str]:
@@ -59,6 +59,12 @@ def recording_rules(spec: ServiceSpec, slo: SLO) -> list[dict[str, Any]]:
     return rules
 
 
+def min_events(spec: ServiceSpec, slo: SLO) -> int:
+    """The low-traffic guard: events a burn alert's long window must hold. Drift SLOs
+    count time slices, not traffic, so they have no guard."""
+    return 0 if slo.kind is Kind.DRIFT else spec.low_traffic_min_events
+
+
 def runbook_url(spec: ServiceSpec, alert: str) -> str:
     return f"{spec.runbook_base_url}/{alert}.md"
 
@@ -73,9 +79,10 @@ def burn_alerts(spec: ServiceSpec, slo: SLO) -> list[dict[str, Any]]:
         long_name = format_duration(tier.long_seconds)
         short_name = format_duration(tier.short_seconds)
         expr = (f"{BURN_RATE.format(window=long_name)}{selector} > {factor:.4g}\n"
-                f"and {BURN_RATE.format(window=short_name)}{selector} > {factor:.4g}\n"
-                f"and {EVENTS.format(window=long_name)}{selector} >= "
-                f"{spec.low_traffic_min_events}")
+                f"and {BURN_RATE.format(window=short_name)}{selector} > {factor:.4g}")
+        if min_events(spec, slo):
+            expr += (f"\nand {EVENTS.format(window=long_name)}{selector} >= "
+                     f"{min_events(spec, slo)}")
         rules.append({
             "alert": alert,
             "expr": expr,

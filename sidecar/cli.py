@@ -1,4 +1,4 @@
-"""`lookout` command line: serve, demo, shadow, demo-upstream, echo-upstream."""
+"""`lookout` command line: serve, demo, shadow, generate, demo-upstream, echo-upstream."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from sidecar import __version__, shadow_cli
+from sidecar import __version__, generate_cli, shadow_cli
 from sidecar.config import Config, ConfigError, load_config, parse_address
 
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--model-name", default="yolo", help="name in KServe V2 paths")
 
     shadow_cli.add_commands(commands)
+    generate_cli.add_command(commands)
 
     echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
     echo.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "shadow":
         return shadow_cli.run(args)
+
+    if args.command == "generate":
+        return generate_cli.run(args)
 
     try:
         config = _config_from(args)

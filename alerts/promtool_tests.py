@@ -1,0 +1,227 @@
+"""`promtool test rules` unit tests, generated per SLO from the same spec as the rules.
+
+Each SLO gets synthetic series in the metrics its SLI reads, and scenarios whose
+expected alerts come from the in-process burn-rate model (`slo.burn`) — so every test
+is also a cross-check that Prometheus, running the generated rules, decides exactly as
+lookout's own math does:
+- a fast burn (15x, or all-bad where the budget is too large for 15x) after 6 clean
+  hours: no alert shortly before the first tier's threshold is crossed, that tier (and
+  whatever else the model says) shortly after;
+- steady 5x and 1x burns: tickets, and no page where the factors say so;
+- a fast burn on 1 event a minute stays under the low-traffic guard;
+- the error-ratio rule reads the series exactly (for latency: the right bucket).
+Alert state is read from the `ALERTS` series, which carries every label but not the
+annotations (their text holds the live value and is checked by the golden files).
+Drift SLOs count alarmed minutes as their events. OpenSLO ratio SLOs use the user's own
+queries, whose series lookout cannot synthesise: they get no scenarios.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from prometheus_client.utils import floatToGoString
+
+from alerts.rules import min_events, slo_labels
+from sidecar import catalog
+from slo.burn import CounterSample, evaluate_tiers
+from slo.names import BURN_ALERTS, ERROR_RATIO
+from slo.spec import SLO, Kind, ServiceSpec
+
+CLEAN_MINUTES = 360  # history before a burn starts: fills the 6h window
+TRAFFIC = 100.0  # events a minute
+MARGIN = 0.05  # checks avoid moments when a burn rate is within 5% of a factor
+
+Segments = list[tuple[float, int]]  # (events a minute, minutes)
+
+
+def _values(segments: Segments) -> list[float]:
+    """Counter values minute by minute, starting at 0 at minute 0."""
+    values, value = [0.0], 0.0
+    for rate, minutes in segments:
+        for _ in range(minutes):
+            value += rate
+            values.append(value)
+    return values
+
+
+def _notation(values: list[float]) -> str:
+    """promtool's expanding notation for a piecewise linear series."""
+    parts, start = [], 0
+    while start < len(values):
+        step = values[start + 1] - values[start] if start + 1 < len(values) else 0.0
+        end = start + 1
+        while end < len(values) and abs(values[end] - values[end - 1] - step) < 1e-9:
+            end += 1
+        parts.append(f"{values[start]:.10g}+{step:.10g}x{end - 1 - start}")
+        start = end
+    return " ".join(parts)
+
+
+def _series(spec: ServiceSpec, slo: SLO, good: list[float],
+            bad: list[float]) -> list[dict[str, str]]:
+    """Input series in the metrics `slo` reads, from good and bad counter values."""
+    version = spec.version or "v1"
+    total = [g + b for g, b in zip(good, bad, strict=True)]
+    if slo.kind is Kind.DRIFT:
+        alarmed = [int(after - before) for before, after in itertools.pairwise(bad)]
+        series = f'{catalog.DRIFT_ALARM.name}{{model="{spec.model}",version="{version}",' \
+                 f'feature="brightness"}}'
+        return [{"series": series, "values": " ".join(str(v) for v in [0, *alarmed])}]
+    base = f'model="{spec.model}",version="{version}",route="{slo.route or "/predict"}"'
+    if slo.kind is Kind.AVAILABILITY:
+        name = catalog.REQUESTS.sample_name
+        return [{"series": f'{name}{{{base},code="200"}}', "values": _notation(good)},
+                {"series": f'{name}{{{base},code="500"}}', "values": _notation(bad)}]
+    if slo.kind is Kind.LATENCY:
+        le = floatToGoString(slo.threshold)
+        return [{"series": f'{catalog.REQUEST_DURATION.bucket_name}{{{base},le="{le}"}}',
+                 "values": _notation(good)},
+                {"series": f"{catalog.REQUEST_DURATION.count_name}{{{base}}}",
+                 "values": _notation(total)}]
+    base = f'model="{spec.model}",version="{version}",class="person"'
+    denominator = (catalog.SHADOW_PRIMARY_BOXES if slo.proxy == "precision"
+                   else catalog.SHADOW_REFERENCE_BOXES).sample_name
+    return [{"series": f"{catalog.SHADOW_MATCHED_BOXES.sample_name}{{{base}}}",
+             "values": _notation(good)},
+            {"series": f"{denominator}{{{base}}}", "values": _notation(total)}]
+
+
+def _alarm_values(pattern: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
+    """Drift SLOs: (share of minutes alarmed, minutes) segments as cumulative good and
+    bad minute counts, alarms spread evenly (a share of 0.25 alarms every 4th minute)."""
+    good, bad, alarmed = [0.0], [0.0], 0.0
+    for share, minutes in pattern:
+        for _ in range(minutes):
+            target = alarmed + share
+            bit = 1.0 if int(target + 1e-9) > int(alarmed + 1e-9) else 0.0
+            alarmed = target
+            bad.append(bad[-1] + bit)
+            good.append(good[-1] + 1 - bit)
+    return good, bad
+
+
+class Scenario:
+    """Good and bad events per minute, and what the in-process model expects of them."""
+
+    def __init__(self, spec: ServiceSpec, slo: SLO, good: Segments, bad: Segments) -> None:
+        self.spec, self.slo = spec, slo
+        if slo.kind is Kind.DRIFT:  # events are minutes, alarmed or not
+            shares = [(b / (g + b), m) for (g, m), (b, _) in zip(good, bad, strict=True)]
+            self.good, self.bad = _alarm_values(shares)
+        else:
+            self.good, self.bad = _values(good), _values(bad)
+        self._total = [CounterSample(60.0 * i, g + b)
+                       for i, (g, b) in enumerate(zip(self.good, self.bad, strict=True))]
+        self._bad = [CounterSample(60.0 * i, b) for i, b in enumerate(self.bad)]
+
+    @property
+    def minutes(self) -> int:
+        return len(self.good) - 1
+
+    def decisions(self, minute: int):
+        return evaluate_tiers(self._bad, self._total, self.slo.budget,
+                              self.spec.period_seconds, 60.0 * minute,
+                              min_events(self.spec, self.slo))
+
+    def clear_of_thresholds(self, minute: int) -> bool:
+        """No burn rate within MARGIN of its factor: Prometheus' window edges cannot
+        tip the decision either way."""
+        for decision in self.decisions(minute):
+            factor = decision.tier.factor(self.spec.period_seconds)
+            for burn in (decision.long_burn, decision.short_burn):
+                if burn is not None and abs(burn - factor) < MARGIN * factor:
+                    return False
+        return True
+
+    def check(self, minute: int) -> dict[str, Any]:
+        """Move `minute` off any threshold, then expect what the model decides there."""
+        for offset in (0, 1, -1, 2, -2, 3, -3, 5, -5, 8, -8):
+            candidate = minute + offset
+            if 0 < candidate <= self.minutes and self.clear_of_thresholds(candidate):
+                minute = candidate
+                break
+        firing = [d.tier for d in self.decisions(minute) if d.firing]
+        labels = slo_labels(self.spec, self.slo)
+        alert = BURN_ALERTS[self.slo.kind]
+        matcher = f'ALERTS{{alertname="{alert}",slo="{self.slo.name}",alertstate="firing"}}'
+        expected = []
+        for tier in firing:
+            pairs = {"alertname": alert, "alertstate": "firing", **labels, **self.spec.labels,
+                     "severity": tier.severity, "burn_tier": tier.tier}
+            text = ",".join(f'{k}="{v}"' for k, v in sorted(pairs.items()))
+            expected.append({"labels": f"ALERTS{{{text}}}", "value": 1})
+        return {"expr": matcher, "eval_time": f"{minute}m", "exp_samples": expected}
+
+    def test(self, name: str, minutes: list[int]) -> dict[str, Any]:
+        return {"name": f"{self.slo.name}: {name}", "interval": "1m",
+                "input_series": _series(self.spec, self.slo, self.good, self.bad),
+                "promql_expr_test": [self.check(m) for m in minutes]}
+
+
+def _first_fire(scenario: Scenario, start: int) -> int | None:
+    for minute in range(start, scenario.minutes + 1):
+        if any(d.firing for d in scenario.decisions(minute)):
+            return minute
+    return None
+
+
+def _scenarios(spec: ServiceSpec, slo: SLO) -> list[dict[str, Any]]:
+    budget = slo.budget
+    fast = min(15.0, 0.95 / budget)  # a burn above 1/budget would need > 100% errors
+    bad_rate = TRAFFIC * budget * fast
+    burn = Scenario(spec, slo, [(TRAFFIC, CLEAN_MINUTES), (TRAFFIC - bad_rate, 240)],
+                    [(0.0, CLEAN_MINUTES), (bad_rate, 240)])
+    tests = []
+    fire = _first_fire(burn, CLEAN_MINUTES)
+    if fire is not None:
+        elapsed = fire - CLEAN_MINUTES
+        tests.append(burn.test(
+            f"a {fast:.3g}x burn after {CLEAN_MINUTES // 60} clean hours alerts after "
+            f"~{elapsed} minutes, not before",
+            [CLEAN_MINUTES + int(elapsed * 0.85), CLEAN_MINUTES + int(elapsed * 1.15) + 1]))
+    for multiple, minutes in ((5.0, 180), (1.0, 400)):
+        if multiple * budget >= 1:
+            continue
+        rate = TRAFFIC * budget * multiple
+        steady = Scenario(spec, slo, [(TRAFFIC - rate, minutes)], [(rate, minutes)])
+        tiers = [d.tier for d in steady.decisions(minutes) if d.firing]
+        pages = any(t.severity == "page" for t in tiers)
+        tests.append(steady.test(
+            f"a steady {multiple:g}x burn fires {', '.join(t.tier for t in tiers) or 'nothing'}"
+            + ("" if pages else " and never pages"), [minutes]))
+    if slo.kind is not Kind.DRIFT and spec.low_traffic_min_events >= 20:
+        minutes = min(spec.low_traffic_min_events - 10, 90)
+        trickle = Scenario(spec, slo, [(1 - budget * fast, minutes)],
+                           [(budget * fast, minutes)])
+        tests.append(trickle.test(
+            f"a {fast:.3g}x burn on 1 event a minute stays under the low-traffic guard "
+            f"({spec.low_traffic_min_events} events)", [minutes]))
+    if slo.kind is not Kind.DRIFT:
+        tests.append(_exact_ratio(spec, slo))
+    return tests
+
+
+def _exact_ratio(spec: ServiceSpec, slo: SLO) -> dict[str, Any]:
+    share = 0.25  # exact in binary, so the expected value is exact too
+    scenario = Scenario(spec, slo, [(TRAFFIC * (1 - share), 30)], [(TRAFFIC * share, 30)])
+    record = ERROR_RATIO.format(window="5m")
+    labels = ",".join(f'{k}="{v}"' for k, v in sorted(slo_labels(spec, slo).items()))
+    return {
+        "name": f"{slo.name}: the error ratio rule reads the series exactly",
+        "interval": "1m",
+        "input_series": _series(spec, slo, scenario.good, scenario.bad),
+        "promql_expr_test": [{"expr": f'{record}{{slo="{slo.name}"}}', "eval_time": "30m",
+                              "exp_samples": [{"labels": f"{record}{{{labels}}}",
+                                               "value": share}]}],
+    }
+
+
+def promtool_tests(spec: ServiceSpec, rule_file: str) -> dict[str, Any]:
+    tests = [test for slo in spec.slos if slo.kind is not Kind.RATIO
+             for test in _scenarios(spec, slo)]
+    return {"rule_files": [rule_file], "evaluation_interval": "1m", "tests": tests}
+
+
+
