@@ -1,0 +1,98 @@
+"""`lookout generate` on the shipped slo.yaml: golden files, promtool and amtool.
+
+Regenerate the golden files after an intended change with
+`LOOKOUT_UPDATE_GOLDEN=1 pytest tests/alerts/test_generated.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sidecar import catalog
+from sidecar.generate_cli import ALERTMANAGER, OPERATIONAL, RULE_TESTS, RULES
+from tests.support.processes import require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden" / "slo"
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("generated")
+    result = subprocess.run([sys.executable, "-m", "sidecar.cli", "generate", "--slo",
+                             str(REPO / "slo.yaml"), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_generated_files_match_the_golden_files(generated: Path) -> None:
+    if os.environ.get("LOOKOUT_UPDATE_GOLDEN"):
+        for relative, content in _files(generated).items():
+            (GOLDEN / relative).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / relative).write_text(content)
+    assert _files(generated) == _files(GOLDEN)
+
+
+def test_promtool_accepts_the_rules(generated: Path) -> None:
+    promtool = require_tool("promtool")
+    for rules in (RULES, OPERATIONAL):
+        result = subprocess.run([promtool, "check", "rules", str(generated / rules)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass(generated: Path) -> None:
+    promtool = require_tool("promtool")
+    tests = yaml.safe_load((generated / RULE_TESTS).read_text())["tests"]
+    assert len(tests) >= 15  # every event SLO has its scenarios
+    result = subprocess.run([promtool, "test", "rules", str(generated / RULE_TESTS)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert "SUCCESS" in result.stdout
+
+
+def test_amtool_accepts_the_alertmanager_config(generated: Path) -> None:
+    amtool = require_tool("amtool")
+    result = subprocess.run([amtool, "check-config", str(generated / ALERTMANAGER)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_is_complete_and_has_its_runbook(generated: Path) -> None:
+    alerts = [rule for path in (RULES, OPERATIONAL)
+              for group in yaml.safe_load((generated / path).read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule]
+    assert {a["labels"]["severity"] for a in alerts} == {"page", "ticket"}
+    for alert in alerts:
+        annotations = alert["annotations"]
+        assert annotations["summary"] and annotations["description"], alert["alert"]
+        runbook = annotations["runbook_url"].rsplit("/", 1)[1]
+        assert runbook == f"{alert['alert']}.md"
+        text = (generated / "runbooks" / runbook).read_text()
+        for heading in ("## What it means", "## First checks", "## Likely causes",
+                        "## Mitigation", "## Rollback"):
+            assert heading in text, (runbook, heading)
+    burn = [a for a in alerts if "burn_tier" in a["labels"]]
+    assert len(burn) == 5 * 4  # every SLO, every tier
+
+
+def test_rules_only_name_metrics_from_the_catalog(generated: Path) -> None:
+    import re
+
+    text = (generated / RULES).read_text() + (generated / OPERATIONAL).read_text()
+    known = {name for spec in catalog.ALL for name in (
+        spec.name, spec.sample_name, spec.bucket_name, spec.count_name, spec.sum_name)}
+    used = set(re.findall(r"\blookout_[a-z_]+", text))
+    assert used and used <= known, used - known
