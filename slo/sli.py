@@ -23,6 +23,12 @@ def _rate(metric: str, selector: str, window: str) -> str:
     return f"sum(rate({metric}{{{selector}}}[{window}]))"
 
 
+def _rate_or_zero(metric: str, selector: str, window: str) -> str:
+    """A numerator: a series that never appeared (no 5xx yet) counts as zero events, or
+    the ratio would be empty instead of 0."""
+    return f"({_rate(metric, selector, window)} or vector(0))"
+
+
 def _user_query(query: str, window: str) -> str:
     if "{{window}}" in query:
         return query.replace("{{window}}", window)
@@ -51,14 +57,16 @@ def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:
     selector = spec.selector(slo.route)
     if slo.kind is Kind.AVAILABILITY:
         requests = catalog.REQUESTS.sample_name
-        bad = _rate(requests, f'{selector},code=~"{catalog.SERVER_ERROR_CODE_REGEX}"', window)
+        bad = _rate_or_zero(requests, f'{selector},code=~"{catalog.SERVER_ERROR_CODE_REGEX}"',
+                            window)
         total = _rate(requests, selector, window)
         return SLIQueries(f"{bad} / {total}", f"sum(increase({requests}{{{selector}}}"
                                               f"[{window}]))")
     if slo.kind is Kind.LATENCY:
         assert slo.threshold is not None
         le = floatToGoString(slo.threshold)
-        fast = _rate(catalog.REQUEST_DURATION.bucket_name, f'{selector},le="{le}"', window)
+        fast = _rate_or_zero(catalog.REQUEST_DURATION.bucket_name, f'{selector},le="{le}"',
+                             window)
         total = _rate(catalog.REQUEST_DURATION.count_name, selector, window)
         return SLIQueries(f"1 - {fast} / {total}",
                           f"sum(increase({catalog.REQUEST_DURATION.count_name}{{{selector}}}"
@@ -66,7 +74,7 @@ def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:
     if slo.kind is Kind.QUALITY:
         denominator = (catalog.SHADOW_PRIMARY_BOXES if slo.proxy == "precision"
                        else catalog.SHADOW_REFERENCE_BOXES).sample_name
-        matched = _rate(catalog.SHADOW_MATCHED_BOXES.sample_name, selector, window)
+        matched = _rate_or_zero(catalog.SHADOW_MATCHED_BOXES.sample_name, selector, window)
         total = _rate(denominator, selector, window)
         return SLIQueries(f"1 - {matched} / {total}",
                           f"sum(increase({denominator}{{{selector}}}[{window}]))")
