@@ -16,7 +16,7 @@ from sidecar.catalog import REQUESTS as REQUESTS_SPEC
 from sidecar.catalog import SERVER_ERROR_CODE_REGEX
 from sidecar.generate_cli import RULES, artefacts
 from slo.burn import TIERS, CounterSample, error_ratio
-from slo.names import BURN_ALERTS, ERROR_RATIO
+from slo.names import BURN_ALERTS, ERROR_RATIO, EVENTS
 from slo.spec import Kind, parse_spec
 from tests.support.processes import (
     request,
@@ -74,7 +74,8 @@ def test_a_dying_upstream_pages_and_the_rules_match_the_in_process_math(tmp_path
         long_window = TIERS[0].long_seconds * SCALE  # 30 s
         wait_until(lambda: prometheus.query(f'{ERROR_RATIO.format(window="1h")} == 0'), 60,
                    "a healthy error ratio recorded")
-        time.sleep(long_window)  # a full healthy long window: traffic keeps flowing
+        wait_until(lambda: prometheus.query(f'{EVENTS.format(window="1h")} >= 300'), 60,
+                   "a healthy long window with enough events")
         assert _firing(prometheus, alert) == []
         upstream.terminate()  # from now on every request gets sidecar_502
         failed_at = time.time()
