@@ -48,6 +48,9 @@ def test_prometheus_computes_the_proxies_from_a_live_sidecar() -> None:
         "--flip-share", "1", "--drift-baseline-size", "50", "--drift-window", "20")
     prometheus = PrometheusServer(binary, [f"127.0.0.1:{sidecar.admin_port}"])
     try:
+        # images offered while the reference model still loads are not evaluated
+        wait_until(lambda: 'role="reference"' in sidecar.metrics_text(), 60,
+                   "the reference model to load")
         for seed in range(FRAMES):
             buffer = io.BytesIO()
             Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
