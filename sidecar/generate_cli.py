@@ -1,5 +1,5 @@
-"""`lookout generate --slo slo.yaml --out DIR`: every artefact Prometheus, Alertmanager
-and on-call need, from one spec. The command is where the generators meet; each lives
+"""`lookout generate --slo slo.yaml --out DIR`: every artefact Prometheus, Alertmanager,
+Grafana and on-call need, from one spec. The command is where the generators meet; each lives
 in its own package (alerts/, runbooks/) and reads only the spec and the catalog."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ RULES = "prometheus/slo-rules.yaml"
 OPERATIONAL = "prometheus/operational-rules.yaml"
 RULE_TESTS = "prometheus/slo-rules.test.yaml"
 ALERTMANAGER = "alertmanager/alertmanager.yml"
+PROVISIONING = "grafana/provisioning/dashboards.yaml"
+CONFIGMAP = "grafana/configmap.yaml"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -41,6 +43,7 @@ def artefacts(spec: Any) -> dict[str, str]:
     from alerts.operational import operational_rule_group
     from alerts.promtool_tests import promtool_tests
     from alerts.rules import slo_rule_groups
+    from dashboards.build import configmap, dashboards, provisioning
     from runbooks.generate import runbooks
 
     files = {
@@ -50,13 +53,17 @@ def artefacts(spec: Any) -> dict[str, str]:
         ALERTMANAGER: dump(alertmanager_config(spec)),
     }
     files.update({f"runbooks/{name}": text for name, text in runbooks(spec).items()})
+    boards = dashboards(spec)
+    files.update({f"grafana/dashboards/{name}": text for name, text in boards.items()})
+    files[PROVISIONING] = dump(provisioning())
+    files[CONFIGMAP] = dump(configmap(spec, boards))
     return files
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser(
-        "generate", help="Prometheus rules, rule tests, Alertmanager config and runbooks "
-                         "from an SLO spec")
+        "generate", help="Prometheus rules, rule tests, Alertmanager config, runbooks and "
+                         "Grafana dashboards from an SLO spec")
     generate.add_argument("--slo", type=Path, required=True,
                           help="slo.yaml (lookout format) or OpenSLO v1 SLO objects")
     generate.add_argument("--out", type=Path, required=True, help="output directory")

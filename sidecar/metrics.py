@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -91,21 +93,33 @@ class SidecarMetrics:
         req_bytes.observe(request_bytes)
         resp_bytes.observe(response_bytes)
 
-    def queue_dropped(self, queue: str) -> None:
+    def queue_dropped(self, queue: str, count: int = 1) -> None:
         child = self._queue_dropped.get(queue)
         if child is None:
             child = self._queue_dropped[queue] = self[catalog.QUEUE_DROPPED].labels(queue)
-        child.inc()
+        child.inc(count)
 
-    def component_error(self, component: str) -> None:
+    def component_error(self, component: str, count: int = 1) -> None:
         child = self._component_errors.get(component)
         if child is None:
             child = self[catalog.COMPONENT_ERRORS].labels(component)
             self._component_errors[component] = child
-        child.inc()
+        child.inc(count)
 
-    def parse_failure(self, reason: str) -> None:
-        self[catalog.PARSE_FAILURES].labels(self.model, self.version, reason).inc()
+    def parse_failure(self, reason: str, count: int = 1) -> None:
+        self[catalog.PARSE_FAILURES].labels(self.model, self.version, reason).inc(count)
+
+    def initialise(self, queues: Iterable[str] = (), components: Iterable[str] = (),
+                   reasons: Iterable[str] = ()) -> None:
+        """Export the known label values at 0 from the start: `rate()` then reads 0 where
+        it would otherwise read nothing, and a dashboard tells "no failures" from "no
+        data"."""
+        for queue in queues:
+            self.queue_dropped(queue, 0)
+        for component in components:
+            self.component_error(component, 0)
+        for reason in reasons:
+            self.parse_failure(reason, 0)
 
     def set_upstream_up(self, up: bool) -> None:
         self[catalog.UPSTREAM_UP].set(1 if up else 0)

@@ -18,12 +18,14 @@ from sidecar.config import Config
 from sidecar.drift_monitor import DriftMonitor
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import (
+    OBSERVATION_QUEUE,
     ObservationConsumer,
     ObservationPipeline,
     ObservationQueue,
 )
+from sidecar.parse_errors import Reason
 from sidecar.proxy import ProxyHandler
-from sidecar.shadow import ShadowEvaluator
+from sidecar.shadow import SHADOW_QUEUE, ShadowEvaluator
 from sidecar.telemetry import RequestTelemetry
 from sidecar.tracing import Tracing, build_tracing
 from sidecar.upstream import UpstreamProbe, new_session
@@ -77,6 +79,13 @@ class Sidecar:
                 self.analyzer.add_listener(self.drift)
         else:
             self.analyzer, self.consumers = None, list(self._consumers)
+        self.metrics.initialise(
+            queues=[OBSERVATION_QUEUE] + ([SHADOW_QUEUE] if self.shadow else []),
+            components=["telemetry", "upstream_probe",
+                        *(consumer.name for consumer in self.consumers),
+                        *(["shadow"] if self.shadow else []),
+                        *(["drift", "feature_store"] if self.drift else [])],
+            reasons=list(Reason) if self.analyzer else [])
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()
         self.probe = UpstreamProbe(config, self.session, self.metrics)

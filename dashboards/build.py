@@ -1,0 +1,215 @@
+"""The executive, on-call and debug dashboards for a service, from its SLO spec.
+
+Every metric name comes from the catalog or from the SLO rule names, so a panel cannot
+show a metric that does not exist; tests/dashboards runs every query against a real
+Prometheus that scraped a loaded sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from grafanalib._gen import DashboardEncoder
+from grafanalib.core import AlertList, Annotations, Dashboard, DashboardLink, Text, Time
+
+from dashboards.panels import (
+    DATASOURCE,
+    RATE,
+    SELECTOR,
+    Grid,
+    heatmap,
+    stat,
+    table,
+    templating,
+    timeseries,
+)
+from sidecar import catalog
+from slo import names
+from slo.burn import TIERS
+from slo.spec import ServiceSpec, format_duration
+
+SLO_SELECTOR = 'model=~"$model"'
+
+
+def _rate(spec: catalog.MetricSpec, extra: str = "") -> str:
+    selector = SELECTOR + ("," + extra if extra else "")
+    return f"rate({spec.sample_name}{{{selector}}}[{RATE}])"
+
+
+def _quantile(q: float, spec: catalog.MetricSpec) -> str:
+    return (f"histogram_quantile({q}, sum by (le) (rate({spec.bucket_name}{{{SELECTOR}}}"
+            f"[{RATE}])))")
+
+
+def _proxy(denominator: catalog.MetricSpec, by: str = "") -> str:
+    group = f" by ({by})" if by else ""
+    return (f"sum{group} ({_rate(catalog.SHADOW_MATCHED_BOXES)}) / "
+            f"sum{group} ({_rate(denominator)})")
+
+
+def _version_annotation() -> dict[str, Any]:
+    info = f'{catalog.MODEL_INFO.name}{{{SELECTOR},role="primary"}}'
+    return {
+        "name": "model version changes", "enable": True, "iconColor": "orange",
+        "datasource": DATASOURCE,
+        "expr": f"count by (model, version) ({info}) unless "
+                f"count by (model, version) ({info} offset 5m)",
+        "titleFormat": "{{model}} version {{version}} in service",
+        "step": "1m",
+    }
+
+
+def _dashboard(spec: ServiceSpec, title: str, uid: str, grid: Grid,
+               links: list[DashboardLink]) -> Dashboard:
+    return Dashboard(
+        title=f"{spec.service} · {title}", uid=uid, tags=["lookout", spec.service],
+        panels=grid.panels, templating=templating(),
+        annotations=Annotations([_version_annotation()]), links=links,
+        time=Time("now-24h", "now"), refresh="1m", timezone="utc",
+    ).auto_panel_ids()
+
+
+def _links(spec: ServiceSpec) -> list[DashboardLink]:
+    return [DashboardLink(title="lookout", type="dashboards", tags=["lookout"],
+                          asDropdown=True, keepTime=True, includeVars=True)]
+
+
+def executive(spec: ServiceSpec) -> Dashboard:
+    grid = Grid()
+    period = format_duration(spec.period_seconds)
+    for slo in spec.slos:
+        selector = f'slo="{slo.name}",{SLO_SELECTOR}'
+        grid.add(stat(f"{slo.name}: error budget left ({period})",
+                      [(f"{names.BUDGET_REMAINING}{{{selector}}}", slo.name)],
+                      unit="percentunit",
+                      description=f"Objective {slo.objective:.6g}; 100% untouched, below 0% "
+                                  f"spent."), width=6, height=5)
+        grid.add(stat(f"{slo.name}: burn rate (1h)",
+                      [(f'{names.BURN_RATE.format(window="1h")}{{{selector}}}', slo.name)],
+                      description="1 spends the budget exactly over the period."),
+                 width=6, height=5)
+    requests = catalog.REQUESTS.sample_name
+    grid.add(timeseries("Requests per day", [(
+        f"sum(increase({requests}{{{SELECTOR}}}[1d]))", "requests")]))
+    grid.add(timeseries("Alerts fired per day", [(
+        'sum by (severity) (count_over_time(ALERTS{alertstate="firing",'
+        f'{SLO_SELECTOR}}}[1d])) or vector(0)', "{{severity}}")]))
+    grid.add(timeseries("Precision and recall proxies", [
+        (_proxy(catalog.SHADOW_PRIMARY_BOXES), "precision proxy"),
+        (_proxy(catalog.SHADOW_REFERENCE_BOXES), "recall proxy")], unit="percentunit"))
+    grid.add(timeseries("Drift alarms by feature", [(
+        f"max by (feature) ({catalog.DRIFT_ALARM.name}{{{SELECTOR}}})", "{{feature}}")]))
+    grid.add(timeseries("Cost proxy: GPU-seconds per 1k inferences", [(
+        f"sum({catalog.GPU_UTILIZATION.name}) * 1000 / sum({_rate(catalog.REQUESTS)})",
+        "GPU-s / 1k")], description="Needs NVML metrics (a GPU visible to lookout)."))
+    return _dashboard(spec, "executive", f"lookout-{spec.service}-executive", grid,
+                      _links(spec))
+
+
+def oncall(spec: ServiceSpec) -> Dashboard:
+    grid = Grid()
+    grid.add(timeseries("Latency as the client sees it (sidecar)", [
+        (_quantile(q, catalog.REQUEST_DURATION), f"p{round(q * 100)}")
+        for q in (0.5, 0.95, 0.99)], unit="s", exemplar=True,
+        description="Exemplars link to the request's trace."))
+    grid.add(timeseries("Latency of the inference server (upstream)", [
+        (_quantile(q, catalog.UPSTREAM_DURATION), f"p{round(q * 100)}")
+        for q in (0.5, 0.95, 0.99)], unit="s", exemplar=True,
+        description="Sidecar minus upstream is network and proxy time."))
+    failed = _rate(catalog.REQUESTS, 'code=~"(sidecar_)?[45].."')
+    grid.add(timeseries("Error rate by code", [(
+        f"sum by (code) ({failed}) / scalar(sum({_rate(catalog.REQUESTS)}))", "{{code}}")],
+        unit="percentunit"))
+    burn_queries = []
+    for tier in TIERS:
+        for window in (tier.long_seconds, tier.short_seconds):
+            name = format_duration(window)
+            query = f'{names.BURN_RATE.format(window=name)}{{{SLO_SELECTOR}}}'
+            if (query, f"{{{{slo}}}} {name}") not in burn_queries:
+                burn_queries.append((query, f"{{{{slo}}}} {name}"))
+    factors = ", ".join(f"{t.tier}: {t.factor(spec.period_seconds):.3g}x" for t in TIERS)
+    grid.add(timeseries("Burn rates per window", burn_queries,
+                        description=f"Alert thresholds ({format_duration(spec.period_seconds)} "
+                                    f"period): {factors}."))
+    grid.add(table("Models in service", [(
+        f"count by (model, version, role, sha256) ({catalog.MODEL_INFO.name}{{{SELECTOR}}})",
+        "")]), width=12)
+    grid.add(timeseries("GPU utilisation and memory", [
+        (f"{catalog.GPU_UTILIZATION.name}", "util {{gpu}}"),
+        (f"{catalog.GPU_MEMORY_USED.name} / {catalog.GPU_MEMORY_TOTAL.name}",
+         "memory {{gpu}}")], unit="percentunit",
+        description="Needs NVML metrics (a GPU visible to lookout)."))
+    grid.add(timeseries("Queue drops and component errors", [
+        (f"sum by (queue) (rate({catalog.QUEUE_DROPPED.sample_name}[{RATE}]))",
+         "dropped {{queue}}"),
+        (f"sum by (component) (rate({catalog.COMPONENT_ERRORS.sample_name}[{RATE}]))",
+         "errors {{component}}")]))
+    grid.add(AlertList(title="Firing alerts", stateFilter=["alerting"], limit=20))
+    return _dashboard(spec, "on-call", f"lookout-{spec.service}-oncall", grid, _links(spec))
+
+
+def debug(spec: ServiceSpec) -> Dashboard:
+    grid = Grid()
+    grid.add(timeseries("Detections per second by class", [(
+        f"sum by (class) ({_rate(catalog.DETECTIONS)})", "{{class}}")]))
+    grid.add(heatmap("Detection confidence", (
+        f"sum by (le) (rate({catalog.DETECTION_CONFIDENCE.bucket_name}{{{SELECTOR}}}"
+        f"[{RATE}]))")))
+    grid.add(timeseries("Precision proxy by class", [(
+        _proxy(catalog.SHADOW_PRIMARY_BOXES, "class"), "{{class}}")], unit="percentunit"))
+    grid.add(timeseries("Recall proxy by class", [(
+        _proxy(catalog.SHADOW_REFERENCE_BOXES, "class"), "{{class}}")], unit="percentunit"))
+    grid.add(heatmap("Box size (share of the frame)", (
+        f"sum by (le) (rate({catalog.DETECTION_BOX_AREA.bucket_name}{{{SELECTOR}}}[{RATE}]))")))
+    grid.add(timeseries("Drift statistic / threshold by feature", [(
+        f"max by (feature) ({catalog.DRIFT_STATISTIC.name}{{{SELECTOR}}} / "
+        f"{catalog.DRIFT_THRESHOLD.name}{{{SELECTOR}}})", "{{feature}}")],
+        description="Above 1: the feature's last window crossed its alarm threshold."))
+    grid.add(timeseries("Drift PSI by feature", [(
+        f"max by (feature) ({catalog.DRIFT_PSI.name}{{{SELECTOR}}})", "{{feature}}")]))
+    grid.add(timeseries("Shadow evaluations by outcome", [(
+        f"sum by (outcome) ({_rate(catalog.SHADOW_EVALUATIONS)})", "{{outcome}}")]))
+    grid.add(timeseries("Samples stored by strategy", [(
+        f"sum by (strategy) (rate({catalog.SAMPLES_STORED.sample_name}[{RATE}]))",
+        "{{strategy}}")], description="Needs the sample store."))
+    grid.add(timeseries("Parse failures by reason", [(
+        f"sum by (reason) ({_rate(catalog.PARSE_FAILURES)})", "{{reason}}")]))
+    runbooks = "\n".join(f"- [{alert}]({spec.runbook_base_url}/{alert}.md)"
+                         for alert in names.alert_names({s.kind for s in spec.slos}))
+    grid.add(Text(title="Samples and runbooks", mode="markdown", content=(
+        "**Samples of the selected time range** (admin port of a pod, bearer token "
+        "required):\n\n"
+        "`GET http://<pod>:9090/samples?since=${__from:date:seconds}"
+        "&until=${__to:date:seconds}&version=${version}`\n\n"
+        f"**Runbooks**\n\n{runbooks}\n")), width=24, height=10)
+    return _dashboard(spec, "debug", f"lookout-{spec.service}-debug", grid, _links(spec))
+
+
+def dashboards(spec: ServiceSpec) -> dict[str, str]:
+    """File name -> dashboard JSON."""
+    return {f"{name}.json": json.dumps(build(spec).to_json_data(), cls=DashboardEncoder,
+                                       indent=2, sort_keys=True) + "\n"
+            for name, build in (("executive", executive), ("oncall", oncall),
+                                ("debug", debug))}
+
+
+def provisioning() -> dict[str, Any]:
+    """Grafana's file provider for the dashboards folder."""
+    return {"apiVersion": 1, "providers": [{
+        "name": "lookout", "folder": "lookout", "type": "file", "disableDeletion": False,
+        "updateIntervalSeconds": 60, "allowUiUpdates": False,
+        "options": {"path": "/var/lib/grafana/dashboards/lookout"},
+    }]}
+
+
+def configmap(spec: ServiceSpec, files: dict[str, str]) -> dict[str, Any]:
+    """For the Grafana sidecar convention: it loads ConfigMaps labelled grafana_dashboard."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"lookout-{spec.service}-dashboards",
+                         "labels": {"grafana_dashboard": "1", "app.kubernetes.io/part-of":
+                                    "lookout"}},
+            "data": dict(sorted(files.items()))}
+
+
+
