@@ -138,6 +138,9 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
                     missing.append(f"{Path(board).stem} / {title}: {expr}")
             return missing
 
+        for board in _boards().values():  # annotations fire only on a version change:
+            for annotation in board["annotations"]["list"]:  # they must parse
+                prometheus.query(resolved(annotation["expr"]))
         # rules evaluate every second; give them a few rounds to see the traffic
         try:
             wait_until(lambda: not failing(), 90, "every dashboard query to return series")
