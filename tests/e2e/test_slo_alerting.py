@@ -84,7 +84,10 @@ def test_a_dying_upstream_pages_and_the_rules_match_the_in_process_math(tmp_path
         assert firing[0]["labels"]["burn_tier"] in ("1h", "6h")
         assert time.time() - failed_at < 60
 
-        # the recording rule against the in-process computation on the raw counters
+        # the recording rule against the in-process computation on the raw counters, once
+        # the long window holds healthy and failed requests alike
+        wait_until(lambda: prometheus.query(f'{ERROR_RATIO.format(window="1h")} > 0.2'), 60,
+                   "failures to fill part of the long window")
         at = time.time() - 2
         recorded = prometheus.api("query", query=f'{ERROR_RATIO.format(window="1h")}',
                                   time=str(at))["result"]
