@@ -86,18 +86,22 @@ def test_a_dying_upstream_pages_and_the_rules_match_the_in_process_math(tmp_path
 
         # the recording rule against the in-process computation on the raw counters, once
         # the long window holds healthy and failed requests alike
-        wait_until(lambda: prometheus.query(f'{ERROR_RATIO.format(window="1h")} > 0.2'), 60,
-                   "failures to fill part of the long window")
+        failures = f'{REQUESTS}{{code=~"{SERVER_ERROR_CODE_REGEX}"}}'
+        wait_until(lambda: prometheus.query(
+            f"count_over_time({failures}[{int(long_window)}s]) >= 10"), 60,
+            "ten scrapes of failures in the long window")
         at = time.time() - 2
         recorded = prometheus.api("query", query=f'{ERROR_RATIO.format(window="1h")}',
                                   time=str(at))["result"]
         def counter(selector: str) -> list[CounterSample]:
-            [series] = prometheus.api("query_range", query=f"sum({selector})",
-                                      start=str(at - long_window - 5), end=str(at),
-                                      step="1")["result"]
-            return [CounterSample(float(t), float(v)) for t, v in series["values"]]
+            result = prometheus.api("query_range", query=f"sum({selector})",
+                                    start=str(at - long_window - 5), end=str(at),
+                                    step="1")["result"]
+            assert len(result) == 1, (selector, at, failed_at, result,
+                                      prometheus.query(f"{REQUESTS}"))
+            return [CounterSample(float(t), float(v)) for t, v in result[0]["values"]]
 
-        bad = counter(f'{REQUESTS}{{code=~"{SERVER_ERROR_CODE_REGEX}"}}')
+        bad = counter(failures)
         totals = counter(REQUESTS)
         expected = error_ratio(bad, totals, long_window, at)
         assert expected is not None and recorded
