@@ -4,29 +4,20 @@ evaluation and drift on) and evaluates the generated recording rules."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import sys
 from pathlib import Path
 
-from PIL import Image
-
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
 from sidecar import catalog
 from sidecar.generate_cli import OPERATIONAL, RULES, artefacts
 from slo.spec import load_spec
 from tests.support.processes import (
-    ManagedProcess,
-    free_port,
-    port_accepts,
     request,
     require_tool,
-    start_sidecar,
     wait_until,
 )
 from tests.support.prometheus import PrometheusServer
+from tests.support.shadow_stack import start_shadow_stack
 
 REPO = Path(__file__).resolve().parents[2]
 # families whose producers need what this machine or this build lacks: NVML (a GPU) and
@@ -77,12 +68,6 @@ def test_dashboard_code_names_metrics_only_through_the_catalog() -> None:
         assert used <= known, used - known
 
 
-def _frame(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
     binary = require_tool("prometheus")
     files = artefacts(load_spec(REPO / "slo.yaml"))
@@ -91,27 +76,11 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
         path = tmp_path / Path(name).name
         path.write_text(files[name])
         rule_files.append(path)
-    upstream_port = free_port()
-    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
-                               "--port", str(upstream_port), "--model-name", "yolo11n"])
-    wait_until(lambda: port_accepts(upstream_port) or not upstream.alive(), 60,
-               "the demo upstream")
-    sidecar = start_sidecar(
-        f"http://127.0.0.1:{upstream_port}", "--model-name", "yolo11n",
-        "--model-path", str(model_path("primary")),
-        "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
-        "--shadow-rate", "1000", "--shadow-burst", "1000", "--shadow-max-busy-share", "1",
-        "--flip-share", "1", "--drift-baseline-size", "50", "--drift-window", "20")
+    stack = start_shadow_stack("yolo11n")
+    sidecar = stack.sidecar
     prometheus = PrometheusServer(binary, [f"127.0.0.1:{sidecar.admin_port}"], rule_files)
     try:
-        wait_until(lambda: 'role="reference"' in sidecar.metrics_text(), 60,
-                   "the reference model to load")
-        def send(seeds: range) -> None:
-            for seed in seeds:
-                response = request(sidecar.port, "POST", "/predict", body=_frame(seed),
-                                   headers={"Content-Type": "image/jpeg"})
-                assert response.status == 200
-
+        send = stack.send_frames
         send(range(50))  # the drift baseline
         wait_until(lambda: f"{catalog.DRIFT_THRESHOLD.name}{{" in sidecar.metrics_text(), 120,
                    "the drift detector to be calibrated")
@@ -149,5 +118,4 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
         assert len(queries) >= 30
     finally:
         prometheus.stop()
-        sidecar.stop()
-        upstream.terminate()
+        stack.stop()

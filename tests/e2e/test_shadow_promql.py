@@ -4,25 +4,12 @@ precision and recall proxies and flip consistency in PromQL, and drift gauges.""
 
 from __future__ import annotations
 
-import io
-import sys
-
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
 from sidecar import catalog
-from tests.support.processes import (
-    ManagedProcess,
-    free_port,
-    port_accepts,
-    request,
-    require_tool,
-    start_sidecar,
-    wait_until,
-)
+from tests.support.processes import require_tool, wait_until
 from tests.support.prometheus import PrometheusServer
+from tests.support.shadow_stack import start_shadow_stack
 
 FRAMES = 50
 
@@ -36,27 +23,11 @@ def _total(text: str, name: str, **labels: str) -> float:
 
 def test_prometheus_computes_the_proxies_from_a_live_sidecar() -> None:
     binary = require_tool("prometheus")
-    upstream_port = free_port()
-    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
-                               "--port", str(upstream_port)])
-    wait_until(lambda: port_accepts(upstream_port) or not upstream.alive(), 60,
-               "the demo upstream")
-    sidecar = start_sidecar(
-        f"http://127.0.0.1:{upstream_port}", "--model-path", str(model_path("primary")),
-        "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
-        "--shadow-rate", "1000", "--shadow-burst", "1000", "--shadow-max-busy-share", "1",
-        "--flip-share", "1", "--drift-baseline-size", "50", "--drift-window", "20")
+    stack = start_shadow_stack()
+    sidecar = stack.sidecar
     prometheus = PrometheusServer(binary, [f"127.0.0.1:{sidecar.admin_port}"])
     try:
-        # images offered while the reference model still loads are not evaluated
-        wait_until(lambda: 'role="reference"' in sidecar.metrics_text(), 60,
-                   "the reference model to load")
-        for seed in range(FRAMES):
-            buffer = io.BytesIO()
-            Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
-            response = request(sidecar.port, "POST", "/predict", body=buffer.getvalue(),
-                               headers={"Content-Type": "image/jpeg"})
-            assert response.status == 200
+        stack.send_frames(range(FRAMES))
         ok = catalog.SHADOW_EVALUATIONS.sample_name
         wait_until(lambda: _total(sidecar.metrics_text(), ok, outcome="ok") == FRAMES, 120,
                    "every frame to be shadow-evaluated")
@@ -91,5 +62,4 @@ def test_prometheus_computes_the_proxies_from_a_live_sidecar() -> None:
                                                                           "sharpness"}
     finally:
         prometheus.stop()
-        sidecar.stop()
-        upstream.terminate()
+        stack.stop()

@@ -1,0 +1,58 @@
+"""The demo inference server with the shipped primary model, and a sidecar in front of
+it shadow-running the shipped reference model with drift on: the stack the end-to-end
+tests of shadow metrics, rules and dashboards scrape."""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+
+from PIL import Image
+
+from lookout_demo.models import model_path
+from lookout_demo.scenes import generate_scene
+from tests.support.processes import (
+    ManagedProcess,
+    SidecarProcess,
+    free_port,
+    port_accepts,
+    request,
+    start_sidecar,
+    wait_until,
+)
+
+
+@dataclass
+class ShadowStack:
+    upstream: ManagedProcess
+    sidecar: SidecarProcess
+
+    def send_frames(self, seeds: range) -> None:
+        for seed in seeds:
+            buffer = io.BytesIO()
+            Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
+            response = request(self.sidecar.port, "POST", "/predict", body=buffer.getvalue(),
+                               headers={"Content-Type": "image/jpeg"})
+            assert response.status == 200
+
+    def stop(self) -> None:
+        self.sidecar.stop()
+        self.upstream.terminate()
+
+
+def start_shadow_stack(model_name: str = "yolo-test") -> ShadowStack:
+    """Returns once the reference model is loaded: images offered earlier are skipped."""
+    port = free_port()
+    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+                               "--port", str(port)])
+    wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the demo upstream")
+    sidecar = start_sidecar(
+        f"http://127.0.0.1:{port}", "--model-name", model_name,
+        "--model-path", str(model_path("primary")),
+        "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
+        "--shadow-rate", "1000", "--shadow-burst", "1000", "--shadow-max-busy-share", "1",
+        "--flip-share", "1", "--drift-baseline-size", "50", "--drift-window", "20")
+    wait_until(lambda: 'role="reference"' in sidecar.metrics_text(), 60,
+               "the reference model to load")
+    return ShadowStack(upstream, sidecar)
