@@ -105,7 +105,7 @@ def write_drift_report(reference: Sequence[Row], current: Sequence[Row],
     tests = feature_tests(reference, current, features)
     json_path.write_text(json.dumps({
         "title": title, "reference_rows": len(reference), "current_rows": len(current),
-        "lookout_tests": tests, "evidently": snapshot.dict(),
+        "feature_tests": tests, "evidently": snapshot.dict(),
     }, indent=2, default=str))
     drifted = [name for name, result in tests.items() if result["p_value"] < 0.05]
     return ReportFiles(html, json_path, drifted)

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from sidecar.catalog import MODEL_INFO
+
 ENV_PREFIX = "LOOKOUT_"
 
 
@@ -152,7 +154,8 @@ class Config:
                          "the inference server in the same pod")
     model_name: str = _opt("yolo", str, "value of the `model` label")
     model_version: str = _opt("unknown", str, "value of the `version` label")
-    model_sha256: str = _opt("", str, "sha256 of the primary model file, for lookout_model_info")
+    model_sha256: str = _opt("", str, "sha256 of the primary model file, for "
+                                f"{MODEL_INFO.name}")
     max_body_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
                                "largest request body accepted; larger gets 413")
     connect_timeout: float = _opt(2.0, _positive(float),

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sidecar.catalog import LATENCY_BUCKETS
+from sidecar.catalog import REQUEST_DURATION
 
 
 class SpecError(ValueError):
@@ -127,13 +127,13 @@ def _latency_threshold(value: Any, where: str) -> float:
             1000 if str(value).endswith("ms") else 1)
     except ValueError:
         raise SpecError(f"{where}: {value!r} is not a latency such as 0.25, 250ms") from None
-    if threshold in LATENCY_BUCKETS:
+    if threshold in REQUEST_DURATION.buckets:
         return threshold
-    below = max((b for b in LATENCY_BUCKETS if b < threshold), default=None)
-    above = min((b for b in LATENCY_BUCKETS if b > threshold), default=None)
+    below = max((b for b in REQUEST_DURATION.buckets if b < threshold), default=None)
+    above = min((b for b in REQUEST_DURATION.buckets if b > threshold), default=None)
     nearest = " or ".join(f"{b:g}" for b in (below, above) if b is not None)
     raise SpecError(f"{where}: {threshold:g}s is not a bucket boundary of "
-                    f"lookout_request_duration_seconds, so the share under it cannot be "
+                    f"{REQUEST_DURATION.name}, so the share under it cannot be "
                     f"counted exactly; the nearest boundaries are {nearest}")
 
 

@@ -52,8 +52,8 @@ def test_baseline_from_images_then_a_report_on_darker_stored_features(images, tm
     assert report.returncode == 0, report.stderr
     assert "brightness" in report.stdout.split("drifted (p < 0.05):")[1]
     result = json.loads((tmp_path / "out" / "drift.json").read_text())
-    assert result["lookout_tests"]["brightness"]["p_value"] < 1e-6
-    assert result["lookout_tests"]["resolution"]["p_value"] > 0.05  # unchanged
+    assert result["feature_tests"]["brightness"]["p_value"] < 1e-6
+    assert result["feature_tests"]["resolution"]["p_value"] > 0.05  # unchanged
     evidently = {m["metric_name"]: m["value"] for m in result["evidently"]["metrics"]}
     assert any("column=brightness" in name for name in evidently)
     assert (tmp_path / "out" / "drift.html").stat().st_size > 10_000
