@@ -34,12 +34,7 @@ from lookout_demo.models import model_path
 from lookout_demo.perturbations import perturb
 from lookout_demo.scenes import generate_scene
 from shadow_eval.drift import DriftModel
-from shadow_eval.features import (
-    FEATURES,
-    analysis_pixels,
-    image_features,
-    output_features,
-)
+from shadow_eval.features import FEATURES, feature_row
 from shadow_eval.runner import OnnxDetector
 
 POOL_SEED = 3_000_000
@@ -71,9 +66,8 @@ def _rows(seed: int) -> dict[str, dict]:
     height, width = scene.image.shape[:2]
     rows = {}
     for (variant, image), detections in zip(images.items(), found, strict=True):
-        row = image_features(analysis_pixels(image, 256), width, height)
-        row.update(output_features(detections, width, height, _detector.names, chooser))
-        rows[variant] = row
+        rows[variant] = feature_row(image, width, height, detections, _detector.names, chooser,
+                                    256)
     return rows
 
 

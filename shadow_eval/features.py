@@ -78,5 +78,16 @@ def output_features(detections: Detections, width: int, height: int,
     }
 
 
+def feature_row(rgb: np.ndarray, width: int, height: int, detections: Detections | None,
+                names: Sequence[str], chooser: random.Random, longest_side: int) -> FeatureRow:
+    """Every feature of one image, as the sidecar, the baseline command and the drift
+    bench all compute it: input features at `longest_side`, output features when the
+    primary's detections are known."""
+    row = image_features(analysis_pixels(rgb, longest_side), width, height)
+    if detections is not None:
+        row.update(output_features(detections, width, height, names, chooser))
+    return row
+
+
 def is_missing(value: float | str | None) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))

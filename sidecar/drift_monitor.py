@@ -18,13 +18,7 @@ from collections.abc import Sequence
 
 from shadow_eval.baseline import Baseline, BaselineError
 from shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
-from shadow_eval.features import (
-    FEATURES,
-    FeatureRow,
-    analysis_pixels,
-    image_features,
-    output_features,
-)
+from shadow_eval.features import FEATURES, FeatureRow, feature_row
 from sidecar import catalog
 from sidecar.analysis import Analysis
 from sidecar.config import Config
@@ -62,10 +56,10 @@ class DriftMonitor:
             else:
                 self._calibrate(rows)
 
-    def _disable(self, message: str) -> None:
+    def _disable(self, message: str, traceback: bool = False) -> None:
         self.disabled = True
         self._metrics.component_error(self.name)
-        log.error("%s", message)
+        log.error("%s", message, exc_info=traceback)
         self.calibrated.set()
 
     def _calibrate(self, rows: Sequence[FeatureRow]) -> None:
@@ -81,14 +75,9 @@ class DriftMonitor:
                 rows, FEATURES, window=config.drift_window,
                 false_alarm_images=config.drift_false_alarm_images,
                 clear_windows=config.drift_clear_windows, seed=self._seed)
-        except DriftConfigError as error:
-            self._disable(f"drift testing disabled: {error}")
-            return
-        except Exception:
-            self._metrics.component_error(self.name)
-            log.exception("drift calibration failed; drift testing is off")
-            self.disabled = True
-            self.calibrated.set()
+        except Exception as error:  # the baseline cannot support a detector, or a bug
+            self._disable(f"drift testing disabled: {error}",
+                          traceback=not isinstance(error, DriftConfigError))
             return
         labels = (config.model_name, config.model_version)
         for name, detector in model.detectors.items():
@@ -113,11 +102,8 @@ class DriftMonitor:
             decoded = decode_rgb(image, size, size)
         except (OSError, ValueError):
             return None
-        row = image_features(analysis_pixels(decoded.rgb, size), image.width, image.height)
-        if analysis.detections is not None:
-            row.update(output_features(analysis.detections, image.width, image.height,
-                                       self._names, self._random))
-        return row
+        return feature_row(decoded.rgb, image.width, image.height, analysis.detections,
+                           self._names, self._random, size)
 
     def offer(self, analysis: Analysis) -> None:
         if self.disabled or self._random.random() >= self._config.drift_sample_share:

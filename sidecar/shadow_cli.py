@@ -70,7 +70,7 @@ def _rows_from_images(folder: Path, model_path: Path | None, limit: int,
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from shadow_eval.features import analysis_pixels, image_features, output_features
+    from shadow_eval.features import feature_row
     from shadow_eval.runner import OnnxDetector
 
     detector = OnnxDetector.load(model_path) if model_path else None
@@ -85,11 +85,9 @@ def _rows_from_images(folder: Path, model_path: Path | None, limit: int,
         except (UnidentifiedImageError, OSError, ValueError):
             unreadable += 1
             continue
-        row = image_features(analysis_pixels(rgb, image_size), width, height)
-        if detector is not None:
-            [detections] = detector.detect_batch([rgb])
-            row.update(output_features(detections, width, height, detector.names, chooser))
-        rows.append(row)
+        detections = detector.detect_batch([rgb])[0] if detector is not None else None
+        rows.append(feature_row(rgb, width, height, detections,
+                                detector.names if detector else (), chooser, image_size))
     if unreadable:
         print(f"skipped {unreadable} unreadable image(s)", file=sys.stderr)
     return rows
