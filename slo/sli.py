@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from sidecar import catalog
-from slo.spec import SLO, Kind, RatioQueries, ServiceSpec
+from slo.spec import SLO, Kind, RatioQueries, ServiceSpec, parse_duration
 
 DRIFT_SLICE = "1m"  # drift SLO: time slices with / without an alarm
 
@@ -41,15 +41,10 @@ def _ratio(queries: RatioQueries, window: str) -> SLIQueries:
         error = f"({_user_query(queries.bad, window)}) / ({total})"
     else:
         error = f"1 - ({_user_query(queries.good, window)}) / ({total})"
-    events = total.replace("sum(rate(", "sum(increase(", 1) if "{{window}}" not in \
-        queries.total else f"({total}) * {window_seconds_expr(window)}"
+    # a per-second rate times the window's seconds is the event count (what increase()
+    # computes), whether the user wrote the query or lookout wrapped it
+    events = f"({total}) * {parse_duration(window, 'window')}"
     return SLIQueries(error, events)
-
-
-def window_seconds_expr(window: str) -> str:
-    """A window as a PromQL number of seconds (for turning a rate into a count)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    return str(int(window[:-1]) * units[window[-1]])
 
 
 def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:

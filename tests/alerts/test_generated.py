@@ -96,3 +96,22 @@ def test_rules_only_name_metrics_from_the_catalog(generated: Path) -> None:
         spec.name, spec.sample_name, spec.bucket_name, spec.count_name, spec.sum_name)}
     used = set(re.findall(r"\blookout_[a-z_]+", text))
     assert used and used <= known, used - known
+
+
+def test_openslo_ratio_slos_generate_rules_promtool_accepts(tmp_path: Path) -> None:
+    from tests.slo.test_spec import OPENSLO
+
+    promtool = require_tool("promtool")
+    spec = tmp_path / "openslo.yaml"
+    spec.write_text(OPENSLO)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "sidecar.cli", "generate", "--slo",
+                             str(spec), "--out", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    rules = (out / RULES).read_text()
+    assert 'sum(rate(lookout_requests_total{code="200"}[5m]))' in rules
+    assert "* 3600" in rules  # the 1h window's event count for the low-traffic guard
+    checked = subprocess.run([promtool, "check", "rules", str(out / RULES)],
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
