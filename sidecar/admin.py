@@ -1,4 +1,5 @@
-"""The admin port: metrics, liveness and readiness, away from user traffic."""
+"""The admin port: metrics, liveness and readiness and the sample API, away from user
+traffic."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from sidecar.metrics import SidecarMetrics
+from sidecar.sample_api import SampleApi
 from sidecar.upstream import UpstreamProbe
 
 
@@ -20,17 +22,21 @@ class AdminApp:
         probe: UpstreamProbe,
         pipeline_running: Callable[[], bool],
         draining: Callable[[], bool],
+        samples: SampleApi | None = None,
     ) -> None:
         self._metrics = metrics
         self._probe = probe
         self._pipeline_running = pipeline_running
         self._draining = draining
+        self._samples = samples
 
     def build(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        if self._samples is not None:
+            self._samples.add_routes(app)
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -131,8 +131,15 @@ class TrafficAnalyzer:
         no detections, and counting them as parse failures would be noise."""
         return 200 <= observation.status < 300 and bool(observation.request_body)
 
+    def worth_offering(self, observation: Observation) -> bool:
+        """Server errors carry no detections, but their inputs are what postmortems need
+        (the sampler's `error` rule), so listeners see them too."""
+        return bool(self._listeners) and observation.status >= 500 \
+            and bool(observation.request_body)
+
     async def consume(self, observations: Sequence[Observation]) -> None:
-        wanted = [o for o in observations if self.worth_analysing(o)]
+        wanted = [o for o in observations
+                  if self.worth_analysing(o) or self.worth_offering(o)]
         if wanted:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self.analyse_batch, wanted)
@@ -143,7 +150,8 @@ class TrafficAnalyzer:
         results = []
         for observation in observations:
             try:
-                results.append(self.analyse(observation))
+                results.append(self.analyse(observation) if self.worth_analysing(observation)
+                               else self.describe_error(observation))
             except Exception:
                 self._metrics.component_error(self.name)
                 log.exception("analysis failed on %s %s", observation.method, observation.path)
@@ -177,6 +185,15 @@ class TrafficAnalyzer:
             return Analysis(observation, image, None, failure)
         self._record(detections, image)
         return Analysis(observation, image, detections, None)
+
+    def describe_error(self, observation: Observation) -> Analysis:
+        """The input of a failed exchange; nothing is recorded or counted for it."""
+        try:
+            image = extract_image(observation.path, observation.request_headers,
+                                  observation.request_body, self._config.image_fields)
+        except ParseFailure:
+            image = None
+        return Analysis(observation, image, None, None)
 
     def _image(self, observation: Observation) -> InputImage | None:
         """The input image, or None when it cannot be had: detections are still worth

@@ -1,4 +1,5 @@
-"""`lookout` command line: serve, demo, shadow, generate, demo-upstream, echo-upstream."""
+"""`lookout` command line: serve, demo, shadow, samples, generate, demo-upstream,
+echo-upstream."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from sidecar import __version__, generate_cli, shadow_cli
+from sidecar import __version__, generate_cli, samples_cli, shadow_cli
 from sidecar.config import Config, ConfigError, load_config, parse_address
 
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--model-name", default="yolo", help="name in KServe V2 paths")
 
     shadow_cli.add_commands(commands)
+    samples_cli.add_commands(commands)
     generate_cli.add_command(commands)
 
     echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
@@ -81,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "shadow":
         return shadow_cli.run(args)
+
+    if args.command == "samples":
+        return samples_cli.run(args)
 
     if args.command == "generate":
         return generate_cli.run(args)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from sidecar.catalog import MODEL_INFO
+from sidecar.sampling import DEFAULT_POLICY, parse_policy
 
 ENV_PREFIX = "LOOKOUT_"
 
@@ -125,8 +126,24 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _opt(default: Any, parse: Callable[[str], Any], help: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "help": help})
+def _opt(default: Any, parse: Callable[[str], Any], help: str, *, secret: bool = False,
+         separator: str = ",") -> Any:
+    """An option; a `secret` one never appears in repr (logs, tracebacks); a list given
+    in the YAML file is joined with `separator` before parsing."""
+    return field(default=default, repr=not secret,
+                 metadata={"parse": parse, "help": help, "separator": separator})
+
+
+def parse_quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise ValueError("expected a whole number from 1 to 100")
+    return value
+
+
+def parse_sample_strategies(text: str) -> str:
+    parse_policy(text)  # raises PolicyError (a ValueError) naming the rule and key
+    return text.strip()
 
 
 DEFAULT_ROUTES = (
@@ -249,6 +266,30 @@ class Config:
     feature_store_dir: str = _opt("", str, "directory where per-image features are kept "
                                   "for `lookout shadow report`; empty: not kept")
     feature_store_hours: int = _opt(72, _positive(int), "hours of features kept")
+    sample_dir: str = _opt("", str, "directory of the sample store (thumbnails and their "
+                           "index); empty: no sampling")
+    sample_strategies: str = _opt(DEFAULT_POLICY, parse_sample_strategies,
+                                  "ordered sampling rules with their quotas (see "
+                                  "docs/SAMPLES.md)", separator=";")
+    sample_image_size: int = _opt(320, _positive(int), "longest side of stored thumbnails")
+    sample_format: str = _opt("jpeg", _choice("jpeg", "webp"), "thumbnail encoding")
+    sample_quality: int = _opt(80, parse_quality, "thumbnail encoder quality (1-100)")
+    sample_pixelate_classes: tuple[str, ...] = _opt((), parse_list, "classes whose boxes are "
+                                                    "pixelated in thumbnails (e.g. person)")
+    sample_pixelate_all: bool = _opt(False, parse_bool, "pixelate whole thumbnails")
+    sample_keep_original: bool = _opt(False, parse_bool, "also keep the full-size original "
+                                      "image as the client sent it")
+    sample_queue_size: int = _opt(32, _positive(int),
+                                  "chosen samples waiting to be written before drops")
+    sample_bytes_per_day: int = _opt(256 * 1024**2, _positive(parse_size),
+                                     "most sample bytes written per UTC day, all strategies")
+    sample_retention_hours: float = _opt(168.0, _positive(float), "hours samples are kept")
+    sample_store_max_bytes: int = _opt(1024**3, _positive(parse_size),
+                                       "most bytes the sample store holds; oldest go first")
+    admin_token: str = _opt("", str, "bearer token for the sample API on the admin port; "
+                            "empty (and no admin_token_file): the API is off", secret=True)
+    admin_token_file: str = _opt("", str, "file holding the admin bearer token (a mounted "
+                                 "Secret); read at start-up")
     log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
     event_loop: str = _opt("auto", _choice("auto", "uvloop", "asyncio"),
                            "event loop implementation")
@@ -262,7 +303,7 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     spec = next(f for f in fields(Config) if f.name == name)
     parse = spec.metadata["parse"]
     if isinstance(raw, list | tuple):
-        raw = ",".join(str(item) for item in raw)
+        raw = spec.metadata["separator"].join(str(item) for item in raw)
     elif isinstance(raw, bool):
         raw = str(raw).lower()
     try:

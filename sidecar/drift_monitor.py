@@ -105,7 +105,15 @@ class DriftMonitor:
         return feature_row(decoded.rgb, image.width, image.height, analysis.detections,
                            self._names, self._random, size)
 
+    @property
+    def alarming(self) -> bool:
+        """Whether any feature's drift alarm is raised now."""
+        model = self.model
+        return model is not None and bool(model.alarms())
+
     def offer(self, analysis: Analysis) -> None:
+        if not 200 <= analysis.observation.status < 300:
+            return  # an error's image says nothing about the traffic's distribution
         if self.disabled or self._random.random() >= self._config.drift_sample_share:
             return
         row = self.features(analysis)

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -25,6 +26,9 @@ from sidecar.observation import (
 )
 from sidecar.parse_errors import Reason
 from sidecar.proxy import ProxyHandler
+from sidecar.sample_api import SampleApi
+from sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
+from sidecar.sample_store import SampleStore
 from sidecar.shadow import SHADOW_QUEUE, ShadowEvaluator
 from sidecar.telemetry import RequestTelemetry
 from sidecar.tracing import Tracing, build_tracing
@@ -40,6 +44,20 @@ GC_THRESHOLDS = (10_000, 50, 1_000)
 
 class StartupError(RuntimeError):
     """The sidecar cannot start; the message says why and what to change."""
+
+
+def read_admin_token(config: Config) -> str:
+    """The admin API token: the file wins (a mounted Secret); never logged."""
+    if not config.admin_token_file:
+        return config.admin_token.strip()
+    try:
+        token = Path(config.admin_token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise StartupError(f"admin_token_file {config.admin_token_file}: cannot read it "
+                           f"({getattr(error, 'strerror', None) or error})") from None
+    if not token:
+        raise StartupError(f"admin_token_file {config.admin_token_file} is empty")
+    return token
 
 
 class Sidecar:
@@ -58,6 +76,7 @@ class Sidecar:
         self.tracing = tracing or build_tracing()
         self.draining = False
         self._runners: list[web.AppRunner] = []
+        self.admin_token = read_admin_token(config)
 
     async def start(self) -> None:
         config = self.config
@@ -66,25 +85,34 @@ class Sidecar:
                                       config.observation_queue_bytes)
         self.shadow: ShadowEvaluator | None = None
         self.drift: DriftMonitor | None = None
+        self.samples: SampleRecorder | None = None
         if self._consumers is None:
             self.analyzer: TrafficAnalyzer | None = TrafficAnalyzer(config, self.metrics)
             self.consumers: list[ObservationConsumer] = [self.analyzer]
+            names = self.analyzer.model.class_names
             if config.shadow_model_path:
-                self.shadow = ShadowEvaluator(config, self.metrics,
-                                              self.analyzer.model.class_names)
-                self.analyzer.add_listener(self.shadow)
+                self.shadow = ShadowEvaluator(config, self.metrics, names)
                 self.shadow.start()
             if config.drift:
-                self.drift = DriftMonitor(config, self.metrics, self.analyzer.model.class_names)
+                self.drift = DriftMonitor(config, self.metrics, names)
                 self.analyzer.add_listener(self.drift)
+            if config.sample_dir:  # the recorder offers images to the shadow evaluator
+                self.samples = SampleRecorder(config, self.metrics, names, self.shadow,
+                                              self.drift)
+                self.analyzer.add_listener(self.samples)
+                self.samples.start()
+            elif self.shadow is not None:
+                self.analyzer.add_listener(self.shadow)
         else:
             self.analyzer, self.consumers = None, list(self._consumers)
         self.metrics.initialise(
-            queues=[OBSERVATION_QUEUE] + ([SHADOW_QUEUE] if self.shadow else []),
+            queues=[OBSERVATION_QUEUE, *([SHADOW_QUEUE] if self.shadow else []),
+                    *([SAMPLE_QUEUE] if self.samples else [])],
             components=["telemetry", "upstream_probe",
                         *(consumer.name for consumer in self.consumers),
                         *(["shadow"] if self.shadow else []),
-                        *(["drift", "feature_store"] if self.drift else [])],
+                        *(["drift", "feature_store"] if self.drift else []),
+                        *(["samples"] if self.samples else [])],
             reasons=list(Reason) if self.analyzer else [])
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()
@@ -93,8 +121,10 @@ class Sidecar:
 
         telemetry = RequestTelemetry(config, self.metrics, self.tracing, self.queue)
         handler = ProxyHandler(config, self.session, telemetry)
+        sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
+                               self.samples is not None)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,
-                             lambda: self.draining).build()
+                             lambda: self.draining, sample_api).build()
         # The data port uses aiohttp's low-level server: every path goes to one handler,
         # so the Application's router, middlewares and signals would be pure overhead.
         loop = asyncio.get_running_loop()
@@ -121,7 +151,14 @@ class Sidecar:
                  config.listen, config.upstream, config.admin,
                  config.model_name, config.model_version)
 
+    def _open_store(self) -> SampleStore | None:
+        if self.samples is None or not self.samples.ready.is_set():
+            return None
+        return self.samples.store
+
     async def _abandon_start(self) -> None:
+        if self.samples is not None:
+            self.samples.close()
         if self.shadow is not None:
             self.shadow.close()
         await self.pipeline.stop(0)
@@ -141,10 +178,13 @@ class Sidecar:
             self.analyzer.close()
         if self.drift is not None:
             self.drift.close()
-        if self.shadow is not None:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self.shadow is not None:  # first: its results still feed the sample recorder
             await loop.run_in_executor(None, self.shadow.drain, PIPELINE_DRAIN_TIMEOUT)
             await loop.run_in_executor(None, self.shadow.close)
+        if self.samples is not None:
+            await loop.run_in_executor(None, self.samples.drain, PIPELINE_DRAIN_TIMEOUT)
+            await loop.run_in_executor(None, self.samples.close)
         await self.probe.stop()
         await self.session.close()
         await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)

@@ -61,10 +61,22 @@ class State(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowResult:
+    """What the reference model made of one image, for whoever asked (the sampler)."""
+
+    reference: Detections  # original-image pixels, class names filled in
+    agreement: Agreement
+
+
+ResultCallback = Callable[[ShadowResult | None], None]  # None: the image was not evaluated
+
+
+@dataclass(frozen=True, slots=True)
 class ShadowSample:
     image: InputImage
     primary: Detections
     flip: bool
+    on_result: ResultCallback | None = None
 
 
 @dataclass(slots=True)
@@ -125,22 +137,27 @@ class ShadowEvaluator:
 
     # -- analysis thread ---------------------------------------------------------------
 
-    def offer(self, analysis: Analysis) -> None:
-        """Maybe queue this image for evaluation; never waits."""
+    def offer(self, analysis: Analysis, on_result: ResultCallback | None = None) -> bool:
+        """Maybe queue this image for evaluation; never waits. True when queued: then
+        `on_result` is called from the worker thread once the image was evaluated (or
+        could not be)."""
         if self.state is not State.RUNNING or analysis.detections is None \
                 or analysis.image is None:
-            return
+            return False
         if self._random.random() >= self._config.shadow_sample_share:
-            return
+            return False
         if not self._budget.try_acquire():
             self._outcomes[Outcome.OVER_BUDGET].inc()
-            return
+            return False
         flip = self.primary is not None and self._random.random() < self._config.flip_share
         try:
-            self._queue.put_nowait(ShadowSample(analysis.image, analysis.detections, flip))
+            self._queue.put_nowait(ShadowSample(analysis.image, analysis.detections, flip,
+                                                on_result))
         except queue.Full:
             self._outcomes[Outcome.DROPPED].inc()
             self._metrics.queue_dropped(SHADOW_QUEUE)
+            return False
+        return True
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -255,7 +272,19 @@ class ShadowEvaluator:
             self._outcomes[Outcome.ERROR].inc(size)
             self._metrics.component_error(self.name)
             log.exception("shadow evaluation of %d images failed", size)
+            for sample in work.samples if isinstance(work, PreparedBatch) else work:
+                self._report(sample, None)
             return None
+
+    def _report(self, sample: ShadowSample, result: ShadowResult | None) -> None:
+        """Hand the result to whoever offered the image; their failure is theirs."""
+        if sample.on_result is None:
+            return
+        try:
+            sample.on_result(result)
+        except Exception:
+            self._metrics.component_error("samples")
+            log.exception("the shadow result callback failed")
 
     def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
         """Decode and letterbox (the CPU stage, overlapped with the previous inference)."""
@@ -268,6 +297,7 @@ class ShadowEvaluator:
                 decoded = decode_rgb(sample.image, width, height)
             except (OSError, ValueError):
                 self._outcomes[Outcome.NO_IMAGE].inc()
+                self._report(sample, None)
                 continue
             tensor, geometry = self.reference.prepare(decoded.rgb)
             prepared.samples.append(sample)
@@ -299,6 +329,12 @@ class ShadowEvaluator:
             agreement = match(primary, reference, self._config.shadow_iou_threshold)
             self._record(agreement)
             agreements.append(agreement)
+            if sample.on_result is not None:
+                names = self.reference.names
+                labelled = Detections(reference.boxes, reference.scores, reference.classes,
+                                      tuple(names[c] if 0 <= c < len(names) else str(c)
+                                            for c in reference.classes.tolist()))
+                self._report(sample, ShadowResult(labelled, agreement))
         for sample, rgb in zip(prepared.samples, prepared.pixels, strict=True):
             if sample.flip and self.primary is not None:
                 self._check_flip(rgb)

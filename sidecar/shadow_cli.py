@@ -5,33 +5,19 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from sidecar import times
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_time(text: str, now: float | None = None) -> float:
-    """ISO 8601 (`2026-11-22T03:00`, UTC unless an offset is given) or a duration ago
-    (`90m`, `2h`, `1d`) -> unix time."""
-    now = time.time() if now is None else now
-    match = _DURATION.match(text.strip())
-    if match:
-        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an ISO time (2026-11-22T03:00) nor a duration ago "
-            f"(90m, 2h, 1d)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        return times.parse_time(text, now)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

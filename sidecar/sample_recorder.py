@@ -1,0 +1,323 @@
+"""Choose inputs by policy and write them to the sample store, off the request path.
+
+The analysis thread offers every analysis. When shadow evaluation is on, the image is
+first offered to the reference model and the decision waits for its result, so the
+`disagreement` rule can be judged in its place in the policy and the stored sample
+carries the reference detections. The decision itself is cheap; a chosen input goes
+to a bounded queue (full: dropped and counted) and one writer thread makes the
+thumbnail, computes the drift features and stores both.
+
+A full volume pauses sampling for `PAUSE_SECONDS` (drops counted as `disk_full`) and
+then tries again, so a volume that frees up is used again without a restart. No
+failure here reaches a user request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from shadow_eval.boxes import Detections
+from shadow_eval.features import feature_row
+from sidecar import catalog
+from sidecar.analysis import Analysis
+from sidecar.config import Config
+from sidecar.drift_monitor import DriftMonitor
+from sidecar.inputs import InputImage, image_format
+from sidecar.metrics import SidecarMetrics
+from sidecar.sample_store import Sample, SampleFile, SampleStore, StoreError, StoreFull, new_id
+from sidecar.sampling import Candidate, SamplingPolicy, agreement_score, parse_policy
+from sidecar.shadow import ShadowEvaluator, ShadowResult
+from sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+
+log = logging.getLogger(__name__)
+
+SAMPLE_QUEUE = "samples"
+PAUSE_SECONDS = 30.0
+STOP_TIMEOUT = 5.0
+
+
+class DropReason(StrEnum):
+    QUOTA = "quota"  # a rule wanted it, none had quota left
+    BYTE_QUOTA = "byte_quota"  # the day's byte quota is spent
+    QUEUE_FULL = "queue_full"
+    DISK_FULL = "disk_full"
+    WRITE_ERROR = "write_error"  # read-only volume, I/O error
+    NO_IMAGE = "no_image"  # chosen, but the request carried no usable image
+    STORE_UNAVAILABLE = "store_unavailable"  # the store could not be opened
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What a sample keeps of an analysis: no request or response bodies, so a queue of
+    these stays small however large the traffic's payloads."""
+
+    time: float
+    trace_id: str | None
+    model: str
+    version: str
+    route: str
+    status: int
+    latency: float
+    parse_failed: bool
+    image: InputImage | None
+    detections: Detections | None
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> Exchange:
+        o = analysis.observation
+        return cls(o.started_at, o.trace_id, o.model, o.version, o.route, o.status,
+                   o.duration, analysis.failure is not None, analysis.image,
+                   analysis.detections)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    exchange: Exchange
+    strategy: str
+    shadow: ShadowResult | None
+
+
+def labels_of(detections: Detections, names: Sequence[str]) -> list[str]:
+    if detections.names:
+        return list(detections.names)
+    return [names[c] if 0 <= c < len(names) else str(c) for c in detections.classes.tolist()]
+
+
+def detections_json(detections: Detections | None, names: Sequence[str]
+                    ) -> list[dict[str, Any]] | None:
+    """Boxes in original-image pixels, as the API and the exports present them."""
+    if detections is None:
+        return None
+    return [{"box": [round(v, 1) for v in box], "score": round(score, 4), "class_id": class_id,
+             "class": label}
+            for box, score, class_id, label in zip(
+                detections.boxes.tolist(), detections.scores.tolist(),
+                detections.classes.tolist(), labels_of(detections, names), strict=True)]
+
+
+class SampleRecorder:
+    """Analysis listener and writer thread; see the module docstring."""
+
+    name = "samples"
+
+    def __init__(self, config: Config, metrics: SidecarMetrics, class_names: Sequence[str] = (),
+                 shadow: ShadowEvaluator | None = None, drift: DriftMonitor | None = None,
+                 seed: int | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._names = tuple(class_names)
+        self._shadow = shadow
+        self._drift = drift
+        self.policy = SamplingPolicy(parse_policy(config.sample_strategies), seed)
+        self._random = random.Random(seed)
+        self._settings = ThumbnailSettings(config.sample_image_size, config.sample_format,
+                                           config.sample_quality,
+                                           frozenset(config.sample_pixelate_classes),
+                                           config.sample_pixelate_all)
+        self._queue: queue.Queue[Job | None] = queue.Queue(config.sample_queue_size)
+        self._thread = threading.Thread(target=self._run, name="lookout-samples", daemon=True)
+        self.store: SampleStore | None = None
+        self.ready = threading.Event()  # the store was opened (or could not be)
+        self._paused_until = 0.0
+        self._pause_reason = DropReason.DISK_FULL
+        self._day, self._day_bytes = -1, 0
+        self._stored = {rule.strategy.value: metrics[catalog.SAMPLES_STORED].labels(
+            rule.strategy.value) for rule in self.policy.rules}
+        self._dropped = {reason: metrics[catalog.SAMPLES_DROPPED].labels(reason.value)
+                         for reason in DropReason}
+        self._store_bytes = metrics[catalog.SAMPLE_STORE_BYTES]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is queued (bounded by STOP_TIMEOUT), then stop."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=STOP_TIMEOUT)
+        if self._thread.is_alive():
+            self._thread.join(STOP_TIMEOUT)
+        if self.store is not None:
+            self.store.close()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued sample is written; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks and self._thread.is_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return not self._queue.unfinished_tasks
+
+    # -- analysis thread (and the shadow worker, for deferred decisions) ------------------
+
+    def offer(self, analysis: Analysis) -> None:
+        exchange = Exchange.of(analysis)
+        if self._shadow is not None and self._shadow.offer(
+                analysis, lambda result: self.consider(exchange, result)):
+            return  # decided when the reference model has seen it
+        self.consider(exchange, None)
+
+    def consider(self, exchange: Exchange, shadow: ShadowResult | None) -> None:
+        detections = exchange.detections
+        agreement = None
+        if shadow is not None:
+            a = shadow.agreement
+            agreement = agreement_score(a.primary, a.reference, a.matched)
+        candidate = Candidate(
+            exchange.status, exchange.parse_failed, exchange.latency,
+            detections.scores if detections is not None else None,
+            tuple(labels_of(detections, self._names)) if detections is not None else (),
+            agreement, self._drift is not None and self._drift.alarming)
+        decision = self.policy.decide(candidate, exchange.time)
+        if decision.strategy is None:
+            if decision.wanted:
+                self._drop(DropReason.QUOTA)
+            return
+        if exchange.image is None:
+            self._drop(DropReason.NO_IMAGE)
+        elif time.monotonic() < self._paused_until:
+            self._drop(self._pause_reason)
+        elif self._over_byte_quota(exchange.time):
+            self._drop(DropReason.BYTE_QUOTA)
+        else:
+            try:
+                self._queue.put_nowait(Job(exchange, decision.strategy.value, shadow))
+            except queue.Full:
+                self._drop(DropReason.QUEUE_FULL)
+                self._metrics.queue_dropped(SAMPLE_QUEUE)
+
+    def _drop(self, reason: DropReason) -> None:
+        self._dropped[reason].inc()
+
+    def _over_byte_quota(self, now: float) -> bool:
+        return int(now // 86400) == self._day and \
+            self._day_bytes >= self._config.sample_bytes_per_day
+
+    # -- writer thread --------------------------------------------------------------------
+
+    def _open(self) -> None:
+        config = self._config
+        try:
+            self.store = SampleStore(config.sample_dir, max_bytes=config.sample_store_max_bytes,
+                                     retention_seconds=config.sample_retention_hours * 3600)
+        except StoreError as error:
+            self._metrics.component_error(self.name)
+            log.error("sampling disabled: %s", error)
+        else:
+            self.store.enforce_retention()
+            self._store_bytes.set(self.store.disk_bytes())
+            log.info("sample store %s: %d samples, %d bytes", self.store.directory,
+                     self.store.count(), self.store.disk_bytes())
+        finally:
+            self.ready.set()
+
+    def _run(self) -> None:
+        self._open()
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self.store is None:
+                    self._drop(DropReason.STORE_UNAVAILABLE)
+                else:
+                    self._write(job)
+            except Exception:
+                self._metrics.component_error(self.name)
+                log.exception("writing a sample failed")
+            finally:
+                self._queue.task_done()
+
+    def _write(self, job: Job) -> None:
+        assert self.store is not None and job.exchange.image is not None
+        if time.monotonic() < self._paused_until:
+            self._drop(self._pause_reason)
+            return
+        exchange, image = job.exchange, job.exchange.image
+        detections = exchange.detections or Detections.empty()
+        try:
+            thumbnail = make_thumbnail(image, detections.boxes,
+                                       labels_of(detections, self._names), self._settings)
+        except (OSError, ValueError):
+            self._drop(DropReason.NO_IMAGE)
+            return
+        features = feature_row(thumbnail.pixels, image.width, image.height,
+                               exchange.detections, self._names, self._random,
+                               self._config.drift_image_size)
+        original = SampleFile(image.encoded, _extension(image.encoded)) \
+            if self._config.sample_keep_original and image.encoded is not None else None
+        reference = job.shadow.reference if job.shadow is not None else None
+        sample = Sample(
+            id=new_id(exchange.time), time=exchange.time, trace_id=exchange.trace_id,
+            model=exchange.model, version=exchange.version, strategy=job.strategy,
+            route=exchange.route, status=exchange.status, latency=exchange.latency,
+            width=image.width, height=image.height, thumbnail_width=thumbnail.width,
+            thumbnail_height=thumbnail.height, media_type=thumbnail.media_type, file="",
+            file_bytes=0, primary_detections=detections_json(exchange.detections, self._names),
+            reference_detections=detections_json(reference, ()),
+            agreement=(agreement_score(job.shadow.agreement.primary,
+                                       job.shadow.agreement.reference,
+                                       job.shadow.agreement.matched)
+                       if job.shadow is not None else None),
+            features={k: _plain(v) for k, v in features.items()},
+            classes=tuple(labels_of(detections, self._names)))
+        size = len(thumbnail.data) + (len(original.data) if original else 0)
+        try:
+            self.store.enforce_retention(exchange.time, extra_bytes=size)
+            self.store.add(sample, SampleFile(thumbnail.data, thumbnail.extension), original)
+        except StoreFull as error:
+            self._pause(DropReason.DISK_FULL, error)
+            return
+        except StoreError as error:
+            self._pause(DropReason.WRITE_ERROR, error)
+            return
+        if self._paused_until:
+            log.info("sample store %s: writing again", self.store.directory)
+            self._paused_until = 0.0
+        self._count_bytes(exchange.time, size)
+        self._stored[job.strategy].inc()
+        self._store_bytes.set(self.store.disk_bytes())
+
+    def _pause(self, reason: DropReason, error: OSError) -> None:
+        self._drop(reason)
+        self._metrics.component_error(self.name)
+        if not self._paused_until:
+            log.error("sample store %s: cannot write (%s); sampling paused, retrying every "
+                      "%gs", self._config.sample_dir, error, PAUSE_SECONDS)
+        self._paused_until = time.monotonic() + PAUSE_SECONDS
+        self._pause_reason = reason
+
+    def _count_bytes(self, now: float, size: int) -> None:
+        day = int(now // 86400)
+        if day != self._day:
+            self._day, self._day_bytes = day, 0
+        self._day_bytes += size
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars and NaN become plain values (NaN: null)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _extension(data: bytes) -> str:
+    found = image_format(data) or "bin"
+    return "jpg" if found == "jpeg" else found
