@@ -7,9 +7,10 @@ carries the reference detections. The decision itself is cheap; a chosen input g
 to a bounded queue (full: dropped and counted) and one writer thread makes the
 thumbnail, computes the drift features and stores both.
 
-A full volume pauses sampling for `PAUSE_SECONDS` (drops counted as `disk_full`) and
-then tries again, so a volume that frees up is used again without a restart. No
-failure here reaches a user request.
+A full or failing volume pauses sampling (drops counted as `disk_full` or
+`write_error`) and retries after a back-off that doubles from `FIRST_PAUSE` to
+`LONGEST_PAUSE`, so a volume that frees up is used again within a minute and without
+a restart. No failure here reaches a user request.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from sidecar.thumbnails import ThumbnailSettings, make_thumbnail
 log = logging.getLogger(__name__)
 
 SAMPLE_QUEUE = "samples"
-PAUSE_SECONDS = 30.0
+FIRST_PAUSE = 1.0
+LONGEST_PAUSE = 60.0
 STOP_TIMEOUT = 5.0
 
 
@@ -130,6 +132,7 @@ class SampleRecorder:
         self.store: SampleStore | None = None
         self.ready = threading.Event()  # the store was opened (or could not be)
         self._paused_until = 0.0
+        self._backoff = 0.0  # the current pause; 0 while writing works
         self._pause_reason = DropReason.DISK_FULL
         self._day, self._day_bytes = -1, 0
         self._stored = {rule.strategy.value: metrics[catalog.SAMPLES_STORED].labels(
@@ -286,9 +289,9 @@ class SampleRecorder:
         except StoreError as error:
             self._pause(DropReason.WRITE_ERROR, error)
             return
-        if self._paused_until:
+        if self._backoff:
             log.info("sample store %s: writing again", self.store.directory)
-            self._paused_until = 0.0
+            self._backoff = 0.0
         self._count_bytes(exchange.time, size)
         self._stored[job.strategy].inc()
         self._store_bytes.set(self.store.disk_bytes())
@@ -296,10 +299,12 @@ class SampleRecorder:
     def _pause(self, reason: DropReason, error: OSError) -> None:
         self._drop(reason)
         self._metrics.component_error(self.name)
-        if not self._paused_until:
-            log.error("sample store %s: cannot write (%s); sampling paused, retrying every "
-                      "%gs", self._config.sample_dir, error, PAUSE_SECONDS)
-        self._paused_until = time.monotonic() + PAUSE_SECONDS
+        if not self._backoff:
+            log.error("sample store %s: cannot write (%s); sampling paused, retrying in "
+                      "%g s and backing off to %g s", self._config.sample_dir, error,
+                      FIRST_PAUSE, LONGEST_PAUSE)
+        self._backoff = min(LONGEST_PAUSE, self._backoff * 2) if self._backoff else FIRST_PAUSE
+        self._paused_until = time.monotonic() + self._backoff
         self._pause_reason = reason
 
     def _count_bytes(self, now: float, size: int) -> None:

@@ -3,6 +3,7 @@ blindly: every wait polls a condition until it holds or a deadline passes."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,34 @@ def start_sidecar(upstream: str, *extra: str, env: Mapping[str, str] | None = No
         wait_until(lambda: request(admin_port, "GET", "/readyz").status == 200, 30,
                    "the sidecar to be ready")
     return sidecar
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path`: a volume that really fills up (ENOSPC).
+    Needs root (CAP_SYS_ADMIN); under CI=true its absence
+    fails, elsewhere skips."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs for the disk-full test: {mounted.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """`path` (a directory inside a `small_filesystem`) read-only for a while, as a
+    volume turned read-only under a running process: a read-only bind mount over it."""
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

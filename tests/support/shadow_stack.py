@@ -28,12 +28,12 @@ class ShadowStack:
     upstream: ManagedProcess
     sidecar: SidecarProcess
 
-    def send_frames(self, seeds: range) -> None:
+    def send_frames(self, seeds: range, headers: dict[str, str] | None = None) -> None:
         for seed in seeds:
             buffer = io.BytesIO()
             Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
             response = request(self.sidecar.port, "POST", "/predict", body=buffer.getvalue(),
-                               headers={"Content-Type": "image/jpeg"})
+                               headers={"Content-Type": "image/jpeg", **(headers or {})})
             assert response.status == 200
 
     def stop(self) -> None:
@@ -41,7 +41,8 @@ class ShadowStack:
         self.upstream.terminate()
 
 
-def start_shadow_stack(model_name: str = "yolo-test") -> ShadowStack:
+def start_shadow_stack(model_name: str = "yolo-test", *extra: str,
+                       env: dict[str, str] | None = None) -> ShadowStack:
     """Returns once the reference model is loaded: images offered earlier are skipped."""
     port = free_port()
     upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
@@ -52,7 +53,8 @@ def start_shadow_stack(model_name: str = "yolo-test") -> ShadowStack:
         "--model-path", str(model_path("primary")),
         "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
         "--shadow-rate", "1000", "--shadow-burst", "1000", "--shadow-max-busy-share", "1",
-        "--flip-share", "1", "--drift-baseline-size", "50", "--drift-window", "20")
+        "--flip-share", "1", "--drift-baseline-size", "50", "--drift-window", "20", *extra,
+        env=env)
     wait_until(lambda: 'role="reference"' in sidecar.metrics_text(), 60,
                "the reference model to load")
     return ShadowStack(upstream, sidecar)

@@ -1,0 +1,219 @@
+"""The sample recorder: decisions, drops and their reasons, what a stored sample holds,
+and a full or read-only volume under a running sidecar that keeps serving."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from lookout_demo.models import model_path
+from lookout_demo.scenes import generate_scene
+from sidecar import catalog
+from sidecar.analysis import TrafficAnalyzer
+from sidecar.config import load_config
+from sidecar.metrics import SidecarMetrics
+from sidecar.sample_query import SampleQuery
+from sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
+from tests.sidecar.test_analysis import _observation
+from tests.support.processes import (
+    ManagedProcess,
+    free_port,
+    port_accepts,
+    read_only,
+    request,
+    small_filesystem,
+    start_sidecar,
+    wait_until,
+)
+
+CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
+
+
+def _jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _detections_body() -> bytes:
+    return (b'[{"box": [10, 10, 60, 60], "score": 0.9, "class": "circle"},'
+            b' {"box": [100, 50, 150, 120], "score": 0.27, "class": "star"}]')
+
+
+def _setup(tmp_path, strategies: str, **values: str):
+    config = load_config({"model_name": "m", "model_version": "v",
+                          "sample_dir": str(tmp_path / "store"),
+                          "sample_strategies": strategies, "detections_path": "",
+                          "class_names": ",".join(CLASSES), **values}, env={})
+    metrics = SidecarMetrics("m", "v", process_metrics=False)
+    recorder = SampleRecorder(config, metrics, CLASSES, seed=1)
+    analyzer = TrafficAnalyzer(config, metrics, listeners=[recorder])
+    return config, metrics, recorder, analyzer
+
+
+def _dropped(metrics: SidecarMetrics, reason: str) -> float:
+    return metrics.registry.get_sample_value(catalog.SAMPLES_DROPPED.sample_name,
+                                             {"reason": reason}) or 0.0
+
+
+def _stored(metrics: SidecarMetrics, strategy: str) -> float:
+    return metrics.registry.get_sample_value(catalog.SAMPLES_STORED.sample_name,
+                                             {"strategy": strategy}) or 0.0
+
+
+def _exchange(seed: int, status: int = 200, duration: float = 0.01):
+    observation = _observation(_detections_body(), request=_jpeg(seed), status=status)
+    return dataclasses.replace(observation, duration=duration, trace_id=f"{seed:032x}",
+                               started_at=time.time())
+
+
+def test_chosen_samples_are_stored_with_detections_trace_and_features(tmp_path) -> None:
+    _, metrics, recorder, analyzer = _setup(
+        tmp_path, "close_to_threshold threshold=0.25 eps=0.05 per_minute=100")
+    recorder.start()
+    analyzer.analyse_batch([_exchange(seed) for seed in range(3)])
+    assert recorder.drain(30)
+    assert _stored(metrics, "close_to_threshold") == 3
+    page = recorder.store.query(SampleQuery(limit=10))
+    sample = page.samples[0]
+    assert sample.trace_id in {f"{seed:032x}" for seed in range(3)}
+    assert [d["class"] for d in sample.primary_detections] == ["circle", "star"]
+    assert sample.reference_detections is None and sample.agreement is None
+    assert sample.features["brightness"] > 0 and sample.features["detections"] == 2
+    assert (sample.width, sample.height) == (384, 288) and sample.thumbnail_width == 320
+    assert metrics.registry.get_sample_value(catalog.SAMPLE_STORE_BYTES.name) > 0
+    recorder.close()
+
+
+def test_server_errors_are_offered_with_their_image(tmp_path) -> None:
+    _, metrics, recorder, analyzer = _setup(tmp_path, "error per_minute=10")
+    recorder.start()
+    analyzer.analyse_batch([_exchange(1, status=503), _exchange(2)])
+    assert recorder.drain(30)
+    [sample] = recorder.store.query(SampleQuery(limit=10)).samples
+    assert (sample.status, sample.strategy, sample.primary_detections) == (503, "error", None)
+    assert _stored(metrics, "error") == 1
+    recorder.close()
+
+
+def test_quota_and_queue_drops_are_counted_by_reason(tmp_path) -> None:
+    _, metrics, _recorder, analyzer = _setup(
+        tmp_path, "slow seconds=0.5 per_minute=4", sample_queue_size="2")
+    # the writer is not started: the queue holds 2, then drops
+    analyzer.analyse_batch([_exchange(seed, duration=1.0) for seed in range(6)]
+                           + [_exchange(9, duration=0.1)])
+    assert _dropped(metrics, "queue_full") == 2  # quota 4: 2 queued, 2 dropped
+    assert _dropped(metrics, "quota") == 2  # the 5th and 6th found no quota
+    assert metrics.registry.get_sample_value(catalog.QUEUE_DROPPED.sample_name,
+                                             {"queue": SAMPLE_QUEUE}) == 2
+
+
+def test_the_byte_quota_stops_writing_for_the_day(tmp_path) -> None:
+    _, metrics, recorder, analyzer = _setup(
+        tmp_path, "random share=1 per_minute=100", sample_bytes_per_day="1")
+    recorder.start()
+    analyzer.analyse_batch([_exchange(1)])
+    assert recorder.drain(30)
+    analyzer.analyse_batch([_exchange(2), _exchange(3)])
+    assert recorder.drain(30)
+    assert _stored(metrics, "random") == 1 and _dropped(metrics, "byte_quota") == 2
+    recorder.close()
+
+
+def test_originals_are_kept_only_when_asked(tmp_path) -> None:
+    _, _, recorder, analyzer = _setup(tmp_path, "random share=1 per_minute=100",
+                                      sample_keep_original="true")
+    recorder.start()
+    body = _jpeg(4)
+    analyzer.analyse_batch([_exchange(4)])
+    assert recorder.drain(30)
+    [sample] = recorder.store.query(SampleQuery(limit=10)).samples
+    assert recorder.store.read(sample, original=True) == body
+    recorder.close()
+
+
+@pytest.fixture
+def demo_upstream():
+    port = free_port()
+    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+                               "--port", str(port)])
+    wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the demo upstream")
+    yield port
+    upstream.terminate()
+
+
+def fill(path) -> None:
+    """Write `path` until the volume has not one byte left (unbuffered: nothing is left
+    to fail at close)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 1):
+            while True:
+                try:
+                    os.write(descriptor, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(descriptor)
+
+
+def _metric(sidecar, spec: catalog.MetricSpec, **labels: str) -> float:
+    wanted = spec.sample_name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+                                 if labels else "")
+    for line in sidecar.metrics_text().splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_full_then_read_only_volume_pauses_sampling_and_never_touches_requests(
+        tmp_path, demo_upstream) -> None:
+    with small_filesystem(tmp_path / "volume", "2m") as volume:
+        sidecar = start_sidecar(f"http://127.0.0.1:{demo_upstream}",
+                                "--model-path", str(model_path("primary")),
+                                "--sample-dir", str(volume / "store"),
+                                "--sample-strategies", "random share=1 per_minute=10000")
+        try:
+            wait_until(lambda: _metric(sidecar, catalog.SAMPLE_STORE_BYTES) > 0, 30,
+                       "the sample store to open")
+
+            def send(seed: int) -> None:
+                body = _jpeg(seed)
+                direct = request(demo_upstream, "POST", "/predict", body=body,
+                                 headers={"Content-Type": "image/jpeg"})
+                proxied = request(sidecar.port, "POST", "/predict", body=body,
+                                  headers={"Content-Type": "image/jpeg"})
+                assert (proxied.status, proxied.body) == (direct.status, direct.body) \
+                    and proxied.status == 200
+
+            send(0)
+            wait_until(lambda: _metric(sidecar, catalog.SAMPLES_STORED, strategy="random"),
+                       30, "a first stored sample")
+            filler = volume / "filler"
+            fill(filler)
+            for seed in range(1, 15):
+                send(seed)
+            wait_until(lambda: _metric(sidecar, catalog.SAMPLES_DROPPED, reason="disk_full"),
+                       30, "disk_full drops")
+            assert request(sidecar.admin_port, "GET", "/readyz").status == 200
+
+            filler.unlink()  # the fault clears: sampling resumes by itself
+            stored = _metric(sidecar, catalog.SAMPLES_STORED, strategy="random")
+            seeds = iter(range(100, 10_000))
+            wait_until(lambda: send(next(seeds)) or _metric(
+                sidecar, catalog.SAMPLES_STORED, strategy="random") > stored, 60,
+                "sampling to resume after space was freed", interval=0.2)
+
+            with read_only(volume / "store" / "images"):
+                wait_until(lambda: send(next(seeds)) or _metric(
+                    sidecar, catalog.SAMPLES_DROPPED, reason="write_error"), 60,
+                    "write_error drops on a read-only volume", interval=0.2)
+            assert "cannot write" in sidecar.process.output
+        finally:
+            assert sidecar.stop() == 0
