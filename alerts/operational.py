@@ -45,7 +45,9 @@ def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
             "unaffected)."),
         OperationalAlert(
             names.SAMPLES_DROPPED,
-            f"sum by (instance, reason) (rate({catalog.SAMPLES_DROPPED.sample_name}[15m])) > 0",
+            # quota drops are the policy working as configured, not a fault
+            f"sum by (instance, reason) "
+            f"(rate({catalog.SAMPLES_DROPPED.sample_name}{{reason!=\"quota\"}}[15m])) > 0",
             "15m", "ticket",
             "lookout on {{ $labels.instance }} drops input samples ({{ $labels.reason }})",
             "{{ $value | printf \"%.2f\" }} samples/s are not stored: postmortem thumbnails "

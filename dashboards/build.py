@@ -172,7 +172,8 @@ def debug(spec: ServiceSpec) -> Dashboard:
         f"sum by (outcome) ({_rate(catalog.SHADOW_EVALUATIONS)})", "{{outcome}}")]))
     grid.add(timeseries("Samples stored by strategy", [(
         f"sum by (strategy) (rate({catalog.SAMPLES_STORED.sample_name}[{RATE}]))",
-        "{{strategy}}")], description="Needs the sample store."))
+        "{{strategy}}")],
+        description="Empty unless the sidecar has a sample store (`sample_dir`)."))
     grid.add(timeseries("Parse failures by reason", [(
         f"sum by (reason) ({_rate(catalog.PARSE_FAILURES)})", "{{reason}}")]))
     runbooks = "\n".join(f"- [{alert}]({spec.runbook_base_url}/{alert}.md)"
@@ -181,7 +182,9 @@ def debug(spec: ServiceSpec) -> Dashboard:
         "**Samples of the selected time range** (admin port of a pod, bearer token "
         "required):\n\n"
         "`GET http://<pod>:9090/samples?since=${__from:date:seconds}"
-        "&until=${__to:date:seconds}&version=${version}`\n\n"
+        "&until=${__to:date:seconds}&version=${version}`, or from a shell: "
+        "`lookout samples list --url http://<pod>:9090 --since ${__from:date:seconds} "
+        "--until ${__to:date:seconds}` (export: `lookout samples export ... -o out.zip`)\n\n"
         f"**Runbooks**\n\n{runbooks}\n")), width=24, height=10)
     return _dashboard(spec, "debug", f"lookout-{spec.service}-debug", grid, _links(spec))
 

@@ -31,8 +31,8 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
         f'{BURN_RATE.format(window="1h")}{{slo="$SLO"}}',
         f'{BUDGET_REMAINING}{{slo="$SLO"}}',
     )
-    samples = ("lookout samples list --url http://$POD:9090 --token $TOKEN --since 1h "
-               "--strategy error")
+    samples = ("kubectl port-forward $POD 9090 & LOOKOUT_ADMIN_TOKEN=$TOKEN "
+               "lookout samples list --url http://127.0.0.1:9090 --since 1h --strategy error")
     return {
         BURN_ALERTS[Kind.AVAILABILITY]: Guide(
             "Too many requests end in 5xx (the server's own, or `sidecar_5xx` that lookout "
@@ -121,11 +121,23 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
             ("raise `analysis_threads` and the sidecar's CPU limit",
              "lower `drift_sample_share`")),
         names.SAMPLES_DROPPED: Guide(
-            "Input samples are not being stored.",
+            "Chosen input samples are not being stored (quota drops, which are the "
+            "policy working, do not page or ticket).",
             (f"sum by (reason) (rate({catalog.SAMPLES_DROPPED.sample_name}[15m]))",
-             f"{catalog.SAMPLE_STORE_BYTES.name}"),
-            ("quota reached (expected under bursts)", "disk full on the sample volume"),
-            ("grow the volume or lower retention",)),
+             f"{catalog.SAMPLE_STORE_BYTES.name}",
+             f'sum by (component) (rate({catalog.COMPONENT_ERRORS.sample_name}'
+             f'{{component="samples"}}[15m]))',
+             "kubectl exec $POD -c lookout -- df -h /var/lib/lookout/samples"),
+            ("`disk_full`: the sample volume (emptyDir sizeLimit or PVC) is full, or "
+             "`sample_store_max_bytes` is larger than the volume",
+             "`write_error`: the volume turned read-only or has I/O errors",
+             "`queue_full`: bursts of chosen inputs faster than thumbnails are written",
+             "`byte_quota`: `sample_bytes_per_day` is spent; no more samples until 00:00 UTC",
+             "`store_unavailable`: the store could not be opened at start-up (see the log)"),
+            ("set `sample_store_max_bytes` below the volume size (sampling resumes by "
+             "itself within a minute once space is free)",
+             "raise `sample_bytes_per_day` or tighten the strategies' quotas",
+             "user requests are never affected; there is no need to restart the pod")),
         names.METRICS_ABSENT: Guide(
             "Prometheus sees no lookout series for this service.",
             ("up{job=~\".*lookout.*\"}", f"{catalog.MODEL_INFO.name}"),

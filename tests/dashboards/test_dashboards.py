@@ -20,10 +20,10 @@ from tests.support.prometheus import PrometheusServer
 from tests.support.shadow_stack import start_shadow_stack
 
 REPO = Path(__file__).resolve().parents[2]
-# families whose producers need what this machine or this build lacks: NVML (a GPU) and
-# the sample store (issue 6). A panel that reads any of these is excused.
+# families whose producer needs what this machine lacks: NVML (a GPU). A panel that
+# reads any of these is excused.
 NOT_PRODUCED_HERE = {catalog.GPU_UTILIZATION.name, catalog.GPU_MEMORY_USED.name,
-                     catalog.GPU_MEMORY_TOTAL.name, catalog.SAMPLES_STORED.sample_name}
+                     catalog.GPU_MEMORY_TOTAL.name}
 VARIABLES = {"$namespace": ".*", "$model": ".*", "$version": ".*", "$__rate_interval": "1m"}
 
 
@@ -76,7 +76,7 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
         path = tmp_path / Path(name).name
         path.write_text(files[name])
         rule_files.append(path)
-    stack = start_shadow_stack("yolo11n")
+    stack = start_shadow_stack("yolo11n", "--sample-dir", str(tmp_path / "samples"))
     sidecar = stack.sidecar
     prometheus = PrometheusServer(binary, [f"127.0.0.1:{sidecar.admin_port}"], rule_files)
     try:
