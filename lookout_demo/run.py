@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ class SidecarReading:
     shadow_matched: float = 0.0
     flip_boxes: float = 0.0
     flip_matched: float = 0.0
+    samples: float = 0.0
 
 
 def read_sidecar(sidecar: Sidecar) -> SidecarReading:
@@ -71,6 +73,7 @@ _TOTALS = {  # sample name -> SidecarReading field it adds to
     catalog.SHADOW_MATCHED_BOXES.sample_name: "shadow_matched",
     catalog.FLIP_BOXES.sample_name: "flip_boxes",
     catalog.FLIP_MATCHED_BOXES.sample_name: "flip_matched",
+    catalog.SAMPLES_STORED.sample_name: "samples",
 }
 
 
@@ -136,6 +139,7 @@ class DemoView:
             ("shadow: precision / recall proxy", f"{precision:.2f} / {recall:.2f}"),
             ("flip consistency", f"{flip:.2f}"),
             ("drift alarms", alarms),
+            ("samples stored", f"{now.samples:.0f}"),
             ("parse failures / queue drops", f"{now.parse_failures:.0f} / {now.dropped:.0f}"),
             ("metrics", f"{self.admin}/metrics"),
         ]
@@ -188,8 +192,12 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
         console.print(f"done: {stats.sent} frames sent; {admin}/metrics shows "
                       f"{final.requests:.0f} requests, {final.detections:.0f} detections in "
                       f"{final.analysed:.0f} analysed frames, "
-                      f"{final.shadow_primary:.0f} primary boxes shadow-evaluated",
+                      f"{final.shadow_primary:.0f} primary boxes shadow-evaluated, "
+                      f"{final.samples:.0f} input samples stored",
                       soft_wrap=True)
+        if config.sample_dir:
+            console.print(f"browse them: lookout samples list --store {config.sample_dir}",
+                          soft_wrap=True)
         await sidecar.stop()
         await server.cleanup()
 
@@ -221,6 +229,8 @@ def _with_demo_model(config: Config) -> Config:
         # and a demo-sized false-alarm target (a minute of frames, not a day of them)
         changes.update(drift_baseline_size=150, drift_window=25,
                        drift_false_alarm_images=20_000)
+    if not config.sample_dir:  # keep samples where the user can browse them afterwards
+        changes["sample_dir"] = tempfile.mkdtemp(prefix="lookout-demo-samples-")
     if config.model_name == "yolo":
         changes["model_name"] = MODEL_NAME
     if config.model_version == "unknown":
