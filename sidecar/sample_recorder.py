@@ -30,7 +30,7 @@ import numpy as np
 
 from shadow_eval.boxes import Detections
 from shadow_eval.features import feature_row
-from sidecar import catalog
+from sidecar import catalog, worker_queue
 from sidecar.analysis import Analysis
 from sidecar.config import Config
 from sidecar.drift_monitor import DriftMonitor
@@ -157,14 +157,7 @@ class SampleRecorder:
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued sample is written; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks and self._thread.is_alive():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return not self._queue.unfinished_tasks
+        return worker_queue.drain(self._queue, self._thread, timeout)
 
     # -- analysis thread (and the shadow worker, for deferred decisions) ------------------
 

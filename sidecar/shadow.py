@@ -32,7 +32,7 @@ from shadow_eval.decode import DecodeSettings
 from shadow_eval.letterbox import Letterbox
 from shadow_eval.matching import Agreement, flip_horizontally, match
 from shadow_eval.runner import OnnxDetector
-from sidecar import catalog
+from sidecar import catalog, worker_queue
 from sidecar.analysis import OTHER_CLASS, Analysis
 from sidecar.config import Config
 from sidecar.images import decode_rgb
@@ -174,14 +174,7 @@ class ShadowEvaluator:
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued image has been evaluated; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks and self._thread.is_alive():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return not self._queue.unfinished_tasks
+        return worker_queue.drain(self._queue, self._thread, timeout)
 
     def wait_started(self, timeout: float) -> bool:
         """Whether loading finished (running or disabled) within `timeout` seconds."""
