@@ -1,5 +1,5 @@
-"""`lookout` command line: serve, demo, shadow, samples, generate, demo-upstream,
-echo-upstream."""
+"""`lookout` command line: serve, demo, shadow, samples, generate, inject, webhook,
+demo-upstream, echo-upstream."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
+from k8s import cli as k8s_cli
 from sidecar import __version__, generate_cli, samples_cli, shadow_cli
 from sidecar.config import Config, ConfigError, load_config, parse_address
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     shadow_cli.add_commands(commands)
     samples_cli.add_commands(commands)
+    k8s_cli.add_commands(commands)
     generate_cli.add_command(commands)
 
     echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
@@ -86,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "samples":
         return samples_cli.run(args)
+
+    if args.command == "inject":
+        return k8s_cli.run_inject(args)
+
+    if args.command == "webhook":
+        return k8s_cli.run_webhook(args)
 
     if args.command == "generate":
         return generate_cli.run(args)

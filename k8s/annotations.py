@@ -1,0 +1,47 @@
+"""The pod annotations that configure injection, in one table: `inject` reads them,
+the webhook reads them, and docs/KUBERNETES.md is checked against this table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "lookout.io/"
+NAMESPACE_LABEL = "lookout.io/injection"  # = enabled on a namespace: inject every pod
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation:
+    key: str
+    meaning: str
+    default: str
+
+
+ANNOTATIONS = (
+    Annotation("inject", '"true" injects (where the namespace is not opted in); "false" '
+               "opts the pod out everywhere", "(namespace decides)"),
+    Annotation("container", "the app container whose port lookout takes over",
+               "the first container"),
+    Annotation("upstream-port", "the app's serving port, by name or number",
+               "`http`, else the container's first port"),
+    Annotation("model-name", "`model` label on lookout's metrics", "the workload's name"),
+    Annotation("model-version", "`version` label", "the app image's tag"),
+    Annotation("reference-model", "path of a reference ONNX model inside the pod: turns "
+               "shadow evaluation on", "(off)"),
+    Annotation("reference-model-sha256", "sha256 the reference model must have", "(unpinned)"),
+    Annotation("sample-rate", "share of traffic the `random` sampling rule takes", "0.01"),
+    Annotation("samples-size", "size limit of the samples `emptyDir`", "1Gi"),
+    Annotation("samples-pvc", "a PersistentVolumeClaim for samples instead of an `emptyDir`",
+               "(emptyDir)"),
+    Annotation("token-secret", "a Secret whose key `token` is the sample API's bearer token",
+               "(sample API off)"),
+    Annotation("cpu", "CPU of the sidecar (requests = limits)", "500m"),
+    Annotation("memory", "memory of the sidecar (requests = limits)", "512Mi"),
+    Annotation("image", "the lookout image", "the injector's default image"),
+)
+KEYS = frozenset(a.key for a in ANNOTATIONS)
+
+
+def read(annotations: dict[str, str] | None) -> dict[str, str]:
+    """The lookout.io/ annotations of an object, without the prefix."""
+    return {key[len(PREFIX):]: str(value) for key, value in (annotations or {}).items()
+            if key.startswith(PREFIX) and key[len(PREFIX):] in KEYS}

@@ -1,0 +1,366 @@
+"""Add the lookout sidecar to pod specs: the code behind `lookout inject` and the webhook.
+
+Traffic is taken over by port *name*: the app's serving port is renamed, the sidecar
+gets the original name on a port of its own and forwards to the app on 127.0.0.1, so a
+Service that targets the port by name routes through lookout without being touched.
+Services that target the port by number are rewritten when they are in the input.
+
+Everything here is a pure function of dictionaries (the shapes `kubectl get -o yaml`
+prints), so the CLI, the webhook and the tests share it, and injecting twice changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from k8s import annotations as notes
+from sidecar.sampling import DEFAULT_POLICY, parse_policy
+
+CONTAINER = "lookout"
+ADMIN_PORT_NAME = "lookout-admin"
+SAMPLES_VOLUME, TMP_VOLUME, TOKEN_VOLUME = "lookout-samples", "lookout-tmp", "lookout-token"
+SAMPLES_PATH, TOKEN_PATH = "/var/lib/lookout/samples", "/var/run/secrets/lookout"
+DEFAULT_IMAGE = "ghcr.io/yolo-lookout/lookout:0.1.0"
+RUN_AS_USER = 65532  # the Dockerfile's non-root user
+_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?")
+_UNITS = {None: 1, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+          "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+
+# kind -> path from the object to its pod template's (metadata, spec) holder
+TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+    "Rollout": ("spec", "template"),
+    "Pod": (),
+}
+
+
+class InjectError(ValueError):
+    """A pod that cannot be injected as asked; the message says what to set."""
+
+
+@dataclass(frozen=True, slots=True)
+class InjectOptions:
+    image: str = DEFAULT_IMAGE
+    native_sidecar: bool = True  # init container with restartPolicy Always (1.29+)
+    listen_port: int = 8080  # the sidecar's data port (moved up if the pod uses it)
+    admin_port: int = 9090
+    cpu: str = "500m"
+    memory: str = "512Mi"
+    samples_size: str = "1Gi"
+
+
+@dataclass(slots=True)
+class Takeover:
+    """Which port lookout took over in one pod template."""
+
+    workload: str
+    app_port: int
+    app_port_name: str | None
+    sidecar_port: int
+    sidecar_port_name: str
+    admin_port: int
+    labels: dict[str, str]
+    namespace: str | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    warnings: list[str] = field(default_factory=list)
+    takeovers: list[Takeover] = field(default_factory=list)
+
+
+def quantity_bytes(text: str) -> int:
+    match = _QUANTITY.fullmatch(text.strip())
+    if not match:
+        raise InjectError(f"{text!r} is not a Kubernetes quantity such as 1Gi or 500Mi")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def is_injected(spec: dict[str, Any]) -> bool:
+    return any(c.get("name") == CONTAINER
+               for c in [*spec.get("containers", []), *spec.get("initContainers", [])])
+
+
+def wants_injection(metadata: dict[str, Any], namespace_enabled: bool) -> bool:
+    """`lookout.io/inject: "false"` always opts out; otherwise a namespace opted in, or
+    the annotation set to "true", opts in."""
+    value = notes.read(metadata.get("annotations")).get("inject", "").lower()
+    if value == "false":
+        return False
+    return namespace_enabled or value == "true"
+
+
+def _image_tag(image: str) -> str:
+    name = image.rsplit("/", 1)[-1]
+    if "@" in name:
+        return name.rsplit("@", 1)[-1][:63]
+    return name.rsplit(":", 1)[1] if ":" in name else "unknown"
+
+
+def _app_port(container: dict[str, Any], wanted: str | None) -> tuple[int, dict | None]:
+    ports = container.get("ports") or []
+    if wanted:
+        for port in ports:
+            if port.get("name") == wanted or str(port.get("containerPort")) == wanted:
+                return int(port["containerPort"]), port
+        if wanted.isdigit():
+            return int(wanted), None
+        raise InjectError(f"container {container.get('name')!r} has no port named {wanted!r} "
+                          f"(lookout.io/upstream-port)")
+    for port in ports:
+        if port.get("name") == "http":
+            return int(port["containerPort"]), port
+    if ports:
+        return int(ports[0]["containerPort"]), ports[0]
+    raise InjectError(f"container {container.get('name')!r} declares no port: set "
+                      f"lookout.io/upstream-port to the port it serves on")
+
+
+def _free_port(start: int, used: set[int]) -> int:
+    port = start
+    while port in used:
+        port += 1
+    used.add(port)
+    return port
+
+
+def _renamed(name: str, taken: set[str]) -> str:
+    """The app port's new name: at most 15 characters, unique in the pod."""
+    for suffix in ("-app", "-a", "-0", "-1", "-2"):
+        candidate = f"{name[:15 - len(suffix)]}{suffix}"
+        if candidate not in taken:
+            return candidate
+    raise InjectError(f"no free name to rename port {name!r} to")
+
+
+def _policy(rate: str | None) -> str:
+    if rate is None:
+        return DEFAULT_POLICY
+    policy = DEFAULT_POLICY.replace("random share=0.01", f"random share={rate}")
+    try:
+        parse_policy(policy)
+    except ValueError as error:
+        raise InjectError(f"lookout.io/sample-rate {rate!r}: {error}") from None
+    return policy
+
+
+def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: InjectOptions,
+             app_port: int, data: tuple[int, str], admin: int, grace: int) -> dict[str, Any]:
+    version = note.get("model-version") or _image_tag(str(app.get("image", "")))
+    env = {
+        "LOOKOUT_UPSTREAM": f"http://127.0.0.1:{app_port}",
+        "LOOKOUT_LISTEN": f"0.0.0.0:{data[0]}",
+        "LOOKOUT_ADMIN": f"0.0.0.0:{admin}",
+        "LOOKOUT_MODEL_NAME": note.get("model-name") or name,
+        "LOOKOUT_MODEL_VERSION": version,
+        "LOOKOUT_SAMPLE_DIR": SAMPLES_PATH,
+        "LOOKOUT_SAMPLE_STORE_MAX_BYTES": str(int(quantity_bytes(
+            note.get("samples-size", options.samples_size)) * 0.9)),
+        "LOOKOUT_SAMPLE_STRATEGIES": _policy(note.get("sample-rate")),
+        "LOOKOUT_SHUTDOWN_GRACE": str(max(1, grace - 5)),
+        "OTEL_SERVICE_NAME": note.get("model-name") or name,
+    }
+    if "reference-model" in note:
+        env["LOOKOUT_SHADOW_MODEL_PATH"] = note["reference-model"]
+    if "reference-model-sha256" in note:
+        env["LOOKOUT_SHADOW_MODEL_SHA256"] = note["reference-model-sha256"]
+    if "token-secret" in note:
+        env["LOOKOUT_ADMIN_TOKEN_FILE"] = f"{TOKEN_PATH}/token"
+    resources = {"cpu": note.get("cpu", options.cpu), "memory": note.get("memory",
+                                                                         options.memory)}
+    mounts = [{"name": SAMPLES_VOLUME, "mountPath": SAMPLES_PATH},
+              {"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    if "token-secret" in note:
+        mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_PATH, "readOnly": True})
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": ADMIN_PORT_NAME}, "periodSeconds": period,
+                "failureThreshold": failures, "timeoutSeconds": 2}
+
+    return {
+        "name": CONTAINER,
+        "image": note.get("image", options.image),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["lookout"],
+        "args": ["serve"],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "POD_NAMESPACE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                *({"name": k, "value": v} for k, v in env.items()),
+                {"name": "OTEL_RESOURCE_ATTRIBUTES",
+                 "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"}],
+        "ports": [{"name": data[1], "containerPort": data[0], "protocol": "TCP"},
+                  {"name": ADMIN_PORT_NAME, "containerPort": admin, "protocol": "TCP"}],
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "startupProbe": probe("/healthz", 1, 30),
+        "readinessProbe": probe("/readyz", 5, 2),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def _volumes(note: dict[str, str], options: InjectOptions) -> list[dict[str, Any]]:
+    samples: dict[str, Any] = {"name": SAMPLES_VOLUME}
+    if "samples-pvc" in note:
+        samples["persistentVolumeClaim"] = {"claimName": note["samples-pvc"]}
+    else:
+        samples["emptyDir"] = {"sizeLimit": note.get("samples-size", options.samples_size)}
+    volumes = [samples, {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}]
+    if "token-secret" in note:
+        volumes.append({"name": TOKEN_VOLUME, "secret": {
+            "secretName": note["token-secret"], "defaultMode": 0o440,
+            "items": [{"key": "token", "path": "token"}]}})
+    return volumes
+
+
+def inject_template(metadata: dict[str, Any], spec: dict[str, Any], name: str,
+                    options: InjectOptions, outcome: Outcome, kind: str = "Pod",
+                    namespace: str | None = None) -> None:
+    """Add the sidecar to one pod template (in place). Raises InjectError when the pod
+    cannot be injected as configured; does nothing to a pod already injected."""
+    if is_injected(spec):
+        return
+    if spec.get("hostNetwork"):
+        outcome.warnings.append(f"{name}: hostNetwork pods are not injected (the sidecar "
+                                f"cannot take over a port of the node)")
+        return
+    note = notes.read(metadata.get("annotations"))
+    containers = spec.get("containers") or []
+    if not containers:
+        raise InjectError(f"{name}: the pod has no containers")
+    wanted = note.get("container")
+    app = next((c for c in containers if c.get("name") == wanted), None) if wanted \
+        else containers[0]
+    if app is None:
+        raise InjectError(f"{name}: no container named {wanted!r} (lookout.io/container)")
+    app_port, port_entry = _app_port(app, note.get("upstream-port"))
+    all_ports = [p for c in [*containers, *spec.get("initContainers", [])]
+                 for p in c.get("ports") or []]
+    used = {int(p["containerPort"]) for p in all_ports} | {app_port}
+    names = {p["name"] for p in all_ports if p.get("name")}
+    data_port = _free_port(options.listen_port, used)
+    admin_port = _free_port(options.admin_port, used)
+    original_name = port_entry.get("name") if port_entry else None
+    if original_name:
+        port_entry["name"] = _renamed(original_name, names)
+        sidecar_name = original_name
+    else:
+        sidecar_name = "lookout-http"
+    grace = int(spec.get("terminationGracePeriodSeconds", 30))
+    sidecar = _sidecar(app, note, name, options, app_port, (data_port, sidecar_name),
+                       admin_port, grace)
+    if options.native_sidecar:
+        sidecar["restartPolicy"] = "Always"
+        spec["initContainers"] = [sidecar, *spec.get("initContainers", [])]
+    else:
+        spec["containers"] = [*containers, sidecar]
+        if kind in ("Job", "CronJob"):
+            outcome.warnings.append(f"{name}: with --no-native-sidecar the Job never "
+                                    f"completes while lookout runs; use native sidecars")
+    spec["volumes"] = [*spec.get("volumes", []), *_volumes(note, options)]
+    pod_notes = metadata.setdefault("annotations", {})
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(admin_port),
+              "prometheus.io/path": "/metrics"}
+    if any(key in pod_notes for key in scrape):
+        outcome.warnings.append(f"{name}: prometheus.io/* annotations already set (the "
+                                f"app's own metrics?); scrape lookout on port {admin_port} "
+                                f"with --pod-monitor instead")
+    else:
+        pod_notes.update(scrape)
+    outcome.takeovers.append(Takeover(name, app_port, original_name, data_port, sidecar_name,
+                                      admin_port, dict(metadata.get("labels") or {}),
+                                      namespace))
+
+
+def _holder(document: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    holder: Any = document
+    for key in TEMPLATE_PATHS[kind]:
+        holder = holder.get(key) if isinstance(holder, dict) else None
+    return holder if isinstance(holder, dict) else None
+
+
+def workload_name(document: dict[str, Any]) -> str:
+    metadata = document.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    return (metadata.get("name") or labels.get("app.kubernetes.io/name") or labels.get("app")
+            or str(metadata.get("generateName", "pod")).rstrip("-") or "pod")
+
+
+def inject_documents(documents: Iterable[dict[str, Any] | None], options: InjectOptions,
+                     ) -> tuple[list[dict[str, Any] | None], Outcome]:
+    """Every workload injected and every Service in the input pointed at the sidecar."""
+    outcome = Outcome()
+    result = [copy.deepcopy(d) for d in documents]
+    for document in result:
+        kind = (document or {}).get("kind")
+        if kind not in TEMPLATE_PATHS:
+            continue
+        name = workload_name(document)
+        holder = _holder(document, kind)
+        if holder is None or "spec" not in holder:
+            outcome.warnings.append(f"{kind} {name}: no pod template (an Argo Rollout with "
+                                    f"workloadRef is injected through its Deployment)")
+            continue
+        metadata = holder.setdefault("metadata", {})
+        if notes.read(metadata.get("annotations")).get("inject", "").lower() == "false":
+            continue
+        namespace = (document.get("metadata") or {}).get("namespace")
+        inject_template(metadata, holder["spec"], name, options, outcome, kind, namespace)
+    _point_services(result, outcome)
+    return result, outcome
+
+
+def pod_monitors(outcome: Outcome) -> list[dict[str, Any]]:
+    """A prometheus-operator PodMonitor per injected workload, scraping the admin port."""
+    monitors = []
+    for takeover in outcome.takeovers:
+        metadata: dict[str, Any] = {"name": f"{takeover.workload}-lookout",
+                                    "labels": {"app.kubernetes.io/name": "lookout"}}
+        if takeover.namespace:
+            metadata["namespace"] = takeover.namespace
+        monitors.append({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": metadata,
+            "spec": {"selector": {"matchLabels": takeover.labels},
+                     "podMetricsEndpoints": [{"port": ADMIN_PORT_NAME, "path": "/metrics",
+                                              "interval": "15s"}]},
+        })
+    return monitors
+
+
+def _point_services(documents: list[dict[str, Any] | None], outcome: Outcome) -> None:
+    services = [d for d in documents if (d or {}).get("kind") == "Service"]
+    for takeover in outcome.takeovers:
+        routed = False
+        for service in services:
+            selector = (service.get("spec") or {}).get("selector") or {}
+            namespace = (service.get("metadata") or {}).get("namespace")
+            if not selector or namespace != takeover.namespace or any(
+                    takeover.labels.get(k) != v for k, v in selector.items()):
+                continue
+            routed = True
+            for port in service["spec"].get("ports") or []:
+                target = port.get("targetPort", port.get("port"))
+                if str(target) == str(takeover.app_port):
+                    port["targetPort"] = takeover.sidecar_port_name
+        if not routed:
+            via = (f"by name ({takeover.app_port_name!r}) already route through lookout"
+                   if takeover.app_port_name else "must target port 'lookout-http'")
+            outcome.warnings.append(
+                f"no Service in the input selects the pod serving on port "
+                f"{takeover.app_port}: Services that target it by number bypass lookout; "
+                f"those targeting it {via}")
