@@ -1,0 +1,257 @@
+"""`lookout inject`: golden outputs for the example manifests, schema validation against
+every Kubernetes minor version kubernetes-validate ships from 1.29, idempotency,
+opt-out, Services, and the sidecar started from an injected spec's own env and args."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+from kubernetes_validate import validate
+
+from k8s import annotations
+from k8s.cli import manifests_yaml
+from k8s.inject import (
+    CONTAINER,
+    InjectError,
+    InjectOptions,
+    inject_documents,
+    pod_monitors,
+)
+from tests.support.processes import (
+    REPO,
+    ManagedProcess,
+    free_port,
+    port_accepts,
+    request,
+    start_upstream,
+    wait_until,
+)
+
+EXAMPLES = Path(__file__).parent / "examples"
+GOLDEN = REPO / "tests" / "golden" / "k8s"
+UPDATE = os.environ.get("LOOKOUT_UPDATE_GOLDEN") == "1"
+VERSIONS = sorted({v for v in kv_utils.all_versions()
+                   if tuple(map(int, v.split(".")[:2])) >= (1, 29)},
+                  key=lambda v: tuple(map(int, v.split("."))))
+
+
+def _inject(text: str, **options) -> tuple[list[dict], list[str]]:
+    documents, outcome = inject_documents(list(yaml.safe_load_all(text)),
+                                          InjectOptions(**options))
+    return documents, outcome.warnings
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sidecar.cli", *args], cwd=REPO, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _validate(document: dict) -> None:
+    """Strict schema validation at every version; CRDs (Rollout) through their pod
+    template, which is what injection changes."""
+    if document["kind"] == "Rollout":
+        document = {"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": document["metadata"],
+                    "spec": {"selector": document["spec"]["selector"],
+                             "template": document["spec"]["template"]}}
+    for version in VERSIONS:
+        validate(document, version, strict=True)
+
+
+def test_the_schemas_cover_1_29_to_the_newest() -> None:
+    assert VERSIONS[0].startswith("1.29") and len(VERSIONS) >= 2
+
+
+@pytest.mark.parametrize("example", sorted(p.stem for p in EXAMPLES.glob("*.yaml")))
+def test_examples_match_their_golden_files_and_validate(example: str) -> None:
+    result = _cli("inject", "-f", str(EXAMPLES / f"{example}.yaml"), "--pod-monitor")
+    assert result.returncode == 0, result.stderr
+    golden = GOLDEN / f"{example}.yaml"
+    if UPDATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(result.stdout)
+    assert result.stdout == golden.read_text(), "regenerate with LOOKOUT_UPDATE_GOLDEN=1"
+    for document in yaml.safe_load_all(result.stdout):
+        if document["kind"] != "PodMonitor":
+            _validate(document)
+
+
+def test_shipped_webhook_manifests_are_generated_and_validate() -> None:
+    shipped = (REPO / "k8s" / "manifests" / "webhook.yaml").read_text()
+    assert shipped == manifests_yaml("lookout-system", InjectOptions().image), \
+        "regenerate with: lookout webhook manifests > k8s/manifests/webhook.yaml"
+    for document in yaml.safe_load_all(shipped):
+        _validate(document)
+    configuration = next(d for d in yaml.safe_load_all(shipped)
+                         if d["kind"] == "MutatingWebhookConfiguration")
+    for hook in configuration["webhooks"]:
+        assert (hook["failurePolicy"], hook["sideEffects"], hook["timeoutSeconds"]) == (
+            "Ignore", "None", 5)
+
+
+def _pod_spec(documents: list[dict], kind: str) -> dict:
+    document = next(d for d in documents if d["kind"] == kind)
+    return document["spec"]["template"]["spec"]
+
+
+def test_the_port_is_taken_over_by_name_and_numbered_services_are_rewritten() -> None:
+    documents, warnings = _inject((EXAMPLES / "fastapi.yaml").read_text())
+    spec = _pod_spec(documents, "Deployment")
+    app, sidecar = spec["containers"][0], spec["initContainers"][0]
+    assert app["ports"] == [{"name": "web-app", "containerPort": 8000}]
+    assert sidecar["ports"][0] == {"name": "web", "containerPort": 8080, "protocol": "TCP"}
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["LOOKOUT_UPSTREAM"] == "http://127.0.0.1:8000"
+    assert env["LOOKOUT_MODEL_NAME"] == "shelf-yolo11n"
+    assert env["LOOKOUT_MODEL_VERSION"] == "2026.11.3"  # the app image's tag
+    assert "random share=0.05" in env["LOOKOUT_SAMPLE_STRATEGIES"]
+    assert env["LOOKOUT_SHUTDOWN_GRACE"] == "40"  # inside terminationGracePeriodSeconds
+    assert env["LOOKOUT_ADMIN_TOKEN_FILE"].startswith("/var/run/secrets/lookout/")
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    assert services["yolo-api"]["spec"]["ports"][0]["targetPort"] == "web"  # by name: as is
+    assert services["yolo-api-internal"]["spec"]["ports"][0]["targetPort"] == "web"
+    assert warnings == []
+    # the app's own probe follows its renamed port? No: it names the port, which now
+    # belongs to the sidecar, so the app is probed through lookout - still the app
+    assert app["readinessProbe"]["httpGet"]["port"] == "web"
+
+
+def test_the_sidecar_is_hardened_and_keeps_a_guaranteed_pod_guaranteed() -> None:
+    documents, _ = _inject((EXAMPLES / "fastapi.yaml").read_text())
+    sidecar = _pod_spec(documents, "Deployment")["initContainers"][0]
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["resources"]["requests"] == sidecar["resources"]["limits"]
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert not security["allowPrivilegeEscalation"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    probes = {k: sidecar[k]["httpGet"] for k in ("startupProbe", "readinessProbe",
+                                                 "livenessProbe")}
+    assert {p["port"] for p in probes.values()} == {"lookout-admin"}
+    assert probes["readinessProbe"]["path"] == "/readyz"
+    volumes = {v["name"]: v for v in _pod_spec(documents, "Deployment")["volumes"]}
+    assert volumes["lookout-samples"]["emptyDir"] == {"sizeLimit": "2Gi"}
+    assert volumes["lookout-token"]["secret"]["secretName"] == "lookout-admin-token"
+
+
+def test_injecting_twice_changes_nothing() -> None:
+    for example in EXAMPLES.glob("*.yaml"):
+        once = _cli("inject", "-f", str(example)).stdout
+        twice = _cli("inject", "-f", "-", stdin=once)
+        assert twice.returncode == 0 and twice.stdout == once, example.name
+
+
+def test_opt_out_and_host_network_pods_are_left_alone() -> None:
+    text = (EXAMPLES / "rollout.yaml").read_text()
+    opted_out = yaml.safe_load(text)
+    opted_out["spec"]["template"]["metadata"]["annotations"] = {"lookout.io/inject": "false"}
+    host = copy.deepcopy(yaml.safe_load(text))
+    host["spec"]["template"]["spec"]["hostNetwork"] = True
+    documents, outcome = inject_documents([opted_out, host], InjectOptions())
+    assert documents == [opted_out, host]
+    assert any("hostNetwork" in w for w in outcome.warnings)
+
+
+def test_older_clusters_get_a_regular_container() -> None:
+    documents, warnings = _inject((EXAMPLES / "job.yaml").read_text(), native_sidecar=False)
+    spec = _pod_spec(documents, "Job")
+    assert spec["containers"][-1]["name"] == CONTAINER and "initContainers" not in spec
+    assert any("never completes" in w for w in warnings)
+
+
+def test_ports_in_use_move_the_sidecar_and_services_not_in_the_input_are_warned_about() -> None:
+    text = (EXAMPLES / "rollout.yaml").read_text().replace("9000", "8080")
+    documents, warnings = _inject(text)
+    sidecar = _pod_spec(documents, "Rollout")["initContainers"][0]
+    assert sidecar["ports"][0]["containerPort"] == 8081  # 8080 is the app's
+    assert any("no Service in the input" in w for w in warnings)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lookout.io/upstream-port": "grpc"}, "no port named 'grpc'"),
+    ({"lookout.io/container": "sidecar"}, "no container named 'sidecar'"),
+    ({"lookout.io/sample-rate": "2"}, "sample-rate"),
+])
+def test_bad_annotations_are_refused_naming_them(change: dict, message: str) -> None:
+    document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
+    document["spec"]["template"]["metadata"]["annotations"] = change
+    with pytest.raises(InjectError, match=message):
+        inject_documents([document], InjectOptions())
+    result = _cli("inject", "-f", "-", stdin=yaml.safe_dump(document))
+    assert result.returncode == 1 and message.split("'")[0] in result.stderr
+
+
+def test_the_cli_reads_stdin_and_refuses_broken_yaml() -> None:
+    assert _cli("inject", "-f", "-", stdin="kind: [unclosed").returncode == 1
+    missing = _cli("inject", "-f", "/nonexistent.yaml")
+    assert missing.returncode == 1 and "No such file" in missing.stderr
+
+
+def test_pod_monitors_select_the_injected_pods() -> None:
+    _documents, outcome = inject_documents(
+        list(yaml.safe_load_all((EXAMPLES / "triton.yaml").read_text())), InjectOptions())
+    [monitor] = pod_monitors(outcome)
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app": "triton-yolo"}
+    assert monitor["metadata"]["namespace"] == "vision"
+
+
+def test_every_annotation_is_documented() -> None:
+    text = (REPO / "docs" / "KUBERNETES.md").read_text()
+    for annotation in annotations.ANNOTATIONS:
+        assert f"`{annotations.PREFIX}{annotation.key}`" in text, annotation.key
+
+
+def _resolve(env: list[dict], pod: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet would give it: downward API values
+    and $(VAR) references resolved."""
+    values: dict[str, str] = {}
+    for item in env:
+        if "valueFrom" in item:
+            values[item["name"]] = pod[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            values[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)],
+                                          item["value"])
+    return values
+
+
+def test_the_sidecar_starts_from_an_injected_pod_specs_own_env_and_args(tmp_path) -> None:
+    upstream, upstream_port = start_upstream()
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "yolo-0", "namespace": "vision",
+                        "annotations": {"lookout.io/model-name": "from-annotation"}},
+           "spec": {"containers": [{"name": "app", "image": "example/yolo:v3", "ports": [
+               {"name": "http", "containerPort": upstream_port}]}]}}
+    listen, admin = free_port(), free_port()
+    [injected], _ = inject_documents([pod], InjectOptions(listen_port=listen,
+                                                         admin_port=admin))
+    container = injected["spec"]["initContainers"][0]
+    env = _resolve(container["env"], {"metadata.name": "yolo-0",
+                                      "metadata.namespace": "vision"})
+    for mount in container["volumeMounts"]:  # the pod's volumes, here directories
+        local = tmp_path / mount["name"]
+        local.mkdir()
+        env = {k: v.replace(mount["mountPath"], str(local)) if k.startswith("LOOKOUT_SAMPLE")
+               else v for k, v in env.items()}
+    assert container["command"] == ["lookout"]
+    process = ManagedProcess([sys.executable, "-m", "sidecar.cli", *container["args"]],
+                             env={**env, "OTEL_TRACES_EXPORTER": "none"})
+    try:
+        wait_until(lambda: port_accepts(admin) or not process.alive(), 30, "lookout to start")
+        assert process.alive(), process.output
+        wait_until(lambda: request(admin, "GET", "/readyz").status == 200, 30, "readiness")
+        response = request(listen, "POST", "/predict", body=b"{}",
+                           headers={"Content-Type": "application/json"})
+        assert response.status == 200
+        metrics = request(admin, "GET", "/metrics").body.decode()
+        assert 'model="from-annotation"' in metrics and 'version="v3"' in metrics
+    finally:
+        assert process.terminate() == 0
+        upstream.terminate()
