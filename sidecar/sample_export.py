@@ -3,7 +3,7 @@
 The images are the stored thumbnails and the boxes are the chosen model's detections
 scaled to them, so a labelling tool opens the zip with pre-annotations ready to fix.
 COCO: `images/<id>.<ext>` and `annotations.json` (categories numbered from 1, bbox as
-[x, y, width, height] in pixels, each image keeping its lookout id, trace id and
+[x, y, width, height] in pixels, each image keeping its sample id, trace id and
 strategy). YOLO: `images/`, `labels/<id>.txt` (class cx cy w h, normalised) and
 `data.yaml`.
 """
@@ -73,7 +73,7 @@ def write_export(store: SampleStore, samples: Iterable[Sample], destination: IO[
             boxes = thumbnail_boxes(sample, source)
             images.append({"id": len(images) + 1, "file_name": f"images/{name}",
                            "width": sample.thumbnail_width, "height": sample.thumbnail_height,
-                           "lookout_id": sample.id, "trace_id": sample.trace_id,
+                           "sample_id": sample.id, "trace_id": sample.trace_id,
                            "strategy": sample.strategy, "model": sample.model,
                            "version": sample.version, "date_captured": _utc(sample.time)})
             labels[sample.id] = [(label, box) for label, box, _ in boxes]
@@ -98,7 +98,7 @@ def write_export(store: SampleStore, samples: Iterable[Sample], destination: IO[
             }
             archive.writestr("annotations.json", json.dumps(document, indent=1))
         else:
-            sizes = {image["lookout_id"]: (image["width"], image["height"]) for image in images}
+            sizes = {image["sample_id"]: (image["width"], image["height"]) for image in images}
             for sample_id, boxes in labels.items():
                 width, height = sizes[sample_id]
                 lines = [f"{category[label] - 1} {(x1 + x2) / 2 / width:.6f} "

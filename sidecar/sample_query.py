@@ -81,14 +81,3 @@ class SampleQuery:
             if params.get(key):
                 values["class_name" if key == "class" else key] = params[key]
         return cls(**values)
-
-    def params(self) -> dict[str, str]:
-        """Back to query parameters (what a client sends)."""
-        out = {key: str(getattr(self, "class_name" if key == "class" else key))
-               for key in FILTERS if getattr(self, "class_name" if key == "class" else key)}
-        out.update({key: repr(getattr(self, key)) for key in ("since", "until")
-                    if getattr(self, key) is not None})
-        out["limit"] = str(self.limit)
-        if self.cursor:
-            out["cursor"] = self.cursor.encode()
-        return out

@@ -88,6 +88,7 @@ class Job:
     exchange: Exchange
     strategy: str
     shadow: ShadowResult | None
+    agreement: float | None  # with the reference model, when it evaluated the image
 
 
 def labels_of(detections: Detections, names: Sequence[str]) -> list[str]:
@@ -192,7 +193,8 @@ class SampleRecorder:
             self._drop(DropReason.BYTE_QUOTA)
         else:
             try:
-                self._queue.put_nowait(Job(exchange, decision.strategy.value, shadow))
+                self._queue.put_nowait(Job(exchange, decision.strategy.value, shadow,
+                                           agreement))
             except queue.Full:
                 self._drop(DropReason.QUEUE_FULL)
                 self._metrics.queue_dropped(SAMPLE_QUEUE)
@@ -266,10 +268,7 @@ class SampleRecorder:
             thumbnail_height=thumbnail.height, media_type=thumbnail.media_type, file="",
             file_bytes=0, primary_detections=detections_json(exchange.detections, self._names),
             reference_detections=detections_json(reference, ()),
-            agreement=(agreement_score(job.shadow.agreement.primary,
-                                       job.shadow.agreement.reference,
-                                       job.shadow.agreement.matched)
-                       if job.shadow is not None else None),
+            agreement=job.agreement,
             features={k: _plain(v) for k, v in features.items()},
             classes=tuple(labels_of(detections, self._names)))
         size = len(thumbnail.data) + (len(original.data) if original else 0)

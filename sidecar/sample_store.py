@@ -20,6 +20,7 @@ a filesystem path.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -279,10 +280,9 @@ class SampleStore:
         file = f"{IMAGES}/{day}/{sample.id}.{thumbnail.extension}"
         original_file = f"{IMAGES}/{day}/{sample.id}.orig.{original.extension}" \
             if original else None
-        stored = Sample(**{**{k: getattr(sample, k) for k in Sample.__dataclass_fields__},
-                           "file": file, "file_bytes": len(thumbnail.data),
-                           "original_file": original_file,
-                           "original_bytes": len(original.data) if original else None})
+        stored = dataclasses.replace(sample, file=file, file_bytes=len(thumbnail.data),
+                                     original_file=original_file,
+                                     original_bytes=len(original.data) if original else None)
         written: list[str] = []
         with self._write_lock:
             try:
@@ -460,9 +460,7 @@ class SampleStore:
                 yield sample
             if page.next_cursor is None:
                 return
-            query = SampleQuery(**{**{k: getattr(query, k)
-                                      for k in SampleQuery.__dataclass_fields__},
-                                   "cursor": Cursor.decode(page.next_cursor)})
+            query = dataclasses.replace(query, cursor=Cursor.decode(page.next_cursor))
 
     def read(self, sample: Sample, original: bool = False) -> bytes:
         """A stored file's bytes; the path comes from the index row, never a request."""

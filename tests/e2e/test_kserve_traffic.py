@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import catalog
 from tests.support.kserve_upstream import CLASS_NAMES
@@ -45,12 +44,7 @@ def sidecar(kserve_port: int) -> Iterator[SidecarProcess]:
 
 
 def _value(sidecar: SidecarProcess, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(sidecar.metrics_text()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return sidecar.metric(name, **labels)
 
 
 def _wait_for_value(sidecar: SidecarProcess, expected: float, name: str, **labels: str) -> None:

@@ -39,12 +39,8 @@ def stack(tmp_path_factory):
     stack.send_frames(range(FRAMES - 1, FRAMES),
                       headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
 
-    def stored() -> float:
-        text = stack.sidecar.metrics_text()
-        return sum(float(line.split()[-1]) for line in text.splitlines()
-                   if line.startswith(catalog.SAMPLES_STORED.sample_name + "{"))
-
-    wait_until(lambda: stored() >= FRAMES, 60, "every frame to be stored")
+    wait_until(lambda: stack.sidecar.metric(catalog.SAMPLES_STORED.sample_name) >= FRAMES, 60,
+               "every frame to be stored")
     yield stack
     assert stack.sidecar.stop() == 0
     stack.upstream.terminate()
@@ -229,6 +225,6 @@ def test_cli_show_and_export_from_both_sources(stack, tmp_path) -> None:
         assert exported.returncode == 0, exported.stderr
         assert f"{FRAMES} samples written" in exported.stdout
         with zipfile.ZipFile(out) as archive:
-            lookout_ids = {i["lookout_id"] for i in json.loads(
+            sample_ids = {i["sample_id"] for i in json.loads(
                 archive.read("annotations.json"))["images"]}
-        assert lookout_ids == {s["id"] for s in all_samples(stack)}
+        assert sample_ids == {s["id"] for s in all_samples(stack)}

@@ -164,12 +164,7 @@ def fill(path) -> None:
 
 
 def _metric(sidecar, spec: catalog.MetricSpec, **labels: str) -> float:
-    wanted = spec.sample_name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-                                 if labels else "")
-    for line in sidecar.metrics_text().splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.split()[-1])
-    return 0.0
+    return sidecar.metric(spec.sample_name, **labels)
 
 
 def test_a_full_then_read_only_volume_pauses_sampling_and_never_touches_requests(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import sqlite3
@@ -34,10 +35,8 @@ def _add(store: SampleStore, count: int, seed: int = 0, start: float = T0, step:
     rng, chooser = np.random.default_rng(seed), random.Random(seed)
     added = []
     for index in range(count):
-        template = sample(rng, chooser, start + index * step)
-        values = {k: getattr(template, k) for k in template.__dataclass_fields__}
-        values.update(overrides)
-        added.append(store.add(type(template)(**values), SampleFile(jpeg(rng), "jpg")))
+        template = dataclasses.replace(sample(rng, chooser, start + index * step), **overrides)
+        added.append(store.add(template, SampleFile(jpeg(rng), "jpg")))
     return added
 
 

@@ -139,6 +139,14 @@ class SidecarProcess:
     def metrics_text(self) -> str:
         return request(self.admin_port, "GET", "/metrics").body.decode()
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the scraped samples called `name` with these label values."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return sum(sample.value for family in text_string_to_metric_families(
+            self.metrics_text()) for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
     def stop(self) -> int:
         return self.process.terminate()
 
