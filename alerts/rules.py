@@ -14,7 +14,7 @@ from typing import Any
 from slo.burn import RECORDING_WINDOWS, TIERS
 from slo.names import BUDGET_REMAINING, BURN_ALERTS, BURN_RATE, ERROR_RATIO, EVENTS, OBJECTIVE
 from slo.sli import sli
-from slo.spec import SLO, Kind, ServiceSpec, format_duration
+from slo.spec import SLO, ServiceSpec, format_duration
 
 
 def slo_labels(spec: ServiceSpec, slo: SLO) -> dict[str, str]:
@@ -60,9 +60,8 @@ def recording_rules(spec: ServiceSpec, slo: SLO) -> list[dict[str, Any]]:
 
 
 def min_events(spec: ServiceSpec, slo: SLO) -> int:
-    """The low-traffic guard: events a burn alert's long window must hold. Drift SLOs
-    count time slices, not traffic, so they have no guard."""
-    return 0 if slo.kind is Kind.DRIFT else spec.low_traffic_min_events
+    """The low-traffic guard: events a burn alert's long window must hold."""
+    return spec.min_events(slo)
 
 
 def runbook_url(spec: ServiceSpec, alert: str) -> str:

@@ -15,6 +15,15 @@ PORT = 8443
 SECRET = "lookout-webhook-tls"
 
 
+# lookout's own containers: non-root, read-only, no privileges
+CONTAINER_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+    "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+POD_SECURITY: dict[str, Any] = {"runAsNonRoot": True,
+                                "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def _labels() -> dict[str, str]:
     return {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "lookout"}
 
@@ -42,9 +51,6 @@ def webhook_manifests(namespace: str = "lookout-system", image: str = DEFAULT_IM
     meta = {"namespace": namespace, "labels": labels}
     excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
                 "values": [namespace, "kube-system", "kube-public", "kube-node-lease"]}
-    security = {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
     probe = {"httpGet": {"path": "/healthz", "port": "https", "scheme": "HTTPS"},
              "periodSeconds": 10}
     return [
@@ -74,8 +80,7 @@ def webhook_manifests(namespace: str = "lookout-system", image: str = DEFAULT_IM
                  "spec": {
                      "serviceAccountName": NAME,
                      "automountServiceAccountToken": False,
-                     "securityContext": {"runAsNonRoot": True,
-                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "securityContext": POD_SECURITY,
                      "containers": [{
                          "name": "webhook", "image": image,
                          "command": ["lookout"],
@@ -89,7 +94,7 @@ def webhook_manifests(namespace: str = "lookout-system", image: str = DEFAULT_IM
                          "readinessProbe": probe, "livenessProbe": probe,
                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                        "limits": {"cpu": "100m", "memory": "128Mi"}},
-                         "securityContext": security,
+                         "securityContext": CONTAINER_SECURITY,
                          "volumeMounts": [{"name": "tls", "mountPath": "/etc/lookout-webhook",
                                            "readOnly": True}],
                      }],

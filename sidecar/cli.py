@@ -1,4 +1,4 @@
-"""`lookout` command line: serve, demo, shadow, samples, generate, inject, webhook,
+"""`lookout` command line: serve, demo, shadow, samples, generate, canary, inject, webhook,
 demo-upstream, echo-upstream."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
+from canary import cli as canary_cli
 from k8s import cli as k8s_cli
 from sidecar import __version__, generate_cli, samples_cli, shadow_cli
 from sidecar.config import Config, ConfigError, load_config, parse_address
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     samples_cli.add_commands(commands)
     k8s_cli.add_commands(commands)
     generate_cli.add_command(commands)
+    canary_cli.add_commands(commands)
 
     echo = commands.add_parser("echo-upstream", help="run the built-in echo upstream")
     echo.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
@@ -97,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "generate":
         return generate_cli.run(args)
+
+    if args.command == "canary":
+        return canary_cli.run(args)
 
     try:
         config = _config_from(args)

@@ -1,5 +1,6 @@
 """`lookout generate --slo slo.yaml --out DIR`: every artefact Prometheus, Alertmanager,
-Grafana and on-call need, from one spec. The command is where the generators meet; each lives
+Grafana, on-call and canary controllers (Argo Rollouts, Flagger) need, from one spec.
+The command is where the generators meet; each lives
 in its own package (alerts/, runbooks/) and reads only the spec and the catalog."""
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ RULE_TESTS = "prometheus/slo-rules.test.yaml"
 ALERTMANAGER = "alertmanager/alertmanager.yml"
 PROVISIONING = "grafana/provisioning/dashboards.yaml"
 CONFIGMAP = "grafana/configmap.yaml"
+ARGO_ANALYSIS = "canary/argo-analysistemplate.yaml"
+FLAGGER_TEMPLATES = "canary/flagger-metrictemplates.yaml"
+FLAGGER_ANALYSIS = "canary/flagger-canary-analysis.yaml"
 
 
 class _Dumper(yaml.SafeDumper):
@@ -43,6 +47,7 @@ def artefacts(spec: Any) -> dict[str, str]:
     from alerts.operational import operational_rule_group
     from alerts.promtool_tests import promtool_tests
     from alerts.rules import slo_rule_groups
+    from canary.templates import analysis_template, flagger_analysis, metric_templates
     from dashboards.build import configmap, dashboards, provisioning
     from runbooks.generate import runbooks
 
@@ -57,6 +62,9 @@ def artefacts(spec: Any) -> dict[str, str]:
     files.update({f"grafana/dashboards/{name}": text for name, text in boards.items()})
     files[PROVISIONING] = dump(provisioning())
     files[CONFIGMAP] = dump(configmap(spec, boards))
+    files[ARGO_ANALYSIS] = dump(analysis_template(spec))
+    files[FLAGGER_TEMPLATES] = "---\n".join(dump(t) for t in metric_templates(spec))
+    files[FLAGGER_ANALYSIS] = dump(flagger_analysis(spec))
     return files
 
 

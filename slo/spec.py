@@ -92,6 +92,11 @@ class ServiceSpec:
     runbook_base_url: str = "https://github.com/lookout-sre/lookout/blob/main/runbooks"
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def min_events(self, slo: SLO) -> int:
+        """The low-traffic guard: events a burn-rate decision on `slo` must rest on.
+        Drift SLOs count time slices, not traffic, so they have no guard."""
+        return 0 if slo.kind is Kind.DRIFT else self.low_traffic_min_events
+
     def selector(self, route: str = "") -> str:
         """The label matchers that pick this service's series."""
         matchers = [f'model="{self.model}"']
