@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -29,7 +30,8 @@ def _shift(metric: MetricJudgement) -> str:
 
 
 def print_table(judgement: Judgement, title: str, console: Console | None = None) -> None:
-    console = console or Console()
+    # logs and CI output are not terminals: keep the table whole rather than 80 wide
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=title, title_justify="left")
     for column in ("metric", "baseline", "canary", "shift [CI]", "tolerance", "p", "effect",
                    "events b/c", "outcome"):

@@ -94,10 +94,6 @@ def _drift_alarms(selector: str, window: str) -> str:
     return f"max(max_over_time({catalog.DRIFT_ALARM.name}{{{selector}}}[{window}]))"
 
 
-def _drift_windows(selector: str, window: str) -> str:
-    return _increase(catalog.DRIFT_WINDOWS.sample_name, selector, window)
-
-
 def _slow_share(threshold: float) -> Query:
     le = floatToGoString(threshold)
 
@@ -124,7 +120,9 @@ RECALL = CanaryMetric(
     events=_boxes(catalog.SHADOW_REFERENCE_BOXES), absolute_tolerance=0.02)
 DRIFT_ALARMS = CanaryMetric(
     "drift-alarms", "share of intervals with a drift alarm on any feature", Worse.UP,
-    critical=False, value=_drift_alarms, events=_drift_windows, absolute_tolerance=0.1)
+    # the events are the requests: an interval without an alarm series (drift off, or
+    # still collecting its baseline) has no value and so counts as no data
+    critical=False, value=_drift_alarms, events=_requests, absolute_tolerance=0.1)
 
 DEFAULT_METRICS: tuple[CanaryMetric, ...] = (ERROR_RATE, LATENCY_P95, PRECISION, RECALL,
                                             DRIFT_ALARMS)

@@ -23,6 +23,13 @@ from tests.support.processes import (
 )
 
 
+def frame_jpeg(seed: int) -> bytes:
+    """The synthetic scene of `seed` as a camera would send it."""
+    buffer = io.BytesIO()
+    Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 @dataclass
 class ShadowStack:
     upstream: ManagedProcess
@@ -30,9 +37,7 @@ class ShadowStack:
 
     def send_frames(self, seeds: range, headers: dict[str, str] | None = None) -> None:
         for seed in seeds:
-            buffer = io.BytesIO()
-            Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
-            response = request(self.sidecar.port, "POST", "/predict", body=buffer.getvalue(),
+            response = request(self.sidecar.port, "POST", "/predict", body=frame_jpeg(seed),
                                headers={"Content-Type": "image/jpeg", **(headers or {})})
             assert response.status == 200
 
@@ -41,20 +46,34 @@ class ShadowStack:
         self.upstream.terminate()
 
 
+def shadow_options(model_name: str = "yolo-test", primary: str | None = None) -> list[str]:
+    """Sidecar options: every image shadow-evaluated by the shipped reference model, with
+    drift on, for a primary served by the demo upstream."""
+    return ["--model-name", model_name, "--model-path", primary or str(model_path("primary")),
+            "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
+            "--shadow-rate", "1000", "--shadow-burst", "1000", "--shadow-max-busy-share", "1",
+            "--drift-baseline-size", "50", "--drift-window", "20"]
+
+
+def start_demo_upstream(model: str | None = None) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+                               "--port", str(port), *(["--model", model] if model else [])])
+    wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the demo upstream")
+    assert upstream.alive(), upstream.output
+    return upstream, port
+
+
+def wait_for_reference_model(sidecar: SidecarProcess) -> None:
+    wait_until(lambda: 'role="reference"' in sidecar.metrics_text(), 60,
+               "the reference model to load")
+
+
 def start_shadow_stack(model_name: str = "yolo-test", *extra: str,
                        env: dict[str, str] | None = None) -> ShadowStack:
     """Returns once the reference model is loaded: images offered earlier are skipped."""
-    port = free_port()
-    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
-                               "--port", str(port)])
-    wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the demo upstream")
-    sidecar = start_sidecar(
-        f"http://127.0.0.1:{port}", "--model-name", model_name,
-        "--model-path", str(model_path("primary")),
-        "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
-        "--shadow-rate", "1000", "--shadow-burst", "1000", "--shadow-max-busy-share", "1",
-        "--flip-share", "1", "--drift-baseline-size", "50", "--drift-window", "20", *extra,
-        env=env)
-    wait_until(lambda: 'role="reference"' in sidecar.metrics_text(), 60,
-               "the reference model to load")
+    upstream, port = start_demo_upstream()
+    sidecar = start_sidecar(f"http://127.0.0.1:{port}", *shadow_options(model_name),
+                            "--flip-share", "1", *extra, env=env)
+    wait_for_reference_model(sidecar)
     return ShadowStack(upstream, sidecar)
