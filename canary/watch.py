@@ -17,7 +17,8 @@ from pathlib import Path
 
 from canary.analysis import CanaryComparison, judge_canary
 from canary.prometheus import Prometheus, PrometheusError
-from k8s.rollback import Rollback, RollbackError, Target, TargetKind, api_client
+from k8s.kube import api_client
+from k8s.rollback import Rollback, RollbackError, Target, TargetKind
 from slo.judge import JudgeSettings, Verdict
 from slo.spec import SpecError, parse_duration
 

@@ -79,16 +79,14 @@ def write(certificate: ServingCertificate, directory: Path) -> None:
     key.write_bytes(certificate.key_pem)
 
 
-def patch_ca_bundle(configuration: str, ca_bundle: str) -> None:
+def patch_ca_bundle(configuration: str, ca_bundle: str, kubeconfig: str | None = None) -> None:
     """Set `caBundle` on every webhook of the named MutatingWebhookConfiguration, with
     the credentials `kubectl` would use (in-cluster or kubeconfig)."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    api = client.AdmissionregistrationV1Api()
+    from k8s.kube import api_client
+
+    api = client.AdmissionregistrationV1Api(api_client(kubeconfig))
     current = api.read_mutating_webhook_configuration(configuration)
     patch = {"webhooks": [{"name": hook.name, "clientConfig": {"caBundle": ca_bundle}}
                           for hook in current.webhooks or []]}

@@ -43,6 +43,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     certs.add_argument("--out", required=True, help="directory for ca.crt, tls.crt, tls.key")
     certs.add_argument("--patch", metavar="CONFIGURATION",
                        help="MutatingWebhookConfiguration whose caBundle to set")
+    certs.add_argument("--kubeconfig", help="(default: in-cluster, else ~/.kube/config)")
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +108,7 @@ def run_webhook(args: argparse.Namespace) -> int:
         write(certificate, Path(args.out))
         print(f"wrote ca.crt, tls.crt, tls.key to {args.out}")
         if args.patch:
-            patch_ca_bundle(args.patch, certificate.ca_bundle)
+            patch_ca_bundle(args.patch, certificate.ca_bundle, args.kubeconfig)
             print(f"caBundle of {args.patch} set")
         return 0
 

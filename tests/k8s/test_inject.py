@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes_validate import utils as kv_utils
-from kubernetes_validate import validate
 
 from k8s import annotations
 from k8s.cli import manifests_yaml
@@ -34,13 +32,12 @@ from tests.support.processes import (
     start_upstream,
     wait_until,
 )
+from tests.support.schemas import KUBERNETES_VERSIONS, validate_kubernetes
 
 EXAMPLES = Path(__file__).parent / "examples"
 GOLDEN = REPO / "tests" / "golden" / "k8s"
 UPDATE = os.environ.get("LOOKOUT_UPDATE_GOLDEN") == "1"
-VERSIONS = sorted({v for v in kv_utils.all_versions()
-                   if tuple(map(int, v.split(".")[:2])) >= (1, 29)},
-                  key=lambda v: tuple(map(int, v.split("."))))
+VERSIONS = KUBERNETES_VERSIONS
 
 
 def _inject(text: str, **options) -> tuple[list[dict], list[str]]:
@@ -54,16 +51,7 @@ def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def _validate(document: dict) -> None:
-    """Strict schema validation at every version; CRDs (Rollout) through their pod
-    template, which is what injection changes."""
-    if document["kind"] == "Rollout":
-        document = {"apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": document["metadata"],
-                    "spec": {"selector": document["spec"]["selector"],
-                             "template": document["spec"]["template"]}}
-    for version in VERSIONS:
-        validate(document, version, strict=True)
+_validate = validate_kubernetes
 
 
 def test_the_schemas_cover_1_29_to_the_newest() -> None:

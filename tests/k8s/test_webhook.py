@@ -19,7 +19,7 @@ import pytest
 
 from k8s.certs import make_certificate, write
 from k8s.inject import InjectOptions, inject_documents
-from tests.support.processes import ManagedProcess, free_port, port_accepts, wait_until
+from tests.support.processes import REPO, ManagedProcess, free_port, port_accepts, wait_until
 
 OWN_NAMESPACE = "lookout-system"
 
@@ -154,3 +154,38 @@ def test_a_rotated_certificate_is_served_without_a_restart(webhook) -> None:
                "the new certificate to be served")
     # verified against the new CA (webhook.context() reads the rewritten ca.crt)
     assert webhook.admit(_review(_pod({"lookout.io/inject": "false"})))["allowed"]
+
+
+def test_certs_patch_sets_the_ca_bundle_through_the_api(tmp_path: Path) -> None:
+    """`lookout webhook certs --patch` against the Kubernetes API stand-in (no API
+    server can run here): it reads the configuration and sets caBundle on each webhook
+    with one strategic-merge patch, leaving the rest of each webhook as it was."""
+    import subprocess
+
+    import yaml
+
+    from tests.support.kube_api import KubeApiStandIn
+
+    shipped = yaml.safe_load_all((REPO / "k8s" / "manifests" / "webhook.yaml").read_text())
+    [configuration] = [d for d in shipped if d["kind"] == "MutatingWebhookConfiguration"]
+    api = KubeApiStandIn()
+    try:
+        collection = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+        api.add(collection, configuration)
+        name = configuration["metadata"]["name"]
+        result = subprocess.run(
+            [sys.executable, "-m", "sidecar.cli", "webhook", "certs", "--out", str(tmp_path),
+             "--patch", name, "--kubeconfig", str(api.kubeconfig(tmp_path))],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        [patch] = api.writes()
+        assert (patch.method, patch.content_type) == (
+            "PATCH", "application/strategic-merge-patch+json")
+        ca = base64.b64encode((tmp_path / "ca.crt").read_bytes()).decode()
+        patched = api.get(f"{collection}/{name}")
+        assert [hook["clientConfig"]["caBundle"] for hook in patched["webhooks"]] == [ca, ca]
+        for before, after in zip(configuration["webhooks"], patched["webhooks"], strict=True):
+            assert after["clientConfig"]["service"] == before["clientConfig"]["service"]
+            assert after["rules"] == before["rules"]
+    finally:
+        api.close()
