@@ -106,8 +106,9 @@ def metric_templates(spec: ServiceSpec) -> list[dict[str, Any]]:
     queries = [(m.name, excess_query(m, spec.model, FLAGGER_BASELINE, FLAGGER_CANARY,
                                      FLAGGER_WINDOW, minimum))
                for m in metrics_for(spec) if m.critical]
+    # the burn rates are over the fixed window: their event counts need its seconds
     queries += [(name, query) for name, query, _ in
-                _burn_gates(spec, FLAGGER_CANARY, FLAGGER_WINDOW)]
+                _burn_gates(spec, FLAGGER_CANARY, QUERY_WINDOW)]
     return [{
         "apiVersion": "flagger.app/v1beta1",
         "kind": "MetricTemplate",
@@ -123,7 +124,7 @@ def flagger_analysis(spec: ServiceSpec, baseline: str = "BASELINE_VERSION",
     are placeholders to set per release."""
     variables = {"baseline_version": baseline, "canary_version": canary}
     limits = {name: factor for name, _, factor in
-              _burn_gates(spec, FLAGGER_CANARY, FLAGGER_WINDOW)}
+              _burn_gates(spec, FLAGGER_CANARY, QUERY_WINDOW)}
     metrics = []
     for template in metric_templates(spec):
         name = template["metadata"]["name"].removeprefix(f"lookout-{spec.service}-")

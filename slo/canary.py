@@ -173,8 +173,10 @@ class BurnQuery:
 
 
 def canary_burn_queries(spec: ServiceSpec, version: str, window: str) -> list[BurnQuery]:
-    """Each SLO's error ratio for the canary's version alone over `window`."""
+    """Each SLO's error ratio for the canary's version alone over `window`. OpenSLO
+    ratio SLOs are the user's own PromQL, which lookout cannot scope to one version, so
+    they have no canary-alone check."""
     scoped = replace(spec, version=version)
     factor = page_burn_factor(spec)
-    queries = [(slo, sli(scoped, slo, window)) for slo in spec.slos]
+    queries = [(slo, sli(scoped, slo, window)) for slo in spec.slos if slo.kind is not Kind.RATIO]
     return [BurnQuery(slo, query.error_ratio, query.events, factor) for slo, query in queries]

@@ -55,8 +55,11 @@ def test_the_flagger_templates_and_analysis_validate() -> None:
     documents = templates.metric_templates(SPEC)
     for document in documents:
         METRIC_TEMPLATE.validate(document)
-        assert templates.FLAGGER_CANARY in document["spec"]["query"]
-        assert templates.FLAGGER_WINDOW in document["spec"]["query"]
+        query = document["spec"]["query"]
+        assert templates.FLAGGER_CANARY in query
+        # the comparisons follow the Canary's interval; burn rates use a fixed window
+        burn = document["metadata"]["name"].startswith("lookout-shelf-detector-burn-")
+        assert (templates.FLAGGER_WINDOW in query) is not burn
     analysis = templates.flagger_analysis(SPEC)
     CANARY.validate(_flagger_canary(analysis))
     referenced = {m["templateRef"]["name"] for m in analysis["analysis"]["metrics"]}
@@ -113,3 +116,18 @@ def test_the_shipped_watch_manifests_are_generated_and_validate() -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["args"][:2] == ["canary", "watch"]
+
+
+def test_openslo_ratio_slos_get_no_canary_alone_burn_gate() -> None:
+    """The user's own PromQL cannot be scoped to one version, so lookout does not claim
+    a canary-alone burn rate for it; the judged metrics still gate the canary."""
+    from tests.slo.test_spec import OPENSLO
+
+    spec = parse_spec(yaml.safe_load(OPENSLO))
+    argo = templates.analysis_template(spec)
+    ANALYSIS.validate(argo)
+    assert not [m for m in argo["spec"]["metrics"] if m["name"].startswith("burn-")]
+    for document in templates.metric_templates(spec):
+        METRIC_TEMPLATE.validate(document)
+        assert "{{" not in document["spec"]["query"].replace(templates.FLAGGER_WINDOW, "") \
+            .replace(templates.FLAGGER_BASELINE, "").replace(templates.FLAGGER_CANARY, "")
