@@ -56,12 +56,22 @@ def _allowed(uid: str, patch: list[dict[str, Any]] | None = None,
 
 def review(body: Any, mode: str, options: InjectOptions, own_namespace: str | None
            ) -> dict[str, Any]:
-    """The AdmissionReview answer for one request (pure: tested without a server)."""
+    """The AdmissionReview answer for one request (pure: tested without a server).
+    Whatever the request holds, the answer admits the pod: with the sidecar, or
+    without it and a warning saying why."""
     request = body.get("request") if isinstance(body, dict) else None
     uid = str(request.get("uid", "")) if isinstance(request, dict) else ""
     if not isinstance(request, dict) or not uid:
         return _allowed(uid, warnings=["lookout: not an AdmissionReview v1 request; "
                                        "pod admitted without the sidecar"])
+    try:
+        return _review_pod(request, uid, mode, options, own_namespace)
+    except (InjectError, KeyError, TypeError, ValueError, AttributeError) as error:
+        return _allowed(uid, warnings=[f"lookout: sidecar not injected: {error}"])
+
+
+def _review_pod(request: dict[str, Any], uid: str, mode: str, options: InjectOptions,
+                own_namespace: str | None) -> dict[str, Any]:
     pod = request.get("object")
     if request.get("kind", {}).get("kind") != "Pod" or not isinstance(pod, dict) \
             or not isinstance(pod.get("spec"), dict):
@@ -76,11 +86,8 @@ def review(body: Any, mode: str, options: InjectOptions, own_namespace: str | No
     mutated = copy.deepcopy(pod)
     mutated.setdefault("metadata", {})
     outcome = Outcome()
-    try:
-        inject_template(mutated["metadata"], mutated["spec"], workload_name(pod), options,
-                        outcome, "Pod", namespace)
-    except (InjectError, KeyError, TypeError, ValueError, AttributeError) as error:
-        return _allowed(uid, warnings=[f"lookout: sidecar not injected: {error}"])
+    inject_template(mutated["metadata"], mutated["spec"], workload_name(pod), options,
+                    outcome, "Pod", namespace)
     patch = jsonpatch.make_patch(pod, mutated).patch
     return _allowed(uid, patch, [f"lookout: {w}" for w in outcome.warnings])
 

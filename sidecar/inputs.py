@@ -44,6 +44,10 @@ class InputImage:
         return self.pixels is not None
 
 
+# 50 megapixels: above the 33 of 8K cameras, far below what a crafted header can claim
+MAX_IMAGE_PIXELS = 50_000_000
+
+
 def image_format(data: bytes) -> str | None:
     for magic, name in _MAGIC:
         if data.startswith(magic):
@@ -54,10 +58,16 @@ def image_format(data: bytes) -> str | None:
 
 
 def open_encoded(data: bytes, source: str) -> InputImage:
-    """Check the image decodes (cheaply: JPEG draft mode) and read its size."""
+    """Check the image decodes (cheaply: JPEG draft mode) and read its size. An image
+    whose header claims more than MAX_IMAGE_PIXELS is refused before any pixel is
+    decoded: a few kilobytes of PNG can otherwise claim gigabytes of RGB."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ParseFailure(Reason.UNDECODABLE_IMAGE,
+                                   f"{width}x{height} image is over the {MAX_IMAGE_PIXELS:,}-"
+                                   f"pixel limit; refused before decoding")
             image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
             image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:

@@ -83,16 +83,27 @@ def _split_bytes_elements(raw: bytes, name: str) -> list[bytes]:
     return elements
 
 
+def _leaves(data: Any) -> Any:
+    if isinstance(data, list):
+        for item in data:
+            yield from _leaves(item)
+    else:
+        yield data
+
+
 def _json_data(entry: dict[str, Any], datatype: str, name: str) -> np.ndarray | list[bytes]:
     data = entry.get("data")
     if data is None:
         raise KServeFormatError(f"tensor {name!r} has neither 'data' nor binary_data_size")
-    if datatype == "BYTES":
-        flat = np.asarray(data, dtype=object).reshape(-1).tolist()
-        return [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in flat]
-    try:
-        return np.asarray(data, dtype=NUMPY_TYPES[datatype]).reshape(-1)
-    except (ValueError, TypeError) as error:
+    if datatype == "BYTES":  # JSON carries BYTES elements as strings, nested by shape
+        flat = list(_leaves(data))
+        if not all(isinstance(item, str) for item in flat):
+            raise KServeFormatError(f"tensor {name!r}: BYTES data must be strings")
+        return [item.encode("utf-8") for item in flat]
+    try:  # values the datatype cannot hold (256 as UINT8, 1e300 as FP16) are errors
+        with np.errstate(over="raise", invalid="raise"):
+            return np.asarray(data, dtype=NUMPY_TYPES[datatype]).reshape(-1)
+    except (ValueError, TypeError, OverflowError, FloatingPointError) as error:
         raise KServeFormatError(f"tensor {name!r}: data is not {datatype}: {error}") from None
 
 
@@ -136,14 +147,18 @@ def tensors_from_header(header: dict[str, Any], body: bytes, length: int | None,
             raise KServeFormatError(f"{section}[{index}] is not an object")
         name = str(entry.get("name", index))
         datatype = entry.get("datatype")
-        if datatype != "BYTES" and datatype not in NUMPY_TYPES:
+        if not isinstance(datatype, str) or (datatype != "BYTES"
+                                             and datatype not in NUMPY_TYPES):
             raise KServeFormatError(f"tensor {name!r}: unknown datatype {datatype!r}")
         shape = entry.get("shape")
         if not isinstance(shape, list) or not all(
             isinstance(d, int) and d >= 0 for d in shape
         ):
             raise KServeFormatError(f"tensor {name!r}: shape must be a list of sizes")
-        size = (entry.get("parameters") or {}).get("binary_data_size")
+        parameters = entry.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise KServeFormatError(f"tensor {name!r}: parameters is not an object")
+        size = parameters.get("binary_data_size")
         if size is None:
             data = _json_data(entry, datatype, name)
         elif length is None:

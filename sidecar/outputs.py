@@ -65,7 +65,10 @@ class OutputSettings:
 
 def extract_detections(headers: Mapping[str, str], body: bytes, image: InputImage | None,
                        settings: OutputSettings) -> Detections:
-    length = kserve.header_length(headers) if kserve.HEADER_LENGTH in headers else None
+    try:
+        length = kserve.header_length(headers) if kserve.HEADER_LENGTH in headers else None
+    except kserve.KServeFormatError as error:
+        raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
     if length is not None:
         return _from_kserve(body, length, image, settings)
     try:

@@ -119,7 +119,12 @@ class Rule:
 
 
 def _parse_rule(text: str) -> Rule:
-    words = shlex.split(text)
+    try:
+        words = shlex.split(text)
+    except ValueError as error:  # an unclosed quote, a trailing backslash
+        raise PolicyError(f"rule {text.strip()!r}: {error}") from None
+    if not words:
+        raise PolicyError(f"rule {text!r} is empty")
     name, settings = words[0], words[1:]
     try:
         strategy = Strategy(name)

@@ -176,7 +176,7 @@ def parse_spec(document: Any, source: str = "slo.yaml") -> ServiceSpec:
     """lookout's own format; see docs/SLO.md."""
     if not isinstance(document, Mapping):
         raise SpecError(f"{source}: expected a mapping with service, model and slos")
-    if document.get("apiVersion", "").startswith("openslo/"):
+    if str(document.get("apiVersion") or "").startswith("openslo/"):
         return from_openslo([document], source)
     slos_raw = _require(document, "slos", source)
     if not isinstance(slos_raw, Sequence) or isinstance(slos_raw, str) or not slos_raw:

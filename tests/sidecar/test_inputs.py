@@ -141,3 +141,43 @@ def test_binary_sizes_that_lie_are_caught() -> None:
         extract_image(INFER, {HEADER_LENGTH: str(length)}, lying)
     assert caught.value.reason is Reason.BAD_KSERVE
     assert "runs past the body" in caught.value.detail
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A real PNG whose header is rewritten to claim `width` x `height`: what a
+    decompression bomb looks like before its pixels are read."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("size", [(30_000, 30_000), (100_000, 1_000), (8_000, 7_000)])
+def test_huge_dimension_images_are_refused_before_decoding(size) -> None:
+    import tracemalloc
+
+    bomb = _png_claiming(*size)
+    assert len(bomb) < 200
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParseFailure, match="refused before decoding") as failure:
+            extract_image("/predict", {"Content-Type": "image/png"}, bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert failure.value.reason is Reason.UNDECODABLE_IMAGE
+    assert f"{size[0]}x{size[1]}" in str(failure.value)
+    assert peak < 1024**2  # nothing near the claimed size was allocated
+
+
+def test_an_image_at_the_pixel_limit_is_accepted() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000)).save(buffer, "JPEG")  # 12 MP, a normal camera frame
+    image = extract_image("/predict", {"Content-Type": "image/jpeg"}, buffer.getvalue())
+    assert (image.width, image.height) == (4000, 3000)
