@@ -11,6 +11,7 @@ process's peak memory is reported. Results go to docs/RELIABILITY.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import resource
@@ -121,11 +122,9 @@ def atheris_target(name: str, runs: int) -> int:
             pass
 
     def detection_json(data: bytes) -> None:
-        try:
+        with contextlib.suppress(ParseFailure):
             extract_detections({"Content-Type": "application/json"}, data, None,
                                OutputSettings())
-        except ParseFailure:
-            pass
 
     check = {"kserve_binary": kserve_binary, "image_body": image_body,
              "detection_json": detection_json}[name]
