@@ -174,7 +174,9 @@ def _from_items(items: list[Any], mapping: ResponseMapping) -> Detections:
             boxes.append(_box(item, mapping))
             scores.append(float(next(item[k] for k in score_keys if k in item)))
             class_id, name = _class(item, mapping)
-        except (KeyError, TypeError, ValueError, StopIteration) as error:
+            if not -1 <= class_id < 2**31:
+                raise ValueError(f"class id {class_id} is out of range")
+        except (KeyError, TypeError, ValueError, OverflowError, StopIteration) as error:
             raise ParseFailure(Reason.BAD_DETECTION,
                                f"detection {index} lacks or mangles a field: {error!r}") from None
         ids.append(class_id)

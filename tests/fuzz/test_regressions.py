@@ -83,3 +83,13 @@ def test_malformed_pods_are_admitted_with_a_warning(where: str, key: str, value)
     assert answer["response"]["allowed"] is True
     assert answer["response"]["uid"] == "u1"
     json.dumps(answer)
+
+
+@pytest.mark.parametrize("class_id", [9.223372036854776e18, 1e309, -2, 2**40])
+def test_a_class_id_out_of_range_is_a_bad_detection(class_id) -> None:
+    """hypothesis: OverflowError from a class id of 9.2e18 reaching numpy's int64."""
+    body = json.dumps([{"box": {"x1": 0, "y1": 0, "x2": 1, "y2": 1}, "class": class_id,
+                        "confidence": 0.5}]).encode()
+    with pytest.raises(ParseFailure) as failure:
+        extract_detections({"Content-Type": "application/json"}, body, None, OutputSettings())
+    assert failure.value.reason is Reason.BAD_DETECTION

@@ -151,6 +151,21 @@ def test_malformed_request_gets_400_and_the_sidecar_keeps_serving(
     assert request(sidecar.port, "GET", "/echo").status == 200
 
 
+@pytest.mark.parametrize("head", [
+    b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",  # a field
+    b"GET /" + b"p" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # the request line
+])
+def test_oversized_request_heads_are_refused_before_the_upstream(sidecar: SidecarProcess,
+                                                                   head: bytes) -> None:
+    """Header fields and request lines are bounded (8 KiB each, aiohttp's parser limits):
+    a client cannot make lookout buffer, or forward, an unbounded head."""
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=10) as sock:
+        sock.sendall(head)
+        reply = sock.recv(65536)
+    assert reply.split(b" ")[1] in (b"400", b"414", b"431"), reply[:200]
+    assert request(sidecar.port, "GET", "/echo").status == 200
+
+
 def _assert_sidecar_error(response, status: int, kind: str, upstream: str) -> None:
     assert response.status == status
     assert response.headers["X-Lookout-Error"] == kind
