@@ -162,3 +162,23 @@ def test_black_holed_collector_changes_no_response(upstream_port: int) -> None:
         statuses = _statuses_with_collector(
             upstream_port, f"http://127.0.0.1:{black_hole.getsockname()[1]}", "grpc")
     assert statuses == [200, 404, 503, 200] * 10
+
+
+def test_spans_flow_again_once_the_collector_is_back(upstream_port: int) -> None:
+    """The collector is down for the first requests (their export fails, the responses
+    are untouched), then comes up on its address: spans arrive again."""
+    from tests.support.otlp import HttpOtlpReceiver, http_exporter_env
+
+    port = free_port()
+    sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}",
+                            env={**http_exporter_env(port), "OTEL_TRACES_SAMPLER": "always_on"})
+    collector = None
+    try:
+        assert [request(sidecar.port, "GET", "/echo").status for _ in range(5)] == [200] * 5
+        collector = HttpOtlpReceiver(port)
+        assert [request(sidecar.port, "GET", "/echo").status for _ in range(5)] == [200] * 5
+        assert collector.wait_for(5, timeout=60)
+    finally:
+        assert sidecar.stop() == 0
+        if collector:
+            collector.close()

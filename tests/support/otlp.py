@@ -76,10 +76,17 @@ class _Collector:
             return list(self.spans)
 
 
+def http_exporter_env(port: int) -> dict[str, str]:
+    """A sidecar's environment exporting spans over OTLP/HTTP to 127.0.0.1:`port`."""
+    return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+
 class HttpOtlpReceiver(_Collector):
     """POST /v1/traces with an ExportTraceServiceRequest body."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         super().__init__()
         collector = self
 
@@ -99,17 +106,14 @@ class HttpOtlpReceiver(_Collector):
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.port = free_port()
+        self.port = port or free_port()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
     def env(self) -> dict[str, str]:
-        return {"OTEL_TRACES_EXPORTER": "otlp",
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
-                "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        return http_exporter_env(self.port)
 
     def close(self) -> None:
         self._server.shutdown()
