@@ -44,8 +44,12 @@ class InputImage:
         return self.pixels is not None
 
 
-# 50 megapixels: above the 33 of 8K cameras, far below what a crafted header can claim
+# The most pixels an image's header may claim, by how it decodes. JPEG decodes in draft
+# mode at 1/8 scale per side, so 50 megapixels (above the 33 of 8K cameras) cost well
+# under a megapixel; PNG and WebP decode whole, so 16 megapixels (4K frames are 8) cost
+# up to 48 MB per RGB copy. A crafted header can claim billions.
 MAX_IMAGE_PIXELS = 50_000_000
+MAX_FULL_DECODE_PIXELS = 16_000_000
 
 
 def image_format(data: bytes) -> str | None:
@@ -64,10 +68,11 @@ def open_encoded(data: bytes, source: str) -> InputImage:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
+            limit = MAX_IMAGE_PIXELS if image.format == "JPEG" else MAX_FULL_DECODE_PIXELS
+            if width * height > limit:
                 raise ParseFailure(Reason.UNDECODABLE_IMAGE,
-                                   f"{width}x{height} image is over the {MAX_IMAGE_PIXELS:,}-"
-                                   f"pixel limit; refused before decoding")
+                                   f"{width}x{height} {image.format} image is over the "
+                                   f"{limit:,}-pixel limit; refused before decoding")
             image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
             image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
