@@ -21,6 +21,7 @@ from shadow_eval.names import ModelMetadataError, read_model_metadata
 from sidecar import catalog
 from sidecar.config import Config
 from sidecar.inputs import InputImage, extract_image
+from sidecar.logs import FailureLog
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import Observation
 from sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
@@ -107,6 +108,7 @@ class TrafficAnalyzer:
         self._config = config
         self._listeners = list(listeners)
         self._metrics = metrics
+        self._failures = FailureLog(log)
         self._labels = ClassLabels(model.class_names)
         self._settings = OutputSettings(
             decode=DecodeSettings(config.conf_threshold, config.iou_threshold,
@@ -154,14 +156,16 @@ class TrafficAnalyzer:
                                else self.describe_error(observation))
             except Exception:
                 self._metrics.component_error(self.name)
-                log.exception("analysis failed on %s %s", observation.method, observation.path)
+                self._failures.exception("analysis", "analysis failed on %s %s",
+                                         observation.method, observation.path)
         for listener in self._listeners:
             for result in results:
                 try:
                     listener.offer(result)
                 except Exception:
                     self._metrics.component_error(listener.name)
-                    log.exception("%s failed on %s", listener.name, result.observation.path)
+                    self._failures.exception(listener.name, "%s failed on %s", listener.name,
+                                             result.observation.path)
         return results
 
     def add_listener(self, listener: AnalysisListener) -> None:

@@ -109,7 +109,7 @@ class DriftMonitor:
     def alarming(self) -> bool:
         """Whether any feature's drift alarm is raised now."""
         model = self.model
-        return model is not None and bool(model.alarms())
+        return model is not None and bool(model.alarms)
 
     def offer(self, analysis: Analysis) -> None:
         if not 200 <= analysis.observation.status < 300:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 
 
@@ -30,3 +31,33 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would cost a line per request on the hot path.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class FailureLog:
+    """Logs a recurring failure with its traceback at most once per `interval` seconds
+    per key, saying how many were left out. A component failing on every request must
+    be counted every time (lookout_component_errors_total) but not write a traceback
+    per request: 100 requests/s of those would drown the pod's logs."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0,
+                 clock=time.monotonic) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+        self._lock = threading.Lock()  # analysis and shadow call from worker threads
+
+    def exception(self, key: str, message: str, *args: object) -> None:
+        """Call from an `except` block, like `Logger.exception`."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._skipped[key] = self._skipped.get(key, 0) + 1
+                return
+            skipped = self._skipped.pop(key, 0)
+            self._last[key] = now
+        if skipped:
+            message += f" (and {skipped} more like it in the last {now - last:.0f} s)"
+        self._logger.error(message, *args, exc_info=True)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from sidecar.logs import FailureLog
 from sidecar.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ObservationPipeline:
         self._consumers = list(consumers)
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
-        self._last_error_log = 0.0
+        self._failures = FailureLog(log, interval=10.0)
 
     @property
     def running(self) -> bool:
@@ -150,10 +150,8 @@ class ObservationPipeline:
             raise
         except Exception:
             self._metrics.component_error(consumer.name)
-            now = time.monotonic()
-            if now - self._last_error_log >= 10.0:  # one traceback per 10 s, not per request
-                self._last_error_log = now
-                log.exception("observation consumer %r failed; continuing", consumer.name)
+            self._failures.exception(consumer.name, "observation consumer %r failed; "
+                                     "continuing", consumer.name)
 
     async def stop(self, timeout: float) -> None:
         """Let queued observations drain for up to `timeout` seconds, then stop."""

@@ -35,6 +35,7 @@ from sidecar.analysis import Analysis
 from sidecar.config import Config
 from sidecar.drift_monitor import DriftMonitor
 from sidecar.inputs import InputImage, image_format
+from sidecar.logs import FailureLog
 from sidecar.metrics import SidecarMetrics
 from sidecar.sample_store import Sample, SampleFile, SampleStore, StoreError, StoreFull, new_id
 from sidecar.sampling import Candidate, SamplingPolicy, agreement_score, parse_policy
@@ -119,6 +120,7 @@ class SampleRecorder:
                  seed: int | None = None) -> None:
         self._config = config
         self._metrics = metrics
+        self._failures = FailureLog(log)
         self._names = tuple(class_names)
         self._shadow = shadow
         self._drift = drift
@@ -237,7 +239,7 @@ class SampleRecorder:
                     self._write(job)
             except Exception:
                 self._metrics.component_error(self.name)
-                log.exception("writing a sample failed")
+                self._failures.exception("write", "writing a sample failed")
             finally:
                 self._queue.task_done()
 

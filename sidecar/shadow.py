@@ -37,6 +37,7 @@ from sidecar.analysis import OTHER_CLASS, Analysis
 from sidecar.config import Config
 from sidecar.images import decode_rgb
 from sidecar.inputs import InputImage
+from sidecar.logs import FailureLog
 from sidecar.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class ShadowEvaluator:
                  budget: ComputeBudget | None = None, seed: int | None = None) -> None:
         self._config = config
         self._metrics = metrics
+        self._failures = FailureLog(log)
         self._primary_names = tuple(primary_names)
         self._budget = budget or ComputeBudget(config.shadow_rate, config.shadow_burst,
                                                config.shadow_max_busy_share)
@@ -264,7 +266,8 @@ class ShadowEvaluator:
             size = work.size if isinstance(work, PreparedBatch) else len(work)
             self._outcomes[Outcome.ERROR].inc(size)
             self._metrics.component_error(self.name)
-            log.exception("shadow evaluation of %d images failed", size)
+            self._failures.exception("evaluation", "shadow evaluation of %d images failed",
+                                     size)
             for sample in work.samples if isinstance(work, PreparedBatch) else work:
                 self._report(sample, None)
             return None
@@ -277,7 +280,7 @@ class ShadowEvaluator:
             sample.on_result(result)
         except Exception:
             self._metrics.component_error("samples")
-            log.exception("the shadow result callback failed")
+            self._failures.exception("callback", "the shadow result callback failed")
 
     def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
         """Decode and letterbox (the CPU stage, overlapped with the previous inference)."""

@@ -19,6 +19,7 @@ from opentelemetry.propagate import get_global_textmap
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
 from sidecar.config import Config
+from sidecar.logs import FailureLog
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import Observation, ObservationQueue
 from sidecar.routes import OTHER_ROUTE
@@ -91,6 +92,7 @@ class RequestTelemetry:
         self._tracing = tracing
         self._tracer = tracing.tracer
         self._observations = observations
+        self._failures = FailureLog(log)
         self._propagator = get_global_textmap()
         self._model_attributes = {
             "lookout.model.name": config.model_name,
@@ -193,7 +195,8 @@ class RequestTelemetry:
                 self._observations.offer(self._observation(exchange, span_context, duration))
         except Exception:
             self._metrics.component_error("telemetry")
-            log.exception("recording telemetry failed; the response was not affected")
+            self._failures.exception("telemetry", "recording telemetry failed; the response "
+                                     "was not affected")
 
     def _server_end_attributes(self, exchange: Exchange) -> dict[str, object]:
         attributes: dict[str, object] = {

@@ -57,11 +57,13 @@ def test_learns_a_baseline_then_alarms_on_a_brightness_drop(tmp_path) -> None:
     for seed in range(80, 120):  # stationary: two quiet windows
         monitor.offer(_analysis(seed))
     assert _gauge(metrics, catalog.DRIFT_ALARM, "brightness") == 0
+    assert not monitor.alarming  # what the sampler's `drift` rule asks (soak finding)
     assert metrics.registry.get_sample_value(catalog.DRIFT_WINDOWS.sample_name,
                                              {**LABELS, "feature": "brightness"}) == 2
     for seed in range(120, 160):  # 30% darker
         monitor.offer(_analysis(seed, darken=0.7))
     assert _gauge(metrics, catalog.DRIFT_ALARM, "brightness") == 1
+    assert monitor.alarming
     assert _gauge(metrics, catalog.DRIFT_STATISTIC, "brightness") > \
         _gauge(metrics, catalog.DRIFT_THRESHOLD, "brightness")
     assert _gauge(metrics, catalog.DRIFT_PSI, "brightness") > 0.25

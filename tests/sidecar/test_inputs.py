@@ -169,7 +169,7 @@ def test_huge_dimension_images_are_refused_before_decoding(size) -> None:
     try:
         # lookout's limit, or Pillow's own bomb check above 179 MP: both before decoding
         with pytest.raises(ParseFailure,
-                           match="refused before decoding|decompression bomb") as failure:
+                           match=r"refused before decoding|decompression bomb") as failure:
             extract_image("/predict", {"Content-Type": "image/png"}, bomb)
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -111,3 +111,32 @@ def test_promtool_accepts_the_exposition(sidecar: SidecarProcess) -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=sidecar.metrics_text(),
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_recurring_failure_logs_one_traceback_per_interval(caplog) -> None:
+    """Counted every time, logged once a minute with how many were left out (soak:
+    42,000 identical tracebacks in 10 minutes before this)."""
+    import logging
+
+    from sidecar.logs import FailureLog
+
+    now = [0.0]
+    failures = FailureLog(logging.getLogger("lookout.test"), interval=60, clock=lambda: now[0])
+    caplog.set_level(logging.ERROR, "lookout.test")
+    for second in range(0, 130):
+        now[0] = float(second)
+        for _ in range(10):
+            try:
+                raise RuntimeError("broken")
+            except RuntimeError:
+                failures.exception("samples", "samples failed on %s", "/predict")
+    try:
+        raise RuntimeError("other")
+    except RuntimeError:
+        failures.exception("shadow", "shadow failed")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == ["samples failed on /predict",
+                        "samples failed on /predict (and 599 more like it in the last 60 s)",
+                        "samples failed on /predict (and 599 more like it in the last 60 s)",
+                        "shadow failed"]
+    assert all(record.exc_info for record in caplog.records)
