@@ -182,7 +182,8 @@ def _from_items(items: list[Any], mapping: ResponseMapping) -> Detections:
         ids.append(class_id)
         names.append(name)
     named = tuple(n if n is not None else "" for n in names) if any(names) else None
-    detections = Detections.from_arrays(boxes, scores, ids, named)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+        detections = Detections.from_arrays(boxes, scores, ids, named)
     if not np.all(np.isfinite(detections.boxes)) or not np.all(np.isfinite(detections.scores)):
         raise ParseFailure(Reason.BAD_DETECTION, "non-finite box or score")
     return detections

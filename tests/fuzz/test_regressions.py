@@ -93,3 +93,11 @@ def test_a_class_id_out_of_range_is_a_bad_detection(class_id) -> None:
     with pytest.raises(ParseFailure) as failure:
         extract_detections({"Content-Type": "application/json"}, body, None, OutputSettings())
     assert failure.value.reason is Reason.BAD_DETECTION
+
+
+def test_coordinates_beyond_float32_are_a_bad_detection() -> None:
+    body = json.dumps([{"box": {"x1": 0, "y1": 0, "x2": 1e39, "y2": 1}, "class": 0,
+                        "confidence": 0.5}]).encode()
+    with pytest.raises(ParseFailure, match="non-finite") as failure:
+        extract_detections({"Content-Type": "application/json"}, body, None, OutputSettings())
+    assert failure.value.reason is Reason.BAD_DETECTION
