@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.proxy import REPO, cpu_seconds, free_port, rss_mb, start, stop, wait_port
 from lookout_demo.models import model_path
+from lookout_demo.scenes import generate_scene
 from sidecar import catalog
 from sidecar.proxy import ERROR_HEADER
-from tests.support.shadow_stack import frame_jpeg
 
 FRAMES = 64  # distinct camera frames, sent round robin
 CONCURRENCY_CAP = 64  # in-flight requests; beyond it the client sheds (counted)
@@ -171,7 +171,7 @@ def main() -> int:
     args = parser.parse_args()
     duration = 60.0 if args.quick else args.duration
     work = Path(tempfile.mkdtemp(prefix="lookout-soak-"))
-    frames = [frame_jpeg(7_000_000 + i) for i in range(FRAMES)]
+    frames = [generate_scene(7_000_000 + i).jpeg() for i in range(FRAMES)]
     upstream_port, sidecar_port, admin_port, sink_port = (free_port() for _ in range(4))
     python = sys.executable
     processes = [start([python, "-m", "sidecar.cli", "demo-upstream", "--port",

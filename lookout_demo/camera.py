@@ -5,7 +5,6 @@ sidecar's signals."""
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -77,9 +76,7 @@ def encode_frame(index: int, schedule: tuple[DriftPhase, ...], elapsed: float) -
     phase = phase_at(schedule, elapsed)
     if phase.kind is not None:
         scene = perturb(scene, phase.kind, phase.severity(elapsed), seed=index)
-    buffer = io.BytesIO()
-    scene.to_pil().save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+    return scene.jpeg()
 
 
 async def drive(url: str, rate: float, duration: float | None, stats: CameraStats,

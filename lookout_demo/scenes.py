@@ -7,6 +7,7 @@ any machine. Boxes are exact: computed from the shape's geometry, not from pixel
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -36,6 +37,12 @@ class Scene:
 
     def to_pil(self) -> Image.Image:
         return Image.fromarray(self.image)
+
+    def jpeg(self, quality: int = 90) -> bytes:
+        """The scene as a camera would send it."""
+        buffer = io.BytesIO()
+        self.to_pil().save(buffer, "JPEG", quality=quality)
+        return buffer.getvalue()
 
 
 def _smooth_noise(rng: np.random.Generator, width: int, height: int, cells: int) -> np.ndarray:

@@ -31,14 +31,13 @@ log = logging.getLogger(__name__)
 
 def detections_json(detector: OnnxDetector, detections: Detections) -> list[dict[str, object]]:
     """Ultralytics-style JSON: name, class, confidence, box corners in source pixels."""
-    names = detector.names
     return [
-        {"name": names[c] if 0 <= c < len(names) else str(c), "class": int(c),
-         "confidence": round(float(s), 5),
+        {"name": name, "class": int(c), "confidence": round(float(s), 5),
          "box": dict(zip(("x1", "y1", "x2", "y2"), (round(float(v), 2) for v in b),
                          strict=True))}
-        for b, s, c in zip(detections.boxes, detections.scores, detections.classes.tolist(),
-                           strict=True)
+        for b, s, c, name in zip(detections.boxes, detections.scores,
+                                 detections.classes.tolist(),
+                                 detections.labels(detector.names), strict=True)
     ]
 
 

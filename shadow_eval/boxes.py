@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,13 @@ class Detections:
         return cls(np.asarray(boxes, np.float32).reshape(-1, 4),
                    np.asarray(scores, np.float32).reshape(-1),
                    np.asarray(classes, np.int64).reshape(-1), names)
+
+    def labels(self, names: Sequence[str]) -> list[str]:
+        """Each box's class name: the producer's own, else `names` by class id, else the
+        id itself."""
+        if self.names:
+            return list(self.names)
+        return [names[c] if 0 <= c < len(names) else str(c) for c in self.classes.tolist()]
 
     def areas(self) -> np.ndarray:
         widths = np.clip(self.boxes[:, 2] - self.boxes[:, 0], 0, None)

@@ -92,12 +92,6 @@ class Job:
     agreement: float | None  # with the reference model, when it evaluated the image
 
 
-def labels_of(detections: Detections, names: Sequence[str]) -> list[str]:
-    if detections.names:
-        return list(detections.names)
-    return [names[c] if 0 <= c < len(names) else str(c) for c in detections.classes.tolist()]
-
-
 def detections_json(detections: Detections | None, names: Sequence[str]
                     ) -> list[dict[str, Any]] | None:
     """Boxes in original-image pixels, as the API and the exports present them."""
@@ -107,7 +101,7 @@ def detections_json(detections: Detections | None, names: Sequence[str]
              "class": label}
             for box, score, class_id, label in zip(
                 detections.boxes.tolist(), detections.scores.tolist(),
-                detections.classes.tolist(), labels_of(detections, names), strict=True)]
+                detections.classes.tolist(), detections.labels(names), strict=True)]
 
 
 class SampleRecorder:
@@ -180,7 +174,7 @@ class SampleRecorder:
         candidate = Candidate(
             exchange.status, exchange.parse_failed, exchange.latency,
             detections.scores if detections is not None else None,
-            tuple(labels_of(detections, self._names)) if detections is not None else (),
+            tuple(detections.labels(self._names)) if detections is not None else (),
             agreement, self._drift is not None and self._drift.alarming)
         decision = self.policy.decide(candidate, exchange.time)
         if decision.strategy is None:
@@ -252,7 +246,7 @@ class SampleRecorder:
         detections = exchange.detections or Detections.empty()
         try:
             thumbnail = make_thumbnail(image, detections.boxes,
-                                       labels_of(detections, self._names), self._settings)
+                                       detections.labels(self._names), self._settings)
         except (OSError, ValueError):
             self._drop(DropReason.NO_IMAGE)
             return
@@ -272,7 +266,7 @@ class SampleRecorder:
             reference_detections=detections_json(reference, ()),
             agreement=job.agreement,
             features={k: _plain(v) for k, v in features.items()},
-            classes=tuple(labels_of(detections, self._names)))
+            classes=tuple(detections.labels(self._names)))
         size = len(thumbnail.data) + (len(original.data) if original else 0)
         try:
             self.store.enforce_retention(exchange.time, extra_bytes=size)

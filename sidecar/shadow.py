@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -326,10 +326,8 @@ class ShadowEvaluator:
             self._record(agreement)
             agreements.append(agreement)
             if sample.on_result is not None:
-                names = self.reference.names
-                labelled = Detections(reference.boxes, reference.scores, reference.classes,
-                                      tuple(names[c] if 0 <= c < len(names) else str(c)
-                                            for c in reference.classes.tolist()))
+                labelled = replace(
+                    reference, names=tuple(reference.labels(self.reference.names)))
                 self._report(sample, ShadowResult(labelled, agreement))
         for sample, rgb in zip(prepared.samples, prepared.pixels, strict=True):
             if sample.flip and self.primary is not None:

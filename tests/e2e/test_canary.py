@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 
 from canary import templates
 from lookout_demo.models import model_path
+from lookout_demo.scenes import generate_scene
 from sidecar import catalog
 from slo.spec import parse_spec
 from tests.support.kube_api import KubeApiStandIn
@@ -38,7 +39,6 @@ from tests.support.processes import (
 )
 from tests.support.prometheus import PrometheusServer
 from tests.support.shadow_stack import (
-    frame_jpeg,
     shadow_options,
     start_demo_upstream,
     wait_for_reference_model,
@@ -119,7 +119,7 @@ def _drive(sidecars: dict[str, SidecarProcess], seconds: float, first_seed: int)
     def client(offset: int, sidecar: SidecarProcess) -> None:
         seed = first_seed + offset * 1_000_000
         while time.monotonic() < stop:
-            response = request(sidecar.port, "POST", "/predict", body=frame_jpeg(seed),
+            response = request(sidecar.port, "POST", "/predict", body=generate_scene(seed).jpeg(),
                                headers={"Content-Type": "image/jpeg"})
             assert response.status == 200, response.body[:200]
             seed += 1

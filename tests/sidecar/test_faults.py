@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from lookout_demo.models import model_path
+from lookout_demo.scenes import generate_scene
 from sidecar import catalog
 from tests.support.processes import (
     ManagedProcess,
@@ -22,7 +23,6 @@ from tests.support.processes import (
     wait_until,
 )
 from tests.support.shadow_stack import (
-    frame_jpeg,
     shadow_options,
     start_demo_upstream,
     wait_for_reference_model,
@@ -103,7 +103,8 @@ def test_the_reference_model_file_deleted_or_replaced_at_run_time(tmp_path: Path
             nonlocal seed
             before = sidecar.metric(ok, outcome="ok")
             for _ in range(frames):
-                response = request(sidecar.port, "POST", "/predict", body=frame_jpeg(seed),
+                response = request(sidecar.port, "POST", "/predict",
+                                   body=generate_scene(seed).jpeg(),
                                    headers={"Content-Type": "image/jpeg"})
                 assert response.status == 200
                 seed += 1

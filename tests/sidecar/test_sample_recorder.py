@@ -4,13 +4,11 @@ and a full or read-only volume under a running sidecar that keeps serving."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import sys
 import time
 
 import pytest
-from PIL import Image
 
 from lookout_demo.models import model_path
 from lookout_demo.scenes import generate_scene
@@ -33,12 +31,6 @@ from tests.support.processes import (
 )
 
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
-
-
-def _jpeg(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def _detections_body() -> bytes:
@@ -68,7 +60,8 @@ def _stored(metrics: SidecarMetrics, strategy: str) -> float:
 
 
 def _exchange(seed: int, status: int = 200, duration: float = 0.01):
-    observation = _observation(_detections_body(), request=_jpeg(seed), status=status)
+    observation = _observation(_detections_body(), request=generate_scene(seed).jpeg(),
+                               status=status)
     return dataclasses.replace(observation, duration=duration, trace_id=f"{seed:032x}",
                                started_at=time.time())
 
@@ -130,7 +123,7 @@ def test_originals_are_kept_only_when_asked(tmp_path) -> None:
     _, _, recorder, analyzer = _setup(tmp_path, "random share=1 per_minute=100",
                                       sample_keep_original="true")
     recorder.start()
-    body = _jpeg(4)
+    body = generate_scene(4).jpeg()
     analyzer.analyse_batch([_exchange(4)])
     assert recorder.drain(30)
     [sample] = recorder.store.query(SampleQuery(limit=10)).samples
@@ -179,7 +172,7 @@ def test_a_full_then_read_only_volume_pauses_sampling_and_never_touches_requests
                        "the sample store to open")
 
             def send(seed: int) -> None:
-                body = _jpeg(seed)
+                body = generate_scene(seed).jpeg()
                 direct = request(demo_upstream, "POST", "/predict", body=body,
                                  headers={"Content-Type": "image/jpeg"})
                 proxied = request(sidecar.port, "POST", "/predict", body=body,

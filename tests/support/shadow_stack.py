@@ -4,11 +4,8 @@ tests of shadow metrics, rules and dashboards scrape."""
 
 from __future__ import annotations
 
-import io
 import sys
 from dataclasses import dataclass
-
-from PIL import Image
 
 from lookout_demo.models import model_path
 from lookout_demo.scenes import generate_scene
@@ -23,13 +20,6 @@ from tests.support.processes import (
 )
 
 
-def frame_jpeg(seed: int) -> bytes:
-    """The synthetic scene of `seed` as a camera would send it."""
-    buffer = io.BytesIO()
-    Image.fromarray(generate_scene(seed).image).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
 @dataclass
 class ShadowStack:
     upstream: ManagedProcess
@@ -37,7 +27,8 @@ class ShadowStack:
 
     def send_frames(self, seeds: range, headers: dict[str, str] | None = None) -> None:
         for seed in seeds:
-            response = request(self.sidecar.port, "POST", "/predict", body=frame_jpeg(seed),
+            response = request(self.sidecar.port, "POST", "/predict",
+                               body=generate_scene(seed).jpeg(),
                                headers={"Content-Type": "image/jpeg", **(headers or {})})
             assert response.status == 200
 
