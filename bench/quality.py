@@ -27,33 +27,29 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo.models import model_path
+from lookout_demo import outcomes
 from lookout_demo.perturbations import PERTURBATIONS, perturb
 from lookout_demo.scenes import generate_scene
-from shadow_eval.boxes import Detections
-from shadow_eval.decode import DecodeSettings
-from shadow_eval.matching import match
-from shadow_eval.runner import OnnxDetector
 
 SEVERITIES = (0.2, 0.4, 0.6, 0.8, 1.0)
 HELD_OUT_SEED = 2_000_000
-IOU = 0.5
 
 
 @dataclass
 class Tally:
-    primary: int = 0
-    reference: int = 0
-    truth: int = 0
-    matched_reference: int = 0
-    matched_truth: int = 0
+    primary: float
+    reference: float
+    truth: float
+    matched_reference: float
+    matched_truth: float
 
-    def add(self, primary: Detections, reference: Detections, truth: Detections) -> None:
-        self.primary += len(primary)
-        self.reference += len(reference)
-        self.truth += len(truth)
-        self.matched_reference += match(primary, reference, IOU).matched
-        self.matched_truth += match(primary, truth, IOU).matched
+    @classmethod
+    def of(cls, rows: np.ndarray) -> Tally:
+        """Per-image outcomes (lookout_demo.outcomes) summed over a condition."""
+        totals = rows.sum(axis=0)
+        return cls(totals[outcomes.PRIMARY], totals[outcomes.REFERENCE],
+                   totals[outcomes.TRUTH], totals[outcomes.MATCHED],
+                   totals[outcomes.TRUE_POSITIVES])
 
     @property
     def precision(self) -> float:
@@ -76,10 +72,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=100, help="scenes per condition")
     args = parser.parse_args()
-    settings = DecodeSettings(conf_threshold=0.25)
-    primary = OnnxDetector.load(model_path("primary"), providers=("cpu",), settings=settings)
-    reference = OnnxDetector.load(model_path("reference"), providers=("cpu",),
-                                  settings=settings)
+    primary, reference = outcomes.detectors()
     scenes = [generate_scene(HELD_OUT_SEED + i) for i in range(args.scenes)]
     conditions = [("clean", 0.0)] + [(k, s) for k in PERTURBATIONS for s in SEVERITIES]
     started = time.monotonic()
@@ -87,19 +80,9 @@ def main() -> int:
     print("| condition | severity | precision | proxy | recall | proxy |")
     print("|---|---|---|---|---|---|")
     for kind, severity in conditions:
-        tally = Tally()
         batch = [scene if kind == "clean" else perturb(scene, kind, severity, seed=11)
                  for scene in scenes]
-        for start in range(0, len(batch), 16):
-            chunk = batch[start:start + 16]
-            images = [scene.image for scene in chunk]
-            found = primary.detect_batch(images)
-            pseudo = reference.detect_batch(images)
-            for scene, p, r in zip(chunk, found, pseudo, strict=True):
-                known = scene.classes >= 0
-                truth = Detections.from_arrays(scene.boxes[known],
-                                               np.ones(int(known.sum())), scene.classes[known])
-                tally.add(p, r, truth)
+        tally = Tally.of(outcomes.image_outcomes(batch, primary, reference))
         results[(kind, severity)] = tally
         print(f"| {kind} | {severity:.1f} | {tally.precision:.3f} | "
               f"{tally.precision_proxy:.3f} | {tally.recall:.3f} | {tally.recall_proxy:.3f} |",
