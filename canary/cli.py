@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import fields
 
-from slo.judge import JudgeSettings
+from slo.canary import JudgeSettings
 
 ERROR_EXIT = 3  # 0 pass, 1 fail, 2 inconclusive: the verdicts; 3: could not judge
 

@@ -100,22 +100,30 @@ def analysis_template(spec: ServiceSpec) -> dict[str, Any]:
     }
 
 
+def _flagger_gates(spec: ServiceSpec) -> list[tuple[str, str, float | int]]:
+    """(name, PromQL, highest passing value): the critical metrics' excess over their
+    band, then each SLO's burn rate. The burn rates are over the fixed window: their
+    event counts need its seconds."""
+    minimum = spec.low_traffic_min_events
+    gates = [(m.name, excess_query(m, spec.model, FLAGGER_BASELINE, FLAGGER_CANARY,
+                                   FLAGGER_WINDOW, minimum), 0)
+             for m in metrics_for(spec) if m.critical]
+    return gates + _burn_gates(spec, FLAGGER_CANARY, QUERY_WINDOW)
+
+
+def _template_name(spec: ServiceSpec, gate: str) -> str:
+    return f"lookout-{spec.service}-{gate}"
+
+
 def metric_templates(spec: ServiceSpec) -> list[dict[str, Any]]:
     """Flagger MetricTemplates, one per critical metric and per SLO burn rate."""
-    minimum = spec.low_traffic_min_events
-    queries = [(m.name, excess_query(m, spec.model, FLAGGER_BASELINE, FLAGGER_CANARY,
-                                     FLAGGER_WINDOW, minimum))
-               for m in metrics_for(spec) if m.critical]
-    # the burn rates are over the fixed window: their event counts need its seconds
-    queries += [(name, query) for name, query, _ in
-                _burn_gates(spec, FLAGGER_CANARY, QUERY_WINDOW)]
     return [{
         "apiVersion": "flagger.app/v1beta1",
         "kind": "MetricTemplate",
-        "metadata": {"name": f"lookout-{spec.service}-{name}", "labels": _labels(spec)},
+        "metadata": {"name": _template_name(spec, name), "labels": _labels(spec)},
         "spec": {"provider": {"type": "prometheus", "address": PROMETHEUS_ADDRESS},
                  "query": query},
-    } for name, query in queries]
+    } for name, query, _ in _flagger_gates(spec)]
 
 
 def flagger_analysis(spec: ServiceSpec, baseline: str = "BASELINE_VERSION",
@@ -123,17 +131,12 @@ def flagger_analysis(spec: ServiceSpec, baseline: str = "BASELINE_VERSION",
     """The `analysis` block of a Flagger Canary using those templates; the two versions
     are placeholders to set per release."""
     variables = {"baseline_version": baseline, "canary_version": canary}
-    limits = {name: factor for name, _, factor in
-              _burn_gates(spec, FLAGGER_CANARY, QUERY_WINDOW)}
-    metrics = []
-    for template in metric_templates(spec):
-        name = template["metadata"]["name"].removeprefix(f"lookout-{spec.service}-")
-        metrics.append({
-            "name": name,
-            "templateRef": {"name": template["metadata"]["name"]},
-            "templateVariables": dict(variables),
-            "thresholdRange": {"max": limits.get(name, 0)},
-            "interval": QUERY_WINDOW,
-        })
+    metrics = [{
+        "name": name,
+        "templateRef": {"name": _template_name(spec, name)},
+        "templateVariables": dict(variables),
+        "thresholdRange": {"max": limit},
+        "interval": QUERY_WINDOW,
+    } for name, _, limit in _flagger_gates(spec)]
     return {"analysis": {"interval": "1m", "threshold": 2, "maxWeight": 50, "stepWeight": 10,
                          "metrics": metrics}}

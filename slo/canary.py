@@ -19,7 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from sidecar import catalog
 from slo.burn import TIERS
-from slo.sli import sli
+from slo.sli import sli, summed, zero_if_absent
 from slo.spec import SLO, Kind, ServiceSpec
 
 
@@ -31,6 +31,18 @@ class Worse(StrEnum):
 
 
 Query = Callable[[str, str], str]  # (label selector, window) -> PromQL
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeSettings:
+    """How sure the judge (slo.judge) must be; here, apart from the statistics, so the
+    command line reads the defaults without importing scipy."""
+
+    confidence: float = 0.95
+    effect_size_floor: float = 0.3  # |Cliff's delta|: 0.15 small, 0.33 medium, 0.47 large
+    min_events: float = 200  # per version and metric, summed over the window
+    min_intervals: int = 10  # per version and metric
+    pass_score: float = 0.75  # share of judged metrics not worse, when none critical is
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +62,14 @@ class CanaryMetric:
 
 
 def _increase(metric: str, selector: str, window: str) -> str:
-    return f"sum(increase({metric}{{{selector}}}[{window}]))"
-
-
-def _zero_if_absent(query: str) -> str:
-    """A numerator whose series never appeared (no 5xx yet) is 0, not an empty result."""
-    return f"({query} or vector(0))"
+    return summed("increase", metric, selector, window)
 
 
 def _error_rate(selector: str, window: str) -> str:
     requests = catalog.REQUESTS.sample_name
     errors = _increase(requests, f'{selector},code=~"{catalog.SERVER_ERROR_CODE_REGEX}"',
                        window)
-    return f"{_zero_if_absent(errors)} / {_increase(requests, selector, window)}"
+    return f"{zero_if_absent(errors)} / {_increase(requests, selector, window)}"
 
 
 def _requests(selector: str, window: str) -> str:
@@ -82,7 +89,7 @@ def _proxy(denominator: catalog.MetricSpec) -> Query:
     def query(selector: str, window: str) -> str:
         matched = _increase(catalog.SHADOW_MATCHED_BOXES.sample_name, selector, window)
         boxes = _increase(denominator.sample_name, selector, window)
-        return f"{_zero_if_absent(matched)} / {boxes}"
+        return f"{zero_if_absent(matched)} / {boxes}"
     return query
 
 
@@ -99,7 +106,7 @@ def _slow_share(threshold: float) -> Query:
 
     def query(selector: str, window: str) -> str:
         fast = _increase(catalog.REQUEST_DURATION.bucket_name, f'{selector},le="{le}"', window)
-        return f"1 - {_zero_if_absent(fast)} / {_timed_requests(selector, window)}"
+        return f"1 - {zero_if_absent(fast)} / {_timed_requests(selector, window)}"
     return query
 
 

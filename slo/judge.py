@@ -20,7 +20,7 @@ from enum import StrEnum
 import numpy as np
 from scipy import stats
 
-from slo.canary import CanaryMetric, Worse
+from slo.canary import CanaryMetric, JudgeSettings, Worse
 
 
 class Outcome(StrEnum):
@@ -38,15 +38,6 @@ class Verdict(StrEnum):
     @property
     def exit_code(self) -> int:
         return {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCONCLUSIVE: 2}[self]
-
-
-@dataclass(frozen=True, slots=True)
-class JudgeSettings:
-    confidence: float = 0.95
-    effect_size_floor: float = 0.3  # |Cliff's delta|: 0.15 small, 0.33 medium, 0.47 large
-    min_events: float = 200  # per version and metric, summed over the window
-    min_intervals: int = 10  # per version and metric
-    pass_score: float = 0.75  # share of judged metrics not worse, when none critical is
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +107,8 @@ def judge_metric(metric: CanaryMetric, baseline: Series, canary: Series,
     alpha = 1 - settings.confidence
     worse_p = _one_sided_p(sign * c - tolerance, sign * b)
     better_p = _one_sided_p(sign * b - tolerance, sign * c)
-    u_worse = stats.mannwhitneyu(sign * c, sign * b, alternative="greater").statistic
-    delta = 2 * u_worse / (len(b) * len(c)) - 1
+    # Cliff's delta: P(a canary interval is worse than a baseline one) - P(better)
+    delta = float(np.mean(np.sign(sign * np.subtract.outer(c, b))))
     shift, low, high = shift_estimate(c, b, settings.confidence)
     direction = "higher" if metric.worse is Worse.UP else "lower"
     if worse_p < alpha and delta >= settings.effect_size_floor:
@@ -134,7 +125,7 @@ def judge_metric(metric: CanaryMetric, baseline: Series, canary: Series,
     return MetricJudgement(metric.name, outcome, reason=reason, baseline=baseline_median,
                            canary=float(np.median(c)), shift=shift, shift_low=low,
                            shift_high=high, tolerance=tolerance, p_value=worse_p,
-                           effect_size=float(delta), **counts)
+                           effect_size=delta, **counts)
 
 
 def _one_sided_p(worse: np.ndarray, other: np.ndarray) -> float:

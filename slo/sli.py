@@ -19,14 +19,23 @@ class SLIQueries:
     events: str
 
 
+def summed(function: str, metric: str, selector: str, window: str) -> str:
+    """`sum(rate(...))` or `sum(increase(...))` of one metric over a window."""
+    return f"sum({function}({metric}{{{selector}}}[{window}]))"
+
+
+def zero_if_absent(query: str) -> str:
+    """A numerator: a series that never appeared (no 5xx yet) counts as zero events, or
+    the ratio would be empty instead of 0."""
+    return f"({query} or vector(0))"
+
+
 def _rate(metric: str, selector: str, window: str) -> str:
-    return f"sum(rate({metric}{{{selector}}}[{window}]))"
+    return summed("rate", metric, selector, window)
 
 
 def _rate_or_zero(metric: str, selector: str, window: str) -> str:
-    """A numerator: a series that never appeared (no 5xx yet) counts as zero events, or
-    the ratio would be empty instead of 0."""
-    return f"({_rate(metric, selector, window)} or vector(0))"
+    return zero_if_absent(_rate(metric, selector, window))
 
 
 def _user_query(query: str, window: str) -> str:
