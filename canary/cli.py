@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
+from typing import TYPE_CHECKING
 
-from slo.canary import JudgeSettings
+from slo.canary import DEFAULT_METRICS, JudgeSettings, metrics_for
+from slo.spec import SpecError, load_spec, parse_duration
+
+if TYPE_CHECKING:
+    from canary.analysis import CanaryComparison
 
 ERROR_EXIT = 3  # 0 pass, 1 fail, 2 inconclusive: the verdicts; 3: could not judge
 
@@ -82,13 +87,9 @@ def settings_from(args: argparse.Namespace) -> JudgeSettings:
     return JudgeSettings(**values)
 
 
-def comparison_from(args: argparse.Namespace):
+def comparison_from(args: argparse.Namespace) -> CanaryComparison:
     """The CanaryComparison the options describe."""
-    from dataclasses import replace
-
-    from canary.analysis import CanaryComparison
-    from slo.canary import metrics_for
-    from slo.spec import SpecError, load_spec, parse_duration
+    from canary.analysis import CanaryComparison  # the judge: numpy and scipy
 
     try:
         spec = load_spec(args.slo) if args.slo else None
@@ -101,8 +102,6 @@ def comparison_from(args: argparse.Namespace):
         raise UsageError("--model is required without --slo")
     metrics = metrics_for(spec)
     if args.metrics:
-        from slo.canary import DEFAULT_METRICS
-
         known = {m.name: m for m in (*DEFAULT_METRICS, *metrics)}
         wanted = [name.strip() for name in args.metrics.split(",") if name.strip()]
         unknown = [name for name in wanted if name not in known]

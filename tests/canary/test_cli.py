@@ -1,0 +1,37 @@
+"""`lookout canary judge` when it cannot judge: exit 3 with a message naming the cause,
+never a verdict's exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.processes import free_port
+
+BASE = ["--baseline-version", "v1", "--canary-version", "v2"]
+
+
+def _judge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sidecar.cli", "canary", "judge",
+                           "--prometheus", f"http://127.0.0.1:{free_port()}", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([*BASE, "--model", "m", "--metrics", "precision,nope"], "--metrics: unknown nope"),
+    ([*BASE, "--model", "m", "--metrics", "precision", "--critical", "recall"],
+     "--critical: recall not among the judged metrics"),
+    (BASE, "--model is required without --slo"),
+    (["--baseline-version", "v1", "--canary-version", "v1", "--model", "m"],
+     "the baseline and canary versions are the same"),
+    ([*BASE, "--model", "m", "--window", "30 minutes"], "--window: '30 minutes' is not"),
+    ([*BASE, "--model", "m", "--confidence", "1.5"], "--confidence 1.5 must be in"),
+    ([*BASE, "--model", "m"], "cannot query Prometheus at http://127.0.0.1:"),
+])
+def test_what_cannot_be_judged_exits_3_and_says_why(args: list[str], message: str) -> None:
+    result = _judge(*args)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""
