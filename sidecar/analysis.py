@@ -192,6 +192,8 @@ class TrafficAnalyzer:
 
     def describe_error(self, observation: Observation) -> Analysis:
         """The input of a failed exchange; nothing is recorded or counted for it."""
+        if observation.request_truncated:
+            return Analysis(observation, None, None, None)
         try:
             image = extract_image(observation.path, observation.request_headers,
                                   observation.request_body, self._config.image_fields)
@@ -202,6 +204,9 @@ class TrafficAnalyzer:
     def _image(self, observation: Observation) -> InputImage | None:
         """The input image, or None when it cannot be had: detections are still worth
         recording without it, so a request-side failure is counted and tolerated."""
+        if observation.request_truncated:  # only a prefix was kept: not decodable
+            self._metrics.parse_failure(Reason.REQUEST_TOO_LARGE)
+            return None
         try:
             return extract_image(observation.path, observation.request_headers,
                                  observation.request_body, self._config.image_fields)

@@ -202,6 +202,12 @@ COMPONENT_ERRORS = MetricSpec(
     "Failures inside lookout's own components; user requests are unaffected (fail-open).",
     ("component",),
 )
+CLIENT_REFUSED = MetricSpec(
+    "lookout_client_refused", MetricType.COUNTER,
+    "Client requests or connections lookout refused or closed itself before they reached "
+    "the upstream: malformed, over a limit, or timed out.",
+    ("reason",),
+)
 UPSTREAM_UP = MetricSpec(
     "lookout_upstream_up", MetricType.GAUGE,
     "1 when the last probe of the inference container succeeded, else 0.",
@@ -233,7 +239,7 @@ ALL: tuple[MetricSpec, ...] = (
     FLIP_BOXES, FLIP_MATCHED_BOXES,
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
-    QUEUE_DROPPED, COMPONENT_ERRORS, UPSTREAM_UP,
+    QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, UPSTREAM_UP,
     GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, MODEL_INFO,
 )
 

@@ -193,6 +193,16 @@ class Config:
                                        "observations waiting for analysis before drops")
     observation_queue_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
                                         "body bytes held by waiting observations before drops")
+    client_head_timeout: float = _opt(60.0, _positive(float), "seconds a client has to send "
+                                      "a whole request head (then 408 and close)")
+    client_body_timeout: float = _opt(60.0, _positive(float), "seconds a client may pause "
+                                      "between two parts of its body (then 408 and close)")
+    client_keepalive_timeout: float = _opt(75.0, _positive(float), "seconds an idle client "
+                                           "connection is kept open between requests")
+    max_client_connections: int = _opt(1024, _positive(int), "open client connections on "
+                                       "the data port; more are closed at once")
+    max_head_bytes: int = _opt(32 * 1024, _positive(parse_size), "largest request head "
+                               "(request line and headers); larger gets 431")
     ready_path: str = _opt("", str, "upstream HTTP path whose 2xx means ready "
                            "(e.g. /v2/health/ready); empty: a TCP connect suffices")
     probe_interval: float = _opt(5.0, _positive(float), "seconds between upstream probes")

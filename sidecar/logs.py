@@ -61,3 +61,37 @@ class FailureLog:
         if skipped:
             message += f" (and {skipped} more like it in the last {now - last:.0f} s)"
         self._logger.error(message, *args, exc_info=True)
+
+
+class TallyLog:
+    """Counts events by a bounded key and logs one warning line per `interval` with the
+    tally, never a traceback or a value the client sent: a flood of malformed requests
+    must not flood the logs, nor copy a client's headers (tokens) into them."""
+
+    def __init__(self, logger: logging.Logger, message: str, interval: float = 60.0,
+                 clock=time.monotonic) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._clock = clock
+        self._counts: dict[str, int] = {}
+        self._since: float | None = None
+
+    def add(self, key: str) -> None:
+        now = self._clock()
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._since is None:
+            self._since = now
+            self.flush(now)  # the first one is told at once
+        elif now - self._since >= self._interval:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if not self._counts:
+            return
+        now = self._clock() if now is None else now
+        tally = ", ".join(f"{key}={count}" for key, count in sorted(self._counts.items()))
+        self._logger.warning("%s: %s (in %.0f s)", self._message, tally,
+                             now - (self._since or now))
+        self._counts.clear()
+        self._since = now

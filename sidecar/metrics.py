@@ -106,11 +106,14 @@ class SidecarMetrics:
             self._component_errors[component] = child
         child.inc(count)
 
+    def client_refused(self, reason: str, count: int = 1) -> None:
+        self[catalog.CLIENT_REFUSED].labels(reason).inc(count)
+
     def parse_failure(self, reason: str, count: int = 1) -> None:
         self[catalog.PARSE_FAILURES].labels(self.model, self.version, reason).inc(count)
 
     def initialise(self, queues: Iterable[str] = (), components: Iterable[str] = (),
-                   reasons: Iterable[str] = ()) -> None:
+                   reasons: Iterable[str] = (), refusals: Iterable[str] = ()) -> None:
         """Export the known label values at 0 from the start: `rate()` then reads 0 where
         it would otherwise read nothing, and a dashboard tells "no failures" from "no
         data"."""
@@ -120,6 +123,8 @@ class SidecarMetrics:
             self.component_error(component, 0)
         for reason in reasons:
             self.parse_failure(reason, 0)
+        for reason in refusals:
+            self.client_refused(reason, 0)
 
     def set_upstream_up(self, up: bool) -> None:
         self[catalog.UPSTREAM_UP].set(1 if up else 0)

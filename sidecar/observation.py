@@ -37,7 +37,7 @@ class Observation:
     status: int
     code: str  # the `code` label: "200", "sidecar_504", ...
     request_headers: Mapping[str, str]  # the client's headers, as received (read-only)
-    request_body: bytes
+    request_body: bytes  # at most observe_max_bytes of it
     response_headers: Mapping[str, str]  # the upstream's (or sidecar's) headers
     response_body: bytes
     response_truncated: bool  # response larger than observe_max_bytes
@@ -48,6 +48,7 @@ class Observation:
     trace_sampled: bool
     model: str
     version: str
+    request_truncated: bool = False  # request larger than observe_max_bytes
 
 
 class ObservationConsumer(Protocol):

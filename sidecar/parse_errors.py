@@ -16,6 +16,7 @@ class Reason(StrEnum):
     UNRECOGNIZED_RESPONSE = "unrecognized_response"
     BAD_DETECTION = "bad_detection"
     RESPONSE_TOO_LARGE = "response_too_large"
+    REQUEST_TOO_LARGE = "request_too_large"
 
 
 class ParseFailure(Exception):

@@ -1,7 +1,9 @@
-"""The request path: read the body (bounded), forward it, return the upstream's
+"""The request path: stream the body (bounded) to the upstream, return the upstream's
 response, record O(1) metrics, start and end the spans, hand off an Observation.
 
-Nothing here parses, decodes or waits on analysis. The sidecar's own error responses
+Nothing here parses, decodes or waits on analysis. Request bodies are forwarded byte
+for byte with their Content-Encoding; a copy of at most `observe_max_bytes` is kept
+for analysis. The sidecar's own error responses
 carry an `X-Lookout-Error` header and a JSON body, and a `sidecar_`-prefixed `code`
 label, so they are never mistaken for the upstream's.
 """
@@ -11,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry.trace import Span
 from yarl import URL
@@ -21,6 +23,8 @@ from yarl import URL
 from sidecar.catalog import sidecar_code
 from sidecar.config import Config
 from sidecar.headers import add_forwarded, end_to_end
+from sidecar.http1 import BodyError, IncomingRequest, ResponseWriter
+from sidecar.request_target import OriginTarget, TargetRefused, parse_target
 from sidecar.routes import RouteTemplates
 from sidecar.telemetry import Exchange, RequestTelemetry
 from sidecar.upstream import UpstreamFailure, classify_failure
@@ -41,153 +45,172 @@ class SidecarError(Exception):
 
 
 class ProxyHandler:
-    """aiohttp handler forwarding every method and path to the upstream."""
+    """Forwards every origin-form request to the configured upstream, and only there."""
 
     def __init__(
         self,
         config: Config,
         session: aiohttp.ClientSession,
         telemetry: RequestTelemetry,
+        on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._config = config
+        self._on_refused = on_refused
         self._session = session
         self._telemetry = telemetry
         self._routes = RouteTemplates(config.routes)
         self._upstream_base = config.upstream
         upstream_url = URL(config.upstream)
+        self._scheme = upstream_url.scheme
         self._upstream_host = upstream_url.host or ""
         self._upstream_port = upstream_url.port or 80
+        self._base_path = upstream_url.raw_path.rstrip("/")
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        exchange = Exchange(request.method, request.path, self._routes.label(request.path),
+    def upstream_url(self, target: OriginTarget) -> URL:
+        """The configured upstream joined with a parsed path and query: whatever the
+        target says, the host and port are the configuration's."""
+        path = self._base_path + target.path if not target.asterisk else "*"
+        return URL.build(scheme=self._scheme, host=self._upstream_host,
+                         port=self._upstream_port, path=path, query_string=target.query,
+                         encoded=True)
+
+    async def handle(self, request: IncomingRequest, response: ResponseWriter) -> None:
+        try:
+            target = parse_target(request.method, request.target, request.headers.get("Host"))
+        except TargetRefused as refused:
+            target, refusal = OriginTarget("/", ""), refused
+        else:
+            refusal = None
+        exchange = Exchange(request.method, target.path, self._routes.label(target.path),
                             request.headers)
         server_span = self._telemetry.start_server_span(
-            exchange, request.headers, scheme=request.scheme,
-            protocol_version=f"{request.version.major}.{request.version.minor}",
-            client_address=request.remote,
+            exchange, request.headers, scheme="http",
+            protocol_version=request.version, client_address=request.remote,
         )
         try:
-            return await self._exchange(request, server_span, exchange)
+            if refusal is not None:
+                response.close_after = True
+                self._on_refused(refusal.reason)
+                raise SidecarError(refusal.status, refusal.reason.replace("_", "-"),
+                                   refusal.detail)
+            await self._forward(request, response, target, server_span, exchange)
+        except SidecarError as error:
+            await self._send_error(request, response, server_span, exchange, error)
+        except ConnectionResetError:
+            exchange.status, exchange.code = CLIENT_CLOSED, sidecar_code(CLIENT_CLOSED)
         except BaseException:
-            if not exchange.code:  # a bug escaped: aiohttp answers 500, we count it
+            if not exchange.code:  # a bug escaped: the connection closes, we count it
                 exchange.status, exchange.code = 500, sidecar_code(500)
             raise
         finally:
             self._telemetry.finish(exchange, server_span)
 
-    async def _exchange(
-        self, request: web.BaseRequest, server_span: Span, exchange: Exchange
-    ) -> web.StreamResponse:
-        try:
-            exchange.request_body = await self._read_body(request)
-            return await self._forward(request, server_span, exchange)
-        except SidecarError as error:
-            return await self._send_error(request, server_span, exchange, error)
-        except ConnectionResetError:
-            exchange.status, exchange.code = CLIENT_CLOSED, sidecar_code(CLIENT_CLOSED)
-            return web.Response(status=CLIENT_CLOSED)
+    def _keep_request_copy(self, exchange: Exchange, body: bytes) -> None:
+        exchange.request_bytes = len(body)
+        exchange.request_body = body[: self._config.observe_max_bytes]
+        exchange.request_truncated = len(body) > len(exchange.request_body)
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        limit = self._config.max_body_bytes
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            raise SidecarError(
-                413, "body-too-large",
-                f"request body of {declared} bytes exceeds the limit of {limit} bytes "
-                "(max_body_bytes)",
-            )
-        if not request.body_exists:
-            return b""
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise SidecarError(
-                413, "body-too-large",
-                f"request body exceeds the limit of {limit} bytes (max_body_bytes)",
-            ) from None
-        except aiohttp.http_exceptions.HttpProcessingError as error:
-            raise SidecarError(400, "bad-request-body", f"malformed request body: {error}") \
-                from None
+    async def _request_body(self, request: IncomingRequest,
+                            exchange: Exchange) -> AsyncIterator[bytes]:
+        """The client's body as it arrives, copying the first observe_max_bytes."""
+        captured = bytearray()
+        cap = self._config.observe_max_bytes
+        async for chunk in request.body.chunks():
+            exchange.request_bytes += len(chunk)
+            if len(captured) < cap:
+                captured += chunk[: cap - len(captured)]
+            yield chunk
+        exchange.request_body = bytes(captured)
+        exchange.request_truncated = exchange.request_bytes > len(captured)
 
     async def _forward(
-        self, request: web.BaseRequest, server_span: Span, exchange: Exchange
-    ) -> web.StreamResponse:
+        self, request: IncomingRequest, response: ResponseWriter, target: OriginTarget,
+        server_span: Span, exchange: Exchange,
+    ) -> None:
         headers = end_to_end(request.headers)
-        add_forwarded(headers, request.remote, request.scheme, request.host)
-        url = self._upstream_base + request.raw_path
+        headers.popall("Expect", None)  # answered here; the upstream must not wait for it
+        add_forwarded(headers, request.remote, "http", request.headers.get("Host"))
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        url = self.upstream_url(target)
         call = self._telemetry.start_client_span(
-            exchange, server_span, url, self._upstream_host, self._upstream_port, headers
+            exchange, server_span, str(url), self._upstream_host, self._upstream_port, headers
         )
+        response.continue_if_expected()
+        if request.body.complete:  # small bodies arrive whole: one write, no generator
+            body: bytes | AsyncIterator[bytes] | None = request.body.take_all() or None
+            self._keep_request_copy(exchange, body or b"")
+        else:
+            body = self._request_body(request, exchange)
         sent = time.perf_counter()
-        streamed: web.StreamResponse | None = None
         try:
             async with self._session.request(
-                request.method, URL(url, encoded=True), data=exchange.request_body or None,
-                headers=headers, allow_redirects=False,
+                request.method, url, data=body, headers=headers, allow_redirects=False,
             ) as upstream:
                 self._telemetry.upstream_status(call, upstream.status)
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
                 exchange.response_headers = upstream.headers
                 if self._buffered(request, upstream):
-                    return await self._relay_buffered(request, upstream, exchange, sent)
-                streamed = self._relayed_response(request, upstream, upstream.content_length,
-                                                  chunked=True)
-                await streamed.prepare(request)
-                await self._pump(upstream, streamed, exchange, sent)
-                return streamed
+                    await self._relay_buffered(request, response, upstream, exchange, sent)
+                else:
+                    self._start_relay(request, response, upstream, upstream.content_length)
+                    await self._pump(upstream, response, exchange, sent)
         except ConnectionResetError:
             raise  # the client went away while we wrote to it: not the upstream's fault
         except (aiohttp.ClientError, TimeoutError) as error:
+            if request.body.failure is not None:  # the client's body, not the upstream
+                self._body_failed(request.body.failure, response)  # raises
             failure = classify_failure(error, self._config)
             self._telemetry.upstream_failure(call, failure.kind, failure.detail)
-            if streamed is not None and streamed.prepared:
-                return self._abort_midstream(request, streamed, exchange, failure)
+            if response.started:
+                self._abort_midstream(response, exchange, failure)
+                return
             raise SidecarError(failure.status, failure.kind, failure.detail) from None
+        except BodyError as error:
+            self._body_failed(error, response)
         finally:
             if exchange.upstream_duration is None:
                 exchange.upstream_duration = time.perf_counter() - sent
             self._telemetry.end_client_span(call)
 
-    def _buffered(self, request: web.BaseRequest, upstream: aiohttp.ClientResponse) -> bool:
+    def _body_failed(self, error: BodyError, response: ResponseWriter) -> None:
+        """The client's body broke the exchange: too large, too slow or gone."""
+        response.close_after = True
+        self._on_refused(error.reason)
+        if error.status == 0 or response.started:
+            raise ConnectionResetError(error.detail)
+        raise SidecarError(error.status, error.reason.replace("_", "-"), error.detail)
+
+    def _buffered(self, request: IncomingRequest, upstream: aiohttp.ClientResponse) -> bool:
         if request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES:
             return True
         length = upstream.content_length
         return length is not None and length <= self._config.stream_threshold_bytes
 
     async def _relay_buffered(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse,
-        exchange: Exchange, sent: float,
-    ) -> web.StreamResponse:
+        self, request: IncomingRequest, response: ResponseWriter,
+        upstream: aiohttp.ClientResponse, exchange: Exchange, sent: float,
+    ) -> None:
         body = await upstream.read()
         exchange.upstream_duration = time.perf_counter() - sent
         exchange.response_body = body
         exchange.response_bytes = len(body)
         length = upstream.content_length if request.method == "HEAD" else (
             None if upstream.status in _NO_BODY_STATUSES else len(body))
-        response = self._relayed_response(request, upstream, length, chunked=False)
-        await response.prepare(request)
-        if body:
-            await response.write(body)
-        await response.write_eof()
-        return response
+        self._start_relay(request, response, upstream, length)
+        await response.write(body)
+        await response.end()
 
     @staticmethod
-    def _relayed_response(
-        request: web.BaseRequest, upstream: aiohttp.ClientResponse, length: int | None,
-        chunked: bool,
-    ) -> web.StreamResponse:
-        """The upstream's status and end-to-end headers, with a known length or (for an
-        HTTP/1.1 stream of unknown length) chunked encoding."""
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=end_to_end(upstream.headers))
-        if length is not None:
-            response.content_length = length
-        elif chunked and request.version >= (1, 1):
-            response.enable_chunked_encoding()
-        return response
+    def _start_relay(request: IncomingRequest, response: ResponseWriter,
+                     upstream: aiohttp.ClientResponse, length: int | None) -> None:
+        """The upstream's status and end-to-end headers, and nothing of lookout's."""
+        body_allowed = request.method != "HEAD" and upstream.status not in _NO_BODY_STATUSES
+        response.start(upstream.status, upstream.reason or "", end_to_end(upstream.headers),
+                       length, body_allowed=body_allowed)
 
     async def _pump(
-        self, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+        self, upstream: aiohttp.ClientResponse, response: ResponseWriter,
         exchange: Exchange, sent: float,
     ) -> None:
         """Relay the body chunk by chunk, keeping the first observe_max_bytes."""
@@ -201,25 +224,21 @@ class ProxyHandler:
         exchange.upstream_duration = time.perf_counter() - sent
         exchange.response_body = bytes(captured)
         exchange.truncated = exchange.response_bytes > len(captured)
-        await response.write_eof()
+        await response.end()
 
     @staticmethod
-    def _abort_midstream(
-        request: web.BaseRequest, response: web.StreamResponse, exchange: Exchange,
-        failure: UpstreamFailure,
-    ) -> web.StreamResponse:
+    def _abort_midstream(response: ResponseWriter, exchange: Exchange,
+                         failure: UpstreamFailure) -> None:
         """The status line is gone already; closing the connection is the only honest
         signal left to the client (it sees a short chunked body or length)."""
         log.warning("upstream failed mid-response (%s): %s", failure.kind, failure.detail)
         exchange.code = sidecar_code(failure.status)
-        if request.transport is not None:
-            request.transport.close()
-        return response
+        response.abort()
 
     async def _send_error(
-        self, request: web.BaseRequest, server_span: Span, exchange: Exchange,
-        error: SidecarError,
-    ) -> web.StreamResponse:
+        self, request: IncomingRequest, response: ResponseWriter, server_span: Span,
+        exchange: Exchange, error: SidecarError,
+    ) -> None:
         exchange.status, exchange.code = error.status, sidecar_code(error.status)
         exchange.error_kind = error.kind
         trace_id = format(server_span.get_span_context().trace_id, "032x")
@@ -234,9 +253,10 @@ class ProxyHandler:
         exchange.response_bytes = len(body)
         headers = CIMultiDict({ERROR_HEADER: error.kind, "Content-Type": "application/json"})
         exchange.response_headers = headers
-        if error.status == 413:
-            headers["Connection"] = "close"  # the unread body must not be parsed as a request
-        response = web.Response(status=error.status, body=body, headers=headers)
-        await response.prepare(request)
-        await response.write_eof()
-        return response
+        if not request.body.complete:
+            response.close_after = True  # the unread body must not be parsed as a request
+        response.start(error.status, "", headers, len(body),
+                       body_allowed=request.method != "HEAD")
+        if request.method != "HEAD":
+            await response.write(body)
+        await response.end()

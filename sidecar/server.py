@@ -8,15 +8,17 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
 from sidecar.admin import AdminApp
 from sidecar.analysis import TrafficAnalyzer
-from sidecar.config import Config
+from sidecar.config import Address, Config
 from sidecar.drift_monitor import DriftMonitor
+from sidecar.http1 import REFUSAL_REASONS, ClientLimits, DataPortServer
+from sidecar.logs import TallyLog
 from sidecar.metrics import SidecarMetrics
 from sidecar.observation import (
     OBSERVATION_QUEUE,
@@ -58,6 +60,15 @@ def read_admin_token(config: Config) -> str:
     if not token:
         raise StartupError(f"admin_token_file {config.admin_token_file} is empty")
     return token
+
+
+def client_limits(config: Config) -> ClientLimits:
+    return ClientLimits(
+        head_timeout=config.client_head_timeout, body_timeout=config.client_body_timeout,
+        keepalive_timeout=config.client_keepalive_timeout,
+        max_connections=config.max_client_connections,
+        max_head_bytes=config.max_head_bytes, max_body_bytes=config.max_body_bytes,
+    )
 
 
 class Sidecar:
@@ -113,43 +124,44 @@ class Sidecar:
                         *(["shadow"] if self.shadow else []),
                         *(["drift", "feature_store"] if self.drift else []),
                         *(["samples"] if self.samples else [])],
-            reasons=list(Reason) if self.analyzer else [])
+            reasons=list(Reason) if self.analyzer else [], refusals=REFUSAL_REASONS)
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()
         self.probe = UpstreamProbe(config, self.session, self.metrics)
         self.probe.start()
 
         telemetry = RequestTelemetry(config, self.metrics, self.tracing, self.queue)
-        handler = ProxyHandler(config, self.session, telemetry)
+        self._refusals = TallyLog(log, "refused client requests or connections")
+        handler = ProxyHandler(config, self.session, telemetry, self._refused)
         sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
                                self.samples is not None)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,
                              lambda: self.draining, sample_api).build()
-        # The data port uses aiohttp's low-level server: every path goes to one handler,
-        # so the Application's router, middlewares and signals would be pure overhead.
-        loop = asyncio.get_running_loop()
-
-        def new_request(message, payload, protocol, writer, task) -> web.BaseRequest:
-            return web.BaseRequest(message, payload, protocol, writer, task, loop,
-                                   client_max_size=config.max_body_bytes)
-
-        data_server = web.Server(handler.handle, request_factory=new_request, access_log=None)
-        self.data_runner = web.ServerRunner(data_server, shutdown_timeout=config.shutdown_grace)
+        self.data_server = DataPortServer(handler.handle, client_limits(config),
+                                          self._refused)
         self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
-        for runner, address, role in ((self.data_runner, config.listen, "listen"),
-                                      (self.admin_runner, config.admin, "admin")):
-            await runner.setup()
-            try:
-                await web.TCPSite(runner, address.host, address.port).start()
-            except OSError as error:
-                await self._abandon_start()
-                raise StartupError(
-                    f"cannot listen on {address} (the {role} address): "
-                    f"{error.strerror or error}; choose another with --{role}"
-                ) from None
+        await self.admin_runner.setup()
+        admin_site = web.TCPSite(self.admin_runner, config.admin.host, config.admin.port)
+        await self._bind("listen", config.listen,
+                         self.data_server.start(config.listen.host, config.listen.port))
+        await self._bind("admin", config.admin, admin_site.start())
         log.info("lookout serving %s -> %s (admin %s, model %s version %s)",
                  config.listen, config.upstream, config.admin,
                  config.model_name, config.model_version)
+
+    async def _bind(self, role: str, address: Address, listening: Awaitable[None]) -> None:
+        try:
+            await listening
+        except OSError as error:
+            await self._abandon_start()
+            raise StartupError(
+                f"cannot listen on {address} (the {role} address): "
+                f"{error.strerror or error}; choose another with --{role}"
+            ) from None
+
+    def _refused(self, reason: str) -> None:
+        self.metrics.client_refused(reason)
+        self._refusals.add(reason)
 
     def _open_store(self) -> SampleStore | None:
         if self.samples is None or not self.samples.ready.is_set():
@@ -164,15 +176,16 @@ class Sidecar:
         await self.pipeline.stop(0)
         await self.probe.stop()
         await self.session.close()
-        for runner in (self.data_runner, self.admin_runner):
-            await runner.cleanup()
+        await self.data_server.stop(0)
+        await self.admin_runner.cleanup()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, flush telemetry."""
         self.draining = True
         log.info("shutting down: draining in-flight requests (grace %gs)",
                  self.config.shutdown_grace)
-        await self.data_runner.cleanup()
+        await self.data_server.stop(self.config.shutdown_grace)
+        self._refusals.flush()
         await self.pipeline.stop(PIPELINE_DRAIN_TIMEOUT)
         if self.analyzer is not None:
             self.analyzer.close()

@@ -67,7 +67,9 @@ class Exchange:
     started_at: float = field(default_factory=time.time)
     status: int = 0
     code: str = ""  # the `code` label: "200", "sidecar_504", ...
-    request_body: bytes = b""
+    request_body: bytes = b""  # at most observe_max_bytes of it
+    request_bytes: int = 0
+    request_truncated: bool = False
     response_body: bytes = b""
     response_bytes: int = 0
     response_headers: Mapping[str, str] = field(default_factory=dict)
@@ -188,7 +190,7 @@ class RequestTelemetry:
             exported = span_context.trace_flags.sampled or server_error
             self._metrics.record_request(
                 exchange.route, exchange.code, duration, exchange.upstream_duration,
-                len(exchange.request_body), exchange.response_bytes,
+                exchange.request_bytes, exchange.response_bytes,
                 trace_id if exported else None,
             )
             if self._observations is not None:
@@ -200,7 +202,7 @@ class RequestTelemetry:
 
     def _server_end_attributes(self, exchange: Exchange) -> dict[str, object]:
         attributes: dict[str, object] = {
-            "http.request.body.size": len(exchange.request_body),
+            "http.request.body.size": exchange.request_bytes,
             "http.response.body.size": exchange.response_bytes,
         }
         if exchange.status:
@@ -245,6 +247,7 @@ class RequestTelemetry:
             code=exchange.code,
             request_headers=exchange.request_headers,
             request_body=exchange.request_body,
+            request_truncated=exchange.request_truncated,
             response_headers=exchange.response_headers,
             response_body=exchange.response_body,
             response_truncated=exchange.truncated,

@@ -1,0 +1,596 @@
+"""The data port's HTTP/1.1 server: llhttp (httptools) parsing on the event loop, with
+the limits and refusals a proxy facing hostile clients needs, and nothing else.
+
+Why not a web framework: a reverse proxy must forward bodies byte for byte (no
+decompression), stream them (no whole-body buffering), answer `100-continue` itself,
+bound every wait on a client, and refuse what nginx refuses. Each of those fought a
+framework's own request model; here each is a few lines. The handler contract is one
+call, `handler(request, response)`, like starlette's one small interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import httptools
+from multidict import CIMultiDict
+
+log = logging.getLogger(__name__)
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# every `reason` lookout_client_refused_total can carry: protocol refusals and limits
+# here, target refusals in request_target
+REFUSAL_REASONS = (
+    "bad_request", "bad_version", "bad_framing", "bad_host", "bad_expectation",
+    "unsupported_coding", "head_too_large", "target_too_long", "body_too_large",
+    "head_timeout", "body_timeout", "keepalive_timeout", "connection_limit",
+    "client_closed", "bad_target", "method_not_allowed",
+)
+_BODY_HIGH_WATER = 256 * 1024  # body bytes buffered from the client before reading pauses
+_REASONS = {
+    400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout",
+    413: "Content Too Large", 414: "URI Too Long", 417: "Expectation Failed",
+    431: "Request Header Fields Too Large", 501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What one client may cost; the defaults are nginx's."""
+
+    head_timeout: float = 60.0  # the whole request head (client_header_timeout)
+    body_timeout: float = 60.0  # between two reads of the body (client_body_timeout)
+    keepalive_timeout: float = 75.0  # an idle connection between requests
+    max_connections: int = 1024  # open client connections (worker_connections)
+    max_head_bytes: int = 32 * 1024  # request line and headers together
+    max_line_bytes: int = 8 * 1024  # the request line, or one header field
+    max_body_bytes: int = 64 * 1024**2
+
+
+class ProtocolError(Exception):
+    """A request refused before it reaches the handler; `reason` is the metric label
+    and, dashed, the X-Lookout-Error value."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+class BodyError(Exception):
+    """Reading the request body failed; `status` is what the client should get (0: the
+    client is gone, nothing can be answered)."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.reason, self.detail = status, reason, detail
+
+
+class RequestBody:
+    """The body as it arrives, for one reader, with back-pressure on the client."""
+
+    def __init__(self, connection: HttpConnection, expected: bool) -> None:
+        self._connection = connection
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self.received = 0
+        self.complete = not expected
+        self.failure: BodyError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self._connection.limits.max_body_bytes:
+            self.fail(BodyError(413, "body_too_large", "request body exceeds the limit of "
+                                f"{self._connection.limits.max_body_bytes} bytes "
+                                "(max_body_bytes)"))
+            return
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered > _BODY_HIGH_WATER:
+            self._connection.pause_body()
+        self._wake()
+
+    def finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def fail(self, error: BodyError) -> None:
+        if self.failure is None and not (self.complete and not self._chunks):
+            self.failure = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def take_all(self) -> bytes:
+        """The whole body of a request that has fully arrived."""
+        assert self.complete and self.failure is None
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        self._connection.resume_body()
+        return data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body; raises `BodyError` when the client is too slow, too big or
+        gone. A wait on the client is bounded by `body_timeout` between reads."""
+        timeout = self._connection.limits.body_timeout
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._buffered <= _BODY_HIGH_WATER // 2:
+                    self._connection.resume_body()
+                yield chunk
+                continue
+            if self.complete:
+                return
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                self.fail(BodyError(408, "body_timeout", "no request body data within "
+                                    f"{timeout:g}s (client_body_timeout)"))
+            finally:
+                self._waiter = None
+
+
+class IncomingRequest:
+    """A parsed request head and its body stream."""
+
+    __slots__ = ("body", "content_length", "expect_continue", "headers", "keep_alive",
+                 "method", "remote", "target", "version")
+
+    def __init__(self, method: str, target: str, version: str, headers: CIMultiDict[str],
+                 keep_alive: bool, content_length: int | None, body: RequestBody,
+                 remote: str | None, expect_continue: bool) -> None:
+        self.method, self.target, self.version = method, target, version
+        self.headers, self.keep_alive = headers, keep_alive
+        self.content_length, self.body, self.remote = content_length, body, remote
+        self.expect_continue = expect_continue
+
+
+class ResponseWriter:
+    """Writes one response on the connection: a head, a body (length-delimited, chunked
+    for HTTP/1.1 streams of unknown length, else close-delimited), and an end."""
+
+    def __init__(self, connection: HttpConnection, request: IncomingRequest) -> None:
+        self._connection = connection
+        self._request = request
+        self.started = False
+        self.finished = False
+        self._chunked = False
+        self.close_after = not request.keep_alive
+
+    def continue_if_expected(self) -> None:
+        """The interim 100 a client that sent `Expect: 100-continue` waits for."""
+        if self._request.expect_continue and not self._request.body.complete:
+            self._request.expect_continue = False
+            self._connection.write(CONTINUE)
+
+    def start(self, status: int, reason: str, headers: CIMultiDict[str] | list[tuple[str, str]],
+              length: int | None, *, body_allowed: bool = True) -> None:
+        if self._connection.closed:
+            raise ConnectionResetError("the client closed the connection")
+        if length is None and body_allowed and self._request.version != "1.1":
+            self.close_after = True  # HTTP/1.0 has no chunked coding: the close ends it
+        if self._connection.draining:
+            self.close_after = True
+        lines = [f"HTTP/1.1 {status} {reason or _REASONS.get(status, '')}".rstrip()]
+        items = headers.items() if isinstance(headers, CIMultiDict) else headers
+        lines.extend(f"{name}: {value}" for name, value in items)
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        elif body_allowed and not self.close_after:
+            lines.append("Transfer-Encoding: chunked")
+            self._chunked = True
+        if self.close_after:
+            lines.append("Connection: close")
+        elif self._request.version == "1.0":
+            lines.append("Connection: keep-alive")
+        self.started = True
+        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._chunked:
+            self._connection.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self._connection.write(data)
+        await self._connection.drain()
+
+    async def end(self) -> None:
+        if self._chunked:
+            self._connection.write(b"0\r\n\r\n")
+        self.finished = True
+        await self._connection.drain()
+
+    def abort(self) -> None:
+        """The honest signal when a response cannot be completed: close the connection."""
+        self.close_after = True
+        self._connection.close()
+
+
+Handler = Callable[[IncomingRequest, ResponseWriter], Awaitable[None]]
+
+
+class DataPortServer:
+    """Listens, caps connections, and drains in-flight requests on shutdown."""
+
+    def __init__(self, handler: Handler, limits: ClientLimits,
+                 on_refused: Callable[[str], None]) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.on_refused = on_refused  # counts each refusal or close by its reason
+        self.connections: set[HttpConnection] = set()
+        self.draining = False
+        self._server: asyncio.Server | None = None
+        self._busy = 0  # connections running a request
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpConnection(self), host, port,
+                                                reuse_address=True, backlog=1024)
+
+    def request_started(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def request_ended(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; idle connections close now, busy ones after their response
+        (each says `Connection: close`), the rest are cut after `grace` seconds."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            if not connection.busy:
+                connection.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        for connection in list(self.connections):
+            connection.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests, runs them one after another through the
+    handler (pipelined requests wait their turn), and enforces the limits."""
+
+    def __init__(self, server: DataPortServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.closed = False
+        self.busy = False
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._remote: str | None = None
+        self._pending: collections.deque[IncomingRequest] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._reading_paused = False
+        self._body_paused = False
+        self._callback_error: ProtocolError | None = None
+        self._broken = False  # the parser failed: nothing more is read on this connection
+        self._reset_message()
+
+    @property
+    def draining(self) -> bool:
+        return self.server.draining
+
+    # --- asyncio.Protocol ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's own class
+        peer = transport.get_extra_info("peername")
+        self._remote = peer[0] if isinstance(peer, tuple) else None
+        self.server.connections.add(self)
+        if len(self.server.connections) > self.limits.max_connections:
+            self.server.on_refused("connection_limit")
+            self.close()
+            return
+        self._arm("head_timeout", self.limits.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._disarm()
+        self._writable.set()
+        gone = BodyError(0, "client_closed", "the client closed the connection")
+        if self._message is not None:
+            self._message.body.fail(gone)
+        for request in self._pending:
+            request.body.fail(gone)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._message is None:  # between requests: the head clock starts now
+            if self._timer_reason == "keepalive_timeout":
+                self._arm("head_timeout", self.limits.head_timeout)
+            self._head_fed += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgraded(data, upgrade.args[0] if upgrade.args else len(data))
+        except httptools.HttpParserCallbackError:
+            error, self._callback_error = self._callback_error, None
+            self._refuse(error or ProtocolError(400, "bad_request", "malformed request"))
+        except httptools.HttpParserError as error:
+            self._refuse(ProtocolError(400, "bad_request", f"malformed request: {error}"))
+        else:
+            if self._message is None and self._head_fed > self.limits.max_head_bytes:
+                self._refuse(ProtocolError(431, "head_too_large", "request head exceeds "
+                                           f"{self.limits.max_head_bytes} bytes"))
+
+    # --- llhttp callbacks -----------------------------------------------------------
+    def _reset_message(self) -> None:
+        self._message: IncomingRequest | None = None
+        self._in_head = False
+        self._head_fed = 0
+        self._head_size = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        if self._timer_reason != "head_timeout":
+            self._arm("head_timeout", self.limits.head_timeout)
+
+    def on_url(self, fragment: bytes) -> None:
+        self._url += fragment
+        self._grow_head(len(fragment))
+        if len(self._url) > self.limits.max_line_bytes:
+            raise self._fail(ProtocolError(414, "target_too_long", "request target exceeds "
+                                           f"{self.limits.max_line_bytes} bytes"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer of a chunked body: dropped, as nginx does
+        self._grow_head(len(name) + len(value) + 4)
+        if len(name) + len(value) + 2 > self.limits.max_line_bytes:
+            raise self._fail(ProtocolError(431, "head_too_large", "a header field exceeds "
+                                           f"{self.limits.max_line_bytes} bytes"))
+        self._headers.append((name, value))
+
+    def _grow_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > self.limits.max_head_bytes:
+            raise self._fail(ProtocolError(431, "head_too_large", "request head exceeds "
+                                           f"{self.limits.max_head_bytes} bytes"))
+
+    def _fail(self, error: ProtocolError) -> ProtocolError:
+        self._callback_error = error
+        return error
+
+    def on_headers_complete(self) -> None:
+        try:
+            request = self._build_request()
+        except ProtocolError as error:
+            raise self._fail(error) from None
+        self._in_head = False
+        self._head_fed = 0
+        self._message = request
+        self._disarm()
+        self._pending.append(request)
+        if len(self._pending) > 1:
+            self._pause_reading()  # a pipelined request: read no further until its turn
+        self._run()
+
+    def on_body(self, chunk: bytes) -> None:
+        if self._message is not None:
+            self._message.body.feed(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._message is not None:
+            self._message.body.finish()
+            if not self._message.keep_alive:
+                self._pause_reading()
+        self._reset_message()
+
+    def _build_request(self) -> IncomingRequest:
+        version = self._parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            if version == "0.9":
+                raise ProtocolError(400, "bad_version", "HTTP/0.9 is not supported")
+            raise ProtocolError(505, "bad_version", f"HTTP/{version} is not supported on "
+                                "this port; send HTTP/1.1")
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in self._headers:
+            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        coding = headers.getall("Transfer-Encoding", [])
+        chunked = bool(coding)
+        if coding:
+            if version == "1.0":
+                raise ProtocolError(400, "bad_framing", "Transfer-Encoding on HTTP/1.0")
+            if [token.strip().lower() for token in ",".join(coding).split(",")] != ["chunked"]:
+                raise ProtocolError(501, "unsupported_coding",
+                                    "only the chunked transfer coding is supported")
+        hosts = headers.getall("Host", [])
+        if len(hosts) > 1 or (version == "1.1" and not hosts):
+            raise ProtocolError(400, "bad_host", "exactly one Host header is required")
+        length = None if chunked else self._parser_content_length(headers)
+        if length is not None and length > self.limits.max_body_bytes:
+            raise ProtocolError(413, "body_too_large", f"request body of {length} bytes "
+                                f"exceeds the limit of {self.limits.max_body_bytes} bytes "
+                                "(max_body_bytes)")
+        expect = headers.get("Expect")
+        if expect is not None and expect.strip().lower() != "100-continue":
+            raise ProtocolError(417, "bad_expectation", "only Expect: 100-continue is "
+                                "supported")
+        has_body = chunked or bool(length)
+        method = self._parser.get_method().decode("ascii")
+        keep_alive = self._parser.should_keep_alive() and not self.draining
+        return IncomingRequest(
+            method, self._url.decode("ascii"), version, headers, keep_alive, length,
+            RequestBody(self, has_body), self._remote,
+            expect is not None and has_body and version == "1.1",
+        )
+
+    @staticmethod
+    def _parser_content_length(headers: CIMultiDict[str]) -> int | None:
+        value = headers.get("Content-Length")
+        return int(value) if value is not None else None  # llhttp validated the digits
+
+    def _upgraded(self, data: bytes, offset: int) -> None:
+        """llhttp stops at an `Upgrade` or CONNECT request. lookout upgrades nothing: a
+        bodiless request is served as a plain one (Upgrade is hop-by-hop) and parsing
+        resumes after it; one with a body cannot be framed and is refused."""
+        request = self._pending[-1] if self._pending else None
+        if request is not None and request.method == "CONNECT":
+            request.keep_alive = False  # what follows is tunnel data: nothing to parse
+            self._pause_reading()
+            return
+        if request is None or request.content_length or "Transfer-Encoding" in request.headers:
+            self._refuse(ProtocolError(400, "bad_request", "an Upgrade request with a body "
+                                       "is not supported"))
+            return
+        self._parser = httptools.HttpRequestParser(self)
+        self._reset_message()
+        if offset < len(data):
+            self.data_received(data[offset:])
+
+    # --- running requests -------------------------------------------------------------
+    def _run(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._serve_pending())
+
+    async def _serve_pending(self) -> None:
+        while self._pending and not self.closed:
+            request = self._pending[0]
+            self.busy = True
+            self.server.request_started()
+            response = ResponseWriter(self, request)
+            try:
+                await self.server.handler(request, response)
+            except Exception:
+                log.exception("the request handler failed")
+                response.abort()
+            finally:
+                self._pending.popleft()
+                self.busy = False
+                self.server.request_ended()
+            if (response.close_after or self._broken or not request.body.complete
+                    or not response.finished):
+                self.close()  # an unread body cannot be told from the next request
+                return
+            self._resume_reading()
+        if not self.closed:
+            if self.draining:
+                self.close()
+            elif self._message is None and not self._in_head:
+                self._arm("keepalive_timeout", self.limits.keepalive_timeout)
+
+    def refuse_response(self, error: ProtocolError | BodyError) -> bytes:
+        """A sidecar-made error response for a request the handler never saw."""
+        kind = error.reason.replace("_", "-")
+        body = json.dumps({"error": kind, "message": error.detail, "origin": "lookout"}
+                          ).encode()
+        return (f"HTTP/1.1 {error.status} {_REASONS.get(error.status, '')}\r\n"
+                f"X-Lookout-Error: {kind}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+    def _refuse(self, error: ProtocolError | BodyError, *, answer: bool = True) -> None:
+        """Refuse at the protocol level: counted, answered when no response has begun,
+        and the connection closed (the framing can no longer be trusted)."""
+        self.server.on_refused(error.reason)
+        self._broken = True
+        if self._message is not None:
+            self._message.body.fail(BodyError(error.status, error.reason, error.detail))
+        if answer and not self.busy and not self.closed:
+            self.write(self.refuse_response(error))
+        self._pause_reading()
+        if not self.busy:
+            self.close()
+
+    def _timed_out(self) -> None:
+        reason = self._timer_reason
+        self._timer = None
+        self._timer_reason = ""
+        if reason == "keepalive_timeout":
+            self.server.on_refused(reason)
+            self.close()
+            return
+        partial = self._in_head or self._head_fed > 0
+        if partial:
+            self._refuse(ProtocolError(408, reason, "the request head was not received "
+                                       f"within {self.limits.head_timeout:g}s "
+                                       "(client_header_timeout)"))
+        else:
+            self.server.on_refused(reason)
+            self.close()
+
+    # --- plumbing ---------------------------------------------------------------------
+    _timer_reason = ""
+
+    def _arm(self, reason: str, delay: float) -> None:
+        self._disarm()
+        self._timer_reason = reason
+        self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_reason = ""
+
+    def write(self, data: bytes) -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
+        if self.closed:
+            raise ConnectionResetError("the client closed the connection")
+
+    def pause_body(self) -> None:
+        self._body_paused = True
+        self._pause_reading()
+
+    def resume_body(self) -> None:
+        if self._body_paused:
+            self._body_paused = False
+            if len(self._pending) <= 1:
+                self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None and not self.closed:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None and not self.closed:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None and not self.closed:
+            self.closed = True
+            self._disarm()
+            self._transport.close()
