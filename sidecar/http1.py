@@ -15,6 +15,7 @@ import collections
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ REFUSAL_REASONS = (
     "client_closed", "bad_target", "method_not_allowed",
 )
 _BODY_HIGH_WATER = 256 * 1024  # body bytes buffered from the client before reading pauses
+# RFC 3986 uri-host [":" port]: no userinfo, no path
+_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:[0-9]*)?")
 _REASONS = {
     400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout",
     413: "Content Too Large", 414: "URI Too Long", 417: "Expectation Failed",
@@ -199,7 +202,9 @@ class ResponseWriter:
         elif self._request.version == "1.0":
             lines.append("Connection: keep-alive")
         self.started = True
-        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        # the upstream's header bytes, as aiohttp decoded them, exactly
+        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8",
+                                                                       "surrogateescape"))
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -421,8 +426,12 @@ class HttpConnection(asyncio.Protocol):
             raise ProtocolError(505, "bad_version", f"HTTP/{version} is not supported on "
                                 "this port; send HTTP/1.1")
         headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in self._headers:
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        try:  # the upstream client writes text headers as UTF-8: other bytes would change
+            for name, value in self._headers:
+                headers.add(name.decode("ascii"), value.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ProtocolError(400, "bad_request", "a header value is not UTF-8 text") \
+                from None
         coding = headers.getall("Transfer-Encoding", [])
         chunked = bool(coding)
         if coding:
@@ -434,6 +443,8 @@ class HttpConnection(asyncio.Protocol):
         hosts = headers.getall("Host", [])
         if len(hosts) > 1 or (version == "1.1" and not hosts):
             raise ProtocolError(400, "bad_host", "exactly one Host header is required")
+        if hosts and not _AUTHORITY.fullmatch(hosts[0]):
+            raise ProtocolError(400, "bad_host", "the Host header is not host[:port]")
         length = None if chunked else self._parser_content_length(headers)
         if length is not None and length > self.limits.max_body_bytes:
             raise ProtocolError(413, "body_too_large", f"request body of {length} bytes "

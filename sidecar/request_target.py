@@ -36,8 +36,7 @@ class OriginTarget:
 
 def _split_origin(raw: str) -> OriginTarget:
     path, _, query = raw.partition("?")
-    path = path.partition("#")[0]  # a fragment is never sent on (RFC 9110 section 4.2.4)
-    return OriginTarget(path, query.partition("#")[0])
+    return OriginTarget(path, query)
 
 
 def parse_target(method: str, raw: str, host_header: str | None) -> OriginTarget:
@@ -45,6 +44,8 @@ def parse_target(method: str, raw: str, host_header: str | None) -> OriginTarget
     if method == "CONNECT":
         raise TargetRefused(405, "method_not_allowed",
                             "CONNECT is not supported: lookout is not a forward proxy")
+    if method == "TRACE":  # echoes credentials back to a script that could not read them
+        raise TargetRefused(405, "method_not_allowed", "TRACE is not supported")
     if raw.startswith("/"):
         return _split_origin(raw)
     if raw == "*":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (a real Prometheus, promtool, amtool).
+# Installs the Debian packages the tests need (a real Prometheus, promtool, amtool,
+# and nginx, the peer the data port's refusals are compared with).
 # Under CI=true a tool that cannot be installed fails the run; elsewhere the tests
 # that need it skip with a reason.
 set -u
@@ -7,6 +8,7 @@ needed=()
 command -v prometheus >/dev/null || needed+=(prometheus)
 command -v promtool >/dev/null || needed+=(prometheus)
 command -v amtool >/dev/null || needed+=(prometheus-alertmanager)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
 if [ ${#needed[@]} -eq 0 ]; then
     exit 0
 fi
