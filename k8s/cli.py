@@ -60,6 +60,9 @@ def _inject_options(args: argparse.Namespace) -> InjectOptions:
                          listen_port=args.listen_port, admin_port=args.admin_port)
 
 
+MAX_MANIFEST_CHARS = 64 * 2**20
+
+
 def _open_input(name: str) -> IO[str]:
     return sys.stdin if name == "-" else open(name, encoding="utf-8")
 
@@ -67,7 +70,15 @@ def _open_input(name: str) -> IO[str]:
 def run_inject(args: argparse.Namespace) -> int:
     try:
         with _open_input(args.filename) as source:
-            documents = list(yaml.safe_load_all(source))
+            text = source.read(MAX_MANIFEST_CHARS + 1)  # never all of /dev/zero
+        if len(text) > MAX_MANIFEST_CHARS:
+            print(f"lookout inject: {args.filename}: larger than {MAX_MANIFEST_CHARS // 2**20} "
+                  "MiB of manifests; split it", file=sys.stderr)
+            return 1
+        documents = list(yaml.safe_load_all(text))
+    except UnicodeDecodeError:
+        print(f"lookout inject: {args.filename}: not UTF-8 text", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"lookout inject: {args.filename}: {error.strerror}", file=sys.stderr)
         return 1

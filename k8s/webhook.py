@@ -19,7 +19,9 @@ import copy
 import json
 import logging
 import os
+import re
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_REVIEW_BYTES = 4 * 1024**2  # the API server sends at most ~3 MiB objects
 RELOAD_INTERVAL = 2.0
+REVIEW_TIMEOUT = 5.0  # the API server waits 10 s by default; answer well before that
+REVIEW_THREADS = 2
+_UID = re.compile(rb'"uid"\s*:\s*"([0-9A-Za-z-]{1,64})"')
 
 
 def _allowed(uid: str, patch: list[dict[str, Any]] | None = None,
@@ -68,6 +73,27 @@ def review(body: Any, mode: str, options: InjectOptions, own_namespace: str | No
         return _review_pod(request, uid, mode, options, own_namespace)
     except (InjectError, KeyError, TypeError, ValueError, AttributeError) as error:
         return _allowed(uid, warnings=[f"lookout: sidecar not injected: {error}"])
+    except RecursionError:
+        return _allowed(uid, warnings=["lookout: sidecar not injected: the pod is nested "
+                                       "too deeply to patch"])
+
+
+def review_bytes(raw: bytes, mode: str, options: InjectOptions,
+                 own_namespace: str | None) -> dict[str, Any]:
+    """`review` of a raw body, whatever it holds (run in a worker thread)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else "not JSON"
+        return _allowed(_uid_of(raw), warnings=[f"lookout: the review is {reason}; pod "
+                                                "admitted without the sidecar"])
+    return review(body, mode, options, own_namespace)
+
+
+def _uid_of(raw: bytes) -> str:
+    """The request's uid, found without parsing the whole review (for a late answer)."""
+    found = _UID.search(raw[:65536])
+    return found.group(1).decode("ascii", "replace") if found else ""
 
 
 def _review_pod(request: dict[str, Any], uid: str, mode: str, options: InjectOptions,
@@ -126,18 +152,29 @@ class CertificateReloader:
 
 
 def build_app(options: InjectOptions, own_namespace: str | None) -> web.Application:
+    # reviews are parsed and patched in threads: a huge pod must not hold up the others
+    reviewers = ThreadPoolExecutor(REVIEW_THREADS, thread_name_prefix="lookout-review")
+
     async def mutate(request: web.Request) -> web.Response:
         mode = request.match_info["mode"]
+        raw = await request.read()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(reviewers, review_bytes, raw, mode, options, own_namespace)
         try:
-            body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        return web.json_response(review(body, mode, options, own_namespace))
+            answer = await asyncio.wait_for(work, REVIEW_TIMEOUT)
+        except TimeoutError:
+            answer = _allowed(_uid_of(raw), warnings=[
+                f"lookout: sidecar not injected: the review took over {REVIEW_TIMEOUT:g}s"])
+        return web.json_response(answer)
+
+    async def close_reviewers(app: web.Application) -> None:
+        reviewers.shutdown(wait=False, cancel_futures=True)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+    app.on_cleanup.append(close_reviewers)
     app.router.add_post("/mutate/{mode:namespace|annotation}", mutate)
     app.router.add_get("/healthz", healthz)
     return app

@@ -39,9 +39,10 @@ class FeatureStore:
         hour = _hour_of(timestamp)
         if hour != self._hour:
             self.close()
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.directory / f"{PREFIX}{hour}.jsonl", "a",  # noqa: SIM115
-                                encoding="utf-8")
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(self.directory / f"{PREFIX}{hour}.jsonl",
+                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._handle = open(descriptor, "a", encoding="utf-8")  # noqa: SIM115
             self._hour = hour
             self.prune(timestamp)
         self._handle.write(json.dumps({"time": timestamp, "trace_id": trace_id, **row}) + "\n")

@@ -133,7 +133,7 @@ def decode_base64_image(text: str) -> bytes | None:
 def _from_json(body: bytes, image_fields: Sequence[str]) -> InputImage:
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ParseFailure(Reason.BAD_JSON, str(error)) from None
     for field_path in image_fields:
         value = walk(document, field_path)

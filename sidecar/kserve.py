@@ -115,7 +115,7 @@ def parse_header(body: bytes, length: int | None) -> dict[str, Any]:
         )
     try:
         header = json.loads(body if length is None else body[:length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise KServeFormatError(f"inference header is not JSON: {error}") from None
     if not isinstance(header, dict):
         raise KServeFormatError("inference header is not a JSON object")

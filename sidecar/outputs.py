@@ -73,7 +73,7 @@ def extract_detections(headers: Mapping[str, str], body: bytes, image: InputImag
         return _from_kserve(body, length, image, settings)
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ParseFailure(Reason.BAD_JSON, str(error)) from None
     if isinstance(document, dict) and isinstance(document.get("outputs"), list):
         return _from_kserve(body, None, image, settings)

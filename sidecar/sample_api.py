@@ -52,7 +52,9 @@ class SampleApi:
             if scheme.lower() != "bearer" or not presented:
                 return _error(401, "bearer token required",
                               **{"WWW-Authenticate": 'Bearer realm="lookout"'})
-            if not hmac.compare_digest(presented.strip().encode(), self._token):
+            # any bytes the client sent, as aiohttp decoded them: never an encoding error
+            if not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"),
+                                       self._token):
                 return _error(403, "token not accepted")
             if not self._sampling_on:
                 return _error(404, "sampling is off in this sidecar (sample_dir is empty)")
@@ -60,7 +62,11 @@ class SampleApi:
             if store is None:
                 return _error(503, "the sample store is not open (starting, or it failed: "
                               "see the sidecar's log)", **{"Retry-After": "5"})
-            return await handler(request, store)
+            try:
+                return await handler(request, store)
+            except (ValueError, UnicodeError, RecursionError) as error:
+                # a malformed parameter this API did not foresee: the client's fault
+                return _error(400, f"malformed request: {type(error).__name__}")
 
         return guarded
 
@@ -109,7 +115,7 @@ class SampleApi:
         export_format = params.pop("format", "coco")
         source = params.pop("source", "primary")
         most = params.pop("limit", str(EXPORT_MAX))
-        if not most.isdigit() or not 1 <= int(most) <= EXPORT_MAX:
+        if not most.isdigit() or len(most) > 9 or not 1 <= int(most) <= EXPORT_MAX:
             return _error(400, f"limit: expected a whole number from 1 to {EXPORT_MAX}")
         try:
             query = SampleQuery.from_params(params)

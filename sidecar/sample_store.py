@@ -196,6 +196,9 @@ def _classify(error: OSError | sqlite3.Error) -> OSError:
     return StoreError(getattr(error, "errno", None) or errno.EIO, str(error))
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
 class SampleStore:
     """Thread-safe: each thread gets its own SQLite connection; writes are serialised."""
 
@@ -208,9 +211,15 @@ class SampleStore:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         try:
-            self.images.mkdir(parents=True, exist_ok=True)
+            # thumbnails of user traffic: the pod's user alone may read them
+            self.directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            self.images.mkdir(mode=PRIVATE_DIR, exist_ok=True)
             connection = self._connection()
             connection.executescript(_SCHEMA)
+            with contextlib.suppress(PermissionError):  # a store another user opened first
+                for private, mode in ((self.directory, PRIVATE_DIR),
+                                      (self.directory / INDEX_NAME, PRIVATE_FILE)):
+                    private.chmod(mode)  # SQLite's -wal and -shm files copy the index's
         except (OSError, sqlite3.Error) as error:
             raise StoreError(errno.EIO, f"sample store {self.directory}: cannot open "
                              f"({error})") from None
@@ -257,11 +266,12 @@ class SampleStore:
         path = self.directory / relative
         temporary = path.with_name(path.name + TEMP_SUFFIX)
         created = not path.parent.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         if created:
             _fsync_directory(path.parent.parent)
         try:
-            with open(temporary, "wb") as handle:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+            with open(descriptor, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

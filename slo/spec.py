@@ -269,10 +269,20 @@ def from_openslo(documents: Sequence[Mapping[str, Any]], source: str) -> Service
     return ServiceSpec(**_common(document, source), slos=tuple(slos))
 
 
+MAX_SPEC_BYTES = 4 * 1024**2
+
+
 def load_spec(path: str | Path) -> ServiceSpec:
     path = Path(path)
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        with path.open("rb") as source:  # /dev/zero or a log file must not fill memory
+            raw = source.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 1024**2} MiB; a spec is "
+                            "a few KB (is this the right file?)")
+        documents = [d for d in yaml.safe_load_all(raw.decode("utf-8")) if d is not None]
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text") from None
     except OSError as error:
         raise SpecError(f"{path}: {error.strerror or error}") from None
     except yaml.YAMLError as error:
