@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import asyncio
 import json
 
@@ -65,6 +66,26 @@ def test_truncated_responses_are_not_parsed(analyzer) -> None:
     result = analyzer.analyse(_observation(b"[{\"confid", truncated=True))
     assert result.failure.reason == "response_too_large"
     assert _sample(metrics, catalog.PARSE_FAILURES, reason="response_too_large") == 1
+
+
+def test_a_truncated_request_is_not_decoded_and_says_why(analyzer) -> None:
+    analyzer, metrics = analyzer
+    observation = dataclasses.replace(_observation(b"[]"), request_truncated=True)
+    result = analyzer.analyse(observation)
+    assert result.image is None and result.failure is None  # detections still counted
+    assert _sample(metrics, catalog.PARSE_FAILURES, reason="request_too_large") == 1
+    assert _sample(metrics, catalog.PARSE_FAILURES, reason="undecodable_image") == 0
+
+
+def test_deeply_nested_json_is_a_parse_failure_not_a_crash(analyzer) -> None:
+    analyzer, metrics = analyzer
+    deep = b"[" * 100_000 + b"]" * 100_000
+    observation = dataclasses.replace(
+        _observation(deep, request=deep),
+        request_headers={"Content-Type": "application/json"})
+    result = analyzer.analyse(observation)
+    assert result.failure.reason == "bad_json"
+    assert _sample(metrics, catalog.PARSE_FAILURES, reason="bad_json") == 2  # both bodies
 
 
 def test_only_successful_exchanges_with_a_body_are_analysed() -> None:
