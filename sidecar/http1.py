@@ -506,8 +506,8 @@ class HttpConnection(asyncio.Protocol):
                 self._pending.popleft()
                 self.busy = False
                 self.server.request_ended()
-            if (response.close_after or self._broken or not request.body.complete
-                    or not response.finished):
+            if (response.close_after or self._broken or self.draining
+                    or not request.body.complete or not response.finished):
                 self.close()  # an unread body cannot be told from the next request
                 return
             self._resume_reading()
