@@ -94,6 +94,7 @@ class AsgiProxy:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         exchange.request_body = b"".join(chunks)
+        exchange.request_bytes = len(exchange.request_body)
 
         forward = end_to_end(headers)
         client = scope.get("client")

@@ -1,6 +1,6 @@
 """Proxy overhead of lookout against nginx, measured in one run.
 
-    python bench/proxy.py [--duration 5] [--stacks aiohttp,uvicorn,granian]
+    python bench/proxy.py [--duration 5] [--stacks serve,uvicorn,granian]
 
 A fast upstream (nginx serving fixed bodies) is hit directly, through nginx as a
 reverse proxy (proxy_pass, upstream keep-alive) and through lookout on each server
@@ -206,7 +206,7 @@ def measure(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespa
 
 def lookout_command(stack: str, port: int, upstream: int) -> list[str]:
     py = sys.executable
-    if stack in ("aiohttp", "aiohttp-untraced"):
+    if stack in ("serve", "serve-untraced"):
         return [py, "-m", "sidecar.cli", "serve", "--listen", f"127.0.0.1:{port}",
                 "--admin", f"127.0.0.1:{free_port()}", "--upstream",
                 f"http://127.0.0.1:{upstream}"]
@@ -301,9 +301,9 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per size")
-    parser.add_argument("--stacks", default="aiohttp,aiohttp-untraced,uvicorn,granian",
-                        help="lookout server stacks to measure (aiohttp is `lookout serve`; "
-                             "aiohttp-untraced is the same with OTEL_SDK_DISABLED=true)")
+    parser.add_argument("--stacks", default="serve,serve-untraced,uvicorn,granian",
+                        help="lookout server stacks to measure (serve is `lookout serve`; "
+                             "serve-untraced is the same with OTEL_SDK_DISABLED=true)")
     parser.add_argument("--sizes", default=",".join(SIZES), help="body sizes")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure each lookout stack this many times, alternating, and "

@@ -44,6 +44,28 @@ class SidecarError(Exception):
         self.status, self.kind, self.detail = status, kind, detail
 
 
+class BodyCopy:
+    """The first `cap` bytes of a body streaming past, for analysis, and its length."""
+
+    __slots__ = ("_cap", "_captured", "seen")
+
+    def __init__(self, cap: int) -> None:
+        self._cap, self._captured, self.seen = cap, bytearray(), 0
+
+    def add(self, chunk: bytes) -> None:
+        self.seen += len(chunk)
+        if len(self._captured) < self._cap:
+            self._captured += chunk[: self._cap - len(self._captured)]
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._captured)
+
+    @property
+    def truncated(self) -> bool:
+        return self.seen > len(self._captured)
+
+
 class ProxyHandler:
     """Forwards every origin-form request to the configured upstream, and only there."""
 
@@ -113,15 +135,12 @@ class ProxyHandler:
     async def _request_body(self, request: IncomingRequest,
                             exchange: Exchange) -> AsyncIterator[bytes]:
         """The client's body as it arrives, copying the first observe_max_bytes."""
-        captured = bytearray()
-        cap = self._config.observe_max_bytes
+        copy = BodyCopy(self._config.observe_max_bytes)
         async for chunk in request.body.chunks():
-            exchange.request_bytes += len(chunk)
-            if len(captured) < cap:
-                captured += chunk[: cap - len(captured)]
+            copy.add(chunk)
+            exchange.request_bytes = copy.seen
             yield chunk
-        exchange.request_body = bytes(captured)
-        exchange.request_truncated = exchange.request_bytes > len(captured)
+        exchange.request_body, exchange.request_truncated = copy.data, copy.truncated
 
     async def _forward(
         self, request: IncomingRequest, response: ResponseWriter, target: OriginTarget,
@@ -214,16 +233,13 @@ class ProxyHandler:
         exchange: Exchange, sent: float,
     ) -> None:
         """Relay the body chunk by chunk, keeping the first observe_max_bytes."""
-        captured = bytearray()
-        cap = self._config.observe_max_bytes
+        copy = BodyCopy(self._config.observe_max_bytes)
         async for chunk in upstream.content.iter_any():
-            exchange.response_bytes += len(chunk)
-            if len(captured) < cap:
-                captured += chunk[: cap - len(captured)]
+            copy.add(chunk)
+            exchange.response_bytes = copy.seen
             await response.write(chunk)
         exchange.upstream_duration = time.perf_counter() - sent
-        exchange.response_body = bytes(captured)
-        exchange.truncated = exchange.response_bytes > len(captured)
+        exchange.response_body, exchange.truncated = copy.data, copy.truncated
         await response.end()
 
     @staticmethod

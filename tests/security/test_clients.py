@@ -19,13 +19,6 @@ WAIT = 15.0  # how long a test waits for something that must happen after TIMEOU
 
 
 @pytest.fixture(scope="module")
-def recording() -> Iterator[RecordingUpstream]:
-    upstream = RecordingUpstream()
-    yield upstream
-    upstream.close()
-
-
-@pytest.fixture(scope="module")
 def strict(recording: RecordingUpstream) -> Iterator[SidecarProcess]:
     sidecar = start_sidecar(
         f"http://127.0.0.1:{recording.port}", "--client-head-timeout", str(TIMEOUT),

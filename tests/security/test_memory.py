@@ -35,13 +35,6 @@ def _reset_peak(pid: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def recording() -> Iterator[RecordingUpstream]:
-    upstream = RecordingUpstream()
-    yield upstream
-    upstream.close()
-
-
-@pytest.fixture(scope="module")
 def sidecar(recording: RecordingUpstream) -> Iterator[SidecarProcess]:
     process = start_sidecar(f"http://127.0.0.1:{recording.port}", "--max-body-bytes", "64MiB")
     yield process
