@@ -347,7 +347,10 @@ class HttpConnection(asyncio.Protocol):
             error, self._callback_error = self._callback_error, None
             self._refuse(error or ProtocolError(400, "bad_request", "malformed request"))
         except httptools.HttpParserError as error:
-            self._refuse(ProtocolError(400, "bad_request", f"malformed request: {error}"))
+            if "HTTP version" in str(error):  # llhttp knows only 0.9 to 2.0
+                self._refuse(ProtocolError(505, "bad_version", f"{error}; send HTTP/1.1"))
+            else:
+                self._refuse(ProtocolError(400, "bad_request", f"malformed request: {error}"))
         else:
             if self._message is None and self._head_fed > self.limits.max_head_bytes:
                 self._refuse(ProtocolError(431, "head_too_large", "request head exceeds "

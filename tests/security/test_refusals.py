@@ -87,6 +87,9 @@ def test_shape_against_nginx(peers, shape: Shape) -> None:
         if not lookout_forwarded and status >= 400:
             assert "x-lookout-error" in names, "a refusal must say it is lookout's"
 
+    if by_nginx.status in (501, 505) and not lookout_forwarded:  # the same words for it
+        assert by_lookout.status == by_nginx.status
+
     if not nginx_forwarded and lookout_forwarded:
         assert shape.name in NGINX_REFUSES_LOOKOUT_FORWARDS, (
             f"nginx refused ({by_nginx.statuses}) but lookout forwarded: "
