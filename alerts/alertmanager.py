@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slo.spec import Kind, ServiceSpec
+from lookout.slo.spec import Kind, ServiceSpec
 
 # placeholders: `.invalid` never resolves, so nothing is sent until they are replaced
 PAGE_URL = "https://pager.example.invalid/lookout"

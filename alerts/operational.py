@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.rules import runbook_url
-from sidecar import catalog
-from slo import names
-from slo.spec import Kind, ServiceSpec
+from lookout.alerts.rules import runbook_url
+from lookout.slo import catalog, names
+from lookout.slo.spec import Kind, ServiceSpec
 
 
 @dataclass(frozen=True, slots=True)

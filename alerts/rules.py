@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from slo.burn import RECORDING_WINDOWS, TIERS
-from slo.names import BUDGET_REMAINING, BURN_ALERTS, BURN_RATE, ERROR_RATIO, EVENTS, OBJECTIVE
-from slo.sli import sli
-from slo.spec import SLO, ServiceSpec, format_duration
+from lookout.slo.burn import RECORDING_WINDOWS, TIERS
+from lookout.slo.names import (
+    BUDGET_REMAINING,
+    BURN_ALERTS,
+    BURN_RATE,
+    ERROR_RATIO,
+    EVENTS,
+    OBJECTIVE,
+)
+from lookout.slo.sli import sli
+from lookout.slo.spec import SLO, ServiceSpec, format_duration
 
 
 def slo_labels(spec: ServiceSpec, slo: SLO) -> dict[str, str]:

@@ -14,20 +14,19 @@ from __future__ import annotations
 import time
 
 import aiohttp
+from lookout.sidecar.analysis import TrafficAnalyzer
+from lookout.sidecar.config import load_config
+from lookout.sidecar.headers import add_forwarded, end_to_end
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.observation import ObservationPipeline, ObservationQueue
+from lookout.sidecar.routes import RouteTemplates
+from lookout.sidecar.server import tune_runtime
+from lookout.sidecar.telemetry import Exchange, RequestTelemetry
+from lookout.sidecar.tracing import build_tracing
+from lookout.sidecar.upstream import classify_failure, new_session
+from lookout.slo.catalog import SIDECAR_CODE_PREFIX
 from multidict import CIMultiDict
 from yarl import URL
-
-from sidecar.analysis import TrafficAnalyzer
-from sidecar.catalog import SIDECAR_CODE_PREFIX
-from sidecar.config import load_config
-from sidecar.headers import add_forwarded, end_to_end
-from sidecar.metrics import SidecarMetrics
-from sidecar.observation import ObservationPipeline, ObservationQueue
-from sidecar.routes import RouteTemplates
-from sidecar.server import tune_runtime
-from sidecar.telemetry import Exchange, RequestTelemetry
-from sidecar.tracing import build_tracing
-from sidecar.upstream import classify_failure, new_session
 
 
 class AsgiProxy:

@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo import outcomes
-from slo.canary import PRECISION
-from slo.judge import JudgeSettings, Outcome, judge_metric
+from lookout.lookout_demo import outcomes
+from lookout.slo.canary import PRECISION
+from lookout.slo.judge import JudgeSettings, Outcome, judge_metric
 
 GRID = (30, 60, 90, 120, 150, 180, 240, 300, 360, 480, 600, 900, 1200)
 INTERVALS = 30

@@ -17,9 +17,8 @@ import sys
 import time
 
 import numpy as np
-
-from shadow_eval.boxes import box_iou
-from shadow_eval.decode import DecodeSettings, decode_yolov8
+from lookout.shadow_eval.boxes import box_iou
+from lookout.shadow_eval.decode import DecodeSettings, decode_yolov8
 
 SETTINGS = DecodeSettings(conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
 NUM_CLASSES, ANCHORS = 80, 8400

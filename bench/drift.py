@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo.models import model_path
-from lookout_demo.perturbations import perturb
-from lookout_demo.scenes import generate_scene
-from shadow_eval.drift import DriftModel
-from shadow_eval.features import FEATURES, feature_row
-from shadow_eval.runner import OnnxDetector
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.perturbations import perturb
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.shadow_eval.drift import DriftModel
+from lookout.shadow_eval.features import FEATURES, feature_row
+from lookout.shadow_eval.runner import OnnxDetector
 
 POOL_SEED = 3_000_000
 BASELINE = 1000

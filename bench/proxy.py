@@ -207,7 +207,7 @@ def measure(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespa
 def lookout_command(stack: str, port: int, upstream: int) -> list[str]:
     py = sys.executable
     if stack in ("serve", "serve-untraced"):
-        return [py, "-m", "sidecar.cli", "serve", "--listen", f"127.0.0.1:{port}",
+        return [py, "-m", "lookout", "serve", "--listen", f"127.0.0.1:{port}",
                 "--admin", f"127.0.0.1:{free_port()}", "--upstream",
                 f"http://127.0.0.1:{upstream}"]
     if stack == "uvicorn":

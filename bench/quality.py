@@ -27,9 +27,9 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo import outcomes
-from lookout_demo.perturbations import PERTURBATIONS, perturb
-from lookout_demo.scenes import generate_scene
+from lookout.lookout_demo import outcomes
+from lookout.lookout_demo.perturbations import PERTURBATIONS, perturb
+from lookout.lookout_demo.scenes import generate_scene
 
 SEVERITIES = (0.2, 0.4, 0.6, 0.8, 1.0)
 HELD_OUT_SEED = 2_000_000

@@ -26,16 +26,16 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from shadow_eval.budget import ComputeBudget
-from shadow_eval.runner import OnnxDetector
-from sidecar.analysis import Analysis
-from sidecar.config import load_config
-from sidecar.inputs import open_encoded
-from sidecar.metrics import SidecarMetrics
-from sidecar.observation import Observation
-from sidecar.shadow import ShadowEvaluator, ShadowSample
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.shadow_eval.budget import ComputeBudget
+from lookout.shadow_eval.runner import OnnxDetector
+from lookout.sidecar.analysis import Analysis
+from lookout.sidecar.config import load_config
+from lookout.sidecar.inputs import open_encoded
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.observation import Observation
+from lookout.sidecar.shadow import ShadowEvaluator, ShadowSample
 
 
 def _observation() -> Observation:

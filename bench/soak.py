@@ -32,11 +32,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.sidecar.proxy import ERROR_HEADER
+from lookout.slo import catalog
+
 from bench.proxy import REPO, cpu_seconds, free_port, rss_mb, start, stop, wait_port
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from sidecar import catalog
-from sidecar.proxy import ERROR_HEADER
 
 FRAMES = 64  # distinct camera frames, sent round robin
 CONCURRENCY_CAP = 64  # in-flight requests; beyond it the client sheds (counted)
@@ -174,7 +175,7 @@ def main() -> int:
     frames = [generate_scene(7_000_000 + i).jpeg() for i in range(FRAMES)]
     upstream_port, sidecar_port, admin_port, sink_port = (free_port() for _ in range(4))
     python = sys.executable
-    processes = [start([python, "-m", "sidecar.cli", "demo-upstream", "--port",
+    processes = [start([python, "-m", "lookout", "demo-upstream", "--port",
                         str(upstream_port)], work / "upstream.log"),
                  start([python, str(REPO / "bench" / "otlp_sink.py"), str(sink_port)],
                        work / "sink.log")]
@@ -185,7 +186,7 @@ def main() -> int:
         asyncio.run(closed_loop_rate(upstream_url, frames, 3))  # warm the server up
         capacity = asyncio.run(closed_loop_rate(upstream_url, frames, 10))
         sidecar = start([
-            python, "-m", "sidecar.cli", "serve", "--listen", f"127.0.0.1:{sidecar_port}",
+            python, "-m", "lookout", "serve", "--listen", f"127.0.0.1:{sidecar_port}",
             "--admin", f"127.0.0.1:{admin_port}",
             "--upstream", f"http://127.0.0.1:{upstream_port}", "--model-name", "soak",
             "--model-version", "v1", "--model-path", str(model_path("primary")),

@@ -33,9 +33,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lookout_demo.scenes import generate_scene
-from sidecar.inputs import InputImage
-from sidecar.thumbnails import (
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.sidecar.inputs import InputImage
+from lookout.sidecar.thumbnails import (
     RESAMPLE,
     ThumbnailSettings,
     encode,

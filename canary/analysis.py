@@ -7,10 +7,10 @@ import math
 import time
 from dataclasses import dataclass
 
-from canary.prometheus import Prometheus
-from slo.canary import CanaryMetric, canary_burn_queries, version_selector
-from slo.judge import BurnCheck, Judgement, JudgeSettings, Series, judge_metric, overall
-from slo.spec import ServiceSpec, format_duration
+from lookout.canary.prometheus import Prometheus
+from lookout.slo.canary import CanaryMetric, canary_burn_queries, version_selector
+from lookout.slo.judge import BurnCheck, Judgement, JudgeSettings, Series, judge_metric, overall
+from lookout.slo.spec import ServiceSpec, format_duration
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,8 @@ import sys
 from typing import Any
 
 import yaml
-
-from k8s.inject import DEFAULT_IMAGE
-from k8s.manifests import CONTAINER_SECURITY, POD_SECURITY
+from lookout.k8s.inject import DEFAULT_IMAGE
+from lookout.k8s.manifests import CONTAINER_SECURITY, POD_SECURITY
 
 NAME = "lookout-canary-watch"
 

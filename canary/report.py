@@ -8,10 +8,9 @@ import math
 import sys
 from typing import Any
 
+from lookout.slo.judge import Judgement, MetricJudgement, Outcome, Verdict
 from rich.console import Console
 from rich.table import Table
-
-from slo.judge import Judgement, MetricJudgement, Outcome, Verdict
 
 _STYLE = {Outcome.WORSE: "bold red", Outcome.BETTER: "green", Outcome.SAME: "",
           Outcome.NODATA: "yellow"}

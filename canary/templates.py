@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from slo.canary import CanaryMetric, Worse, canary_burn_queries, metrics_for, version_selector
-from slo.spec import ServiceSpec
+from lookout.slo.canary import (
+    CanaryMetric,
+    Worse,
+    canary_burn_queries,
+    metrics_for,
+    version_selector,
+)
+from lookout.slo.spec import ServiceSpec
 
 PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
 QUERY_WINDOW = "5m"  # Argo: each measurement's window and interval

@@ -15,12 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-from canary.analysis import CanaryComparison, judge_canary
-from canary.prometheus import Prometheus, PrometheusError
-from k8s.kube import api_client
-from k8s.rollback import Rollback, RollbackError, Target, TargetKind
-from slo.judge import JudgeSettings, Verdict
-from slo.spec import SpecError, parse_duration
+from lookout.canary.analysis import CanaryComparison, judge_canary
+from lookout.canary.prometheus import Prometheus, PrometheusError
+from lookout.k8s.kube import api_client
+from lookout.k8s.rollback import Rollback, RollbackError, Target, TargetKind
+from lookout.slo.judge import JudgeSettings, Verdict
+from lookout.slo.spec import SpecError, parse_duration
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import AlertList, Annotations, Dashboard, DashboardLink, Text, Time
-
-from dashboards.panels import (
+from lookout.dashboards.panels import (
     DATASOURCE,
     RATE,
     SELECTOR,
@@ -24,10 +23,9 @@ from dashboards.panels import (
     templating,
     timeseries,
 )
-from sidecar import catalog
-from slo import names
-from slo.burn import TIERS
-from slo.spec import ServiceSpec, format_duration
+from lookout.slo import catalog, names
+from lookout.slo.burn import TIERS
+from lookout.slo.spec import ServiceSpec, format_duration
 
 SLO_SELECTOR = 'model=~"$model"'
 

@@ -16,8 +16,7 @@ from grafanalib.core import (
     Templating,
     TimeSeries,
 )
-
-from sidecar import catalog
+from lookout.slo import catalog
 
 DATASOURCE = "${datasource}"
 SELECTOR = 'namespace=~"$namespace",model=~"$model",version=~"$version"'

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8s import annotations as notes
-from sidecar.sampling import DEFAULT_POLICY, parse_policy
+from lookout.k8s import annotations as notes
+from lookout.sidecar.sampling import DEFAULT_POLICY, parse_policy
 
 CONTAINER = "lookout"
 ADMIN_PORT_NAME = "lookout-admin"

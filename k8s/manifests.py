@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from k8s.annotations import NAMESPACE_LABEL
-from k8s.inject import DEFAULT_IMAGE, RUN_AS_USER
+from lookout.k8s.annotations import NAMESPACE_LABEL
+from lookout.k8s.inject import DEFAULT_IMAGE, RUN_AS_USER
 
 NAME = "lookout-webhook"
 CONFIGURATION = "lookout-sidecar-injector"

@@ -27,8 +27,7 @@ from typing import Any
 
 import jsonpatch
 from aiohttp import web
-
-from k8s.inject import (
+from lookout.k8s.inject import (
     InjectError,
     InjectOptions,
     Outcome,

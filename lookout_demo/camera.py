@@ -10,9 +10,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
-
-from lookout_demo.perturbations import perturb
-from lookout_demo.scenes import generate_scene
+from lookout.lookout_demo.perturbations import perturb
+from lookout.lookout_demo.scenes import generate_scene
 
 DEMO_SEED = 500_000  # away from the training and evaluation seeds
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-
-from shadow_eval.boxes import Detections, box_iou
+from lookout.shadow_eval.boxes import Detections, box_iou
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:

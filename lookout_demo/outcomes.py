@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from lookout_demo.models import model_path
-from lookout_demo.perturbations import perturb
-from lookout_demo.scenes import Scene, generate_scene
-from shadow_eval.boxes import Detections
-from shadow_eval.decode import DecodeSettings
-from shadow_eval.matching import match
-from shadow_eval.runner import OnnxDetector
-from slo.judge import Series
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.perturbations import perturb
+from lookout.lookout_demo.scenes import Scene, generate_scene
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.decode import DecodeSettings
+from lookout.shadow_eval.matching import match
+from lookout.shadow_eval.runner import OnnxDetector
+from lookout.slo.judge import Series
 
 MATCHED, PRIMARY, REFERENCE, TRUE_POSITIVES, TRUTH = range(5)
 IOU = 0.5

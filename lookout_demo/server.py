@@ -19,13 +19,12 @@ import logging
 
 import numpy as np
 from aiohttp import web
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.runner import OnnxDetector
+from lookout.sidecar import kserve
+from lookout.sidecar.inputs import extract_image
+from lookout.sidecar.parse_errors import ParseFailure
 from PIL import Image, UnidentifiedImageError
-
-from shadow_eval.boxes import Detections
-from shadow_eval.runner import OnnxDetector
-from sidecar import kserve
-from sidecar.inputs import extract_image
-from sidecar.parse_errors import ParseFailure
 
 log = logging.getLogger(__name__)
 

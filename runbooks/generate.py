@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar import catalog
-from slo import names
-from slo.names import BUDGET_REMAINING, BURN_ALERTS, BURN_RATE, ERROR_RATIO
-from slo.spec import Kind, ServiceSpec
+from lookout.slo import catalog, names
+from lookout.slo.names import BUDGET_REMAINING, BURN_ALERTS, BURN_RATE, ERROR_RATIO
+from lookout.slo.spec import Kind, ServiceSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shadow_eval.features import FEATURES, FeatureRow
+from lookout.shadow_eval.features import FEATURES, FeatureRow
 
 FORMAT_VERSION = 1
 

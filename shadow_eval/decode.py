@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-
-from shadow_eval.boxes import Detections, class_aware_nms, xywh_to_xyxy
-from shadow_eval.letterbox import Letterbox
+from lookout.shadow_eval.boxes import Detections, class_aware_nms, xywh_to_xyxy
+from lookout.shadow_eval.letterbox import Letterbox
 
 
 class DecodeError(ValueError):

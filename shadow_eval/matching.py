@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from shadow_eval.boxes import Detections, box_iou
+from lookout.shadow_eval.boxes import Detections, box_iou
 
 
 @dataclass(frozen=True, slots=True)

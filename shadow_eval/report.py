@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from shadow_eval.drift import MIN_BASELINE_VALUES, DriftConfigError, FeatureProfile
-from shadow_eval.features import CATEGORICAL, FEATURES, is_missing
+from lookout.shadow_eval.drift import MIN_BASELINE_VALUES, DriftConfigError, FeatureProfile
+from lookout.shadow_eval.features import CATEGORICAL, FEATURES, is_missing
 
 Row = Mapping[str, Any]
 

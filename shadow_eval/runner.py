@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from shadow_eval.boxes import Detections
-from shadow_eval.decode import DecodeError, DecodeSettings, decode
-from shadow_eval.letterbox import Letterbox, letterbox_image
-from shadow_eval.names import ModelMetadataError, metadata_from_session
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.decode import DecodeError, DecodeSettings, decode
+from lookout.shadow_eval.letterbox import Letterbox, letterbox_image
+from lookout.shadow_eval.names import ModelMetadataError, metadata_from_session
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.sample_api import SampleApi
+from lookout.sidecar.upstream import UpstreamProbe
 from prometheus_client.exposition import choose_encoder
-
-from sidecar.metrics import SidecarMetrics
-from sidecar.sample_api import SampleApi
-from sidecar.upstream import UpstreamProbe
 
 
 class AdminApp:

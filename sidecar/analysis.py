@@ -14,18 +14,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
-from shadow_eval.boxes import Detections
-from shadow_eval.decode import DecodeSettings, HeadLayout
-from shadow_eval.names import ModelMetadataError, read_model_metadata
-from sidecar import catalog
-from sidecar.config import Config
-from sidecar.inputs import InputImage, extract_image
-from sidecar.logs import FailureLog
-from sidecar.metrics import SidecarMetrics
-from sidecar.observation import Observation
-from sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
-from sidecar.parse_errors import ParseFailure, Reason
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
+from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
+from lookout.sidecar.config import Config
+from lookout.sidecar.inputs import InputImage, extract_image
+from lookout.sidecar.logs import FailureLog
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.observation import Observation
+from lookout.sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
+from lookout.sidecar.parse_errors import ParseFailure, Reason
+from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
 

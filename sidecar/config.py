@@ -15,9 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-
-from sidecar.catalog import MODEL_INFO
-from sidecar.sampling import DEFAULT_POLICY, parse_policy
+from lookout.sidecar.sampling import DEFAULT_POLICY, parse_policy
+from lookout.slo.catalog import MODEL_INFO
 
 ENV_PREFIX = "LOOKOUT_"
 

@@ -16,15 +16,15 @@ import random
 import threading
 from collections.abc import Sequence
 
-from shadow_eval.baseline import Baseline, BaselineError
-from shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
-from shadow_eval.features import FEATURES, FeatureRow, feature_row
-from sidecar import catalog
-from sidecar.analysis import Analysis
-from sidecar.config import Config
-from sidecar.feature_store import FeatureStore
-from sidecar.images import decode_rgb
-from sidecar.metrics import SidecarMetrics
+from lookout.shadow_eval.baseline import Baseline, BaselineError
+from lookout.shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
+from lookout.shadow_eval.features import FEATURES, FeatureRow, feature_row
+from lookout.sidecar.analysis import Analysis
+from lookout.sidecar.config import Config
+from lookout.sidecar.feature_store import FeatureStore
+from lookout.sidecar.images import decode_rgb
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
 

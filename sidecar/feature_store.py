@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from shadow_eval.features import FeatureRow
+from lookout.shadow_eval.features import FeatureRow
 
 log = logging.getLogger(__name__)
 

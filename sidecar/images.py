@@ -11,9 +11,8 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+from lookout.sidecar.inputs import InputImage
 from PIL import Image
-
-from sidecar.inputs import InputImage
 
 
 @dataclass(frozen=True, slots=True)

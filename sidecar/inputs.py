@@ -18,11 +18,10 @@ from email.parser import BytesParser
 from email.policy import HTTP
 
 import numpy as np
+from lookout.sidecar import kserve
+from lookout.sidecar.field_path import walk
+from lookout.sidecar.parse_errors import ParseFailure, Reason
 from PIL import Image, UnidentifiedImageError
-
-from sidecar import kserve
-from sidecar.field_path import walk
-from sidecar.parse_errors import ParseFailure, Reason
 
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"))
 DEFAULT_IMAGE_FIELDS = ("image", "img", "data", "inputs[0]")

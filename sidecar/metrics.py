@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from lookout.slo import catalog
+from lookout.slo.catalog import MetricSpec, MetricType
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,9 +15,6 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.metrics import MetricWrapperBase
-
-from sidecar import catalog
-from sidecar.catalog import MetricSpec, MetricType
 
 
 def _build(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:

@@ -17,20 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from shadow_eval.boxes import Detections
-from shadow_eval.decode import (
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.decode import (
     DecodeError,
     DecodeSettings,
     HeadLayout,
     decode,
     decode_efficient_nms,
 )
-from shadow_eval.letterbox import Letterbox
-from sidecar import kserve
-from sidecar.field_path import walk
-from sidecar.inputs import InputImage
-from sidecar.parse_errors import ParseFailure, Reason
+from lookout.shadow_eval.letterbox import Letterbox
+from lookout.sidecar import kserve
+from lookout.sidecar.field_path import walk
+from lookout.sidecar.inputs import InputImage
+from lookout.sidecar.parse_errors import ParseFailure, Reason
 
 LIST_KEYS = ("detections", "predictions", "results", "objects", "boxes", "images", "data")
 SCORE_KEYS = ("confidence", "score", "conf", "probability")

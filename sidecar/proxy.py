@@ -16,18 +16,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
+from lookout.sidecar.config import Config
+from lookout.sidecar.headers import add_forwarded, end_to_end
+from lookout.sidecar.http1 import BodyError, IncomingRequest, ResponseWriter
+from lookout.sidecar.request_target import OriginTarget, TargetRefused, parse_target
+from lookout.sidecar.routes import RouteTemplates
+from lookout.sidecar.telemetry import Exchange, RequestTelemetry
+from lookout.sidecar.upstream import UpstreamFailure, classify_failure
+from lookout.slo.catalog import sidecar_code
 from multidict import CIMultiDict
 from opentelemetry.trace import Span
 from yarl import URL
-
-from sidecar.catalog import sidecar_code
-from sidecar.config import Config
-from sidecar.headers import add_forwarded, end_to_end
-from sidecar.http1 import BodyError, IncomingRequest, ResponseWriter
-from sidecar.request_target import OriginTarget, TargetRefused, parse_target
-from sidecar.routes import RouteTemplates
-from sidecar.telemetry import Exchange, RequestTelemetry
-from sidecar.upstream import UpstreamFailure, classify_failure
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,10 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiohttp import web
-
-from sidecar.sample_export import EXPORT_MAX, SOURCES, ExportError, box_layers, write_export
-from sidecar.sample_query import QueryError, SampleQuery
-from sidecar.sample_store import Sample, SampleStore
-from sidecar.thumbnails import draw_boxes
+from lookout.sidecar.sample_export import ExportError, box_layers, write_export
+from lookout.sidecar.sample_query import EXPORT_MAX, SOURCES, QueryError, SampleQuery
+from lookout.sidecar.sample_store import Sample, SampleStore
+from lookout.sidecar.thumbnails import draw_boxes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHUNK = 256 * 1024

@@ -18,13 +18,10 @@ from typing import IO, Any
 
 import numpy as np
 import yaml
+from lookout.sidecar.sample_query import FORMATS, SOURCES
+from lookout.sidecar.sample_store import Sample, SampleStore
+from lookout.sidecar.thumbnails import BoxLayer
 
-from sidecar.sample_store import Sample, SampleStore
-from sidecar.thumbnails import BoxLayer
-
-FORMATS = ("coco", "yolo")
-SOURCES = ("primary", "reference")
-EXPORT_MAX = 10_000
 BOX_COLOURS = {"primary": (255, 64, 32), "reference": (32, 200, 255)}
 
 

@@ -15,7 +15,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sidecar.times import parse_time
+from lookout.sidecar.times import parse_time
+
+# what an export may be asked for (the API's and the command line's choices)
+FORMATS = ("coco", "yolo")
+SOURCES = ("primary", "reference")
+EXPORT_MAX = 10_000
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

@@ -27,20 +27,27 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-
-from shadow_eval.boxes import Detections
-from shadow_eval.features import feature_row
-from sidecar import catalog, worker_queue
-from sidecar.analysis import Analysis
-from sidecar.config import Config
-from sidecar.drift_monitor import DriftMonitor
-from sidecar.inputs import InputImage, image_format
-from sidecar.logs import FailureLog
-from sidecar.metrics import SidecarMetrics
-from sidecar.sample_store import Sample, SampleFile, SampleStore, StoreError, StoreFull, new_id
-from sidecar.sampling import Candidate, SamplingPolicy, agreement_score, parse_policy
-from sidecar.shadow import ShadowEvaluator, ShadowResult
-from sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.features import feature_row
+from lookout.sidecar import worker_queue
+from lookout.sidecar.analysis import Analysis
+from lookout.sidecar.config import Config
+from lookout.sidecar.drift_monitor import DriftMonitor
+from lookout.sidecar.inputs import InputImage, image_format
+from lookout.sidecar.logs import FailureLog
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.sample_store import (
+    Sample,
+    SampleFile,
+    SampleStore,
+    StoreError,
+    StoreFull,
+    new_id,
+)
+from lookout.sidecar.sampling import Candidate, SamplingPolicy, agreement_score, parse_policy
+from lookout.sidecar.shadow import ShadowEvaluator, ShadowResult
+from lookout.sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
 

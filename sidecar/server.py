@@ -12,29 +12,28 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from aiohttp import web
-
-from sidecar.admin import AdminApp
-from sidecar.analysis import TrafficAnalyzer
-from sidecar.config import Address, Config
-from sidecar.drift_monitor import DriftMonitor
-from sidecar.http1 import REFUSAL_REASONS, ClientLimits, DataPortServer
-from sidecar.logs import TallyLog
-from sidecar.metrics import SidecarMetrics
-from sidecar.observation import (
+from lookout.sidecar.admin import AdminApp
+from lookout.sidecar.analysis import TrafficAnalyzer
+from lookout.sidecar.config import Address, Config
+from lookout.sidecar.drift_monitor import DriftMonitor
+from lookout.sidecar.http1 import REFUSAL_REASONS, ClientLimits, DataPortServer
+from lookout.sidecar.logs import TallyLog
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.observation import (
     OBSERVATION_QUEUE,
     ObservationConsumer,
     ObservationPipeline,
     ObservationQueue,
 )
-from sidecar.parse_errors import Reason
-from sidecar.proxy import ProxyHandler
-from sidecar.sample_api import SampleApi
-from sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
-from sidecar.sample_store import SampleStore
-from sidecar.shadow import SHADOW_QUEUE, ShadowEvaluator
-from sidecar.telemetry import RequestTelemetry
-from sidecar.tracing import Tracing, build_tracing
-from sidecar.upstream import UpstreamProbe, new_session
+from lookout.sidecar.parse_errors import Reason
+from lookout.sidecar.proxy import ProxyHandler
+from lookout.sidecar.sample_api import SampleApi
+from lookout.sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
+from lookout.sidecar.sample_store import SampleStore
+from lookout.sidecar.shadow import SHADOW_QUEUE, ShadowEvaluator
+from lookout.sidecar.telemetry import RequestTelemetry
+from lookout.sidecar.tracing import Tracing, build_tracing
+from lookout.sidecar.upstream import UpstreamProbe, new_session
 
 log = logging.getLogger(__name__)
 

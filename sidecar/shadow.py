@@ -25,20 +25,20 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-
-from shadow_eval.boxes import Detections
-from shadow_eval.budget import ComputeBudget
-from shadow_eval.decode import DecodeSettings
-from shadow_eval.letterbox import Letterbox
-from shadow_eval.matching import Agreement, flip_horizontally, match
-from shadow_eval.runner import OnnxDetector
-from sidecar import catalog, worker_queue
-from sidecar.analysis import OTHER_CLASS, Analysis
-from sidecar.config import Config
-from sidecar.images import decode_rgb
-from sidecar.inputs import InputImage
-from sidecar.logs import FailureLog
-from sidecar.metrics import SidecarMetrics
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.budget import ComputeBudget
+from lookout.shadow_eval.decode import DecodeSettings
+from lookout.shadow_eval.letterbox import Letterbox
+from lookout.shadow_eval.matching import Agreement, flip_horizontally, match
+from lookout.shadow_eval.runner import OnnxDetector
+from lookout.sidecar import worker_queue
+from lookout.sidecar.analysis import OTHER_CLASS, Analysis
+from lookout.sidecar.config import Config
+from lookout.sidecar.images import decode_rgb
+from lookout.sidecar.inputs import InputImage
+from lookout.sidecar.logs import FailureLog
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
 

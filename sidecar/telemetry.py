@@ -14,16 +14,15 @@ import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
+from lookout.sidecar.config import Config
+from lookout.sidecar.logs import FailureLog
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.observation import Observation, ObservationQueue
+from lookout.sidecar.routes import OTHER_ROUTE
+from lookout.sidecar.tracing import Tracing
 from opentelemetry import trace
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
-
-from sidecar.config import Config
-from sidecar.logs import FailureLog
-from sidecar.metrics import SidecarMetrics
-from sidecar.observation import Observation, ObservationQueue
-from sidecar.routes import OTHER_ROUTE
-from sidecar.tracing import Tracing
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from lookout.sidecar.inputs import InputImage
 from PIL import Image, ImageDraw
-
-from sidecar.inputs import InputImage
 
 FORMATS = {"jpeg": ("JPEG", "image/jpeg", "jpg"), "webp": ("WEBP", "image/webp", "webp")}
 # pixels per side of a pixelated box: 8 blocks across the longer side leave no face,

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
-
-from sidecar.config import Config
-from sidecar.metrics import SidecarMetrics
+from lookout.sidecar.config import Config
+from lookout.sidecar.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,3 @@
-"""The SLO spec, burn-rate and error-budget math, and the canary judge.
-
-Imports nothing of lookout's but the metrics catalog (`sidecar.catalog`).
-"""
+"""The metrics catalog, the SLO spec, burn-rate and error-budget math, and the canary
+judge's statistics. Imports nothing of lookout's: everything else reads the catalog
+from here, the sidecar included."""

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from lookout.slo import catalog
+from lookout.slo.burn import TIERS
+from lookout.slo.sli import sli, summed, zero_if_absent
+from lookout.slo.spec import SLO, Kind, ServiceSpec
 from prometheus_client.utils import floatToGoString
-
-from sidecar import catalog
-from slo.burn import TIERS
-from slo.sli import sli, summed, zero_if_absent
-from slo.spec import SLO, Kind, ServiceSpec
 
 
 class Worse(StrEnum):

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+from lookout.slo.canary import CanaryMetric, JudgeSettings, Worse
 from scipy import stats
-
-from slo.canary import CanaryMetric, JudgeSettings, Worse
 
 
 class Outcome(StrEnum):

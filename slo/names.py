@@ -3,7 +3,7 @@ runbooks are generated apart; reading the names from here keeps them consistent.
 
 from __future__ import annotations
 
-from slo.spec import Kind
+from lookout.slo.spec import Kind
 
 ERROR_RATIO = "lookout:slo_error_ratio:rate{window}"
 BURN_RATE = "lookout:slo_burn_rate:rate{window}"

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lookout.slo import catalog
+from lookout.slo.spec import SLO, Kind, RatioQueries, ServiceSpec, parse_duration
 from prometheus_client.utils import floatToGoString
-
-from sidecar import catalog
-from slo.spec import SLO, Kind, RatioQueries, ServiceSpec, parse_duration
 
 DRIFT_SLICE = "1m"  # drift SLO: time slices with / without an alarm
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from sidecar.catalog import REQUEST_DURATION
+from lookout.slo.catalog import REQUEST_DURATION
 
 
 class SpecError(ValueError):

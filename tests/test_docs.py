@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from sidecar.config import ENV_PREFIX, Config
+from lookout.sidecar.config import ENV_PREFIX, Config
 
 REPO = Path(__file__).resolve().parents[1]
 

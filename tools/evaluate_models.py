@@ -10,12 +10,12 @@ import argparse
 import sys
 import time
 
-from lookout_demo.evaluate import mean_average_precision
-from lookout_demo.models import model_path
-from lookout_demo.perturbations import MEDIUM, PERTURBATIONS, perturb
-from lookout_demo.scenes import CLASSES, generate_scene
-from shadow_eval.decode import DecodeSettings, decode_yolov8
-from shadow_eval.runner import OnnxDetector
+from lookout.lookout_demo.evaluate import mean_average_precision
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.perturbations import MEDIUM, PERTURBATIONS, perturb
+from lookout.lookout_demo.scenes import CLASSES, generate_scene
+from lookout.shadow_eval.decode import DecodeSettings, decode_yolov8
+from lookout.shadow_eval.runner import OnnxDetector
 
 HELD_OUT_SEED = 1_000_000  # far from every training seed
 EVALUATION = DecodeSettings(conf_threshold=0.01, iou_threshold=0.6, max_detections=100)

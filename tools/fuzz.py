@@ -86,14 +86,13 @@ def atheris_target(name: str, runs: int) -> int:
     import atheris
 
     with atheris.instrument_imports():
-        from sidecar import kserve
-        from sidecar.images import decode_rgb
-        from sidecar.inputs import extract_image
-        from sidecar.outputs import OutputSettings, extract_detections
-        from sidecar.parse_errors import ParseFailure
+        from lookout.sidecar import kserve
+        from lookout.sidecar.images import decode_rgb
+        from lookout.sidecar.inputs import extract_image
+        from lookout.sidecar.outputs import OutputSettings, extract_detections
+        from lookout.sidecar.parse_errors import ParseFailure
     import numpy as np
-
-    from sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+    from lookout.sidecar.thumbnails import ThumbnailSettings, make_thumbnail
 
     def kserve_binary(data: bytes) -> None:
         if len(data) < 2:
@@ -143,7 +142,8 @@ def _seeds(name: str) -> list[bytes]:
     guidance mutates its way out from them."""
     import base64
 
-    from sidecar.kserve import encode_infer_body
+    from lookout.sidecar.kserve import encode_infer_body
+
     from tests.fuzz.targets import SEED_IMAGES
 
     if name == "image_body":

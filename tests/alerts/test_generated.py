@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lookout.slo import catalog
 
-from sidecar import catalog
-from sidecar.generate_cli import ALERTMANAGER, OPERATIONAL, RULE_TESTS, RULES
+from lookout.cli.generate import ALERTMANAGER, OPERATIONAL, RULE_TESTS, RULES
 from tests.support.processes import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ GOLDEN = REPO / "tests" / "golden" / "slo"
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("generated")
-    result = subprocess.run([sys.executable, "-m", "sidecar.cli", "generate", "--slo",
+    result = subprocess.run([sys.executable, "-m", "lookout", "generate", "--slo",
                              str(REPO / "slo.yaml"), "--out", str(out)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -105,7 +105,7 @@ def test_openslo_ratio_slos_generate_rules_promtool_accepts(tmp_path: Path) -> N
     spec = tmp_path / "openslo.yaml"
     spec.write_text(OPENSLO)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "sidecar.cli", "generate", "--slo",
+    result = subprocess.run([sys.executable, "-m", "lookout", "generate", "--slo",
                              str(spec), "--out", str(out)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr

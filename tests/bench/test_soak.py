@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sidecar import catalog
+from lookout.slo import catalog
+
 from tests.support.processes import REPO
 
 

@@ -14,7 +14,7 @@ BASE = ["--baseline-version", "v1", "--canary-version", "v2"]
 
 
 def _judge(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sidecar.cli", "canary", "judge",
+    return subprocess.run([sys.executable, "-m", "lookout", "canary", "judge",
                            "--prometheus", f"http://127.0.0.1:{free_port()}", *args],
                           capture_output=True, text=True, timeout=60)
 

@@ -12,11 +12,11 @@ import sys
 import jsonschema
 import pytest
 import yaml
+from lookout.canary import templates
+from lookout.canary.manifests import RULES
+from lookout.slo.canary import metrics_for
+from lookout.slo.spec import load_spec, parse_spec
 
-from canary import templates
-from canary.manifests import RULES
-from slo.canary import metrics_for
-from slo.spec import load_spec, parse_spec
 from tests.support.processes import REPO
 from tests.support.schemas import crd_validator, validate_kubernetes
 
@@ -101,7 +101,7 @@ def test_without_quality_slos_no_proxy_gates_are_generated() -> None:
 
 def test_the_shipped_watch_manifests_are_generated_and_validate() -> None:
     shipped = (REPO / "k8s" / "manifests" / "canary-watch.yaml").read_text()
-    generated = subprocess.run([sys.executable, "-m", "sidecar.cli", "canary", "manifests"],
+    generated = subprocess.run([sys.executable, "-m", "lookout", "canary", "manifests"],
                                capture_output=True, text=True, timeout=60, check=True).stdout
     assert shipped == generated, \
         "regenerate with: lookout canary manifests > k8s/manifests/canary-watch.yaml"

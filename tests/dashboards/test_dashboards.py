@@ -8,9 +8,10 @@ import json
 import re
 from pathlib import Path
 
-from sidecar import catalog
-from sidecar.generate_cli import OPERATIONAL, RULES, artefacts
-from slo.spec import load_spec
+from lookout.slo import catalog
+from lookout.slo.spec import load_spec
+
+from lookout.cli.generate import OPERATIONAL, RULES, artefacts
 from tests.support.processes import (
     request,
     require_tool,

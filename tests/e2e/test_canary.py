@@ -21,13 +21,13 @@ import numpy as np
 import onnx
 import pytest
 import yaml
+from lookout.canary import templates
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.slo import catalog
+from lookout.slo.spec import parse_spec
 from onnx import helper, numpy_helper
 
-from canary import templates
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from sidecar import catalog
-from slo.spec import parse_spec
 from tests.support.kube_api import KubeApiStandIn
 from tests.support.processes import (
     ManagedProcess,
@@ -89,7 +89,7 @@ class CanaryLab:
         end = self.load_end if end is None else end
         window = window or INTERVAL * math.ceil((end - self.load_start) / INTERVAL)
         result = subprocess.run(
-            [sys.executable, "-m", "sidecar.cli", "canary", "judge",
+            [sys.executable, "-m", "lookout", "canary", "judge",
              "--prometheus", f"http://127.0.0.1:{self.prometheus.port}",
              "--baseline-version", baseline, "--canary-version", canary,
              "--slo", str(self.spec_path), "--window", f"{window}s",
@@ -101,7 +101,7 @@ class CanaryLab:
     def watch(self, canary: str, kubeconfig: Path, *extra: str) -> subprocess.CompletedProcess:
         window = INTERVAL * math.ceil((time.time() - self.load_start) / INTERVAL + 1)
         return subprocess.run(
-            [sys.executable, "-m", "sidecar.cli", "canary", "watch",
+            [sys.executable, "-m", "lookout", "canary", "watch",
              "--prometheus", f"http://127.0.0.1:{self.prometheus.port}",
              "--baseline-version", "v1", "--canary-version", canary,
              "--slo", str(self.spec_path), "--window", f"{window}s",
@@ -226,7 +226,7 @@ def test_too_little_traffic_is_inconclusive(lab: CanaryLab) -> None:
 def test_the_terminal_table_names_the_verdict(lab: CanaryLab) -> None:
     window = INTERVAL * math.ceil((lab.load_end - lab.load_start) / INTERVAL)
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", "canary", "judge",
+        [sys.executable, "-m", "lookout", "canary", "judge",
          "--prometheus", f"http://127.0.0.1:{lab.prometheus.port}", "--model", MODEL,
          "--baseline-version", "v1", "--canary-version", "v2", "--window", f"{window}s",
          "--interval", f"{INTERVAL}s", "--at", f"{lab.load_end:.3f}"],

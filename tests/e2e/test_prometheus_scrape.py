@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from sidecar import catalog
+from lookout.slo import catalog
+
 from tests.support.processes import request, require_tool, start_sidecar, wait_until
 from tests.support.prometheus import PrometheusServer
 

@@ -19,19 +19,18 @@ from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
+from lookout.k8s.inject import InjectOptions
+from lookout.k8s.webhook import review
+from lookout.sidecar import kserve
+from lookout.sidecar.images import decode_rgb
+from lookout.sidecar.inputs import extract_image
+from lookout.sidecar.outputs import OutputSettings, extract_detections
+from lookout.sidecar.parse_errors import ParseFailure
+from lookout.sidecar.sample_query import KNOWN, QueryError, SampleQuery
+from lookout.sidecar.sampling import PolicyError, parse_policy
+from lookout.sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+from lookout.slo.spec import SpecError, parse_spec
 from PIL import Image
-
-from k8s.inject import InjectOptions
-from k8s.webhook import review
-from sidecar import kserve
-from sidecar.images import decode_rgb
-from sidecar.inputs import extract_image
-from sidecar.outputs import OutputSettings, extract_detections
-from sidecar.parse_errors import ParseFailure
-from sidecar.sample_query import KNOWN, QueryError, SampleQuery
-from sidecar.sampling import PolicyError, parse_policy
-from sidecar.thumbnails import ThumbnailSettings, make_thumbnail
-from slo.spec import SpecError, parse_spec
 
 # -- building blocks -------------------------------------------------------------------
 

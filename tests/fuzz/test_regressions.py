@@ -7,15 +7,15 @@ import json
 import tracemalloc
 
 import pytest
+from lookout.k8s.inject import InjectOptions
+from lookout.k8s.webhook import review
+from lookout.sidecar import kserve
+from lookout.sidecar.inputs import extract_image
+from lookout.sidecar.outputs import OutputSettings, extract_detections
+from lookout.sidecar.parse_errors import ParseFailure, Reason
+from lookout.sidecar.sampling import PolicyError, parse_policy
+from lookout.slo.spec import SpecError, parse_spec
 
-from k8s.inject import InjectOptions
-from k8s.webhook import review
-from sidecar import kserve
-from sidecar.inputs import extract_image
-from sidecar.outputs import OutputSettings, extract_detections
-from sidecar.parse_errors import ParseFailure, Reason
-from sidecar.sampling import PolicyError, parse_policy
-from slo.spec import SpecError, parse_spec
 from tests.fuzz.targets import POD, VALID_SPEC
 
 INFER = "/v2/models/yolo/infer"

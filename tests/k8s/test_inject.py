@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from k8s import annotations
-from k8s.cli import manifests_yaml
-from k8s.inject import (
+from lookout.k8s import annotations
+from lookout.k8s.inject import (
     CONTAINER,
     InjectError,
     InjectOptions,
     inject_documents,
     pod_monitors,
 )
+
+from lookout.cli.kubernetes import manifests_yaml
 from tests.support.processes import (
     REPO,
     ManagedProcess,
@@ -47,7 +47,7 @@ def _inject(text: str, **options) -> tuple[list[dict], list[str]]:
 
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sidecar.cli", *args], cwd=REPO, input=stdin,
+    return subprocess.run([sys.executable, "-m", "lookout", *args], cwd=REPO, input=stdin,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -229,7 +229,7 @@ def test_the_sidecar_starts_from_an_injected_pod_specs_own_env_and_args(tmp_path
         env = {k: v.replace(mount["mountPath"], str(local)) if k.startswith("LOOKOUT_SAMPLE")
                else v for k, v in env.items()}
     assert container["command"] == ["lookout"]
-    process = ManagedProcess([sys.executable, "-m", "sidecar.cli", *container["args"]],
+    process = ManagedProcess([sys.executable, "-m", "lookout", *container["args"]],
                              env={**env, "OTEL_TRACES_EXPORTER": "none"})
     try:
         wait_until(lambda: port_accepts(admin) or not process.alive(), 30, "lookout to start")

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from k8s.rollback import (
+from lookout.k8s.rollback import (
     JUDGED_AT_ANNOTATION,
     POD_TEMPLATE_HASH,
     REASON_ANNOTATION,
@@ -23,6 +22,7 @@ from k8s.rollback import (
     Target,
     TargetKind,
 )
+
 from tests.support.kube_api import TOKEN, KubeApiStandIn
 
 NAMESPACE = "shop"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import jsonpatch
 import pytest
+from lookout.k8s.certs import make_certificate, write
+from lookout.k8s.inject import InjectOptions, inject_documents
 
-from k8s.certs import make_certificate, write
-from k8s.inject import InjectOptions, inject_documents
 from tests.support.processes import REPO, ManagedProcess, free_port, port_accepts, wait_until
 
 OWN_NAMESPACE = "lookout-system"
@@ -47,7 +47,7 @@ class Webhook:
         write(make_certificate("lookout-webhook", OWN_NAMESPACE, ("localhost",)), directory)
         self.port = free_port()
         self.process = ManagedProcess(
-            [sys.executable, "-m", "sidecar.cli", "webhook", "serve",
+            [sys.executable, "-m", "lookout", "webhook", "serve",
              "--listen", f"127.0.0.1:{self.port}", "--cert", str(directory / "tls.crt"),
              "--key", str(directory / "tls.key")], env={"POD_NAMESPACE": OWN_NAMESPACE})
         wait_until(lambda: port_accepts(self.port) or not self.process.alive(), 30,
@@ -174,7 +174,7 @@ def test_certs_patch_sets_the_ca_bundle_through_the_api(tmp_path: Path) -> None:
         api.add(collection, configuration)
         name = configuration["metadata"]["name"]
         result = subprocess.run(
-            [sys.executable, "-m", "sidecar.cli", "webhook", "certs", "--out", str(tmp_path),
+            [sys.executable, "-m", "lookout", "webhook", "certs", "--out", str(tmp_path),
              "--patch", name, "--kubeconfig", str(api.kubeconfig(tmp_path))],
             capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from lookout_demo.evaluate import average_precision, mean_average_precision
-from shadow_eval.boxes import Detections
+from lookout.lookout_demo.evaluate import average_precision, mean_average_precision
+from lookout.shadow_eval.boxes import Detections
 
 TRUTH = (np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32), np.array([0, 1]))
 

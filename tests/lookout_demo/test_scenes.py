@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-
-from lookout_demo.perturbations import (
+from lookout.lookout_demo.perturbations import (
     MEDIUM,
     PERTURBATIONS,
     UnknownPerturbation,
     perturb,
 )
-from lookout_demo.scenes import (
+from lookout.lookout_demo.scenes import (
     CLASSES,
     UNSEEN_CLASS,
     UNSEEN_CLASS_ID,
     draw_shape,
     generate_scene,
 )
+from PIL import Image, ImageDraw
 
 
 def test_a_seed_always_gives_the_same_scene() -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.http as triton
+from lookout.lookout_demo.scenes import CLASSES, generate_scene
+from lookout.shadow_eval.letterbox import Letterbox
 from onnx import TensorProto, helper, numpy_helper
 
-from lookout_demo.scenes import CLASSES, generate_scene
-from shadow_eval.letterbox import Letterbox
 from tests.shadow_eval.heads import yolov8_head
 from tests.support.processes import ManagedProcess, free_port, port_accepts, request, wait_until
 
@@ -55,7 +55,7 @@ def server(tmp_path_factory) -> Iterator[tuple[int, np.ndarray]]:
     path = tmp_path_factory.mktemp("model") / "stand_in.onnx"
     head = stand_in_model(path)
     port = free_port()
-    process = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+    process = ManagedProcess([sys.executable, "-m", "lookout", "demo-upstream",
                               "--model", str(path), "--listen", f"127.0.0.1:{port}"])
     wait_until(lambda: port_accepts(port) or not process.alive(), 60, "the demo upstream")
     assert process.alive(), process.output
@@ -124,7 +124,7 @@ def test_uploads_through_multipart(server) -> None:
 def test_an_image_can_be_sent_as_kserve_bytes(server) -> None:
     port, head = server
     data, _ = _jpeg(3)
-    from sidecar.kserve import HEADER_LENGTH, as_array, encode_infer_body, parse_tensors
+    from lookout.sidecar.kserve import HEADER_LENGTH, as_array, encode_infer_body, parse_tensors
 
     body, length = encode_infer_body(
         "inputs", [("IMAGE", [data])], binary=True,
@@ -141,7 +141,7 @@ def test_a_corrupt_model_fails_to_start_with_a_clear_message(tmp_path) -> None:
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08garbage" * 50)
     port = free_port()
-    process = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+    process = ManagedProcess([sys.executable, "-m", "lookout", "demo-upstream",
                               "--model", str(corrupt), "--listen", f"127.0.0.1:{port}"])
     assert process.popen.wait(60) == 1
     assert "cannot be loaded" in process.output
@@ -150,7 +150,7 @@ def test_a_corrupt_model_fails_to_start_with_a_clear_message(tmp_path) -> None:
 
 def test_default_model_is_the_shipped_primary() -> None:
     port = free_port()
-    process = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+    process = ManagedProcess([sys.executable, "-m", "lookout", "demo-upstream",
                               "--port", str(port)])
     try:
         wait_until(lambda: port_accepts(port) or not process.alive(), 60, "the demo upstream")

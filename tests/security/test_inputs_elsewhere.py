@@ -12,8 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
-from k8s.webhook import review_bytes
-from sidecar.sample_store import SampleStore
+from lookout.k8s.webhook import review_bytes
+from lookout.sidecar.sample_store import SampleStore
+
 from tests.k8s.test_webhook import Webhook, _pod, _review
 from tests.support.processes import REPO, request, start_sidecar, start_upstream
 
@@ -79,7 +80,7 @@ def test_a_huge_review_does_not_hold_up_a_small_one(tmp_path: Path) -> None:
 
 
 def _lookout(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sidecar.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lookout", *args], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
 
 

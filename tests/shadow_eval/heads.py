@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from shadow_eval.letterbox import Letterbox
+from lookout.shadow_eval.letterbox import Letterbox
 
 
 def _centres(boxes_xyxy: np.ndarray) -> np.ndarray:

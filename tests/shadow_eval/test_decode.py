@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from shadow_eval.boxes import box_iou, class_aware_nms, nms
-from shadow_eval.decode import (
+from lookout.shadow_eval.boxes import box_iou, class_aware_nms, nms
+from lookout.shadow_eval.decode import (
     DecodeError,
     DecodeSettings,
     HeadLayout,
     decode,
     identify_layout,
 )
-from shadow_eval.letterbox import Letterbox
+from lookout.shadow_eval.letterbox import Letterbox
+
 from tests.shadow_eval.heads import yolov5_head, yolov8_head
 
 BOXES = np.array([[10, 20, 110, 220], [300, 300, 400, 360], [500, 50, 620, 200]], np.float32)
@@ -200,7 +200,7 @@ def test_vectorised_nms_equals_textbook_greedy(data, count, threshold) -> None:
 
 
 def test_letterbox_image_pads_like_ultralytics() -> None:
-    from shadow_eval.letterbox import letterbox_image
+    from lookout.shadow_eval.letterbox import letterbox_image
 
     frame = np.full((720, 1280, 3), 200, np.uint8)
     canvas, geometry = letterbox_image(frame, 640, 640)

@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
-from shadow_eval.baseline import Baseline, BaselineError
-from shadow_eval.drift import DriftConfigError, DriftDetector, DriftModel, FeatureProfile
+from lookout.shadow_eval.baseline import Baseline, BaselineError
+from lookout.shadow_eval.drift import DriftConfigError, DriftDetector, DriftModel, FeatureProfile
 
 
 def _detector(window: int, false_alarm_every: int, seed: int = 0,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from shadow_eval.boxes import Detections
-from shadow_eval.budget import ComputeBudget
-from shadow_eval.matching import flip_horizontally, match
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.budget import ComputeBudget
+from lookout.shadow_eval.matching import flip_horizontally, match
 
 
 def dets(rows: list[tuple[float, float, float, float, float, int]]) -> Detections:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from shadow_eval.runner import ModelLoadError, OnnxDetector, choose_providers, file_sha256
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.shadow_eval.runner import ModelLoadError, OnnxDetector, choose_providers, file_sha256
 
 REFERENCE = model_path("reference")
 

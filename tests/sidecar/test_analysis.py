@@ -8,14 +8,13 @@ import json
 
 import onnx
 import pytest
+from lookout.shadow_eval.names import ModelMetadataError, parse_names, read_model_metadata
+from lookout.sidecar.analysis import MAX_CLASS_LABELS, OTHER_CLASS, ClassLabels, TrafficAnalyzer
+from lookout.sidecar.config import load_config
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.observation import Observation, ObservationQueue
+from lookout.slo import catalog
 from onnx import TensorProto, helper
-
-from shadow_eval.names import ModelMetadataError, parse_names, read_model_metadata
-from sidecar import catalog
-from sidecar.analysis import MAX_CLASS_LABELS, OTHER_CLASS, ClassLabels, TrafficAnalyzer
-from sidecar.config import load_config
-from sidecar.metrics import SidecarMetrics
-from sidecar.observation import Observation, ObservationQueue
 
 
 def _observation(response: bytes, *, truncated: bool = False, status: int = 200,

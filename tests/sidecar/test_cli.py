@@ -10,7 +10,7 @@ from tests.support.processes import REPO
 
 
 def _lookout(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sidecar.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lookout", *args], capture_output=True,
                           text=True, cwd=REPO, timeout=60, env=env, check=False)
 
 

@@ -6,13 +6,13 @@ import asyncio
 import socket
 
 import aiohttp
+from lookout.sidecar.config import load_config
+from lookout.sidecar.observation import Observation
+from lookout.sidecar.server import Sidecar
+from lookout.sidecar.tracing import Tracing
+from lookout.slo import catalog
 from opentelemetry.sdk.trace import TracerProvider
 
-from sidecar import catalog
-from sidecar.config import load_config
-from sidecar.observation import Observation
-from sidecar.server import Sidecar
-from sidecar.tracing import Tracing
 from tests.support.processes import free_port, request, start_sidecar
 
 PATHS = ("/echo", "/status/404", "/status/503", "/chunked?parts=3&size=10")

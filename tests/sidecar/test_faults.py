@@ -11,9 +11,10 @@ import sys
 import threading
 from pathlib import Path
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from sidecar import catalog
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.slo import catalog
+
 from tests.support.processes import (
     ManagedProcess,
     free_port,

@@ -8,11 +8,10 @@ import json
 
 import numpy as np
 import pytest
+from lookout.sidecar.inputs import extract_image, tensor_to_pixels
+from lookout.sidecar.kserve import HEADER_LENGTH, encode_infer_body
+from lookout.sidecar.parse_errors import ParseFailure, Reason
 from PIL import Image
-
-from sidecar.inputs import extract_image, tensor_to_pixels
-from sidecar.kserve import HEADER_LENGTH, encode_infer_body
-from sidecar.parse_errors import ParseFailure, Reason
 
 INFER = "/v2/models/yolo/infer"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+from lookout.slo import catalog
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar import catalog
 from tests.support.processes import (
     SidecarProcess,
     free_port,
@@ -118,7 +118,7 @@ def test_a_recurring_failure_logs_one_traceback_per_interval(caplog) -> None:
     42,000 identical tracebacks in 10 minutes before this)."""
     import logging
 
-    from sidecar.logs import FailureLog
+    from lookout.sidecar.logs import FailureLog
 
     now = [0.0]
     failures = FailureLog(logging.getLogger("lookout.test"), interval=60, clock=lambda: now[0])

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from lookout.shadow_eval.letterbox import Letterbox
+from lookout.sidecar.inputs import InputImage
+from lookout.sidecar.kserve import HEADER_LENGTH, encode_infer_body
+from lookout.sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
+from lookout.sidecar.parse_errors import ParseFailure, Reason
 
-from shadow_eval.letterbox import Letterbox
-from sidecar.inputs import InputImage
-from sidecar.kserve import HEADER_LENGTH, encode_infer_body
-from sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
-from sidecar.parse_errors import ParseFailure, Reason
 from tests.shadow_eval.heads import yolov5_head, yolov8_head
 
 JSON = {"Content-Type": "application/json"}

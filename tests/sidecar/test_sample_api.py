@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lookout.slo import catalog
 from PIL import Image
 
-from sidecar import catalog
 from tests.support.processes import REPO, request, start_sidecar, start_upstream, wait_until
 from tests.support.shadow_stack import start_shadow_stack
 
@@ -185,7 +185,7 @@ def test_yolo_export_has_a_label_file_per_image(stack) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sidecar.cli", "samples", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "lookout", "samples", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "COLUMNS": "250", **(env or {})})
 

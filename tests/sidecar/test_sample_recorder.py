@@ -9,15 +9,15 @@ import sys
 import time
 
 import pytest
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.sidecar.analysis import TrafficAnalyzer
+from lookout.sidecar.config import load_config
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.sample_query import SampleQuery
+from lookout.sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
+from lookout.slo import catalog
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from sidecar import catalog
-from sidecar.analysis import TrafficAnalyzer
-from sidecar.config import load_config
-from sidecar.metrics import SidecarMetrics
-from sidecar.sample_query import SampleQuery
-from sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
 from tests.sidecar.test_analysis import _observation
 from tests.support.processes import (
     ManagedProcess,
@@ -134,7 +134,7 @@ def test_originals_are_kept_only_when_asked(tmp_path) -> None:
 @pytest.fixture
 def demo_upstream():
     port = free_port()
-    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+    upstream = ManagedProcess([sys.executable, "-m", "lookout", "demo-upstream",
                                "--port", str(port)])
     wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the demo upstream")
     yield port

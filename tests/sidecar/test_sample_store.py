@@ -13,10 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from sidecar.sample_query import QueryError, SampleQuery
-from sidecar.sample_store import (
+from lookout.sidecar.sample_query import QueryError, SampleQuery
+from lookout.sidecar.sample_store import (
     INDEX_NAME,
     SampleFile,
     SampleStore,
@@ -24,6 +22,8 @@ from sidecar.sample_store import (
     StoreFull,
     valid_id,
 )
+from PIL import Image
+
 from tests.support.processes import REPO, read_only, small_filesystem
 from tests.support.sample_writer import jpeg, sample
 

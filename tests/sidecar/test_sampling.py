@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from sidecar.config import ConfigError, load_config
-from sidecar.sampling import (
+from lookout.sidecar.config import ConfigError, load_config
+from lookout.sidecar.sampling import (
     DEFAULT_POLICY,
     Candidate,
     PolicyError,

@@ -8,20 +8,20 @@ import queue
 
 import numpy as np
 import pytest
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import CLASSES, generate_scene
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.budget import ComputeBudget
+from lookout.shadow_eval.decode import DecodeSettings
+from lookout.shadow_eval.runner import OnnxDetector, file_sha256
+from lookout.sidecar.analysis import Analysis
+from lookout.sidecar.config import load_config
+from lookout.sidecar.inputs import open_encoded
+from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.shadow import ShadowEvaluator, ShadowSample, State, reference_class_ids
+from lookout.slo import catalog
 from PIL import Image
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import CLASSES, generate_scene
-from shadow_eval.boxes import Detections
-from shadow_eval.budget import ComputeBudget
-from shadow_eval.decode import DecodeSettings
-from shadow_eval.runner import OnnxDetector, file_sha256
-from sidecar import catalog
-from sidecar.analysis import Analysis
-from sidecar.config import load_config
-from sidecar.inputs import open_encoded
-from sidecar.metrics import SidecarMetrics
-from sidecar.shadow import ShadowEvaluator, ShadowSample, State, reference_class_ids
 from tests.sidecar.test_analysis import _observation
 
 PRIMARY, REFERENCE = model_path("primary"), model_path("reference")

@@ -9,17 +9,17 @@ import time
 
 import numpy as np
 import pytest
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.shadow_eval.features import analysis_pixels, image_features
+from lookout.sidecar.feature_store import FeatureStore
 from PIL import Image
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from shadow_eval.features import analysis_pixels, image_features
-from sidecar.feature_store import FeatureStore
-from sidecar.shadow_cli import parse_time
+from lookout.cli.shadow import parse_time
 
 
 def lookout(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sidecar.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lookout", *args], capture_output=True,
                           text=True, timeout=300)
 
 

@@ -9,17 +9,17 @@ import io
 import aiohttp
 import pytest
 from aiohttp import web
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.lookout_demo.server import DemoServer
+from lookout.shadow_eval.runner import OnnxDetector
+from lookout.sidecar.config import load_config
+from lookout.sidecar.server import Sidecar
+from lookout.sidecar.shadow import State
+from lookout.slo import catalog
 from opentelemetry.sdk.trace import TracerProvider
 from PIL import Image
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
-from lookout_demo.server import DemoServer
-from shadow_eval.runner import OnnxDetector
-from sidecar import catalog
-from sidecar.config import load_config
-from sidecar.server import Sidecar
-from sidecar.shadow import State
 from tests.support.processes import free_port
 
 FRAMES = 16
@@ -78,7 +78,7 @@ async def _scenario(shadow: dict[str, str], breaking=None) -> tuple[Sidecar, boo
 
 
 def _tracing():
-    from sidecar.tracing import Tracing
+    from lookout.sidecar.tracing import Tracing
 
     return Tracing(TracerProvider())
 

@@ -6,11 +6,9 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from lookout_demo.scenes import generate_scene
-from sidecar.inputs import InputImage, open_encoded
-from sidecar.thumbnails import (
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.sidecar.inputs import InputImage, open_encoded
+from lookout.sidecar.thumbnails import (
     BoxLayer,
     ThumbnailSettings,
     draw_boxes,
@@ -18,6 +16,7 @@ from sidecar.thumbnails import (
     reduced_image,
     target_size,
 )
+from PIL import Image
 
 GPS_IFD = 0x8825
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from slo.burn import CounterSample, error_ratio, evaluate_tiers, increase
+from lookout.slo.burn import CounterSample, error_ratio, evaluate_tiers, increase
 
 
 def _counter(per_minute: float, minutes: int, start: float = 0.0) -> list[CounterSample]:

@@ -7,10 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from lookout_demo import outcomes
-from slo.canary import ERROR_RATE, LATENCY_P95, PRECISION
-from slo.judge import (
+from lookout.lookout_demo import outcomes
+from lookout.slo.canary import ERROR_RATE, LATENCY_P95, PRECISION
+from lookout.slo.judge import (
     BurnCheck,
     JudgeSettings,
     MetricJudgement,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
-from slo.burn import TIERS
-from slo.spec import Kind, SpecError, load_spec, parse_spec
+from lookout.slo.burn import TIERS
+from lookout.slo.spec import Kind, SpecError, load_spec, parse_spec
 
 MINIMAL = {"service": "s", "model": "m",
            "slos": [{"name": "availability", "kind": "availability", "objective": 0.999}]}

@@ -154,7 +154,7 @@ class SidecarProcess:
 def start_sidecar(upstream: str, *extra: str, env: Mapping[str, str] | None = None,
                   wait_ready: bool = True) -> SidecarProcess:
     port, admin_port = free_port(), free_port()
-    args = [sys.executable, "-m", "sidecar.cli", "serve",
+    args = [sys.executable, "-m", "lookout", "serve",
             "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
             "--upstream", upstream, "--model-name", "yolo-test", "--model-version", "v1",
             "--probe-interval", "0.5", *extra]

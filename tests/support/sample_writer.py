@@ -10,9 +10,8 @@ import sys
 import time
 
 import numpy as np
+from lookout.sidecar.sample_store import Sample, SampleFile, SampleStore, new_id
 from PIL import Image
-
-from sidecar.sample_store import Sample, SampleFile, SampleStore, new_id
 
 STRATEGIES = ("random", "error", "slow")
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from lookout_demo.models import model_path
-from lookout_demo.scenes import generate_scene
+from lookout.lookout_demo.models import model_path
+from lookout.lookout_demo.scenes import generate_scene
+
 from tests.support.processes import (
     ManagedProcess,
     SidecarProcess,
@@ -48,7 +49,7 @@ def shadow_options(model_name: str = "yolo-test", primary: str | None = None) ->
 
 def start_demo_upstream(model: str | None = None) -> tuple[ManagedProcess, int]:
     port = free_port()
-    upstream = ManagedProcess([sys.executable, "-m", "sidecar.cli", "demo-upstream",
+    upstream = ManagedProcess([sys.executable, "-m", "lookout", "demo-upstream",
                                "--port", str(port), *(["--model", model] if model else [])])
     wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the demo upstream")
     assert upstream.alive(), upstream.output

@@ -17,16 +17,19 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
+from lookout.sidecar.sample_query import (
+    EXPORT_MAX,
+    FILTERS,
+    FORMATS,
+    SOURCES,
+    QueryError,
+    SampleQuery,
+)
 
-from sidecar.sample_export import EXPORT_MAX, FORMATS, SOURCES, box_layers, write_export
-from sidecar.sample_query import FILTERS, QueryError, SampleQuery
-from sidecar.sample_store import INDEX_NAME, SampleStore, StoreError
-from sidecar.thumbnails import draw_boxes
+if TYPE_CHECKING:  # rich, the store and Pillow load only for the command that uses them
+    from rich.console import Console
 
 TOKEN_ENV = "LOOKOUT_ADMIN_TOKEN"
 TIMEOUT = 30.0
@@ -100,6 +103,8 @@ class StoreSource:
     the repair pass: a copy made for a postmortem is evidence and is left as it is."""
 
     def __init__(self, directory: str) -> None:
+        from lookout.sidecar.sample_store import INDEX_NAME, SampleStore, StoreError
+
         if not (Path(directory) / INDEX_NAME).is_file():
             raise SourceError(f"{directory} is not a sample store (no {INDEX_NAME})")
         try:
@@ -127,6 +132,9 @@ class StoreSource:
         return self._sample(sample_id).to_json()
 
     def image(self, sample_id: str, boxes: str) -> bytes:
+        from lookout.sidecar.sample_export import box_layers
+        from lookout.sidecar.thumbnails import draw_boxes
+
         sample = self._sample(sample_id)
         data = self._store.read(sample)
         wanted = [b for b in boxes.split(",") if b]
@@ -134,6 +142,8 @@ class StoreSource:
 
     def export(self, params: dict[str, str], destination: Path,
                progress: Callable[[int, int | None], None]) -> int:
+        from lookout.sidecar.sample_export import write_export
+
         params = dict(params)
         export_format, source = params.pop("format"), params.pop("source")
         most = int(params.pop("limit"))
@@ -153,6 +163,7 @@ def _error_message(body: bytes) -> str:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     samples = commands.add_parser("samples", help="list, show and export stored input samples")
+    samples.set_defaults(run=run)
     actions = samples.add_subparsers(dest="samples_command", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +230,8 @@ def _params(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
+    from rich.console import Console
+
     console = console or Console()
     try:
         source = _source(args)
@@ -244,6 +257,8 @@ def _list(source: Source, args: argparse.Namespace, console: Console) -> None:
     if args.json:
         console.print_json(json.dumps(page))
         return
+    from rich.table import Table
+
     table = Table("id", "time (UTC)", "strategy", "status", "latency", "version", "primary",
                   "reference", "agreement", "trace id")
     for s in page["samples"]:
@@ -290,6 +305,14 @@ def _rows(detections: list[dict[str, Any]] | None) -> Iterator[str]:
 
 
 def _export(source: Source, args: argparse.Namespace, console: Console) -> None:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
     params = {**_params(args), "format": args.format, "source": args.source}
     columns = [TextColumn("exporting"), BarColumn()]
     columns += [DownloadColumn(), TransferSpeedColumn()] if args.url else \

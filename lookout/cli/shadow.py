@@ -8,7 +8,7 @@ import random
 import sys
 from pathlib import Path
 
-from sidecar import times
+from lookout.sidecar import times
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -22,6 +22,7 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     shadow = commands.add_parser("shadow", help="drift baselines and reports")
+    shadow.set_defaults(run=run)
     actions = shadow.add_subparsers(dest="shadow_command", required=True)
 
     baseline = actions.add_parser("baseline", help="write a drift baseline profile")
@@ -56,8 +57,8 @@ def _rows_from_images(folder: Path, model_path: Path | None, limit: int,
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from shadow_eval.features import feature_row
-    from shadow_eval.runner import OnnxDetector
+    from lookout.shadow_eval.features import feature_row
+    from lookout.shadow_eval.runner import OnnxDetector
 
     detector = OnnxDetector.load(model_path) if model_path else None
     chooser = random.Random(0)
@@ -80,9 +81,9 @@ def _rows_from_images(folder: Path, model_path: Path | None, limit: int,
 
 
 def run(args: argparse.Namespace) -> int:
-    from shadow_eval.baseline import Baseline, BaselineError
-    from shadow_eval.drift import DriftConfigError
-    from sidecar.feature_store import read_rows
+    from lookout.shadow_eval.baseline import Baseline, BaselineError
+    from lookout.shadow_eval.drift import DriftConfigError
+    from lookout.sidecar.feature_store import read_rows
 
     try:
         if args.shadow_command == "baseline":
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             Baseline.from_rows(rows, source).save(args.out)
             print(f"wrote {args.out}: {len(rows)} images from {source}")
             return 0
-        from shadow_eval.report import write_drift_report
+        from lookout.shadow_eval.report import write_drift_report
 
         baseline = Baseline.load(args.baseline)
         window = list(read_rows(args.features, args.since, args.until))

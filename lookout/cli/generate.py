@@ -43,13 +43,13 @@ def dump(document: Any) -> str:
 
 def artefacts(spec: Any) -> dict[str, str]:
     """Relative path -> file content, for a parsed spec."""
-    from alerts.alertmanager import alertmanager_config
-    from alerts.operational import operational_rule_group
-    from alerts.promtool_tests import promtool_tests
-    from alerts.rules import slo_rule_groups
-    from canary.templates import analysis_template, flagger_analysis, metric_templates
-    from dashboards.build import configmap, dashboards, provisioning
-    from runbooks.generate import runbooks
+    from lookout.alerts.alertmanager import alertmanager_config
+    from lookout.alerts.operational import operational_rule_group
+    from lookout.alerts.promtool_tests import promtool_tests
+    from lookout.alerts.rules import slo_rule_groups
+    from lookout.canary.templates import analysis_template, flagger_analysis, metric_templates
+    from lookout.dashboards.build import configmap, dashboards, provisioning
+    from lookout.runbooks.generate import runbooks
 
     files = {
         RULES: dump({"groups": slo_rule_groups(spec)}),
@@ -68,17 +68,18 @@ def artefacts(spec: Any) -> dict[str, str]:
     return files
 
 
-def add_command(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser(
         "generate", help="Prometheus rules, rule tests, Alertmanager config, runbooks and "
                          "Grafana dashboards from an SLO spec")
     generate.add_argument("--slo", type=Path, required=True,
                           help="slo.yaml (lookout format) or OpenSLO v1 SLO objects")
     generate.add_argument("--out", type=Path, required=True, help="output directory")
+    generate.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from slo.spec import SpecError, load_spec
+    from lookout.slo.spec import SpecError, load_spec
 
     try:
         spec = load_spec(args.slo)

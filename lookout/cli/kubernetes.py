@@ -12,7 +12,13 @@ from typing import IO
 
 import yaml
 
-from k8s.inject import DEFAULT_IMAGE, InjectError, InjectOptions, inject_documents, pod_monitors
+from lookout.k8s.inject import (
+    DEFAULT_IMAGE,
+    InjectError,
+    InjectOptions,
+    inject_documents,
+    pod_monitors,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -22,10 +28,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="multi-document YAML to read; - for stdin")
     inject.add_argument("-o", "--output", default="-", help="where to write; - for stdout")
     _options(inject)
+    inject.set_defaults(run=run_inject)
     inject.add_argument("--pod-monitor", action="store_true",
                         help="also write a prometheus-operator PodMonitor per workload")
 
     webhook = commands.add_parser("webhook", help="the mutating admission webhook")
+    webhook.set_defaults(run=run_webhook)
     actions = webhook.add_subparsers(dest="webhook_command", required=True)
     serve = actions.add_parser("serve", help="answer AdmissionReviews over HTTPS")
     serve.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT")
@@ -103,7 +111,7 @@ def run_inject(args: argparse.Namespace) -> int:
 
 
 def manifests_yaml(namespace: str, image: str) -> str:
-    from k8s.manifests import webhook_manifests
+    from lookout.k8s.manifests import webhook_manifests
 
     return yaml.safe_dump_all(webhook_manifests(namespace, image), sort_keys=False)
 
@@ -113,7 +121,7 @@ def run_webhook(args: argparse.Namespace) -> int:
         sys.stdout.write(manifests_yaml(args.namespace, args.image))
         return 0
     if args.webhook_command == "certs":
-        from k8s.certs import make_certificate, patch_ca_bundle, write
+        from lookout.k8s.certs import make_certificate, patch_ca_bundle, write
 
         certificate = make_certificate(args.service, args.namespace)
         write(certificate, Path(args.out))
@@ -123,9 +131,9 @@ def run_webhook(args: argparse.Namespace) -> int:
             print(f"caBundle of {args.patch} set")
         return 0
 
-    from k8s import webhook
-    from sidecar.config import parse_address
-    from sidecar.logs import configure_logging
+    from lookout.k8s import webhook
+    from lookout.sidecar.config import parse_address
+    from lookout.sidecar.logs import configure_logging
 
     configure_logging("info")
     address = parse_address(args.listen)

@@ -8,11 +8,11 @@ import time
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING
 
-from slo.canary import DEFAULT_METRICS, JudgeSettings, metrics_for
-from slo.spec import SpecError, load_spec, parse_duration
+from lookout.slo.canary import DEFAULT_METRICS, JudgeSettings, metrics_for
+from lookout.slo.spec import SpecError, load_spec, parse_duration
 
 if TYPE_CHECKING:
-    from canary.analysis import CanaryComparison
+    from lookout.canary.analysis import CanaryComparison
 
 ERROR_EXIT = 3  # 0 pass, 1 fail, 2 inconclusive: the verdicts; 3: could not judge
 
@@ -20,6 +20,7 @@ ERROR_EXIT = 3  # 0 pass, 1 fail, 2 inconclusive: the verdicts; 3: could not jud
 def add_commands(commands: argparse._SubParsersAction) -> None:
     canary = commands.add_parser("canary", help="judge a canary version against its "
                                  "baseline; roll it back when it is worse")
+    canary.set_defaults(run=run)
     actions = canary.add_subparsers(dest="canary_command", required=True)
     judge = actions.add_parser(
         "judge", help="compare two versions' metrics in Prometheus; exit 0 pass, 1 fail, "
@@ -32,13 +33,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     watch = actions.add_parser("watch", help="judge every interval; on fail roll the canary "
                                              "back through the Kubernetes API")
     _comparison_options(watch)
-    from canary.watch import add_watch_options
+    from lookout.canary.watch import add_watch_options
 
     add_watch_options(watch)
 
     manifests = actions.add_parser("manifests", help="ServiceAccount, Role and Deployment "
                                    "of `canary watch` (minimum RBAC)")
-    from canary.manifests import add_manifest_options
+    from lookout.canary.manifests import add_manifest_options
 
     add_manifest_options(manifests)
 
@@ -89,7 +90,7 @@ def settings_from(args: argparse.Namespace) -> JudgeSettings:
 
 def comparison_from(args: argparse.Namespace) -> CanaryComparison:
     """The CanaryComparison the options describe."""
-    from canary.analysis import CanaryComparison  # the judge: numpy and scipy
+    from lookout.canary.analysis import CanaryComparison  # the judge: numpy and scipy
 
     try:
         spec = load_spec(args.slo) if args.slo else None
@@ -126,7 +127,7 @@ def comparison_from(args: argparse.Namespace) -> CanaryComparison:
 def prometheus_from(args: argparse.Namespace):
     from pathlib import Path
 
-    from canary.prometheus import Prometheus
+    from lookout.canary.prometheus import Prometheus
 
     token = Path(args.bearer_token_file).read_text().strip() if args.bearer_token_file else ""
     return Prometheus(args.prometheus, bearer_token=token)
@@ -134,10 +135,10 @@ def prometheus_from(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     if args.canary_command == "manifests":
-        from canary.manifests import run_manifests
+        from lookout.canary.manifests import run_manifests
 
         return run_manifests(args)
-    from canary.prometheus import PrometheusError
+    from lookout.canary.prometheus import PrometheusError
 
     try:
         comparison = comparison_from(args)
@@ -147,11 +148,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"lookout canary: {error}", file=sys.stderr)
         return ERROR_EXIT
     if args.canary_command == "watch":
-        from canary.watch import run_watch
+        from lookout.canary.watch import run_watch
 
         return run_watch(args, prometheus, comparison, settings)
-    from canary.analysis import judge_canary
-    from canary.report import print_table, to_json
+    from lookout.canary.analysis import judge_canary
+    from lookout.canary.report import print_table, to_json
 
     end = args.at if args.at is not None else time.time()
     try:

@@ -1,0 +1,66 @@
+"""`lookout demo` and `lookout demo-upstream`: the shipped model behind the sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lookout.cli.options import ConfigError, add_config_options, config_from
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo", help="the shipped model behind the sidecar, fed by a drifting synthetic camera"
+    )
+    demo.add_argument("--duration", type=float, default=None,
+                      help="seconds to run (default: until Ctrl-C)")
+    demo.add_argument("--rate", type=float, default=10.0,
+                      help="camera frames per second (default 10)")
+    add_config_options(demo)
+    demo.set_defaults(run=run_demo)
+
+    upstream = commands.add_parser(
+        "demo-upstream",
+        help="serve a YOLOv8-layout ONNX model over /predict and KServe V2 (demo and tests)",
+    )
+    upstream.add_argument("--model", help="ONNX model with Ultralytics metadata "
+                          "(default: the shipped primary model)")
+    upstream.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT to listen on")
+    upstream.add_argument("--port", type=int, help="port on 127.0.0.1 (short for --listen)")
+    upstream.add_argument("--model-name", default="yolo", help="name in KServe V2 paths")
+    upstream.set_defaults(run=run_upstream)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    try:
+        config = config_from(args)
+    except ConfigError as error:
+        print(f"lookout: configuration error: {error}", file=sys.stderr)
+        return 2
+    from lookout.lookout_demo.run import run_demo as run_world
+    from lookout.sidecar.logs import configure_logging
+    from lookout.sidecar.server import StartupError
+
+    configure_logging(config.log_level)
+    try:
+        return run_world(config, duration=args.duration, rate=args.rate)
+    except StartupError as error:
+        print(f"lookout: {error}", file=sys.stderr)
+        return 1
+
+
+def run_upstream(args: argparse.Namespace) -> int:
+    from lookout.lookout_demo import server
+    from lookout.lookout_demo.models import PRIMARY
+    from lookout.shadow_eval.runner import ModelLoadError
+    from lookout.sidecar.config import parse_address
+    from lookout.sidecar.logs import configure_logging
+
+    configure_logging("info")
+    address = parse_address(f"127.0.0.1:{args.port}" if args.port else args.listen)
+    try:
+        server.run(args.model or str(PRIMARY), address.host, address.port, args.model_name)
+    except ModelLoadError as error:
+        print(f"lookout: {error}", file=sys.stderr)
+        return 1
+    return 0
