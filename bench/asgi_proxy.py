@@ -14,16 +14,16 @@ from __future__ import annotations
 import time
 
 import aiohttp
-from lookout.sidecar.analysis import TrafficAnalyzer
 from lookout.sidecar.config import load_config
-from lookout.sidecar.headers import add_forwarded, end_to_end
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.observation import ObservationPipeline, ObservationQueue
-from lookout.sidecar.routes import RouteTemplates
+from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.pipeline.observation import ObservationPipeline, ObservationQueue
+from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
+from lookout.sidecar.proxy.routes import RouteTemplates
+from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
+from lookout.sidecar.proxy.upstream import classify_failure, new_session
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.tracing import build_tracing
 from lookout.sidecar.server import tune_runtime
-from lookout.sidecar.telemetry import Exchange, RequestTelemetry
-from lookout.sidecar.tracing import build_tracing
-from lookout.sidecar.upstream import classify_failure, new_session
 from lookout.slo.catalog import SIDECAR_CODE_PREFIX
 from multidict import CIMultiDict
 from yarl import URL

@@ -30,12 +30,12 @@ from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.shadow_eval.budget import ComputeBudget
 from lookout.shadow_eval.runner import OnnxDetector
-from lookout.sidecar.analysis import Analysis
 from lookout.sidecar.config import load_config
-from lookout.sidecar.inputs import open_encoded
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.observation import Observation
-from lookout.sidecar.shadow import ShadowEvaluator, ShadowSample
+from lookout.sidecar.pipeline.analysis import Analysis
+from lookout.sidecar.pipeline.inputs import open_encoded
+from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowSample
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 
 
 def _observation() -> Observation:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
-from lookout.sidecar.proxy import ERROR_HEADER
+from lookout.sidecar.proxy.handler import ERROR_HEADER
 from lookout.slo import catalog
 
 from bench.proxy import REPO, cpu_seconds, free_port, rss_mb, start, stop, wait_port

@@ -34,8 +34,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lookout.lookout_demo.scenes import generate_scene
-from lookout.sidecar.inputs import InputImage
-from lookout.sidecar.thumbnails import (
+from lookout.sidecar.pipeline.inputs import InputImage
+from lookout.sidecar.samples.thumbnails import (
     RESAMPLE,
     ThumbnailSettings,
     encode,

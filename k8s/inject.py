@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lookout.k8s import annotations as notes
-from lookout.sidecar.sampling import DEFAULT_POLICY, parse_policy
+from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 
 CONTAINER = "lookout"
 ADMIN_PORT_NAME = "lookout-admin"

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.sample_api import SampleApi
-from lookout.sidecar.upstream import UpstreamProbe
+from lookout.sidecar.proxy.upstream import UpstreamProbe
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.samples.api import SampleApi
 from prometheus_client.exposition import choose_encoder
 
 

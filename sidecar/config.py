@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from lookout.sidecar.sampling import DEFAULT_POLICY, parse_policy
+from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 from lookout.slo.catalog import MODEL_INFO
 
 ENV_PREFIX = "LOOKOUT_"

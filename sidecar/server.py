@@ -13,27 +13,27 @@ from pathlib import Path
 
 from aiohttp import web
 from lookout.sidecar.admin import AdminApp
-from lookout.sidecar.analysis import TrafficAnalyzer
 from lookout.sidecar.config import Address, Config
-from lookout.sidecar.drift_monitor import DriftMonitor
-from lookout.sidecar.http1 import REFUSAL_REASONS, ClientLimits, DataPortServer
-from lookout.sidecar.logs import TallyLog
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.observation import (
+from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.pipeline.observation import (
     OBSERVATION_QUEUE,
     ObservationConsumer,
     ObservationPipeline,
     ObservationQueue,
 )
-from lookout.sidecar.parse_errors import Reason
-from lookout.sidecar.proxy import ProxyHandler
-from lookout.sidecar.sample_api import SampleApi
-from lookout.sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
-from lookout.sidecar.sample_store import SampleStore
-from lookout.sidecar.shadow import SHADOW_QUEUE, ShadowEvaluator
-from lookout.sidecar.telemetry import RequestTelemetry
-from lookout.sidecar.tracing import Tracing, build_tracing
-from lookout.sidecar.upstream import UpstreamProbe, new_session
+from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.proxy.handler import ProxyHandler
+from lookout.sidecar.proxy.http1 import REFUSAL_REASONS, ClientLimits, DataPortServer
+from lookout.sidecar.proxy.telemetry import RequestTelemetry
+from lookout.sidecar.proxy.upstream import UpstreamProbe, new_session
+from lookout.sidecar.quality.drift import DriftMonitor
+from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
+from lookout.sidecar.runtime.logs import TallyLog
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.tracing import Tracing, build_tracing
+from lookout.sidecar.samples.api import SampleApi
+from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
+from lookout.sidecar.samples.store import SampleStore
 
 log = logging.getLogger(__name__)
 

@@ -86,13 +86,13 @@ def atheris_target(name: str, runs: int) -> int:
     import atheris
 
     with atheris.instrument_imports():
-        from lookout.sidecar import kserve
-        from lookout.sidecar.images import decode_rgb
-        from lookout.sidecar.inputs import extract_image
-        from lookout.sidecar.outputs import OutputSettings, extract_detections
-        from lookout.sidecar.parse_errors import ParseFailure
+        from lookout.sidecar.pipeline import kserve
+        from lookout.sidecar.pipeline.images import decode_rgb
+        from lookout.sidecar.pipeline.inputs import extract_image
+        from lookout.sidecar.pipeline.outputs import OutputSettings, extract_detections
+        from lookout.sidecar.pipeline.parse_errors import ParseFailure
     import numpy as np
-    from lookout.sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+    from lookout.sidecar.samples.thumbnails import ThumbnailSettings, make_thumbnail
 
     def kserve_binary(data: bytes) -> None:
         if len(data) < 2:
@@ -142,7 +142,7 @@ def _seeds(name: str) -> list[bytes]:
     guidance mutates its way out from them."""
     import base64
 
-    from lookout.sidecar.kserve import encode_infer_body
+    from lookout.sidecar.pipeline.kserve import encode_infer_body
 
     from tests.fuzz.targets import SEED_IMAGES
 

@@ -38,7 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"lookout: configuration error: {error}", file=sys.stderr)
         return 2
     from lookout.lookout_demo.run import run_demo as run_world
-    from lookout.sidecar.logs import configure_logging
+    from lookout.sidecar.runtime.logs import configure_logging
     from lookout.sidecar.server import StartupError
 
     configure_logging(config.log_level)
@@ -54,7 +54,7 @@ def run_upstream(args: argparse.Namespace) -> int:
     from lookout.lookout_demo.models import PRIMARY
     from lookout.shadow_eval.runner import ModelLoadError
     from lookout.sidecar.config import parse_address
-    from lookout.sidecar.logs import configure_logging
+    from lookout.sidecar.runtime.logs import configure_logging
 
     configure_logging("info")
     address = parse_address(f"127.0.0.1:{args.port}" if args.port else args.listen)

@@ -133,7 +133,7 @@ def run_webhook(args: argparse.Namespace) -> int:
 
     from lookout.k8s import webhook
     from lookout.sidecar.config import parse_address
-    from lookout.sidecar.logs import configure_logging
+    from lookout.sidecar.runtime.logs import configure_logging
 
     configure_logging("info")
     address = parse_address(args.listen)

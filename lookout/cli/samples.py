@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lookout.sidecar.sample_query import (
+from lookout.sidecar.samples.query import (
     EXPORT_MAX,
     FILTERS,
     FORMATS,
@@ -103,7 +103,7 @@ class StoreSource:
     the repair pass: a copy made for a postmortem is evidence and is left as it is."""
 
     def __init__(self, directory: str) -> None:
-        from lookout.sidecar.sample_store import INDEX_NAME, SampleStore, StoreError
+        from lookout.sidecar.samples.store import INDEX_NAME, SampleStore, StoreError
 
         if not (Path(directory) / INDEX_NAME).is_file():
             raise SourceError(f"{directory} is not a sample store (no {INDEX_NAME})")
@@ -132,8 +132,8 @@ class StoreSource:
         return self._sample(sample_id).to_json()
 
     def image(self, sample_id: str, boxes: str) -> bytes:
-        from lookout.sidecar.sample_export import box_layers
-        from lookout.sidecar.thumbnails import draw_boxes
+        from lookout.sidecar.samples.export import box_layers
+        from lookout.sidecar.samples.thumbnails import draw_boxes
 
         sample = self._sample(sample_id)
         data = self._store.read(sample)
@@ -142,7 +142,7 @@ class StoreSource:
 
     def export(self, params: dict[str, str], destination: Path,
                progress: Callable[[int, int | None], None]) -> int:
-        from lookout.sidecar.sample_export import write_export
+        from lookout.sidecar.samples.export import write_export
 
         params = dict(params)
         export_format, source = params.pop("format"), params.pop("source")

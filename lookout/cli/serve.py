@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"lookout: configuration error: {error}", file=sys.stderr)
         return 2
-    from lookout.sidecar.logs import configure_logging
+    from lookout.sidecar.runtime.logs import configure_logging
     from lookout.sidecar.server import StartupError
     from lookout.sidecar.server import run as run_sidecar
 

@@ -8,7 +8,7 @@ import random
 import sys
 from pathlib import Path
 
-from lookout.sidecar import times
+from lookout.sidecar.runtime import times
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -83,7 +83,7 @@ def _rows_from_images(folder: Path, model_path: Path | None, limit: int,
 def run(args: argparse.Namespace) -> int:
     from lookout.shadow_eval.baseline import Baseline, BaselineError
     from lookout.shadow_eval.drift import DriftConfigError
-    from lookout.sidecar.feature_store import read_rows
+    from lookout.sidecar.quality.feature_store import read_rows
 
     try:
         if args.shadow_command == "baseline":

@@ -21,14 +21,14 @@ import numpy as np
 from hypothesis import strategies as st
 from lookout.k8s.inject import InjectOptions
 from lookout.k8s.webhook import review
-from lookout.sidecar import kserve
-from lookout.sidecar.images import decode_rgb
-from lookout.sidecar.inputs import extract_image
-from lookout.sidecar.outputs import OutputSettings, extract_detections
-from lookout.sidecar.parse_errors import ParseFailure
-from lookout.sidecar.sample_query import KNOWN, QueryError, SampleQuery
-from lookout.sidecar.sampling import PolicyError, parse_policy
-from lookout.sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+from lookout.sidecar.pipeline import kserve
+from lookout.sidecar.pipeline.images import decode_rgb
+from lookout.sidecar.pipeline.inputs import extract_image
+from lookout.sidecar.pipeline.outputs import OutputSettings, extract_detections
+from lookout.sidecar.pipeline.parse_errors import ParseFailure
+from lookout.sidecar.samples.policy import PolicyError, parse_policy
+from lookout.sidecar.samples.query import KNOWN, QueryError, SampleQuery
+from lookout.sidecar.samples.thumbnails import ThumbnailSettings, make_thumbnail
 from lookout.slo.spec import SpecError, parse_spec
 from PIL import Image
 

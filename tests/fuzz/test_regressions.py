@@ -9,11 +9,11 @@ import tracemalloc
 import pytest
 from lookout.k8s.inject import InjectOptions
 from lookout.k8s.webhook import review
-from lookout.sidecar import kserve
-from lookout.sidecar.inputs import extract_image
-from lookout.sidecar.outputs import OutputSettings, extract_detections
-from lookout.sidecar.parse_errors import ParseFailure, Reason
-from lookout.sidecar.sampling import PolicyError, parse_policy
+from lookout.sidecar.pipeline import kserve
+from lookout.sidecar.pipeline.inputs import extract_image
+from lookout.sidecar.pipeline.outputs import OutputSettings, extract_detections
+from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
+from lookout.sidecar.samples.policy import PolicyError, parse_policy
 from lookout.slo.spec import SpecError, parse_spec
 
 from tests.fuzz.targets import POD, VALID_SPEC

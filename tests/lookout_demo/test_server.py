@@ -124,7 +124,12 @@ def test_uploads_through_multipart(server) -> None:
 def test_an_image_can_be_sent_as_kserve_bytes(server) -> None:
     port, head = server
     data, _ = _jpeg(3)
-    from lookout.sidecar.kserve import HEADER_LENGTH, as_array, encode_infer_body, parse_tensors
+    from lookout.sidecar.pipeline.kserve import (
+        HEADER_LENGTH,
+        as_array,
+        encode_infer_body,
+        parse_tensors,
+    )
 
     body, length = encode_infer_body(
         "inputs", [("IMAGE", [data])], binary=True,

@@ -9,10 +9,15 @@ import json
 import onnx
 import pytest
 from lookout.shadow_eval.names import ModelMetadataError, parse_names, read_model_metadata
-from lookout.sidecar.analysis import MAX_CLASS_LABELS, OTHER_CLASS, ClassLabels, TrafficAnalyzer
 from lookout.sidecar.config import load_config
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.observation import Observation, ObservationQueue
+from lookout.sidecar.pipeline.analysis import (
+    MAX_CLASS_LABELS,
+    OTHER_CLASS,
+    ClassLabels,
+    TrafficAnalyzer,
+)
+from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
 from onnx import TensorProto, helper
 

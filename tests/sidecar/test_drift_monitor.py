@@ -11,11 +11,11 @@ import pytest
 from lookout.lookout_demo.scenes import CLASSES, generate_scene
 from lookout.shadow_eval.baseline import Baseline
 from lookout.shadow_eval.boxes import Detections
-from lookout.sidecar.analysis import Analysis
 from lookout.sidecar.config import load_config
-from lookout.sidecar.feature_store import read_rows
-from lookout.sidecar.inputs import open_encoded
-from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.pipeline.analysis import Analysis
+from lookout.sidecar.pipeline.inputs import open_encoded
+from lookout.sidecar.quality.feature_store import read_rows
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
 from PIL import Image
 
@@ -35,7 +35,7 @@ def _analysis(seed: int, darken: float = 1.0) -> Analysis:
 
 
 def _monitor(tmp_path, **values: str):
-    from lookout.sidecar.drift_monitor import DriftMonitor
+    from lookout.sidecar.quality.drift import DriftMonitor
 
     config = load_config({"model_name": "m", "model_version": "v", "drift_baseline_size": "80",
                           "drift_window": "20", "drift_false_alarm_images": "100000",

@@ -7,9 +7,9 @@ import socket
 
 import aiohttp
 from lookout.sidecar.config import load_config
-from lookout.sidecar.observation import Observation
+from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.runtime.tracing import Tracing
 from lookout.sidecar.server import Sidecar
-from lookout.sidecar.tracing import Tracing
 from lookout.slo import catalog
 from opentelemetry.sdk.trace import TracerProvider
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from lookout.sidecar.field_path import walk
+from lookout.sidecar.pipeline.field_path import walk
 
 DOCUMENT = {"inputs": [{"data": "x"}], "result": {"objects": [1, 2]}, "0": "key"}
 

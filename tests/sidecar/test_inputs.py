@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pytest
-from lookout.sidecar.inputs import extract_image, tensor_to_pixels
-from lookout.sidecar.kserve import HEADER_LENGTH, encode_infer_body
-from lookout.sidecar.parse_errors import ParseFailure, Reason
+from lookout.sidecar.pipeline.inputs import extract_image, tensor_to_pixels
+from lookout.sidecar.pipeline.kserve import HEADER_LENGTH, encode_infer_body
+from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 from PIL import Image
 
 INFER = "/v2/models/yolo/infer"

@@ -118,7 +118,7 @@ def test_a_recurring_failure_logs_one_traceback_per_interval(caplog) -> None:
     42,000 identical tracebacks in 10 minutes before this)."""
     import logging
 
-    from lookout.sidecar.logs import FailureLog
+    from lookout.sidecar.runtime.logs import FailureLog
 
     now = [0.0]
     failures = FailureLog(logging.getLogger("lookout.test"), interval=60, clock=lambda: now[0])

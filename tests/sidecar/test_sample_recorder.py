@@ -11,11 +11,11 @@ import time
 import pytest
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
-from lookout.sidecar.analysis import TrafficAnalyzer
 from lookout.sidecar.config import load_config
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.sample_query import SampleQuery
-from lookout.sidecar.sample_recorder import SAMPLE_QUEUE, SampleRecorder
+from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.samples.query import SampleQuery
+from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
 from lookout.slo import catalog
 
 from tests.sidecar.test_analysis import _observation

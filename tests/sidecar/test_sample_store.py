@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from lookout.sidecar.sample_query import QueryError, SampleQuery
-from lookout.sidecar.sample_store import (
+from lookout.sidecar.samples.query import QueryError, SampleQuery
+from lookout.sidecar.samples.store import (
     INDEX_NAME,
     SampleFile,
     SampleStore,

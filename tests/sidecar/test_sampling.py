@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lookout.sidecar.config import ConfigError, load_config
-from lookout.sidecar.sampling import (
+from lookout.sidecar.samples.policy import (
     DEFAULT_POLICY,
     Candidate,
     PolicyError,

@@ -14,11 +14,11 @@ from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.budget import ComputeBudget
 from lookout.shadow_eval.decode import DecodeSettings
 from lookout.shadow_eval.runner import OnnxDetector, file_sha256
-from lookout.sidecar.analysis import Analysis
 from lookout.sidecar.config import load_config
-from lookout.sidecar.inputs import open_encoded
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.shadow import ShadowEvaluator, ShadowSample, State, reference_class_ids
+from lookout.sidecar.pipeline.analysis import Analysis
+from lookout.sidecar.pipeline.inputs import open_encoded
+from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowSample, State, reference_class_ids
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
 from PIL import Image
 

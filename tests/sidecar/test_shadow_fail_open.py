@@ -14,8 +14,8 @@ from lookout.lookout_demo.scenes import generate_scene
 from lookout.lookout_demo.server import DemoServer
 from lookout.shadow_eval.runner import OnnxDetector
 from lookout.sidecar.config import load_config
+from lookout.sidecar.quality.shadow import State
 from lookout.sidecar.server import Sidecar
-from lookout.sidecar.shadow import State
 from lookout.slo import catalog
 from opentelemetry.sdk.trace import TracerProvider
 from PIL import Image
@@ -78,7 +78,7 @@ async def _scenario(shadow: dict[str, str], breaking=None) -> tuple[Sidecar, boo
 
 
 def _tracing():
-    from lookout.sidecar.tracing import Tracing
+    from lookout.sidecar.runtime.tracing import Tracing
 
     return Tracing(TracerProvider())
 

@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 from lookout.lookout_demo.scenes import generate_scene
-from lookout.sidecar.inputs import InputImage, open_encoded
-from lookout.sidecar.thumbnails import (
+from lookout.sidecar.pipeline.inputs import InputImage, open_encoded
+from lookout.sidecar.samples.thumbnails import (
     BoxLayer,
     ThumbnailSettings,
     draw_boxes,

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 from aiohttp import web
-from lookout.sidecar import kserve
+from lookout.sidecar.pipeline import kserve
 
 from tests.shadow_eval.heads import yolov8_head
 

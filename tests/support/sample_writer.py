@@ -10,7 +10,7 @@ import sys
 import time
 
 import numpy as np
-from lookout.sidecar.sample_store import Sample, SampleFile, SampleStore, new_id
+from lookout.sidecar.samples.store import Sample, SampleFile, SampleStore, new_id
 from PIL import Image
 
 STRATEGIES = ("random", "error", "slow")

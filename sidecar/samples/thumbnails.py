@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from lookout.sidecar.inputs import InputImage
+from lookout.sidecar.pipeline.inputs import InputImage
 from PIL import Image, ImageDraw
 
 FORMATS = {"jpeg": ("JPEG", "image/jpeg", "jpg"), "webp": ("WEBP", "image/webp", "webp")}

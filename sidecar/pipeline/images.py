@@ -11,7 +11,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from lookout.sidecar.inputs import InputImage
+from lookout.sidecar.pipeline.inputs import InputImage
 from PIL import Image
 
 

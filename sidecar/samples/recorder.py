@@ -29,14 +29,16 @@ from typing import Any
 import numpy as np
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.features import feature_row
-from lookout.sidecar import worker_queue
-from lookout.sidecar.analysis import Analysis
 from lookout.sidecar.config import Config
-from lookout.sidecar.drift_monitor import DriftMonitor
-from lookout.sidecar.inputs import InputImage, image_format
-from lookout.sidecar.logs import FailureLog
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.sample_store import (
+from lookout.sidecar.pipeline.analysis import Analysis
+from lookout.sidecar.pipeline.inputs import InputImage, image_format
+from lookout.sidecar.quality.drift import DriftMonitor
+from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowResult
+from lookout.sidecar.runtime import worker_queue
+from lookout.sidecar.runtime.logs import FailureLog
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.samples.policy import Candidate, SamplingPolicy, agreement_score, parse_policy
+from lookout.sidecar.samples.store import (
     Sample,
     SampleFile,
     SampleStore,
@@ -44,9 +46,7 @@ from lookout.sidecar.sample_store import (
     StoreFull,
     new_id,
 )
-from lookout.sidecar.sampling import Candidate, SamplingPolicy, agreement_score, parse_policy
-from lookout.sidecar.shadow import ShadowEvaluator, ShadowResult
-from lookout.sidecar.thumbnails import ThumbnailSettings, make_thumbnail
+from lookout.sidecar.samples.thumbnails import ThumbnailSettings, make_thumbnail
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)

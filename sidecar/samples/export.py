@@ -18,9 +18,9 @@ from typing import IO, Any
 
 import numpy as np
 import yaml
-from lookout.sidecar.sample_query import FORMATS, SOURCES
-from lookout.sidecar.sample_store import Sample, SampleStore
-from lookout.sidecar.thumbnails import BoxLayer
+from lookout.sidecar.samples.query import FORMATS, SOURCES
+from lookout.sidecar.samples.store import Sample, SampleStore
+from lookout.sidecar.samples.thumbnails import BoxLayer
 
 BOX_COLOURS = {"primary": (255, 64, 32), "reference": (32, 200, 255)}
 

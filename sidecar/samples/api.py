@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiohttp import web
-from lookout.sidecar.sample_export import ExportError, box_layers, write_export
-from lookout.sidecar.sample_query import EXPORT_MAX, SOURCES, QueryError, SampleQuery
-from lookout.sidecar.sample_store import Sample, SampleStore
-from lookout.sidecar.thumbnails import draw_boxes
+from lookout.sidecar.samples.export import ExportError, box_layers, write_export
+from lookout.sidecar.samples.query import EXPORT_MAX, SOURCES, QueryError, SampleQuery
+from lookout.sidecar.samples.store import Sample, SampleStore
+from lookout.sidecar.samples.thumbnails import draw_boxes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHUNK = 256 * 1024

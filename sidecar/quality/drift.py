@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from lookout.shadow_eval.baseline import Baseline, BaselineError
 from lookout.shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
 from lookout.shadow_eval.features import FEATURES, FeatureRow, feature_row
-from lookout.sidecar.analysis import Analysis
 from lookout.sidecar.config import Config
-from lookout.sidecar.feature_store import FeatureStore
-from lookout.sidecar.images import decode_rgb
-from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.pipeline.analysis import Analysis
+from lookout.sidecar.pipeline.images import decode_rgb
+from lookout.sidecar.quality.feature_store import FeatureStore
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from lookout.sidecar.config import Config
-from lookout.sidecar.logs import FailureLog
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.observation import Observation, ObservationQueue
-from lookout.sidecar.routes import OTHER_ROUTE
-from lookout.sidecar.tracing import Tracing
+from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
+from lookout.sidecar.proxy.routes import OTHER_ROUTE
+from lookout.sidecar.runtime.logs import FailureLog
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.tracing import Tracing
 from opentelemetry import trace
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode

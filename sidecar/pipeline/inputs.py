@@ -18,9 +18,9 @@ from email.parser import BytesParser
 from email.policy import HTTP
 
 import numpy as np
-from lookout.sidecar import kserve
-from lookout.sidecar.field_path import walk
-from lookout.sidecar.parse_errors import ParseFailure, Reason
+from lookout.sidecar.pipeline import kserve
+from lookout.sidecar.pipeline.field_path import walk
+from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 from PIL import Image, UnidentifiedImageError
 
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"))

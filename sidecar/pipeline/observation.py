@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from lookout.sidecar.logs import FailureLog
-from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.runtime.logs import FailureLog
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
 

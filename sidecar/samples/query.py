@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lookout.sidecar.times import parse_time
+from lookout.sidecar.runtime.times import parse_time
 
 # what an export may be asked for (the API's and the command line's choices)
 FORMATS = ("coco", "yolo")

@@ -26,10 +26,10 @@ from lookout.shadow_eval.decode import (
     decode_efficient_nms,
 )
 from lookout.shadow_eval.letterbox import Letterbox
-from lookout.sidecar import kserve
-from lookout.sidecar.field_path import walk
-from lookout.sidecar.inputs import InputImage
-from lookout.sidecar.parse_errors import ParseFailure, Reason
+from lookout.sidecar.pipeline import kserve
+from lookout.sidecar.pipeline.field_path import walk
+from lookout.sidecar.pipeline.inputs import InputImage
+from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 
 LIST_KEYS = ("detections", "predictions", "results", "objects", "boxes", "images", "data")
 SCORE_KEYS = ("confidence", "score", "conf", "probability")

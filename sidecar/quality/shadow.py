@@ -31,13 +31,13 @@ from lookout.shadow_eval.decode import DecodeSettings
 from lookout.shadow_eval.letterbox import Letterbox
 from lookout.shadow_eval.matching import Agreement, flip_horizontally, match
 from lookout.shadow_eval.runner import OnnxDetector
-from lookout.sidecar import worker_queue
-from lookout.sidecar.analysis import OTHER_CLASS, Analysis
 from lookout.sidecar.config import Config
-from lookout.sidecar.images import decode_rgb
-from lookout.sidecar.inputs import InputImage
-from lookout.sidecar.logs import FailureLog
-from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
+from lookout.sidecar.pipeline.images import decode_rgb
+from lookout.sidecar.pipeline.inputs import InputImage
+from lookout.sidecar.runtime import worker_queue
+from lookout.sidecar.runtime.logs import FailureLog
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)

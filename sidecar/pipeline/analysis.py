@@ -18,12 +18,12 @@ from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
 from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
 from lookout.sidecar.config import Config
-from lookout.sidecar.inputs import InputImage, extract_image
-from lookout.sidecar.logs import FailureLog
-from lookout.sidecar.metrics import SidecarMetrics
-from lookout.sidecar.observation import Observation
-from lookout.sidecar.outputs import OutputSettings, ResponseMapping, extract_detections
-from lookout.sidecar.parse_errors import ParseFailure, Reason
+from lookout.sidecar.pipeline.inputs import InputImage, extract_image
+from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.pipeline.outputs import OutputSettings, ResponseMapping, extract_detections
+from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
+from lookout.sidecar.runtime.logs import FailureLog
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)

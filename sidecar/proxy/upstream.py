@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from lookout.sidecar.config import Config
-from lookout.sidecar.metrics import SidecarMetrics
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lookout.sidecar.sample_query import Cursor, SampleQuery
+from lookout.sidecar.samples.query import Cursor, SampleQuery
 
 log = logging.getLogger(__name__)
 

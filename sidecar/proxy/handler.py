@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from lookout.sidecar.config import Config
-from lookout.sidecar.headers import add_forwarded, end_to_end
-from lookout.sidecar.http1 import BodyError, IncomingRequest, ResponseWriter
-from lookout.sidecar.request_target import OriginTarget, TargetRefused, parse_target
-from lookout.sidecar.routes import RouteTemplates
-from lookout.sidecar.telemetry import Exchange, RequestTelemetry
-from lookout.sidecar.upstream import UpstreamFailure, classify_failure
+from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
+from lookout.sidecar.proxy.http1 import BodyError, IncomingRequest, ResponseWriter
+from lookout.sidecar.proxy.routes import RouteTemplates
+from lookout.sidecar.proxy.target import OriginTarget, TargetRefused, parse_target
+from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
+from lookout.sidecar.proxy.upstream import UpstreamFailure, classify_failure
 from lookout.slo.catalog import sidecar_code
 from multidict import CIMultiDict
 from opentelemetry.trace import Span

@@ -1,0 +1,1 @@
+"""The plumbing every part uses: the metrics registry, tracing, logs, the worker queue, times."""

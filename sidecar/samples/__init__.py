@@ -1,0 +1,2 @@
+"""The sampling policy, the recorder, the sample store, its query, export and API, and
+the thumbnails."""
