@@ -21,12 +21,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from prometheus_client.utils import floatToGoString
+
 from lookout.alerts.rules import min_events, slo_labels
 from lookout.slo import catalog
 from lookout.slo.burn import CounterSample, evaluate_tiers
 from lookout.slo.names import BURN_ALERTS, ERROR_RATIO
 from lookout.slo.spec import SLO, Kind, ServiceSpec
-from prometheus_client.utils import floatToGoString
 
 CLEAN_MINUTES = 360  # history before a burn starts: fills the 6h window
 TRAFFIC = 100.0  # events a minute

@@ -14,6 +14,9 @@ from __future__ import annotations
 import time
 
 import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import ObservationPipeline, ObservationQueue
@@ -25,8 +28,6 @@ from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import build_tracing
 from lookout.sidecar.server import tune_runtime
 from lookout.slo.catalog import SIDECAR_CODE_PREFIX
-from multidict import CIMultiDict
-from yarl import URL
 
 
 class AsgiProxy:

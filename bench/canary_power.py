@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lookout.lookout_demo import outcomes
 from lookout.slo.canary import PRECISION
-from lookout.slo.judge import JudgeSettings, Outcome, judge_metric
+from lookout.slo.judge import JudgeSettings, MetricOutcome, judge_metric
 
 GRID = (30, 60, 90, 120, 150, 180, 240, 300, 360, 480, 600, 900, 1200)
 INTERVALS = 30
@@ -54,8 +54,8 @@ def rejection_rate(baseline: np.ndarray, canary: np.ndarray, requests: int, repe
                             outcomes.interval_series(baseline, requests, INTERVALS, rng),
                             outcomes.interval_series(canary, requests, INTERVALS, rng),
                             settings).outcome for _ in range(repeats)]
-    return (results.count(Outcome.WORSE) / repeats,
-            1 - results.count(Outcome.NODATA) / repeats)
+    return (results.count(MetricOutcome.WORSE) / repeats,
+            1 - results.count(MetricOutcome.NODATA) / repeats)
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+
 from lookout.shadow_eval.boxes import box_iou
 from lookout.shadow_eval.decode import DecodeSettings, decode_yolov8
 

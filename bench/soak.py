@@ -32,12 +32,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.proxy import REPO, cpu_seconds, free_port, rss_mb, start, stop, wait_port
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.sidecar.proxy.handler import ERROR_HEADER
 from lookout.slo import catalog
-
-from bench.proxy import REPO, cpu_seconds, free_port, rss_mb, start, stop, wait_port
 
 FRAMES = 64  # distinct camera frames, sent round robin
 CONCURRENCY_CAP = 64  # in-flight requests; beyond it the client sheds (counted)

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import yaml
+
 from lookout.k8s.inject import DEFAULT_IMAGE
 from lookout.k8s.manifests import CONTAINER_SECURITY, POD_SECURITY
 

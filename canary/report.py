@@ -8,12 +8,13 @@ import math
 import sys
 from typing import Any
 
-from lookout.slo.judge import Judgement, MetricJudgement, Outcome, Verdict
 from rich.console import Console
 from rich.table import Table
 
-_STYLE = {Outcome.WORSE: "bold red", Outcome.BETTER: "green", Outcome.SAME: "",
-          Outcome.NODATA: "yellow"}
+from lookout.slo.judge import Judgement, MetricJudgement, MetricOutcome, Verdict
+
+_STYLE = {MetricOutcome.WORSE: "bold red", MetricOutcome.BETTER: "green", MetricOutcome.SAME: "",
+          MetricOutcome.NODATA: "yellow"}
 _VERDICT_STYLE = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red",
                   Verdict.INCONCLUSIVE: "bold yellow"}
 
@@ -45,7 +46,7 @@ def print_table(judgement: Judgement, title: str, console: Console | None = None
             if _STYLE[metric.outcome] else metric.outcome.value)
     console.print(table)
     for metric in judgement.metrics:
-        if metric.outcome is not Outcome.SAME:
+        if metric.outcome is not MetricOutcome.SAME:
             console.print(f"  {metric.metric}: {metric.reason}")
     for check in judgement.burn:
         state = {True: "ok", False: "[bold red]PAGING RATE[/]", None: "[yellow]nodata[/]"}

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from lookout.canary.analysis import CanaryComparison, judge_canary
+from lookout.canary.comparison import CanaryComparison, judge_canary
 from lookout.canary.prometheus import Prometheus, PrometheusError
 from lookout.k8s.kube import api_client
 from lookout.k8s.rollback import Rollback, RollbackError, Target, TargetKind

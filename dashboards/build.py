@@ -12,6 +12,7 @@ from typing import Any
 
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import AlertList, Annotations, Dashboard, DashboardLink, Text, Time
+
 from lookout.dashboards.panels import (
     DATASOURCE,
     RATE,

@@ -16,6 +16,7 @@ from grafanalib.core import (
     Templating,
     TimeSeries,
 )
+
 from lookout.slo import catalog
 
 DATASOURCE = "${datasource}"

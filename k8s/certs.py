@@ -83,6 +83,7 @@ def patch_ca_bundle(configuration: str, ca_bundle: str, kubeconfig: str | None =
     """Set `caBundle` on every webhook of the named MutatingWebhookConfiguration, with
     the credentials `kubectl` would use (in-cluster or kubeconfig)."""
     from kubernetes import client
+
     from lookout.k8s.kube import api_client
 
     api = client.AdmissionregistrationV1Api(api_client(kubeconfig))

@@ -73,7 +73,7 @@ class Takeover:
 
 
 @dataclass(slots=True)
-class Outcome:
+class InjectOutcome:
     warnings: list[str] = field(default_factory=list)
     takeovers: list[Takeover] = field(default_factory=list)
 
@@ -228,7 +228,7 @@ def _volumes(note: dict[str, str], options: InjectOptions) -> list[dict[str, Any
 
 
 def inject_template(metadata: dict[str, Any], spec: dict[str, Any], name: str,
-                    options: InjectOptions, outcome: Outcome, kind: str = "Pod",
+                    options: InjectOptions, outcome: InjectOutcome, kind: str = "Pod",
                     namespace: str | None = None) -> None:
     """Add the sidecar to one pod template (in place). Raises InjectError when the pod
     cannot be injected as configured; does nothing to a pod already injected."""
@@ -301,9 +301,9 @@ def workload_name(document: dict[str, Any]) -> str:
 
 
 def inject_documents(documents: Iterable[dict[str, Any] | None], options: InjectOptions,
-                     ) -> tuple[list[dict[str, Any] | None], Outcome]:
+                     ) -> tuple[list[dict[str, Any] | None], InjectOutcome]:
     """Every workload injected and every Service in the input pointed at the sidecar."""
-    outcome = Outcome()
+    outcome = InjectOutcome()
     result = [copy.deepcopy(d) for d in documents]
     for document in result:
         kind = (document or {}).get("kind")
@@ -324,7 +324,7 @@ def inject_documents(documents: Iterable[dict[str, Any] | None], options: Inject
     return result, outcome
 
 
-def pod_monitors(outcome: Outcome) -> list[dict[str, Any]]:
+def pod_monitors(outcome: InjectOutcome) -> list[dict[str, Any]]:
     """A prometheus-operator PodMonitor per injected workload, scraping the admin port."""
     monitors = []
     for takeover in outcome.takeovers:
@@ -342,7 +342,7 @@ def pod_monitors(outcome: Outcome) -> list[dict[str, Any]]:
     return monitors
 
 
-def _point_services(documents: list[dict[str, Any] | None], outcome: Outcome) -> None:
+def _point_services(documents: list[dict[str, Any] | None], outcome: InjectOutcome) -> None:
     services = [d for d in documents if (d or {}).get("kind") == "Service"]
     for takeover in outcome.takeovers:
         routed = False

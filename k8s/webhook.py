@@ -27,10 +27,11 @@ from typing import Any
 
 import jsonpatch
 from aiohttp import web
+
 from lookout.k8s.inject import (
     InjectError,
     InjectOptions,
-    Outcome,
+    InjectOutcome,
     inject_template,
     is_injected,
     wants_injection,
@@ -110,7 +111,7 @@ def _review_pod(request: dict[str, Any], uid: str, mode: str, options: InjectOpt
         return _allowed(uid)
     mutated = copy.deepcopy(pod)
     mutated.setdefault("metadata", {})
-    outcome = Outcome()
+    outcome = InjectOutcome()
     inject_template(mutated["metadata"], mutated["spec"], workload_name(pod), options,
                     outcome, "Pod", namespace)
     patch = jsonpatch.make_patch(pod, mutated).patch

@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
+
 from lookout.lookout_demo.perturbations import perturb
 from lookout.lookout_demo.scenes import generate_scene
 

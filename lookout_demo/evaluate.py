@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
 from lookout.shadow_eval.boxes import Detections, box_iou
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.perturbations import perturb
 from lookout.lookout_demo.scenes import Scene, generate_scene

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from lookout.lookout_demo.scenes import UNSEEN_CLASS, UNSEEN_CLASS_ID, Scene, place_objects
 from PIL import Image, ImageFilter
+
+from lookout.lookout_demo.scenes import UNSEEN_CLASS, UNSEEN_CLASS_ID, Scene, place_objects
 
 PERTURBATIONS: tuple[str, ...] = (
     "dark", "overexposed", "defocus_blur", "motion_blur", "noise", "jpeg", "occlusion",

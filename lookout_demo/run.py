@@ -14,6 +14,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
 from lookout.lookout_demo.camera import DEFAULT_SCHEDULE, CameraStats, drive, phase_at
 from lookout.lookout_demo.models import PRIMARY, REFERENCE
 from lookout.lookout_demo.server import DemoServer
@@ -21,10 +26,6 @@ from lookout.shadow_eval.runner import OnnxDetector
 from lookout.sidecar.config import Config
 from lookout.sidecar.server import Sidecar
 from lookout.slo import catalog
-from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 MODEL_NAME = "tiny-yolo"
 MODEL_VERSION = "primary-1"

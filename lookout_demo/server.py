@@ -19,12 +19,13 @@ import logging
 
 import numpy as np
 from aiohttp import web
+from PIL import Image, UnidentifiedImageError
+
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.runner import OnnxDetector
 from lookout.sidecar.pipeline import kserve
 from lookout.sidecar.pipeline.inputs import extract_image
 from lookout.sidecar.pipeline.parse_errors import ParseFailure
-from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 

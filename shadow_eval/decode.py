@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+
 from lookout.shadow_eval.boxes import Detections, class_aware_nms, xywh_to_xyxy
 from lookout.shadow_eval.letterbox import Letterbox
 

@@ -30,8 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from lookout.shadow_eval.features import CATEGORICAL, is_missing
 from scipy import stats
+
+from lookout.shadow_eval.features import CATEGORICAL, is_missing
 
 OTHER = "<other>"
 QUANTILE_BINS = 10

@@ -14,8 +14,9 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
-from lookout.shadow_eval.boxes import Detections
 from PIL import Image
+
+from lookout.shadow_eval.boxes import Detections
 
 INPUT_FEATURES = ("brightness", "contrast", "saturation", "sharpness", "resolution",
                   "aspect_ratio")

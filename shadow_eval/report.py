@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lookout.shadow_eval.drift import MIN_BASELINE_VALUES, DriftConfigError, FeatureProfile
 from lookout.shadow_eval.features import CATEGORICAL, FEATURES, is_missing
 

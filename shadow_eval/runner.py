@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import DecodeError, DecodeSettings, decode
 from lookout.shadow_eval.letterbox import Letterbox, letterbox_image

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
 from lookout.sidecar.proxy.upstream import UpstreamProbe
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.api import SampleApi
-from prometheus_client.exposition import choose_encoder
 
 
 class AdminApp:

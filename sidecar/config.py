@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 from lookout.slo.catalog import MODEL_INFO
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from aiohttp import web
+
 from lookout.sidecar.admin import AdminApp
 from lookout.sidecar.config import Address, Config
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
@@ -27,6 +28,7 @@ from lookout.sidecar.proxy.http1 import REFUSAL_REASONS, ClientLimits, DataPortS
 from lookout.sidecar.proxy.telemetry import RequestTelemetry
 from lookout.sidecar.proxy.upstream import UpstreamProbe, new_session
 from lookout.sidecar.quality.drift import DriftMonitor
+from lookout.sidecar.quality.feature_store import FeatureStore
 from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -118,11 +120,10 @@ class Sidecar:
         self.metrics.initialise(
             queues=[OBSERVATION_QUEUE, *([SHADOW_QUEUE] if self.shadow else []),
                     *([SAMPLE_QUEUE] if self.samples else [])],
-            components=["telemetry", "upstream_probe",
+            components=[RequestTelemetry.name, UpstreamProbe.name,
                         *(consumer.name for consumer in self.consumers),
-                        *(["shadow"] if self.shadow else []),
-                        *(["drift", "feature_store"] if self.drift else []),
-                        *(["samples"] if self.samples else [])],
+                        *(part.name for part in (self.shadow, self.samples) if part),
+                        *([self.drift.name, FeatureStore.name] if self.drift else [])],
             reasons=list(Reason) if self.analyzer else [], refusals=REFUSAL_REASONS)
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from prometheus_client.utils import floatToGoString
+
 from lookout.slo import catalog
 from lookout.slo.burn import TIERS
 from lookout.slo.sli import sli, summed, zero_if_absent
 from lookout.slo.spec import SLO, Kind, ServiceSpec
-from prometheus_client.utils import floatToGoString
 
 
 class Worse(StrEnum):

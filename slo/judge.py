@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-from lookout.slo.canary import CanaryMetric, JudgeSettings, Worse
 from scipy import stats
 
+from lookout.slo.canary import CanaryMetric, JudgeSettings, Worse
 
-class Outcome(StrEnum):
+
+class MetricOutcome(StrEnum):
     SAME = "same"  # within tolerance, or not shown to differ
     WORSE = "worse"
     BETTER = "better"
@@ -57,7 +58,7 @@ class Series:
 @dataclass(frozen=True, slots=True)
 class MetricJudgement:
     metric: str
-    outcome: Outcome
+    outcome: MetricOutcome
     critical: bool
     reason: str
     baseline: float | None = None  # median per-interval value
@@ -98,7 +99,7 @@ def judge_metric(metric: CanaryMetric, baseline: Series, canary: Series,
               for side, values in (("baseline", b), ("canary", c))
               if len(values) < settings.min_intervals]
     if short:
-        return MetricJudgement(metric.name, Outcome.NODATA, reason="; ".join(short), **counts)
+        return MetricJudgement(metric.name, MetricOutcome.NODATA, reason="; ".join(short), **counts)
 
     sign = 1.0 if metric.worse is Worse.UP else -1.0  # so that larger is worse
     baseline_median = float(np.median(b))
@@ -111,16 +112,16 @@ def judge_metric(metric: CanaryMetric, baseline: Series, canary: Series,
     shift, low, high = shift_estimate(c, b, settings.confidence)
     direction = "higher" if metric.worse is Worse.UP else "lower"
     if worse_p < alpha and delta >= settings.effect_size_floor:
-        outcome = Outcome.WORSE
+        outcome = MetricOutcome.WORSE
         reason = (f"canary {direction} by {abs(shift):.4g} (beyond the ±{tolerance:.4g} band, "
                   f"p={worse_p:.2g}, effect {delta:.2f})")
     elif better_p < alpha and -delta >= settings.effect_size_floor:
-        outcome, reason = Outcome.BETTER, f"canary better by {abs(shift):.4g}"
+        outcome, reason = MetricOutcome.BETTER, f"canary better by {abs(shift):.4g}"
     elif worse_p < alpha:
-        outcome = Outcome.SAME
+        outcome = MetricOutcome.SAME
         reason = f"a consistent but small difference (effect {delta:.2f} under the floor)"
     else:
-        outcome, reason = Outcome.SAME, f"no difference beyond ±{tolerance:.4g}"
+        outcome, reason = MetricOutcome.SAME, f"no difference beyond ±{tolerance:.4g}"
     return MetricJudgement(metric.name, outcome, reason=reason, baseline=baseline_median,
                            canary=float(np.median(c)), shift=shift, shift_low=low,
                            shift_high=high, tolerance=tolerance, p_value=worse_p,
@@ -165,29 +166,29 @@ def overall(metrics: Sequence[MetricJudgement], burn: Sequence[BurnCheck],
             settings: JudgeSettings) -> Judgement:
     """Fail on any critical metric worse or SLO burning at a paging rate; otherwise
     inconclusive while anything lacks data; otherwise fail below the pass score."""
-    judged = [m for m in metrics if m.outcome is not Outcome.NODATA]
-    score = (sum(m.outcome is not Outcome.WORSE for m in judged) / len(judged)
+    judged = [m for m in metrics if m.outcome is not MetricOutcome.NODATA]
+    score = (sum(m.outcome is not MetricOutcome.WORSE for m in judged) / len(judged)
              if judged else None)
 
     def verdict(kind: Verdict, reason: str) -> Judgement:
         return Judgement(kind, reason, score, tuple(metrics), tuple(burn))
 
-    critical = [m.metric for m in judged if m.outcome is Outcome.WORSE and m.critical]
+    critical = [m.metric for m in judged if m.outcome is MetricOutcome.WORSE and m.critical]
     if critical:
         return verdict(Verdict.FAIL, f"critical metric(s) worse: {', '.join(critical)}")
     burning = [b.slo for b in burn if b.ok is False]
     if burning:
         return verdict(Verdict.FAIL, f"the canary alone burns the error budget of "
                                      f"{', '.join(burning)} at a paging rate")
-    missing = [m.metric for m in metrics if m.outcome is Outcome.NODATA]
+    missing = [m.metric for m in metrics if m.outcome is MetricOutcome.NODATA]
     missing += [f"burn rate of {b.slo}" for b in burn if b.ok is None]
     if missing:
         return verdict(Verdict.INCONCLUSIVE, f"too little data: {', '.join(missing)}")
     assert score is not None
     if score < settings.pass_score:
-        worse = [m.metric for m in judged if m.outcome is Outcome.WORSE]
+        worse = [m.metric for m in judged if m.outcome is MetricOutcome.WORSE]
         return verdict(Verdict.FAIL, f"score {score:.0%} under {settings.pass_score:.0%}; "
                                      f"worse: {', '.join(worse)}")
-    worse = [m.metric for m in judged if m.outcome is Outcome.WORSE]
+    worse = [m.metric for m in judged if m.outcome is MetricOutcome.WORSE]
     note = f" (non-critical worse: {', '.join(worse)})" if worse else ""
     return verdict(Verdict.PASS, f"no critical metric worse, score {score:.0%}{note}")

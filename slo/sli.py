@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client.utils import floatToGoString
+
 from lookout.slo import catalog
 from lookout.slo.spec import SLO, Kind, RatioQueries, ServiceSpec, parse_duration
-from prometheus_client.utils import floatToGoString
 
 DRIFT_SLICE = "1m"  # drift SLO: time slices with / without an alarm
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from lookout.slo.catalog import REQUEST_DURATION
 
 

@@ -92,6 +92,7 @@ def atheris_target(name: str, runs: int) -> int:
         from lookout.sidecar.pipeline.outputs import OutputSettings, extract_detections
         from lookout.sidecar.pipeline.parse_errors import ParseFailure
     import numpy as np
+
     from lookout.sidecar.samples.thumbnails import ThumbnailSettings, make_thumbnail
 
     def kserve_binary(data: bytes) -> None:
@@ -143,7 +144,6 @@ def _seeds(name: str) -> list[bytes]:
     import base64
 
     from lookout.sidecar.pipeline.kserve import encode_infer_body
-
     from tests.fuzz.targets import SEED_IMAGES
 
     if name == "image_body":

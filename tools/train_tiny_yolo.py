@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
+
 from lookout.lookout_demo.models import MODELS_DIR
 from lookout.lookout_demo.perturbations import PERTURBATIONS, perturb
 from lookout.lookout_demo.scenes import CLASSES, generate_scene
 from lookout.shadow_eval.letterbox import letterbox_image
-from torch import nn
-from torch.nn import functional as F
 
 IMGSZ = 256
 STRIDES = (8, 16)

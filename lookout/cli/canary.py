@@ -12,7 +12,7 @@ from lookout.slo.canary import DEFAULT_METRICS, JudgeSettings, metrics_for
 from lookout.slo.spec import SpecError, load_spec, parse_duration
 
 if TYPE_CHECKING:
-    from lookout.canary.analysis import CanaryComparison
+    from lookout.canary.comparison import CanaryComparison
 
 ERROR_EXIT = 3  # 0 pass, 1 fail, 2 inconclusive: the verdicts; 3: could not judge
 
@@ -90,7 +90,7 @@ def settings_from(args: argparse.Namespace) -> JudgeSettings:
 
 def comparison_from(args: argparse.Namespace) -> CanaryComparison:
     """The CanaryComparison the options describe."""
-    from lookout.canary.analysis import CanaryComparison  # the judge: numpy and scipy
+    from lookout.canary.comparison import CanaryComparison  # the judge: numpy and scipy
 
     try:
         spec = load_spec(args.slo) if args.slo else None
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         from lookout.canary.watch import run_watch
 
         return run_watch(args, prometheus, comparison, settings)
-    from lookout.canary.analysis import judge_canary
+    from lookout.canary.comparison import judge_canary
     from lookout.canary.report import print_table, to_json
 
     end = args.at if args.at is not None else time.time()

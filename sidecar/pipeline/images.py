@@ -11,8 +11,9 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from lookout.sidecar.pipeline.inputs import InputImage
 from PIL import Image
+
+from lookout.sidecar.pipeline.inputs import InputImage
 
 
 @dataclass(frozen=True, slots=True)

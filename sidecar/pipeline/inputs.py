@@ -18,10 +18,11 @@ from email.parser import BytesParser
 from email.policy import HTTP
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from lookout.sidecar.pipeline import kserve
 from lookout.sidecar.pipeline.field_path import walk
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
-from PIL import Image, UnidentifiedImageError
 
 _MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"))
 DEFAULT_IMAGE_FIELDS = ("image", "img", "data", "inputs[0]")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import (
     DecodeError,

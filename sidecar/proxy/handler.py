@@ -16,6 +16,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
+from multidict import CIMultiDict
+from opentelemetry.trace import Span
+from yarl import URL
+
 from lookout.sidecar.config import Config
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
 from lookout.sidecar.proxy.http1 import BodyError, IncomingRequest, ResponseWriter
@@ -24,9 +28,6 @@ from lookout.sidecar.proxy.target import OriginTarget, TargetRefused, parse_targ
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
 from lookout.sidecar.proxy.upstream import UpstreamFailure, classify_failure
 from lookout.slo.catalog import sidecar_code
-from multidict import CIMultiDict
-from opentelemetry.trace import Span
-from yarl import URL
 
 log = logging.getLogger(__name__)
 

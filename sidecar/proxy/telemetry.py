@@ -14,15 +14,16 @@ import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
+from opentelemetry.propagate import get_global_textmap
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
+
 from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing
-from opentelemetry import trace
-from opentelemetry.propagate import get_global_textmap
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class Exchange:
 
 
 class RequestTelemetry:
+    name = "telemetry"  # the `component` label of its failures
+
     def __init__(self, config: Config, metrics: SidecarMetrics, tracing: Tracing,
                  observations: ObservationQueue | None) -> None:
         self._config = config
@@ -195,7 +198,7 @@ class RequestTelemetry:
             if self._observations is not None:
                 self._observations.offer(self._observation(exchange, span_context, duration))
         except Exception:
-            self._metrics.component_error("telemetry")
+            self._metrics.component_error(self.name)
             self._failures.exception("telemetry", "recording telemetry failed; the response "
                                      "was not affected")
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+
 from lookout.sidecar.config import Config
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 
@@ -85,6 +86,8 @@ class UpstreamProbe:
     demand for /readyz. Never touches the request path.
     """
 
+    name = "upstream_probe"
+
     def __init__(self, config: Config, session: aiohttp.ClientSession,
                  metrics: SidecarMetrics) -> None:
         self._config = config
@@ -132,7 +135,7 @@ class UpstreamProbe:
             try:
                 await self.check()
             except Exception:
-                self._metrics.component_error("upstream_probe")
+                self._metrics.component_error(self.name)
                 log.exception("upstream probe failed unexpectedly")
             await asyncio.sleep(self._config.probe_interval)
 

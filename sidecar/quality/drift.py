@@ -138,7 +138,7 @@ class DriftMonitor:
         try:
             self.store.append(analysis.observation.started_at, row, analysis.observation.trace_id)
         except OSError as error:
-            self._metrics.component_error("feature_store")
+            self._metrics.component_error(FeatureStore.name)
             if not self._store_failing:
                 log.error("feature store %s: cannot write (%s); rows are dropped until it "
                           "can", self.store.directory, error.strerror or error)

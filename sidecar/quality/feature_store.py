@@ -28,6 +28,8 @@ def _hour_of(timestamp: float) -> str:
 
 
 class FeatureStore:
+    name = "feature_store"  # the `component` label of its failures
+
     def __init__(self, directory: str | os.PathLike[str], keep_hours: int) -> None:
         self.directory = Path(directory)
         self.keep_hours = keep_hours

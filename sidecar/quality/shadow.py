@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.budget import ComputeBudget
 from lookout.shadow_eval.decode import DecodeSettings
@@ -46,7 +47,7 @@ SHADOW_QUEUE = "shadow"
 STOP_TIMEOUT = 5.0
 
 
-class Outcome(StrEnum):
+class ShadowOutcome(StrEnum):
     OK = "ok"
     OVER_BUDGET = "over_budget"
     DROPPED = "dropped"
@@ -128,7 +129,7 @@ class ShadowEvaluator:
         self.evaluated = 0  # images compared so far; for tests and the demo view
         labels = (config.model_name, config.model_version)
         self._outcomes = {o: metrics[catalog.SHADOW_EVALUATIONS].labels(*labels, o.value)
-                          for o in Outcome}
+                          for o in ShadowOutcome}
         self._duration = metrics[catalog.SHADOW_DURATION].labels(*labels)
         self._match_iou = metrics[catalog.SHADOW_MATCH_IOU].labels(*labels)
         self._confidence_gap = metrics[catalog.SHADOW_CONFIDENCE_GAP].labels(*labels)
@@ -149,14 +150,14 @@ class ShadowEvaluator:
         if self._random.random() >= self._config.shadow_sample_share:
             return False
         if not self._budget.try_acquire():
-            self._outcomes[Outcome.OVER_BUDGET].inc()
+            self._outcomes[ShadowOutcome.OVER_BUDGET].inc()
             return False
         flip = self.primary is not None and self._random.random() < self._config.flip_share
         try:
             self._queue.put_nowait(ShadowSample(analysis.image, analysis.detections, flip,
                                                 on_result))
         except queue.Full:
-            self._outcomes[Outcome.DROPPED].inc()
+            self._outcomes[ShadowOutcome.DROPPED].inc()
             self._metrics.queue_dropped(SHADOW_QUEUE)
             return False
         return True
@@ -264,7 +265,7 @@ class ShadowEvaluator:
             return stage(work)
         except Exception:
             size = work.size if isinstance(work, PreparedBatch) else len(work)
-            self._outcomes[Outcome.ERROR].inc(size)
+            self._outcomes[ShadowOutcome.ERROR].inc(size)
             self._metrics.component_error(self.name)
             self._failures.exception("evaluation", "shadow evaluation of %d images failed",
                                      size)
@@ -279,7 +280,8 @@ class ShadowEvaluator:
         try:
             sample.on_result(result)
         except Exception:
-            self._metrics.component_error("samples")
+            owner = getattr(sample.on_result, "__self__", None)  # the recorder, usually
+            self._metrics.component_error(getattr(owner, "name", self.name))
             self._failures.exception("callback", "the shadow result callback failed")
 
     def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
@@ -292,7 +294,7 @@ class ShadowEvaluator:
             try:
                 decoded = decode_rgb(sample.image, width, height)
             except (OSError, ValueError):
-                self._outcomes[Outcome.NO_IMAGE].inc()
+                self._outcomes[ShadowOutcome.NO_IMAGE].inc()
                 self._report(sample, None)
                 continue
             tensor, geometry = self.reference.prepare(decoded.rgb)
@@ -361,7 +363,7 @@ class ShadowEvaluator:
             self._match_iou.observe(iou)
         for gap in agreement.confidence_gaps.tolist():
             self._confidence_gap.observe(gap)
-        self._outcomes[Outcome.OK].inc()
+        self._outcomes[ShadowOutcome.OK].inc()
 
     def _check_flip(self, rgb: np.ndarray) -> None:
         """Test-time augmentation consistency of the primary model: detections on the

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lookout.slo import catalog
-from lookout.slo.catalog import MetricSpec, MetricType
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,6 +13,9 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.metrics import MetricWrapperBase
+
+from lookout.slo import catalog
+from lookout.slo.catalog import MetricSpec, MetricType
 
 
 def _build(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:

@@ -16,7 +16,6 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
-from lookout.sidecar import __version__
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -33,6 +32,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags
+
+from lookout.sidecar import __version__
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiohttp import web
+
 from lookout.sidecar.samples.export import ExportError, box_layers, write_export
 from lookout.sidecar.samples.query import EXPORT_MAX, SOURCES, QueryError, SampleQuery
 from lookout.sidecar.samples.store import Sample, SampleStore

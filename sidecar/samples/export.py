@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 import yaml
+
 from lookout.sidecar.samples.query import FORMATS, SOURCES
 from lookout.sidecar.samples.store import Sample, SampleStore
 from lookout.sidecar.samples.thumbnails import BoxLayer

@@ -214,10 +214,6 @@ class SamplingPolicy:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
 
-    @property
-    def needs_shadow(self) -> bool:
-        return any(rule.strategy is Strategy.DISAGREEMENT for rule in self.rules)
-
     def decide(self, candidate: Candidate, now: float) -> Decision:
         wanted = False
         with self._lock:

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.features import feature_row
 from lookout.sidecar.config import Config
@@ -68,7 +69,7 @@ class DropReason(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Exchange:
+class SampledExchange:
     """What a sample keeps of an analysis: no request or response bodies, so a queue of
     these stays small however large the traffic's payloads."""
 
@@ -84,7 +85,7 @@ class Exchange:
     detections: Detections | None
 
     @classmethod
-    def of(cls, analysis: Analysis) -> Exchange:
+    def of(cls, analysis: Analysis) -> SampledExchange:
         o = analysis.observation
         return cls(o.started_at, o.trace_id, o.model, o.version, o.route, o.status,
                    o.duration, analysis.failure is not None, analysis.image,
@@ -93,7 +94,7 @@ class Exchange:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    exchange: Exchange
+    exchange: SampledExchange
     strategy: str
     shadow: ShadowResult | None
     agreement: float | None  # with the reference model, when it evaluated the image
@@ -166,13 +167,13 @@ class SampleRecorder:
     # -- analysis thread (and the shadow worker, for deferred decisions) ------------------
 
     def offer(self, analysis: Analysis) -> None:
-        exchange = Exchange.of(analysis)
+        exchange = SampledExchange.of(analysis)
         if self._shadow is not None and self._shadow.offer(
                 analysis, lambda result: self.consider(exchange, result)):
             return  # decided when the reference model has seen it
         self.consider(exchange, None)
 
-    def consider(self, exchange: Exchange, shadow: ShadowResult | None) -> None:
+    def consider(self, exchange: SampledExchange, shadow: ShadowResult | None) -> None:
         detections = exchange.detections
         agreement = None
         if shadow is not None:

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from lookout.sidecar.pipeline.inputs import InputImage
 from PIL import Image, ImageDraw
+
+from lookout.sidecar.pipeline.inputs import InputImage
 
 FORMATS = {"jpeg": ("JPEG", "image/jpeg", "jpg"), "webp": ("WEBP", "image/webp", "webp")}
 # pixels per side of a pixelated box: 8 blocks across the longer side leave no face,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lookout.slo import catalog
 
 from lookout.cli.generate import ALERTMANAGER, OPERATIONAL, RULE_TESTS, RULES
+from lookout.slo import catalog
 from tests.support.processes import require_tool
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from lookout.slo import catalog
-
 from tests.support.processes import REPO
 
 

@@ -12,11 +12,11 @@ import sys
 import jsonschema
 import pytest
 import yaml
+
 from lookout.canary import templates
 from lookout.canary.manifests import RULES
 from lookout.slo.canary import metrics_for
 from lookout.slo.spec import load_spec, parse_spec
-
 from tests.support.processes import REPO
 from tests.support.schemas import crd_validator, validate_kubernetes
 

@@ -8,10 +8,9 @@ import json
 import re
 from pathlib import Path
 
+from lookout.cli.generate import OPERATIONAL, RULES, artefacts
 from lookout.slo import catalog
 from lookout.slo.spec import load_spec
-
-from lookout.cli.generate import OPERATIONAL, RULES, artefacts
 from tests.support.processes import (
     request,
     require_tool,

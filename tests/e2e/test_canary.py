@@ -21,13 +21,13 @@ import numpy as np
 import onnx
 import pytest
 import yaml
+from onnx import helper, numpy_helper
+
 from lookout.canary import templates
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.slo import catalog
 from lookout.slo.spec import parse_spec
-from onnx import helper, numpy_helper
-
 from tests.support.kube_api import KubeApiStandIn
 from tests.support.processes import (
     ManagedProcess,

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from lookout.slo import catalog
 from PIL import Image
 
+from lookout.slo import catalog
 from tests.support.kserve_upstream import CLASS_NAMES
 from tests.support.processes import (
     ManagedProcess,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from lookout.slo import catalog
-
 from tests.support.processes import request, require_tool, start_sidecar, wait_until
 from tests.support.prometheus import PrometheusServer
 

@@ -4,9 +4,9 @@ precision and recall proxies and flip consistency in PromQL, and drift gauges.""
 
 from __future__ import annotations
 
-from lookout.slo import catalog
 from prometheus_client.parser import text_string_to_metric_families
 
+from lookout.slo import catalog
 from tests.support.processes import require_tool, wait_until
 from tests.support.prometheus import PrometheusServer
 from tests.support.shadow_stack import start_shadow_stack

@@ -11,13 +11,13 @@ import threading
 import time
 
 import yaml
+
+from lookout.cli.generate import RULES, artefacts
 from lookout.slo.burn import TIERS, CounterSample, error_ratio
 from lookout.slo.catalog import REQUESTS as REQUESTS_SPEC
 from lookout.slo.catalog import SERVER_ERROR_CODE_REGEX
 from lookout.slo.names import BURN_ALERTS, ERROR_RATIO, EVENTS
 from lookout.slo.spec import Kind, parse_spec
-
-from lookout.cli.generate import RULES, artefacts
 from tests.support.processes import (
     request,
     require_tool,

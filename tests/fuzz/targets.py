@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
+from PIL import Image
+
 from lookout.k8s.inject import InjectOptions
 from lookout.k8s.webhook import review
 from lookout.sidecar.pipeline import kserve
@@ -30,7 +32,6 @@ from lookout.sidecar.samples.policy import PolicyError, parse_policy
 from lookout.sidecar.samples.query import KNOWN, QueryError, SampleQuery
 from lookout.sidecar.samples.thumbnails import ThumbnailSettings, make_thumbnail
 from lookout.slo.spec import SpecError, parse_spec
-from PIL import Image
 
 # -- building blocks -------------------------------------------------------------------
 

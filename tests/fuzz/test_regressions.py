@@ -7,6 +7,7 @@ import json
 import tracemalloc
 
 import pytest
+
 from lookout.k8s.inject import InjectOptions
 from lookout.k8s.webhook import review
 from lookout.sidecar.pipeline import kserve
@@ -15,7 +16,6 @@ from lookout.sidecar.pipeline.outputs import OutputSettings, extract_detections
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 from lookout.sidecar.samples.policy import PolicyError, parse_policy
 from lookout.slo.spec import SpecError, parse_spec
-
 from tests.fuzz.targets import POD, VALID_SPEC
 
 INFER = "/v2/models/yolo/infer"

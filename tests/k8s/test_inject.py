@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from lookout.cli.kubernetes import manifests_yaml
 from lookout.k8s import annotations
 from lookout.k8s.inject import (
     CONTAINER,
@@ -21,8 +23,6 @@ from lookout.k8s.inject import (
     inject_documents,
     pod_monitors,
 )
-
-from lookout.cli.kubernetes import manifests_yaml
 from tests.support.processes import (
     REPO,
     ManagedProcess,

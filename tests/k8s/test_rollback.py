@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from lookout.k8s.rollback import (
     JUDGED_AT_ANNOTATION,
     POD_TEMPLATE_HASH,
@@ -22,7 +23,6 @@ from lookout.k8s.rollback import (
     Target,
     TargetKind,
 )
-
 from tests.support.kube_api import TOKEN, KubeApiStandIn
 
 NAMESPACE = "shop"

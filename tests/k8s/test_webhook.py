@@ -16,9 +16,9 @@ from pathlib import Path
 
 import jsonpatch
 import pytest
+
 from lookout.k8s.certs import make_certificate, write
 from lookout.k8s.inject import InjectOptions, inject_documents
-
 from tests.support.processes import REPO, ManagedProcess, free_port, port_accepts, wait_until
 
 OWN_NAMESPACE = "lookout-system"

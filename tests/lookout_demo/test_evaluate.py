@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lookout.lookout_demo.evaluate import average_precision, mean_average_precision
 from lookout.shadow_eval.boxes import Detections
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from lookout.lookout_demo.models import MODELS_DIR, model_path
 from lookout.lookout_demo.perturbations import perturb
 from lookout.lookout_demo.scenes import CLASSES, generate_scene
 from lookout.shadow_eval.names import read_model_metadata
 from lookout.shadow_eval.runner import OnnxDetector
-
 from tools.evaluate_models import HELD_OUT_SEED, evaluate
 
 SCENES = 40  # a small fixed held-out set keeps this fast; docs/MODELS.md uses 300

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
+
 from lookout.lookout_demo.perturbations import (
     MEDIUM,
     PERTURBATIONS,
@@ -17,7 +19,6 @@ from lookout.lookout_demo.scenes import (
     draw_shape,
     generate_scene,
 )
-from PIL import Image, ImageDraw
 
 
 def test_a_seed_always_gives_the_same_scene() -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.http as triton
-from lookout.lookout_demo.scenes import CLASSES, generate_scene
-from lookout.shadow_eval.letterbox import Letterbox
 from onnx import TensorProto, helper, numpy_helper
 
+from lookout.lookout_demo.scenes import CLASSES, generate_scene
+from lookout.shadow_eval.letterbox import Letterbox
 from tests.shadow_eval.heads import yolov8_head
 from tests.support.processes import ManagedProcess, free_port, port_accepts, request, wait_until
 

@@ -8,8 +8,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from lookout.slo.catalog import CLIENT_REFUSED
 
+from lookout.slo.catalog import CLIENT_REFUSED
 from tests.security.peers import send_raw
 from tests.support.processes import SidecarProcess, request, start_sidecar, wait_until
 from tests.support.recording_upstream import RecordingUpstream

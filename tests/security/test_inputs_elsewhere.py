@@ -14,7 +14,6 @@ from pathlib import Path
 
 from lookout.k8s.webhook import review_bytes
 from lookout.sidecar.samples.store import SampleStore
-
 from tests.k8s.test_webhook import Webhook, _pod, _review
 from tests.support.processes import REPO, request, start_sidecar, start_upstream
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from lookout.shadow_eval.boxes import box_iou, class_aware_nms, nms
 from lookout.shadow_eval.decode import (
     DecodeError,
@@ -15,7 +16,6 @@ from lookout.shadow_eval.decode import (
     identify_layout,
 )
 from lookout.shadow_eval.letterbox import Letterbox
-
 from tests.shadow_eval.heads import yolov5_head, yolov8_head
 
 BOXES = np.array([[10, 20, 110, 220], [300, 300, 400, 360], [500, 50, 620, 200]], np.float32)

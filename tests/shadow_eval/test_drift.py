@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from lookout.shadow_eval.baseline import Baseline, BaselineError
 from lookout.shadow_eval.drift import DriftConfigError, DriftDetector, DriftModel, FeatureProfile
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.budget import ComputeBudget
 from lookout.shadow_eval.matching import flip_horizontally, match

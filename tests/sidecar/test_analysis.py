@@ -8,6 +8,8 @@ import json
 
 import onnx
 import pytest
+from onnx import TensorProto, helper
+
 from lookout.shadow_eval.names import ModelMetadataError, parse_names, read_model_metadata
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import (
@@ -19,7 +21,6 @@ from lookout.sidecar.pipeline.analysis import (
 from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
-from onnx import TensorProto, helper
 
 
 def _observation(response: bytes, *, truncated: bool = False, status: int = 200,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lookout.sidecar.config import Address, ConfigError, load_config, parse_size
 from lookout.sidecar.proxy.routes import OTHER_ROUTE, RouteTemplates
 

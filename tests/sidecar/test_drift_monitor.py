@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lookout.lookout_demo.scenes import CLASSES, generate_scene
 from lookout.shadow_eval.baseline import Baseline
 from lookout.shadow_eval.boxes import Detections
@@ -17,8 +19,6 @@ from lookout.sidecar.pipeline.inputs import open_encoded
 from lookout.sidecar.quality.feature_store import read_rows
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
-from PIL import Image
-
 from tests.sidecar.test_analysis import _observation
 
 LABELS = {"model": "m", "version": "v"}

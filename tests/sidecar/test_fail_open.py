@@ -6,13 +6,13 @@ import asyncio
 import socket
 
 import aiohttp
+from opentelemetry.sdk.trace import TracerProvider
+
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.runtime.tracing import Tracing
 from lookout.sidecar.server import Sidecar
 from lookout.slo import catalog
-from opentelemetry.sdk.trace import TracerProvider
-
 from tests.support.processes import free_port, request, start_sidecar
 
 PATHS = ("/echo", "/status/404", "/status/503", "/chunked?parts=3&size=10")

@@ -14,7 +14,6 @@ from pathlib import Path
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.slo import catalog
-
 from tests.support.processes import (
     ManagedProcess,
     free_port,

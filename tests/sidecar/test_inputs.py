@@ -8,10 +8,11 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lookout.sidecar.pipeline.inputs import extract_image, tensor_to_pixels
 from lookout.sidecar.pipeline.kserve import HEADER_LENGTH, encode_infer_body
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
-from PIL import Image
 
 INFER = "/v2/models/yolo/infer"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
-from lookout.slo import catalog
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from lookout.slo import catalog
 from tests.support.processes import (
     SidecarProcess,
     free_port,

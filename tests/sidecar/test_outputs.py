@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+
 from lookout.shadow_eval.letterbox import Letterbox
 from lookout.sidecar.pipeline.inputs import InputImage
 from lookout.sidecar.pipeline.kserve import HEADER_LENGTH, encode_infer_body
 from lookout.sidecar.pipeline.outputs import OutputSettings, ResponseMapping, extract_detections
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
-
 from tests.shadow_eval.heads import yolov5_head, yolov8_head
 
 JSON = {"Content-Type": "application/json"}

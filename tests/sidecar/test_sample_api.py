@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lookout.slo import catalog
 from PIL import Image
 
+from lookout.slo import catalog
 from tests.support.processes import REPO, request, start_sidecar, start_upstream, wait_until
 from tests.support.shadow_stack import start_shadow_stack
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.sidecar.config import load_config
@@ -17,7 +18,6 @@ from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.query import SampleQuery
 from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
 from lookout.slo import catalog
-
 from tests.sidecar.test_analysis import _observation
 from tests.support.processes import (
     ManagedProcess,

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lookout.sidecar.samples.query import QueryError, SampleQuery
 from lookout.sidecar.samples.store import (
     INDEX_NAME,
@@ -22,8 +24,6 @@ from lookout.sidecar.samples.store import (
     StoreFull,
     valid_id,
 )
-from PIL import Image
-
 from tests.support.processes import REPO, read_only, small_filesystem
 from tests.support.sample_writer import jpeg, sample
 

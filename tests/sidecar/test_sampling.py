@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lookout.sidecar.config import ConfigError, load_config
 from lookout.sidecar.samples.policy import (
     DEFAULT_POLICY,

@@ -8,6 +8,8 @@ import queue
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import CLASSES, generate_scene
 from lookout.shadow_eval.boxes import Detections
@@ -20,8 +22,6 @@ from lookout.sidecar.pipeline.inputs import open_encoded
 from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowSample, State, reference_class_ids
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.slo import catalog
-from PIL import Image
-
 from tests.sidecar.test_analysis import _observation
 
 PRIMARY, REFERENCE = model_path("primary"), model_path("reference")

@@ -9,13 +9,13 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from lookout.cli.shadow import parse_time
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.shadow_eval.features import analysis_pixels, image_features
 from lookout.sidecar.quality.feature_store import FeatureStore
-from PIL import Image
-
-from lookout.cli.shadow import parse_time
 
 
 def lookout(*args: str) -> subprocess.CompletedProcess:

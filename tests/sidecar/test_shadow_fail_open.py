@@ -9,6 +9,9 @@ import io
 import aiohttp
 import pytest
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from PIL import Image
+
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.lookout_demo.server import DemoServer
@@ -17,9 +20,6 @@ from lookout.sidecar.config import load_config
 from lookout.sidecar.quality.shadow import State
 from lookout.sidecar.server import Sidecar
 from lookout.slo import catalog
-from opentelemetry.sdk.trace import TracerProvider
-from PIL import Image
-
 from tests.support.processes import free_port
 
 FRAMES = 16

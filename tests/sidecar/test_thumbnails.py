@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.sidecar.pipeline.inputs import InputImage, open_encoded
 from lookout.sidecar.samples.thumbnails import (
@@ -16,7 +18,6 @@ from lookout.sidecar.samples.thumbnails import (
     reduced_image,
     target_size,
 )
-from PIL import Image
 
 GPS_IFD = 0x8825
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lookout.slo.burn import CounterSample, error_ratio, evaluate_tiers, increase
 
 

@@ -7,18 +7,21 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from lookout.lookout_demo import outcomes
 from lookout.slo.canary import ERROR_RATE, LATENCY_P95, PRECISION
 from lookout.slo.judge import (
     BurnCheck,
     JudgeSettings,
     MetricJudgement,
-    Outcome,
     Series,
     Verdict,
     judge_metric,
     overall,
     shift_estimate,
+)
+from lookout.slo.judge import (
+    MetricOutcome as Outcome,
 )
 
 SETTINGS = JudgeSettings(min_events=100, min_intervals=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from lookout.slo.burn import TIERS
 from lookout.slo.spec import Kind, SpecError, load_spec, parse_spec
 

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 from aiohttp import web
-from lookout.sidecar.pipeline import kserve
 
+from lookout.sidecar.pipeline import kserve
 from tests.shadow_eval.heads import yolov8_head
 
 # what every inference "finds", in model-input pixels

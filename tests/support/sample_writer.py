@@ -10,8 +10,9 @@ import sys
 import time
 
 import numpy as np
-from lookout.sidecar.samples.store import Sample, SampleFile, SampleStore, new_id
 from PIL import Image
+
+from lookout.sidecar.samples.store import Sample, SampleFile, SampleStore, new_id
 
 STRATEGIES = ("random", "error", "slow")
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
-
 from tests.support.processes import (
     ManagedProcess,
     SidecarProcess,
