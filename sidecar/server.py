@@ -14,8 +14,8 @@ from pathlib import Path
 from aiohttp import web
 
 from lookout.sidecar.admin import AdminApp
+from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import Address, Config
-from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import (
     OBSERVATION_QUEUE,
     ObservationConsumer,
@@ -27,14 +27,10 @@ from lookout.sidecar.proxy.handler import ProxyHandler
 from lookout.sidecar.proxy.http1 import REFUSAL_REASONS, ClientLimits, DataPortServer
 from lookout.sidecar.proxy.telemetry import RequestTelemetry
 from lookout.sidecar.proxy.upstream import UpstreamProbe, new_session
-from lookout.sidecar.quality.drift import DriftMonitor
-from lookout.sidecar.quality.feature_store import FeatureStore
-from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing
 from lookout.sidecar.samples.api import SampleApi
-from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
 from lookout.sidecar.samples.store import SampleStore
 
 log = logging.getLogger(__name__)
@@ -95,36 +91,23 @@ class Sidecar:
         self.session = new_session(config)
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
                                       config.observation_queue_bytes)
-        self.shadow: ShadowEvaluator | None = None
-        self.drift: DriftMonitor | None = None
-        self.samples: SampleRecorder | None = None
+        self.chain: AnalysisChain | None = None
         if self._consumers is None:
-            self.analyzer: TrafficAnalyzer | None = TrafficAnalyzer(config, self.metrics)
-            self.consumers: list[ObservationConsumer] = [self.analyzer]
-            names = self.analyzer.model.class_names
-            if config.shadow_model_path:
-                self.shadow = ShadowEvaluator(config, self.metrics, names)
-                self.shadow.start()
-            if config.drift:
-                self.drift = DriftMonitor(config, self.metrics, names)
-                self.analyzer.add_listener(self.drift)
-            if config.sample_dir:  # the recorder offers images to the shadow evaluator
-                self.samples = SampleRecorder(config, self.metrics, names, self.shadow,
-                                              self.drift)
-                self.analyzer.add_listener(self.samples)
-                self.samples.start()
-            elif self.shadow is not None:
-                self.analyzer.add_listener(self.shadow)
+            self.chain = AnalysisChain.build(config, self.metrics)
+            self.consumers: list[ObservationConsumer] = [self.chain.analyzer]
+            self.chain.start()
         else:
-            self.analyzer, self.consumers = None, list(self._consumers)
+            self.consumers = list(self._consumers)
+        self.analyzer = self.chain.analyzer if self.chain else None
+        self.shadow = self.chain.shadow if self.chain else None
+        self.drift = self.chain.drift if self.chain else None
+        self.samples = self.chain.samples if self.chain else None
         self.metrics.initialise(
-            queues=[OBSERVATION_QUEUE, *([SHADOW_QUEUE] if self.shadow else []),
-                    *([SAMPLE_QUEUE] if self.samples else [])],
+            queues=[OBSERVATION_QUEUE, *(self.chain.queues if self.chain else [])],
             components=[RequestTelemetry.name, UpstreamProbe.name,
                         *(consumer.name for consumer in self.consumers),
-                        *(part.name for part in (self.shadow, self.samples) if part),
-                        *([self.drift.name, FeatureStore.name] if self.drift else [])],
-            reasons=list(Reason) if self.analyzer else [], refusals=REFUSAL_REASONS)
+                        *(self.chain.components[1:] if self.chain else [])],
+            reasons=list(Reason) if self.chain else [], refusals=REFUSAL_REASONS)
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()
         self.probe = UpstreamProbe(config, self.session, self.metrics)
@@ -169,10 +152,8 @@ class Sidecar:
         return self.samples.store
 
     async def _abandon_start(self) -> None:
-        if self.samples is not None:
-            self.samples.close()
-        if self.shadow is not None:
-            self.shadow.close()
+        if self.chain is not None:
+            self.chain.abandon()
         await self.pipeline.stop(0)
         await self.probe.stop()
         await self.session.close()
@@ -187,17 +168,8 @@ class Sidecar:
         await self.data_server.stop(self.config.shutdown_grace)
         self._refusals.flush()
         await self.pipeline.stop(PIPELINE_DRAIN_TIMEOUT)
-        if self.analyzer is not None:
-            self.analyzer.close()
-        if self.drift is not None:
-            self.drift.close()
-        loop = asyncio.get_running_loop()
-        if self.shadow is not None:  # first: its results still feed the sample recorder
-            await loop.run_in_executor(None, self.shadow.drain, PIPELINE_DRAIN_TIMEOUT)
-            await loop.run_in_executor(None, self.shadow.close)
-        if self.samples is not None:
-            await loop.run_in_executor(None, self.samples.drain, PIPELINE_DRAIN_TIMEOUT)
-            await loop.run_in_executor(None, self.samples.close)
+        if self.chain is not None:
+            await self.chain.stop(PIPELINE_DRAIN_TIMEOUT)
         await self.probe.stop()
         await self.session.close()
         await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)

@@ -111,6 +111,10 @@ class DriftMonitor:
         model = self.model
         return model is not None and bool(model.alarms)
 
+    def consider(self, analysis: Analysis, reference: object = None) -> None:
+        """A stage after the reference stage: the reference's result is not needed."""
+        self.offer(analysis)
+
     def offer(self, analysis: Analysis) -> None:
         if not 200 <= analysis.observation.status < 300:
             return  # an error's image says nothing about the traffic's distribution

@@ -1,10 +1,12 @@
 """Shadow evaluation: a stronger reference model re-detects a sample of live images and
 the agreement with the primary's detections becomes precision and recall proxies.
 
-The analysis thread offers every analysed image; a random share within the compute
-budget enters a bounded queue (full: dropped and counted). One worker thread loads the
-reference model (so a slow load or TensorRT engine build never delays start-up), then
-decodes, micro-batches, infers, matches and records. Nothing here touches the event
+It is the pipeline's reference stage (`quality/reference.py`): the analysis thread
+offers every analysis; a random share within the compute budget enters a bounded queue
+(full: dropped and counted) and reaches the stages after this one once evaluated, with
+the reference's result; every other analysis goes on at once, without one. One worker
+thread loads the reference model (so a slow load or TensorRT engine build never delays
+start-up), then decodes, micro-batches, infers, matches and records. Nothing here touches the event
 loop. A model that cannot be loaded or is not the pinned file disables shadow
 evaluation: `lookout_model_info{role="reference"}` stays absent, the failure is logged
 and counted, and the proxy carries on.
@@ -36,6 +38,7 @@ from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
 from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.pipeline.inputs import InputImage
+from lookout.sidecar.quality.reference import Listeners, ReferenceListener
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -70,15 +73,12 @@ class ShadowResult:
     agreement: Agreement
 
 
-ResultCallback = Callable[[ShadowResult | None], None]  # None: the image was not evaluated
-
-
 @dataclass(frozen=True, slots=True)
 class ShadowSample:
     image: InputImage
     primary: Detections
     flip: bool
-    on_result: ResultCallback | None = None
+    analysis: Analysis | None = None  # passed on to the next stages with the result
 
 
 @dataclass(slots=True)
@@ -137,13 +137,23 @@ class ShadowEvaluator:
                             for view in ("original", "flipped")}
         self._flip_matched = metrics[catalog.FLIP_MATCHED_BOXES].labels(*labels)
         self._class_counters: dict[str, tuple] = {}
+        self.listeners = Listeners(metrics)
+
+    def add_listener(self, listener: ReferenceListener) -> None:
+        self.listeners.add(listener)
 
     # -- analysis thread ---------------------------------------------------------------
 
-    def offer(self, analysis: Analysis, on_result: ResultCallback | None = None) -> bool:
-        """Maybe queue this image for evaluation; never waits. True when queued: then
-        `on_result` is called from the worker thread once the image was evaluated (or
-        could not be)."""
+    def offer(self, analysis: Analysis) -> bool:
+        """Maybe queue this image for evaluation; never waits. True when queued: the next
+        stages then get it from the worker thread once it was evaluated (or could not
+        be); otherwise they get it now, without a result."""
+        if not self._queued(analysis):
+            self.listeners.send(analysis, None)
+            return False
+        return True
+
+    def _queued(self, analysis: Analysis) -> bool:
         if self.state is not State.RUNNING or analysis.detections is None \
                 or analysis.image is None:
             return False
@@ -155,7 +165,7 @@ class ShadowEvaluator:
         flip = self.primary is not None and self._random.random() < self._config.flip_share
         try:
             self._queue.put_nowait(ShadowSample(analysis.image, analysis.detections, flip,
-                                                on_result))
+                                                analysis))
         except queue.Full:
             self._outcomes[ShadowOutcome.DROPPED].inc()
             self._metrics.queue_dropped(SHADOW_QUEUE)
@@ -274,15 +284,9 @@ class ShadowEvaluator:
             return None
 
     def _report(self, sample: ShadowSample, result: ShadowResult | None) -> None:
-        """Hand the result to whoever offered the image; their failure is theirs."""
-        if sample.on_result is None:
-            return
-        try:
-            sample.on_result(result)
-        except Exception:
-            owner = getattr(sample.on_result, "__self__", None)  # the recorder, usually
-            self._metrics.component_error(getattr(owner, "name", self.name))
-            self._failures.exception("callback", "the shadow result callback failed")
+        """Pass the analysis on to the next stages; their failures are theirs."""
+        if sample.analysis is not None:
+            self.listeners.send(sample.analysis, result)
 
     def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
         """Decode and letterbox (the CPU stage, overlapped with the previous inference)."""
@@ -327,7 +331,7 @@ class ShadowEvaluator:
             agreement = match(primary, reference, self._config.shadow_iou_threshold)
             self._record(agreement)
             agreements.append(agreement)
-            if sample.on_result is not None:
+            if sample.analysis is not None and self.listeners:
                 labelled = replace(
                     reference, names=tuple(reference.labels(self.reference.names)))
                 self._report(sample, ShadowResult(labelled, agreement))

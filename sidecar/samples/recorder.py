@@ -1,9 +1,9 @@
 """Choose inputs by policy and write them to the sample store, off the request path.
 
-The analysis thread offers every analysis. When shadow evaluation is on, the image is
-first offered to the reference model and the decision waits for its result, so the
-`disagreement` rule can be judged in its place in the policy and the stored sample
-carries the reference detections. The decision itself is cheap; a chosen input goes
+It is a stage after the reference stage (`quality/reference.py`): every analysis
+reaches it once, with the reference model's result when that model evaluated the image,
+so the `disagreement` rule can be judged in its place in the policy and the stored
+sample carries the reference detections. The decision itself is cheap; a chosen input goes
 to a bounded queue (full: dropped and counted) and one writer thread makes the
 thumbnail, computes the drift features and stores both.
 
@@ -34,7 +34,7 @@ from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import InputImage, image_format
 from lookout.sidecar.quality.drift import DriftMonitor
-from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowResult
+from lookout.sidecar.quality.shadow import ShadowResult
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -118,13 +118,11 @@ class SampleRecorder:
     name = "samples"
 
     def __init__(self, config: Config, metrics: SidecarMetrics, class_names: Sequence[str] = (),
-                 shadow: ShadowEvaluator | None = None, drift: DriftMonitor | None = None,
-                 seed: int | None = None) -> None:
+                 drift: DriftMonitor | None = None, seed: int | None = None) -> None:
         self._config = config
         self._metrics = metrics
         self._failures = FailureLog(log)
         self._names = tuple(class_names)
-        self._shadow = shadow
         self._drift = drift
         self.policy = SamplingPolicy(parse_policy(config.sample_strategies), seed)
         self._random = random.Random(seed)
@@ -164,16 +162,12 @@ class SampleRecorder:
         """Wait until every queued sample is written; False on timeout."""
         return worker_queue.drain(self._queue, self._thread, timeout)
 
-    # -- analysis thread (and the shadow worker, for deferred decisions) ------------------
+    # -- the reference stage's thread (analysis, or the shadow worker) -------------------
 
-    def offer(self, analysis: Analysis) -> None:
-        exchange = SampledExchange.of(analysis)
-        if self._shadow is not None and self._shadow.offer(
-                analysis, lambda result: self.consider(exchange, result)):
-            return  # decided when the reference model has seen it
-        self.consider(exchange, None)
+    def consider(self, analysis: Analysis, reference: ShadowResult | None) -> None:
+        self.decide(SampledExchange.of(analysis), reference)
 
-    def consider(self, exchange: SampledExchange, shadow: ShadowResult | None) -> None:
+    def decide(self, exchange: SampledExchange, shadow: ShadowResult | None) -> None:
         detections = exchange.detections
         agreement = None
         if shadow is not None:

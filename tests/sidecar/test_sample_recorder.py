@@ -14,6 +14,7 @@ from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.quality.reference import NoReference
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.query import SampleQuery
 from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
@@ -45,7 +46,9 @@ def _setup(tmp_path, strategies: str, **values: str):
                           "class_names": ",".join(CLASSES), **values}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
     recorder = SampleRecorder(config, metrics, CLASSES, seed=1)
-    analyzer = TrafficAnalyzer(config, metrics, listeners=[recorder])
+    reference = NoReference(metrics)  # the chain's shape without a reference model
+    reference.add_listener(recorder)
+    analyzer = TrafficAnalyzer(config, metrics, listeners=[reference])
     return config, metrics, recorder, analyzer
 
 

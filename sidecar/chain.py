@@ -1,0 +1,78 @@
+"""The analysis chain, declared once: analysis, then the reference stage (shadow
+evaluation, which adds the reference model's detections, or `NoReference`), then drift
+and the sample recorder. The wiring is the same whatever is switched on, and the stop
+order is the chain's order, so what a stage still holds always reaches the next one."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from lookout.sidecar.config import Config
+from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.quality.drift import DriftMonitor
+from lookout.sidecar.quality.feature_store import FeatureStore
+from lookout.sidecar.quality.reference import NoReference
+from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
+
+
+@dataclass
+class AnalysisChain:
+    analyzer: TrafficAnalyzer
+    reference: ShadowEvaluator | NoReference
+    drift: DriftMonitor | None
+    samples: SampleRecorder | None
+    stages: list = field(init=False)
+
+    def __post_init__(self) -> None:
+        after = [stage for stage in (self.drift, self.samples) if stage is not None]
+        self.stages = [self.analyzer, self.reference, *after]
+        self.analyzer.add_listener(self.reference)
+        for stage in after:
+            self.reference.add_listener(stage)
+
+    @classmethod
+    def build(cls, config: Config, metrics: SidecarMetrics) -> AnalysisChain:
+        analyzer = TrafficAnalyzer(config, metrics)
+        names = analyzer.model.class_names
+        reference = ShadowEvaluator(config, metrics, names) if config.shadow_model_path \
+            else NoReference(metrics)
+        drift = DriftMonitor(config, metrics, names) if config.drift else None
+        samples = SampleRecorder(config, metrics, names, drift) if config.sample_dir else None
+        return cls(analyzer, reference, drift, samples)
+
+    @property
+    def shadow(self) -> ShadowEvaluator | None:
+        return self.reference if isinstance(self.reference, ShadowEvaluator) else None
+
+    @property
+    def queues(self) -> list[str]:
+        return [*([SHADOW_QUEUE] if self.shadow else []),
+                *([SAMPLE_QUEUE] if self.samples else [])]
+
+    @property
+    def components(self) -> list[str]:
+        """The `component` label of every stage that can fail on its own."""
+        names = [stage.name for stage in self.stages if not isinstance(stage, NoReference)]
+        return names + ([FeatureStore.name] if self.drift else [])
+
+    def start(self) -> None:
+        for stage in self.stages:
+            if hasattr(stage, "start"):
+                stage.start()
+
+    async def stop(self, timeout: float) -> None:
+        """Stage by stage in chain order: each drains what it holds into the next."""
+        loop = asyncio.get_running_loop()
+        for stage in self.stages:
+            if hasattr(stage, "drain"):
+                await loop.run_in_executor(None, stage.drain, timeout)
+            if hasattr(stage, "close"):
+                await loop.run_in_executor(None, stage.close)
+
+    def abandon(self) -> None:
+        for stage in reversed(self.stages):
+            if hasattr(stage, "close"):
+                stage.close()
