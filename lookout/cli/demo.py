@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lookout.cli.options import ConfigError, add_config_options, config_from
+from lookout.cli.options import add_config_options, run_configured
+from lookout.sidecar.config import Config
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -32,21 +33,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    try:
-        config = config_from(args)
-    except ConfigError as error:
-        print(f"lookout: configuration error: {error}", file=sys.stderr)
-        return 2
-    from lookout.lookout_demo.run import run_demo as run_world
-    from lookout.sidecar.runtime.logs import configure_logging
-    from lookout.sidecar.server import StartupError
+    def demo(config: Config) -> int:
+        from lookout.lookout_demo.run import run_demo as run_world
 
-    configure_logging(config.log_level)
-    try:
         return run_world(config, duration=args.duration, rate=args.rate)
-    except StartupError as error:
-        print(f"lookout: {error}", file=sys.stderr)
-        return 1
+
+    return run_configured(args, demo)
 
 
 def run_upstream(args: argparse.Namespace) -> int:

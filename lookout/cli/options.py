@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from dataclasses import fields
 
 from lookout.sidecar.config import Config, ConfigError, load_config
@@ -27,4 +29,20 @@ def config_from(args: argparse.Namespace) -> Config:
     return load_config(cli_values, config_file=args.config)
 
 
-__all__ = ["ConfigError", "add_config_options", "config_from"]
+def run_configured(args: argparse.Namespace, body: Callable[[Config], int]) -> int:
+    """Load the configuration (exit 2 naming the bad key), set up logging, run `body`
+    (exit 1 when the sidecar cannot start)."""
+    try:
+        config = config_from(args)
+    except ConfigError as error:
+        print(f"lookout: configuration error: {error}", file=sys.stderr)
+        return 2
+    from lookout.sidecar.runtime.logs import configure_logging
+    from lookout.sidecar.server import StartupError
+
+    configure_logging(config.log_level)
+    try:
+        return body(config)
+    except StartupError as error:
+        print(f"lookout: {error}", file=sys.stderr)
+        return 1

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from lookout.cli.options import ConfigError, add_config_options, config_from
+from lookout.cli.options import add_config_options, run_configured
+from lookout.sidecar.config import Config
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -15,19 +15,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from(args)
-    except ConfigError as error:
-        print(f"lookout: configuration error: {error}", file=sys.stderr)
-        return 2
-    from lookout.sidecar.runtime.logs import configure_logging
-    from lookout.sidecar.server import StartupError
-    from lookout.sidecar.server import run as run_sidecar
+    def serve(config: Config) -> int:
+        from lookout.sidecar.server import run as run_sidecar
 
-    configure_logging(config.log_level)
-    try:
         run_sidecar(config)
-    except StartupError as error:
-        print(f"lookout: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_configured(args, serve)
