@@ -27,12 +27,14 @@ from lookout.sidecar.proxy.upstream import classify_failure, new_session
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import build_tracing
 from lookout.sidecar.server import tune_runtime
+from lookout.sidecar.settings import AnalysisSettings, ModelIdentity, UpstreamSettings, of
 from lookout.slo.catalog import SIDECAR_CODE_PREFIX
 
 
 class AsgiProxy:
     def __init__(self) -> None:
         self.config = load_config()
+        self.upstream = of(UpstreamSettings, self.config)
         self.metrics = SidecarMetrics(self.config.model_name, self.config.model_version)
         self.tracing = build_tracing()
         self.routes = RouteTemplates(self.config.routes)
@@ -41,12 +43,13 @@ class AsgiProxy:
         self.session: aiohttp.ClientSession | None = None
 
     async def _startup(self) -> None:
-        self.session = new_session(self.config)
+        self.session = new_session(self.upstream)
         self.queue = ObservationQueue(self.config.observation_queue_size, self.metrics)
-        analyzer = TrafficAnalyzer(self.config, self.metrics)
+        analyzer = TrafficAnalyzer(of(AnalysisSettings, self.config), self.metrics)
         self.pipeline = ObservationPipeline(self.queue, [analyzer], self.metrics)
         self.pipeline.start()
-        self.telemetry = RequestTelemetry(self.config, self.metrics, self.tracing, self.queue)
+        self.telemetry = RequestTelemetry(of(ModelIdentity, self.config), self.metrics,
+                                          self.tracing, self.queue)
         tune_runtime()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -117,7 +120,7 @@ class AsgiProxy:
                 exchange.response_headers = upstream.headers
                 response_headers = end_to_end(upstream.headers)
         except (aiohttp.ClientError, TimeoutError) as error:
-            failure = classify_failure(error, self.config)
+            failure = classify_failure(error, self.upstream)
             self.telemetry.upstream_failure(call, failure.kind, failure.detail)
             exchange.error_kind = failure.kind
             exchange.status = failure.status

@@ -36,6 +36,7 @@ from lookout.sidecar.pipeline.inputs import open_encoded
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowSample
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import ShadowSettings, of
 
 
 def _observation() -> Observation:
@@ -67,7 +68,8 @@ def raw_rate(reference: OnnxDetector, analyses: list[Analysis], batch: int) -> f
 def pipeline_rate(config, analyses: list[Analysis]) -> tuple[float, int]:
     metrics = SidecarMetrics("m", "v", process_metrics=False)
     unlimited = ComputeBudget(1e9, 1e9, 1.0)
-    evaluator = ShadowEvaluator(config, metrics, (), budget=unlimited, seed=0)
+    evaluator = ShadowEvaluator(of(ShadowSettings, config), metrics, (), budget=unlimited,
+                                seed=0)
     evaluator.start()
     evaluator.wait_started(120)
     started = time.perf_counter()

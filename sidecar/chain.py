@@ -16,6 +16,13 @@ from lookout.sidecar.quality.reference import NoReference
 from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
+from lookout.sidecar.settings import (
+    AnalysisSettings,
+    DriftSettings,
+    SampleSettings,
+    ShadowSettings,
+    of,
+)
 
 
 @dataclass
@@ -35,12 +42,14 @@ class AnalysisChain:
 
     @classmethod
     def build(cls, config: Config, metrics: SidecarMetrics) -> AnalysisChain:
-        analyzer = TrafficAnalyzer(config, metrics)
+        analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics)
         names = analyzer.model.class_names
-        reference = ShadowEvaluator(config, metrics, names) if config.shadow_model_path \
-            else NoReference(metrics)
-        drift = DriftMonitor(config, metrics, names) if config.drift else None
-        samples = SampleRecorder(config, metrics, names, drift) if config.sample_dir else None
+        reference = ShadowEvaluator(of(ShadowSettings, config), metrics, names) \
+            if config.shadow_model_path else NoReference(metrics)
+        drift = DriftMonitor(of(DriftSettings, config), metrics, names) if config.drift \
+            else None
+        samples = SampleRecorder(of(SampleSettings, config), metrics, names, drift) \
+            if config.sample_dir else None
         return cls(analyzer, reference, drift, samples)
 
     @property

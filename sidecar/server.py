@@ -32,6 +32,7 @@ from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing
 from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.store import SampleStore
+from lookout.sidecar.settings import ModelIdentity, RelaySettings, UpstreamSettings, of
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class Sidecar:
 
     async def start(self) -> None:
         config = self.config
-        self.session = new_session(config)
+        upstream = of(UpstreamSettings, config)
+        self.session = new_session(upstream)
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
                                       config.observation_queue_bytes)
         self.chain: AnalysisChain | None = None
@@ -110,12 +112,14 @@ class Sidecar:
             reasons=list(Reason) if self.chain else [], refusals=REFUSAL_REASONS)
         self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
         self.pipeline.start()
-        self.probe = UpstreamProbe(config, self.session, self.metrics)
+        self.probe = UpstreamProbe(upstream, self.session, self.metrics)
         self.probe.start()
 
-        telemetry = RequestTelemetry(config, self.metrics, self.tracing, self.queue)
+        telemetry = RequestTelemetry(of(ModelIdentity, config), self.metrics, self.tracing,
+                                     self.queue)
         self._refusals = TallyLog(log, "refused client requests or connections")
-        handler = ProxyHandler(config, self.session, telemetry, self._refused)
+        handler = ProxyHandler(of(RelaySettings, config), upstream, self.session, telemetry,
+                               self._refused)
         sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
                                self.samples is not None)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,

@@ -18,13 +18,13 @@ import numpy as np
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
 from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
-from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.inputs import InputImage, extract_image
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.outputs import OutputSettings, ResponseMapping, extract_detections
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import AnalysisSettings
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ModelDescription:
     input_size: tuple[int, int]  # (height, width)
 
 
-def describe_model(config: Config) -> ModelDescription:
+def describe_model(config: AnalysisSettings) -> ModelDescription:
     """Class names from config, else from the model file's metadata; input size likewise."""
     names, size = config.class_names, (config.input_size, config.input_size)
     if config.model_path:
@@ -100,7 +100,7 @@ class TrafficAnalyzer:
 
     name = "analysis"
 
-    def __init__(self, config: Config, metrics: SidecarMetrics,
+    def __init__(self, config: AnalysisSettings, metrics: SidecarMetrics,
                  model: ModelDescription | None = None,
                  listeners: Sequence[AnalysisListener] = ()) -> None:
         model = model or describe_model(config)

@@ -20,13 +20,13 @@ from multidict import CIMultiDict
 from opentelemetry.trace import Span
 from yarl import URL
 
-from lookout.sidecar.config import Config
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
 from lookout.sidecar.proxy.http1 import BodyError, IncomingRequest, ResponseWriter
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.target import OriginTarget, TargetRefused, parse_target
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
 from lookout.sidecar.proxy.upstream import UpstreamFailure, classify_failure
+from lookout.sidecar.settings import RelaySettings, UpstreamSettings
 from lookout.slo.catalog import sidecar_code
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,14 @@ class ProxyHandler:
 
     def __init__(
         self,
-        config: Config,
+        config: RelaySettings,
+        upstream: UpstreamSettings,
         session: aiohttp.ClientSession,
         telemetry: RequestTelemetry,
         on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._config = config
+        self._upstream_settings = upstream
         self._on_refused = on_refused
         self._session = session
         self._telemetry = telemetry
@@ -179,7 +181,7 @@ class ProxyHandler:
         except (aiohttp.ClientError, TimeoutError) as error:
             if request.body.failure is not None:  # the client's body, not the upstream
                 self._body_failed(request.body.failure, response)  # raises
-            failure = classify_failure(error, self._config)
+            failure = classify_failure(error, self._upstream_settings)
             self._telemetry.upstream_failure(call, failure.kind, failure.detail)
             if response.started:
                 self._abort_midstream(response, exchange, failure)

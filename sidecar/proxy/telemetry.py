@@ -18,12 +18,12 @@ from opentelemetry import trace
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
-from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing
+from lookout.sidecar.settings import ModelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Exchange:
 class RequestTelemetry:
     name = "telemetry"  # the `component` label of its failures
 
-    def __init__(self, config: Config, metrics: SidecarMetrics, tracing: Tracing,
+    def __init__(self, config: ModelIdentity, metrics: SidecarMetrics, tracing: Tracing,
                  observations: ObservationQueue | None) -> None:
         self._config = config
         self._metrics = metrics

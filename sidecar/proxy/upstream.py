@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from lookout.sidecar.config import Config
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import UpstreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class UpstreamFailure:
     detail: str
 
 
-def classify_failure(error: BaseException, config: Config) -> UpstreamFailure:
+def classify_failure(error: BaseException, config: UpstreamSettings) -> UpstreamFailure:
     """Map an aiohttp exception to the sidecar's error response."""
     if isinstance(error, aiohttp.ConnectionTimeoutError):
         return UpstreamFailure(
@@ -55,7 +55,7 @@ def classify_failure(error: BaseException, config: Config) -> UpstreamFailure:
     return UpstreamFailure(502, "upstream-error", f"{type(error).__name__}: {error}")
 
 
-def new_session(config: Config) -> aiohttp.ClientSession:
+def new_session(config: UpstreamSettings) -> aiohttp.ClientSession:
     """A session tuned to be a transparent hop: no cookies, no decompression, no
     automatic headers the client did not send, a bounded warm pool."""
     connector = aiohttp.TCPConnector(
@@ -88,7 +88,7 @@ class UpstreamProbe:
 
     name = "upstream_probe"
 
-    def __init__(self, config: Config, session: aiohttp.ClientSession,
+    def __init__(self, config: UpstreamSettings, session: aiohttp.ClientSession,
                  metrics: SidecarMetrics) -> None:
         self._config = config
         self._session = session

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from lookout.shadow_eval.baseline import Baseline, BaselineError
 from lookout.shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
 from lookout.shadow_eval.features import FEATURES, FeatureRow, feature_row
-from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.quality.feature_store import FeatureStore
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import DriftSettings
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class DriftMonitor:
     name = "drift"
 
-    def __init__(self, config: Config, metrics: SidecarMetrics,
+    def __init__(self, config: DriftSettings, metrics: SidecarMetrics,
                  class_names: Sequence[str] = (), seed: int | None = None) -> None:
         self._config = config
         self._metrics = metrics

@@ -34,7 +34,6 @@ from lookout.shadow_eval.decode import DecodeSettings
 from lookout.shadow_eval.letterbox import Letterbox
 from lookout.shadow_eval.matching import Agreement, flip_horizontally, match
 from lookout.shadow_eval.runner import OnnxDetector
-from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
 from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.pipeline.inputs import InputImage
@@ -42,6 +41,7 @@ from lookout.sidecar.quality.reference import Listeners, ReferenceListener
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import ShadowSettings
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class ShadowEvaluator:
 
     name = "shadow"
 
-    def __init__(self, config: Config, metrics: SidecarMetrics,
+    def __init__(self, config: ShadowSettings, metrics: SidecarMetrics,
                  primary_names: Sequence[str] = (),
                  budget: ComputeBudget | None = None, seed: int | None = None) -> None:
         self._config = config

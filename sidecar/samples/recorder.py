@@ -30,7 +30,6 @@ import numpy as np
 
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.features import feature_row
-from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import InputImage, image_format
 from lookout.sidecar.quality.drift import DriftMonitor
@@ -48,6 +47,7 @@ from lookout.sidecar.samples.store import (
     new_id,
 )
 from lookout.sidecar.samples.thumbnails import ThumbnailSettings, make_thumbnail
+from lookout.sidecar.settings import SampleSettings
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class SampleRecorder:
 
     name = "samples"
 
-    def __init__(self, config: Config, metrics: SidecarMetrics, class_names: Sequence[str] = (),
+    def __init__(self, config: SampleSettings, metrics: SidecarMetrics,
+                 class_names: Sequence[str] = (),
                  drift: DriftMonitor | None = None, seed: int | None = None) -> None:
         self._config = config
         self._metrics = metrics

@@ -20,6 +20,7 @@ from lookout.sidecar.pipeline.analysis import (
 )
 from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import AnalysisSettings, of
 from lookout.slo import catalog
 
 
@@ -46,7 +47,7 @@ def analyzer():
     config = load_config({"model_name": "m", "model_version": "v",
                           "class_names": "person,car"}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    analyzer = TrafficAnalyzer(config, metrics)
+    analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics)
     yield analyzer, metrics
     analyzer.close()
 

@@ -18,6 +18,7 @@ from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import open_encoded
 from lookout.sidecar.quality.feature_store import read_rows
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import DriftSettings, of
 from lookout.slo import catalog
 from tests.sidecar.test_analysis import _observation
 
@@ -41,7 +42,7 @@ def _monitor(tmp_path, **values: str):
                           "drift_window": "20", "drift_false_alarm_images": "100000",
                           **values}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    return DriftMonitor(config, metrics, CLASSES, seed=0), metrics
+    return DriftMonitor(of(DriftSettings, config), metrics, CLASSES, seed=0), metrics
 
 
 def _gauge(metrics: SidecarMetrics, spec: catalog.MetricSpec, feature: str) -> float | None:

@@ -18,6 +18,7 @@ from lookout.sidecar.quality.reference import NoReference
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.query import SampleQuery
 from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
+from lookout.sidecar.settings import AnalysisSettings, SampleSettings, of
 from lookout.slo import catalog
 from tests.sidecar.test_analysis import _observation
 from tests.support.processes import (
@@ -45,10 +46,10 @@ def _setup(tmp_path, strategies: str, **values: str):
                           "sample_strategies": strategies, "detections_path": "",
                           "class_names": ",".join(CLASSES), **values}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    recorder = SampleRecorder(config, metrics, CLASSES, seed=1)
+    recorder = SampleRecorder(of(SampleSettings, config), metrics, CLASSES, seed=1)
     reference = NoReference(metrics)  # the chain's shape without a reference model
     reference.add_listener(recorder)
-    analyzer = TrafficAnalyzer(config, metrics, listeners=[reference])
+    analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics, listeners=[reference])
     return config, metrics, recorder, analyzer
 
 

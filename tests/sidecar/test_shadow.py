@@ -21,6 +21,7 @@ from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import open_encoded
 from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowSample, State, reference_class_ids
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import ShadowSettings, of
 from lookout.slo import catalog
 from tests.sidecar.test_analysis import _observation
 
@@ -62,7 +63,7 @@ def samples(primary_model) -> list[ShadowSample]:
 
 def _started(config, **kwargs) -> tuple[ShadowEvaluator, SidecarMetrics]:
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    evaluator = ShadowEvaluator(config, metrics, CLASSES, **kwargs)
+    evaluator = ShadowEvaluator(of(ShadowSettings, config), metrics, CLASSES, **kwargs)
     evaluator.start()
     assert evaluator.wait_started(60)
     return evaluator, metrics
@@ -122,7 +123,7 @@ def test_sampling_budget_and_queue_overflow_are_counted(samples) -> None:
                      shadow_queue_size="2")
     metrics = SidecarMetrics("m", "v", process_metrics=False)
     budget = ComputeBudget(rate_per_second=1e-9, burst=3, max_busy_share=1.0)
-    evaluator = ShadowEvaluator(config, metrics, CLASSES, budget=budget)
+    evaluator = ShadowEvaluator(of(ShadowSettings, config), metrics, CLASSES, budget=budget)
     evaluator.state = State.RUNNING  # the worker is not started: nothing drains the queue
     for sample in samples[:5]:
         evaluator.offer(Analysis(_observation(b""), sample.image, sample.primary, None))
@@ -134,7 +135,8 @@ def test_sampling_budget_and_queue_overflow_are_counted(samples) -> None:
 
 def test_images_without_detections_or_pixels_are_not_offered(samples) -> None:
     config = _config(shadow_model_path=str(REFERENCE), shadow_sample_share="1")
-    evaluator = ShadowEvaluator(config, SidecarMetrics("m", "v", process_metrics=False))
+    evaluator = ShadowEvaluator(of(ShadowSettings, config),
+                                SidecarMetrics("m", "v", process_metrics=False))
     evaluator.state = State.RUNNING
     evaluator.offer(Analysis(_observation(b""), samples[0].image, None, None))
     evaluator.offer(Analysis(_observation(b""), None, samples[0].primary, None))
