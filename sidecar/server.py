@@ -24,7 +24,8 @@ from lookout.sidecar.pipeline.observation import (
 )
 from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.proxy.handler import ProxyHandler
-from lookout.sidecar.proxy.http1 import REFUSAL_REASONS, ClientLimits, DataPortServer
+from lookout.sidecar.proxy.http1 import DataPortServer
+from lookout.sidecar.proxy.messages import REFUSAL_REASONS, ClientLimits
 from lookout.sidecar.proxy.telemetry import RequestTelemetry
 from lookout.sidecar.proxy.upstream import UpstreamProbe, new_session
 from lookout.sidecar.runtime.logs import TallyLog

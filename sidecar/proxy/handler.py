@@ -21,7 +21,7 @@ from opentelemetry.trace import Span
 from yarl import URL
 
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
-from lookout.sidecar.proxy.http1 import BodyError, IncomingRequest, ResponseWriter
+from lookout.sidecar.proxy.messages import BodyError, IncomingRequest, ResponseWriter
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.target import OriginTarget, TargetRefused, parse_target
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
