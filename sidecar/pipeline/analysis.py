@@ -19,6 +19,7 @@ from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
 from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
 from lookout.sidecar.pipeline.inputs import InputImage, extract_image
+from lookout.sidecar.pipeline.listeners import Listeners
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.outputs import OutputSettings, ResponseMapping, extract_detections
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
@@ -106,7 +107,9 @@ class TrafficAnalyzer:
         model = model or describe_model(config)
         self.model = model
         self._config = config
-        self._listeners = list(listeners)
+        self._listeners = Listeners(metrics, "offer")
+        for listener in listeners:
+            self._listeners.add(listener)
         self._metrics = metrics
         self._failures = FailureLog(log)
         self._labels = ClassLabels(model.class_names)
@@ -158,18 +161,12 @@ class TrafficAnalyzer:
                 self._metrics.component_error(self.name)
                 self._failures.exception("analysis", "analysis failed on %s %s",
                                          observation.method, observation.path)
-        for listener in self._listeners:
-            for result in results:
-                try:
-                    listener.offer(result)
-                except Exception:
-                    self._metrics.component_error(listener.name)
-                    self._failures.exception(listener.name, "%s failed on %s", listener.name,
-                                             result.observation.path)
+        for result in results:
+            self._listeners.send(result)
         return results
 
     def add_listener(self, listener: AnalysisListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def analyse(self, observation: Observation) -> Analysis:
         """Parse and record one exchange (in an analysis thread)."""

@@ -10,7 +10,6 @@ label, so they are never mistaken for the upstream's.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,9 +20,9 @@ from opentelemetry.trace import Span
 from yarl import URL
 
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
-from lookout.sidecar.proxy.messages import BodyError, IncomingRequest, ResponseWriter
+from lookout.sidecar.proxy.messages import IncomingRequest, Refusal, ResponseWriter, error_body
 from lookout.sidecar.proxy.routes import RouteTemplates
-from lookout.sidecar.proxy.target import OriginTarget, TargetRefused, parse_target
+from lookout.sidecar.proxy.target import OriginTarget, parse_target
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
 from lookout.sidecar.proxy.upstream import UpstreamFailure, classify_failure
 from lookout.sidecar.settings import RelaySettings, UpstreamSettings
@@ -101,7 +100,7 @@ class ProxyHandler:
     async def handle(self, request: IncomingRequest, response: ResponseWriter) -> None:
         try:
             target = parse_target(request.method, request.target, request.headers.get("Host"))
-        except TargetRefused as refused:
+        except Refusal as refused:
             target, refusal = OriginTarget("/", ""), refused
         else:
             refusal = None
@@ -115,10 +114,9 @@ class ProxyHandler:
             if refusal is not None:
                 response.close_after = True
                 self._on_refused(refusal.reason)
-                raise SidecarError(refusal.status, refusal.reason.replace("_", "-"),
-                                   refusal.detail)
+                raise refusal
             await self._forward(request, response, target, server_span, exchange)
-        except SidecarError as error:
+        except (SidecarError, Refusal) as error:
             await self._send_error(request, response, server_span, exchange, error)
         except ConnectionResetError:
             exchange.status, exchange.code = CLIENT_CLOSED, sidecar_code(CLIENT_CLOSED)
@@ -187,20 +185,20 @@ class ProxyHandler:
                 self._abort_midstream(response, exchange, failure)
                 return
             raise SidecarError(failure.status, failure.kind, failure.detail) from None
-        except BodyError as error:
+        except Refusal as error:
             self._body_failed(error, response)
         finally:
             if exchange.upstream_duration is None:
                 exchange.upstream_duration = time.perf_counter() - sent
             self._telemetry.end_client_span(call)
 
-    def _body_failed(self, error: BodyError, response: ResponseWriter) -> None:
+    def _body_failed(self, error: Refusal, response: ResponseWriter) -> None:
         """The client's body broke the exchange: too large, too slow or gone."""
         response.close_after = True
         self._on_refused(error.reason)
         if error.status == 0 or response.started:
             raise ConnectionResetError(error.detail)
-        raise SidecarError(error.status, error.reason.replace("_", "-"), error.detail)
+        raise error
 
     def _buffered(self, request: IncomingRequest, upstream: aiohttp.ClientResponse) -> bool:
         if request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES:
@@ -255,18 +253,12 @@ class ProxyHandler:
 
     async def _send_error(
         self, request: IncomingRequest, response: ResponseWriter, server_span: Span,
-        exchange: Exchange, error: SidecarError,
+        exchange: Exchange, error: SidecarError | Refusal,
     ) -> None:
         exchange.status, exchange.code = error.status, sidecar_code(error.status)
         exchange.error_kind = error.kind
         trace_id = format(server_span.get_span_context().trace_id, "032x")
-        body = json.dumps({
-            "error": error.kind,
-            "message": error.detail,
-            "upstream": self._upstream_base,
-            "origin": "lookout",
-            "trace_id": trace_id,
-        }).encode()
+        body = error_body(error, upstream=self._upstream_base, trace_id=trace_id)
         exchange.response_body = body
         exchange.response_bytes = len(body)
         headers = CIMultiDict({ERROR_HEADER: error.kind, "Content-Type": "application/json"})

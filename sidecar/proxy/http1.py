@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -23,12 +22,12 @@ from multidict import CIMultiDict
 
 from lookout.sidecar.proxy.messages import (
     REASON_PHRASES,
-    BodyError,
     ClientLimits,
     IncomingRequest,
-    ProtocolError,
+    Refusal,
     RequestBody,
     ResponseWriter,
+    error_body,
 )
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ class HttpConnection(asyncio.Protocol):
         self._writable.set()
         self._reading_paused = False
         self._body_paused = False
-        self._callback_error: ProtocolError | None = None
+        self._callback_error: Refusal | None = None
         self._broken = False  # the parser failed: nothing more is read on this connection
         self._reset_message()
 
@@ -129,7 +128,7 @@ class HttpConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         self._disarm()
         self._writable.set()
-        gone = BodyError(0, "client_closed", "the client closed the connection")
+        gone = Refusal(0, "client_closed", "the client closed the connection")
         if self._message is not None:
             self._message.body.fail(gone)
         for request in self._pending:
@@ -154,15 +153,15 @@ class HttpConnection(asyncio.Protocol):
             self._upgraded(data, upgrade.args[0] if upgrade.args else len(data))
         except httptools.HttpParserCallbackError:
             error, self._callback_error = self._callback_error, None
-            self._refuse(error or ProtocolError(400, "bad_request", "malformed request"))
+            self._refuse(error or Refusal(400, "bad_request", "malformed request"))
         except httptools.HttpParserError as error:
             if "HTTP version" in str(error):  # llhttp knows only 0.9 to 2.0
-                self._refuse(ProtocolError(505, "bad_version", f"{error}; send HTTP/1.1"))
+                self._refuse(Refusal(505, "bad_version", f"{error}; send HTTP/1.1"))
             else:
-                self._refuse(ProtocolError(400, "bad_request", f"malformed request: {error}"))
+                self._refuse(Refusal(400, "bad_request", f"malformed request: {error}"))
         else:
             if self._message is None and self._head_fed > self.limits.max_head_bytes:
-                self._refuse(ProtocolError(431, "head_too_large", "request head exceeds "
+                self._refuse(Refusal(431, "head_too_large", "request head exceeds "
                                            f"{self.limits.max_head_bytes} bytes"))
 
     # --- llhttp callbacks -----------------------------------------------------------
@@ -183,7 +182,7 @@ class HttpConnection(asyncio.Protocol):
         self._url += fragment
         self._grow_head(len(fragment))
         if len(self._url) > self.limits.max_line_bytes:
-            raise self._fail(ProtocolError(414, "target_too_long", "request target exceeds "
+            raise self._fail(Refusal(414, "target_too_long", "request target exceeds "
                                            f"{self.limits.max_line_bytes} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -191,24 +190,24 @@ class HttpConnection(asyncio.Protocol):
             return  # a trailer of a chunked body: dropped, as nginx does
         self._grow_head(len(name) + len(value) + 4)
         if len(name) + len(value) + 2 > self.limits.max_line_bytes:
-            raise self._fail(ProtocolError(431, "head_too_large", "a header field exceeds "
+            raise self._fail(Refusal(431, "head_too_large", "a header field exceeds "
                                            f"{self.limits.max_line_bytes} bytes"))
         self._headers.append((name, value))
 
     def _grow_head(self, size: int) -> None:
         self._head_size += size
         if self._head_size > self.limits.max_head_bytes:
-            raise self._fail(ProtocolError(431, "head_too_large", "request head exceeds "
+            raise self._fail(Refusal(431, "head_too_large", "request head exceeds "
                                            f"{self.limits.max_head_bytes} bytes"))
 
-    def _fail(self, error: ProtocolError) -> ProtocolError:
+    def _fail(self, error: Refusal) -> Refusal:
         self._callback_error = error
         return error
 
     def on_headers_complete(self) -> None:
         try:
             request = self._build_request()
-        except ProtocolError as error:
+        except Refusal as error:
             raise self._fail(error) from None
         self._in_head = False
         self._head_fed = 0
@@ -234,37 +233,37 @@ class HttpConnection(asyncio.Protocol):
         version = self._parser.get_http_version()
         if version not in ("1.0", "1.1"):
             if version == "0.9":
-                raise ProtocolError(400, "bad_version", "HTTP/0.9 is not supported")
-            raise ProtocolError(505, "bad_version", f"HTTP/{version} is not supported on "
+                raise Refusal(400, "bad_version", "HTTP/0.9 is not supported")
+            raise Refusal(505, "bad_version", f"HTTP/{version} is not supported on "
                                 "this port; send HTTP/1.1")
         headers: CIMultiDict[str] = CIMultiDict()
         try:  # the upstream client writes text headers as UTF-8: other bytes would change
             for name, value in self._headers:
                 headers.add(name.decode("ascii"), value.decode("utf-8"))
         except UnicodeDecodeError:
-            raise ProtocolError(400, "bad_request", "a header value is not UTF-8 text") \
+            raise Refusal(400, "bad_request", "a header value is not UTF-8 text") \
                 from None
         coding = headers.getall("Transfer-Encoding", [])
         chunked = bool(coding)
         if coding:
             if version == "1.0":
-                raise ProtocolError(400, "bad_framing", "Transfer-Encoding on HTTP/1.0")
+                raise Refusal(400, "bad_framing", "Transfer-Encoding on HTTP/1.0")
             if [token.strip().lower() for token in ",".join(coding).split(",")] != ["chunked"]:
-                raise ProtocolError(501, "unsupported_coding",
+                raise Refusal(501, "unsupported_coding",
                                     "only the chunked transfer coding is supported")
         hosts = headers.getall("Host", [])
         if len(hosts) > 1 or (version == "1.1" and not hosts):
-            raise ProtocolError(400, "bad_host", "exactly one Host header is required")
+            raise Refusal(400, "bad_host", "exactly one Host header is required")
         if hosts and not _AUTHORITY.fullmatch(hosts[0]):
-            raise ProtocolError(400, "bad_host", "the Host header is not host[:port]")
+            raise Refusal(400, "bad_host", "the Host header is not host[:port]")
         length = None if chunked else self._parser_content_length(headers)
         if length is not None and length > self.limits.max_body_bytes:
-            raise ProtocolError(413, "body_too_large", f"request body of {length} bytes "
+            raise Refusal(413, "body_too_large", f"request body of {length} bytes "
                                 f"exceeds the limit of {self.limits.max_body_bytes} bytes "
                                 "(max_body_bytes)")
         expect = headers.get("Expect")
         if expect is not None and expect.strip().lower() != "100-continue":
-            raise ProtocolError(417, "bad_expectation", "only Expect: 100-continue is "
+            raise Refusal(417, "bad_expectation", "only Expect: 100-continue is "
                                 "supported")
         has_body = chunked or bool(length)
         method = self._parser.get_method().decode("ascii")
@@ -290,7 +289,7 @@ class HttpConnection(asyncio.Protocol):
             self._pause_reading()
             return
         if request is None or request.content_length or "Transfer-Encoding" in request.headers:
-            self._refuse(ProtocolError(400, "bad_request", "an Upgrade request with a body "
+            self._refuse(Refusal(400, "bad_request", "an Upgrade request with a body "
                                        "is not supported"))
             return
         self._parser = httptools.HttpRequestParser(self)
@@ -329,22 +328,20 @@ class HttpConnection(asyncio.Protocol):
             elif self._message is None and not self._in_head:
                 self._arm("keepalive_timeout", self.limits.keepalive_timeout)
 
-    def refuse_response(self, error: ProtocolError | BodyError) -> bytes:
+    def refuse_response(self, error: Refusal) -> bytes:
         """A sidecar-made error response for a request the handler never saw."""
-        kind = error.reason.replace("_", "-")
-        body = json.dumps({"error": kind, "message": error.detail, "origin": "lookout"}
-                          ).encode()
+        body = error_body(error)
         return (f"HTTP/1.1 {error.status} {REASON_PHRASES.get(error.status, '')}\r\n"
-                f"X-Lookout-Error: {kind}\r\nContent-Type: application/json\r\n"
+                f"X-Lookout-Error: {error.kind}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
-    def _refuse(self, error: ProtocolError | BodyError, *, answer: bool = True) -> None:
+    def _refuse(self, error: Refusal, *, answer: bool = True) -> None:
         """Refuse at the protocol level: counted, answered when no response has begun,
         and the connection closed (the framing can no longer be trusted)."""
         self.server.on_refused(error.reason)
         self._broken = True
         if self._message is not None:
-            self._message.body.fail(BodyError(error.status, error.reason, error.detail))
+            self._message.body.fail(error)
         if answer and not self.busy and not self.closed:
             self.write(self.refuse_response(error))
         self._pause_reading()
@@ -361,7 +358,7 @@ class HttpConnection(asyncio.Protocol):
             return
         partial = self._in_head or self._head_fed > 0
         if partial:
-            self._refuse(ProtocolError(408, reason, "the request head was not received "
+            self._refuse(Refusal(408, reason, "the request head was not received "
                                        f"within {self.limits.head_timeout:g}s "
                                        "(client_header_timeout)"))
         else:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from multidict import CIMultiDict
 
@@ -46,22 +47,31 @@ class ClientLimits:
     max_body_bytes: int = 64 * 1024**2
 
 
-class ProtocolError(Exception):
-    """A request refused before it reaches the handler; `reason` is the metric label
-    and, dashed, the X-Lookout-Error value."""
+class Refusal(Exception):
+    """A request lookout answers itself instead of forwarding it: malformed, over a
+    limit, too slow, or a target it will not forward. `reason` is the label of
+    lookout_client_refused_total, `kind` the X-Lookout-Error value; status 0 means the
+    client is gone and nothing can be answered."""
 
     def __init__(self, status: int, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.status, self.reason, self.detail = status, reason, detail
 
+    @property
+    def kind(self) -> str:
+        return self.reason.replace("_", "-")
 
-class BodyError(Exception):
-    """Reading the request body failed; `status` is what the client should get (0: the
-    client is gone, nothing can be answered)."""
 
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.detail = status, reason, detail
+class LookoutError(Protocol):
+    status: int
+    kind: str
+    detail: str
+
+
+def error_body(error: LookoutError, **context: str) -> bytes:
+    """The JSON body of every response lookout makes itself, whoever makes it."""
+    return json.dumps({"error": error.kind, "message": error.detail, **context,
+                       "origin": "lookout"}).encode()
 
 
 class RequestBody:
@@ -73,13 +83,13 @@ class RequestBody:
         self._buffered = 0
         self.received = 0
         self.complete = not expected
-        self.failure: BodyError | None = None
+        self.failure: Refusal | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def feed(self, chunk: bytes) -> None:
         self.received += len(chunk)
         if self.received > self._connection.limits.max_body_bytes:
-            self.fail(BodyError(413, "body_too_large", "request body exceeds the limit of "
+            self.fail(Refusal(413, "body_too_large", "request body exceeds the limit of "
                                 f"{self._connection.limits.max_body_bytes} bytes "
                                 "(max_body_bytes)"))
             return
@@ -93,7 +103,7 @@ class RequestBody:
         self.complete = True
         self._wake()
 
-    def fail(self, error: BodyError) -> None:
+    def fail(self, error: Refusal) -> None:
         if self.failure is None and not (self.complete and not self._chunks):
             self.failure = error
         self._wake()
@@ -112,7 +122,7 @@ class RequestBody:
         return data
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the body; raises `BodyError` when the client is too slow, too big or
+        """Yield the body; raises `Refusal` when the client is too slow, too big or
         gone. A wait on the client is bounded by `body_timeout` between reads."""
         timeout = self._connection.limits.body_timeout
         while True:
@@ -131,7 +141,7 @@ class RequestBody:
             try:
                 await asyncio.wait_for(self._waiter, timeout)
             except TimeoutError:
-                self.fail(BodyError(408, "body_timeout", "no request body data within "
+                self.fail(Refusal(408, "body_timeout", "no request body data within "
                                     f"{timeout:g}s (client_body_timeout)"))
             finally:
                 self._waiter = None

@@ -12,13 +12,7 @@ from dataclasses import dataclass
 
 import httptools
 
-
-class TargetRefused(Exception):
-    """A request target lookout will not forward; status and reason for the answer."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.detail = status, reason, detail
+from lookout.sidecar.proxy.messages import Refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,22 +34,22 @@ def _split_origin(raw: str) -> OriginTarget:
 
 
 def parse_target(method: str, raw: str, host_header: str | None) -> OriginTarget:
-    """The origin-form target to forward, or `TargetRefused` saying why not."""
+    """The origin-form target to forward, or `Refusal` saying why not."""
     if method == "CONNECT":
-        raise TargetRefused(405, "method_not_allowed",
+        raise Refusal(405, "method_not_allowed",
                             "CONNECT is not supported: lookout is not a forward proxy")
     if method == "TRACE":  # echoes credentials back to a script that could not read them
-        raise TargetRefused(405, "method_not_allowed", "TRACE is not supported")
+        raise Refusal(405, "method_not_allowed", "TRACE is not supported")
     if raw.startswith("/"):
         return _split_origin(raw)
     if raw == "*":
         if method != "OPTIONS":
-            raise TargetRefused(400, "bad_target", "the asterisk target is only for OPTIONS")
+            raise Refusal(400, "bad_target", "the asterisk target is only for OPTIONS")
         return OriginTarget("*", "", asterisk=True)
     lowered = raw[:8].lower()
     if lowered.startswith(("http://", "https://")):
         return _absolute(raw, host_header)
-    raise TargetRefused(400, "bad_target",
+    raise Refusal(400, "bad_target",
                         "only origin-form targets (/path?query) are accepted")
 
 
@@ -65,14 +59,14 @@ def _absolute(raw: str, host_header: str | None) -> OriginTarget:
     try:
         parts = httptools.parse_url(raw.encode("ascii"))
     except (httptools.HttpParserInvalidURLError, UnicodeEncodeError):
-        raise TargetRefused(400, "bad_target", "the absolute-form target is not a URL") \
+        raise Refusal(400, "bad_target", "the absolute-form target is not a URL") \
             from None
     if parts.userinfo:
-        raise TargetRefused(400, "bad_target", "user information in the target is refused")
+        raise Refusal(400, "bad_target", "user information in the target is refused")
     host = (parts.host or b"").decode("ascii").lower()
     authority = f"{host}:{parts.port}" if parts.port is not None else host
     if not host_header or authority != host_header.strip().lower():
-        raise TargetRefused(400, "bad_target",
+        raise Refusal(400, "bad_target",
                             "an absolute-form target must name the request's own Host")
     path = (parts.path or b"/").decode("ascii")
     query = (parts.query or b"").decode("ascii")

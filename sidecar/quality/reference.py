@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Protocol
 
-from lookout.sidecar.runtime.logs import FailureLog
+from lookout.sidecar.pipeline.listeners import Listeners
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 
 if TYPE_CHECKING:
@@ -27,31 +27,6 @@ class ReferenceListener(Protocol):
     def consider(self, analysis: Analysis, reference: ShadowResult | None) -> None: ...
 
 
-class Listeners:
-    """The stages after the reference stage. One that raises is counted under its own
-    name and logged (once a minute); the others still get the analysis."""
-
-    def __init__(self, metrics: SidecarMetrics) -> None:
-        self._metrics = metrics
-        self._listeners: list[ReferenceListener] = []
-        self._failures = FailureLog(log)
-
-    def add(self, listener: ReferenceListener) -> None:
-        self._listeners.append(listener)
-
-    def __bool__(self) -> bool:
-        return bool(self._listeners)
-
-    def send(self, analysis: Analysis, reference: ShadowResult | None) -> None:
-        for listener in self._listeners:
-            try:
-                listener.consider(analysis, reference)
-            except Exception:
-                self._metrics.component_error(listener.name)
-                self._failures.exception(listener.name, "%s failed on %s", listener.name,
-                                         analysis.observation.path)
-
-
 class NoReference:
     """The reference stage when no reference model is configured: passes each analysis
     on at once, without a result."""
@@ -59,7 +34,7 @@ class NoReference:
     name = "reference"
 
     def __init__(self, metrics: SidecarMetrics) -> None:
-        self.listeners = Listeners(metrics)
+        self.listeners = Listeners(metrics, "consider")
 
     def add_listener(self, listener: ReferenceListener) -> None:
         self.listeners.add(listener)

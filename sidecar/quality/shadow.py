@@ -37,7 +37,8 @@ from lookout.shadow_eval.runner import OnnxDetector
 from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
 from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.pipeline.inputs import InputImage
-from lookout.sidecar.quality.reference import Listeners, ReferenceListener
+from lookout.sidecar.pipeline.listeners import Listeners
+from lookout.sidecar.quality.reference import ReferenceListener
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -137,7 +138,7 @@ class ShadowEvaluator:
                             for view in ("original", "flipped")}
         self._flip_matched = metrics[catalog.FLIP_MATCHED_BOXES].labels(*labels)
         self._class_counters: dict[str, tuple] = {}
-        self.listeners = Listeners(metrics)
+        self.listeners = Listeners(metrics, "consider")
 
     def add_listener(self, listener: ReferenceListener) -> None:
         self.listeners.add(listener)

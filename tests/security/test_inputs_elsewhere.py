@@ -15,7 +15,7 @@ from pathlib import Path
 from lookout.k8s.webhook import review_bytes
 from lookout.sidecar.samples.store import SampleStore
 from tests.k8s.test_webhook import Webhook, _pod, _review
-from tests.support.processes import REPO, request, start_sidecar, start_upstream
+from tests.support.processes import REPO, request, start_sidecar, start_upstream, wait_until
 
 
 def _deep(depth: int) -> str:
@@ -29,11 +29,13 @@ def test_the_sample_api_answers_malformed_requests_with_4xx(tmp_path: Path) -> N
     sidecar = start_sidecar(f"http://127.0.0.1:{port}", "--sample-dir", str(tmp_path / "s"),
                             "--admin-token-file", str(token))
     try:
+        auth = {"Authorization": "Bearer the-token"}
+        wait_until(lambda: request(sidecar.admin_port, "GET", "/samples", headers=auth).status
+                   == 200, 30, "the sample store to open")
         with socket.create_connection(("127.0.0.1", sidecar.admin_port), timeout=10) as sock:
             sock.sendall(b"GET /samples HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                          b"Authorization: Bearer t\xf6k\xe9n-\xff\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 403 ")
-        auth = {"Authorization": "Bearer the-token"}
         for path in ("/samples?limit=" + "9" * 5000, "/samples/export?limit=" + "9" * 5000,
                      "/samples?cursor=" + "%ff" * 20):
             answer = request(sidecar.admin_port, "GET", path, headers=auth)

@@ -40,8 +40,8 @@ def test_the_chain_has_one_shape(tmp_path: Path, options: dict[str, str], kinds)
     chain, _ = _chain(tmp_path, **options)
     try:
         assert [type(stage) for stage in chain.stages[1:]] == kinds
-        assert chain.analyzer._listeners == [chain.reference]
-        assert chain.reference.listeners._listeners == chain.stages[2:]
+        assert list(chain.analyzer._listeners) == [chain.reference]
+        assert list(chain.reference.listeners) == chain.stages[2:]
     finally:
         chain.abandon()
 
