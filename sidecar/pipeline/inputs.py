@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.parser import BytesParser
@@ -20,7 +19,7 @@ from email.policy import HTTP
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lookout.sidecar.pipeline import kserve
+from lookout.sidecar.pipeline import json_body, kserve
 from lookout.sidecar.pipeline.field_path import walk
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 
@@ -132,8 +131,8 @@ def decode_base64_image(text: str) -> bytes | None:
 
 def _from_json(body: bytes, image_fields: Sequence[str]) -> InputImage:
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        document = json_body.loads(body)
+    except json_body.JsonBodyError as error:
         raise ParseFailure(Reason.BAD_JSON, str(error)) from None
     for field_path in image_fields:
         value = walk(document, field_path)

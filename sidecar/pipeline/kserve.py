@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from lookout.sidecar.pipeline import json_body
+
 INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer/?$")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -114,8 +116,8 @@ def parse_header(body: bytes, length: int | None) -> dict[str, Any]:
             f"{HEADER_LENGTH} says {length} bytes but the body has only {len(body)}"
         )
     try:
-        header = json.loads(body if length is None else body[:length])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        header = json_body.loads(body if length is None else memoryview(body)[:length])
+    except json_body.JsonBodyError as error:
         raise KServeFormatError(f"inference header is not JSON: {error}") from None
     if not isinstance(header, dict):
         raise KServeFormatError("inference header is not a JSON object")

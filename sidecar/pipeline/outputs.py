@@ -11,7 +11,6 @@ decoded with `shadow_eval.decode`. Runs in the analysis thread.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from lookout.shadow_eval.decode import (
     decode_efficient_nms,
 )
 from lookout.shadow_eval.letterbox import Letterbox
-from lookout.sidecar.pipeline import kserve
+from lookout.sidecar.pipeline import json_body, kserve
 from lookout.sidecar.pipeline.field_path import walk
 from lookout.sidecar.pipeline.inputs import InputImage
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
@@ -72,11 +71,11 @@ def extract_detections(headers: Mapping[str, str], body: bytes, image: InputImag
     if length is not None:
         return _from_kserve(body, length, image, settings)
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        document = json_body.loads(body)
+    except json_body.JsonBodyError as error:
         raise ParseFailure(Reason.BAD_JSON, str(error)) from None
     if isinstance(document, dict) and isinstance(document.get("outputs"), list):
-        return _from_kserve(body, None, image, settings)
+        return _from_kserve(body, None, image, settings, document)
     if settings.mapping.configured:
         return _from_mapping(document, settings.mapping)
     items = _find_detection_list(document, depth=0)
@@ -197,9 +196,12 @@ def _letterbox(image: InputImage | None, settings: OutputSettings) -> Letterbox 
 
 
 def _from_kserve(body: bytes, length: int | None, image: InputImage | None,
-                 settings: OutputSettings) -> Detections:
+                 settings: OutputSettings, header: dict | None = None) -> Detections:
+    """`header` is the body's JSON when the caller has parsed it already: a 14 MB head
+    is parsed once, not twice."""
     try:
-        tensors = kserve.parse_tensors(body, length, "outputs")
+        tensors = kserve.parse_tensors(body, length, "outputs") if header is None \
+            else kserve.tensors_from_header(header, body, length, "outputs")
         numeric = {t.name: kserve.as_array(t) for t in tensors if not isinstance(t.data, list)}
     except kserve.KServeFormatError as error:
         raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
