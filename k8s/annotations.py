@@ -34,8 +34,10 @@ ANNOTATIONS = (
                "(emptyDir)"),
     Annotation("token-secret", "a Secret whose key `token` is the sample API's bearer token",
                "(sample API off)"),
-    Annotation("cpu", "CPU of the sidecar (requests = limits)", "500m"),
-    Annotation("memory", "memory of the sidecar (requests = limits)", "512Mi"),
+    Annotation("analysis-workers", "analysis worker processes of the sidecar", "1"),
+    Annotation("cpu", "CPU of the sidecar (requests = limits)", "one per analysis worker"),
+    Annotation("memory", "memory of the sidecar (requests = limits)",
+               "512Mi, and 256Mi per analysis worker beyond the first"),
     Annotation("image", "the lookout image", "the injector's default image"),
 )
 KEYS = frozenset(a.key for a in ANNOTATIONS)

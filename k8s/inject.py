@@ -24,6 +24,11 @@ from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 CONTAINER = "lookout"
 ADMIN_PORT_NAME = "lookout-admin"
 SAMPLES_VOLUME, TMP_VOLUME, TOKEN_VOLUME = "lookout-samples", "lookout-tmp", "lookout-token"
+SHM_VOLUME, SHM_PATH = "lookout-shm", "/dev/shm"
+# what the sidecar needs per analysis worker beyond the first (measured in
+# docs/PERFORMANCE.md): a core, and memory for one more interpreter with its models
+CHANNEL_MIB, FORWARD_RING_MIB, SHM_HEADROOM_MIB = 64, 32, 16
+WORKER_MEMORY_MIB = 256
 SAMPLES_PATH, TOKEN_PATH = "/var/lib/lookout/samples", "/var/run/secrets/lookout"
 DEFAULT_IMAGE = "ghcr.io/yolo-lookout/lookout:0.1.0"
 RUN_AS_USER = 65532  # the Dockerfile's non-root user
@@ -53,8 +58,9 @@ class InjectOptions:
     native_sidecar: bool = True  # init container with restartPolicy Always (1.29+)
     listen_port: int = 8080  # the sidecar's data port (moved up if the pod uses it)
     admin_port: int = 9090
-    cpu: str = "500m"
-    memory: str = "512Mi"
+    analysis_workers: int = 1
+    cpu: str = ""  # empty: one CPU per analysis worker
+    memory: str = ""  # empty: 512Mi, and 256Mi more per analysis worker beyond the first
     samples_size: str = "1Gi"
 
 
@@ -175,10 +181,15 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
         env["LOOKOUT_SHADOW_MODEL_SHA256"] = note["reference-model-sha256"]
     if "token-secret" in note:
         env["LOOKOUT_ADMIN_TOKEN_FILE"] = f"{TOKEN_PATH}/token"
-    resources = {"cpu": note.get("cpu", options.cpu), "memory": note.get("memory",
-                                                                         options.memory)}
+    workers = analysis_workers(note, options)
+    env["LOOKOUT_ANALYSIS_WORKERS"] = str(workers)
+    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"] = f"{CHANNEL_MIB}MiB"
+    resources = {"cpu": note.get("cpu") or options.cpu or str(workers),
+                 "memory": note.get("memory") or options.memory
+                 or f"{512 + WORKER_MEMORY_MIB * (workers - 1)}Mi"}
     mounts = [{"name": SAMPLES_VOLUME, "mountPath": SAMPLES_PATH},
-              {"name": TMP_VOLUME, "mountPath": "/tmp"}]
+              {"name": TMP_VOLUME, "mountPath": "/tmp"},
+              {"name": SHM_VOLUME, "mountPath": SHM_PATH}]
     if "token-secret" in note:
         mounts.append({"name": TOKEN_VOLUME, "mountPath": TOKEN_PATH, "readOnly": True})
 
@@ -213,13 +224,28 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
     }
 
 
+def analysis_workers(note: dict[str, str], options: InjectOptions) -> int:
+    raw = note.get("analysis-workers", str(options.analysis_workers))
+    if not raw.isdigit() or not 1 <= int(raw) <= 16:
+        raise InjectError(f"lookout.io/analysis-workers {raw!r}: expected 1 to 16")
+    return int(raw)
+
+
+def shm_size(workers: int) -> str:
+    """The analysis channel lives in /dev/shm, which a container gets at 64 MiB: a
+    memory-backed emptyDir sized for the channel and the workers' forwarding rings."""
+    return f"{CHANNEL_MIB + FORWARD_RING_MIB * (workers - 1) + SHM_HEADROOM_MIB}Mi"
+
+
 def _volumes(note: dict[str, str], options: InjectOptions) -> list[dict[str, Any]]:
     samples: dict[str, Any] = {"name": SAMPLES_VOLUME}
     if "samples-pvc" in note:
         samples["persistentVolumeClaim"] = {"claimName": note["samples-pvc"]}
     else:
         samples["emptyDir"] = {"sizeLimit": note.get("samples-size", options.samples_size)}
-    volumes = [samples, {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}]
+    volumes = [samples, {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+               {"name": SHM_VOLUME, "emptyDir": {
+                   "medium": "Memory", "sizeLimit": shm_size(analysis_workers(note, options))}}]
     if "token-secret" in note:
         volumes.append({"name": TOKEN_VOLUME, "secret": {
             "secretName": note["token-secret"], "defaultMode": 0o440,

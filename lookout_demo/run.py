@@ -9,7 +9,7 @@ import contextlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -47,11 +47,13 @@ class SidecarReading:
     flip_boxes: float = 0.0
     flip_matched: float = 0.0
     samples: float = 0.0
+    drift_windows: float = 0.0
+    drift_alarms: list[str] = field(default_factory=list)
 
 
 def read_sidecar(sidecar: Sidecar) -> SidecarReading:
     """Totals from the sidecar's own registry: the numbers /metrics exports."""
-    return _reading(sidecar.metrics.registry.collect())
+    return _reading(sidecar.metrics.collect())
 
 
 async def scrape(admin: str) -> SidecarReading:
@@ -74,6 +76,7 @@ _TOTALS = {  # sample name -> SidecarReading field it adds to
     catalog.FLIP_BOXES.sample_name: "flip_boxes",
     catalog.FLIP_MATCHED_BOXES.sample_name: "flip_matched",
     catalog.SAMPLES_STORED.sample_name: "samples",
+    catalog.DRIFT_WINDOWS.sample_name: "drift_windows",
 }
 
 
@@ -81,6 +84,8 @@ def _reading(families) -> SidecarReading:
     reading = SidecarReading()
     for family in families:
         for sample in family.samples:
+            if sample.name == catalog.DRIFT_ALARM.name and sample.value:
+                reading.drift_alarms.append(sample.labels["feature"])
             field_name = _TOTALS.get(sample.name)
             if field_name is None:
                 continue
@@ -121,11 +126,12 @@ class DemoView:
         recall = _ratio(matched, now.shadow_reference - before.shadow_reference)
         flip = _ratio(2 * (now.flip_matched - before.flip_matched),
                       now.flip_boxes - before.flip_boxes)
-        drift = self.sidecar.drift
-        if drift is None or drift.model is None:
-            alarms = "learning the baseline" if drift is not None else "off"
+        if not self.sidecar.config.drift:
+            alarms = "off"
+        elif not now.drift_windows:
+            alarms = "learning the baseline"
         else:
-            alarms = ", ".join(drift.model.alarms) or "none"
+            alarms = ", ".join(sorted(now.drift_alarms)) or "none"
         return [
             ("scene", f"{phase.name}{severity}"),
             ("elapsed", f"{elapsed:.0f}s{left}"),

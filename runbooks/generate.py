@@ -116,9 +116,11 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
             "The analysis side of lookout cannot keep up; requests are unaffected but "
             "detection, shadow and drift signals undercount.",
             (f"sum by (queue) (rate({catalog.QUEUE_DROPPED.sample_name}[5m]))",),
-            ("traffic above what `analysis_threads` can parse", "large JSON responses"),
-            ("raise `analysis_threads` and the sidecar's CPU limit",
-             "lower `drift_sample_share`")),
+            ("traffic above what the analysis workers can parse", "large JSON responses",
+             "an analysis worker restarting (lookout_component_errors_total"
+             "{component=\"analysis_worker\"})"),
+            ("raise `analysis_workers` (lookout.io/analysis-workers) with the sidecar's "
+             "CPU limit", "lower `drift_sample_share`")),
         names.SAMPLES_DROPPED: Guide(
             "Chosen input samples are not being stored (quota drops, which are the "
             "policy working, do not page or ticket).",

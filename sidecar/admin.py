@@ -41,7 +41,7 @@ class AdminApp:
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(self._metrics.registry)
+        body = encoder(self._metrics)  # the proxy's registry and the workers'
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.Request) -> web.Response:

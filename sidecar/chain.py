@@ -72,14 +72,16 @@ class AnalysisChain:
             if hasattr(stage, "start"):
                 stage.start()
 
-    async def stop(self, timeout: float) -> None:
+    def drain_and_close(self, timeout: float) -> None:
         """Stage by stage in chain order: each drains what it holds into the next."""
-        loop = asyncio.get_running_loop()
         for stage in self.stages:
             if hasattr(stage, "drain"):
-                await loop.run_in_executor(None, stage.drain, timeout)
+                stage.drain(timeout)
             if hasattr(stage, "close"):
-                await loop.run_in_executor(None, stage.close)
+                stage.close()
+
+    async def stop(self, timeout: float) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.drain_and_close, timeout)
 
     def abandon(self) -> None:
         for stage in reversed(self.stages):

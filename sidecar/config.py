@@ -72,6 +72,14 @@ def parse_bool(text: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def parse_workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return 0
+    if not text.strip().isdigit():
+        raise ValueError("expected a number of processes, or 0 (auto)")
+    return int(text)
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -231,8 +239,12 @@ class Config:
                            "box format of box_field: corners, centre+size, top-left+size")
     score_field: str = _opt("", str, "score field of a custom detection object")
     class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
-    analysis_threads: int = _opt(1, _positive(int),
-                                 "threads decoding bodies and detections off the request path")
+    analysis_workers: int = _opt(0, parse_workers, "analysis worker processes (decoding, "
+                                 "shadow, drift, samples); 0: the container's CPU limit "
+                                 "less one for the proxy, at least 1, at most 4")
+    analysis_budget: float = _opt(1.0, _positive(float), "seconds one exchange's decoding "
+                                  "may cost, estimated from its size and type before "
+                                  "parsing; dearer ones are skipped (reason over_budget)")
     shadow_model_path: str = _opt("", str, "reference ONNX model for shadow evaluation; "
                                   "empty: shadow evaluation off")
     shadow_model_sha256: str = _opt("", parse_sha256, "sha256 the reference model file must "

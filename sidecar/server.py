@@ -16,6 +16,7 @@ from aiohttp import web
 from lookout.sidecar.admin import AdminApp
 from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import Address, Config
+from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.observation import (
     OBSERVATION_QUEUE,
     ObservationConsumer,
@@ -32,13 +33,15 @@ from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing
 from lookout.sidecar.samples.api import SampleApi
-from lookout.sidecar.samples.store import SampleStore
+from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.settings import ModelIdentity, RelaySettings, UpstreamSettings, of
+from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 
 log = logging.getLogger(__name__)
 
 SPAN_FLUSH_TIMEOUT = 5.0  # a black-holed collector must not hold up pod termination
 PIPELINE_DRAIN_TIMEOUT = 2.0
+WORKER_STOP_TIMEOUT = 20.0  # the lead drains the reference model and the sample writer
 GIL_SWITCH_INTERVAL = 0.0005
 GC_THRESHOLDS = (10_000, 50, 1_000)
 
@@ -78,9 +81,14 @@ class Sidecar:
         config: Config,
         tracing: Tracing | None = None,
         consumers: Sequence[ObservationConsumer] | None = None,
+        analysis_in_process: bool = False,
     ) -> None:
+        """`consumers` or `analysis_in_process` run analysis in this process's threads,
+        as before worker processes: for embedding and for tests that reach into the
+        stages. The sidecar itself always runs it in worker processes."""
         self.config = config
         self._consumers = consumers
+        self._in_process = analysis_in_process or consumers is not None
         self.metrics = SidecarMetrics(config.model_name, config.model_version)
         self.metrics.set_model_info(config.model_sha256, role="primary")
         self.tracing = tracing or build_tracing()
@@ -92,27 +100,42 @@ class Sidecar:
         config = self.config
         upstream = of(UpstreamSettings, config)
         self.session = new_session(upstream)
-        self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
-                                      config.observation_queue_bytes)
         self.chain: AnalysisChain | None = None
-        if self._consumers is None:
-            self.chain = AnalysisChain.build(config, self.metrics)
-            self.consumers: list[ObservationConsumer] = [self.chain.analyzer]
-            self.chain.start()
+        self.workers: AnalysisWorkers | None = None
+        self.pipeline: ObservationPipeline | None = None
+        self._store: SampleStore | None = None
+        components = [RequestTelemetry.name, UpstreamProbe.name]
+        if self._in_process:
+            self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
+                                          config.observation_queue_bytes)
+            if self._consumers is None:
+                self.chain = AnalysisChain.build(config, self.metrics)
+                self.consumers: list[ObservationConsumer] = [self.chain.analyzer]
+                self.chain.start()
+                components += self.chain.components
+            else:
+                self.consumers = list(self._consumers)
+                components += [consumer.name for consumer in self.consumers]
+            self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
+            self.pipeline.start()
         else:
-            self.consumers = list(self._consumers)
+            try:
+                self.workers = AnalysisWorkers(config, self.metrics, worker_count(config))
+            except WorkerStartError as error:
+                await self.session.close()
+                raise StartupError(str(error)) from None
+            self.workers.start()
+            self.queue = self.workers
+            components.append(AnalysisWorkers.name)
         self.analyzer = self.chain.analyzer if self.chain else None
         self.shadow = self.chain.shadow if self.chain else None
         self.drift = self.chain.drift if self.chain else None
         self.samples = self.chain.samples if self.chain else None
         self.metrics.initialise(
             queues=[OBSERVATION_QUEUE, *(self.chain.queues if self.chain else [])],
-            components=[RequestTelemetry.name, UpstreamProbe.name,
-                        *(consumer.name for consumer in self.consumers),
-                        *(self.chain.components[1:] if self.chain else [])],
-            reasons=list(Reason) if self.chain else [], refusals=REFUSAL_REASONS)
-        self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
-        self.pipeline.start()
+            components=components,
+            reasons=list(Reason) if self.chain else [], refusals=REFUSAL_REASONS,
+            outcomes=list(Outcome) if self.chain else [])
         self.probe = UpstreamProbe(upstream, self.session, self.metrics)
         self.probe.start()
 
@@ -122,8 +145,8 @@ class Sidecar:
         handler = ProxyHandler(of(RelaySettings, config), upstream, self.session, telemetry,
                                self._refused)
         sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
-                               self.samples is not None)
-        admin_app = AdminApp(self.metrics, self.probe, lambda: self.pipeline.running,
+                               bool(config.sample_dir))
+        admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
                              lambda: self.draining, sample_api).build()
         self.data_server = DataPortServer(handler.handle, client_limits(config),
                                           self._refused)
@@ -151,15 +174,30 @@ class Sidecar:
         self.metrics.client_refused(reason)
         self._refusals.add(reason)
 
+    @property
+    def analysis_running(self) -> bool:
+        if self.workers is not None:
+            return self.workers.running
+        return self.pipeline is not None and self.pipeline.running
+
     def _open_store(self) -> SampleStore | None:
-        if self.samples is None or not self.samples.ready.is_set():
-            return None
-        return self.samples.store
+        """The sample store, for reading; written only by the lead analysis worker."""
+        if self.samples is not None:
+            return self.samples.store if self.samples.ready.is_set() else None
+        if self._store is None and self.config.sample_dir:
+            try:
+                self._store = SampleStore(self.config.sample_dir, repair=False)
+            except StoreError as error:
+                log.warning("sample API: %s", error)
+        return self._store
 
     async def _abandon_start(self) -> None:
         if self.chain is not None:
             self.chain.abandon()
-        await self.pipeline.stop(0)
+        if self.pipeline is not None:
+            await self.pipeline.stop(0)
+        if self.workers is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.workers.stop, 1.0)
         await self.probe.stop()
         await self.session.close()
         await self.data_server.stop(0)
@@ -172,14 +210,23 @@ class Sidecar:
                  self.config.shutdown_grace)
         await self.data_server.stop(self.config.shutdown_grace)
         self._refusals.flush()
-        await self.pipeline.stop(PIPELINE_DRAIN_TIMEOUT)
+        await self._stop_analysis(PIPELINE_DRAIN_TIMEOUT)
         if self.chain is not None:
             await self.chain.stop(PIPELINE_DRAIN_TIMEOUT)
         await self.probe.stop()
         await self.session.close()
         await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)
         await self.admin_runner.cleanup()
+        if self._store is not None:
+            self._store.close()
         log.info("shutdown complete")
+
+    async def _stop_analysis(self, timeout: float) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.stop(timeout)
+        if self.workers is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.workers.stop, timeout + WORKER_STOP_TIMEOUT)
 
     def _flush_spans(self) -> None:
         flusher = threading.Thread(target=self.tracing.shutdown, daemon=True)

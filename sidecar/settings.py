@@ -69,7 +69,7 @@ class AnalysisSettings:
     box_format: str
     score_field: str
     class_field: str
-    analysis_threads: int
+    analysis_budget: float
     observe_max_bytes: int
 
 

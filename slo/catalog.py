@@ -114,6 +114,13 @@ DETECTION_BOX_AREA = MetricSpec(
     "Box area of the primary model's detections as a share of the image area.",
     _MV, AREA_RATIO_BUCKETS,
 )
+OBSERVATIONS = MetricSpec(
+    "lookout_observations", MetricType.COUNTER,
+    "Exchanges that reached analysis, by outcome: analysed, parse_failed (see "
+    "lookout_parse_failures_total), not_analysed (no 2xx body) or lost (a worker died "
+    "holding it). With the observations queue's drops they account for every request.",
+    (*_MV, "outcome"),
+)
 PARSE_FAILURES = MetricSpec(
     "lookout_parse_failures", MetricType.COUNTER,
     "Requests or responses the sidecar could not decode, by reason.", (*_MV, "reason"),
@@ -233,7 +240,7 @@ MODEL_INFO = MetricSpec(
 ALL: tuple[MetricSpec, ...] = (
     REQUESTS, REQUEST_DURATION, UPSTREAM_DURATION, REQUEST_BYTES, RESPONSE_BYTES,
     DETECTIONS_PER_REQUEST, DETECTIONS, DETECTION_CONFIDENCE, DETECTION_BOX_AREA,
-    PARSE_FAILURES,
+    OBSERVATIONS, PARSE_FAILURES,
     SHADOW_PRIMARY_BOXES, SHADOW_REFERENCE_BOXES, SHADOW_MATCHED_BOXES,
     SHADOW_EVALUATIONS, SHADOW_DURATION, SHADOW_MATCH_IOU, SHADOW_CONFIDENCE_GAP,
     FLIP_BOXES, FLIP_MATCHED_BOXES,

@@ -1,7 +1,8 @@
 """Turn observations into detection metrics: find the input image, decode the
-primary model's detections, record them. Off the request path: the work runs in a
-small thread pool fed by the observation pipeline, and anything it cannot parse is
-counted in lookout_parse_failures_total{reason} and otherwise ignored.
+primary model's detections, record them. Off the request path: in an analysis worker
+process (or, embedded, a thread of the proxy's). Anything it cannot parse is counted in
+lookout_parse_failures_total{reason} and otherwise ignored, and every observation it
+gets is counted once in lookout_observations_total{outcome}.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -18,6 +20,7 @@ import numpy as np
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
 from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
+from lookout.sidecar.pipeline.cost import exchange_seconds
 from lookout.sidecar.pipeline.inputs import InputImage, extract_image
 from lookout.sidecar.pipeline.listeners import Listeners
 from lookout.sidecar.pipeline.observation import Observation
@@ -33,6 +36,16 @@ log = logging.getLogger(__name__)
 OTHER_CLASS = "other"
 # a response inventing class names must not inflate the label set without bound
 MAX_CLASS_LABELS = 1000
+
+
+class Outcome(StrEnum):
+    """What became of one observation: the `outcome` label of lookout_observations_total."""
+
+    ANALYSED = "analysed"
+    PARSE_FAILED = "parse_failed"
+    NOT_ANALYSED = "not_analysed"  # no 2xx exchange with a body: nothing to decode
+    ERROR = "error"  # the analysis itself failed (counted as a component error too)
+    LOST = "lost"  # a worker died holding it
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +135,7 @@ class TrafficAnalyzer:
             mapping=ResponseMapping(config.detections_path, config.box_field, config.box_format,
                                     config.score_field, config.class_field),
         )
-        self._executor = ThreadPoolExecutor(config.analysis_threads,
-                                            thread_name_prefix="lookout-analysis")
+        self._executor: ThreadPoolExecutor | None = None  # only when embedded
         labels = (config.model_name, config.model_version)
         self._per_request = metrics[catalog.DETECTIONS_PER_REQUEST].labels(*labels)
         self._confidence = metrics[catalog.DETECTION_CONFIDENCE].labels(*labels)
@@ -134,7 +146,8 @@ class TrafficAnalyzer:
     def worth_analysing(observation: Observation) -> bool:
         """Only successful exchanges that sent a body: health checks and errors carry
         no detections, and counting them as parse failures would be noise."""
-        return 200 <= observation.status < 300 and bool(observation.request_body)
+        return 200 <= observation.status < 300 and (bool(observation.request_body)
+                                                    or observation.request_truncated)
 
     def worth_offering(self, observation: Observation) -> bool:
         """Server errors carry no detections, but their inputs are what postmortems need
@@ -143,27 +156,51 @@ class TrafficAnalyzer:
             and bool(observation.request_body)
 
     async def consume(self, observations: Sequence[Observation]) -> None:
-        wanted = [o for o in observations
-                  if self.worth_analysing(o) or self.worth_offering(o)]
-        if wanted:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self.analyse_batch, wanted)
+        """Embedded in the proxy's process: one thread hand-over per batch."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="lookout-analysis")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.analyse_batch, observations)
 
     def analyse_batch(self, observations: Sequence[Observation]) -> list[Analysis]:
-        """One thread hand-over for a whole batch. An unexpected error in one exchange
-        is counted and does not stop the others."""
+        """Analyse (or pass over) each observation, counting each one's outcome, then
+        hand the analyses to the listeners. An unexpected error in one exchange is
+        counted and does not stop the others."""
         results = []
         for observation in observations:
             try:
-                results.append(self.analyse(observation) if self.worth_analysing(observation)
-                               else self.describe_error(observation))
+                result = self._one(observation)
             except Exception:
                 self._metrics.component_error(self.name)
+                self._metrics.observed(Outcome.ERROR)
                 self._failures.exception("analysis", "analysis failed on %s %s",
                                          observation.method, observation.path)
+                continue
+            if result is not None:
+                results.append(result)
         for result in results:
             self._listeners.send(result)
         return results
+
+    def _one(self, observation: Observation) -> Analysis | None:
+        if self.worth_analysing(observation):
+            analysis = self.within_budget(observation) or self.analyse(observation)
+            self._metrics.observed(Outcome.ANALYSED if analysis.failure is None
+                                   else Outcome.PARSE_FAILED)
+            return analysis
+        self._metrics.observed(Outcome.NOT_ANALYSED)
+        return self.describe_error(observation) if self.worth_offering(observation) else None
+
+    def within_budget(self, observation: Observation) -> Analysis | None:
+        """None when the exchange may be analysed; else its skipped analysis, counted."""
+        cost = exchange_seconds(observation.request_headers, observation.request_body,
+                                observation.response_headers, observation.response_body)
+        if cost <= self._config.analysis_budget:
+            return None
+        self._metrics.parse_failure(Reason.OVER_BUDGET)
+        return Analysis(observation, None, None, ParseFailure(
+            Reason.OVER_BUDGET, f"estimated {cost:.2f}s of decoding, over analysis_budget "
+            f"({self._config.analysis_budget:g}s)"))
 
     def add_listener(self, listener: AnalysisListener) -> None:
         self._listeners.add(listener)
@@ -239,4 +276,5 @@ class TrafficAnalyzer:
         return np.zeros(0)  # no frame size to relate to
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -17,6 +17,7 @@ class Reason(StrEnum):
     BAD_DETECTION = "bad_detection"
     RESPONSE_TOO_LARGE = "response_too_large"
     REQUEST_TOO_LARGE = "request_too_large"
+    OVER_BUDGET = "over_budget"  # estimated to cost more than analysis_budget seconds
 
 
 class ParseFailure(Exception):

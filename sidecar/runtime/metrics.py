@@ -13,6 +13,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from lookout.slo import catalog
 from lookout.slo.catalog import MetricSpec, MetricType
@@ -21,13 +23,15 @@ from lookout.slo.catalog import MetricSpec, MetricType
 def _build(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:
     if spec.type is MetricType.COUNTER:
         return Counter(spec.name, spec.help, spec.labels, registry=registry)
-    if spec.type is MetricType.GAUGE:
-        return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+    if spec.type is MetricType.GAUGE:  # the mode matters only in worker processes
+        return Gauge(spec.name, spec.help, spec.labels, registry=registry,
+                     multiprocess_mode="livemax")
     return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
 
 
 class SidecarMetrics:
-    """Every catalog metric registered in one registry, plus cached label children.
+    """Every catalog metric registered in one registry, plus cached label children, and
+    the other sources (analysis workers) that one `collect` merges in.
 
     The request path calls `record_request` once per request. Label children are looked
     up through a small dict keyed by (route, code) because prometheus_client's own
@@ -48,6 +52,26 @@ class SidecarMetrics:
         self._code_children: dict[tuple[str, str], Counter] = {}
         self._queue_dropped: dict[str, Counter] = {}
         self._component_errors: dict[str, Counter] = {}
+        self._observations: dict[str, Counter] = {}
+        self._sources: list[Collector] = []
+
+    def add_source(self, source: Collector) -> None:
+        """Another process's metrics, exported under the same names by `collect`."""
+        self._sources.append(source)
+
+    def collect(self) -> list[Metric]:
+        """The registry and every source as one exposition: what /metrics serves."""
+        if not self._sources:
+            return list(self.registry.collect())
+        return merge([self.registry, *self._sources])
+
+    def sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        wanted = labels or {}
+        for family in self.collect():
+            for sample in family.samples:
+                if sample.name == name and sample.labels == wanted:
+                    return sample.value
+        return None
 
     def __getitem__(self, spec: MetricSpec) -> MetricWrapperBase:
         return self._by_name[spec.name]
@@ -106,6 +130,13 @@ class SidecarMetrics:
             self._component_errors[component] = child
         child.inc(count)
 
+    def observed(self, outcome: str, count: int = 1) -> None:
+        child = self._observations.get(outcome)
+        if child is None:
+            child = self[catalog.OBSERVATIONS].labels(self.model, self.version, outcome)
+            self._observations[outcome] = child
+        child.inc(count)
+
     def client_refused(self, reason: str, count: int = 1) -> None:
         self[catalog.CLIENT_REFUSED].labels(reason).inc(count)
 
@@ -113,7 +144,8 @@ class SidecarMetrics:
         self[catalog.PARSE_FAILURES].labels(self.model, self.version, reason).inc(count)
 
     def initialise(self, queues: Iterable[str] = (), components: Iterable[str] = (),
-                   reasons: Iterable[str] = (), refusals: Iterable[str] = ()) -> None:
+                   reasons: Iterable[str] = (), refusals: Iterable[str] = (),
+                   outcomes: Iterable[str] = ()) -> None:
         """Export the known label values at 0 from the start: `rate()` then reads 0 where
         it would otherwise read nothing, and a dashboard tells "no failures" from "no
         data"."""
@@ -125,6 +157,37 @@ class SidecarMetrics:
             self.parse_failure(reason, 0)
         for reason in refusals:
             self.client_refused(reason, 0)
+        for outcome in outcomes:
+            self.observed(outcome, 0)
 
     def set_upstream_up(self, up: bool) -> None:
         self[catalog.UPSTREAM_UP].set(1 if up else 0)
+
+
+def merge(sources: Iterable[Collector]) -> list[Metric]:
+    """One family per name, whichever sources report it: samples with the same name and
+    labels are added (a counter the proxy and a worker both keep), the rest are listed.
+    A source that exports nothing yet for a family adds nothing to it."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple, int]] = {}
+    for source in sources:
+        for family in source.collect():
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(family.name, family.documentation,
+                                                        family.type, family.unit)
+                values[family.name] = {}
+            index = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                at = index.get(key)
+                if at is None:
+                    index[key] = len(merged.samples)
+                    merged.samples.append(sample)
+                elif not sample.name.endswith("_created"):
+                    before = merged.samples[at]
+                    merged.samples[at] = before._replace(
+                        value=before.value + sample.value,
+                        exemplar=before.exemplar or sample.exemplar)
+    return list(families.values())
+

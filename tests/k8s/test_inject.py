@@ -167,6 +167,7 @@ def test_ports_in_use_move_the_sidecar_and_services_not_in_the_input_are_warned_
     ({"lookout.io/upstream-port": "grpc"}, "no port named 'grpc'"),
     ({"lookout.io/container": "sidecar"}, "no container named 'sidecar'"),
     ({"lookout.io/sample-rate": "2"}, "sample-rate"),
+    ({"lookout.io/analysis-workers": "0"}, "analysis-workers"),
 ])
 def test_bad_annotations_are_refused_naming_them(change: dict, message: str) -> None:
     document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
@@ -175,6 +176,24 @@ def test_bad_annotations_are_refused_naming_them(change: dict, message: str) -> 
         inject_documents([document], InjectOptions())
     result = _cli("inject", "-f", "-", stdin=yaml.safe_dump(document))
     assert result.returncode == 1 and message.split("'")[0] in result.stderr
+
+
+@pytest.mark.parametrize(("workers", "cpu", "memory", "shm"), [
+    ("1", "1", "512Mi", "80Mi"), ("3", "3", "1024Mi", "144Mi")])
+def test_resources_and_shared_memory_follow_the_analysis_workers(workers, cpu, memory,
+                                                                 shm) -> None:
+    document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
+    document["spec"]["template"]["metadata"]["annotations"] = {
+        "lookout.io/analysis-workers": workers}
+    (injected,), _ = inject_documents([document], InjectOptions())
+    spec = injected["spec"]["template"]["spec"]
+    sidecar = spec["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["LOOKOUT_ANALYSIS_WORKERS"] == workers
+    assert sidecar["resources"]["limits"] == {"cpu": cpu, "memory": memory}
+    assert {"name": "lookout-shm", "mountPath": "/dev/shm"} in sidecar["volumeMounts"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "lookout-shm")
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
 
 
 def test_the_cli_reads_stdin_and_refuses_broken_yaml() -> None:

@@ -59,7 +59,7 @@ async def _scenario(shadow: dict[str, str], breaking=None) -> tuple[Sidecar, boo
         "model_version": "v", "shadow_sample_share": "1", "shadow_rate": "1000",
         "shadow_burst": "1000", "shadow_max_busy_share": "1", **shadow,
     }, env={})
-    sidecar = Sidecar(config, tracing=_tracing())
+    sidecar = Sidecar(config, tracing=_tracing(), analysis_in_process=True)
     try:
         await sidecar.start()
         loop = asyncio.get_running_loop()

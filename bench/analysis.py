@@ -1,0 +1,201 @@
+"""Analysis throughput: observations analysed per second, per worker and through the
+real worker processes, beside the floor of decoding the same bodies alone.
+
+Three kinds of traffic, each a body pair the sidecar sees in production:
+  jpeg    640x480 JPEG uploads answered with Ultralytics-style JSON detections
+  binary  KServe V2 binary-extension responses carrying a raw 84x8400 FP32 head
+  json    the same head as V2 JSON (about 14 MB a response)
+
+For each it measures, in one run:
+  floor      Pillow draft decode of the image and json.loads / numpy of the response:
+             the bodies' own decoding cost, nothing of lookout's
+  per worker TrafficAnalyzer.analyse_batch in this process (what one worker does
+             per observation: find the image, decode detections, record metrics)
+  workers=N  observations offered to N real worker processes through the shared-memory
+             channel (a producer that waits for room instead of dropping), timed until
+             all are analysed: the rate the sidecar sustains
+
+    python bench/analysis.py                    # 1 and 2 workers, every kind
+    python bench/analysis.py --kinds json --count 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from multidict import CIMultiDict
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lookout.lookout_demo.scenes import generate_scene
+from lookout.sidecar.config import load_config
+from lookout.sidecar.pipeline import kserve
+from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import AnalysisSettings, of
+from lookout.sidecar.workers import AnalysisWorkers
+from lookout.slo import catalog
+from tests.support.raw_head_upstream import head
+
+INFER = "/v2/models/yolo11n/infer"
+
+
+def jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(generate_scene(seed).image).resize((640, 480)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def ultralytics_json(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return json.dumps([{"name": f"class{c}", "class": int(c),
+                        "confidence": round(float(rng.uniform(0.3, 0.95)), 5),
+                        "box": {"x1": float(x), "y1": float(y), "x2": float(x + 40),
+                                "y2": float(y + 60)}}
+                       for c, x, y in zip(rng.integers(0, 80, 8), rng.uniform(0, 600, 8),
+                                          rng.uniform(0, 420, 8), strict=True)]).encode()
+
+
+def v2_json_head(seed: int) -> bytes:
+    tensor = head(seed % 4)
+    return json.dumps({"model_name": "yolo11n", "outputs": [{
+        "name": "output0", "datatype": "FP32", "shape": list(tensor.shape),
+        "data": tensor.reshape(-1).tolist()}]}).encode()
+
+
+def v2_binary_head(seed: int) -> tuple[bytes, dict[str, str]]:
+    body, length = kserve.encode_infer_body("outputs", [("output0", head(seed % 4))],
+                                            binary=True)
+    return body, kserve.response_headers(length)
+
+
+def observation(request: bytes, request_headers: dict[str, str], response: bytes,
+                response_headers: dict[str, str], path: str) -> Observation:
+    return Observation(
+        started_at=time.time(), method="POST", path=path, route=path, status=200,
+        code="200", request_headers=CIMultiDict(request_headers), request_body=request,
+        response_headers=CIMultiDict(response_headers), response_body=response,
+        response_truncated=False, duration=0.01, upstream_duration=0.009, trace_id=None,
+        span_id=None, trace_sampled=False, model="m", version="v")
+
+
+def traffic(kind: str, count: int) -> list[Observation]:
+    images = [jpeg(seed) for seed in range(4)]
+    made = []
+    for i in range(count):
+        image = images[i % len(images)]
+        if kind == "jpeg":
+            made.append(observation(image, {"Content-Type": "image/jpeg"},
+                                    ultralytics_json(i % 4),
+                                    {"Content-Type": "application/json"}, "/predict"))
+        elif kind == "binary":
+            body, headers = v2_binary_head(i)
+            made.append(observation(image, {"Content-Type": "image/jpeg"}, body, headers,
+                                    INFER))
+        else:
+            made.append(observation(image, {"Content-Type": "image/jpeg"}, v2_json_head(i),
+                                    {"Content-Type": "application/json"}, INFER))
+    return made
+
+
+def floor(observations: list[Observation]) -> float:
+    """Per second: the image decoded in draft mode, the response parsed (to numpy when
+    it is a tensor), and nothing else."""
+    started = time.perf_counter()
+    for o in observations:
+        with Image.open(io.BytesIO(o.request_body)) as image:
+            image.draft("RGB", (image.width // 8, image.height // 8))
+            image.load()
+        if "Inference-Header-Content-Length" in o.response_headers:
+            length = int(o.response_headers["Inference-Header-Content-Length"])
+            json.loads(o.response_body[:length])
+            np.frombuffer(o.response_body[length:], np.float32)
+        else:
+            document = json.loads(o.response_body)
+            if isinstance(document, dict):
+                np.asarray(document["outputs"][0]["data"], np.float32)
+    return len(observations) / (time.perf_counter() - started)
+
+
+def config(**values: str):
+    return load_config({"upstream": "http://127.0.0.1:9", "model_name": "m",
+                        "model_version": "v", "class_names": ",".join(
+                            f"class{i}" for i in range(80)), **values}, env={})
+
+
+def per_worker(observations: list[Observation]) -> float:
+    analyzer = TrafficAnalyzer(of(AnalysisSettings, config()),
+                               SidecarMetrics("m", "v", process_metrics=False))
+    started = time.perf_counter()
+    analyzer.analyse_batch(observations)
+    return len(observations) / (time.perf_counter() - started)
+
+
+def through_workers(observations: list[Observation], workers: int) -> float:
+    metrics = SidecarMetrics("m", "v", process_metrics=False)
+    pool = AnalysisWorkers(config(analysis_workers=str(workers)), metrics, workers)
+    pool.start()
+    try:
+        warm = observations[:workers * 2]
+        _offer_all(pool, warm)
+        _wait_analysed(metrics, len(warm))
+        started = time.perf_counter()
+        _offer_all(pool, observations)
+        _wait_analysed(metrics, len(warm) + len(observations))
+        return len(observations) / (time.perf_counter() - started)
+    finally:
+        pool.stop(30)
+
+
+def _offer_all(pool: AnalysisWorkers, observations: list[Observation]) -> None:
+    for o in observations:
+        while not pool.offer(o):
+            time.sleep(0.0005)  # a benchmark producer waits for room; the proxy drops
+
+
+def _wait_analysed(metrics: SidecarMetrics, count: int) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        done = sum(sample.value for family in metrics.collect()
+                   if family.name == catalog.OBSERVATIONS.name for sample in family.samples
+                   if sample.name == catalog.OBSERVATIONS.sample_name)
+        if done >= count:
+            return
+        time.sleep(0.005)
+    raise TimeoutError(f"{count} observations not analysed in time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kinds", default="jpeg,binary,json")
+    parser.add_argument("--count", type=int, default=0, help="observations per kind "
+                        "(default: 400 jpeg, 160 binary, 48 json)")
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args()
+    counts = {"jpeg": 400, "binary": 160, "json": 48}
+    os.environ.setdefault("TMPDIR", tempfile.gettempdir())
+    print(f"{'kind':8}{'floor/s':>10}{'worker/s':>10}"
+          + "".join(f"{'w=' + n:>10}" for n in args.workers.split(","))
+          + f"{'worker/floor':>14}")
+    for kind in args.kinds.split(","):
+        observations = traffic(kind, args.count or counts[kind])
+        floor_rate = floor(observations)
+        worker_rate = per_worker(observations)
+        pooled = [through_workers(observations, int(n)) for n in args.workers.split(",")]
+        print(f"{kind:8}{floor_rate:10.1f}{worker_rate:10.1f}"
+              + "".join(f"{rate:10.1f}" for rate in pooled)
+              + f"{worker_rate / floor_rate:14.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""A one-producer, one-consumer ring of records in shared memory, between processes.
+
+The request path hands each finished exchange to an analysis worker through one of
+these: `put` copies the record's parts into the ring and returns at once, False when the
+ring has no room (in records or in bytes), so the caller drops and counts. Nothing is
+pickled and nothing waits. The consumer copies a record out before it frees the space,
+so nothing it keeps points into memory the producer will reuse.
+
+Positions only grow; a record is an 8-byte length and its payload, padded to 8 bytes,
+and one that would run past the end starts again at 0 behind a wrap mark. The producer
+writes a record before it publishes the new write position and the consumer reads the
+position before the record, which is ordering enough on x86-64's total store order.
+
+A consumer claims a record (`taken`) when it copies it out and finishes it (`done`)
+when analysed. A worker killed in between leaves `taken - done` records that nobody will
+finish: its successor counts them as lost rather than analysing them again, so a record
+that kills its worker cannot kill the next one.
+
+Each ring has a wake pipe: the producer writes a byte after each record (never
+blocking: a full pipe already holds a wake-up), the consumer waits on it with `select`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from multiprocessing.connection import Connection, Pipe
+from typing import TypeVar
+
+HEADER_BYTES = 64
+_WRITE, _READ, _WRITTEN, _TAKEN, _DONE, _CLOSING = (8 * i for i in range(6))
+_U64 = struct.Struct("<Q")
+WRAP = 2**64 - 1
+ALIGN = 8
+T = TypeVar("T")
+
+
+def _padded(size: int) -> int:
+    return (size + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass(frozen=True, slots=True)
+class RingAddress:
+    """What another process needs to attach: picklable for a spawned process."""
+
+    name: str
+    capacity: int
+    max_records: int
+    receiver: Connection  # the wake pipe's ends
+    sender: Connection
+
+
+class Ring:
+    """One end of a ring: `create` makes it (its owner unlinks it at `close`), `attach`
+    joins it from another process as its producer or its consumer."""
+
+    def __init__(self, memory: shared_memory.SharedMemory, address: RingAddress,
+                 owner: bool) -> None:
+        self._memory = memory
+        self._buffer = memory.buf
+        self.capacity = address.capacity
+        self.max_records = address.max_records
+        self._sender = address.sender
+        self._receiver = address.receiver
+        self._owner = owner
+
+    @classmethod
+    def create(cls, capacity: int, max_records: int) -> tuple[Ring, RingAddress]:
+        capacity = _padded(max(capacity, 4 * ALIGN))
+        memory = shared_memory.SharedMemory(create=True, size=HEADER_BYTES + capacity)
+        memory.buf[:HEADER_BYTES] = bytes(HEADER_BYTES)
+        receiver, sender = Pipe(duplex=False)
+        os.set_blocking(sender.fileno(), False)
+        os.set_blocking(receiver.fileno(), False)
+        address = RingAddress(memory.name, capacity, max_records, receiver, sender)
+        return cls(memory, address, owner=True), address
+
+    @classmethod
+    def attach(cls, address: RingAddress) -> Ring:
+        memory = shared_memory.SharedMemory(name=address.name)
+        os.set_blocking(address.sender.fileno(), False)
+        os.set_blocking(address.receiver.fileno(), False)
+        return cls(memory, address, owner=False)
+
+    def zero_fill(self, chunk: int = 1024**2) -> None:
+        """Touch every page now, so the memory is taken at start-up (and a full
+        /dev/shm fails start-up) rather than faulting a later write with SIGBUS."""
+        zeros = bytes(chunk)
+        for start in range(HEADER_BYTES, HEADER_BYTES + self.capacity, chunk):
+            end = min(start + chunk, HEADER_BYTES + self.capacity)
+            self._buffer[start:end] = zeros[:end - start]
+
+    def _get(self, offset: int) -> int:
+        return _U64.unpack_from(self._buffer, offset)[0]
+
+    def _set(self, offset: int, value: int) -> None:
+        _U64.pack_into(self._buffer, offset, value)
+
+    # producer side
+
+    def put(self, parts: Sequence[bytes | bytearray | memoryview]) -> bool:
+        """Copy one record made of `parts` into the ring; False, copying nothing, when
+        it is full in records or bytes, or closing."""
+        if self._get(_WRITTEN) - self._get(_TAKEN) >= self.max_records \
+                or self._get(_CLOSING):
+            return False
+        size = sum(len(part) for part in parts)
+        need = ALIGN + _padded(size)
+        written = self._get(_WRITE)
+        offset = written % self.capacity
+        waste = self.capacity - offset if offset + need > self.capacity else 0
+        if written - self._get(_READ) + waste + need > self.capacity:
+            return False
+        if waste:
+            self._set(HEADER_BYTES + offset, WRAP)
+            offset = 0
+        start = HEADER_BYTES + offset
+        self._set(start, size)
+        position = start + ALIGN
+        for part in parts:
+            self._buffer[position:position + len(part)] = part
+            position += len(part)
+        self._set(_WRITE, written + waste + need)
+        self._set(_WRITTEN, self._get(_WRITTEN) + 1)
+        self.wake()
+        return True
+
+    def wake(self) -> None:
+        # a full pipe already holds a wake-up; no consumer: nothing to wake
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(self._sender.fileno(), b"\0")
+
+    def close_writing(self) -> None:
+        """No more records: a consumer that finds the ring empty then stops."""
+        self._set(_CLOSING, 1)
+        self.wake()
+
+    @property
+    def waiting(self) -> int:
+        """Records put and not yet claimed by a consumer."""
+        return self._get(_WRITTEN) - self._get(_TAKEN)
+
+    @property
+    def unfinished(self) -> int:
+        """Records put and not yet finished: waiting, or claimed and being analysed."""
+        return self._get(_WRITTEN) - self._get(_DONE)
+
+    # consumer side
+
+    @property
+    def closing(self) -> bool:
+        return bool(self._get(_CLOSING))
+
+    @property
+    def wake_fd(self) -> int:
+        return self._receiver.fileno()
+
+    def clear_wakeups(self) -> None:
+        try:
+            while len(os.read(self._receiver.fileno(), 65536)) == 65536:
+                pass
+        except BlockingIOError:
+            pass
+
+    def take(self, convert: Callable[[memoryview], T] = bytes) -> T | None:
+        """The next record, claimed and turned by `convert` into something that does not
+        point into the ring (bytes by default), or None when the ring is empty."""
+        read = self._get(_READ)
+        if read == self._get(_WRITE):
+            return None
+        offset = read % self.capacity
+        size = self._get(HEADER_BYTES + offset)
+        if size == WRAP:
+            read += self.capacity - offset
+            offset = 0
+            size = self._get(HEADER_BYTES)
+        start = HEADER_BYTES + offset + ALIGN
+        with self._buffer[start:start + size] as view:
+            record = convert(view)
+        self._set(_TAKEN, self._get(_TAKEN) + 1)
+        self._set(_READ, read + ALIGN + _padded(size))
+        return record
+
+    def finish(self, count: int = 1) -> None:
+        self._set(_DONE, self._get(_DONE) + count)
+
+    def abandon_claimed(self) -> int:
+        """Records a dead consumer claimed and never finished: marked finished, and
+        returned so the caller counts them as lost."""
+        lost = self._get(_TAKEN) - self._get(_DONE)
+        if lost:
+            self.finish(lost)
+        return lost
+
+    def close(self) -> None:
+        self._buffer = None
+        self._memory.close()
+        if self._owner:
+            self._memory.unlink()
+            self._sender.close()
+            self._receiver.close()

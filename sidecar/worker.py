@@ -1,0 +1,196 @@
+"""One analysis worker process: everything that parses, decodes or infers.
+
+It reads observations from its ring (`channel.py`), analyses them and records what it
+measures into the proxy's worker-metrics directory. Worker 0 is the lead: it also owns
+the state that must see the whole stream once (the shadow evaluator and its one compute
+budget, the drift detector's windows, the one sample-store writer), fed by its own
+analyses and by those the other workers forward through a ring each. The others forward
+what the lead's stages need (the image and detections, never the bodies).
+
+It runs at a lower CPU priority than the proxy, so on a shared core the request path is
+scheduled first. SIGINT (a terminal's Ctrl-C reaches the whole group) is ignored: the
+proxy decides when workers stop. SIGTERM, or the proxy closing the ring, means finish
+what is queued, let the lead's stages drain (samples committed), exit 0. A worker whose
+proxy has gone exits on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import select
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lookout.sidecar.config import Config
+from lookout.sidecar.pipeline.channel import Ring, RingAddress
+from lookout.sidecar.runtime.logs import FailureLog, configure_logging
+from lookout.sidecar.runtime.worker_metrics import record_into
+
+log = logging.getLogger(__name__)
+
+NICENESS = 10
+BATCH = 64
+PARENT_CHECK_SECONDS = 1.0
+STAGE_DRAIN_SECONDS = 10.0
+FORWARD_QUEUE = "lead_worker"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """Everything a worker process is started with (pickled once, at spawn)."""
+
+    index: int
+    config: Config
+    inbox: RingAddress  # observations from the proxy
+    forwards: tuple[RingAddress, ...]  # lead: one per other worker; others: the one to the lead
+    metrics_dir: str
+    parent_pid: int
+
+    @property
+    def lead(self) -> bool:
+        return self.index == 0
+
+
+class Forwarder:
+    """The analysis listener of a worker that is not the lead: hands each analysis, its
+    bodies dropped, to the lead's reference stage. Full: dropped and counted."""
+
+    name = "forwarder"
+
+    def __init__(self, ring: Ring, dropped: Callable[[], None]) -> None:
+        self._ring = ring
+        self._dropped = dropped
+
+    def offer(self, analysis) -> None:
+        slim = dataclasses.replace(analysis, observation=dataclasses.replace(
+            analysis.observation, request_body=b"", response_body=b""))
+        if not self._ring.put([pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL)]):
+            self._dropped()
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        from lookout.sidecar.chain import AnalysisChain
+        from lookout.sidecar.pipeline.analysis import Outcome, TrafficAnalyzer
+        from lookout.sidecar.pipeline.parse_errors import Reason
+        from lookout.sidecar.runtime.metrics import SidecarMetrics
+        from lookout.sidecar.settings import AnalysisSettings, of
+
+        config = spec.config
+        self.spec = spec
+        self.metrics = SidecarMetrics(config.model_name, config.model_version,
+                                      process_metrics=False)
+        self.inbox = Ring.attach(spec.inbox)
+        self.forwards = [Ring.attach(address) for address in spec.forwards]
+        self.stopping = threading.Event()
+        self._failures = FailureLog(log)
+        self.chain = None
+        if spec.lead:
+            self.chain = AnalysisChain.build(config, self.metrics)
+            self.analyzer = self.chain.analyzer
+            components = self.chain.components
+            queues = [*self.chain.queues, FORWARD_QUEUE]
+        else:
+            self.analyzer = TrafficAnalyzer(of(AnalysisSettings, config), self.metrics)
+            if config.shadow_model_path or config.drift or config.sample_dir:
+                self.analyzer.add_listener(Forwarder(
+                    self.forwards[0], lambda: self.metrics.queue_dropped(FORWARD_QUEUE)))
+            components, queues = [self.analyzer.name], [FORWARD_QUEUE]
+        self.metrics.initialise(queues=queues, components=components, reasons=list(Reason),
+                                outcomes=list(Outcome))
+        lost = self.inbox.abandon_claimed()
+        if lost:  # what the worker before this one held when it died
+            self.metrics.observed(Outcome.LOST, lost)
+            log.warning("analysis worker %d: %d observations were lost with the worker "
+                        "before this one", spec.index, lost)
+        if spec.lead:
+            for ring in self.forwards:
+                ring.abandon_claimed()
+
+    def run(self) -> None:
+        from lookout.sidecar.pipeline import wire
+
+        if self.chain is not None:
+            self.chain.start()
+        inboxes = [self.inbox, *(self.forwards if self.spec.lead else [])]
+        fds = [ring.wake_fd for ring in inboxes]
+        while True:
+            for ring in inboxes:
+                ring.clear_wakeups()
+            busy = self._analyse(wire.decode)
+            if self.spec.lead:
+                busy |= self._take_forwarded()
+            if busy:
+                continue
+            if self._finished(inboxes):
+                break
+            if os.getppid() != self.spec.parent_pid:
+                log.warning("analysis worker %d: the proxy is gone; exiting", self.spec.index)
+                return
+            select.select(fds, [], [], PARENT_CHECK_SECONDS)
+        self.stop()
+
+    def _finished(self, inboxes: list[Ring]) -> bool:
+        """Told to stop and nothing left: the proxy closed (or SIGTERM), and for the lead
+        every forwarding worker has closed its ring too."""
+        if not (self.stopping.is_set() or self.inbox.closing):
+            return False
+        return all(ring.closing and not ring.waiting for ring in inboxes[1:]) \
+            and not self.inbox.waiting
+
+    def _analyse(self, decode) -> bool:
+        batch = []
+        while len(batch) < BATCH:
+            observation = self.inbox.take(decode)
+            if observation is None:
+                break
+            batch.append(observation)
+        if not batch:
+            return False
+        try:
+            self.analyzer.analyse_batch(batch)
+        finally:
+            self.inbox.finish(len(batch))
+        return True
+
+    def _take_forwarded(self) -> bool:
+        busy = False
+        for ring in self.forwards:
+            for _ in range(BATCH):
+                record = ring.take()
+                if record is None:
+                    break
+                busy = True
+                try:
+                    self.chain.reference.offer(pickle.loads(record))
+                except Exception:
+                    self.metrics.component_error(self.chain.reference.name)
+                    self._failures.exception("forwarded", "reference stage failed on a "
+                                             "forwarded analysis")
+                finally:
+                    ring.finish()
+        return busy
+
+    def stop(self) -> None:
+        if self.chain is not None:
+            self.chain.drain_and_close(STAGE_DRAIN_SECONDS)
+        if not self.spec.lead:
+            self.forwards[0].close_writing()
+
+
+def main(spec: WorkerSpec) -> None:
+    """The process's entry point (multiprocessing, spawn)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    record_into(spec.metrics_dir)
+    configure_logging(spec.config.log_level)
+    with contextlib.suppress(OSError):  # not permitted here: scheduling stays as it is
+        os.nice(NICENESS)
+    worker = Worker(spec)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
+    worker.run()

@@ -1,0 +1,103 @@
+"""The shared-memory ring between the proxy and an analysis worker, and the records
+that cross it."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+from multidict import CIMultiDict
+
+from lookout.sidecar.pipeline import wire
+from lookout.sidecar.pipeline.channel import Ring
+from lookout.sidecar.pipeline.observation import Observation
+
+
+@pytest.fixture
+def ring():
+    producer, address = Ring.create(4096, 8)
+    consumer = Ring.attach(address)
+    yield producer, consumer
+    consumer.close()
+    producer.close()
+
+
+def test_records_come_out_in_order_and_whole_across_the_wrap(ring) -> None:
+    producer, consumer = ring
+    for i in range(200):  # far more bytes than the ring holds: it wraps many times
+        record = bytes([i % 256]) * (100 + 37 * (i % 50))
+        assert producer.put([record[:10], record[10:]])
+        assert consumer.take() == record
+    assert producer.waiting == 0 and consumer.take() is None
+
+
+def test_a_full_ring_refuses_in_records_and_in_bytes_and_copies_nothing(ring) -> None:
+    producer, consumer = ring
+    assert not producer.put([b"x" * 5000])  # larger than the whole ring
+    for _ in range(8):
+        assert producer.put([b"r"])
+    assert not producer.put([b"r"])  # eight records is the bound
+    assert [consumer.take() for _ in range(9)] == [b"r"] * 8 + [None]
+    assert producer.put([b"a" * 2000]) and not producer.put([b"b" * 2500])
+    assert consumer.take() == b"a" * 2000
+
+
+def test_a_record_whose_consumer_died_is_lost_not_analysed_again(ring) -> None:
+    producer, consumer = ring
+    for name in (b"poison", b"next"):
+        producer.put([name])
+    assert consumer.take() == b"poison"  # claimed; the worker dies before finishing it
+    assert producer.unfinished == 2
+    assert consumer.abandon_claimed() == 1  # what its successor counts as lost
+    assert consumer.take() == b"next"
+    consumer.finish()
+    assert producer.unfinished == 0 and consumer.abandon_claimed() == 0
+
+
+def _consume(address, out) -> None:
+    ring = Ring.attach(address)
+    records = []
+    while len(records) < 100:
+        record = ring.take()
+        if record is None:
+            import select
+
+            select.select([ring.wake_fd], [], [], 5)
+            ring.clear_wakeups()
+            continue
+        records.append(record)
+        ring.finish()
+    out.put(sum(len(r) for r in records))
+    ring.close()
+
+
+def test_another_process_reads_what_the_producer_put() -> None:
+    producer, address = Ring.create(64 * 1024, 1000)
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    process = context.Process(target=_consume, args=(address, out))
+    process.start()
+    sent = 0
+    while sent < 100:
+        if producer.put([b"z" * (sent * 100 + 1)]):
+            sent += 1
+    assert out.get(timeout=60) == sum(i * 100 + 1 for i in range(100))
+    process.join(30)
+    assert process.exitcode == 0 and producer.unfinished == 0
+    producer.close()
+
+
+def test_an_observation_crosses_without_its_facts_changing() -> None:
+    observation = Observation(
+        started_at=1.5, method="POST", path="/v2/models/m/infer", route="/v2/models/{m}/infer",
+        status=200, code="200", request_headers=CIMultiDict([("Content-Type", "image/jpeg"),
+                                                             ("X-A", "1"), ("x-a", "2")]),
+        request_body=b"\xff\xd8" * 1000, response_headers=CIMultiDict({"A": "b"}),
+        response_body=b"{}", response_truncated=False, duration=0.01, upstream_duration=None,
+        trace_id="ab" * 16, span_id="cd" * 8, trace_sampled=True, model="m", version="v",
+        request_truncated=False)
+    record = b"".join(bytes(part) for part in wire.encode(observation))
+    back = wire.decode(memoryview(record))
+    assert back == observation
+    assert back.request_headers.getall("x-a") == ["1", "2"]
+    assert isinstance(back.request_body, bytes)
