@@ -117,8 +117,8 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
             "detection, shadow and drift signals undercount.",
             (f"sum by (queue) (rate({catalog.QUEUE_DROPPED.sample_name}[5m]))",),
             ("traffic above what the analysis workers can parse", "large JSON responses",
-             "an analysis worker restarting (lookout_component_errors_total"
-             "{component=\"analysis_worker\"})"),
+             f"an analysis worker restarting ({catalog.COMPONENT_ERRORS.sample_name}"
+             f"{{component=\"analysis_worker\"}})"),
             ("raise `analysis_workers` (lookout.io/analysis-workers) with the sidecar's "
              "CPU limit", "lower `drift_sample_share`")),
         names.SAMPLES_DROPPED: Guide(
