@@ -9,8 +9,9 @@ Three kinds of traffic, each a body pair the sidecar sees in production:
 For each it measures, in one run:
   floor      Pillow draft decode of the image and json.loads / numpy of the response:
              the bodies' own decoding cost, nothing of lookout's
-  per worker TrafficAnalyzer.analyse_batch in this process (what one worker does
-             per observation: find the image, decode detections, record metrics)
+  per worker the lead worker's chain in this process (what one worker does per
+             observation: find the image, decode detections, record metrics, and with
+             --drift true the drift features of every image, as by default)
   workers=N  observations offered to N real worker processes through the shared-memory
              channel (a producer that waits for room instead of dropping), timed until
              all are analysed: the rate the sidecar sustains
@@ -37,12 +38,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lookout.lookout_demo.scenes import generate_scene
+from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline import kserve
-from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.settings import AnalysisSettings, of
 from lookout.sidecar.workers import AnalysisWorkers
 from lookout.slo import catalog
 from tests.support.raw_head_upstream import head
@@ -133,17 +133,23 @@ def config(**values: str):
                             f"class{i}" for i in range(80)), **values}, env={})
 
 
-def per_worker(observations: list[Observation]) -> float:
-    analyzer = TrafficAnalyzer(of(AnalysisSettings, config()),
-                               SidecarMetrics("m", "v", process_metrics=False))
+def per_worker(observations: list[Observation], drift: str) -> float:
+    """The lead worker's chain in this process: analysis, and drift when it is on."""
+    chain = AnalysisChain.build(config(drift=drift),
+                                SidecarMetrics("m", "v", process_metrics=False))
+    chain.start()
     started = time.perf_counter()
-    analyzer.analyse_batch(observations)
-    return len(observations) / (time.perf_counter() - started)
+    chain.analyzer.analyse_batch(observations)
+    rate = len(observations) / (time.perf_counter() - started)
+    chain.drain_and_close(5)
+    return rate
 
 
-def through_workers(observations: list[Observation], workers: int) -> float:
+def through_workers(observations: list[Observation], workers: int, drift: str) -> float:
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    pool = AnalysisWorkers(config(analysis_workers=str(workers)), metrics, workers)
+    pool = AnalysisWorkers(config(analysis_workers=str(workers), drift=drift,
+                                  observation_queue_bytes=f"{40 * workers}MiB"),
+                           metrics, workers)
     pool.start()
     try:
         warm = observations[:workers * 2]
@@ -181,6 +187,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0, help="observations per kind "
                         "(default: 400 jpeg, 160 binary, 48 json)")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--drift", default="false", choices=("true", "false"),
+                        help="drift features on every image too (the sidecar's default)")
     args = parser.parse_args()
     counts = {"jpeg": 400, "binary": 160, "json": 48}
     os.environ.setdefault("TMPDIR", tempfile.gettempdir())
@@ -190,8 +198,9 @@ def main() -> None:
     for kind in args.kinds.split(","):
         observations = traffic(kind, args.count or counts[kind])
         floor_rate = floor(observations)
-        worker_rate = per_worker(observations)
-        pooled = [through_workers(observations, int(n)) for n in args.workers.split(",")]
+        worker_rate = per_worker(observations, args.drift)
+        pooled = [through_workers(observations, int(n), args.drift)
+                  for n in args.workers.split(",")]
         print(f"{kind:8}{floor_rate:10.1f}{worker_rate:10.1f}"
               + "".join(f"{rate:10.1f}" for rate in pooled)
               + f"{worker_rate / floor_rate:14.2f}", flush=True)

@@ -27,7 +27,8 @@ SAMPLES_VOLUME, TMP_VOLUME, TOKEN_VOLUME = "lookout-samples", "lookout-tmp", "lo
 SHM_VOLUME, SHM_PATH = "lookout-shm", "/dev/shm"
 # what the sidecar needs per analysis worker beyond the first (measured in
 # docs/PERFORMANCE.md): a core, and memory for one more interpreter with its models
-CHANNEL_MIB, FORWARD_RING_MIB, SHM_HEADROOM_MIB = 64, 32, 16
+# the channel: the default 64Mi, or room for one largest observation (2 x 16Mi) per worker
+CHANNEL_MIB, CHANNEL_PER_WORKER_MIB, FORWARD_RING_MIB, SHM_HEADROOM_MIB = 64, 40, 32, 16
 WORKER_MEMORY_MIB = 256
 SAMPLES_PATH, TOKEN_PATH = "/var/lib/lookout/samples", "/var/run/secrets/lookout"
 DEFAULT_IMAGE = "ghcr.io/yolo-lookout/lookout:0.1.0"
@@ -183,7 +184,7 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
         env["LOOKOUT_ADMIN_TOKEN_FILE"] = f"{TOKEN_PATH}/token"
     workers = analysis_workers(note, options)
     env["LOOKOUT_ANALYSIS_WORKERS"] = str(workers)
-    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"] = f"{CHANNEL_MIB}MiB"
+    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"] = f"{channel_mib(workers)}MiB"
     resources = {"cpu": note.get("cpu") or options.cpu or str(workers),
                  "memory": note.get("memory") or options.memory
                  or f"{512 + WORKER_MEMORY_MIB * (workers - 1)}Mi"}
@@ -231,10 +232,14 @@ def analysis_workers(note: dict[str, str], options: InjectOptions) -> int:
     return int(raw)
 
 
+def channel_mib(workers: int) -> int:
+    return max(CHANNEL_MIB, CHANNEL_PER_WORKER_MIB * workers)
+
+
 def shm_size(workers: int) -> str:
     """The analysis channel lives in /dev/shm, which a container gets at 64 MiB: a
     memory-backed emptyDir sized for the channel and the workers' forwarding rings."""
-    return f"{CHANNEL_MIB + FORWARD_RING_MIB * (workers - 1) + SHM_HEADROOM_MIB}Mi"
+    return f"{channel_mib(workers) + FORWARD_RING_MIB * (workers - 1) + SHM_HEADROOM_MIB}Mi"
 
 
 def _volumes(note: dict[str, str], options: InjectOptions) -> list[dict[str, Any]]:

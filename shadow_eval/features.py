@@ -43,7 +43,10 @@ def image_features(rgb: np.ndarray, width: int, height: int) -> FeatureRow:
     """Input features of HWC uint8 RGB pixels; `width`/`height` of the original image."""
     pixels = rgb.astype(np.float32)
     luma = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
-    high, low = pixels.max(axis=2), pixels.min(axis=2)
+    # channel by channel: numpy reduces a 3-wide innermost axis ten times slower
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    high = np.maximum(np.maximum(red, green), blue).astype(np.float32)
+    low = np.minimum(np.minimum(red, green), blue).astype(np.float32)
     saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
     laplacian = (4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1]
                  - luma[1:-1, :-2] - luma[1:-1, 2:])

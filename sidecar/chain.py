@@ -1,16 +1,19 @@
-"""The analysis chain, declared once: analysis, then the reference stage (shadow
-evaluation, which adds the reference model's detections, or `NoReference`), then drift
-and the sample recorder. The wiring is the same whatever is switched on, and the stop
-order is the chain's order, so what a stage still holds always reaches the next one."""
+"""The analysis chain, declared once: analysis, drift features (when drift is on), then
+the reference stage (shadow evaluation, which adds the reference model's detections, or
+`NoReference`), then drift and the sample recorder. The wiring is the same whatever is
+switched on, and the stop order is the chain's order, so what a stage still holds always
+reaches the next one."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.quality.drift import DriftMonitor
+from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import FeatureStore
 from lookout.sidecar.quality.reference import NoReference
 from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
@@ -31,12 +34,15 @@ class AnalysisChain:
     reference: ShadowEvaluator | NoReference
     drift: DriftMonitor | None
     samples: SampleRecorder | None
+    features: DriftFeatures | None = None  # drift features, before the reference stage
     stages: list = field(init=False)
 
     def __post_init__(self) -> None:
         after = [stage for stage in (self.drift, self.samples) if stage is not None]
-        self.stages = [self.analyzer, self.reference, *after]
-        self.analyzer.add_listener(self.reference)
+        before = [self.features] if self.features is not None else []
+        self.stages = [self.analyzer, *before, self.reference, *after]
+        for stage, following in pairwise([self.analyzer, *before, self.reference]):
+            stage.add_listener(following)
         for stage in after:
             self.reference.add_listener(stage)
 
@@ -50,7 +56,9 @@ class AnalysisChain:
             else None
         samples = SampleRecorder(of(SampleSettings, config), metrics, names, drift) \
             if config.sample_dir else None
-        return cls(analyzer, reference, drift, samples)
+        features = DriftFeatures(of(DriftSettings, config), metrics, names) if drift \
+            else None
+        return cls(analyzer, reference, drift, samples, features)
 
     @property
     def shadow(self) -> ShadowEvaluator | None:

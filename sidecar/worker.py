@@ -79,8 +79,9 @@ class Worker:
         from lookout.sidecar.chain import AnalysisChain
         from lookout.sidecar.pipeline.analysis import Outcome, TrafficAnalyzer
         from lookout.sidecar.pipeline.parse_errors import Reason
+        from lookout.sidecar.quality.drift_features import DriftFeatures
         from lookout.sidecar.runtime.metrics import SidecarMetrics
-        from lookout.sidecar.settings import AnalysisSettings, of
+        from lookout.sidecar.settings import AnalysisSettings, DriftSettings, of
 
         config = spec.config
         self.spec = spec
@@ -98,10 +99,16 @@ class Worker:
             queues = [*self.chain.queues, FORWARD_QUEUE]
         else:
             self.analyzer = TrafficAnalyzer(of(AnalysisSettings, config), self.metrics)
-            if config.shadow_model_path or config.drift or config.sample_dir:
-                self.analyzer.add_listener(Forwarder(
-                    self.forwards[0], lambda: self.metrics.queue_dropped(FORWARD_QUEUE)))
             components, queues = [self.analyzer.name], [FORWARD_QUEUE]
+            last = self.analyzer
+            if config.drift:  # features where the image is; the lead only tests them
+                last = DriftFeatures(of(DriftSettings, config), self.metrics,
+                                     self.analyzer.model.class_names)
+                self.analyzer.add_listener(last)
+                components.append(last.name)
+            if config.shadow_model_path or config.drift or config.sample_dir:
+                last.add_listener(Forwarder(
+                    self.forwards[0], lambda: self.metrics.queue_dropped(FORWARD_QUEUE)))
         self.metrics.initialise(queues=queues, components=components, reasons=list(Reason),
                                 outcomes=list(Outcome))
         lost = self.inbox.abandon_claimed()

@@ -56,6 +56,7 @@ class Analysis:
     image: InputImage | None
     detections: Detections | None
     failure: ParseFailure | None
+    features: dict | None = None  # drift features, once a worker computed them
 
 
 @dataclass(frozen=True, slots=True)

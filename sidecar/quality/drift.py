@@ -1,26 +1,25 @@
 """Drift monitoring in the sidecar: features of live images, a baseline, the calibrated
 detector, and the gauges that alerts and dashboards read.
 
-Runs as an analysis listener, in the analysis thread: decoding at `drift_image_size`
-(JPEG draft mode) and computing the features costs a few milliseconds per image, far
-from the request path. The baseline is loaded from `drift_baseline_path` or learnt
-from the first `drift_baseline_size` images; a baseline file that cannot be read
-disables drift testing (counted, logged) rather than silently learning another one,
-since a pinned baseline is a deliberate choice.
+Runs in the lead analysis worker and sees every analysis once; the features (decoding
+at `drift_image_size`, a few milliseconds per image) come computed from each worker's
+`DriftFeatures` stage, so the one detector only tests them. The baseline is loaded from
+`drift_baseline_path` or learnt from the first `drift_baseline_size` images; a baseline
+file that cannot be read disables drift testing (counted, logged) rather than silently
+learning another one, since a pinned baseline is a deliberate choice.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Sequence
 
 from lookout.shadow_eval.baseline import Baseline, BaselineError
 from lookout.shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
-from lookout.shadow_eval.features import FEATURES, FeatureRow, feature_row
+from lookout.shadow_eval.features import FEATURES, FeatureRow
 from lookout.sidecar.pipeline.analysis import Analysis
-from lookout.sidecar.pipeline.images import decode_rgb
+from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import FeatureStore
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import DriftSettings
@@ -36,8 +35,6 @@ class DriftMonitor:
                  class_names: Sequence[str] = (), seed: int | None = None) -> None:
         self._config = config
         self._metrics = metrics
-        self._names = tuple(class_names)
-        self._random = random.Random(seed)
         self._seed = seed
         self._lock = threading.Lock()
         self._learning: list[FeatureRow] = []
@@ -45,6 +42,7 @@ class DriftMonitor:
         self.disabled = False
         self.calibrated = threading.Event()  # set once the model is ready (or given up)
         self._calibrating = False
+        self._features = DriftFeatures(config, metrics, class_names, seed)
         self.store = (FeatureStore(config.feature_store_dir, config.feature_store_hours)
                       if config.feature_store_dir else None)
         self._store_failing = False
@@ -92,19 +90,6 @@ class DriftMonitor:
             self.model = model
         self.calibrated.set()
 
-    def features(self, analysis: Analysis) -> FeatureRow | None:
-        """The feature row of one analysed image; None without a decodable image."""
-        image = analysis.image
-        if image is None:
-            return None
-        size = self._config.drift_image_size
-        try:
-            decoded = decode_rgb(image, size, size)
-        except (OSError, ValueError):
-            return None
-        return feature_row(decoded.rgb, image.width, image.height, analysis.detections,
-                           self._names, self._random, size)
-
     @property
     def alarming(self) -> bool:
         """Whether any feature's drift alarm is raised now."""
@@ -116,12 +101,13 @@ class DriftMonitor:
         self.offer(analysis)
 
     def offer(self, analysis: Analysis) -> None:
-        if not 200 <= analysis.observation.status < 300:
-            return  # an error's image says nothing about the traffic's distribution
-        if self.disabled or self._random.random() >= self._config.drift_sample_share:
+        """Test one analysis's features: those a worker's DriftFeatures stage computed,
+        else computed here (the monitor used on its own)."""
+        if self.disabled:
             return
-        row = self.features(analysis)
-        if row is None:
+        row = analysis.features if analysis.features is not None \
+            else self._features.row(analysis)
+        if not row:
             return
         self._keep(analysis, row)
         with self._lock:

@@ -179,7 +179,7 @@ def test_bad_annotations_are_refused_naming_them(change: dict, message: str) -> 
 
 
 @pytest.mark.parametrize(("workers", "cpu", "memory", "shm"), [
-    ("1", "1", "512Mi", "80Mi"), ("3", "3", "1024Mi", "144Mi")])
+    ("1", "1", "512Mi", "80Mi"), ("3", "3", "1024Mi", "200Mi")])
 def test_resources_and_shared_memory_follow_the_analysis_workers(workers, cpu, memory,
                                                                  shm) -> None:
     document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
@@ -190,6 +190,14 @@ def test_resources_and_shared_memory_follow_the_analysis_workers(workers, cpu, m
     sidecar = spec["initContainers"][0]
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env["LOOKOUT_ANALYSIS_WORKERS"] == workers
+    # what the sidecar itself will accept at start-up for that many workers
+    from lookout.sidecar.config import load_config
+    from lookout.sidecar.workers import check_channel
+
+    check_channel(load_config({"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
+                               "observation_queue_bytes":
+                                   env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={}),
+                  int(workers))
     assert sidecar["resources"]["limits"] == {"cpu": cpu, "memory": memory}
     assert {"name": "lookout-shm", "mountPath": "/dev/shm"} in sidecar["volumeMounts"]
     volume = next(v for v in spec["volumes"] if v["name"] == "lookout-shm")

@@ -225,3 +225,27 @@ def test_a_channel_that_cannot_hold_one_observation_per_worker_stops_start_up() 
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "observation_queue_bytes" in result.stderr and "analysis_workers" in result.stderr
+
+
+def test_with_two_workers_the_one_drift_detector_gets_every_analysed_image(
+        raw_heads: int, tmp_path: Path) -> None:
+    """Round robin spreads the exchanges over both workers; each computes its images'
+    drift features and the lead's one detector (and its feature store) gets them all."""
+    from lookout.sidecar.quality.feature_store import read_rows
+
+    sidecar = start(raw_heads, tmp_path, "--analysis-workers", "2",
+                    "--observation-queue-bytes", "96MiB",
+                    "--feature-store-dir", str(tmp_path / "features"))
+    try:
+        wait_until(lambda: len(worker_pids(sidecar)) == 2, 30, "two analysis workers")
+        bodies = [infer_body(seed) for seed in range(12)]
+        for sent, body in enumerate(bodies, 1):  # one at a time: nothing is dropped
+            assert request(sidecar.port, "POST", INFER, body,
+                           {"Content-Type": "application/json"}).status == 200
+            wait_until(lambda sent=sent: accounted(sidecar) == (sent, sent), 60,
+                       "the exchange to be analysed")
+        analysed = sidecar.metric(catalog.OBSERVATIONS.sample_name, outcome=Outcome.ANALYSED)
+    finally:
+        assert sidecar.stop() == 0, sidecar.process.output
+    assert analysed == len(bodies)  # half of them by the worker that is not the lead
+    assert len(list(read_rows(tmp_path / "features"))) == len(bodies)

@@ -13,6 +13,7 @@ from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.quality.drift import DriftMonitor
+from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.reference import NoReference
 from lookout.sidecar.quality.shadow import ShadowEvaluator
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -39,9 +40,14 @@ def test_the_chain_has_one_shape(tmp_path: Path, options: dict[str, str], kinds)
     options = {k: v.replace("SAMPLES", str(tmp_path / "s")) for k, v in options.items()}
     chain, _ = _chain(tmp_path, **options)
     try:
-        assert [type(stage) for stage in chain.stages[1:]] == kinds
-        assert list(chain.analyzer._listeners) == [chain.reference]
-        assert list(chain.reference.listeners) == chain.stages[2:]
+        features = [DriftFeatures] if DriftMonitor in kinds else []
+        assert [type(stage) for stage in chain.stages[1:]] == [*features, *kinds]
+        first = chain.features or chain.reference
+        assert list(chain.analyzer._listeners) == [first]
+        if chain.features is not None:  # computed in every worker, tested by the lead
+            assert list(chain.features.listeners) == [chain.reference]
+        after = chain.stages.index(chain.reference) + 1
+        assert list(chain.reference.listeners) == chain.stages[after:]
     finally:
         chain.abandon()
 

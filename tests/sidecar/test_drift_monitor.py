@@ -16,6 +16,7 @@ from lookout.shadow_eval.boxes import Detections
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import open_encoded
+from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import read_rows
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import DriftSettings, of
@@ -71,8 +72,9 @@ def test_learns_a_baseline_then_alarms_on_a_brightness_drop(tmp_path) -> None:
 
 
 def test_a_pinned_baseline_is_used_and_a_broken_one_disables_drift(tmp_path) -> None:
-    learner, _ = _monitor(tmp_path)
-    rows = [learner.features(_analysis(seed)) for seed in range(80)]
+    learner, metrics = _monitor(tmp_path)
+    features = DriftFeatures(learner._config, metrics, CLASSES, seed=0)
+    rows = [features.row(_analysis(seed)) for seed in range(80)]
     path = tmp_path / "baseline.json"
     Baseline.from_rows(rows, "scenes 0-79").save(path)
     pinned, _ = _monitor(tmp_path, drift_baseline_path=str(path))
