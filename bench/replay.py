@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.proxy import cpu_seconds, free_port, rss_mb, start, stop, wait_port
+from bench.proxy import cpu_seconds, descendants, free_port, rss_mb, start, stop, wait_port
 from lookout.slo import catalog
 from tests.support.nginx import Nginx
 from tests.support.processes import request
@@ -76,6 +76,32 @@ def replay(port: int, body: bytes, rate: float, seconds: float) -> dict:
             "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000}
 
 
+def memory_by_process(pid: int) -> dict[str, float]:
+    """RSS and PSS (MB) of the proxy and of each analysis worker. PSS splits the shared
+    channel between the processes that map it, so PSS adds up where RSS double-counts."""
+    found = {}
+    for each in descendants(pid):
+        try:
+            command = Path(f"/proc/{each}/cmdline").read_bytes()
+            rollup = Path(f"/proc/{each}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        if each != pid and b"spawn_main" not in command:
+            continue  # multiprocessing's resource tracker
+        values = dict(line.split(":", 1) for line in rollup.splitlines()[1:])
+        name = "proxy" if each == pid else f"worker {len(found) - 1}"
+        found[name] = {key.lower(): int(values[key].split()[0]) / 1024
+                       for key in ("Rss", "Pss")}
+    return found
+
+
+def scrape_ms(admin: int, times: int = 20) -> float:
+    started = time.perf_counter()
+    for _ in range(times):
+        assert request(admin, "GET", "/metrics").status == 200
+    return (time.perf_counter() - started) / times * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="2,5,20")
@@ -99,9 +125,11 @@ def main() -> int:
         processes.append(sidecar)
         wait_port(port, 60)
         paths = {"direct": upstream_port, "nginx": nginx.port, "lookout": port}
+        request(port, "GET", "/v2/health/ready")
+        time.sleep(3)  # let the workers finish importing before the idle reading
+        results: dict[str, dict] = {"memory_idle": memory_by_process(sidecar.pid)}
         for target in paths.values():  # warm each path up
             request(target, "POST", INFER, body, {"Content-Type": "application/json"})
-        results: dict[str, dict] = {}
         print(f"request {len(body) / 1e6:.1f} MB; {'rate':>5} {'path':8} {'sent':>5} "
               f"{'p50 ms':>8} {'p99 ms':>8} {'added p50':>10}  outcomes", flush=True)
         cpu_before = cpu_seconds(sidecar.pid)
@@ -116,6 +144,10 @@ def main() -> int:
                       f"{result['outcomes']}", flush=True)
         results["lookout_cpu_s"] = cpu_seconds(sidecar.pid) - cpu_before
         results["lookout_rss_mb"] = rss_mb(sidecar.pid)
+        results["memory_after_load"] = memory_by_process(sidecar.pid)
+        results["scrape_ms"] = scrape_ms(admin)
+        print(f"memory idle {results['memory_idle']}\nmemory after load "
+              f"{results['memory_after_load']}\n/metrics {results['scrape_ms']:.1f} ms")
         metrics = request(admin, "GET", "/metrics").body.decode()
         results["observations"] = [line for line in metrics.splitlines()
                                    if line.startswith((catalog.OBSERVATIONS.sample_name,

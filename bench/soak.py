@@ -147,7 +147,8 @@ async def open_loop(url: str, frames: list[bytes], rate: float, seconds: float,
 
 def _metric_totals(text: str) -> dict[str, dict[str, float]]:
     """sample name -> label values joined -> value, for the drop and outcome counters."""
-    wanted = {catalog.QUEUE_DROPPED.sample_name, catalog.SAMPLES_DROPPED.sample_name,
+    wanted = {catalog.QUEUE_DROPPED.sample_name, catalog.OBSERVATIONS.sample_name,
+              catalog.SAMPLES_DROPPED.sample_name,
               catalog.SAMPLES_STORED.sample_name, catalog.SHADOW_EVALUATIONS.sample_name,
               catalog.COMPONENT_ERRORS.sample_name, catalog.REQUESTS.sample_name}
     totals: dict[str, dict[str, float]] = {}
@@ -161,6 +162,22 @@ def _metric_totals(text: str) -> dict[str, dict[str, float]]:
     return totals
 
 
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1, as on this machine
+
+
+def in_pod_cgroup(name: str, cpus: float, args: list[str]) -> list[str]:
+    """`args` run in a CPU cgroup of its own with a quota of `cpus`, as a container
+    with that CPU limit runs in a pod: the sidecar's processes then share only their own
+    CPU (where the workers' lower priority protects the proxy), not the server's."""
+    if not cpus:
+        return args
+    group = CGROUP_CPU / f"lookout-soak-{name}"
+    group.mkdir(exist_ok=True)
+    (group / "cpu.cfs_period_us").write_text("100000")
+    (group / "cpu.cfs_quota_us").write_text(str(int(cpus * 100000)))
+    return ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *args]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load")
@@ -168,14 +185,18 @@ def main() -> int:
     parser.add_argument("--overload", type=float, default=2.0,
                         help="offered rate as a multiple of the upstream's own")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--pod-cpus", type=float, default=0.0,
+                        help="run the server and lookout each in a CPU cgroup with this "
+                             "quota, as containers in a pod (needs root; 0: share cores)")
     args = parser.parse_args()
     duration = 60.0 if args.quick else args.duration
     work = Path(tempfile.mkdtemp(prefix="lookout-soak-"))
     frames = [generate_scene(7_000_000 + i).jpeg() for i in range(FRAMES)]
     upstream_port, sidecar_port, admin_port, sink_port = (free_port() for _ in range(4))
     python = sys.executable
-    processes = [start([python, "-m", "lookout", "demo-upstream", "--port",
-                        str(upstream_port)], work / "upstream.log"),
+    processes = [start(in_pod_cgroup("upstream", args.pod_cpus, [
+                           python, "-m", "lookout", "demo-upstream", "--port",
+                           str(upstream_port)]), work / "upstream.log"),
                  start([python, str(REPO / "bench" / "otlp_sink.py"), str(sink_port)],
                        work / "sink.log")]
     try:
@@ -184,13 +205,13 @@ def main() -> int:
         upstream_url = f"http://127.0.0.1:{upstream_port}/predict"
         asyncio.run(closed_loop_rate(upstream_url, frames, 3))  # warm the server up
         capacity = asyncio.run(closed_loop_rate(upstream_url, frames, 10))
-        sidecar = start([
+        sidecar = start(in_pod_cgroup("sidecar", args.pod_cpus, [
             python, "-m", "lookout", "serve", "--listen", f"127.0.0.1:{sidecar_port}",
             "--admin", f"127.0.0.1:{admin_port}",
             "--upstream", f"http://127.0.0.1:{upstream_port}", "--model-name", "soak",
             "--model-version", "v1", "--model-path", str(model_path("primary")),
             "--shadow-model-path", str(model_path("reference")),
-            "--sample-dir", str(work / "samples")],
+            "--sample-dir", str(work / "samples")]),
             work / "sidecar.log",
             env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
                  "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
@@ -220,7 +241,8 @@ def main() -> int:
         lookout_made = {k: v for k, v in tally.statuses.items() if k.startswith("lookout")}
         warm = [m for t, m in rss if t >= duration / 3]
         report = {
-            "duration_s": duration, "upstream_capacity_rps": round(capacity, 1),
+            "duration_s": duration, "pod_cpus": args.pod_cpus,
+            "upstream_capacity_rps": round(capacity, 1),
             "offered_rps": round(rate, 1), "sent": tally.sent, "shed_by_client": tally.shed,
             "answered": answered, "answered_rps": round(answered / duration, 1),
             "by_status_and_origin": dict(tally.statuses),

@@ -253,9 +253,9 @@ async def serve(config: Config) -> None:
 def tune_runtime() -> None:
     """Interpreter settings for a latency-sensitive proxy, measured in bench/proxy.py.
 
-    - Span export and analysis run in threads. With CPython's default 5 ms GIL switch
-      interval a busy export thread stalls the event loop for up to 5 ms, which showed
-      up one-for-one in p99 latency; 0.5 ms bounds that stall.
+    - Span export runs in a thread (analysis runs in worker processes). With CPython's
+      default 5 ms GIL switch interval a busy export thread stalls the event loop for up
+      to 5 ms, which showed up one-for-one in p99 latency; 0.5 ms bounds that stall.
     - Objects alive after start-up (modules, config, registry) are moved out of the
       collector's view, and young-generation collections run less often: together
       this halved p99 latency at 16 connections.

@@ -27,10 +27,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import Config
+from lookout.sidecar.pipeline import wire
+from lookout.sidecar.pipeline.analysis import Analysis, Outcome, TrafficAnalyzer
 from lookout.sidecar.pipeline.channel import Ring, RingAddress
+from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
+from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.worker_metrics import record_into
+from lookout.sidecar.settings import AnalysisSettings, DriftSettings, of
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ class Forwarder:
         self._ring = ring
         self._dropped = dropped
 
-    def offer(self, analysis) -> None:
+    def offer(self, analysis: Analysis) -> None:
         slim = dataclasses.replace(analysis, observation=dataclasses.replace(
             analysis.observation, request_body=b"", response_body=b""))
         if not self._ring.put([pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL)]):
@@ -76,13 +83,6 @@ class Forwarder:
 
 class Worker:
     def __init__(self, spec: WorkerSpec) -> None:
-        from lookout.sidecar.chain import AnalysisChain
-        from lookout.sidecar.pipeline.analysis import Outcome, TrafficAnalyzer
-        from lookout.sidecar.pipeline.parse_errors import Reason
-        from lookout.sidecar.quality.drift_features import DriftFeatures
-        from lookout.sidecar.runtime.metrics import SidecarMetrics
-        from lookout.sidecar.settings import AnalysisSettings, DriftSettings, of
-
         config = spec.config
         self.spec = spec
         self.metrics = SidecarMetrics(config.model_name, config.model_version,
@@ -121,8 +121,6 @@ class Worker:
                 ring.abandon_claimed()
 
     def run(self) -> None:
-        from lookout.sidecar.pipeline import wire
-
         if self.chain is not None:
             self.chain.start()
         inboxes = [self.inbox, *(self.forwards if self.spec.lead else [])]
@@ -151,7 +149,7 @@ class Worker:
         return all(ring.closing and not ring.waiting for ring in inboxes[1:]) \
             and not self.inbox.waiting
 
-    def _analyse(self, decode) -> bool:
+    def _analyse(self, decode: Callable[[memoryview], object]) -> bool:
         batch = []
         while len(batch) < BATCH:
             observation = self.inbox.take(decode)

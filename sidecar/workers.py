@@ -169,7 +169,6 @@ class AnalysisWorkers:
         self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="lookout-workers",
                                          daemon=True)
-        self.restarts = 0
 
     # the request path
 
@@ -200,12 +199,6 @@ class AnalysisWorkers:
     @property
     def running(self) -> bool:
         return self._watcher.is_alive()
-
-    @property
-    def pids(self) -> list[int | None]:
-        with self._lock:
-            return [slot.process.pid if slot.process and slot.process.is_alive() else None
-                    for slot in self._slots]
 
     def start(self) -> None:
         for slot in self._slots:
@@ -254,7 +247,6 @@ class AnalysisWorkers:
         with self._lock:
             slot.process = None
             slot.restart_at = time.monotonic() + slot.backoff
-            self.restarts += 1
 
     def stop(self, timeout: float) -> None:
         """Close the channel; the workers analyse what is queued, the lead's stages

@@ -48,7 +48,12 @@ class BodyCopy:
 
     __slots__ = ("_cap", "_captured", "seen")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, declared: int | None = None) -> None:
+        """A body that declares more than `cap` bytes is not copied at all: only a whole
+        body can be decoded, so a prefix would cost a copy and channel space for
+        nothing. Its length is still counted and it is still marked truncated."""
+        if declared is not None and declared > cap:
+            cap = 0
         self._cap, self._captured, self.seen = cap, bytearray(), 0
 
     def add(self, chunk: bytes) -> None:
@@ -135,7 +140,7 @@ class ProxyHandler:
     async def _request_body(self, request: IncomingRequest,
                             exchange: Exchange) -> AsyncIterator[bytes]:
         """The client's body as it arrives, copying the first observe_max_bytes."""
-        copy = BodyCopy(self._config.observe_max_bytes)
+        copy = BodyCopy(self._config.observe_max_bytes, request.content_length)
         async for chunk in request.body.chunks():
             copy.add(chunk)
             exchange.request_bytes = copy.seen
@@ -233,7 +238,7 @@ class ProxyHandler:
         exchange: Exchange, sent: float,
     ) -> None:
         """Relay the body chunk by chunk, keeping the first observe_max_bytes."""
-        copy = BodyCopy(self._config.observe_max_bytes)
+        copy = BodyCopy(self._config.observe_max_bytes, upstream.content_length)
         async for chunk in upstream.content.iter_any():
             copy.add(chunk)
             exchange.response_bytes = copy.seen
