@@ -9,7 +9,11 @@ so nothing it keeps points into memory the producer will reuse.
 Positions only grow; a record is an 8-byte length and its payload, padded to 8 bytes,
 and one that would run past the end starts again at 0 behind a wrap mark. The producer
 writes a record before it publishes the new write position and the consumer reads the
-position before the record, which is ordering enough on x86-64's total store order.
+position before the record. On x86-64 (total store order) that is ordering enough, and
+it is what the tests run on. Python has no memory fence; as the nearest thing, the
+producer passes through a lock (the mutex's atomic operations) between the record and
+the position, and the consumer between the position and the record, for weaker-ordered
+CPUs such as arm64, where the ring has not been tested.
 
 A consumer claims a record (`taken`) when it copies it out and finishes it (`done`)
 when analysed. A worker killed in between leaves `taken - done` records that nobody will
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -37,6 +42,12 @@ _U64 = struct.Struct("<Q")
 WRAP = 2**64 - 1
 ALIGN = 8
 T = TypeVar("T")
+_FENCE = threading.Lock()
+
+
+def _fence() -> None:
+    with _FENCE:
+        pass
 
 
 def _padded(size: int) -> int:
@@ -124,6 +135,7 @@ class Ring:
         for part in parts:
             self._buffer[position:position + len(part)] = part
             position += len(part)
+        _fence()
         self._set(_WRITE, written + waste + need)
         self._set(_WRITTEN, self._get(_WRITTEN) + 1)
         self.wake()
@@ -172,6 +184,7 @@ class Ring:
         read = self._get(_READ)
         if read == self._get(_WRITE):
             return None
+        _fence()
         offset = read % self.capacity
         size = self._get(HEADER_BYTES + offset)
         if size == WRAP:
@@ -181,6 +194,7 @@ class Ring:
         start = HEADER_BYTES + offset + ALIGN
         with self._buffer[start:start + size] as view:
             record = convert(view)
+        _fence()  # the copy is out before the space is handed back
         self._set(_TAKEN, self._get(_TAKEN) + 1)
         self._set(_READ, read + ALIGN + _padded(size))
         return record
