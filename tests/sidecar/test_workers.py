@@ -88,3 +88,16 @@ def test_one_exposition_adds_what_several_processes_count() -> None:
     assert samples[("lookout_detections_per_request_count", ())] == 2
     assert samples[("lookout_detections_per_request_bucket", (("le", "5.0"),))] == 2
     assert len([f for f in families if f == "lookout_queue_dropped"]) == 1
+
+
+def test_a_dev_shm_too_small_for_the_channel_refuses_to_start(tmp_path, monkeypatch) -> None:
+    """A container's /dev/shm is 64 MiB unless a memory emptyDir is mounted there: the
+    sidecar says so at start-up instead of dying with SIGBUS on a later write."""
+    from lookout.sidecar import workers
+    from tests.support.processes import small_filesystem
+
+    with small_filesystem(tmp_path / "shm", "8m") as shm:
+        monkeypatch.setattr(workers, "SHM_PATH", str(shm))
+        metrics = SidecarMetrics("m", "v", process_metrics=False)
+        with pytest.raises(WorkerStartError, match="emptyDir with medium: Memory"):
+            workers.AnalysisWorkers(_config(observation_queue_bytes="64MiB"), metrics, 1)
