@@ -47,7 +47,3 @@ def decode(record: memoryview | bytes) -> Observation:
                        response_headers=CIMultiDict(response_headers),
                        request_body=request, response_body=response,
                        **dict(zip(_FACTS, facts, strict=True)))
-
-
-def size(observation: Observation) -> int:
-    return len(observation.request_body) + len(observation.response_body)
