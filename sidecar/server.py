@@ -106,27 +106,9 @@ class Sidecar:
         self._store: SampleStore | None = None
         components = [RequestTelemetry.name, UpstreamProbe.name]
         if self._in_process:
-            self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
-                                          config.observation_queue_bytes)
-            if self._consumers is None:
-                self.chain = AnalysisChain.build(config, self.metrics)
-                self.consumers: list[ObservationConsumer] = [self.chain.analyzer]
-                self.chain.start()
-                components += self.chain.components
-            else:
-                self.consumers = list(self._consumers)
-                components += [consumer.name for consumer in self.consumers]
-            self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
-            self.pipeline.start()
+            components += self._start_in_process()
         else:
-            try:
-                self.workers = AnalysisWorkers(config, self.metrics, worker_count(config))
-            except WorkerStartError as error:
-                await self.session.close()
-                raise StartupError(str(error)) from None
-            self.workers.start()
-            self.queue = self.workers
-            components.append(AnalysisWorkers.name)
+            components += await self._start_workers()
         self.analyzer = self.chain.analyzer if self.chain else None
         self.shadow = self.chain.shadow if self.chain else None
         self.drift = self.chain.drift if self.chain else None
@@ -159,6 +141,35 @@ class Sidecar:
         log.info("lookout serving %s -> %s (admin %s, model %s version %s)",
                  config.listen, config.upstream, config.admin,
                  config.model_name, config.model_version)
+
+    def _start_in_process(self) -> list[str]:
+        """Analysis in this process's threads; returns its components' names."""
+        config = self.config
+        self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
+                                      config.observation_queue_bytes)
+        if self._consumers is None:
+            self.chain = AnalysisChain.build(config, self.metrics)
+            self.consumers: list[ObservationConsumer] = [self.chain.analyzer]
+            self.chain.start()
+            names = self.chain.components
+        else:
+            self.consumers = list(self._consumers)
+            names = [consumer.name for consumer in self.consumers]
+        self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
+        self.pipeline.start()
+        return names
+
+    async def _start_workers(self) -> list[str]:
+        """Analysis in worker processes, fed through the shared-memory channel."""
+        try:
+            self.workers = AnalysisWorkers(self.config, self.metrics,
+                                           worker_count(self.config))
+        except WorkerStartError as error:
+            await self.session.close()
+            raise StartupError(str(error)) from None
+        self.workers.start()
+        self.queue = self.workers
+        return [AnalysisWorkers.name]
 
     async def _bind(self, role: str, address: Address, listening: Awaitable[None]) -> None:
         try:

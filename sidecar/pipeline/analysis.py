@@ -185,15 +185,17 @@ class TrafficAnalyzer:
 
     def _one(self, observation: Observation) -> Analysis | None:
         if self.worth_analysing(observation):
-            analysis = self.within_budget(observation) or self.analyse(observation)
+            skipped = self.over_budget(observation)
+            analysis = skipped if skipped is not None else self.analyse(observation)
             self._metrics.observed(Outcome.ANALYSED if analysis.failure is None
                                    else Outcome.PARSE_FAILED)
             return analysis
         self._metrics.observed(Outcome.NOT_ANALYSED)
         return self.describe_error(observation) if self.worth_offering(observation) else None
 
-    def within_budget(self, observation: Observation) -> Analysis | None:
-        """None when the exchange may be analysed; else its skipped analysis, counted."""
+    def over_budget(self, observation: Observation) -> Analysis | None:
+        """The exchange's skipped analysis (counted) when decoding it is estimated to
+        cost more than `analysis_budget`; None when it may be analysed."""
         cost = exchange_seconds(observation.request_headers, observation.request_body,
                                 observation.response_headers, observation.response_body)
         if cost <= self._config.analysis_budget:
