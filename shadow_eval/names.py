@@ -63,15 +63,40 @@ def metadata_from_session(session: Any, source: str = "model") -> ModelMetadata:
     return ModelMetadata(parse_names(meta["names"]), size, stride)
 
 
-def read_model_metadata(path: str | Path) -> ModelMetadata:
-    """Names, input size and stride from an ONNX file, via onnxruntime."""
+# what a file that is not ONNX usually is, by its first bytes
+_NOT_ONNX = ((b"PK\x03\x04", "a zip archive (a PyTorch .pt checkpoint?)"),
+             (b"\x80", "a Python pickle (a PyTorch checkpoint?)"),
+             (b"\x89HDF", "an HDF5 file (a Keras model?)"),
+             (b"TFL3", "a TensorFlow Lite model"))
+_EXPORT_HINT = "export it with `yolo export model=... format=onnx`"
+
+
+def _open_session(path: Path) -> Any:
     import onnxruntime
 
-    path = Path(path)
     if not path.is_file():
         raise ModelMetadataError(f"model file {path} does not exist")
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with path.open("rb") as model:
+            head = model.read(8)
+    except OSError as error:
+        raise ModelMetadataError(f"model file {path}: {error.strerror or error}") from None
+    for magic, what in _NOT_ONNX:
+        if head.startswith(magic):
+            raise ModelMetadataError(f"model file {path} is {what}, not ONNX; {_EXPORT_HINT}")
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own unrelated exception types
-        raise ModelMetadataError(f"model file {path} cannot be loaded: {error}") from None
-    return metadata_from_session(session, f"model file {path}")
+        raise ModelMetadataError(f"model file {path} is not a loadable ONNX model "
+                                 f"({error}); {_EXPORT_HINT}") from None
+
+
+def check_onnx_file(path: str | Path) -> None:
+    """Refuse, with what the file seems to be, anything onnxruntime cannot load."""
+    _open_session(Path(path))
+
+
+def read_model_metadata(path: str | Path) -> ModelMetadata:
+    """Names, input size and stride from an ONNX file, via onnxruntime."""
+    path = Path(path)
+    return metadata_from_session(_open_session(path), f"model file {path}")

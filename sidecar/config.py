@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from lookout.sidecar.preflight import PreflightError, preflight
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 from lookout.slo.catalog import MODEL_INFO
 
@@ -378,4 +379,9 @@ def load_config(
             flag = "--" + name.replace("_", "-")
             values[name] = _coerce(name, raw, f"command-line option {flag}")
 
-    return Config(**values)
+    config = Config(**values)
+    try:
+        preflight(config)
+    except PreflightError as error:
+        raise ConfigError(str(error)) from None
+    return config

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 from lookout.slo import catalog
+from lookout.slo.promql import rate_over
 from lookout.slo.spec import SLO, Kind, RatioQueries, ServiceSpec, parse_duration
 
 DRIFT_SLICE = "1m"  # drift SLO: time slices with / without an alarm
@@ -38,18 +39,12 @@ def _rate_or_zero(metric: str, selector: str, window: str) -> str:
     return zero_if_absent(_rate(metric, selector, window))
 
 
-def _user_query(query: str, window: str) -> str:
-    if "{{window}}" in query:
-        return query.replace("{{window}}", window)
-    return f"sum(rate({query}[{window}]))"
-
-
 def _ratio(queries: RatioQueries, window: str) -> SLIQueries:
-    total = _user_query(queries.total, window)
+    total = rate_over(queries.total, window)
     if queries.bad:
-        error = f"({_user_query(queries.bad, window)}) / ({total})"
+        error = f"({rate_over(queries.bad, window)}) / ({total})"
     else:
-        error = f"1 - ({_user_query(queries.good, window)}) / ({total})"
+        error = f"1 - ({rate_over(queries.good, window)}) / ({total})"
     # a per-second rate times the window's seconds is the event count (what increase()
     # computes), whether the user wrote the query or lookout wrapped it
     events = f"({total}) * {parse_duration(window, 'window')}"

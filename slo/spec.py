@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from lookout.slo.catalog import REQUEST_DURATION
+from lookout.slo.promql import QueryError, check_counter_query
 
 
 class SpecError(ValueError):
@@ -222,9 +223,15 @@ def _common(document: Mapping[str, Any], source: str) -> dict[str, Any]:
     return values
 
 
-def _openslo_query(ratio: Mapping[str, Any], part: str) -> str:
+def _openslo_query(ratio: Mapping[str, Any], part: str, where: str) -> str:
     entry = ratio.get(part) or {}
-    return str(((entry.get("metricSource") or {}).get("spec") or {}).get("query", ""))
+    query = str(((entry.get("metricSource") or {}).get("spec") or {}).get("query", ""))
+    if query:
+        try:
+            check_counter_query(query)
+        except QueryError as error:
+            raise SpecError(f"{where}.{part}.metricSource.spec.query: {error}") from None
+    return query
 
 
 def from_openslo(documents: Sequence[Mapping[str, Any]], source: str) -> ServiceSpec:
@@ -245,9 +252,10 @@ def from_openslo(documents: Sequence[Mapping[str, Any]], source: str) -> Service
             raise SpecError(f"{where}.spec.indicator.spec.ratioMetric: required (only ratio "
                             f"metrics with Prometheus queries are supported)")
 
-        queries = RatioQueries(total=_openslo_query(ratio, "total"),
-                               good=_openslo_query(ratio, "good"),
-                               bad=_openslo_query(ratio, "bad"))
+        at = f"{where}.spec.indicator.spec.ratioMetric"
+        queries = RatioQueries(total=_openslo_query(ratio, "total", at),
+                               good=_openslo_query(ratio, "good", at),
+                               bad=_openslo_query(ratio, "bad", at))
         if not queries.total or not (queries.good or queries.bad):
             raise SpecError(f"{where}.spec.indicator.spec.ratioMetric: needs total and good "
                             f"or bad, each with metricSource.spec.query")

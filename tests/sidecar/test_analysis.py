@@ -155,7 +155,7 @@ def test_bad_models_and_metadata_are_explained(tmp_path) -> None:
         read_model_metadata(tmp_path / "missing.onnx")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage" * 10)
-    with pytest.raises(ModelMetadataError, match="cannot be loaded"):
+    with pytest.raises(ModelMetadataError, match="is not a loadable ONNX model"):
         read_model_metadata(corrupt)
     plain = tmp_path / "plain.onnx"
     _onnx_with_metadata(plain, {})

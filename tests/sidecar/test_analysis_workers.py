@@ -62,7 +62,7 @@ def start(upstream_port: int, tmp_path: Path, *extra: str) -> SidecarProcess:
     return start_sidecar(
         f"http://127.0.0.1:{upstream_port}",
         "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
-        "--drift", "true", "--drift-baseline-size", "20", "--drift-window", "10",
+        "--drift", "true", "--drift-baseline-size", "50", "--drift-window", "10",
         "--sample-dir", str(tmp_path / "samples"), "--sample-strategies", EVERY_REQUEST,
         *extra)
 

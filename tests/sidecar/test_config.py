@@ -80,3 +80,38 @@ def test_routes_bound_the_label_set() -> None:
     assert routes.label("/v1/models/det:predict") == "/v1/models/{model}:predict"
     assert routes.label("/v2/models/a/b/infer") == OTHER_ROUTE
     assert routes.label("/images/123456.jpg") == OTHER_ROUTE
+
+
+def test_a_drift_baseline_too_small_to_calibrate_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match=r"drift_baseline_size: 40 images cannot calibrate"
+                                          r".*at least 50"):
+        load_config({"drift_baseline_size": "40"}, env={})
+    assert load_config({"drift_baseline_size": "40", "drift": "false"}, env={}).drift is False
+    with pytest.raises(ConfigError, match="drift_window: 2000000 values per window"):
+        load_config({"drift_window": "2000000", "drift_false_alarm_images": "100"}, env={})
+
+
+def test_a_pinned_baseline_that_cannot_be_read_is_refused_at_start_up(tmp_path) -> None:
+    missing = tmp_path / "baseline.json"
+    with pytest.raises(ConfigError, match=r"drift_baseline_path: baseline .*baseline.json"):
+        load_config({"drift_baseline_path": str(missing)}, env={})
+    missing.write_text('{"format": "something-else"}')
+    with pytest.raises(ConfigError, match="is not a lookout drift baseline"):
+        load_config({"drift_baseline_path": str(missing)}, env={})
+
+
+def test_model_files_that_are_not_onnx_are_refused_naming_the_key(tmp_path) -> None:
+    import zipfile
+
+    checkpoint = tmp_path / "yolo11n.pt"  # what `torch.save` writes: a zip archive
+    with zipfile.ZipFile(checkpoint, "w") as archive:
+        archive.writestr("yolo11n/data.pkl", b"\x80\x02}q\x00.")
+    with pytest.raises(ConfigError, match=r"model_path: model file .*yolo11n.pt is a zip "
+                                          r"archive .*not ONNX; export it"):
+        load_config({"model_path": str(checkpoint)}, env={})
+    garbage = tmp_path / "reference.onnx"
+    garbage.write_bytes(b"\x08\x07 not really a model")
+    with pytest.raises(ConfigError, match=r"shadow_model_path: .* is not a loadable ONNX"):
+        load_config({"shadow_model_path": str(garbage)}, env={})
+    with pytest.raises(ConfigError, match=r"model_path: model file .*absent.onnx does not"):
+        load_config({"model_path": str(tmp_path / "absent.onnx")}, env={})

@@ -36,12 +36,14 @@ def _analysis(seed: int, darken: float = 1.0) -> Analysis:
     return Analysis(_observation(b""), open_encoded(buffer.getvalue(), "raw"), detections, None)
 
 
-def _monitor(tmp_path, **values: str):
+def _monitor(tmp_path, before_start=lambda: None, **values: str):
+    """`before_start` runs after the start-up checks, as a volume changing would."""
     from lookout.sidecar.quality.drift import DriftMonitor
 
     config = load_config({"model_name": "m", "model_version": "v", "drift_baseline_size": "80",
                           "drift_window": "20", "drift_false_alarm_images": "100000",
                           **values}, env={})
+    before_start()
     metrics = SidecarMetrics("m", "v", process_metrics=False)
     return DriftMonitor(of(DriftSettings, config), metrics, CLASSES, seed=0), metrics
 
@@ -80,8 +82,8 @@ def test_a_pinned_baseline_is_used_and_a_broken_one_disables_drift(tmp_path) -> 
     pinned, _ = _monitor(tmp_path, drift_baseline_path=str(path))
     assert pinned.calibrated.wait(60)
     assert pinned.model is not None and "brightness" in pinned.model.detectors
-    path.write_text("not json")
-    broken, metrics = _monitor(tmp_path, drift_baseline_path=str(path))
+    broken, metrics = _monitor(tmp_path, lambda: path.write_text("not json"),
+                               drift_baseline_path=str(path))
     assert broken.calibrated.is_set() and broken.disabled and broken.model is None
     assert metrics.registry.get_sample_value(catalog.COMPONENT_ERRORS.sample_name,
                                              {"component": "drift"}) == 1

@@ -3,6 +3,7 @@ every way the reference model can fail leaving the proxy untouched."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import queue
 
@@ -30,6 +31,13 @@ PRIMARY, REFERENCE = model_path("primary"), model_path("reference")
 
 def _config(**values: str):
     return load_config({"model_name": "m", "model_version": "v", **values}, env={})
+
+
+def _config_after_start_up(**values: str):
+    """A configuration whose reference file went bad after start-up checked it (a volume
+    changed under the pod): the evaluator must still disable itself alone."""
+    path = values.pop("shadow_model_path")
+    return dataclasses.replace(_config(**values), shadow_model_path=path)
 
 
 def _value(metrics: SidecarMetrics, spec: catalog.MetricSpec, **labels: str) -> float:
@@ -152,7 +160,7 @@ def test_unusable_reference_disables_shadow_only(problem, tmp_path) -> None:
                                "shadow_model_sha256": "ab" * 32},
               "corrupt": {"shadow_model_path": str(corrupt)},
               "missing": {"shadow_model_path": str(tmp_path / "nope.onnx")}}[problem]
-    evaluator, metrics = _started(_config(**values))
+    evaluator, metrics = _started(_config_after_start_up(**values))
     evaluator.close()
     assert evaluator.state is State.DISABLED
     assert metrics.registry.get_sample_value(catalog.COMPONENT_ERRORS.sample_name,

@@ -4,6 +4,7 @@ leaves what clients receive unchanged."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 
 import aiohttp
@@ -53,12 +54,14 @@ async def _scenario(shadow: dict[str, str], breaking=None) -> tuple[Sidecar, boo
     await upstream.setup()
     upstream_port = free_port()
     await web.TCPSite(upstream, "127.0.0.1", upstream_port).start()
-    config = load_config({
+    shadow = dict(shadow)
+    reference = shadow.pop("shadow_model_path")  # checked at start-up, then gone bad
+    config = dataclasses.replace(load_config({
         "listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}",
         "upstream": f"http://127.0.0.1:{upstream_port}", "model_name": "m",
         "model_version": "v", "shadow_sample_share": "1", "shadow_rate": "1000",
         "shadow_burst": "1000", "shadow_max_busy_share": "1", **shadow,
-    }, env={})
+    }, env={}), shadow_model_path=reference)
     sidecar = Sidecar(config, tracing=_tracing(), analysis_in_process=True)
     try:
         await sidecar.start()

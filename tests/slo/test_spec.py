@@ -106,3 +106,31 @@ def test_openslo_ratio_metrics_are_accepted(tmp_path) -> None:
     path.write_text(yaml.safe_dump(broken))
     with pytest.raises(SpecError, match="needs total and good or bad"):
         load_spec(path)
+
+
+def test_openslo_queries_that_cannot_become_rates_are_refused_naming_the_field(
+        tmp_path) -> None:
+    document = yaml.safe_load(OPENSLO)
+    good = document["spec"]["indicator"]["spec"]["ratioMetric"]["good"]
+    good["metricSource"]["spec"]["query"] = "lookout_requests_total / ignoring(code) x"
+    path = tmp_path / "openslo.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(SpecError, match=r"ratioMetric\.good\.metricSource\.spec\.query: "
+                                        r".*neither a counter selector nor sum\(\)"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(("query", "rate"), [
+    ('lookout_requests_total{code!~"5.."}', 'sum(rate(lookout_requests_total{code!~"5.."}[5m]))'),
+    ('sum(lookout_requests_total{code!~"5.."})',
+     'sum(rate(lookout_requests_total{code!~"5.."}[5m]))'),
+    ("sum by (model) (lookout_requests_total)",
+     "sum by (model) (rate(lookout_requests_total[5m]))"),
+    ("sum(lookout_requests_total) without (code)",
+     "sum without (code) (rate(lookout_requests_total[5m]))"),
+    ("sum(rate(x[{{window}}]))", "sum(rate(x[5m]))"),
+])
+def test_counter_queries_get_the_rate_inside_the_aggregation(query: str, rate: str) -> None:
+    from lookout.slo.promql import rate_over
+
+    assert rate_over(query, "5m") == rate

@@ -1,0 +1,60 @@
+"""Checks at start-up for configuration that would otherwise only fail later, in a
+worker, hours into the run: a drift detector that can never be built, a model file that
+is not ONNX, a pinned baseline that cannot be read. Each refusal names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lookout.shadow_eval.baseline import Baseline, BaselineError
+from lookout.shadow_eval.drift import MIN_BASELINE_VALUES
+from lookout.shadow_eval.features import FEATURES
+from lookout.shadow_eval.names import ModelMetadataError, check_onnx_file
+
+
+class PreflightError(ValueError):
+    """A configured value cannot work; the message names the key and what to change."""
+
+
+def check_drift(config: Any) -> None:
+    """The detector needs MIN_BASELINE_VALUES values per feature, and a per-window false
+    alarm probability below 1, or drift would be disabled at run time."""
+    if not config.drift:
+        return
+    if config.drift_baseline_path:
+        try:
+            rows = Baseline.load(config.drift_baseline_path).rows
+        except BaselineError as error:
+            raise PreflightError(f"drift_baseline_path: {error}") from None
+        if len(rows) < MIN_BASELINE_VALUES:
+            raise PreflightError(
+                f"drift_baseline_path: {config.drift_baseline_path} holds {len(rows)} images; "
+                f"the drift detector needs at least {MIN_BASELINE_VALUES}")
+    elif config.drift_baseline_size < MIN_BASELINE_VALUES:
+        raise PreflightError(
+            f"drift_baseline_size: {config.drift_baseline_size} images cannot calibrate the "
+            f"drift detector, which needs at least {MIN_BASELINE_VALUES} per feature; set "
+            f"{MIN_BASELINE_VALUES} or more, or drift: false")
+    if config.drift_window >= len(FEATURES) * config.drift_false_alarm_images:
+        raise PreflightError(
+            f"drift_window: {config.drift_window} values per window with "
+            f"drift_false_alarm_images {config.drift_false_alarm_images} leaves no false "
+            f"alarm probability to test at; raise drift_false_alarm_images or shrink the "
+            f"window")
+
+
+def check_model_file(key: str, path: str) -> None:
+    if not path:
+        return
+    try:
+        check_onnx_file(Path(path))
+    except ModelMetadataError as error:
+        raise PreflightError(f"{key}: {error}") from None
+
+
+def preflight(config: Any) -> None:
+    """Every start-up check, on a loaded configuration."""
+    check_drift(config)
+    check_model_file("model_path", config.model_path)
+    check_model_file("shadow_model_path", config.shadow_model_path)
