@@ -236,8 +236,9 @@ class Config:
     detections_path: str = _opt("", str, "dotted path to the detection list in a custom "
                                 "JSON response (e.g. result.objects)")
     box_field: str = _opt("", str, "box field of a custom detection object")
-    box_format: str = _opt("xyxy", _choice("xyxy", "xywh", "ltwh"),
-                           "box format of box_field: corners, centre+size, top-left+size")
+    box_format: str = _opt("xyxy", _choice("xyxy", "xywh", "ltwh", "xyxyn", "xywhn"),
+                           "box format of box_field: corners, centre+size, top-left+size; "
+                           "an n suffix: normalised to the image's width and height")
     score_field: str = _opt("", str, "score field of a custom detection object")
     class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
     analysis_workers: int = _opt(0, parse_workers, "analysis worker processes (decoding, "

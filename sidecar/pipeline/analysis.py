@@ -8,6 +8,7 @@ gets is counted once in lookout_observations_total{outcome}.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +17,12 @@ from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
+from multidict import CIMultiDict
 
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
 from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
+from lookout.sidecar.pipeline.content_encoding import codings, decoded
 from lookout.sidecar.pipeline.cost import exchange_seconds
 from lookout.sidecar.pipeline.inputs import InputImage, extract_image
 from lookout.sidecar.pipeline.listeners import Listeners
@@ -185,13 +188,44 @@ class TrafficAnalyzer:
 
     def _one(self, observation: Observation) -> Analysis | None:
         if self.worth_analysing(observation):
-            skipped = self.over_budget(observation)
-            analysis = skipped if skipped is not None else self.analyse(observation)
+            observation, request_failure, response_failure = self.inflated(observation)
+            if response_failure is not None:
+                self._metrics.parse_failure(response_failure.reason)
+                analysis = Analysis(observation, None, None, response_failure)
+            else:
+                analysis = self.over_budget(observation) or \
+                    self.analyse(observation, request_failure)
             self._metrics.observed(Outcome.ANALYSED if analysis.failure is None
                                    else Outcome.PARSE_FAILED)
             return analysis
         self._metrics.observed(Outcome.NOT_ANALYSED)
         return self.describe_error(observation) if self.worth_offering(observation) else None
+
+    def inflated(self, observation: Observation
+                 ) -> tuple[Observation, ParseFailure | None, ParseFailure | None]:
+        """The observation with compressed bodies inflated (bounded), and why either side
+        could not be: a request that does not inflate still leaves detections to count."""
+        if not (codings(observation.request_headers) or codings(observation.response_headers)):
+            return observation, None, None
+        limit = self._config.observe_max_bytes
+        sides: dict[str, object] = {}
+        failures: list[ParseFailure | None] = []
+        for side in ("request", "response"):
+            headers = getattr(observation, f"{side}_headers")
+            if not codings(headers):
+                failures.append(None)
+                continue
+            try:
+                body = decoded(headers, getattr(observation, f"{side}_body"), limit)
+            except ParseFailure as failure:
+                failures.append(failure)
+                body = b""
+            else:
+                failures.append(None)
+            sides[f"{side}_body"] = body
+            sides[f"{side}_headers"] = CIMultiDict(
+                (k, v) for k, v in headers.items() if k.lower() != "content-encoding")
+        return dataclasses.replace(observation, **sides), failures[0], failures[1]
 
     def over_budget(self, observation: Observation) -> Analysis | None:
         """The exchange's skipped analysis (counted) when decoding it is estimated to
@@ -208,11 +242,12 @@ class TrafficAnalyzer:
     def add_listener(self, listener: AnalysisListener) -> None:
         self._listeners.add(listener)
 
-    def analyse(self, observation: Observation) -> Analysis:
+    def analyse(self, observation: Observation,
+                request_failure: ParseFailure | None = None) -> Analysis:
         """Parse and record one exchange (in an analysis thread)."""
         image: InputImage | None = None
         try:
-            image = self._image(observation)
+            image = self._image(observation, request_failure)
             if observation.response_truncated:
                 raise ParseFailure(Reason.RESPONSE_TOO_LARGE,
                                    f"response larger than observe_max_bytes "
@@ -229,7 +264,8 @@ class TrafficAnalyzer:
 
     def describe_error(self, observation: Observation) -> Analysis:
         """The input of a failed exchange; nothing is recorded or counted for it."""
-        if observation.request_truncated:
+        observation, request_failure, _ = self.inflated(observation)
+        if observation.request_truncated or request_failure is not None:
             return Analysis(observation, None, None, None)
         try:
             image = extract_image(observation.path, observation.request_headers,
@@ -238,11 +274,15 @@ class TrafficAnalyzer:
             image = None
         return Analysis(observation, image, None, None)
 
-    def _image(self, observation: Observation) -> InputImage | None:
+    def _image(self, observation: Observation,
+               request_failure: ParseFailure | None = None) -> InputImage | None:
         """The input image, or None when it cannot be had: detections are still worth
         recording without it, so a request-side failure is counted and tolerated."""
         if observation.request_truncated:  # only a prefix was kept: not decodable
             self._metrics.parse_failure(Reason.REQUEST_TOO_LARGE)
+            return None
+        if request_failure is not None:  # a compressed body that would not inflate
+            self._metrics.parse_failure(request_failure.reason)
             return None
         try:
             return extract_image(observation.path, observation.request_headers,

@@ -35,7 +35,11 @@ LIST_KEYS = ("detections", "predictions", "results", "objects", "boxes", "images
 SCORE_KEYS = ("confidence", "score", "conf", "probability")
 NAME_KEYS = ("name", "class_name", "label")
 ID_KEYS = ("class_id", "class", "cls", "category_id")
-BOX_FORMATS = ("xyxy", "xywh", "ltwh")  # xywh: centre-based, ltwh: top-left (COCO)
+# xywh: centre-based, ltwh: top-left (COCO); an `n` suffix: in units of the image's
+# width and height (Ultralytics' xyxyn / xywhn)
+BOX_FORMATS = ("xyxy", "xywh", "ltwh", "xyxyn", "xywhn")
+NORMALISED_KEYS = ("xyxyn", "xywhn")
+UNIT_SLACK = 1e-3  # rounding of normalised coordinates (Ultralytics rounds to 5 places)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +81,54 @@ def extract_detections(headers: Mapping[str, str], body: bytes, image: InputImag
     if isinstance(document, dict) and isinstance(document.get("outputs"), list):
         return _from_kserve(body, None, image, settings, document)
     if settings.mapping.configured:
-        return _from_mapping(document, settings.mapping)
-    items = _find_detection_list(document, depth=0)
-    if items is None:
-        raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE, "no list of detections in the JSON")
-    return _from_items(items, ResponseMapping())
+        detections, units = _from_mapping(document, settings.mapping)
+    else:
+        items = _find_detection_list(document, depth=0)
+        if items is None:
+            raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE,
+                               "no list of detections in the JSON")
+        detections, units = _from_items(items, ResponseMapping())
+    return _in_pixels(detections, units, image)
+
+
+def _in_pixels(detections: Detections, units: str, image: InputImage | None) -> Detections:
+    """Normalised boxes scaled by the input image's size. Without the image they stay
+    normalised (areas are then already shares of the frame), which is what the box-area
+    histogram wants; nothing that needs pixels (the shadow) runs without an image."""
+    if units != "normalised" or image is None:
+        return detections
+    scale = np.array([image.width, image.height, image.width, image.height], np.float32)
+    return Detections(detections.boxes * scale, detections.scores, detections.classes,
+                      detections.names)
+
+
+def _units(boxes: list[list[float]], explicit: set[bool]) -> str:
+    """"normalised" or "pixels", from what the keys say or, when they say nothing (a
+    `summary(normalize=True)` uses the same keys as pixels), from the values: every
+    coordinate within [0, 1] is normalised, as a box of under one pixel in pixel units
+    is no box. A response mixing both kinds of key, or normalised keys holding values
+    past 1, cannot be read either way: a counted failure, never a silently wrong size."""
+    if not boxes:
+        return "pixels"
+    within = bool(np.all((np.asarray(boxes) >= -UNIT_SLACK)
+                         & (np.asarray(boxes) <= 1 + UNIT_SLACK)))
+    if explicit == {True, False}:
+        raise ParseFailure(Reason.AMBIGUOUS_BOXES,
+                           "some detections give normalised boxes (xyxyn/xywhn) and others "
+                           "pixel boxes")
+    if True in explicit:
+        if not within:
+            raise ParseFailure(Reason.AMBIGUOUS_BOXES,
+                               "boxes under xyxyn/xywhn keys have coordinates outside [0, 1]")
+        return "normalised"
+    return "normalised" if within else "pixels"
 
 
 def _looks_like_detection(item: Any) -> bool:
     if not isinstance(item, dict):
         return False
     keys = item.keys()
-    has_box = any(k in keys for k in ("box", "xyxy", "xywh", "bbox")) or (
+    has_box = any(k in keys for k in ("box", "xyxy", "xywh", "bbox", *NORMALISED_KEYS)) or (
         {"x", "y", "width", "height"} <= keys) or ({"x1", "y1", "x2", "y2"} <= keys) or (
         {"xmin", "ymin", "xmax", "ymax"} <= keys)
     return has_box and any(k in keys for k in SCORE_KEYS)
@@ -116,7 +156,7 @@ def _find_detection_list(document: Any, depth: int) -> list[Any] | None:
     return None
 
 
-def _from_mapping(document: Any, mapping: ResponseMapping) -> Detections:
+def _from_mapping(document: Any, mapping: ResponseMapping) -> tuple[Detections, str]:
     items = walk(document, mapping.detections_path) if mapping.detections_path else document
     if not isinstance(items, list):
         raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE,
@@ -124,9 +164,18 @@ def _from_mapping(document: Any, mapping: ResponseMapping) -> Detections:
     return _from_items(items, mapping)
 
 
-def _box(item: dict[str, Any], mapping: ResponseMapping) -> list[float]:
+def _box(item: dict[str, Any], mapping: ResponseMapping) -> tuple[list[float], bool]:
+    """The box as corners, and whether its key says it is normalised."""
     if mapping.box_field:
-        return _convert(item[mapping.box_field], mapping.box_format)
+        return (_convert(item[mapping.box_field], mapping.box_format),
+                mapping.box_format in NORMALISED_KEYS)
+    for key in NORMALISED_KEYS:
+        if key in item:
+            return _convert(item[key], key), True
+    return _pixel_box(item), False
+
+
+def _pixel_box(item: dict[str, Any]) -> list[float]:
     if "box" in item:
         box = item["box"]
         if isinstance(box, dict):
@@ -144,6 +193,7 @@ def _box(item: dict[str, Any], mapping: ResponseMapping) -> list[float]:
 
 
 def _convert(values: Sequence[Any], form: str) -> list[float]:
+    form = form.removesuffix("n")
     a, b, c, d = (float(v) for v in values)
     if form == "xywh":
         return [a - c / 2, b - d / 2, a + c / 2, b + d / 2]
@@ -165,12 +215,16 @@ def _class(item: dict[str, Any], mapping: ResponseMapping) -> tuple[int, str | N
     return class_id, name
 
 
-def _from_items(items: list[Any], mapping: ResponseMapping) -> Detections:
+def _from_items(items: list[Any], mapping: ResponseMapping) -> tuple[Detections, str]:
+    """The detections, and whether their boxes are in pixels or normalised units."""
     boxes, scores, ids, names = [], [], [], []
+    explicit: set[bool] = set()
     score_keys = (mapping.score_field,) if mapping.score_field else SCORE_KEYS
     for index, item in enumerate(items):
         try:
-            boxes.append(_box(item, mapping))
+            box, normalised = _box(item, mapping)
+            boxes.append(box)
+            explicit.add(normalised)
             scores.append(float(next(item[k] for k in score_keys if k in item)))
             class_id, name = _class(item, mapping)
             if not -1 <= class_id < 2**31:
@@ -185,7 +239,7 @@ def _from_items(items: list[Any], mapping: ResponseMapping) -> Detections:
         detections = Detections.from_arrays(boxes, scores, ids, named)
     if not np.all(np.isfinite(detections.boxes)) or not np.all(np.isfinite(detections.scores)):
         raise ParseFailure(Reason.BAD_DETECTION, "non-finite box or score")
-    return detections
+    return detections, _units(boxes, explicit)
 
 
 def _letterbox(image: InputImage | None, settings: OutputSettings) -> Letterbox | None:

@@ -18,6 +18,10 @@ class Reason(StrEnum):
     RESPONSE_TOO_LARGE = "response_too_large"
     REQUEST_TOO_LARGE = "request_too_large"
     OVER_BUDGET = "over_budget"  # estimated to cost more than analysis_budget seconds
+    DECOMPRESSED_TOO_LARGE = "decompressed_too_large"  # a compressed body past the bound
+    BAD_ENCODING = "bad_encoding"  # a compressed body that does not inflate
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
+    AMBIGUOUS_BOXES = "ambiguous_boxes"  # pixels or normalised units: cannot tell
 
 
 class ParseFailure(Exception):
