@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from lookout.sidecar.config import Config
+from lookout.sidecar.forwarder import Forwarder
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.quality.drift import DriftMonitor
 from lookout.sidecar.quality.drift_features import DriftFeatures
@@ -31,34 +32,52 @@ from lookout.sidecar.settings import (
 @dataclass
 class AnalysisChain:
     analyzer: TrafficAnalyzer
-    reference: ShadowEvaluator | NoReference
+    reference: ShadowEvaluator | NoReference | Forwarder
     drift: DriftMonitor | None
     samples: SampleRecorder | None
     features: DriftFeatures | None = None  # drift features, before the reference stage
+    owns_samples: bool = True  # False: one recorder shared by every model's chain
     stages: list = field(init=False)
 
     def __post_init__(self) -> None:
         after = [stage for stage in (self.drift, self.samples) if stage is not None]
         before = [self.features] if self.features is not None else []
-        self.stages = [self.analyzer, *before, self.reference, *after]
+        owned = [s for s in after if s is not self.samples or self.owns_samples]
+        self.stages = [self.analyzer, *before, self.reference, *owned]
         for stage, following in pairwise([self.analyzer, *before, self.reference]):
             stage.add_listener(following)
         for stage in after:
             self.reference.add_listener(stage)
 
     @classmethod
-    def build(cls, config: Config, metrics: SidecarMetrics) -> AnalysisChain:
+    def build(cls, config: Config, metrics: SidecarMetrics,
+              samples: SampleRecorder | None = None) -> AnalysisChain:
+        """The whole chain for one model, as the lead worker runs it. `samples` is a
+        recorder shared with other models' chains (one store, one writer)."""
         analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics)
         names = analyzer.model.class_names
         reference = ShadowEvaluator(of(ShadowSettings, config), metrics, names) \
             if config.shadow_model_path else NoReference(metrics)
         drift = DriftMonitor(of(DriftSettings, config), metrics, names) if config.drift \
             else None
-        samples = SampleRecorder(of(SampleSettings, config), metrics, names, drift) \
-            if config.sample_dir else None
+        shared = samples is not None
+        if samples is None and config.sample_dir:
+            samples = SampleRecorder(of(SampleSettings, config), metrics, names, drift)
+        elif samples is not None:
+            samples.add_model(config.model_name, names, drift, config.sample_strategies)
         features = DriftFeatures(of(DriftSettings, config), metrics, names) if drift \
             else None
-        return cls(analyzer, reference, drift, samples, features)
+        return cls(analyzer, reference, drift, samples, features, owns_samples=not shared)
+
+    @classmethod
+    def forwarding(cls, config: Config, metrics: SidecarMetrics,
+                   forwarder: Forwarder | None) -> AnalysisChain:
+        """The chain of a worker that is not the lead: analysis and drift features
+        here, then the analysis handed to the lead's reference stage."""
+        analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics)
+        features = DriftFeatures(of(DriftSettings, config), metrics,
+                                 analyzer.model.class_names) if config.drift else None
+        return cls(analyzer, forwarder or NoReference(metrics), None, None, features)
 
     @property
     def shadow(self) -> ShadowEvaluator | None:
@@ -72,7 +91,8 @@ class AnalysisChain:
     @property
     def components(self) -> list[str]:
         """The `component` label of every stage that can fail on its own."""
-        names = [stage.name for stage in self.stages if not isinstance(stage, NoReference)]
+        names = [stage.name for stage in self.stages
+                 if not isinstance(stage, NoReference | Forwarder)]
         return names + ([FeatureStore.name] if self.drift else [])
 
     def start(self) -> None:

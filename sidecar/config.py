@@ -18,6 +18,12 @@ import yaml
 
 from lookout.sidecar.preflight import PreflightError, preflight
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
+from lookout.sidecar.served_models import (
+    ModelEntry,
+    format_models,
+    model_configs,
+    parse_models,
+)
 from lookout.slo.catalog import MODEL_INFO
 
 ENV_PREFIX = "LOOKOUT_"
@@ -182,6 +188,16 @@ class Config:
     model_version: str = _opt("unknown", str, "value of the `version` label")
     model_sha256: str = _opt("", str, "sha256 of the primary model file, for "
                                 f"{MODEL_INFO.name}")
+    models: tuple[ModelEntry, ...] = _opt((), parse_models, "the other models the server "
+                                          "serves (V2 /v2/models/{name}): a YAML list of "
+                                          "name, version and per-model options (see "
+                                          "docs/MODELS.md)")
+    discover_models: bool = _opt(False, parse_bool, "label models the server answers for "
+                                 "that are not configured by their own name (V2 paths); "
+                                 "with neither this nor models, every request is "
+                                 "model_name's")
+    max_models: int = _opt(16, _positive(int), "most model names used as labels, "
+                           "configured and discovered; others are labelled 'other'")
     max_body_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
                                "largest request body accepted; larger gets 413")
     connect_timeout: float = _opt(2.0, _positive(float),
@@ -326,7 +342,9 @@ class Config:
 def _coerce(name: str, raw: Any, source: str) -> Any:
     spec = next(f for f in fields(Config) if f.name == name)
     parse = spec.metadata["parse"]
-    if isinstance(raw, list | tuple):
+    if name == "models":
+        raw = format_models(raw)
+    elif isinstance(raw, list | tuple):
         raw = spec.metadata["separator"].join(str(item) for item in raw)
     elif isinstance(raw, bool):
         raw = str(raw).lower()
@@ -334,6 +352,11 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         return parse(str(raw))
     except ValueError as error:
         raise ConfigError(f"{source}: invalid value {raw!r}: {error}") from None
+
+
+def per_model(config: Config) -> dict[str, Config]:
+    """Each served model's own configuration (the default model's is `config`)."""
+    return model_configs(config, lambda key, raw, where: _coerce(key, raw, where))
 
 
 def _yaml_values(path: Path) -> dict[str, Any]:
@@ -381,8 +404,10 @@ def load_config(
             values[name] = _coerce(name, raw, f"command-line option {flag}")
 
     config = Config(**values)
-    try:
-        preflight(config)
-    except PreflightError as error:
-        raise ConfigError(str(error)) from None
+    for name, model_config in per_model(config).items():  # every model's values parse
+        try:
+            preflight(model_config)
+        except PreflightError as error:
+            where = "" if model_config is config else f"models entry {name!r}, "
+            raise ConfigError(f"{where}{error}") from None
     return config

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from lookout.sidecar.admin import AdminApp
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import Address, Config
+from lookout.sidecar.config import Address, Config, per_model
+from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.observation import (
     OBSERVATION_QUEUE,
@@ -34,6 +35,7 @@ from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing
 from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.store import SampleStore, StoreError
+from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.settings import ModelIdentity, RelaySettings, UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 
@@ -90,7 +92,15 @@ class Sidecar:
         self._consumers = consumers
         self._in_process = analysis_in_process or consumers is not None
         self.metrics = SidecarMetrics(config.model_name, config.model_version)
-        self.metrics.set_model_info(config.model_sha256, role="primary")
+        self.models = per_model(config)
+        for model in self.models.values():
+            self.metrics.labelled(model.model_name, model.model_version).set_model_info(
+                model.model_sha256, role="primary")
+        self.model_labels = ModelLabels(
+            config.model_name, config.model_version,
+            {name: model.model_version for name, model in self.models.items()
+             if name != config.model_name},
+            config.discover_models, config.max_models)
         self.tracing = tracing or build_tracing()
         self.draining = False
         self._runners: list[web.AppRunner] = []
@@ -100,7 +110,8 @@ class Sidecar:
         config = self.config
         upstream = of(UpstreamSettings, config)
         self.session = new_session(upstream)
-        self.chain: AnalysisChain | None = None
+        self.chain: AnalysisChain | None = None  # the default model's, in-process only
+        self.chains: ModelChains | None = None
         self.workers: AnalysisWorkers | None = None
         self.pipeline: ObservationPipeline | None = None
         self._store: SampleStore | None = None
@@ -114,7 +125,7 @@ class Sidecar:
         self.drift = self.chain.drift if self.chain else None
         self.samples = self.chain.samples if self.chain else None
         self.metrics.initialise(
-            queues=[OBSERVATION_QUEUE, *(self.chain.queues if self.chain else [])],
+            queues=[OBSERVATION_QUEUE, *(self.chains.queues if self.chains else [])],
             components=components,
             reasons=list(Reason) if self.chain else [], refusals=REFUSAL_REASONS,
             outcomes=list(Outcome) if self.chain else [])
@@ -122,7 +133,7 @@ class Sidecar:
         self.probe.start()
 
         telemetry = RequestTelemetry(of(ModelIdentity, config), self.metrics, self.tracing,
-                                     self.queue)
+                                     self.queue, self.model_labels)
         self._refusals = TallyLog(log, "refused client requests or connections")
         handler = ProxyHandler(of(RelaySettings, config), upstream, self.session, telemetry,
                                self._refused)
@@ -148,10 +159,11 @@ class Sidecar:
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
                                       config.observation_queue_bytes)
         if self._consumers is None:
-            self.chain = AnalysisChain.build(config, self.metrics)
-            self.consumers: list[ObservationConsumer] = [self.chain.analyzer]
-            self.chain.start()
-            names = self.chain.components
+            self.chains = ModelChains(config, self.metrics)
+            self.chain = self.chains.default
+            self.consumers: list[ObservationConsumer] = [self.chains]
+            self.chains.start()
+            names = self.chains.components
         else:
             self.consumers = list(self._consumers)
             names = [consumer.name for consumer in self.consumers]
@@ -203,8 +215,8 @@ class Sidecar:
         return self._store
 
     async def _abandon_start(self) -> None:
-        if self.chain is not None:
-            self.chain.abandon()
+        if self.chains is not None:
+            self.chains.abandon()
         if self.pipeline is not None:
             await self.pipeline.stop(0)
         if self.workers is not None:
@@ -222,8 +234,8 @@ class Sidecar:
         await self.data_server.stop(self.config.shutdown_grace)
         self._refusals.flush()
         await self._stop_analysis(PIPELINE_DRAIN_TIMEOUT)
-        if self.chain is not None:
-            await self.chain.stop(PIPELINE_DRAIN_TIMEOUT)
+        if self.chains is not None:
+            await self.chains.stop(PIPELINE_DRAIN_TIMEOUT)
         await self.probe.stop()
         await self.session.close()
         await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)

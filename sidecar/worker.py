@@ -17,7 +17,6 @@ proxy has gone exits on its own.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import pickle
@@ -28,16 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import Config
+from lookout.sidecar.config import Config, per_model
+from lookout.sidecar.forwarder import Forwarder
+from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline import wire
-from lookout.sidecar.pipeline.analysis import Analysis, Outcome, TrafficAnalyzer
+from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.channel import Ring, RingAddress
 from lookout.sidecar.pipeline.parse_errors import Reason
-from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.worker_metrics import record_into
-from lookout.sidecar.settings import AnalysisSettings, DriftSettings, of
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +63,6 @@ class WorkerSpec:
         return self.index == 0
 
 
-class Forwarder:
-    """The analysis listener of a worker that is not the lead: hands each analysis, its
-    bodies dropped, to the lead's reference stage. Full: dropped and counted."""
-
-    name = "forwarder"
-
-    def __init__(self, ring: Ring, dropped: Callable[[], None]) -> None:
-        self._ring = ring
-        self._dropped = dropped
-
-    def offer(self, analysis: Analysis) -> None:
-        slim = dataclasses.replace(analysis, observation=dataclasses.replace(
-            analysis.observation, request_body=b"", response_body=b""))
-        if not self._ring.put([pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL)]):
-            self._dropped()
-
-
 class Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         config = spec.config
@@ -91,26 +73,21 @@ class Worker:
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
-        self.chain = None
         if spec.lead:
-            self.chain = AnalysisChain.build(config, self.metrics)
-            self.analyzer = self.chain.analyzer
-            components = self.chain.components
-            queues = [*self.chain.queues, FORWARD_QUEUE]
+            self.chains = ModelChains(config, self.metrics)
+            queues = [*self.chains.queues, FORWARD_QUEUE]
         else:
-            self.analyzer = TrafficAnalyzer(of(AnalysisSettings, config), self.metrics)
-            components, queues = [self.analyzer.name], [FORWARD_QUEUE]
-            last = self.analyzer
-            if config.drift:  # features where the image is; the lead only tests them
-                last = DriftFeatures(of(DriftSettings, config), self.metrics,
-                                     self.analyzer.model.class_names)
-                self.analyzer.add_listener(last)
-                components.append(last.name)
-            if config.shadow_model_path or config.drift or config.sample_dir:
-                last.add_listener(Forwarder(
-                    self.forwards[0], lambda: self.metrics.queue_dropped(FORWARD_QUEUE)))
-        self.metrics.initialise(queues=queues, components=components, reasons=list(Reason),
-                                outcomes=list(Outcome))
+            forwarder = Forwarder(self.forwards[0],
+                                  lambda: self.metrics.queue_dropped(FORWARD_QUEUE)) \
+                if config.shadow_model_path or config.drift or config.sample_dir or \
+                config.models else None
+            self.chains = ModelChains(config, self.metrics, lambda model, metrics:
+                                      AnalysisChain.forwarding(model, metrics, forwarder))
+            queues = [FORWARD_QUEUE]
+        self.metrics.initialise(queues=queues, components=self.chains.components)
+        for name, model in per_model(config).items():  # each model's series from 0
+            self.metrics.labelled(name, model.model_version).initialise(
+                reasons=list(Reason), outcomes=list(Outcome))
         lost = self.inbox.abandon_claimed()
         if lost:  # what the worker before this one held when it died
             self.metrics.observed(Outcome.LOST, lost)
@@ -121,8 +98,7 @@ class Worker:
                 ring.abandon_claimed()
 
     def run(self) -> None:
-        if self.chain is not None:
-            self.chain.start()
+        self.chains.start()
         inboxes = [self.inbox, *(self.forwards if self.spec.lead else [])]
         fds = [ring.wake_fd for ring in inboxes]
         while True:
@@ -159,7 +135,7 @@ class Worker:
         if not batch:
             return False
         try:
-            self.analyzer.analyse_batch(batch)
+            self.chains.analyse_batch(batch)
         finally:
             self.inbox.finish(len(batch))
         return True
@@ -173,9 +149,9 @@ class Worker:
                     break
                 busy = True
                 try:
-                    self.chain.reference.offer(pickle.loads(record))
+                    self.chains.offer_forwarded(pickle.loads(record))
                 except Exception:
-                    self.metrics.component_error(self.chain.reference.name)
+                    self.metrics.component_error(self.chains.default.reference.name)
                     self._failures.exception("forwarded", "reference stage failed on a "
                                              "forwarded analysis")
                 finally:
@@ -183,8 +159,7 @@ class Worker:
         return busy
 
     def stop(self) -> None:
-        if self.chain is not None:
-            self.chain.drain_and_close(STAGE_DRAIN_SECONDS)
+        self.chains.drain_and_close(STAGE_DRAIN_SECONDS)
         if not self.spec.lead:
             self.forwards[0].close_writing()
 

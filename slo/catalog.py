@@ -237,6 +237,15 @@ MODEL_INFO = MetricSpec(
     ("model", "version", "sha256", "role"),
 )
 
+SERVED_RESPONSES = MetricSpec(
+    "lookout_model_served_responses", MetricType.COUNTER,
+    "Inference responses by the model version the server says answered them (V2 "
+    "`model_version`), beside the deployed `version` lookout was configured with: a "
+    "served_version other than the deployed one means stale weights or a partial "
+    "roll-out. At most a few distinct served versions per model; more are 'other'.",
+    (*_MV, "served_version"),
+)
+
 ALL: tuple[MetricSpec, ...] = (
     REQUESTS, REQUEST_DURATION, UPSTREAM_DURATION, REQUEST_BYTES, RESPONSE_BYTES,
     DETECTIONS_PER_REQUEST, DETECTIONS, DETECTION_CONFIDENCE, DETECTION_BOX_AREA,
@@ -247,7 +256,7 @@ ALL: tuple[MetricSpec, ...] = (
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
     QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, UPSTREAM_UP,
-    GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, MODEL_INFO,
+    GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, MODEL_INFO, SERVED_RESPONSES,
 )
 
 # Response codes the sidecar generates itself are exported as e.g. `sidecar_502`, so

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 OTHER_CLASS = "other"
 # a response inventing class names must not inflate the label set without bound
 MAX_CLASS_LABELS = 1000
+# a roll-out shows two or three versions at once; more are one `other`
+MAX_SERVED_VERSIONS = 8
 
 
 class Outcome(StrEnum):
@@ -145,6 +147,7 @@ class TrafficAnalyzer:
         self._confidence = metrics[catalog.DETECTION_CONFIDENCE].labels(*labels)
         self._box_area = metrics[catalog.DETECTION_BOX_AREA].labels(*labels)
         self._class_counters: dict[str, object] = {}
+        self._served_versions: dict[str, object] = {}
 
     @staticmethod
     def worth_analysing(observation: Observation) -> bool:
@@ -252,15 +255,32 @@ class TrafficAnalyzer:
                 raise ParseFailure(Reason.RESPONSE_TOO_LARGE,
                                    f"response larger than observe_max_bytes "
                                    f"({self._config.observe_max_bytes} bytes)")
+            served: dict[str, str] = {}
             detections = extract_detections(observation.response_headers,
-                                            observation.response_body, image, self._settings)
+                                            observation.response_body, image, self._settings,
+                                            served)
         except ParseFailure as failure:
             self._metrics.parse_failure(failure.reason)
             log.debug("could not parse %s %s: %s", observation.method, observation.path,
                       failure)
             return Analysis(observation, image, None, failure)
         self._record(detections, image)
+        if "model_version" in served:
+            self._served(served["model_version"])
         return Analysis(observation, image, detections, None)
+
+    def _served(self, version: str) -> None:
+        """Count the version the server says answered, a bounded set per model."""
+        counter = self._served_versions.get(version)
+        if counter is None:
+            if len(self._served_versions) >= MAX_SERVED_VERSIONS:
+                version = OTHER_CLASS
+                counter = self._served_versions.get(version)
+            if counter is None:
+                counter = self._metrics[catalog.SERVED_RESPONSES].labels(
+                    self._config.model_name, self._config.model_version, version)
+                self._served_versions[version] = counter
+        counter.inc()
 
     def describe_error(self, observation: Observation) -> Analysis:
         """The input of a failed exchange; nothing is recorded or counted for it."""

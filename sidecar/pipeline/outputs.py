@@ -67,19 +67,22 @@ class OutputSettings:
 
 
 def extract_detections(headers: Mapping[str, str], body: bytes, image: InputImage | None,
-                       settings: OutputSettings) -> Detections:
+                       settings: OutputSettings, served: dict[str, str] | None = None
+                       ) -> Detections:
+    """The detections in a response. A V2 response names the model and version that
+    answered it: those go into `served` (when given) as `model_name`/`model_version`."""
     try:
         length = kserve.header_length(headers) if kserve.HEADER_LENGTH in headers else None
     except kserve.KServeFormatError as error:
         raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
     if length is not None:
-        return _from_kserve(body, length, image, settings)
+        return _from_kserve(body, length, image, settings, served=served)
     try:
         document = json_body.loads(body)
     except json_body.JsonBodyError as error:
         raise ParseFailure(Reason.BAD_JSON, str(error)) from None
     if isinstance(document, dict) and isinstance(document.get("outputs"), list):
-        return _from_kserve(body, None, image, settings, document)
+        return _from_kserve(body, None, image, settings, document, served)
     if settings.mapping.configured:
         detections, units = _from_mapping(document, settings.mapping)
     else:
@@ -250,12 +253,17 @@ def _letterbox(image: InputImage | None, settings: OutputSettings) -> Letterbox 
 
 
 def _from_kserve(body: bytes, length: int | None, image: InputImage | None,
-                 settings: OutputSettings, header: dict | None = None) -> Detections:
+                 settings: OutputSettings, header: dict | None = None,
+                 served: dict[str, str] | None = None) -> Detections:
     """`header` is the body's JSON when the caller has parsed it already: a 14 MB head
     is parsed once, not twice."""
     try:
-        tensors = kserve.parse_tensors(body, length, "outputs") if header is None \
-            else kserve.tensors_from_header(header, body, length, "outputs")
+        if header is None:
+            header = kserve.parse_header(body, length)
+        if served is not None:
+            served.update({key: str(header[key]) for key in ("model_name", "model_version")
+                           if isinstance(header.get(key), str | int)})
+        tensors = kserve.tensors_from_header(header, body, length, "outputs")
         numeric = {t.name: kserve.as_array(t) for t in tensors if not isinstance(t.data, list)}
     except kserve.KServeFormatError as error:
         raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None

@@ -23,6 +23,7 @@ from lookout.sidecar.proxy.routes import OTHER_ROUTE
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing
+from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels
 from lookout.sidecar.settings import ModelIdentity
 
 log = logging.getLogger(__name__)
@@ -84,24 +85,34 @@ class Exchange:
     user_agent: str | None = None
     parent: SpanContext | None = None  # kept for unsampled requests, to rebuild spans
     upstream: UpstreamCall | None = None
+    model: str = ""  # the `model` and `version` labels, from the path
+    version: str = ""
 
 
 class RequestTelemetry:
     name = "telemetry"  # the `component` label of its failures
 
     def __init__(self, config: ModelIdentity, metrics: SidecarMetrics, tracing: Tracing,
-                 observations: ObservationQueue | None) -> None:
+                 observations: ObservationQueue | None,
+                 models: ModelLabels | None = None) -> None:
         self._config = config
+        self._models = models or ModelLabels(config.model_name, config.model_version, {},
+                                             discover=False, max_models=1)
         self._metrics = metrics
         self._tracing = tracing
         self._tracer = tracing.tracer
         self._observations = observations
         self._failures = FailureLog(log)
         self._propagator = get_global_textmap()
-        self._model_attributes = {
-            "lookout.model.name": config.model_name,
-            "lookout.model.version": config.model_version,
-        }
+        self._attributes: dict[tuple[str, str], dict[str, str]] = {}
+
+    def _model_attributes(self, exchange: Exchange) -> dict[str, str]:
+        key = (exchange.model, exchange.version)
+        attributes = self._attributes.get(key)
+        if attributes is None:
+            attributes = self._attributes[key] = {"lookout.model.name": exchange.model,
+                                                  "lookout.model.version": exchange.version}
+        return attributes
 
     @staticmethod
     def _span_name(exchange: Exchange) -> str:
@@ -115,6 +126,7 @@ class RequestTelemetry:
     ) -> Span:
         """The SERVER span, continuing the caller's trace if it sent `traceparent`."""
         parent_context = self._propagator.extract(headers)
+        exchange.model, exchange.version = self._models.label(exchange.path)
         span = self._tracer.start_span(self._span_name(exchange), context=parent_context,
                                        kind=SpanKind.SERVER)
         exchange.scheme, exchange.protocol_version = scheme, protocol_version
@@ -132,7 +144,7 @@ class RequestTelemetry:
             "url.path": exchange.path,
             "url.scheme": exchange.scheme,
             "network.protocol.version": exchange.protocol_version,
-            **self._model_attributes,
+            **self._model_attributes(exchange),
         }
         if exchange.route != OTHER_ROUTE:
             attributes["http.route"] = exchange.route
@@ -150,7 +162,7 @@ class RequestTelemetry:
                                        kind=SpanKind.CLIENT)
         call = UpstreamCall(span, exchange.method, url, host, port)
         if span.is_recording():
-            span.set_attributes(call.attributes(self._model_attributes))
+            span.set_attributes(call.attributes(self._model_attributes(exchange)))
         exchange.upstream = call
         self._propagator.inject(headers, context=trace.set_span_in_context(span))
         return call
@@ -190,7 +202,11 @@ class RequestTelemetry:
                 self._export_late(exchange, span_context, duration)
             # exemplars only point at traces that reach the backend
             exported = span_context.trace_flags.sampled or server_error
-            self._metrics.record_request(
+            if exchange.model == OTHER_MODEL:
+                admitted = self._models.answered(exchange.path, exchange.status)
+                if admitted is not None:
+                    exchange.model, exchange.version = admitted
+            self._metrics.labelled(exchange.model, exchange.version).record_request(
                 exchange.route, exchange.code, duration, exchange.upstream_duration,
                 exchange.request_bytes, exchange.response_bytes,
                 trace_id if exported else None,
@@ -229,7 +245,7 @@ class RequestTelemetry:
         )]
         call = exchange.upstream
         if call is not None:
-            attributes = call.attributes(self._model_attributes)
+            attributes = call.attributes(self._model_attributes(exchange))
             failed = call.error_kind or call.status >= 400
             spans.append(self._tracing.late_span(
                 exchange.method, SpanKind.CLIENT, call.span.get_span_context(), context,
@@ -258,6 +274,6 @@ class RequestTelemetry:
             trace_id=format(context.trace_id, "032x"),
             span_id=format(context.span_id, "016x"),
             trace_sampled=bool(context.trace_flags.sampled),
-            model=self._config.model_name,
-            version=self._config.model_version,
+            model=exchange.model,
+            version=exchange.version,
         )

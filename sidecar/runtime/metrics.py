@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -54,6 +55,21 @@ class SidecarMetrics:
         self._component_errors: dict[str, Counter] = {}
         self._observations: dict[str, Counter] = {}
         self._sources: list[Collector] = []
+        self._views: dict[tuple[str, str], SidecarMetrics] = {}
+
+    def labelled(self, model: str, version: str) -> SidecarMetrics:
+        """The same registry under other `model` and `version` labels: what one model of
+        a multi-model pod records through. Views are kept, so children stay cached."""
+        if (model, version) == (self.model, self.version):
+            return self
+        key = (model, version)
+        view = self._views.get(key)
+        if view is None:
+            view = copy.copy(self)
+            view.model, view.version = model, version
+            view._route_children, view._code_children, view._observations = {}, {}, {}
+            self._views[key] = view
+        return view
 
     def add_source(self, source: Collector) -> None:
         """Another process's metrics, exported under the same names by `collect`."""

@@ -37,7 +37,13 @@ from lookout.sidecar.quality.shadow import ShadowResult
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.samples.policy import Candidate, SamplingPolicy, agreement_score, parse_policy
+from lookout.sidecar.samples.policy import (
+    Candidate,
+    SamplingPolicy,
+    Strategy,
+    agreement_score,
+    parse_policy,
+)
 from lookout.sidecar.samples.store import (
     Sample,
     SampleFile,
@@ -112,6 +118,15 @@ def detections_json(detections: Detections | None, names: Sequence[str]
                 detections.classes.tolist(), detections.labels(names), strict=True)]
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSampling:
+    """What sampling needs of one model: its class names, its drift state, its rules."""
+
+    names: tuple[str, ...]
+    drift: DriftMonitor | None
+    policy: SamplingPolicy
+
+
 class SampleRecorder:
     """Analysis listener and writer thread; see the module docstring."""
 
@@ -125,7 +140,10 @@ class SampleRecorder:
         self._failures = FailureLog(log)
         self._names = tuple(class_names)
         self._drift = drift
+        self._seed = seed
         self.policy = SamplingPolicy(parse_policy(config.sample_strategies), seed)
+        # the other models of a multi-model pod: their names, drift, rules and quotas
+        self._models: dict[str, ModelSampling] = {}
         self._random = random.Random(seed)
         self._settings = ThumbnailSettings(config.sample_image_size, config.sample_format,
                                            config.sample_quality,
@@ -139,8 +157,8 @@ class SampleRecorder:
         self._backoff = 0.0  # the current pause; 0 while writing works
         self._pause_reason = DropReason.DISK_FULL
         self._day, self._day_bytes = -1, 0
-        self._stored = {rule.strategy.value: metrics[catalog.SAMPLES_STORED].labels(
-            rule.strategy.value) for rule in self.policy.rules}
+        self._stored = {strategy.value: metrics[catalog.SAMPLES_STORED].labels(
+            strategy.value) for strategy in Strategy}
         self._dropped = {reason: metrics[catalog.SAMPLES_DROPPED].labels(reason.value)
                          for reason in DropReason}
         self._store_bytes = metrics[catalog.SAMPLE_STORE_BYTES]
@@ -168,8 +186,18 @@ class SampleRecorder:
     def consider(self, analysis: Analysis, reference: ShadowResult | None) -> None:
         self.decide(SampledExchange.of(analysis), reference)
 
+    def add_model(self, name: str, class_names: Sequence[str], drift: DriftMonitor | None,
+                  strategies: str) -> None:
+        """Another model of the pod, sampled by its own rules with quotas of its own."""
+        self._models[name] = ModelSampling(
+            tuple(class_names), drift, SamplingPolicy(parse_policy(strategies), self._seed))
+
+    def _model(self, name: str) -> ModelSampling:
+        return self._models.get(name) or ModelSampling(self._names, self._drift, self.policy)
+
     def decide(self, exchange: SampledExchange, shadow: ShadowResult | None) -> None:
         detections = exchange.detections
+        model = self._model(exchange.model)
         agreement = None
         if shadow is not None:
             a = shadow.agreement
@@ -177,9 +205,9 @@ class SampleRecorder:
         candidate = Candidate(
             exchange.status, exchange.parse_failed, exchange.latency,
             detections.scores if detections is not None else None,
-            tuple(detections.labels(self._names)) if detections is not None else (),
-            agreement, self._drift is not None and self._drift.alarming)
-        decision = self.policy.decide(candidate, exchange.time)
+            tuple(detections.labels(model.names)) if detections is not None else (),
+            agreement, model.drift is not None and model.drift.alarming)
+        decision = model.policy.decide(candidate, exchange.time)
         if decision.strategy is None:
             if decision.wanted:
                 self._drop(DropReason.QUOTA)
@@ -247,14 +275,15 @@ class SampleRecorder:
             return
         exchange, image = job.exchange, job.exchange.image
         detections = exchange.detections or Detections.empty()
+        names = self._model(exchange.model).names
         try:
             thumbnail = make_thumbnail(image, detections.boxes,
-                                       detections.labels(self._names), self._settings)
+                                       detections.labels(names), self._settings)
         except (OSError, ValueError):
             self._drop(DropReason.NO_IMAGE)
             return
         features = feature_row(thumbnail.pixels, image.width, image.height,
-                               exchange.detections, self._names, self._random,
+                               exchange.detections, names, self._random,
                                self._config.drift_image_size)
         original = SampleFile(image.encoded, _extension(image.encoded)) \
             if self._config.sample_keep_original and image.encoded is not None else None
@@ -265,11 +294,11 @@ class SampleRecorder:
             route=exchange.route, status=exchange.status, latency=exchange.latency,
             width=image.width, height=image.height, thumbnail_width=thumbnail.width,
             thumbnail_height=thumbnail.height, media_type=thumbnail.media_type, file="",
-            file_bytes=0, primary_detections=detections_json(exchange.detections, self._names),
+            file_bytes=0, primary_detections=detections_json(exchange.detections, names),
             reference_detections=detections_json(reference, ()),
             agreement=job.agreement,
             features={k: _plain(v) for k, v in features.items()},
-            classes=tuple(detections.labels(self._names)))
+            classes=tuple(detections.labels(names)))
         size = len(thumbnail.data) + (len(original.data) if original else 0)
         try:
             self.store.enforce_retention(exchange.time, extra_bytes=size)

@@ -1,0 +1,143 @@
+"""One analysis chain per served model, in one worker.
+
+Observations arrive labelled with their model by the request path (`served_models`).
+Each configured model has its chain from the start; a model discovered in service gets
+one on its first observation, built from the pod's settings and the input size the
+server's metadata gives; `other` (a model beyond `max_models`, or one the server does
+not have) is counted as not analysed, since decoding it would be guesswork. In the lead
+worker every chain shares one sample recorder: one store, one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from lookout.sidecar.chain import AnalysisChain
+from lookout.sidecar.config import Config, per_model
+from lookout.sidecar.pipeline.analysis import Analysis, Outcome
+from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.samples.recorder import SampleRecorder
+from lookout.sidecar.served_models import (
+    OTHER_MODEL,
+    UNKNOWN_VERSION,
+    discovered_config,
+    fetch_input_size,
+)
+from lookout.sidecar.settings import SampleSettings, of
+
+log = logging.getLogger(__name__)
+
+ChainBuilder = Callable[[Config, SidecarMetrics], AnalysisChain]
+
+
+class ModelChains:
+    name = "analysis"  # the `component` label of a failed batch
+
+    def __init__(self, config: Config, metrics: SidecarMetrics,
+                 build: ChainBuilder | None = None) -> None:
+        """`build` makes one model's chain (the lead's full chain by default)."""
+        self._config = config
+        self._metrics = metrics
+        self.samples: SampleRecorder | None = None
+        if build is None:
+            if config.sample_dir:
+                self.samples = SampleRecorder(of(SampleSettings, config), metrics)
+            build = self._lead_chain
+        self._build = build
+        self._lock = threading.Lock()
+        self._started = False
+        self._executor: ThreadPoolExecutor | None = None
+        self.chains: dict[str, AnalysisChain] = {
+            name: build(model, metrics.labelled(name, model.model_version))
+            for name, model in per_model(config).items()}
+        self.default = self.chains[config.model_name]
+        self._other = metrics.labelled(OTHER_MODEL, UNKNOWN_VERSION)
+
+    def _lead_chain(self, config: Config, metrics: SidecarMetrics) -> AnalysisChain:
+        return AnalysisChain.build(config, metrics, self.samples)
+
+    def chain_for(self, model: str) -> AnalysisChain | None:
+        chain = self.chains.get(model)
+        if chain is not None or model == OTHER_MODEL:
+            return chain
+        with self._lock:
+            if model not in self.chains:
+                size = fetch_input_size(self._config.upstream, model,
+                                        self._config.connect_timeout)
+                log.info("analysing discovered model %r (input size %s)", model,
+                         size or f"{self._config.input_size}, the default")
+                config = discovered_config(self._config, model, size)
+                chain = self._build(config, self._metrics.labelled(model, UNKNOWN_VERSION))
+                if self._started:
+                    chain.start()
+                self.chains[model] = chain
+            return self.chains[model]
+
+    def analyse_batch(self, observations: Sequence[Observation]) -> None:
+        by_model: dict[str, list[Observation]] = defaultdict(list)
+        for observation in observations:
+            by_model[observation.model].append(observation)
+        for model, group in by_model.items():
+            chain = self.chain_for(model)
+            if chain is None:
+                self._other.observed(Outcome.NOT_ANALYSED, len(group))
+            else:
+                chain.analyzer.analyse_batch(group)
+
+    async def consume(self, observations: Sequence[Observation]) -> None:
+        """Embedded in the proxy's process (tests, embedding): one thread does it all."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="lookout-analysis")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.analyse_batch,
+                                                         observations)
+
+    async def stop(self, timeout: float) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.drain_and_close, timeout)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def offer_forwarded(self, analysis: Analysis) -> None:
+        """An analysis another worker made: to its model's reference stage."""
+        chain = self.chain_for(analysis.observation.model)
+        if chain is not None:
+            chain.reference.offer(analysis)
+
+    @property
+    def components(self) -> list[str]:
+        names = {name: None for chain in self.chains.values() for name in chain.components}
+        if self.samples is not None:
+            names[self.samples.name] = None
+        return list(names)
+
+    @property
+    def queues(self) -> list[str]:
+        names = {name: None for chain in self.chains.values() for name in chain.queues}
+        return list(names)
+
+    def start(self) -> None:
+        with self._lock:
+            for chain in self.chains.values():
+                chain.start()
+            if self.samples is not None:
+                self.samples.start()
+            self._started = True
+
+    def drain_and_close(self, timeout: float) -> None:
+        """Every model's chain in its order, then the shared recorder they feed."""
+        for chain in list(self.chains.values()):
+            chain.drain_and_close(timeout)
+        if self.samples is not None:
+            self.samples.drain(timeout)
+            self.samples.close()
+
+    def abandon(self) -> None:
+        for chain in list(self.chains.values()):
+            chain.abandon()
+        if self.samples is not None:
+            self.samples.close()

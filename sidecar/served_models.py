@@ -1,0 +1,198 @@
+"""The models one pod serves, as the inference server names them.
+
+Triton, KServe and MLServer serve several models behind one port, each under
+`/v2/models/{name}[/versions/{v}]/...`. In a pod that lists its models (`models`) or
+discovers them (`discover_models`), the `model` label of every metric is the name the
+request path gives, when it is a model lookout knows: the configured default
+(`model_name`, which also answers every non-V2 route), the `models` list, or one
+discovered in service. A pod with neither is a one-model pod: every request is
+`model_name`'s, whatever the path calls it, as the label has always been.
+
+Discovery admits a name once the upstream has answered it with a 2xx, so only models
+the server really has become labels (a client inventing names gets 404s from the
+server, and `other`), and at most `max_models` of them. Everything else is `other`.
+
+Each configured model has its own decode settings, reference model, drift baseline and
+sampling rules: a `Config` of its own, the base configuration with its overrides, so
+every stage is built for a model exactly as for the one model of a simple pod.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import yaml
+
+OTHER_MODEL = "other"
+UNKNOWN_VERSION = "unknown"
+# options a `models` entry may set for its model; the rest are the pod's
+MODEL_KEYS = (
+    "model_path", "model_sha256", "class_names", "input_size", "conf_threshold",
+    "iou_threshold", "max_detections", "head_layout", "detections_path", "box_field",
+    "box_format", "score_field", "class_field", "shadow_model_path", "shadow_model_sha256",
+    "shadow_sample_share", "shadow_rate", "shadow_conf_threshold", "shadow_iou_threshold",
+    "drift", "drift_baseline_path", "drift_baseline_size", "sample_strategies",
+)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One configured model: its name on the server, its deployed version, and the raw
+    values of the options it overrides (parsed by the configuration loader)."""
+
+    name: str
+    version: str = UNKNOWN_VERSION
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def _valid_name(name: str, where: str) -> str:
+    if not name or not set(name) <= _NAME_CHARS or name == OTHER_MODEL:
+        raise ValueError(f"{where}: model name {name!r} must be letters, digits, '.', '_' "
+                         f"or '-' (and not {OTHER_MODEL!r})")
+    return name
+
+
+def parse_models(text: str) -> tuple[ModelEntry, ...]:
+    """A YAML (or JSON) list of mappings: `name`, optional `version`, and any of
+    MODEL_KEYS. Values are kept raw here and parsed by the loader, per key."""
+    if not text.strip():
+        return ()
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"not a YAML list of models ({error})") from None
+    if not isinstance(document, list):
+        raise ValueError("expected a list of models, each a mapping with a name")
+    entries, seen = [], set()
+    for index, item in enumerate(document):
+        where = f"models[{index}]"
+        if not isinstance(item, Mapping) or "name" not in item:
+            raise ValueError(f"{where}: expected a mapping with a name")
+        item = {str(k).replace("-", "_"): v for k, v in item.items()}
+        name = _valid_name(str(item.pop("name")), where)
+        if name in seen:
+            raise ValueError(f"{where}: model {name!r} is listed twice")
+        seen.add(name)
+        version = str(item.pop("version", UNKNOWN_VERSION))
+        unknown = sorted(set(item) - set(MODEL_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: {', '.join(unknown)} cannot be set per model; "
+                             f"per-model keys: {', '.join(MODEL_KEYS)}")
+        entries.append(ModelEntry(name, version, tuple(item.items())))
+    return tuple(entries)
+
+
+def format_models(entries: Any) -> str:
+    """A YAML file's list of models as the text `parse_models` reads."""
+    return yaml.safe_dump(entries) if isinstance(entries, list) else str(entries)
+
+
+def path_model(path: str) -> str | None:
+    """The model a V2 (or V1) path names, or None for any other path."""
+    if path.startswith("/v2/models/"):
+        rest = path[len("/v2/models/"):]
+        name = rest.split("/", 1)[0]
+    elif path.startswith("/v1/models/"):
+        name = path[len("/v1/models/"):].split(":", 1)[0].split("/", 1)[0]
+    else:
+        return None
+    return unquote(name) or None
+
+
+class ModelLabels:
+    """Path -> (model, version) labels on the request path: a dict lookup, and for an
+    unknown name a bounded admission once the upstream answered it with a 2xx."""
+
+    def __init__(self, default: str, default_version: str,
+                 configured: Mapping[str, str], discover: bool, max_models: int) -> None:
+        self.default = default
+        self._versions = {default: default_version, **configured}
+        self._discover = discover
+        # one model, none listed and none to discover: every path is the default model
+        self._single = not configured and not discover
+        self._room = max(max_models - len(self._versions), 0)
+        self._lock = threading.Lock()
+
+    @property
+    def known(self) -> dict[str, str]:
+        return dict(self._versions)
+
+    def label(self, path: str) -> tuple[str, str]:
+        """The labels while the request is in flight: known name, default or other."""
+        name = None if self._single else path_model(path)
+        if name is None:
+            return self.default, self._versions[self.default]
+        version = self._versions.get(name)
+        if version is None:
+            return OTHER_MODEL, UNKNOWN_VERSION
+        return name, version
+
+    def answered(self, path: str, status: int) -> tuple[str, str] | None:
+        """After the upstream answered: a 2xx for an unknown model admits it (while
+        there is room); returns its labels, or None when nothing changes."""
+        if not self._discover or not 200 <= status < 300 or self._room <= 0:
+            return None
+        name = path_model(path)
+        if name is None or name in self._versions or not set(name) <= _NAME_CHARS:
+            return None
+        with self._lock:
+            if name not in self._versions and self._room > 0:
+                self._versions[name] = UNKNOWN_VERSION
+                self._room -= 1
+        return name, self._versions[name]
+
+
+def model_configs(config: Any, parse: Any) -> dict[str, Any]:
+    """Each configured model's own Config: the base with its overrides, parsed by
+    `parse(key, raw, where)` so a bad value names `models[i].key`."""
+    configs = {config.model_name: config}
+    for index, entry in enumerate(config.models):
+        values = {key: parse(key, raw, f"models[{index}].{key}") for key, raw in entry.overrides}
+        base = configs.get(entry.name, config)
+        configs[entry.name] = dataclasses.replace(base, model_name=entry.name,
+                                                  model_version=entry.version, **values)
+    return configs
+
+
+def discovered_config(config: Any, name: str, input_size: int | None) -> Any:
+    """A model found in service: the pod's decode settings without its model file, class
+    names, reference model or pinned baseline (they belong to the default model)."""
+    return dataclasses.replace(
+        config, model_name=name, model_version=UNKNOWN_VERSION, model_path="",
+        model_sha256="", class_names=(), input_size=input_size or config.input_size,
+        shadow_model_path="", drift_baseline_path="")
+
+
+def input_size_from_metadata(metadata: Any) -> int | None:
+    """The square input size a V2 model-metadata document gives its first input: NCHW
+    ([1, 3, 640, 640]) or NHWC ([1, 640, 640, 3]); None when it does not say."""
+    try:
+        shape = [int(d) for d in metadata["inputs"][0]["shape"]]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    if len(shape) < 3:
+        return None
+    sides = shape[-2:] if shape[-3] in (1, 3) else shape[-3:-1]
+    return sides[0] if sides[0] == sides[1] and sides[0] > 0 else None
+
+
+def fetch_input_size(upstream: str, name: str, timeout: float) -> int | None:
+    """Ask the server for a discovered model's metadata (`GET /v2/models/{name}`), once,
+    from an analysis worker; any failure means the pod's default input size."""
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    url = f"{upstream}/v2/models/{quote(name, safe='')}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return input_size_from_metadata(json.loads(response.read(1024**2)))
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
