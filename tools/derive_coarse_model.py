@@ -1,6 +1,6 @@
-"""Derive the shipped `coarse` detector from `primary`: a second model with its own class
-list and input size, for multi-model pods (two models behind one server), without a
-second training run.
+"""Derive the shipped `coarse` detector from `primary`, and its reference model
+`coarse_reference` from `reference`: a second model with its own class list and input
+size, for multi-model pods (two models behind one server), without a second training run.
 
     python tools/derive_coarse_model.py        # needs onnx (a test dependency)
 
@@ -15,12 +15,13 @@ The derivation is deterministic: rerunning it gives the same bytes.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from lookout.lookout_demo.models import MODELS_DIR, PRIMARY
+from lookout.lookout_demo.models import MODELS_DIR, PRIMARY, REFERENCE
 from lookout.lookout_demo.scenes import CLASSES
 
 IMGSZ = 320
@@ -41,8 +42,8 @@ def _prefixed(graph: onnx.GraphProto, prefix: str) -> None:
         initializer.name = rename[initializer.name]
 
 
-def derive() -> onnx.ModelProto:
-    primary = onnx.load(str(PRIMARY))
+def derive(source: Path, role: str) -> onnx.ModelProto:
+    primary = onnx.load(str(source))
     graph = primary.graph
     inner_input, inner_output = graph.input[0].name, graph.output[0].name
     _prefixed(graph, "primary/")
@@ -91,7 +92,7 @@ def derive() -> onnx.ModelProto:
     names = "{" + ", ".join(f"{i}: '{n}'" for i, n in enumerate(GROUPS)) + "}"
     metadata = {"names": names, "stride": "16", "imgsz": f"[{IMGSZ}, {IMGSZ}]",
                 "task": "detect", "batch": "1",
-                "description": "lookout tiny YOLO (coarse: primary regrouped at 320)",
+                "description": f"lookout tiny YOLO (coarse: {role} regrouped at 320)",
                 "author": "lookout tools/derive_coarse_model.py"}
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
@@ -100,9 +101,10 @@ def derive() -> onnx.ModelProto:
 
 
 def main() -> int:
-    path = MODELS_DIR / "coarse.onnx"
-    onnx.save(derive(), str(path))
-    print(f"wrote {path}")
+    for source, name in ((PRIMARY, "coarse"), (REFERENCE, "coarse_reference")):
+        path = MODELS_DIR / f"{name}.onnx"
+        onnx.save(derive(source, source.stem), str(path))
+        print(f"wrote {path}")
     return 0
 
 
