@@ -21,6 +21,22 @@ class OperationalAlert:
     description: str
 
 
+def served_version_mismatch(selector: str, window: str = "10m") -> str:
+    """Per pod, served versions the pod is not deployed with. The right-hand side copies
+    each pod's deployed `version` into `served_version`, so `unless` keeps exactly the
+    pairs where what answered is not what was deployed there (another pod legitimately
+    on the old version during a roll-out does not hide a stale one). Pods with no deployed version
+    configured (`unknown`) and the bounded `other` bucket are left out."""
+    served = catalog.SERVED_RESPONSES.sample_name
+    chosen = f'{selector},version!="unknown",served_version!="other"'
+    return (f"sum by (instance, model, version, served_version) "
+            f"(rate({served}{{{chosen}}}[{window}])) > 0\n"
+            f"unless on (instance, model, served_version)\n"
+            f"label_replace(sum by (instance, model, version) "
+            f"(rate({served}{{{chosen}}}[{window}])), "
+            f'"served_version", "$1", "version", "(.*)")')
+
+
 def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
     model = spec.selector()
     primary = f'{catalog.MODEL_INFO.name}{{{model},role="primary"}}'
@@ -66,6 +82,16 @@ def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
             "More than one primary model version reported within an hour: a rollout, a "
             "rollback, or pods flapping between weights. Expected during a deploy; "
             "otherwise a stale or mixed deployment."),
+        OperationalAlert(
+            names.SERVED_VERSION_MISMATCH, served_version_mismatch(model),
+            "10m", "page",
+            "{{ $labels.model }} on {{ $labels.instance }} serves version "
+            "{{ $labels.served_version }}, deployed as {{ $labels.version }}",
+            "For 10 minutes the inference server in this pod has answered with a model "
+            "version (V2 model_version) other than the one it is deployed with: stale "
+            "weights after "
+            "a roll-out, a model repository that was not updated, or a partial roll-out. "
+            "Its metrics look healthy because they are labelled with the deployed version."),
         OperationalAlert(
             names.GPU_MEMORY_NEAR_FULL,
             f"max by (instance, gpu) ({catalog.GPU_MEMORY_USED.name} / "

@@ -151,6 +151,23 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
             ("a rollout or rollback (expected)", "pods flapping between weights",
              "a stale replica never updated"),
             ("if no deploy was planned, find the pods on the old version and restart them",)),
+        names.SERVED_VERSION_MISMATCH: Guide(
+            "The inference server in a pod answers with a model version (the "
+            "`model_version` of its V2 responses) other than the one the pod is deployed "
+            "with.",
+            (f"sum by (instance, version, served_version) "
+             f"(rate({catalog.SERVED_RESPONSES.sample_name}{{{sel}}}[10m]))",
+             f'{catalog.MODEL_INFO.name}{{{sel},role="primary"}}',
+             "kubectl get pods -l app=$APP -o jsonpath='{..image}'"),
+            ("stale weights: the model repository or volume was not updated with the roll-out",
+             "the server kept an old version loaded (Triton `version_policy`, KServe storage "
+             "URI cached) and serves it by default",
+             "a partial roll-out: the lookout annotation was bumped but the server image not, "
+             "or the other way round"),
+            ("compare the model files the server loaded with the release "
+             "(`GET /v2/models/$MODEL` names its versions)",
+             "roll the pods named in the alert, or fix `lookout.io/model-version` if the "
+             "deployed label is what is wrong")),
         names.GPU_MEMORY_NEAR_FULL: Guide(
             "GPU memory is nearly exhausted.",
             (f"{catalog.GPU_MEMORY_USED.name} / {catalog.GPU_MEMORY_TOTAL.name}",),

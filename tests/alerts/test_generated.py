@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,42 @@ def test_openslo_ratio_slos_generate_rules_promtool_accepts(tmp_path: Path, good
     checked = subprocess.run([promtool, "check", "rules", str(out / RULES)],
                              capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_served_version_alert_fires_for_the_pod_serving_what_was_not_deployed(
+        generated: Path, tmp_path: Path) -> None:
+    """Pod a is deployed as version 4 and its server answers as 3; pod b is deployed as
+    and serves 3. Only pod a is stale, and a roll-out (both deployed, both served) is not."""
+    from lookout.slo import names
+
+    promtool = require_tool("promtool")
+    served = catalog.SERVED_RESPONSES.sample_name
+
+    def series(instance: str, deployed: str, answered: str) -> dict:
+        labels = (f'instance="{instance}",model="yolo11n",version="{deployed}",'
+                  f'served_version="{answered}"')
+        return {"series": f"{served}{{{labels}}}", "values": "0+60x30"}
+
+    [rule] = [r for group in yaml.safe_load((generated / OPERATIONAL).read_text())["groups"]
+              for r in group["rules"] if r.get("alert") == names.SERVED_VERSION_MISMATCH]
+    alert = {"alertname": names.SERVED_VERSION_MISMATCH, **rule["labels"], "instance": "a",
+             "model": "yolo11n", "version": "4", "served_version": "3"}
+    annotations = {key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: alert[m[1]], text)
+                   for key, text in rule["annotations"].items()}
+    test = {"rule_files": [str(generated / OPERATIONAL)], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m",
+                       "input_series": [series("a", "4", "3"), series("b", "3", "3")],
+                       "alert_rule_test": [
+                           {"eval_time": "25m", "alertname": names.SERVED_VERSION_MISMATCH,
+                            "exp_alerts": [{"exp_labels": alert,
+                                            "exp_annotations": annotations}]}]},
+                      {"interval": "1m",
+                       "input_series": [series("a", "4", "4"), series("b", "3", "3")],
+                       "alert_rule_test": [
+                           {"eval_time": "25m", "alertname": names.SERVED_VERSION_MISMATCH,
+                            "exp_alerts": []}]}]}
+    path = tmp_path / "served_version_test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
