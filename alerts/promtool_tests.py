@@ -219,8 +219,9 @@ def _exact_ratio(spec: ServiceSpec, slo: SLO) -> dict[str, Any]:
 
 
 def promtool_tests(spec: ServiceSpec, rule_file: str) -> dict[str, Any]:
-    tests = [test for slo in spec.slos if slo.kind is not Kind.RATIO
-             for test in _scenarios(spec, slo)]
+    """Each model's scenarios on its own series: the other models' rules see no data."""
+    tests = [test for one in map(spec.for_model, spec.all_models) for slo in one.slos
+             if slo.kind is not Kind.RATIO for test in _scenarios(one, slo)]
     return {"rule_files": [rule_file], "evaluation_interval": "1m", "tests": tests}
 
 

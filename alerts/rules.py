@@ -30,7 +30,9 @@ def slo_labels(spec: ServiceSpec, slo: SLO) -> dict[str, str]:
 
 
 def _selector(labels: dict[str, str]) -> str:
-    return "{" + f'slo="{labels["slo"]}"' + "}"
+    """Recorded series of one SLO of one model: with several models, each records the
+    same names under its own `model` label."""
+    return "{" + f'slo="{labels["slo"]}",model="{labels["model"]}"' + "}"
 
 
 def _windows(spec: ServiceSpec) -> list[tuple[str, str]]:
@@ -111,9 +113,15 @@ def burn_alerts(spec: ServiceSpec, slo: SLO) -> list[dict[str, Any]]:
 
 
 def slo_rule_groups(spec: ServiceSpec) -> list[dict[str, Any]]:
-    recording = [rule for slo in spec.slos for rule in recording_rules(spec, slo)]
-    alerting = [rule for slo in spec.slos for rule in burn_alerts(spec, slo)]
-    return [
-        {"name": f"lookout-slo-{spec.service}-recording", "rules": recording},
-        {"name": f"lookout-slo-{spec.service}-alerts", "rules": alerting},
-    ]
+    """Two groups per model (one model: no suffix): every SLO holds for each model."""
+    groups = []
+    for model in spec.all_models:
+        one = spec.for_model(model)
+        suffix = f"-{model}" if spec.models else ""
+        recording = [rule for slo in one.slos for rule in recording_rules(one, slo)]
+        alerting = [rule for slo in one.slos for rule in burn_alerts(one, slo)]
+        groups += [
+            {"name": f"lookout-slo-{spec.service}{suffix}-recording", "rules": recording},
+            {"name": f"lookout-slo-{spec.service}{suffix}-alerts", "rules": alerting},
+        ]
+    return groups

@@ -67,10 +67,17 @@ def _burn_gates(spec: ServiceSpec, canary: str, window: str) -> list[tuple[str, 
 
 
 def _labels(spec: ServiceSpec) -> dict[str, str]:
-    return {"app.kubernetes.io/managed-by": "lookout", "lookout.io/service": spec.service}
+    return {"app.kubernetes.io/managed-by": "lookout", "lookout.io/service": spec.service,
+            "lookout.io/model": spec.model}
 
 
-def analysis_template(spec: ServiceSpec) -> dict[str, Any]:
+def _base(spec: ServiceSpec, per_model: bool) -> str:
+    """`lookout-<service>`, and `-<model>` after it where the pod serves several models
+    (each model rolls out on its own, with its own templates)."""
+    return f"lookout-{spec.service}" + (f"-{spec.model}" if per_model else "")
+
+
+def analysis_template(spec: ServiceSpec, per_model: bool = False) -> dict[str, Any]:
     """An Argo Rollouts AnalysisTemplate. Non-critical metrics run in dry-run: they are
     measured and shown, but do not fail the analysis."""
     minimum = spec.low_traffic_min_events
@@ -96,7 +103,7 @@ def analysis_template(spec: ServiceSpec) -> dict[str, Any]:
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
-        "metadata": {"name": f"lookout-{spec.service}", "labels": _labels(spec)},
+        "metadata": {"name": _base(spec, per_model), "labels": _labels(spec)},
         "spec": {
             "args": [{"name": "baseline-version"}, {"name": "canary-version"},
                      {"name": "prometheus-address", "value": PROMETHEUS_ADDRESS}],
@@ -117,29 +124,30 @@ def _flagger_gates(spec: ServiceSpec) -> list[tuple[str, str, float | int]]:
     return gates + _burn_gates(spec, FLAGGER_CANARY, QUERY_WINDOW)
 
 
-def _template_name(spec: ServiceSpec, gate: str) -> str:
-    return f"lookout-{spec.service}-{gate}"
+def _template_name(spec: ServiceSpec, gate: str, per_model: bool) -> str:
+    return f"{_base(spec, per_model)}-{gate}"
 
 
-def metric_templates(spec: ServiceSpec) -> list[dict[str, Any]]:
+def metric_templates(spec: ServiceSpec, per_model: bool = False) -> list[dict[str, Any]]:
     """Flagger MetricTemplates, one per critical metric and per SLO burn rate."""
     return [{
         "apiVersion": "flagger.app/v1beta1",
         "kind": "MetricTemplate",
-        "metadata": {"name": _template_name(spec, name), "labels": _labels(spec)},
+        "metadata": {"name": _template_name(spec, name, per_model), "labels": _labels(spec)},
         "spec": {"provider": {"type": "prometheus", "address": PROMETHEUS_ADDRESS},
                  "query": query},
     } for name, query, _ in _flagger_gates(spec)]
 
 
 def flagger_analysis(spec: ServiceSpec, baseline: str = "BASELINE_VERSION",
-                     canary: str = "CANARY_VERSION") -> dict[str, Any]:
+                     canary: str = "CANARY_VERSION", per_model: bool = False
+                     ) -> dict[str, Any]:
     """The `analysis` block of a Flagger Canary using those templates; the two versions
     are placeholders to set per release."""
     variables = {"baseline_version": baseline, "canary_version": canary}
     metrics = [{
         "name": name,
-        "templateRef": {"name": _template_name(spec, name)},
+        "templateRef": {"name": _template_name(spec, name, per_model)},
         "templateVariables": dict(variables),
         "thresholdRange": {"max": limit},
         "interval": QUERY_WINDOW,

@@ -6,6 +6,7 @@ so a spec is fixed from the message alone.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,17 @@ class ServiceSpec:
     window_scale: float = 1.0  # tests only: shrink every window (the period too)
     runbook_base_url: str = "https://github.com/lookout-sre/lookout/blob/main/runbooks"
     labels: Mapping[str, str] = field(default_factory=dict)
+    # a multi-model pod's models (`model: [a, b]`): every SLO holds for each of them,
+    # and `model` is the first; empty for a one-model spec
+    models: tuple[str, ...] = ()
+
+    @property
+    def all_models(self) -> tuple[str, ...]:
+        return self.models or (self.model,)
+
+    def for_model(self, model: str) -> ServiceSpec:
+        """This spec for one of its models: what per-model rules are generated from."""
+        return dataclasses.replace(self, model=model, models=())
 
     def min_events(self, slo: SLO) -> int:
         """The low-traffic guard: events a burn-rate decision on `slo` must rest on.
@@ -100,7 +112,8 @@ class ServiceSpec:
 
     def selector(self, route: str = "") -> str:
         """The label matchers that pick this service's series."""
-        matchers = [f'model="{self.model}"']
+        matchers = [f'model="{self.model}"' if len(self.all_models) == 1 else
+                    f'model=~"{"|".join(re.escape(m) for m in self.all_models)}"']
         if self.version:
             matchers.append(f'version="{self.version}"')
         if route:
@@ -196,10 +209,20 @@ def parse_spec(document: Any, source: str = "slo.yaml") -> ServiceSpec:
     return ServiceSpec(**_common(document, source), slos=slos)
 
 
+def _models(value: Any, source: str) -> tuple[str, ...]:
+    """`model: yolo11n`, or `model: [primary, coarse]` for a multi-model pod."""
+    models = tuple(str(m) for m in value) if isinstance(value, list) else (str(value),)
+    if not models or not all(models) or len(set(models)) != len(models):
+        raise SpecError(f"{source}.model: {value!r} must be a model name or a list of "
+                        f"distinct names")
+    return models
+
+
 def _common(document: Mapping[str, Any], source: str) -> dict[str, Any]:
+    models = _models(_require(document, "model", source), source)
     values: dict[str, Any] = {
         "service": str(_require(document, "service", source)),
-        "model": str(_require(document, "model", source)),
+        "model": models[0], "models": models if len(models) > 1 else (),
         "version": str(document.get("version", "") or ""),
     }
     if "period" in document:
@@ -272,7 +295,9 @@ def from_openslo(documents: Sequence[Mapping[str, Any]], source: str) -> Service
     windows = spec.get("timeWindow") or [{}]
     period = windows[0].get("duration", "28d") if windows else "28d"
     document = {"service": spec.get("service") or "service",
-                "model": labels.get("lookout.io/model", spec.get("service") or "service"),
+                # a multi-model pod: `lookout.io/model: primary,coarse`
+                "model": [m.strip() for m in str(labels.get(
+                    "lookout.io/model", spec.get("service") or "service")).split(",")],
                 "period": period}
     return ServiceSpec(**_common(document, source), slos=tuple(slos))
 

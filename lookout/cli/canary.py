@@ -98,9 +98,15 @@ def comparison_from(args: argparse.Namespace) -> CanaryComparison:
         interval = parse_duration(args.interval, "--interval")
     except SpecError as error:
         raise UsageError(str(error)) from None
-    model = args.model or (spec.model if spec else None)
+    model = args.model or (spec.model if spec and not spec.models else None)
     if not model:
-        raise UsageError("--model is required without --slo")
+        raise UsageError("--model is required without --slo, or when the spec lists "
+                         "several models" + (f" ({', '.join(spec.models)})" if spec else ""))
+    if spec is not None and spec.models:
+        if model not in spec.models:
+            raise UsageError(f"--model {model!r} is not one of the spec's models "
+                             f"({', '.join(spec.models)})")
+        spec = spec.for_model(model)
     metrics = metrics_for(spec)
     if args.metrics:
         known = {m.name: m for m in (*DEFAULT_METRICS, *metrics)}

@@ -62,9 +62,17 @@ def artefacts(spec: Any) -> dict[str, str]:
     files.update({f"grafana/dashboards/{name}": text for name, text in boards.items()})
     files[PROVISIONING] = dump(provisioning())
     files[CONFIGMAP] = dump(configmap(spec, boards))
-    files[ARGO_ANALYSIS] = dump(analysis_template(spec))
-    files[FLAGGER_TEMPLATES] = "---\n".join(dump(t) for t in metric_templates(spec))
-    files[FLAGGER_ANALYSIS] = dump(flagger_analysis(spec))
+    # canary templates per model: each model of a multi-model pod rolls out on its own
+    several = bool(spec.models)
+    for model in spec.all_models:
+        one = spec.for_model(model)
+        suffix = f"-{model}" if several else ""
+        files[ARGO_ANALYSIS.replace(".yaml", f"{suffix}.yaml")] = \
+            dump(analysis_template(one, several))
+        files[FLAGGER_TEMPLATES.replace(".yaml", f"{suffix}.yaml")] = "---\n".join(
+            dump(t) for t in metric_templates(one, several))
+        files[FLAGGER_ANALYSIS.replace(".yaml", f"{suffix}.yaml")] = \
+            dump(flagger_analysis(one, per_model=several))
     return files
 
 

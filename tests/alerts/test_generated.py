@@ -163,3 +163,50 @@ def test_the_served_version_alert_fires_for_the_pod_serving_what_was_not_deploye
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+MULTI_MODEL_SPEC = """
+service: shelf-detector
+model: [primary, coarse]      # a pod serving two models: every SLO holds for each
+period: 28d
+slos:
+  - {name: availability, kind: availability, objective: 0.995}
+  - {name: precision, kind: quality, proxy: precision, objective: 0.9}
+"""
+
+
+def test_a_multi_model_spec_gives_each_model_its_rules_tests_and_canary(
+        tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    spec = tmp_path / "slo.yaml"
+    spec.write_text(MULTI_MODEL_SPEC)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "lookout", "generate", "--slo", str(spec),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    groups = yaml.safe_load((out / RULES).read_text())["groups"]
+    assert [g["name"] for g in groups] == [
+        "lookout-slo-shelf-detector-primary-recording", "lookout-slo-shelf-detector-primary-alerts",
+        "lookout-slo-shelf-detector-coarse-recording", "lookout-slo-shelf-detector-coarse-alerts"]
+    for group, model in zip(groups[::2], ("primary", "coarse"), strict=True):
+        assert {rule["labels"]["model"] for rule in group["rules"]} == {model}
+        assert all(f'model="{model}"' in rule["expr"] for rule in group["rules"]
+                   if "lookout_" in rule["expr"] and "vector(" not in rule["expr"])
+    operational = (out / OPERATIONAL).read_text()
+    assert 'model=~"primary|coarse"' in operational
+    for rules in (RULES, OPERATIONAL):
+        checked = subprocess.run([promtool, "check", "rules", str(out / rules)],
+                                 capture_output=True, text=True, timeout=120)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", str(out / RULE_TESTS)],
+                            capture_output=True, text=True, timeout=600)
+    assert tested.returncode == 0, tested.stdout[-5000:] + tested.stderr[-2000:]
+    tests = yaml.safe_load((out / RULE_TESTS).read_text())["tests"]
+    models = {model for test in tests for series in test["input_series"]
+              for model in re.findall(r'model="(\w+)"', series["series"])}
+    assert models == {"primary", "coarse"}
+    for model in ("primary", "coarse"):
+        argo = yaml.safe_load((out / f"canary/argo-analysistemplate-{model}.yaml").read_text())
+        assert argo["metadata"]["name"] == f"lookout-shelf-detector-{model}"
+        assert all(f'model="{model}"' in m["provider"]["prometheus"]["query"]
+                   for m in argo["spec"]["metrics"])

@@ -35,3 +35,17 @@ def test_what_cannot_be_judged_exits_3_and_says_why(args: list[str], message: st
     assert result.returncode == 3, result.stdout + result.stderr
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def test_a_multi_model_spec_needs_the_model_being_rolled_out(tmp_path) -> None:
+    from tests.alerts.test_generated import MULTI_MODEL_SPEC
+
+    spec = tmp_path / "slo.yaml"
+    spec.write_text(MULTI_MODEL_SPEC)
+    result = _judge(*BASE, "--slo", str(spec))
+    assert result.returncode == 3
+    assert "when the spec lists several models (primary, coarse)" in result.stderr
+    result = _judge(*BASE, "--slo", str(spec), "--model", "other")
+    assert result.returncode == 3 and "'other' is not one of the spec's models" in result.stderr
+    result = _judge(*BASE, "--slo", str(spec), "--model", "coarse")
+    assert result.returncode == 3 and "cannot query Prometheus" in result.stderr
