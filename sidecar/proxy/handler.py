@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 from opentelemetry.trace import Span
 from yarl import URL
 
-from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
+from lookout.sidecar.proxy.headers import add_forwarded, end_to_end, end_to_end_raw
 from lookout.sidecar.proxy.messages import IncomingRequest, Refusal, ResponseWriter, error_body
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.target import OriginTarget, parse_target
@@ -230,8 +230,8 @@ class ProxyHandler:
                      upstream: aiohttp.ClientResponse, length: int | None) -> None:
         """The upstream's status and end-to-end headers, and nothing of lookout's."""
         body_allowed = request.method != "HEAD" and upstream.status not in _NO_BODY_STATUSES
-        response.start(upstream.status, upstream.reason or "", end_to_end(upstream.headers),
-                       length, body_allowed=body_allowed)
+        response.start(upstream.status, upstream.reason or "",
+                       end_to_end_raw(upstream.raw_headers), length, body_allowed=body_allowed)
 
     async def _pump(
         self, upstream: aiohttp.ClientResponse, response: ResponseWriter,

@@ -1,0 +1,77 @@
+"""The proxy adds or rewrites no end-to-end header, whatever shape the response has:
+every response lookout analyses, from an upstream that writes its header block by hand,
+compared direct and through the sidecar (RFC 9110 7.6.1: only hop-by-hop headers and
+the framing may differ)."""
+
+from __future__ import annotations
+
+import http.client
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from lookout.slo import catalog
+from tests.support.processes import (
+    ManagedProcess,
+    SidecarProcess,
+    free_port,
+    port_accepts,
+    start_sidecar,
+    wait_until,
+)
+from tests.support.verbatim_upstream import RESPONSES
+
+FRAMING = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+
+@pytest.fixture(scope="module")
+def verbatim() -> Iterator[int]:
+    port = free_port()
+    process = ManagedProcess([sys.executable, "-m", "tests.support.verbatim_upstream",
+                              str(port)])
+    wait_until(lambda: port_accepts(port) or not process.alive(), 20, "the verbatim upstream")
+    yield port
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
+def sidecar(verbatim: int) -> Iterator[SidecarProcess]:
+    process = start_sidecar(f"http://127.0.0.1:{verbatim}", "--stream-threshold-bytes", "100")
+    yield process
+    process.stop()
+
+
+def _get(port: int, path: str) -> tuple[list[tuple[str, str]], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", path, b"\xff\xd8\xff", {"Content-Type": "image/jpeg"})
+        response = connection.getresponse()
+        assert response.status == 200
+        return response.getheaders(), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", sorted(RESPONSES))
+def test_headers_and_body_are_the_upstreams(sidecar: SidecarProcess, verbatim: int,
+                                            path: str) -> None:
+    direct_headers, direct_body = _get(verbatim, path)
+    proxied_headers, proxied_body = _get(sidecar.port, path)
+    assert proxied_body == direct_body
+
+    def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(name, value) for name, value in headers if name.lower() not in FRAMING]
+
+    assert end_to_end(proxied_headers) == end_to_end(direct_headers)
+
+
+def test_and_each_was_analysed(sidecar: SidecarProcess) -> None:
+    """The same responses parse: the header checks were not on bodies lookout ignores."""
+    before = sidecar.metric(catalog.DETECTIONS_PER_REQUEST.count_name)
+    for path in RESPONSES:
+        _get(sidecar.port, path)
+    wait_until(lambda: sidecar.metric(catalog.DETECTIONS_PER_REQUEST.count_name)
+               >= before + len(RESPONSES), 30, "every response analysed")
+    assert sidecar.metric(catalog.PARSE_FAILURES.sample_name,
+                          reason="unrecognized_response") == 0
