@@ -8,7 +8,6 @@ gets is counted once in lookout_observations_total{outcome}.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,12 +16,11 @@ from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
-from multidict import CIMultiDict
 
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
 from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
-from lookout.sidecar.pipeline.content_encoding import codings, decoded
+from lookout.sidecar.pipeline.content_encoding import inflate_observation
 from lookout.sidecar.pipeline.cost import exchange_seconds
 from lookout.sidecar.pipeline.inputs import InputImage, extract_image
 from lookout.sidecar.pipeline.listeners import Listeners
@@ -206,29 +204,7 @@ class TrafficAnalyzer:
 
     def inflated(self, observation: Observation
                  ) -> tuple[Observation, ParseFailure | None, ParseFailure | None]:
-        """The observation with compressed bodies inflated (bounded), and why either side
-        could not be: a request that does not inflate still leaves detections to count."""
-        if not (codings(observation.request_headers) or codings(observation.response_headers)):
-            return observation, None, None
-        limit = self._config.observe_max_bytes
-        sides: dict[str, object] = {}
-        failures: list[ParseFailure | None] = []
-        for side in ("request", "response"):
-            headers = getattr(observation, f"{side}_headers")
-            if not codings(headers):
-                failures.append(None)
-                continue
-            try:
-                body = decoded(headers, getattr(observation, f"{side}_body"), limit)
-            except ParseFailure as failure:
-                failures.append(failure)
-                body = b""
-            else:
-                failures.append(None)
-            sides[f"{side}_body"] = body
-            sides[f"{side}_headers"] = CIMultiDict(
-                (k, v) for k, v in headers.items() if k.lower() != "content-encoding")
-        return dataclasses.replace(observation, **sides), failures[0], failures[1]
+        return inflate_observation(observation, self._config.observe_max_bytes)
 
     def over_budget(self, observation: Observation) -> Analysis | None:
         """The exchange's skipped analysis (counted) when decoding it is estimated to
@@ -269,18 +245,21 @@ class TrafficAnalyzer:
             self._served(served["model_version"])
         return Analysis(observation, image, detections, None)
 
+    def _counter(self, spec: catalog.MetricSpec, cache: dict[str, object], label: str):
+        """This model's child of `spec` for one more label value, kept: `labels()` costs
+        microseconds a call."""
+        counter = cache.get(label)
+        if counter is None:
+            counter = cache[label] = self._metrics[spec].labels(
+                self._config.model_name, self._config.model_version, label)
+        return counter
+
     def _served(self, version: str) -> None:
         """Count the version the server says answered, a bounded set per model."""
-        counter = self._served_versions.get(version)
-        if counter is None:
-            if len(self._served_versions) >= MAX_SERVED_VERSIONS:
-                version = OTHER_CLASS
-                counter = self._served_versions.get(version)
-            if counter is None:
-                counter = self._metrics[catalog.SERVED_RESPONSES].labels(
-                    self._config.model_name, self._config.model_version, version)
-                self._served_versions[version] = counter
-        counter.inc()
+        if version not in self._served_versions and \
+                len(self._served_versions) >= MAX_SERVED_VERSIONS:
+            version = OTHER_CLASS
+        self._counter(catalog.SERVED_RESPONSES, self._served_versions, version).inc()
 
     def describe_error(self, observation: Observation) -> Analysis:
         """The input of a failed exchange; nothing is recorded or counted for it."""
@@ -319,12 +298,7 @@ class TrafficAnalyzer:
         names = detections.names or (None,) * count
         for class_id, name in zip(detections.classes.tolist(), names, strict=True):
             label = self._labels.label(class_id, name or None)
-            counter = self._class_counters.get(label)
-            if counter is None:
-                counter = self._metrics[catalog.DETECTIONS].labels(
-                    self._config.model_name, self._config.model_version, label)
-                self._class_counters[label] = counter
-            counter.inc()
+            self._counter(catalog.DETECTIONS, self._class_counters, label).inc()
         for score in detections.scores.tolist():
             self._confidence.observe(score)
         for ratio in self._area_ratios(detections, image).tolist():

@@ -13,9 +13,13 @@ br when the optional `brotli` module is installed. Codings listed together
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Mapping
 
+from multidict import CIMultiDict
+
+from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 
 try:
@@ -106,3 +110,30 @@ def decoded(headers: Mapping[str, str], body: bytes, limit: int) -> bytes:
                                f"Content-Encoding {coding!r} is not one lookout inflates "
                                f"(gzip, deflate{', br' if brotli else ''})")
     return body
+
+
+def _without_coding(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "content-encoding")
+
+
+def inflate_observation(observation: Observation, limit: int
+                        ) -> tuple[Observation, ParseFailure | None, ParseFailure | None]:
+    """The observation with compressed bodies inflated (at most `limit` bytes each), and
+    why either side could not be: a request that does not inflate still leaves the
+    response's detections to count."""
+    if not (codings(observation.request_headers) or codings(observation.response_headers)):
+        return observation, None, None
+    changes: dict[str, object] = {}
+    failures: dict[str, ParseFailure | None] = {"request": None, "response": None}
+    for side in failures:
+        headers = getattr(observation, f"{side}_headers")
+        if not codings(headers):
+            continue
+        try:
+            changes[f"{side}_body"] = decoded(headers, getattr(observation, f"{side}_body"),
+                                              limit)
+        except ParseFailure as failure:
+            failures[side], changes[f"{side}_body"] = failure, b""
+        changes[f"{side}_headers"] = _without_coding(headers)
+    return dataclasses.replace(observation, **changes), failures["request"], \
+        failures["response"]
