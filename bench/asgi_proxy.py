@@ -1,8 +1,8 @@
 """The same data plane as an ASGI app, to compare server stacks in bench/proxy.py.
 
 It reuses lookout's telemetry (metrics catalog, tracer set-up, observation queue,
-route templates, header rules) and aiohttp's client for the upstream, so the only
-difference from `lookout serve` is the HTTP server: uvicorn+httptools or granian.
+route templates, header rules) and its upstream pool, so the only difference from
+`lookout serve` is the HTTP server: uvicorn+httptools or granian.
 Buffered bodies only: enough for the benchmark's fixed-size exchanges.
 
 uvicorn bench.asgi_proxy:app --loop uvloop --http httptools
@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import time
 
-import aiohttp
 from multidict import CIMultiDict
-from yarl import URL
 
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import ObservationPipeline, ObservationQueue
-from lookout.sidecar.proxy.headers import add_forwarded, end_to_end
+from lookout.sidecar.proxy.headers import add_forwarded, end_to_end, end_to_end_raw
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
-from lookout.sidecar.proxy.upstream import classify_failure, new_session
+from lookout.sidecar.proxy.upstream_client import UpstreamError, UpstreamPool
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import build_tracing
 from lookout.sidecar.server import tune_runtime
@@ -38,12 +36,10 @@ class AsgiProxy:
         self.metrics = SidecarMetrics(self.config.model_name, self.config.model_version)
         self.tracing = build_tracing()
         self.routes = RouteTemplates(self.config.routes)
-        upstream = URL(self.config.upstream)
-        self.upstream_host, self.upstream_port = upstream.host or "", upstream.port or 80
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
 
     async def _startup(self) -> None:
-        self.session = new_session(self.upstream)
+        self.pool = UpstreamPool(self.upstream)
         self.queue = ObservationQueue(self.config.observation_queue_size, self.metrics)
         analyzer = TrafficAnalyzer(of(AnalysisSettings, self.config), self.metrics)
         self.pipeline = ObservationPipeline(self.queue, [analyzer], self.metrics)
@@ -60,14 +56,14 @@ class AsgiProxy:
                     await self._startup()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    if self.session is not None:
-                        await self.session.close()
+                    if self.pool is not None:
+                        await self.pool.close()
                     self.tracing.shutdown()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
             return
-        if self.session is None:  # servers that skip lifespan
+        if self.pool is None:  # servers that skip lifespan
             await self._startup()
         await self._proxy(scope, receive, send)
 
@@ -103,24 +99,29 @@ class AsgiProxy:
         client = scope.get("client")
         add_forwarded(forward, client[0] if client else None, scope["scheme"],
                       headers.get("Host"))
-        url = self.config.upstream + scope.get("raw_path", exchange.path.encode()).decode()
+        target = scope.get("raw_path", exchange.path.encode()).decode()
         if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
+            target += "?" + scope["query_string"].decode("latin-1")
+        if exchange.request_body:
+            forward["Content-Length"] = str(len(exchange.request_body))
         call = self.telemetry.start_client_span(
-            exchange, server_span, url, self.upstream_host, self.upstream_port, forward
+            exchange, server_span, self.config.upstream + target, self.pool.host,
+            self.pool.port, forward
         )
         sent = time.perf_counter()
         try:
-            async with self.session.request(exchange.method, URL(url, encoded=True),
-                                            data=exchange.request_body or None,
-                                            headers=forward, allow_redirects=False) as upstream:
+            upstream = await self.pool.request(exchange.method, target, forward.items(),
+                                               exchange.request_body or None,
+                                               len(exchange.request_body))
+            try:
                 self.telemetry.upstream_status(call, upstream.status)
                 exchange.response_body = await upstream.read()
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
                 exchange.response_headers = upstream.headers
-                response_headers = end_to_end(upstream.headers)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            failure = classify_failure(error, self.upstream)
+                response_headers = CIMultiDict(end_to_end_raw(upstream.raw_headers))
+            finally:
+                upstream.release()
+        except UpstreamError as failure:
             self.telemetry.upstream_failure(call, failure.kind, failure.detail)
             exchange.error_kind = failure.kind
             exchange.status = failure.status

@@ -29,7 +29,8 @@ from lookout.sidecar.proxy.handler import ProxyHandler
 from lookout.sidecar.proxy.http1 import DataPortServer
 from lookout.sidecar.proxy.messages import REFUSAL_REASONS, ClientLimits
 from lookout.sidecar.proxy.telemetry import RequestTelemetry
-from lookout.sidecar.proxy.upstream import UpstreamProbe, new_session
+from lookout.sidecar.proxy.upstream import UpstreamProbe
+from lookout.sidecar.proxy.upstream_client import UpstreamPool
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing
@@ -109,7 +110,7 @@ class Sidecar:
     async def start(self) -> None:
         config = self.config
         upstream = of(UpstreamSettings, config)
-        self.session = new_session(upstream)
+        self.pool = UpstreamPool(upstream)
         self.chain: AnalysisChain | None = None  # the default model's, in-process only
         self.chains: ModelChains | None = None
         self.workers: AnalysisWorkers | None = None
@@ -129,13 +130,13 @@ class Sidecar:
             components=components,
             reasons=list(Reason) if self.chain else [], refusals=REFUSAL_REASONS,
             outcomes=list(Outcome) if self.chain else [])
-        self.probe = UpstreamProbe(upstream, self.session, self.metrics)
+        self.probe = UpstreamProbe(upstream, self.pool, self.metrics)
         self.probe.start()
 
         telemetry = RequestTelemetry(of(ModelIdentity, config), self.metrics, self.tracing,
                                      self.queue, self.model_labels)
         self._refusals = TallyLog(log, "refused client requests or connections")
-        handler = ProxyHandler(of(RelaySettings, config), upstream, self.session, telemetry,
+        handler = ProxyHandler(of(RelaySettings, config), self.pool, telemetry,
                                self._refused)
         sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
                                bool(config.sample_dir))
@@ -177,7 +178,7 @@ class Sidecar:
             self.workers = AnalysisWorkers(self.config, self.metrics,
                                            worker_count(self.config))
         except WorkerStartError as error:
-            await self.session.close()
+            await self.pool.close()
             raise StartupError(str(error)) from None
         self.workers.start()
         self.queue = self.workers
@@ -222,7 +223,7 @@ class Sidecar:
         if self.workers is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.workers.stop, 1.0)
         await self.probe.stop()
-        await self.session.close()
+        await self.pool.close()
         await self.data_server.stop(0)
         await self.admin_runner.cleanup()
 
@@ -237,7 +238,7 @@ class Sidecar:
         if self.chains is not None:
             await self.chains.stop(PIPELINE_DRAIN_TIMEOUT)
         await self.probe.stop()
-        await self.session.close()
+        await self.pool.close()
         await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)
         await self.admin_runner.cleanup()
         if self._store is not None:

@@ -13,19 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
 
-import aiohttp
 from multidict import CIMultiDict
 from opentelemetry.trace import Span
-from yarl import URL
 
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end, end_to_end_raw
 from lookout.sidecar.proxy.messages import IncomingRequest, Refusal, ResponseWriter, error_body
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.target import OriginTarget, parse_target
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
-from lookout.sidecar.proxy.upstream import UpstreamFailure, classify_failure
-from lookout.sidecar.settings import RelaySettings, UpstreamSettings
+from lookout.sidecar.proxy.upstream_client import UpstreamError, UpstreamPool, UpstreamResponse
+from lookout.sidecar.settings import RelaySettings
 from lookout.slo.catalog import sidecar_code
 
 log = logging.getLogger(__name__)
@@ -76,31 +75,27 @@ class ProxyHandler:
     def __init__(
         self,
         config: RelaySettings,
-        upstream: UpstreamSettings,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         telemetry: RequestTelemetry,
         on_refused: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._config = config
-        self._upstream_settings = upstream
         self._on_refused = on_refused
-        self._session = session
+        self._pool = pool
         self._telemetry = telemetry
         self._routes = RouteTemplates(config.routes)
         self._upstream_base = config.upstream
-        upstream_url = URL(config.upstream)
-        self._scheme = upstream_url.scheme
-        self._upstream_host = upstream_url.host or ""
-        self._upstream_port = upstream_url.port or 80
-        self._base_path = upstream_url.raw_path.rstrip("/")
+        parts = urlsplit(config.upstream)
+        self._origin = f"{parts.scheme}://{pool.authority}"
+        self._base_path = parts.path.rstrip("/")
 
-    def upstream_url(self, target: OriginTarget) -> URL:
-        """The configured upstream joined with a parsed path and query: whatever the
-        target says, the host and port are the configuration's."""
-        path = self._base_path + target.path if not target.asterisk else "*"
-        return URL.build(scheme=self._scheme, host=self._upstream_host,
-                         port=self._upstream_port, path=path, query_string=target.query,
-                         encoded=True)
+    def upstream_target(self, target: OriginTarget) -> str:
+        """The request target sent upstream: the configured base path joined with the
+        parsed origin-form path and query. The host and port are the pool's, always the
+        configuration's, whatever the client's target said."""
+        if target.asterisk:
+            return "*"
+        return self._base_path + target.path_and_query
 
     async def handle(self, request: IncomingRequest, response: ResponseWriter) -> None:
         try:
@@ -156,35 +151,36 @@ class ProxyHandler:
         add_forwarded(headers, request.remote, "http", request.headers.get("Host"))
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
-        url = self.upstream_url(target)
+        path = self.upstream_target(target)
         call = self._telemetry.start_client_span(
-            exchange, server_span, str(url), self._upstream_host, self._upstream_port, headers
-        )
+            exchange, server_span, self._origin + path, self._pool.host, self._pool.port,
+            headers)
         response.continue_if_expected()
         if request.body.complete:  # small bodies arrive whole: one write, no generator
             body: bytes | AsyncIterator[bytes] | None = request.body.take_all() or None
             self._keep_request_copy(exchange, body or b"")
+            if body is not None:  # a chunked body that arrived whole goes with its length
+                headers["Content-Length"] = str(len(body))
         else:
             body = self._request_body(request, exchange)
         sent = time.perf_counter()
+        upstream: UpstreamResponse | None = None
         try:
-            async with self._session.request(
-                request.method, url, data=body, headers=headers, allow_redirects=False,
-            ) as upstream:
-                self._telemetry.upstream_status(call, upstream.status)
-                exchange.status, exchange.code = upstream.status, str(upstream.status)
-                exchange.response_headers = upstream.headers
-                if self._buffered(request, upstream):
-                    await self._relay_buffered(request, response, upstream, exchange, sent)
-                else:
-                    self._start_relay(request, response, upstream, upstream.content_length)
-                    await self._pump(upstream, response, exchange, sent)
+            upstream = await self._pool.request(request.method, path, headers.items(), body,
+                                                request.content_length)
+            self._telemetry.upstream_status(call, upstream.status)
+            exchange.status, exchange.code = upstream.status, str(upstream.status)
+            exchange.response_headers = upstream.headers
+            if self._buffered(request, upstream):
+                await self._relay_buffered(request, response, upstream, exchange, sent)
+            else:
+                self._start_relay(request, response, upstream, upstream.content_length)
+                await self._pump(upstream, response, exchange, sent)
         except ConnectionResetError:
             raise  # the client went away while we wrote to it: not the upstream's fault
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except UpstreamError as failure:
             if request.body.failure is not None:  # the client's body, not the upstream
                 self._body_failed(request.body.failure, response)  # raises
-            failure = classify_failure(error, self._upstream_settings)
             self._telemetry.upstream_failure(call, failure.kind, failure.detail)
             if response.started:
                 self._abort_midstream(response, exchange, failure)
@@ -193,6 +189,8 @@ class ProxyHandler:
         except Refusal as error:
             self._body_failed(error, response)
         finally:
+            if upstream is not None:
+                upstream.release()
             if exchange.upstream_duration is None:
                 exchange.upstream_duration = time.perf_counter() - sent
             self._telemetry.end_client_span(call)
@@ -205,7 +203,7 @@ class ProxyHandler:
             raise ConnectionResetError(error.detail)
         raise error
 
-    def _buffered(self, request: IncomingRequest, upstream: aiohttp.ClientResponse) -> bool:
+    def _buffered(self, request: IncomingRequest, upstream: UpstreamResponse) -> bool:
         if request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES:
             return True
         length = upstream.content_length
@@ -213,9 +211,9 @@ class ProxyHandler:
 
     async def _relay_buffered(
         self, request: IncomingRequest, response: ResponseWriter,
-        upstream: aiohttp.ClientResponse, exchange: Exchange, sent: float,
+        upstream: UpstreamResponse, exchange: Exchange, sent: float,
     ) -> None:
-        body = await upstream.read()
+        body = await upstream.read() if request.method != "HEAD" else b""
         exchange.upstream_duration = time.perf_counter() - sent
         exchange.response_body = body
         exchange.response_bytes = len(body)
@@ -227,19 +225,20 @@ class ProxyHandler:
 
     @staticmethod
     def _start_relay(request: IncomingRequest, response: ResponseWriter,
-                     upstream: aiohttp.ClientResponse, length: int | None) -> None:
-        """The upstream's status and end-to-end headers, and nothing of lookout's."""
+                     upstream: UpstreamResponse, length: int | None) -> None:
+        """The upstream's status and end-to-end headers as it wrote them (names in their
+        case, their order, repeats), and nothing of lookout's."""
         body_allowed = request.method != "HEAD" and upstream.status not in _NO_BODY_STATUSES
-        response.start(upstream.status, upstream.reason or "",
+        response.start(upstream.status, upstream.reason,
                        end_to_end_raw(upstream.raw_headers), length, body_allowed=body_allowed)
 
     async def _pump(
-        self, upstream: aiohttp.ClientResponse, response: ResponseWriter,
+        self, upstream: UpstreamResponse, response: ResponseWriter,
         exchange: Exchange, sent: float,
     ) -> None:
         """Relay the body chunk by chunk, keeping the first observe_max_bytes."""
         copy = BodyCopy(self._config.observe_max_bytes, upstream.content_length)
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.chunks():
             copy.add(chunk)
             exchange.response_bytes = copy.seen
             await response.write(chunk)
@@ -249,7 +248,7 @@ class ProxyHandler:
 
     @staticmethod
     def _abort_midstream(response: ResponseWriter, exchange: Exchange,
-                         failure: UpstreamFailure) -> None:
+                         failure: UpstreamError) -> None:
         """The status line is gone already; closing the connection is the only honest
         signal left to the client (it sees a short chunked body or length)."""
         log.warning("upstream failed mid-response (%s): %s", failure.kind, failure.detail)
