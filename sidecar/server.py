@@ -14,16 +14,14 @@ from pathlib import Path
 from aiohttp import web
 
 from lookout.sidecar.admin import AdminApp
-from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import Address, Config, per_model
-from lookout.sidecar.model_chains import ModelChains
-from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.observation import (
     OBSERVATION_QUEUE,
     ObservationConsumer,
     ObservationPipeline,
     ObservationQueue,
 )
+from lookout.sidecar.pipeline.outcome import Outcome
 from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.proxy.handler import ProxyHandler
 from lookout.sidecar.proxy.http1 import DataPortServer
@@ -111,8 +109,8 @@ class Sidecar:
         config = self.config
         upstream = of(UpstreamSettings, config)
         self.pool = UpstreamPool(upstream)
-        self.chain: AnalysisChain | None = None  # the default model's, in-process only
-        self.chains: ModelChains | None = None
+        self.chain = None  # AnalysisChain: the default model's, in-process only
+        self.chains = None  # ModelChains, in-process only
         self.workers: AnalysisWorkers | None = None
         self.pipeline: ObservationPipeline | None = None
         self._store: SampleStore | None = None
@@ -155,7 +153,10 @@ class Sidecar:
                  config.model_name, config.model_version)
 
     def _start_in_process(self) -> list[str]:
-        """Analysis in this process's threads; returns its components' names."""
+        """Analysis in this process's threads; returns its components' names. Imported
+        here: the sidecar's own request-path process never loads the analysis."""
+        from lookout.sidecar.model_chains import ModelChains
+
         config = self.config
         self.queue = ObservationQueue(config.observation_queue_size, self.metrics,
                                       config.observation_queue_bytes)

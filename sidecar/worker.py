@@ -24,19 +24,19 @@ import select
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import Config, per_model
+from lookout.sidecar.config import per_model
 from lookout.sidecar.forwarder import Forwarder
 from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.analysis import Outcome
-from lookout.sidecar.pipeline.channel import Ring, RingAddress
+from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.worker_metrics import record_into
+from lookout.sidecar.worker_entry import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +45,6 @@ BATCH = 64
 PARENT_CHECK_SECONDS = 1.0
 STAGE_DRAIN_SECONDS = 10.0
 FORWARD_QUEUE = "lead_worker"
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSpec:
-    """Everything a worker process is started with (pickled once, at spawn)."""
-
-    index: int
-    config: Config
-    inbox: RingAddress  # observations from the proxy
-    forwards: tuple[RingAddress, ...]  # lead: one per other worker; others: the one to the lead
-    metrics_dir: str
-    parent_pid: int
-
-    @property
-    def lead(self) -> bool:
-        return self.index == 0
 
 
 class Worker:
@@ -164,8 +148,8 @@ class Worker:
             self.forwards[0].close_writing()
 
 
-def main(spec: WorkerSpec) -> None:
-    """The process's entry point (multiprocessing, spawn)."""
+def run(spec: WorkerSpec) -> None:
+    """The process's body, once `worker_entry.main` has imported this module."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     record_into(spec.metrics_dir)
     configure_logging(spec.config.log_level)

@@ -36,7 +36,7 @@ from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE, Observation
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.worker_metrics import WorkerMetricFiles
-from lookout.sidecar.worker import WorkerSpec, main
+from lookout.sidecar.worker_entry import WorkerSpec, main
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -25,6 +24,7 @@ from lookout.sidecar.pipeline.cost import exchange_seconds
 from lookout.sidecar.pipeline.inputs import InputImage, extract_image
 from lookout.sidecar.pipeline.listeners import Listeners
 from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.pipeline.outcome import Outcome
 from lookout.sidecar.pipeline.outputs import OutputSettings, ResponseMapping, extract_detections
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 from lookout.sidecar.runtime.logs import FailureLog
@@ -39,16 +39,6 @@ OTHER_CLASS = "other"
 MAX_CLASS_LABELS = 1000
 # a roll-out shows two or three versions at once; more are one `other`
 MAX_SERVED_VERSIONS = 8
-
-
-class Outcome(StrEnum):
-    """What became of one observation: the `outcome` label of lookout_observations_total."""
-
-    ANALYSED = "analysed"
-    PARSE_FAILED = "parse_failed"
-    NOT_ANALYSED = "not_analysed"  # no 2xx exchange with a body: nothing to decode
-    ERROR = "error"  # the analysis itself failed (counted as a component error too)
-    LOST = "lost"  # a worker died holding it
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,8 @@ from functools import partial
 
 from aiohttp import web
 
-from lookout.sidecar.samples.export import ExportError, box_layers, write_export
 from lookout.sidecar.samples.query import EXPORT_MAX, SOURCES, QueryError, SampleQuery
 from lookout.sidecar.samples.store import Sample, SampleStore
-from lookout.sidecar.samples.thumbnails import draw_boxes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHUNK = 256 * 1024
@@ -94,6 +92,11 @@ class SampleApi:
         return web.json_response(sample.to_json())
 
     async def image(self, request: web.Request, store: SampleStore) -> web.Response:
+        # drawing and exporting need Pillow and numpy: loaded on the first such request,
+        # never by a request-path process that serves none
+        from lookout.sidecar.samples.export import box_layers
+        from lookout.sidecar.samples.thumbnails import draw_boxes
+
         sample = await self._sample(request, store)
         if isinstance(sample, web.Response):
             return sample
@@ -111,6 +114,8 @@ class SampleApi:
         return web.Response(body=data, content_type=sample.media_type)
 
     async def export(self, request: web.Request, store: SampleStore) -> web.StreamResponse:
+        from lookout.sidecar.samples.export import ExportError, write_export
+
         params = dict(request.query)
         export_format = params.pop("format", "coco")
         source = params.pop("source", "primary")

@@ -20,8 +20,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # the configuration loader parses policies without importing numpy
+    import numpy as np
 
 
 class Strategy(StrEnum):
@@ -100,7 +102,7 @@ class Rule:
             case Strategy.CLOSE_TO_THRESHOLD:
                 if candidate.scores is None or not candidate.scores.size:
                     return False
-                distance = np.abs(candidate.scores - float(p["threshold"]))
+                distance = abs(candidate.scores - float(p["threshold"]))  # numpy's abs
                 return bool((distance <= float(p.get("eps", 0.05))).any())
             case Strategy.DETECTIONS_COUNT:
                 if candidate.scores is None:

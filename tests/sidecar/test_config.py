@@ -111,7 +111,14 @@ def test_model_files_that_are_not_onnx_are_refused_naming_the_key(tmp_path) -> N
         load_config({"model_path": str(checkpoint)}, env={})
     garbage = tmp_path / "reference.onnx"
     garbage.write_bytes(b"\x08\x07 not really a model")
-    with pytest.raises(ConfigError, match=r"shadow_model_path: .* is not a loadable ONNX"):
+    with pytest.raises(ConfigError, match=r"shadow_model_path: .* is not an ONNX model"):
         load_config({"shadow_model_path": str(garbage)}, env={})
+    from lookout.lookout_demo.models import model_path
+
+    cut = tmp_path / "cut.onnx"  # a copy that stopped half-way
+    cut.write_bytes(model_path("primary").read_bytes()[:300_000])
+    with pytest.raises(ConfigError, match=r"model_path: .* or cut short"):
+        load_config({"model_path": str(cut)}, env={})
+    assert load_config({"model_path": str(model_path("coarse"))}, env={}).model_path
     with pytest.raises(ConfigError, match=r"model_path: model file .*absent.onnx does not"):
         load_config({"model_path": str(tmp_path / "absent.onnx")}, env={})

@@ -1,0 +1,40 @@
+"""The request-path process loads only what it uses: the analysis (numpy, scipy, Pillow,
+onnxruntime) lives in the worker processes. Read from the running process's own memory
+map, so a lazy import that fires at start-up or on the first request shows up too."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lookout.lookout_demo.models import model_path
+from tests.support.processes import request, start_sidecar, wait_until
+
+ANALYSIS_ONLY = ("numpy", "scipy", "PIL", "onnxruntime", "pandas", "evidently")
+
+
+def _loaded(pid: int) -> set[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {name for name in ANALYSIS_ONLY
+            if re.search(rf"site-packages/{name}[/.]", maps)}
+
+
+def test_the_request_path_process_maps_no_analysis_library(upstream_port: int,
+                                                             tmp_path) -> None:
+    sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--drift", "true",
+                            "--shadow-model-path", str(model_path("reference")),
+                            "--sample-dir", str(tmp_path / "samples"),
+                            "--admin-token", "t0ken")
+    try:
+        for _ in range(5):
+            assert request(sidecar.port, "POST", "/echo", body=b"x" * 100).status == 200
+        assert request(sidecar.admin_port, "GET", "/metrics").status == 200
+        pid = sidecar.process.popen.pid
+        assert _loaded(pid) == set()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [int(c) for c in children if "spawn_main" in
+                   Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+        assert workers  # and the analysis is there, where it belongs, once it has loaded
+        wait_until(lambda: "numpy" in _loaded(workers[0]), 60, "the worker's imports")
+    finally:
+        sidecar.stop()
