@@ -11,7 +11,7 @@ decoder crash, the OOM killer) is counted in lookout_component_errors_total
 from `FIRST_BACKOFF` to `LONGEST_BACKOFF` (reset once a worker has lived a minute). Its
 ring keeps what the proxy put meanwhile, up to its bounds.
 
-The rings are allocated and touched at start-up, so memory and /dev/shm space are taken
+The rings are allocated and reserved at start-up, so memory and /dev/shm space are taken
 then or start-up fails with what to change; a full /dev/shm can never fault the proxy
 later.
 """
@@ -153,7 +153,7 @@ class AnalysisWorkers:
                 self._rings.append(ring)
                 forwards.append(address)
             for ring in self._rings:
-                ring.zero_fill()
+                ring.reserve()
         except OSError as error:
             self._close_rings()
             raise WorkerStartError(f"cannot allocate the analysis channel in shared memory: "

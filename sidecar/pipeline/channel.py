@@ -27,6 +27,7 @@ blocking: a full pipe already holds a wake-up), the consumer waits on it with `s
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import threading
@@ -97,9 +98,28 @@ class Ring:
         os.set_blocking(address.receiver.fileno(), False)
         return cls(memory, address, owner=False)
 
+    def reserve(self) -> None:
+        """Take the memory now, so a full /dev/shm fails start-up rather than faulting a
+        later write with SIGBUS. posix_fallocate gives the segment its pages without
+        touching them, so they count against /dev/shm but in no process's RSS until a
+        record uses them; where it is not supported, every page is touched instead."""
+        path = f"/dev/shm/{self._memory.name.lstrip('/')}"
+        try:
+            descriptor = os.open(path, os.O_RDWR)
+        except OSError:
+            self.zero_fill()
+            return
+        try:
+            os.posix_fallocate(descriptor, 0, HEADER_BYTES + self.capacity)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            self.zero_fill()
+        finally:
+            os.close(descriptor)
+
     def zero_fill(self, chunk: int = 1024**2) -> None:
-        """Touch every page now, so the memory is taken at start-up (and a full
-        /dev/shm fails start-up) rather than faulting a later write with SIGBUS."""
+        """Touch every page now: the reservation where posix_fallocate cannot make one."""
         zeros = bytes(chunk)
         for start in range(HEADER_BYTES, HEADER_BYTES + self.capacity, chunk):
             end = min(start + chunk, HEADER_BYTES + self.capacity)
