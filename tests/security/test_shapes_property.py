@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from tests.support.nginx import Nginx
 from tests.support.processes import SidecarProcess, start_sidecar
-from tests.support.shape_upstream import ResponseShape, Seen, ShapeUpstream
+from tests.support.recording_upstream import Recorded
+from tests.support.shape_upstream import ResponseShape, ShapeUpstream
 
 MAX_BODY = 1024**2
 # per hop, or what each proxy adds of its own (RFC 9110 7.6.1; nginx names itself)
@@ -87,7 +88,7 @@ def _end_to_end(headers) -> list[tuple[str, str]]:
                   if name.lower() not in FRAMING | PROXY_OWN)
 
 
-def _upstream_saw(seen: list[Seen]) -> list[tuple]:
+def _upstream_saw(seen: list[Recorded]) -> list[tuple]:
     return [(s.method, s.target, s.body, _end_to_end(s.headers)) for s in seen]
 
 

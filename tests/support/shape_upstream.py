@@ -16,14 +16,7 @@ from dataclasses import dataclass, field
 import httptools
 
 from tests.support.processes import free_port
-
-
-@dataclass
-class Seen:
-    method: str
-    target: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
+from tests.support.recording_upstream import Recorded
 
 
 @dataclass
@@ -94,7 +87,7 @@ class _Request:
 class ShapeUpstream:
     def __init__(self) -> None:
         self.port = free_port()
-        self.seen: list[Seen] = []
+        self.seen: list[Recorded] = []
         self._loop = asyncio.new_event_loop()
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
@@ -120,7 +113,7 @@ class ShapeUpstream:
                         return
                     parser.feed_data(data)
                 target = request.url.decode("latin-1")
-                self.seen.append(Seen(parser.get_method().decode(), target, request.headers,
+                self.seen.append(Recorded(parser.get_method().decode(), target, request.headers,
                                       bytes(request.body)))
                 payload, close = ResponseShape.from_target(target).response()
                 writer.write(payload)
@@ -132,7 +125,7 @@ class ShapeUpstream:
         finally:
             writer.close()
 
-    def take(self) -> list[Seen]:
+    def take(self) -> list[Recorded]:
         seen, self.seen = self.seen, []
         return seen
 
