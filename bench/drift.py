@@ -34,7 +34,8 @@ from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.perturbations import perturb
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.shadow_eval.drift import DriftModel
-from lookout.shadow_eval.features import FEATURES, feature_row
+from lookout.shadow_eval.features import feature_row
+from lookout.shadow_eval.limits import FEATURES
 from lookout.shadow_eval.runner import OnnxDetector
 
 POOL_SEED = 3_000_000

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lookout.shadow_eval.features import FEATURES, FeatureRow
+from lookout.shadow_eval.features import FeatureRow
+from lookout.shadow_eval.limits import FEATURES
 
 FORMAT_VERSION = 1
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookout.shadow_eval.features import CATEGORICAL, is_missing
-from lookout.shadow_eval.limits import MIN_BASELINE_VALUES
+from lookout.shadow_eval.features import is_missing
+from lookout.shadow_eval.limits import CATEGORICAL, MIN_BASELINE_VALUES
 
 OTHER = "<other>"
 QUANTILE_BINS = 10

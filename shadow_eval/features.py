@@ -18,13 +18,6 @@ from PIL import Image
 
 from lookout.shadow_eval.boxes import Detections
 
-INPUT_FEATURES = ("brightness", "contrast", "saturation", "sharpness", "resolution",
-                  "aspect_ratio")
-OUTPUT_FEATURES = ("detections", "confidence", "box_size", "class")
-FEATURES = INPUT_FEATURES + OUTPUT_FEATURES
-# features whose values are categories, not magnitudes
-CATEGORICAL = frozenset({"resolution", "aspect_ratio", "class"})
-
 FeatureRow = dict[str, float | str | None]
 
 

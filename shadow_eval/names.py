@@ -74,16 +74,7 @@ _EXPORT_HINT = "export it with `yolo export model=... format=onnx`"
 def _open_session(path: Path) -> Any:
     import onnxruntime
 
-    if not path.is_file():
-        raise ModelMetadataError(f"model file {path} does not exist")
-    try:
-        with path.open("rb") as model:
-            head = model.read(8)
-    except OSError as error:
-        raise ModelMetadataError(f"model file {path}: {error.strerror or error}") from None
-    for magic, what in _NOT_ONNX:
-        if head.startswith(magic):
-            raise ModelMetadataError(f"model file {path} is {what}, not ONNX; {_EXPORT_HINT}")
+    check_onnx_file(path)  # a clear word for the usual impostors before onnxruntime's
     try:
         return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own unrelated exception types
@@ -153,7 +144,7 @@ def check_onnx_file(path: str | Path) -> None:
                     return
     except OSError as error:
         raise ModelMetadataError(f"model file {path}: {error.strerror or error}") from None
-    raise ModelMetadataError(f"model file {path} is not an ONNX model (not a ModelProto "
+    raise ModelMetadataError(f"model file {path} is not a loadable ONNX model (not a ModelProto "
                              f"with an ir_version and a graph, or cut short); "
                              f"{_EXPORT_HINT}")
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from lookout.shadow_eval.drift import MIN_BASELINE_VALUES, DriftConfigError, FeatureProfile
-from lookout.shadow_eval.features import CATEGORICAL, FEATURES, is_missing
+from lookout.shadow_eval.features import is_missing
+from lookout.shadow_eval.limits import CATEGORICAL, FEATURES
 
 Row = Mapping[str, Any]
 

@@ -1,4 +1,5 @@
-"""One analysis chain per served model, in one worker.
+"""One analysis chain per served model, in one worker (one thread feeds it: the worker's
+loop, or the embedded proxy's one analysis thread).
 
 Observations arrive labelled with their model by the request path (`served_models`).
 Each configured model has its chain from the start; a model discovered in service gets
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +50,6 @@ class ModelChains:
                 self.samples = SampleRecorder(of(SampleSettings, config), metrics)
             build = self._lead_chain
         self._build = build
-        self._lock = threading.Lock()
         self._started = False
         self._executor: ThreadPoolExecutor | None = None
         self.chains: dict[str, AnalysisChain] = {
@@ -66,18 +65,15 @@ class ModelChains:
         chain = self.chains.get(model)
         if chain is not None or model == OTHER_MODEL:
             return chain
-        with self._lock:
-            if model not in self.chains:
-                size = fetch_input_size(self._config.upstream, model,
-                                        self._config.connect_timeout)
-                log.info("analysing discovered model %r (input size %s)", model,
-                         size or f"{self._config.input_size}, the default")
-                config = discovered_config(self._config, model, size)
-                chain = self._build(config, self._metrics.labelled(model, UNKNOWN_VERSION))
-                if self._started:
-                    chain.start()
-                self.chains[model] = chain
-            return self.chains[model]
+        size = fetch_input_size(self._config.upstream, model, self._config.connect_timeout)
+        log.info("analysing discovered model %r (input size %s)", model,
+                 size or f"{self._config.input_size}, the default")
+        config = discovered_config(self._config, model, size)
+        chain = self.chains[model] = self._build(
+            config, self._metrics.labelled(model, UNKNOWN_VERSION))
+        if self._started:
+            chain.start()
+        return chain
 
     def analyse_batch(self, observations: Sequence[Observation]) -> None:
         by_model: dict[str, list[Observation]] = defaultdict(list)
@@ -121,12 +117,11 @@ class ModelChains:
         return list(names)
 
     def start(self) -> None:
-        with self._lock:
-            for chain in self.chains.values():
-                chain.start()
-            if self.samples is not None:
-                self.samples.start()
-            self._started = True
+        for chain in self.chains.values():
+            chain.start()
+        if self.samples is not None:
+            self.samples.start()
+        self._started = True
 
     def drain_and_close(self, timeout: float) -> None:
         """Every model's chain in its order, then the shared recorder they feed."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lookout.shadow_eval.limits import FEATURE_COUNT, MIN_BASELINE_VALUES
+from lookout.shadow_eval.limits import FEATURES, MIN_BASELINE_VALUES
 
 
 class PreflightError(ValueError):
@@ -35,7 +35,7 @@ def check_drift(config: Any) -> None:
             f"drift_baseline_size: {config.drift_baseline_size} images cannot calibrate the "
             f"drift detector, which needs at least {MIN_BASELINE_VALUES} per feature; set "
             f"{MIN_BASELINE_VALUES} or more, or drift: false")
-    if config.drift_window >= FEATURE_COUNT * config.drift_false_alarm_images:
+    if config.drift_window >= len(FEATURES) * config.drift_false_alarm_images:
         raise PreflightError(
             f"drift_window: {config.drift_window} values per window with "
             f"drift_false_alarm_images {config.drift_false_alarm_images} leaves no false "

@@ -20,7 +20,6 @@ every stage is built for a model exactly as for the one model of a simple pod.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +106,8 @@ def path_model(path: str) -> str | None:
 
 class ModelLabels:
     """Path -> (model, version) labels on the request path: a dict lookup, and for an
-    unknown name a bounded admission once the upstream answered it with a 2xx."""
+    unknown name a bounded admission once the upstream answered it with a 2xx. Used from
+    the event loop only, so it needs no lock."""
 
     def __init__(self, default: str, default_version: str,
                  configured: Mapping[str, str], discover: bool, max_models: int) -> None:
@@ -117,7 +117,6 @@ class ModelLabels:
         # one model, none listed and none to discover: every path is the default model
         self._single = not configured and not discover
         self._room = max(max_models - len(self._versions), 0)
-        self._lock = threading.Lock()
 
     @property
     def known(self) -> dict[str, str]:
@@ -141,11 +140,9 @@ class ModelLabels:
         name = path_model(path)
         if name is None or name in self._versions or not set(name) <= _NAME_CHARS:
             return None
-        with self._lock:
-            if name not in self._versions and self._room > 0:
-                self._versions[name] = UNKNOWN_VERSION
-                self._room -= 1
-        return name, self._versions[name]
+        self._versions[name] = UNKNOWN_VERSION
+        self._room -= 1
+        return name, UNKNOWN_VERSION
 
 
 def model_configs(config: Any, parse: Any) -> dict[str, Any]:

@@ -63,8 +63,8 @@ class Worker:
         else:
             forwarder = Forwarder(self.forwards[0],
                                   lambda: self.metrics.queue_dropped(FORWARD_QUEUE)) \
-                if config.shadow_model_path or config.drift or config.sample_dir or \
-                config.models else None
+                if any(m.shadow_model_path or m.drift or m.sample_dir
+                       for m in per_model(config).values()) else None
             self.chains = ModelChains(config, self.metrics, lambda model, metrics:
                                       AnalysisChain.forwarding(model, metrics, forwarder))
             queues = [FORWARD_QUEUE]

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from lookout.shadow_eval.baseline import Baseline, BaselineError
 from lookout.shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
-from lookout.shadow_eval.features import FEATURES, FeatureRow
+from lookout.shadow_eval.features import FeatureRow
+from lookout.shadow_eval.limits import FEATURES
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import FeatureStore

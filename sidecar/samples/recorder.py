@@ -138,11 +138,10 @@ class SampleRecorder:
         self._config = config
         self._metrics = metrics
         self._failures = FailureLog(log)
-        self._names = tuple(class_names)
-        self._drift = drift
         self._seed = seed
         self.policy = SamplingPolicy(parse_policy(config.sample_strategies), seed)
-        # the other models of a multi-model pod: their names, drift, rules and quotas
+        self._default = ModelSampling(tuple(class_names), drift, self.policy)
+        # the models of a multi-model pod: their names, drift, rules and quotas
         self._models: dict[str, ModelSampling] = {}
         self._random = random.Random(seed)
         self._settings = ThumbnailSettings(config.sample_image_size, config.sample_format,
@@ -193,7 +192,7 @@ class SampleRecorder:
             tuple(class_names), drift, SamplingPolicy(parse_policy(strategies), self._seed))
 
     def _model(self, name: str) -> ModelSampling:
-        return self._models.get(name) or ModelSampling(self._names, self._drift, self.policy)
+        return self._models.get(name) or self._default
 
     def decide(self, exchange: SampledExchange, shadow: ShadowResult | None) -> None:
         detections = exchange.detections

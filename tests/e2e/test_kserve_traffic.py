@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,11 +13,9 @@ from PIL import Image
 from lookout.slo import catalog
 from tests.support.kserve_upstream import CLASS_NAMES
 from tests.support.processes import (
-    ManagedProcess,
     SidecarProcess,
-    free_port,
-    port_accepts,
     request,
+    served_module,
     start_sidecar,
     wait_until,
 )
@@ -26,12 +23,8 @@ from tests.support.processes import (
 
 @pytest.fixture(scope="module")
 def kserve_port() -> Iterator[int]:
-    port = free_port()
-    process = ManagedProcess([sys.executable, "-m", "tests.support.kserve_upstream", str(port)])
-    wait_until(lambda: port_accepts(port) or not process.alive(), 30, "the KServe upstream")
-    assert process.alive(), process.output
-    yield port
-    process.terminate()
+    with served_module("tests.support.kserve_upstream") as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

@@ -101,9 +101,3 @@ def test_baseline_round_trip_and_clear_errors(tmp_path) -> None:
     with pytest.raises(BaselineError, match="No such file"):
         Baseline.load(tmp_path / "missing.json")
 
-
-def test_the_light_limits_match_the_detector() -> None:
-    from lookout.shadow_eval.features import FEATURES
-    from lookout.shadow_eval.limits import FEATURE_COUNT
-
-    assert len(FEATURES) == FEATURE_COUNT

@@ -25,11 +25,10 @@ from lookout.sidecar.samples.store import SampleStore
 from lookout.slo import catalog
 from tests.support import raw_head_upstream
 from tests.support.processes import (
-    ManagedProcess,
     SidecarProcess,
     free_port,
-    port_accepts,
     request,
+    served_module,
     start_sidecar,
     wait_until,
 )
@@ -49,13 +48,8 @@ def infer_body(seed: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def raw_heads():
-    port = free_port()
-    upstream = ManagedProcess([sys.executable, "-m", "tests.support.raw_head_upstream",
-                               str(port)])
-    wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the raw-head upstream")
-    assert upstream.alive(), upstream.output
-    yield port
-    upstream.terminate()
+    with served_module("tests.support.raw_head_upstream") as port:
+        yield port
 
 
 def start(upstream_port: int, tmp_path: Path, *extra: str) -> SidecarProcess:

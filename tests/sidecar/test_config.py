@@ -111,7 +111,7 @@ def test_model_files_that_are_not_onnx_are_refused_naming_the_key(tmp_path) -> N
         load_config({"model_path": str(checkpoint)}, env={})
     garbage = tmp_path / "reference.onnx"
     garbage.write_bytes(b"\x08\x07 not really a model")
-    with pytest.raises(ConfigError, match=r"shadow_model_path: .* is not an ONNX model"):
+    with pytest.raises(ConfigError, match=r"shadow_model_path: .* is not a loadable ONNX"):
         load_config({"shadow_model_path": str(garbage)}, env={})
     from lookout.lookout_demo.models import model_path
 

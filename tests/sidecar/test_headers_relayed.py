@@ -6,17 +6,14 @@ the framing may differ)."""
 from __future__ import annotations
 
 import http.client
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from lookout.slo import catalog
 from tests.support.processes import (
-    ManagedProcess,
     SidecarProcess,
-    free_port,
-    port_accepts,
+    served_module,
     start_sidecar,
     wait_until,
 )
@@ -27,12 +24,8 @@ FRAMING = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 @pytest.fixture(scope="module")
 def verbatim() -> Iterator[int]:
-    port = free_port()
-    process = ManagedProcess([sys.executable, "-m", "tests.support.verbatim_upstream",
-                              str(port)])
-    wait_until(lambda: port_accepts(port) or not process.alive(), 20, "the verbatim upstream")
-    yield port
-    process.terminate()
+    with served_module("tests.support.verbatim_upstream") as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,20 @@ def port_accepts(port: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def served_module(module: str, *args: str, timeout: float = 60) -> Iterator[int]:
+    """A test server module run as `python -m module PORT *args` on a free port; its
+    port while the block lasts."""
+    port = free_port()
+    process = ManagedProcess([sys.executable, "-m", module, str(port), *args])
+    try:
+        wait_until(lambda: port_accepts(port) or not process.alive(), timeout, module)
+        assert process.alive(), process.output
+        yield port
+    finally:
+        process.terminate()
+
+
 def start_upstream() -> tuple[ManagedProcess, int]:
     port = free_port()
     process = ManagedProcess([sys.executable, "-m", "tests.support.upstream_app", str(port)])
