@@ -74,18 +74,18 @@ class AsgiProxy:
         path = scope["path"]
         exchange = Exchange(scope["method"], path, self.routes.label(path), headers)
         client = scope.get("client")
-        server_span = self.telemetry.start_server_span(
+        self.telemetry.begin(
             exchange, headers, scheme=scope["scheme"],
             protocol_version=scope.get("http_version", "1.1"),
             client_address=client[0] if client else None,
         )
         try:
-            await self._exchange(scope, receive, send, headers, exchange, server_span)
+            await self._exchange(scope, receive, send, headers, exchange)
         finally:
-            self.telemetry.finish(exchange, server_span)
+            self.telemetry.finish(exchange)
 
     async def _exchange(self, scope, receive, send, headers: CIMultiDict[str],
-                        exchange: Exchange, server_span) -> None:
+                        exchange: Exchange) -> None:
         chunks = []
         more = True
         while more:
@@ -104,9 +104,8 @@ class AsgiProxy:
             target += "?" + scope["query_string"].decode("latin-1")
         if exchange.request_body:
             forward["Content-Length"] = str(len(exchange.request_body))
-        call = self.telemetry.start_client_span(
-            exchange, server_span, self.config.upstream + target, self.pool.host,
-            self.pool.port, forward
+        call = self.telemetry.upstream_call(
+            exchange, self.config.upstream + target, self.pool.host, self.pool.port, forward
         )
         sent = time.perf_counter()
         try:
@@ -130,7 +129,7 @@ class AsgiProxy:
             response_headers = CIMultiDict({"X-Lookout-Error": failure.kind})
         finally:
             exchange.upstream_duration = time.perf_counter() - sent
-            self.telemetry.end_client_span(call)
+            self.telemetry.end_call(call)
 
         exchange.response_bytes = len(exchange.response_body)
         response_headers["Content-Length"] = str(exchange.response_bytes)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
-from opentelemetry.trace import Span
 
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end, end_to_end_raw
 from lookout.sidecar.proxy.messages import IncomingRequest, Refusal, ResponseWriter, error_body
@@ -106,18 +105,17 @@ class ProxyHandler:
             refusal = None
         exchange = Exchange(request.method, target.path, self._routes.label(target.path),
                             request.headers)
-        server_span = self._telemetry.start_server_span(
-            exchange, request.headers, scheme="http",
-            protocol_version=request.version, client_address=request.remote,
-        )
+        self._telemetry.begin(exchange, request.headers, scheme="http",
+                              protocol_version=request.version,
+                              client_address=request.remote)
         try:
             if refusal is not None:
                 response.close_after = True
                 self._on_refused(refusal.reason)
                 raise refusal
-            await self._forward(request, response, target, server_span, exchange)
+            await self._forward(request, response, target, exchange)
         except (SidecarError, Refusal) as error:
-            await self._send_error(request, response, server_span, exchange, error)
+            await self._send_error(request, response, exchange, error)
         except ConnectionResetError:
             exchange.status, exchange.code = CLIENT_CLOSED, sidecar_code(CLIENT_CLOSED)
         except BaseException:
@@ -125,7 +123,7 @@ class ProxyHandler:
                 exchange.status, exchange.code = 500, sidecar_code(500)
             raise
         finally:
-            self._telemetry.finish(exchange, server_span)
+            self._telemetry.finish(exchange)
 
     def _keep_request_copy(self, exchange: Exchange, body: bytes) -> None:
         exchange.request_bytes = len(body)
@@ -144,7 +142,7 @@ class ProxyHandler:
 
     async def _forward(
         self, request: IncomingRequest, response: ResponseWriter, target: OriginTarget,
-        server_span: Span, exchange: Exchange,
+        exchange: Exchange,
     ) -> None:
         headers = end_to_end(request.headers)
         headers.popall("Expect", None)  # answered here; the upstream must not wait for it
@@ -152,9 +150,8 @@ class ProxyHandler:
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         path = self.upstream_target(target)
-        call = self._telemetry.start_client_span(
-            exchange, server_span, self._origin + path, self._pool.host, self._pool.port,
-            headers)
+        call = self._telemetry.upstream_call(exchange, self._origin + path,
+                                             self._pool.host, self._pool.port, headers)
         response.continue_if_expected()
         if request.body.complete:  # small bodies arrive whole: one write, no generator
             body: bytes | AsyncIterator[bytes] | None = request.body.take_all() or None
@@ -193,7 +190,7 @@ class ProxyHandler:
                 upstream.release()
             if exchange.upstream_duration is None:
                 exchange.upstream_duration = time.perf_counter() - sent
-            self._telemetry.end_client_span(call)
+            self._telemetry.end_call(call)
 
     def _body_failed(self, error: Refusal, response: ResponseWriter) -> None:
         """The client's body broke the exchange: too large, too slow or gone."""
@@ -256,13 +253,13 @@ class ProxyHandler:
         response.abort()
 
     async def _send_error(
-        self, request: IncomingRequest, response: ResponseWriter, server_span: Span,
-        exchange: Exchange, error: SidecarError | Refusal,
+        self, request: IncomingRequest, response: ResponseWriter, exchange: Exchange,
+        error: SidecarError | Refusal,
     ) -> None:
         exchange.status, exchange.code = error.status, sidecar_code(error.status)
         exchange.error_kind = error.kind
-        trace_id = format(server_span.get_span_context().trace_id, "032x")
-        body = error_body(error, upstream=self._upstream_base, trace_id=trace_id)
+        traced = {"trace_id": exchange.trace_id_hex} if exchange.trace_id else {}
+        body = error_body(error, upstream=self._upstream_base, **traced)
         exchange.response_body = body
         exchange.response_bytes = len(body)
         headers = CIMultiDict({ERROR_HEADER: error.kind, "Content-Type": "application/json"})

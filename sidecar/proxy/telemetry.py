@@ -2,9 +2,13 @@
 Observation hand-off. Independent of the HTTP server, so any server stack records
 exactly the same thing (bench/asgi_proxy.py relies on that for a fair comparison).
 
-Unsampled requests get the SDK's non-recording spans (a few microseconds); their ids
-still propagate. If such a request ends in a server-side error, its two spans are
-built after the fact from what the Exchange kept, so errors are always traced.
+Spans are facts kept on the Exchange and built only at the end, and only for a request
+that is exported: the sampler is asked once when the request arrives, before any span
+object exists, and the ids it was asked about are propagated upstream. A sampled
+request's two spans, or an unsampled one's that ended in a server-side error (errors
+are always traced), are then built finished and handed to the span processors. An
+unsampled, successful request costs a sampler call and three random ids; the SDK's
+live spans cost about 12 us more per request, sampled or not (bench/proxy.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from opentelemetry.propagate import get_global_textmap
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
@@ -28,12 +41,19 @@ from lookout.sidecar.settings import ModelIdentity
 
 log = logging.getLogger(__name__)
 
+# the W3C Trace Context propagator (alone or with W3C Baggage, the default): its
+# `traceparent` is written here directly; `baggage` is relayed as the client sent it
+_W3C_FIELDS = (frozenset({"traceparent", "tracestate"}),
+               frozenset({"traceparent", "tracestate", "baggage"}))
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
 
 @dataclass(slots=True)
 class UpstreamCall:
-    """The CLIENT span's facts, kept so the span can be rebuilt if it must be exported."""
+    """The CLIENT span's facts: enough to build the span if the request is exported."""
 
-    span: Span
+    span_id: int
     method: str
     url: str
     host: str
@@ -51,9 +71,18 @@ class UpstreamCall:
         }
         if self.status:
             attributes["http.response.status_code"] = self.status
-        if self.error_kind or self.status >= 400:
+        if self.failed:
             attributes["error.type"] = self.error_kind or str(self.status)
         return attributes
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error_kind) or self.status >= 400
+
+    def status_of_span(self) -> Status:
+        if not self.failed:
+            return Status()
+        return Status(StatusCode.ERROR, self.error_detail or None)
 
 
 @dataclass(slots=True)
@@ -77,16 +106,24 @@ class Exchange:
     truncated: bool = False
     upstream_duration: float | None = None
     error_kind: str = ""  # the sidecar's own error, when it made the response
-    # the SERVER span's facts, turned into attributes only when a span records or an
-    # unsampled request fails: building them for every request would tax the hot path
+    # the SERVER span's facts, turned into attributes only if the request is exported
     scheme: str = "http"
     protocol_version: str = ""
     client_address: str | None = None
     user_agent: str | None = None
-    parent: SpanContext | None = None  # kept for unsampled requests, to rebuild spans
+    trace_id: int = 0  # 0: tracing is disabled (OTEL_SDK_DISABLED)
+    span_id: int = 0
+    sampled: bool = False
+    trace_state: TraceState | None = None
+    parent: SpanContext | None = None  # the caller's span, when it sent one
+    sampler_attributes: Mapping[str, object] | None = None
     upstream: UpstreamCall | None = None
     model: str = ""  # the `model` and `version` labels, from the path
     version: str = ""
+
+    @property
+    def trace_id_hex(self) -> str:
+        return format(self.trace_id, "032x")
 
 
 class RequestTelemetry:
@@ -100,10 +137,13 @@ class RequestTelemetry:
                                              discover=False, max_models=1)
         self._metrics = metrics
         self._tracing = tracing
-        self._tracer = tracing.tracer
+        self._sampler = tracing.provider.sampler
+        self._ids = tracing.provider.id_generator
         self._observations = observations
         self._failures = FailureLog(log)
         self._propagator = get_global_textmap()
+        self._fields = tuple(self._propagator.fields)
+        self._w3c = frozenset(self._fields) in _W3C_FIELDS
         self._attributes: dict[tuple[str, str], dict[str, str]] = {}
 
     def _model_attributes(self, exchange: Exchange) -> dict[str, str]:
@@ -120,88 +160,78 @@ class RequestTelemetry:
             return exchange.method
         return f"{exchange.method} {exchange.route}"
 
-    def start_server_span(
-        self, exchange: Exchange, headers: Mapping[str, str], *, scheme: str,
-        protocol_version: str, client_address: str | None,
-    ) -> Span:
-        """The SERVER span, continuing the caller's trace if it sent `traceparent`."""
-        parent_context = self._propagator.extract(headers)
+    def begin(self, exchange: Exchange, headers: Mapping[str, str], *, scheme: str,
+              protocol_version: str, client_address: str | None) -> None:
+        """Label the exchange and decide its sampling, continuing the caller's trace if
+        it sent one. No span object is made here."""
         exchange.model, exchange.version = self._models.label(exchange.path)
-        span = self._tracer.start_span(self._span_name(exchange), context=parent_context,
-                                       kind=SpanKind.SERVER)
         exchange.scheme, exchange.protocol_version = scheme, protocol_version
         exchange.client_address = client_address
         exchange.user_agent = headers.get("User-Agent")
-        if span.is_recording():
-            span.set_attributes(self._server_start_attributes(exchange))
-        else:
-            exchange.parent = trace.get_current_span(parent_context).get_span_context()
-        return span
+        if self._tracing.disabled:
+            return
+        context = None
+        for name in self._fields:
+            if name in headers:
+                context = self._propagator.extract(headers)
+                parent = trace.get_current_span(context).get_span_context()
+                if parent.is_valid:
+                    exchange.parent = parent
+                break
+        parent = exchange.parent
+        trace_id = parent.trace_id if parent is not None else self._ids.generate_trace_id()
+        result = self._sampler.should_sample(context, trace_id, self._span_name(exchange),
+                                             SpanKind.SERVER)
+        exchange.trace_id, exchange.span_id = trace_id, self._ids.generate_span_id()
+        exchange.sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        exchange.trace_state = result.trace_state
+        exchange.sampler_attributes = result.attributes or None
 
-    def _server_start_attributes(self, exchange: Exchange) -> dict[str, object]:
-        attributes: dict[str, object] = {
-            "http.request.method": exchange.method,
-            "url.path": exchange.path,
-            "url.scheme": exchange.scheme,
-            "network.protocol.version": exchange.protocol_version,
-            **self._model_attributes(exchange),
-        }
-        if exchange.route != OTHER_ROUTE:
-            attributes["http.route"] = exchange.route
-        if exchange.client_address:
-            attributes["client.address"] = exchange.client_address
-        if exchange.user_agent:
-            attributes["user_agent.original"] = exchange.user_agent
-        return attributes
-
-    def start_client_span(self, exchange: Exchange, server_span: Span, url: str, host: str,
-                          port: int, headers: MutableMapping[str, str]) -> UpstreamCall:
-        """The CLIENT span for the upstream call; its context goes into `headers`."""
-        span = self._tracer.start_span(exchange.method,
-                                       context=trace.set_span_in_context(server_span),
-                                       kind=SpanKind.CLIENT)
-        call = UpstreamCall(span, exchange.method, url, host, port)
-        if span.is_recording():
-            span.set_attributes(call.attributes(self._model_attributes(exchange)))
+    def upstream_call(self, exchange: Exchange, url: str, host: str, port: int,
+                      headers: MutableMapping[str, str]) -> UpstreamCall:
+        """The upstream call's facts; its trace context goes into `headers`."""
+        call = UpstreamCall(self._ids.generate_span_id() if exchange.trace_id else 0,
+                            exchange.method, url, host, port)
         exchange.upstream = call
-        self._propagator.inject(headers, context=trace.set_span_in_context(span))
+        if exchange.trace_id:
+            self._inject(exchange, call.span_id, headers)
         return call
+
+    def _inject(self, exchange: Exchange, span_id: int,
+                headers: MutableMapping[str, str]) -> None:
+        flags = _SAMPLED if exchange.sampled else _UNSAMPLED
+        if self._w3c:
+            headers["traceparent"] = f"00-{exchange.trace_id:032x}-{span_id:016x}-{flags:02x}"
+            if exchange.trace_state:
+                headers["tracestate"] = exchange.trace_state.to_header()
+            return
+        context = SpanContext(exchange.trace_id, span_id, is_remote=False,
+                              trace_flags=flags, trace_state=exchange.trace_state)
+        self._propagator.inject(headers, context=trace.set_span_in_context(
+            NonRecordingSpan(context)))
 
     @staticmethod
     def upstream_status(call: UpstreamCall, status: int) -> None:
         call.status = status
-        if call.span.is_recording():
-            call.span.set_attribute("http.response.status_code", status)
-            if status >= 400:
-                call.span.set_status(Status(StatusCode.ERROR))
-                call.span.set_attribute("error.type", str(status))
 
     @staticmethod
     def upstream_failure(call: UpstreamCall, kind: str, detail: str) -> None:
         call.error_kind, call.error_detail = kind, detail
-        if call.span.is_recording():
-            call.span.set_status(Status(StatusCode.ERROR, detail))
-            call.span.set_attribute("error.type", kind)
 
     @staticmethod
-    def end_client_span(call: UpstreamCall) -> None:
+    def end_call(call: UpstreamCall) -> None:
         call.ended_ns = time.time_ns()
-        call.span.end()
 
-    def finish(self, exchange: Exchange, server_span: Span) -> None:
+    def finish(self, exchange: Exchange) -> None:
         """Record a finished exchange. Fail-open: a failure here is counted and logged,
         and the response the client already has is untouched."""
         try:
             duration = time.perf_counter() - exchange.started
-            span_context = server_span.get_span_context()
-            trace_id = format(span_context.trace_id, "032x")
             server_error = exchange.status >= 500
-            if server_span.is_recording():
-                self._end_server_span(server_span, exchange, server_error)
-            elif server_error and span_context.is_valid:
-                self._export_late(exchange, span_context, duration)
             # exemplars only point at traces that reach the backend
-            exported = span_context.trace_flags.sampled or server_error
+            exported = exchange.trace_id != 0 and (exchange.sampled or server_error)
+            if exported:
+                self._export(exchange, duration, server_error)
             if exchange.model == OTHER_MODEL:
                 admitted = self._models.answered(exchange.path, exchange.status)
                 if admitted is not None:
@@ -209,53 +239,63 @@ class RequestTelemetry:
             self._metrics.labelled(exchange.model, exchange.version).record_request(
                 exchange.route, exchange.code, duration, exchange.upstream_duration,
                 exchange.request_bytes, exchange.response_bytes,
-                trace_id if exported else None,
+                exchange.trace_id_hex if exported else None,
             )
             if self._observations is not None:
-                self._observations.offer(self._observation(exchange, span_context, duration))
+                self._observations.offer(self._observation(exchange, duration))
         except Exception:
             self._metrics.component_error(self.name)
             self._failures.exception("telemetry", "recording telemetry failed; the response "
                                      "was not affected")
 
-    def _server_end_attributes(self, exchange: Exchange) -> dict[str, object]:
+    def _server_attributes(self, exchange: Exchange) -> dict[str, object]:
         attributes: dict[str, object] = {
+            "http.request.method": exchange.method,
+            "url.path": exchange.path,
+            "url.scheme": exchange.scheme,
+            "network.protocol.version": exchange.protocol_version,
+            **self._model_attributes(exchange),
             "http.request.body.size": exchange.request_bytes,
             "http.response.body.size": exchange.response_bytes,
         }
+        if exchange.sampler_attributes:
+            attributes.update(exchange.sampler_attributes)
+        if exchange.route != OTHER_ROUTE:
+            attributes["http.route"] = exchange.route
+        if exchange.client_address:
+            attributes["client.address"] = exchange.client_address
+        if exchange.user_agent:
+            attributes["user_agent.original"] = exchange.user_agent
         if exchange.status:
             attributes["http.response.status_code"] = exchange.status
         if exchange.error_kind:
             attributes["error.type"] = exchange.error_kind
         return attributes
 
-    def _end_server_span(self, span: Span, exchange: Exchange, server_error: bool) -> None:
-        span.set_attributes(self._server_end_attributes(exchange))
-        if server_error:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
-
-    def _export_late(self, exchange: Exchange, context: SpanContext, duration: float) -> None:
+    def _export(self, exchange: Exchange, duration: float, server_error: bool) -> None:
+        """Both spans, built finished, to the span processors. An unsampled request is
+        here because it failed; its spans keep the ids the upstream was sent."""
         started_ns = int(exchange.started_at * 1e9)
-        error = Status(StatusCode.ERROR)
-        spans = [self._tracing.late_span(
-            self._span_name(exchange), SpanKind.SERVER, context, exchange.parent,
-            self._server_start_attributes(exchange) | self._server_end_attributes(exchange),
-            started_ns, started_ns + int(duration * 1e9), error,
+        server = SpanContext(exchange.trace_id, exchange.span_id, is_remote=False,
+                             trace_flags=_SAMPLED, trace_state=exchange.trace_state)
+        spans = [self._tracing.finished_span(
+            self._span_name(exchange), SpanKind.SERVER, server, exchange.parent,
+            self._server_attributes(exchange), started_ns,
+            started_ns + int(duration * 1e9),
+            Status(StatusCode.ERROR) if server_error else Status(),
         )]
         call = exchange.upstream
         if call is not None:
-            attributes = call.attributes(self._model_attributes(exchange))
-            failed = call.error_kind or call.status >= 400
-            spans.append(self._tracing.late_span(
-                exchange.method, SpanKind.CLIENT, call.span.get_span_context(), context,
-                attributes, call.started_ns, call.ended_ns or time.time_ns(),
-                Status(StatusCode.ERROR, call.error_detail or None) if failed else Status(),
+            client = SpanContext(exchange.trace_id, call.span_id, is_remote=False,
+                                 trace_flags=_SAMPLED, trace_state=exchange.trace_state)
+            spans.append(self._tracing.finished_span(
+                exchange.method, SpanKind.CLIENT, client, server,
+                call.attributes(self._model_attributes(exchange)), call.started_ns,
+                call.ended_ns or time.time_ns(), call.status_of_span(),
             ))
-        self._tracing.export_late(spans)
+        self._tracing.export(spans)
 
-    def _observation(self, exchange: Exchange, context: SpanContext,
-                     duration: float) -> Observation:
+    def _observation(self, exchange: Exchange, duration: float) -> Observation:
         return Observation(
             started_at=exchange.started_at,
             method=exchange.method,
@@ -271,9 +311,9 @@ class RequestTelemetry:
             response_truncated=exchange.truncated,
             duration=duration,
             upstream_duration=exchange.upstream_duration,
-            trace_id=format(context.trace_id, "032x"),
-            span_id=format(context.span_id, "016x"),
-            trace_sampled=bool(context.trace_flags.sampled),
+            trace_id=exchange.trace_id_hex,
+            span_id=format(exchange.span_id, "016x"),
+            trace_sampled=exchange.sampled,
             model=exchange.model,
             version=exchange.version,
         )

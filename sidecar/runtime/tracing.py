@@ -4,8 +4,10 @@ Two choices differ from the SDK defaults, both for an inference sidecar's needs:
 - with no OTEL_TRACES_SAMPLER set, sampling is parent-based 10% rather than 100%;
 - errors are always traced: a request that was not sampled but ends in a 5xx or a
   transport error has its spans built after the fact, with the ids that were
-  propagated to the upstream, and exported (`Tracing.export_late`). Recording every
-  unsampled span instead cost about 140 us of CPU per request (bench/proxy.py).
+  propagated to the upstream, and exported. Recording every unsampled span instead
+  cost about 140 us of CPU per request (bench/proxy.py).
+The request path builds every span it exports that way, finished (`finished_span`,
+`export`); see proxy/telemetry.py.
 Export runs in the SDK's batch thread; a dead collector costs dropped spans, never
 request latency.
 """
@@ -31,7 +33,7 @@ from opentelemetry.sdk.trace.sampling import (
     _get_from_env_or_default,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, Status
 
 from lookout.sidecar import __version__
 
@@ -78,26 +80,24 @@ class Tracing:
     """The tracer provider, its tracer, and the processors it exports through."""
 
     def __init__(self, provider: TracerProvider,
-                 processors: Sequence[SpanProcessor] = ()) -> None:
+                 processors: Sequence[SpanProcessor] = (), *, disabled: bool = False) -> None:
         self.provider = provider
+        self.disabled = disabled  # OTEL_SDK_DISABLED: no ids, nothing propagated
         self.processors = list(processors)
         for processor in self.processors:
             provider.add_span_processor(processor)
         self.tracer = provider.get_tracer(TRACER_NAME, __version__)
         self.scope = InstrumentationScope(TRACER_NAME, __version__)
 
-    def late_span(
+    def finished_span(
         self, name: str, kind: SpanKind, context: SpanContext, parent: SpanContext | None,
         attributes: dict[str, object], start_ns: int, end_ns: int, status: Status,
     ) -> ReadableSpan:
-        """A finished span built after the fact, with given ids. It is marked sampled
-        because it is being exported; the SDK offers no other way to keep ids that
-        were already propagated."""
+        """A finished span with given ids (those already propagated upstream); the
+        caller marks `context` sampled, since it is being exported."""
         return ReadableSpan(
             name,
-            context=SpanContext(context.trace_id, context.span_id, is_remote=False,
-                                trace_flags=TraceFlags(TraceFlags.SAMPLED),
-                                trace_state=context.trace_state),
+            context=context,
             parent=parent if parent is not None and parent.is_valid else None,
             resource=self.provider.resource,
             attributes=attributes,
@@ -108,7 +108,7 @@ class Tracing:
             instrumentation_scope=self.scope,
         )
 
-    def export_late(self, spans: Sequence[ReadableSpan]) -> None:
+    def export(self, spans: Sequence[ReadableSpan]) -> None:
         for processor in self.processors:
             for span in spans:
                 processor.on_end(span)
@@ -139,6 +139,7 @@ def build_tracing(
         processors.append(BatchSpanProcessor(exporter))
     if "console" in parse_exporter_names(env.get("OTEL_TRACES_EXPORTER", "")):
         processors.append(SimpleSpanProcessor(ConsoleSpanExporter()))
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    if disabled:
         processors = []
-    return Tracing(provider, processors)
+    return Tracing(provider, processors, disabled=disabled)

@@ -124,3 +124,39 @@ def test_errors_are_exported_even_when_sampling_is_off(upstream_port: int) -> No
     assert by_kind[CLIENT].status_code == STATUS_ERROR
     assert by_kind[CLIENT].attributes["error.type"] == "upstream-reset"
     assert by_kind[CLIENT].parent_span_id == by_kind[SERVER].span_id
+
+
+def test_trace_state_and_baggage_reach_the_upstream(upstream_port: int) -> None:
+    receiver = HttpOtlpReceiver()
+    sidecar = _traced_sidecar(upstream_port, receiver)
+    try:
+        trace_id, _, traceparent = _traceparent(sampled=True)
+        response = request(sidecar.port, "GET", "/echo", headers={
+            "traceparent": traceparent, "tracestate": "vendor=abc,other=1",
+            "baggage": "tenant=t1"})
+        spans = _by_kind(receiver.wait_for_trace(trace_id), trace_id)
+    finally:
+        sidecar.stop()
+        receiver.close()
+    upstream_saw = {k.lower(): v for k, v in response.json()["headers"]}
+    assert upstream_saw["traceparent"] == f"00-{trace_id}-{spans[CLIENT].span_id}-01"
+    assert upstream_saw["tracestate"] == "vendor=abc,other=1"
+    assert upstream_saw["baggage"] == "tenant=t1"
+
+
+def test_a_disabled_sdk_adds_no_trace_context(upstream_port: int) -> None:
+    receiver = HttpOtlpReceiver()
+    sidecar = _traced_sidecar(upstream_port, receiver, OTEL_SDK_DISABLED="true")
+    try:
+        _, _, traceparent = _traceparent(sampled=True)
+        relayed = request(sidecar.port, "GET", "/echo", headers={"traceparent": traceparent})
+        plain = request(sidecar.port, "GET", "/echo")
+        failed = request(sidecar.port, "GET", "/reset")
+    finally:
+        sidecar.stop()
+        receiver.close()
+    relayed_saw = {k.lower(): v for k, v in relayed.json()["headers"]}
+    assert relayed_saw["traceparent"] == traceparent  # the caller's, untouched
+    assert "traceparent" not in {k.lower() for k, _ in plain.json()["headers"]}
+    assert failed.status == 502 and "trace_id" not in failed.json()
+    assert receiver.spans == []
