@@ -119,7 +119,7 @@ def _app_port(container: dict[str, Any], wanted: str | None) -> tuple[int, dict 
         for port in ports:
             if port.get("name") == wanted or str(port.get("containerPort")) == wanted:
                 return int(port["containerPort"]), port
-        if wanted.isdigit():
+        if wanted.isascii() and wanted.isdigit():
             return int(wanted), None
         raise InjectError(f"container {container.get('name')!r} has no port named {wanted!r} "
                           f"(lookout.io/upstream-port)")
@@ -227,7 +227,7 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
 
 def analysis_workers(note: dict[str, str], options: InjectOptions) -> int:
     raw = note.get("analysis-workers", str(options.analysis_workers))
-    if not raw.isdigit() or not 1 <= int(raw) <= 16:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 16:
         raise InjectError(f"lookout.io/analysis-workers {raw!r}: expected 1 to 16")
     return int(raw)
 

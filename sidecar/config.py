@@ -55,7 +55,7 @@ def parse_size(text: str) -> int:
 
 def parse_address(text: str) -> Address:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError("expected HOST:PORT such as 0.0.0.0:8080")
     host = host.strip("[]") or "0.0.0.0"
     return Address(host, int(port))
@@ -82,7 +82,7 @@ def parse_bool(text: str) -> bool:
 def parse_workers(text: str) -> int:
     if text.strip().lower() == "auto":
         return 0
-    if not text.strip().isdigit():
+    if not (text.strip().isascii() and text.strip().isdigit()):
         raise ValueError("expected a number of processes, or 0 (auto)")
     return int(text)
 

@@ -14,7 +14,7 @@ def walk(document: Any, path: str) -> Any:
     `[n]`, or a bare number (which indexes a list)."""
     value = document
     for name, index in _STEP.findall(path):
-        if isinstance(value, list) and (index or name).isdigit():
+        if isinstance(value, list) and (index or name).isascii() and (index or name).isdigit():
             position = int(index or name)
             if position >= len(value):
                 return None

@@ -120,7 +120,8 @@ class SampleApi:
         export_format = params.pop("format", "coco")
         source = params.pop("source", "primary")
         most = params.pop("limit", str(EXPORT_MAX))
-        if not most.isdigit() or len(most) > 9 or not 1 <= int(most) <= EXPORT_MAX:
+        if (not (most.isascii() and most.isdigit()) or len(most) > 9
+                or not 1 <= int(most) <= EXPORT_MAX):
             return _error(400, f"limit: expected a whole number from 1 to {EXPORT_MAX}")
         try:
             query = SampleQuery.from_params(params)

@@ -77,7 +77,8 @@ class SampleQuery:
                     raise QueryError(f"{key}: {error}") from None
         if params.get("limit"):
             text = params["limit"]
-            if not text.isdigit() or len(text) > 9 or not 1 <= int(text) <= MAX_LIMIT:
+            if (not (text.isascii() and text.isdigit()) or len(text) > 9
+                    or not 1 <= int(text) <= MAX_LIMIT):
                 raise QueryError(f"limit: expected a whole number from 1 to {MAX_LIMIT}")
             values["limit"] = int(text)
         if params.get("cursor"):

@@ -112,7 +112,8 @@ def test_filters_select_by_time_version_strategy_trace_and_class(tmp_path) -> No
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"limit": "0"}, "limit"), ({"limit": "5000"}, "limit"), ({"since": "last tuesday"},
+    ({"limit": "0"}, "limit"), ({"limit": "5000"}, "limit"), ({"limit": "\u00b2"}, "limit"),
+    ({"since": "last tuesday"},
                                                                 "since"),
     ({"cursor": "bm90IGEgY3Vyc29y"}, "cursor"), ({"path": "/etc"}, "unknown parameter 'path'"),
 ])
