@@ -22,9 +22,9 @@ from lookout.sidecar.proxy.headers import add_forwarded, end_to_end, end_to_end_
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
 from lookout.sidecar.proxy.upstream_client import UpstreamError, UpstreamPool
+from lookout.sidecar.runtime.event_loop import tune_runtime
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import build_tracing
-from lookout.sidecar.server import tune_runtime
 from lookout.sidecar.settings import AnalysisSettings, ModelIdentity, UpstreamSettings, of
 from lookout.slo.catalog import SIDECAR_CODE_PREFIX
 

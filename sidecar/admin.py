@@ -3,6 +3,7 @@ traffic."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -41,7 +42,9 @@ class AdminApp:
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(self._metrics)  # the proxy's registry and the workers'
+        # the proxy's registry, the workers' files and the other request-path processes'
+        # sockets: read off the event loop, which keeps serving this process's requests
+        body = await asyncio.get_running_loop().run_in_executor(None, encoder, self._metrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, request: web.Request) -> web.Response:

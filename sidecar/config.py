@@ -87,6 +87,16 @@ def parse_workers(text: str) -> int:
     return int(text)
 
 
+MAX_REQUEST_PROCESSES = 64
+
+
+def parse_request_processes(text: str) -> int:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_REQUEST_PROCESSES:
+        raise ValueError(f"expected a whole number from 1 to {MAX_REQUEST_PROCESSES}")
+    return int(text)
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -257,9 +267,13 @@ class Config:
                            "an n suffix: normalised to the image's width and height")
     score_field: str = _opt("", str, "score field of a custom detection object")
     class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
+    request_processes: int = _opt(1, parse_request_processes, "processes serving the data "
+                                  "port together (SO_REUSEPORT), each a core's worth of "
+                                  "requests; one /metrics and one set of analysis workers "
+                                  "for all")
     analysis_workers: int = _opt(0, parse_workers, "analysis worker processes (decoding, "
                                  "shadow, drift, samples); 0: the container's CPU limit "
-                                 "less one for the proxy, at least 1, at most 4")
+                                 "less the request-path processes, at least 1, at most 4")
     analysis_budget: float = _opt(1.0, _positive(float), "seconds one exchange's decoding "
                                   "may cost, estimated from its size and type before "
                                   "parsing; dearer ones are skipped (reason over_budget)")

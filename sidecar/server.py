@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
-import sys
-import threading
+import time
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
@@ -23,28 +21,27 @@ from lookout.sidecar.pipeline.observation import (
 )
 from lookout.sidecar.pipeline.outcome import Outcome
 from lookout.sidecar.pipeline.parse_errors import Reason
-from lookout.sidecar.proxy.handler import ProxyHandler
-from lookout.sidecar.proxy.http1 import DataPortServer
-from lookout.sidecar.proxy.messages import REFUSAL_REASONS, ClientLimits
+from lookout.sidecar.proxy.messages import REFUSAL_REASONS
 from lookout.sidecar.proxy.telemetry import RequestTelemetry
 from lookout.sidecar.proxy.upstream import UpstreamProbe
 from lookout.sidecar.proxy.upstream_client import UpstreamPool
+from lookout.sidecar.request_path import RequestPath
+from lookout.sidecar.request_processes import COMPONENT as REQUEST_PROCESS_COMPONENT
+from lookout.sidecar.request_processes import RequestProcesses
+from lookout.sidecar.runtime.event_loop import run_event_loop, tune_runtime
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.runtime.tracing import Tracing, build_tracing
+from lookout.sidecar.runtime.tracing import Tracing, build_tracing, flush_spans
 from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.store import SampleStore, StoreError
-from lookout.sidecar.served_models import ModelLabels
-from lookout.sidecar.settings import ModelIdentity, RelaySettings, UpstreamSettings, of
+from lookout.sidecar.settings import UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 
 log = logging.getLogger(__name__)
 
-SPAN_FLUSH_TIMEOUT = 5.0  # a black-holed collector must not hold up pod termination
 PIPELINE_DRAIN_TIMEOUT = 2.0
 WORKER_STOP_TIMEOUT = 20.0  # the lead drains the reference model and the sample writer
-GIL_SWITCH_INTERVAL = 0.0005
-GC_THRESHOLDS = (10_000, 50, 1_000)
+CHILD_STOP_MARGIN = 10.0  # beyond the grace: a child's span flush and exit
 
 
 class StartupError(RuntimeError):
@@ -63,15 +60,6 @@ def read_admin_token(config: Config) -> str:
     if not token:
         raise StartupError(f"admin_token_file {config.admin_token_file} is empty")
     return token
-
-
-def client_limits(config: Config) -> ClientLimits:
-    return ClientLimits(
-        head_timeout=config.client_head_timeout, body_timeout=config.client_body_timeout,
-        keepalive_timeout=config.client_keepalive_timeout,
-        max_connections=config.max_client_connections,
-        max_head_bytes=config.max_head_bytes, max_body_bytes=config.max_body_bytes,
-    )
 
 
 class Sidecar:
@@ -95,11 +83,6 @@ class Sidecar:
         for model in self.models.values():
             self.metrics.labelled(model.model_name, model.model_version).set_model_info(
                 model.model_sha256, role="primary")
-        self.model_labels = ModelLabels(
-            config.model_name, config.model_version,
-            {name: model.model_version for name, model in self.models.items()
-             if name != config.model_name},
-            config.discover_models, config.max_models)
         self.tracing = tracing or build_tracing()
         self.draining = False
         self._runners: list[web.AppRunner] = []
@@ -112,10 +95,17 @@ class Sidecar:
         self.chain = None  # AnalysisChain: the default model's, in-process only
         self.chains = None  # ModelChains, in-process only
         self.workers: AnalysisWorkers | None = None
+        self.children: RequestProcesses | None = None
         self.pipeline: ObservationPipeline | None = None
         self._store: SampleStore | None = None
         components = [RequestTelemetry.name, UpstreamProbe.name]
+        if config.request_processes > 1:
+            components.append(REQUEST_PROCESS_COMPONENT)
         if self._in_process:
+            if config.request_processes > 1:
+                await self.pool.close()
+                raise StartupError("request_processes > 1 needs the analysis workers; "
+                                   "analysis in this process serves one request path")
             components += self._start_in_process()
         else:
             components += await self._start_workers()
@@ -131,26 +121,31 @@ class Sidecar:
         self.probe = UpstreamProbe(upstream, self.pool, self.metrics)
         self.probe.start()
 
-        telemetry = RequestTelemetry(of(ModelIdentity, config), self.metrics, self.tracing,
-                                     self.queue, self.model_labels)
         self._refusals = TallyLog(log, "refused client requests or connections")
-        handler = ProxyHandler(of(RelaySettings, config), self.pool, telemetry,
-                               self._refused)
+        self.request_path = RequestPath(config, self.metrics, self.tracing, self.queue,
+                                        self._refused, self.pool)
+        self.data_server = self.request_path.server
+        self.model_labels = self.request_path.telemetry.models
         sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
                                bool(config.sample_dir))
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
                              lambda: self.draining, sample_api).build()
-        self.data_server = DataPortServer(handler.handle, client_limits(config),
-                                          self._refused)
         self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
         await self.admin_runner.setup()
         admin_site = web.TCPSite(self.admin_runner, config.admin.host, config.admin.port)
-        await self._bind("listen", config.listen,
-                         self.data_server.start(config.listen.host, config.listen.port))
+        await self._bind("listen", config.listen, self.request_path.start(
+            reuse_port=config.request_processes > 1))
         await self._bind("admin", config.admin, admin_site.start())
-        log.info("lookout serving %s -> %s (admin %s, model %s version %s)",
-                 config.listen, config.upstream, config.admin,
-                 config.model_name, config.model_version)
+        if config.request_processes > 1:
+            self.children = RequestProcesses(
+                config, self.metrics, self.workers.files.path,
+                [self.workers.producer_inboxes(index)
+                 for index in range(1, config.request_processes)])
+            self.children.start()
+        log.info("lookout serving %s -> %s (admin %s, model %s version %s, %d request-path "
+                 "process%s)", config.listen, config.upstream, config.admin,
+                 config.model_name, config.model_version, config.request_processes,
+                 "" if config.request_processes == 1 else "es")
 
     def _start_in_process(self) -> list[str]:
         """Analysis in this process's threads; returns its components' names. Imported
@@ -229,18 +224,26 @@ class Sidecar:
         await self.admin_runner.cleanup()
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, flush telemetry."""
+        """Stop accepting, let in-flight requests finish, flush telemetry. The other
+        request-path processes drain at the same time as this one."""
         self.draining = True
         log.info("shutting down: draining in-flight requests (grace %gs)",
                  self.config.shutdown_grace)
+        loop = asyncio.get_running_loop()
+        children = None
+        if self.children is not None:
+            deadline = time.monotonic() + self.config.shutdown_grace + CHILD_STOP_MARGIN
+            children = loop.run_in_executor(None, self.children.stop, deadline)
         await self.data_server.stop(self.config.shutdown_grace)
+        if children is not None:
+            await children
         self._refusals.flush()
         await self._stop_analysis(PIPELINE_DRAIN_TIMEOUT)
         if self.chains is not None:
             await self.chains.stop(PIPELINE_DRAIN_TIMEOUT)
         await self.probe.stop()
         await self.pool.close()
-        await asyncio.get_running_loop().run_in_executor(None, self._flush_spans)
+        await loop.run_in_executor(None, flush_spans, self.tracing)
         await self.admin_runner.cleanup()
         if self._store is not None:
             self._store.close()
@@ -252,14 +255,6 @@ class Sidecar:
         if self.workers is not None:
             await asyncio.get_running_loop().run_in_executor(
                 None, self.workers.stop, timeout + WORKER_STOP_TIMEOUT)
-
-    def _flush_spans(self) -> None:
-        flusher = threading.Thread(target=self.tracing.shutdown, daemon=True)
-        flusher.start()
-        flusher.join(SPAN_FLUSH_TIMEOUT)
-        if flusher.is_alive():
-            log.warning("span export did not finish within %gs; remaining spans dropped",
-                        SPAN_FLUSH_TIMEOUT)
 
 
 async def serve(config: Config) -> None:
@@ -275,29 +270,5 @@ async def serve(config: Config) -> None:
     await sidecar.stop()
 
 
-def tune_runtime() -> None:
-    """Interpreter settings for a latency-sensitive proxy, measured in bench/proxy.py.
-
-    - Span export runs in a thread (analysis runs in worker processes). With CPython's
-      default 5 ms GIL switch interval a busy export thread stalls the event loop for up
-      to 5 ms, which showed up one-for-one in p99 latency; 0.5 ms bounds that stall.
-    - Objects alive after start-up (modules, config, registry) are moved out of the
-      collector's view, and young-generation collections run less often: together
-      this halved p99 latency at 16 connections.
-    """
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def run(config: Config) -> None:
-    if config.event_loop in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if config.event_loop == "uvloop":
-                raise
-        else:
-            uvloop.run(serve(config))
-            return
-    asyncio.run(serve(config))
+    run_event_loop(config, serve(config))

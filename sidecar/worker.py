@@ -1,6 +1,7 @@
 """One analysis worker process: everything that parses, decodes or infers.
 
-It reads observations from its ring (`channel.py`), analyses them and records what it
+It reads observations from its rings (`channel.py`: one from each request-path
+process), analyses them and records what it
 measures into the proxy's worker-metrics directory. Worker 0 is the lead: it also owns
 the state that must see the whole stream once (the shadow evaluator and its one compute
 budget, the drift detector's windows, the one sample-store writer), fed by its own
@@ -53,7 +54,7 @@ class Worker:
         self.spec = spec
         self.metrics = SidecarMetrics(config.model_name, config.model_version,
                                       process_metrics=False)
-        self.inbox = Ring.attach(spec.inbox)
+        self.inboxes = [Ring.attach(address) for address in spec.inboxes]
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
@@ -72,7 +73,7 @@ class Worker:
         for name, model in per_model(config).items():  # each model's series from 0
             self.metrics.labelled(name, model.model_version).initialise(
                 reasons=list(Reason), outcomes=list(Outcome))
-        lost = self.inbox.abandon_claimed()
+        lost = sum(ring.abandon_claimed() for ring in self.inboxes)
         if lost:  # what the worker before this one held when it died
             self.metrics.observed(Outcome.LOST, lost)
             log.warning("analysis worker %d: %d observations were lost with the worker "
@@ -83,17 +84,19 @@ class Worker:
 
     def run(self) -> None:
         self.chains.start()
-        inboxes = [self.inbox, *(self.forwards if self.spec.lead else [])]
-        fds = [ring.wake_fd for ring in inboxes]
+        rings = [*self.inboxes, *(self.forwards if self.spec.lead else [])]
+        fds = [ring.wake_fd for ring in rings]
         while True:
-            for ring in inboxes:
+            for ring in rings:
                 ring.clear_wakeups()
-            busy = self._analyse(wire.decode)
+            busy = False
+            for inbox in self.inboxes:
+                busy |= self._analyse(inbox, wire.decode)
             if self.spec.lead:
                 busy |= self._take_forwarded()
             if busy:
                 continue
-            if self._finished(inboxes):
+            if self._finished():
                 break
             if os.getppid() != self.spec.parent_pid:
                 log.warning("analysis worker %d: the proxy is gone; exiting", self.spec.index)
@@ -101,18 +104,19 @@ class Worker:
             select.select(fds, [], [], PARENT_CHECK_SECONDS)
         self.stop()
 
-    def _finished(self, inboxes: list[Ring]) -> bool:
+    def _finished(self) -> bool:
         """Told to stop and nothing left: the proxy closed (or SIGTERM), and for the lead
         every forwarding worker has closed its ring too."""
-        if not (self.stopping.is_set() or self.inbox.closing):
+        if not (self.stopping.is_set() or all(ring.closing for ring in self.inboxes)):
             return False
-        return all(ring.closing and not ring.waiting for ring in inboxes[1:]) \
-            and not self.inbox.waiting
+        forwarded = self.forwards if self.spec.lead else []
+        return all(ring.closing and not ring.waiting for ring in forwarded) \
+            and not any(ring.waiting for ring in self.inboxes)
 
-    def _analyse(self, decode: Callable[[memoryview], object]) -> bool:
+    def _analyse(self, inbox: Ring, decode: Callable[[memoryview], object]) -> bool:
         batch = []
         while len(batch) < BATCH:
-            observation = self.inbox.take(decode)
+            observation = inbox.take(decode)
             if observation is None:
                 break
             batch.append(observation)
@@ -121,7 +125,7 @@ class Worker:
         try:
             self.chains.analyse_batch(batch)
         finally:
-            self.inbox.finish(len(batch))
+            inbox.finish(len(batch))
         return True
 
     def _take_forwarded(self) -> bool:

@@ -16,7 +16,7 @@ class WorkerSpec:
 
     index: int
     config: Config
-    inbox: RingAddress  # observations from the proxy
+    inboxes: tuple[RingAddress, ...]  # observations: one ring per request-path process
     forwards: tuple[RingAddress, ...]  # lead: one per other worker; others: the one to the lead
     metrics_dir: str
     parent_pid: int

@@ -53,10 +53,13 @@ class DataPortServer:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """`reuse_port`: this is one of several processes on the port (SO_REUSEPORT);
+        the kernel spreads new connections over them."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: HttpConnection(self), host, port,
-                                                reuse_address=True, backlog=1024)
+                                                reuse_address=True, reuse_port=reuse_port,
+                                                backlog=1024)
 
     def request_started(self) -> None:
         self._busy += 1

@@ -133,8 +133,8 @@ class RequestTelemetry:
                  observations: ObservationQueue | None,
                  models: ModelLabels | None = None) -> None:
         self._config = config
-        self._models = models or ModelLabels(config.model_name, config.model_version, {},
-                                             discover=False, max_models=1)
+        self.models = models or ModelLabels(config.model_name, config.model_version, {},
+                                            discover=False, max_models=1)
         self._metrics = metrics
         self._tracing = tracing
         self._sampler = tracing.provider.sampler
@@ -164,7 +164,7 @@ class RequestTelemetry:
               protocol_version: str, client_address: str | None) -> None:
         """Label the exchange and decide its sampling, continuing the caller's trace if
         it sent one. No span object is made here."""
-        exchange.model, exchange.version = self._models.label(exchange.path)
+        exchange.model, exchange.version = self.models.label(exchange.path)
         exchange.scheme, exchange.protocol_version = scheme, protocol_version
         exchange.client_address = client_address
         exchange.user_agent = headers.get("User-Agent")
@@ -233,7 +233,7 @@ class RequestTelemetry:
             if exported:
                 self._export(exchange, duration, server_error)
             if exchange.model == OTHER_MODEL:
-                admitted = self._models.answered(exchange.path, exchange.status)
+                admitted = self.models.answered(exchange.path, exchange.status)
                 if admitted is not None:
                     exchange.model, exchange.version = admitted
             self._metrics.labelled(exchange.model, exchange.version).record_request(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 
 from opentelemetry.sdk.resources import Resource
@@ -40,6 +41,7 @@ from lookout.sidecar import __version__
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_RATIO = 0.1
+SPAN_FLUSH_TIMEOUT = 5.0  # a black-holed collector must not hold up pod termination
 TRACER_NAME = "lookout.sidecar"
 
 
@@ -143,3 +145,13 @@ def build_tracing(
     if disabled:
         processors = []
     return Tracing(provider, processors, disabled=disabled)
+
+
+def flush_spans(tracing: Tracing, timeout: float = SPAN_FLUSH_TIMEOUT) -> None:
+    """Export what is queued, for at most `timeout` seconds; the rest is dropped."""
+    flusher = threading.Thread(target=tracing.shutdown, daemon=True)
+    flusher.start()
+    flusher.join(timeout)
+    if flusher.is_alive():
+        log.warning("span export did not finish within %gs; remaining spans dropped",
+                    timeout)
