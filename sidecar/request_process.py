@@ -75,4 +75,4 @@ async def _serve(spec: RequestProcessSpec) -> None:
 def run(spec: RequestProcessSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(spec.config.log_level)
-    run_event_loop(spec.config, _serve(spec))
+    run_event_loop(spec.config.event_loop, _serve(spec))

@@ -271,4 +271,4 @@ async def serve(config: Config) -> None:
 
 
 def run(config: Config) -> None:
-    run_event_loop(config, serve(config))
+    run_event_loop(config.event_loop, serve(config))

@@ -9,8 +9,6 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from lookout.sidecar.config import Config
-
 GIL_SWITCH_INTERVAL = 0.0005
 GC_THRESHOLDS = (10_000, 50, 1_000)
 
@@ -30,13 +28,14 @@ def tune_runtime() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run_event_loop(config: Config, main: Coroutine[Any, Any, None]) -> None:
-    """`main` on uvloop (`event_loop: auto` falls back to asyncio without it)."""
-    if config.event_loop in ("auto", "uvloop"):
+def run_event_loop(event_loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """`main` on uvloop (the `event_loop` option: auto falls back to asyncio without
+    it, asyncio never uses it)."""
+    if event_loop in ("auto", "uvloop"):
         try:
             import uvloop
         except ImportError:
-            if config.event_loop == "uvloop":
+            if event_loop == "uvloop":
                 main.close()
                 raise
         else:
