@@ -22,6 +22,7 @@ from lookout.sidecar.proxy.messages import IncomingRequest, Refusal, ResponseWri
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.target import OriginTarget, parse_target
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
+from lookout.sidecar.proxy.tunnel import Tunnel
 from lookout.sidecar.proxy.upstream_client import UpstreamError, UpstreamPool, UpstreamResponse
 from lookout.sidecar.settings import RelaySettings
 from lookout.slo.catalog import sidecar_code
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "X-Lookout-Error"
 CLIENT_CLOSED = 499  # nginx's convention for "client went away before the response"
 _NO_BODY_STATUSES = frozenset((204, 304))
+_SWITCH_HEADERS = frozenset(("connection", "upgrade"))
 
 
 class SidecarError(Exception):
@@ -103,6 +105,7 @@ class ProxyHandler:
             target, refusal = OriginTarget("/", ""), refused
         else:
             refusal = None
+        tunnel: Tunnel | None = None
         exchange = Exchange(request.method, target.path, self._routes.label(target.path),
                             request.headers)
         self._telemetry.begin(exchange, request.headers, scheme="http",
@@ -113,7 +116,7 @@ class ProxyHandler:
                 response.close_after = True
                 self._on_refused(refusal.reason)
                 raise refusal
-            await self._forward(request, response, target, exchange)
+            tunnel = await self._forward(request, response, target, exchange)
         except (SidecarError, Refusal) as error:
             await self._send_error(request, response, exchange, error)
         except ConnectionResetError:
@@ -123,7 +126,9 @@ class ProxyHandler:
                 exchange.status, exchange.code = 500, sidecar_code(500)
             raise
         finally:
-            self._telemetry.finish(exchange)
+            self._telemetry.finish(exchange)  # a tunnel's exchange ends with its 101
+        if tunnel is not None:
+            await tunnel.wait()
 
     def _keep_request_copy(self, exchange: Exchange, body: bytes) -> None:
         exchange.request_bytes = len(body)
@@ -143,8 +148,11 @@ class ProxyHandler:
     async def _forward(
         self, request: IncomingRequest, response: ResponseWriter, target: OriginTarget,
         exchange: Exchange,
-    ) -> None:
+    ) -> Tunnel | None:
+        """Relay one exchange; returns the tunnel when the upstream switched protocols."""
         headers = end_to_end(request.headers)
+        if request.upgrade:  # hop-by-hop, asked of the next hop again
+            headers["Connection"], headers["Upgrade"] = "Upgrade", request.upgrade
         headers.popall("Expect", None)  # answered here; the upstream must not wait for it
         add_forwarded(headers, request.remote, "http", request.headers.get("Host"))
         if request.content_length is not None:
@@ -164,10 +172,15 @@ class ProxyHandler:
         upstream: UpstreamResponse | None = None
         try:
             upstream = await self._pool.request(request.method, path, headers.items(), body,
-                                                request.content_length)
+                                                request.content_length,
+                                                upgrade=bool(request.upgrade))
             self._telemetry.upstream_status(call, upstream.status)
             exchange.status, exchange.code = upstream.status, str(upstream.status)
             exchange.response_headers = upstream.headers
+            if upstream.status == 101:
+                return self._switch(response, upstream, exchange, sent)
+            if request.upgrade:
+                response.close_after = True  # declined: this connection ends with it
             if self._buffered(request, upstream):
                 await self._relay_buffered(request, response, upstream, exchange, sent)
             else:
@@ -181,7 +194,7 @@ class ProxyHandler:
             self._telemetry.upstream_failure(call, failure.kind, failure.detail)
             if response.started:
                 self._abort_midstream(response, exchange, failure)
-                return
+                return None
             raise SidecarError(failure.status, failure.kind, failure.detail) from None
         except Refusal as error:
             self._body_failed(error, response)
@@ -191,6 +204,20 @@ class ProxyHandler:
             if exchange.upstream_duration is None:
                 exchange.upstream_duration = time.perf_counter() - sent
             self._telemetry.end_call(call)
+        return None
+
+    def _switch(self, response: ResponseWriter, upstream: UpstreamResponse,
+                exchange: Exchange, sent: float) -> Tunnel:
+        """The upstream accepted the upgrade: its 101 goes to the client as written and
+        the two connections become one tunnel."""
+        exchange.upstream_duration = time.perf_counter() - sent
+        client = response.switch_protocols(
+            upstream.reason, end_to_end_raw(upstream.raw_headers, _SWITCH_HEADERS))
+        server = upstream.detach()
+        tunnel = Tunnel(client, server, self._pool.settings.read_timeout)
+        client.attach_tunnel(tunnel)
+        server.attach_tunnel(tunnel)
+        return tunnel
 
     def _body_failed(self, error: Refusal, response: ResponseWriter) -> None:
         """The client's body broke the exchange: too large, too slow or gone."""

@@ -29,15 +29,18 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
-def end_to_end_raw(raw: tuple[tuple[bytes, bytes], ...]) -> list[tuple[str, str]]:
+def end_to_end_raw(raw: tuple[tuple[bytes, bytes], ...],
+                   keep: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """The upstream's end-to-end headers as it wrote them: names in their own case, in
     their order, repeated ones repeated (what `raw_headers` keeps and the parsed
-    multidict does not). Hop-by-hop ones go, including those Connection names."""
+    multidict does not). Hop-by-hop ones go, including those Connection names, but for
+    those in `keep` (a relayed 101 keeps its `Connection` and `Upgrade`)."""
     drop = set(HOP_BY_HOP)
     for name, value in raw:
         if name.lower() == b"connection":
             drop.update(t.strip().lower() for t in value.decode("latin-1").split(",")
                         if t.strip())
+    drop -= keep
     return [(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
             for name, value in raw if name.decode("latin-1").lower() not in drop]
 

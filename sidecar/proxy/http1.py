@@ -29,6 +29,7 @@ from lookout.sidecar.proxy.messages import (
     ResponseWriter,
     error_body,
 )
+from lookout.sidecar.proxy.tunnel import Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,18 @@ log = logging.getLogger(__name__)
 _AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:[0-9]*)?")
 
 Handler = Callable[[IncomingRequest, ResponseWriter], Awaitable[None]]
+
+
+def _relayed_upgrade(headers: CIMultiDict[str], version: str) -> str:
+    """The protocol an `Upgrade` request asks the upstream for, when it is one lookout
+    relays: any but `h2c`, which is served as HTTP/1.1 (RFC 9113 section 3.1 deprecated
+    it; ignoring an upgrade is every server's right)."""
+    wanted = headers.get("Upgrade", "").strip()
+    if not wanted or version != "1.1" or wanted.lower() == "h2c":
+        return ""
+    tokens = {token.strip().lower() for value in headers.getall("Connection", [])
+              for token in value.split(",")}
+    return wanted if "upgrade" in tokens else ""
 
 
 class DataPortServer:
@@ -108,6 +121,9 @@ class HttpConnection(asyncio.Protocol):
         self._body_paused = False
         self._callback_error: Refusal | None = None
         self._broken = False  # the parser failed: nothing more is read on this connection
+        self._upgrading = False  # an Upgrade request awaits the upstream's answer
+        self._stash = bytearray()  # what the client sent after it meanwhile
+        self._tunnel: Tunnel | None = None
         self._reset_message()
 
     @property
@@ -131,6 +147,8 @@ class HttpConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         self._disarm()
         self._writable.set()
+        if self._tunnel is not None:
+            self._tunnel.closed(self)
         gone = Refusal(0, "client_closed", "the client closed the connection")
         if self._message is not None:
             self._message.body.fail(gone)
@@ -139,12 +157,22 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        if self._tunnel is not None:
+            self._tunnel.blocked(self)
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._tunnel is not None:
+            self._tunnel.unblocked(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self._tunnel is not None:
+            self._tunnel.from_client(data)
+            return
+        if self._upgrading:
+            self._stash += data
             return
         if self._message is None:  # between requests: the head clock starts now
             if self._timer_reason == "keepalive_timeout":
@@ -275,6 +303,7 @@ class HttpConnection(asyncio.Protocol):
             method, self._url.decode("ascii"), version, headers, keep_alive, length,
             RequestBody(self, has_body), self._remote,
             expect is not None and has_body and version == "1.1",
+            _relayed_upgrade(headers, version),
         )
 
     @staticmethod
@@ -295,10 +324,24 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(Refusal(400, "bad_request", "an Upgrade request with a body "
                                        "is not supported"))
             return
+        if request.upgrade:  # the upstream decides; what follows waits for its answer
+            self._upgrading = True
+            self._stash += data[offset:]
+            self._pause_reading()
+            return
         self._parser = httptools.HttpRequestParser(self)
         self._reset_message()
         if offset < len(data):
             self.data_received(data[offset:])
+
+    def attach_tunnel(self, tunnel: Tunnel) -> None:
+        """The upstream switched protocols: from now on bytes, not requests."""
+        self._tunnel, self._upgrading = tunnel, False
+        self._disarm()
+        stash, self._stash = bytes(self._stash), bytearray()
+        if stash:
+            tunnel.from_client(stash)
+        self.resume_reading()
 
     # --- running requests -------------------------------------------------------------
     def _run(self) -> None:
@@ -401,6 +444,12 @@ class HttpConnection(asyncio.Protocol):
             self._body_paused = False
             if len(self._pending) <= 1:
                 self._resume_reading()
+
+    def pause_reading(self) -> None:  # a tunnel's flow control
+        self._pause_reading()
+
+    def resume_reading(self) -> None:
+        self._resume_reading()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and self._transport is not None and not self.closed:

@@ -151,15 +151,16 @@ class IncomingRequest:
     """A parsed request head and its body stream."""
 
     __slots__ = ("body", "content_length", "expect_continue", "headers", "keep_alive",
-                 "method", "remote", "target", "version")
+                 "method", "remote", "target", "upgrade", "version")
 
     def __init__(self, method: str, target: str, version: str, headers: CIMultiDict[str],
                  keep_alive: bool, content_length: int | None, body: RequestBody,
-                 remote: str | None, expect_continue: bool) -> None:
+                 remote: str | None, expect_continue: bool, upgrade: str = "") -> None:
         self.method, self.target, self.version = method, target, version
         self.headers, self.keep_alive = headers, keep_alive
         self.content_length, self.body, self.remote = content_length, body, remote
         self.expect_continue = expect_continue
+        self.upgrade = upgrade  # the protocol a relayable `Upgrade` asks for, else ""
 
 
 class ResponseWriter:
@@ -219,6 +220,17 @@ class ResponseWriter:
             self._connection.write(b"0\r\n\r\n")
         self.finished = True
         await self._connection.drain()
+
+    def switch_protocols(self, reason: str, headers: list[tuple[str, str]]) -> HttpConnection:
+        """The upstream's 101, as it wrote it, with nothing of lookout's; the connection
+        is a tunnel from here on, returned for the caller to attach."""
+        lines = [f"HTTP/1.1 101 {reason or 'Switching Protocols'}"]
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        self.started = self.finished = True
+        self.close_after = True  # when the tunnel ends, so does the connection
+        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8",
+                                                                       "surrogateescape"))
+        return self._connection
 
     def abort(self) -> None:
         """The honest signal when a response cannot be completed: close the connection."""

@@ -25,6 +25,7 @@ import httptools
 from multidict import CIMultiDict
 
 from lookout.sidecar.proxy.messages import Refusal
+from lookout.sidecar.proxy.tunnel import Tunnel
 from lookout.sidecar.settings import UpstreamSettings
 
 HIGH_WATER = 256 * 1024  # body bytes buffered from the upstream before reading pauses
@@ -47,8 +48,8 @@ def _reset(detail: str) -> UpstreamError:
 class UpstreamResponse:
     """One response as it arrives: status and head at once, the body on demand."""
 
-    __slots__ = ("_connection", "_headers", "content_length", "raw_headers", "reason",
-                 "status")
+    __slots__ = ("_connection", "_detached", "_headers", "content_length", "raw_headers",
+                 "reason", "status")
 
     def __init__(self, connection: UpstreamConnection, status: int, reason: str,
                  raw_headers: list[tuple[bytes, bytes]], content_length: int | None) -> None:
@@ -56,6 +57,7 @@ class UpstreamResponse:
         self.status, self.reason = status, reason
         self.raw_headers, self.content_length = raw_headers, content_length
         self._headers: CIMultiDict[str] | None = None
+        self._detached = False
 
     @property
     def headers(self) -> CIMultiDict[str]:
@@ -79,7 +81,16 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Back to the pool when the exchange ended cleanly, else closed."""
-        self._connection.finish_exchange()
+        if not self._detached:
+            self._connection.finish_exchange()
+
+    def detach(self) -> UpstreamConnection:
+        """A 101's connection leaves the pool (and frees its slot) to become a tunnel."""
+        self._detached = True
+        connection = self._connection
+        connection.pool.forget(connection)
+        connection.pool.done()
+        return connection
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -96,12 +107,16 @@ class UpstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._tunnel: Tunnel | None = None
+        self._stash = bytearray()  # tunnel bytes that came with the 101
         self._start_exchange(False)
 
     # --- one exchange's state -------------------------------------------------------
-    def _start_exchange(self, head_only: bool) -> None:
+    def _start_exchange(self, head_only: bool, upgrade: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head_only
+        self._upgrade = upgrade  # a 101 is this exchange's response
+        self._switched = False
         self._raw: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._head: asyncio.Future[UpstreamResponse] | None = None
@@ -124,6 +139,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timers()
         self._writable.set()
         self.pool.forget(self)
+        if self._tunnel is not None:
+            self._tunnel.closed(self)
+            return
         if not self._complete:
             if self._until_close and self._head is not None and self._head.done():
                 self._message_done()
@@ -136,18 +154,32 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        if self._tunnel is not None:
+            self._tunnel.blocked(self)
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._tunnel is not None:
+            self._tunnel.unblocked(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.from_upstream(data)
+            return
+        if self._switched:
+            self._stash += data
+            return
         self.seen_bytes = True
         self._arm_read_timeout()
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # 101: nothing of it can be relayed here
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._switched:  # the 101 asked for: what follows it is the tunnel's
+                offset = upgrade.args[0] if upgrade.args else len(data)
+                self._stash += data[offset:]
+                return
             self._fail(UpstreamError(502, "upstream-bad-response", "not a valid HTTP "
-                                     "response: the upstream switched protocols"))
+                                     "response: the upstream switched protocols unasked"))
             self.close()
         except httptools.HttpParserError as error:
             if self._head_only and self._head is not None and self._head.done():
@@ -165,6 +197,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if status == 101 and self._upgrade:  # the switch the client asked for
+            self._switched = True
+            self._cancel_timers()  # a tunnel's own idle timeout applies from here
+            self._head.set_result(UpstreamResponse(self, status,
+                                                   self._reason.decode("latin-1"),
+                                                   self._raw, None))
+            return
         if 100 <= status < 200:  # interim (103 Early Hints...): not the response
             self._raw, self._reason = [], b""
             return
@@ -204,8 +243,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- the exchange, from the handler's side -------------------------------------------
     async def exchange(self, head: bytes, body: bytes | AsyncIterator[bytes] | None,
-                       chunked: bool, head_only: bool) -> UpstreamResponse:
-        self._start_exchange(head_only)
+                       chunked: bool, head_only: bool, upgrade: bool = False
+                       ) -> UpstreamResponse:
+        self._start_exchange(head_only, upgrade)
         self._head = self.loop.create_future()
         self._arm_read_timeout()
         if isinstance(body, bytes | bytearray | memoryview) or body is None:
@@ -264,6 +304,25 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.close()
         self.pool.done()
+
+    def attach_tunnel(self, tunnel: Tunnel) -> None:
+        """After a relayed 101: bytes both ways, nothing parsed."""
+        self._tunnel = tunnel
+        stash, self._stash = bytes(self._stash), bytearray()
+        if stash:
+            tunnel.from_upstream(stash)
+
+    # the tunnel's side of this connection
+    def write(self, data: bytes) -> None:
+        self._write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     # --- plumbing ------------------------------------------------------------------------
     def _fail(self, error: BaseException) -> None:
@@ -335,10 +394,12 @@ class UpstreamPool:
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
                       body: bytes | AsyncIterator[bytes] | None,
-                      content_length: int | None) -> UpstreamResponse:
+                      content_length: int | None, *, upgrade: bool = False
+                      ) -> UpstreamResponse:
         """Send one request; returns once the response head arrived. The caller must
-        `release()` the response. A reused connection the upstream had closed is retried
-        once on a fresh one when the body can be sent again."""
+        `release()` the response (or `detach()` a 101's, with `upgrade`). A reused
+        connection the upstream had closed is retried once on a fresh one when the body
+        can be sent again."""
         streamed = body is not None and not isinstance(body, bytes | bytearray | memoryview)
         chunked = streamed and content_length is None
         head = self._head(method, target, headers, chunked)
@@ -347,7 +408,8 @@ class UpstreamPool:
             while True:
                 connection = await self._connection()
                 try:
-                    return await connection.exchange(head, body, chunked, method == "HEAD")
+                    return await connection.exchange(head, body, chunked, method == "HEAD",
+                                                     upgrade)
                 except UpstreamError as error:
                     connection.close()
                     stale = connection.reused and not connection.seen_bytes
