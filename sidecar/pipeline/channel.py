@@ -20,8 +20,12 @@ when analysed. A worker killed in between leaves `taken - done` records that nob
 finish: its successor counts them as lost rather than analysing them again, so a record
 that kills its worker cannot kill the next one.
 
-Each ring has a wake pipe: the producer writes a byte after each record (never
-blocking: a full pipe already holds a wake-up), the consumer waits on it with `select`.
+Each ring has a wake pipe, written (never blocking: a full pipe already holds a
+wake-up) only when the consumer may be waiting: when it had read every record before
+this one. A busy consumer thus costs the producer no system call. Producer and consumer
+each pass the fence between publishing their own position and reading the other's, so
+one of them always sees the other (the consumer's 1 s `select` timeout would bound a
+wake-up lost on a CPU weaker-ordered than that).
 """
 
 from __future__ import annotations
@@ -158,7 +162,9 @@ class Ring:
         _fence()
         self._set(_WRITE, written + waste + need)
         self._set(_WRITTEN, self._get(_WRITTEN) + 1)
-        self.wake()
+        _fence()
+        if self._get(_READ) == written:  # it had read all before this: it may be waiting
+            self.wake()
         return True
 
     def wake(self) -> None:
@@ -201,6 +207,7 @@ class Ring:
     def take(self, convert: Callable[[memoryview], T] = bytes) -> T | None:
         """The next record, claimed and turned by `convert` into something that does not
         point into the ring (bytes by default), or None when the ring is empty."""
+        _fence()  # this consumer's last position out before the producer's is read
         read = self._get(_READ)
         if read == self._get(_WRITE):
             return None

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
+from lookout.sidecar.pipeline.raw_headers import RawHeaders
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end, end_to_end_raw
 from lookout.sidecar.proxy.messages import IncomingRequest, Refusal, ResponseWriter, error_body
 from lookout.sidecar.proxy.routes import RouteTemplates
@@ -107,7 +108,7 @@ class ProxyHandler:
             refusal = None
         tunnel: Tunnel | None = None
         exchange = Exchange(request.method, target.path, self._routes.label(target.path),
-                            request.headers)
+                            RawHeaders(request.raw_headers))
         self._telemetry.begin(exchange, request.headers, scheme="http",
                               protocol_version=request.version,
                               client_address=request.remote)
@@ -176,7 +177,7 @@ class ProxyHandler:
                                                 upgrade=bool(request.upgrade))
             self._telemetry.upstream_status(call, upstream.status)
             exchange.status, exchange.code = upstream.status, str(upstream.status)
-            exchange.response_headers = upstream.headers
+            exchange.response_headers = RawHeaders(upstream.raw_headers)
             if upstream.status == 101:
                 return self._switch(response, upstream, exchange, sent)
             if request.upgrade:

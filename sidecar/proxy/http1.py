@@ -303,7 +303,7 @@ class HttpConnection(asyncio.Protocol):
             method, self._url.decode("ascii"), version, headers, keep_alive, length,
             RequestBody(self, has_body), self._remote,
             expect is not None and has_body and version == "1.1",
-            _relayed_upgrade(headers, version),
+            _relayed_upgrade(headers, version), self._headers,
         )
 
     @staticmethod
@@ -428,6 +428,11 @@ class HttpConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._transport is not None and not self.closed:
             self._transport.write(data)
+
+    def write_many(self, parts: tuple[bytes, ...]) -> None:
+        """Several buffers in one send (uvloop writes them with one writev)."""
+        if self._transport is not None and not self.closed:
+            self._transport.writelines(parts)
 
     async def drain(self) -> None:
         if not self._writable.is_set():

@@ -151,16 +151,18 @@ class IncomingRequest:
     """A parsed request head and its body stream."""
 
     __slots__ = ("body", "content_length", "expect_continue", "headers", "keep_alive",
-                 "method", "remote", "target", "upgrade", "version")
+                 "method", "raw_headers", "remote", "target", "upgrade", "version")
 
     def __init__(self, method: str, target: str, version: str, headers: CIMultiDict[str],
                  keep_alive: bool, content_length: int | None, body: RequestBody,
-                 remote: str | None, expect_continue: bool, upgrade: str = "") -> None:
+                 remote: str | None, expect_continue: bool, upgrade: str = "",
+                 raw_headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.method, self.target, self.version = method, target, version
         self.headers, self.keep_alive = headers, keep_alive
         self.content_length, self.body, self.remote = content_length, body, remote
         self.expect_continue = expect_continue
         self.upgrade = upgrade  # the protocol a relayable `Upgrade` asks for, else ""
+        self.raw_headers = raw_headers or []  # as llhttp gave them: for the hand-off
 
 
 class ResponseWriter:
@@ -173,6 +175,7 @@ class ResponseWriter:
         self.started = False
         self.finished = False
         self._chunked = False
+        self._head: bytes | None = None  # written with the first body bytes: one send
         self.close_after = not request.keep_alive
 
     def continue_if_expected(self) -> None:
@@ -202,22 +205,29 @@ class ResponseWriter:
         elif self._request.version == "1.0":
             lines.append("Connection: keep-alive")
         self.started = True
-        # the upstream's header bytes, as aiohttp decoded them, exactly
-        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8",
-                                                                       "surrogateescape"))
+        # the upstream's header bytes, as llhttp gave them, exactly
+        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+    def _send(self, data: bytes) -> None:
+        head, self._head = self._head, None
+        if head is None:
+            self._connection.write(data)
+        elif data:
+            self._connection.write_many((head, data))
+        else:
+            self._connection.write(head)
 
     async def write(self, data: bytes) -> None:
         if not data:
             return
         if self._chunked:
-            self._connection.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self._send(b"%x\r\n%b\r\n" % (len(data), data))
         else:
-            self._connection.write(data)
+            self._send(data)
         await self._connection.drain()
 
     async def end(self) -> None:
-        if self._chunked:
-            self._connection.write(b"0\r\n\r\n")
+        self._send(b"0\r\n\r\n" if self._chunked else b"")
         self.finished = True
         await self._connection.drain()
 

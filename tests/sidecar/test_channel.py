@@ -4,6 +4,8 @@ that cross it."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import select
 
 import pytest
 from multidict import CIMultiDict
@@ -11,6 +13,7 @@ from multidict import CIMultiDict
 from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.pipeline.raw_headers import RawHeaders
 
 
 @pytest.fixture
@@ -101,3 +104,32 @@ def test_an_observation_crosses_without_its_facts_changing() -> None:
     assert back == observation
     assert back.request_headers.getall("x-a") == ["1", "2"]
     assert isinstance(back.request_body, bytes)
+
+
+def _pending_wakeups(consumer: Ring) -> int:
+    count = 0
+    while select.select([consumer.wake_fd], [], [], 0)[0]:
+        count += len(os.read(consumer.wake_fd, 65536))
+    return count
+
+
+def test_the_producer_wakes_only_a_consumer_that_caught_up(ring) -> None:
+    producer, consumer = ring
+    for _ in range(3):
+        assert producer.put([b"x" * 16])
+    assert _pending_wakeups(consumer) == 1  # the first found it idle; the rest did not
+    while consumer.take() is not None:
+        pass
+    assert producer.put([b"y" * 16])
+    assert _pending_wakeups(consumer) == 1  # it had read everything: it may be waiting
+    assert consumer.take() == b"y" * 16
+
+
+def test_raw_header_blocks_read_as_case_insensitive_mappings() -> None:
+    headers = RawHeaders([(b"Content-Type", b"image/jpeg"), (b"X-A", b"1"), (b"x-a", b"2")])
+    assert headers["content-type"] == "image/jpeg"
+    assert headers.get("X-Missing", "none") == "none"
+    assert headers.getall("X-A") == ["1", "2"]
+    assert len(headers) == 3 and "x-A" in headers
+    assert headers == CIMultiDict([("content-type", "image/jpeg"), ("X-A", "1"), ("x-a", "2")])
+    assert RawHeaders.of(CIMultiDict({"K": "v\u00e9"})).raw == [(b"K", "v\u00e9".encode())]

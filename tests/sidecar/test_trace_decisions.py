@@ -25,10 +25,10 @@ from lookout.sidecar.settings import ModelIdentity
 class SingleHeaderPropagator(TextMapPropagator):
     """A made-up vendor format: `x-trace: <trace id>/<span id>`."""
 
-    def extract(self, carrier, context=None, getter=None):  # noqa: ANN001, ANN201
+    def extract(self, carrier, context=None, getter=None):
         return context
 
-    def inject(self, carrier, context=None, setter=None):  # noqa: ANN001, ANN201
+    def inject(self, carrier, context=None, setter=None):
         span_context = get_current_span(context).get_span_context()
         carrier["x-trace"] = f"{span_context.trace_id:x}/{span_context.span_id:x}"
 
