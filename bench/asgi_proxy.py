@@ -117,7 +117,9 @@ class AsgiProxy:
                 exchange.response_body = await upstream.read()
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
                 exchange.response_headers = upstream.headers
-                response_headers = CIMultiDict(end_to_end_raw(upstream.raw_headers))
+                response_headers = CIMultiDict(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in end_to_end_raw(upstream.raw_headers))
             finally:
                 upstream.release()
         except UpstreamError as failure:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "X-Lookout-Error"
 CLIENT_CLOSED = 499  # nginx's convention for "client went away before the response"
 _NO_BODY_STATUSES = frozenset((204, 304))
-_SWITCH_HEADERS = frozenset(("connection", "upgrade"))
+_SWITCH_HEADERS = frozenset((b"connection", b"upgrade"))
 
 
 class SidecarError(Exception):

@@ -29,20 +29,21 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
-def end_to_end_raw(raw: tuple[tuple[bytes, bytes], ...],
-                   keep: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+_HOP_BY_HOP_RAW = frozenset(name.encode() for name in HOP_BY_HOP)
+
+
+def end_to_end_raw(raw: list[tuple[bytes, bytes]],
+                   keep: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
     """The upstream's end-to-end headers as it wrote them: names in their own case, in
     their order, repeated ones repeated (what `raw_headers` keeps and the parsed
     multidict does not). Hop-by-hop ones go, including those Connection names, but for
     those in `keep` (a relayed 101 keeps its `Connection` and `Upgrade`)."""
-    drop = set(HOP_BY_HOP)
+    drop = set(_HOP_BY_HOP_RAW)
     for name, value in raw:
         if name.lower() == b"connection":
-            drop.update(t.strip().lower() for t in value.decode("latin-1").split(",")
-                        if t.strip())
+            drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
     drop -= keep
-    return [(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-            for name, value in raw if name.decode("latin-1").lower() not in drop]
+    return [(name, value) for name, value in raw if name.lower() not in drop]
 
 
 def add_forwarded(

@@ -165,6 +165,13 @@ class IncomingRequest:
         self.raw_headers = raw_headers or []  # as llhttp gave them: for the hand-off
 
 
+def _header_block(headers: CIMultiDict[str] | list[tuple[bytes, bytes]]) -> bytes:
+    if isinstance(headers, CIMultiDict):
+        return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode(
+            "utf-8", "surrogateescape")
+    return b"".join([b"%b: %b\r\n" % pair for pair in headers])
+
+
 class ResponseWriter:
     """Writes one response on the connection: a head, a body (length-delimited, chunked
     for HTTP/1.1 streams of unknown length, else close-delimited), and an end."""
@@ -184,17 +191,20 @@ class ResponseWriter:
             self._request.expect_continue = False
             self._connection.write(CONTINUE)
 
-    def start(self, status: int, reason: str, headers: CIMultiDict[str] | list[tuple[str, str]],
-              length: int | None, *, body_allowed: bool = True) -> None:
+    def start(self, status: int, reason: str,
+              headers: CIMultiDict[str] | list[tuple[bytes, bytes]], length: int | None, *,
+              body_allowed: bool = True) -> None:
+        """The head, kept to go out with the first body bytes. `headers` are lookout's
+        own (text) or the upstream's block as llhttp gave it (bytes, relayed exactly)."""
         if self._connection.closed:
             raise ConnectionResetError("the client closed the connection")
         if length is None and body_allowed and self._request.version != "1.1":
             self.close_after = True  # HTTP/1.0 has no chunked coding: the close ends it
         if self._connection.draining:
             self.close_after = True
-        lines = [f"HTTP/1.1 {status} {reason or REASON_PHRASES.get(status, '')}".rstrip()]
-        items = headers.items() if isinstance(headers, CIMultiDict) else headers
-        lines.extend(f"{name}: {value}" for name, value in items)
+        status_line = f"HTTP/1.1 {status} {reason or REASON_PHRASES.get(status, '')}".rstrip()
+        block = _header_block(headers)
+        lines = []
         if length is not None:
             lines.append(f"Content-Length: {length}")
         elif body_allowed and not self.close_after:
@@ -205,8 +215,9 @@ class ResponseWriter:
         elif self._request.version == "1.0":
             lines.append("Connection: keep-alive")
         self.started = True
-        # the upstream's header bytes, as llhttp gave them, exactly
-        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        framing = "".join(f"{line}\r\n" for line in lines)
+        self._head = b"%b\r\n%b%b\r\n" % (status_line.encode("latin-1"), block,
+                                           framing.encode("latin-1"))
 
     def _send(self, data: bytes) -> None:
         head, self._head = self._head, None
@@ -231,15 +242,14 @@ class ResponseWriter:
         self.finished = True
         await self._connection.drain()
 
-    def switch_protocols(self, reason: str, headers: list[tuple[str, str]]) -> HttpConnection:
+    def switch_protocols(self, reason: str,
+                         headers: list[tuple[bytes, bytes]]) -> HttpConnection:
         """The upstream's 101, as it wrote it, with nothing of lookout's; the connection
         is a tunnel from here on, returned for the caller to attach."""
-        lines = [f"HTTP/1.1 101 {reason or 'Switching Protocols'}"]
-        lines.extend(f"{name}: {value}" for name, value in headers)
+        status_line = f"HTTP/1.1 101 {reason or 'Switching Protocols'}".encode("latin-1")
         self.started = self.finished = True
         self.close_after = True  # when the tunnel ends, so does the connection
-        self._connection.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8",
-                                                                       "surrogateescape"))
+        self._connection.write(b"%b\r\n%b\r\n" % (status_line, _header_block(headers)))
         return self._connection
 
     def abort(self) -> None:
