@@ -35,9 +35,13 @@ ANNOTATIONS = (
     Annotation("token-secret", "a Secret whose key `token` is the sample API's bearer token",
                "(sample API off)"),
     Annotation("analysis-workers", "analysis worker processes of the sidecar", "1"),
-    Annotation("cpu", "CPU of the sidecar (requests = limits)", "one per analysis worker"),
+    Annotation("request-processes", "processes serving the data port together, one core "
+               "of requests each", "1"),
+    Annotation("cpu", "CPU of the sidecar (requests = limits)",
+               "one per analysis worker and per request process beyond the first"),
     Annotation("memory", "memory of the sidecar (requests = limits)",
-               "512Mi, and 256Mi per analysis worker beyond the first"),
+               "512Mi, 256Mi per analysis worker beyond the first, 128Mi per request "
+               "process beyond the first"),
     Annotation("image", "the lookout image", "the injector's default image"),
 )
 KEYS = frozenset(a.key for a in ANNOTATIONS)

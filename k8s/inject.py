@@ -30,6 +30,7 @@ SHM_VOLUME, SHM_PATH = "lookout-shm", "/dev/shm"
 # the channel: the default 64Mi, or room for one largest observation (2 x 16Mi) per worker
 CHANNEL_MIB, CHANNEL_PER_WORKER_MIB, FORWARD_RING_MIB, SHM_HEADROOM_MIB = 64, 40, 32, 16
 WORKER_MEMORY_MIB = 256
+REQUEST_PROCESS_MEMORY_MIB = 128  # one more request-path process: ~60 MB idle, with room
 SAMPLES_PATH, TOKEN_PATH = "/var/lib/lookout/samples", "/var/run/secrets/lookout"
 DEFAULT_IMAGE = "ghcr.io/yolo-lookout/lookout:0.1.0"
 RUN_AS_USER = 65532  # the Dockerfile's non-root user
@@ -60,8 +61,10 @@ class InjectOptions:
     listen_port: int = 8080  # the sidecar's data port (moved up if the pod uses it)
     admin_port: int = 9090
     analysis_workers: int = 1
-    cpu: str = ""  # empty: one CPU per analysis worker
-    memory: str = ""  # empty: 512Mi, and 256Mi more per analysis worker beyond the first
+    request_processes: int = 1
+    cpu: str = ""  # empty: one CPU per analysis worker and per request process beyond one
+    memory: str = ""  # empty: 512Mi, 256Mi more per analysis worker beyond the first,
+    # 128Mi more per request process beyond the first
     samples_size: str = "1Gi"
 
 
@@ -183,11 +186,15 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
     if "token-secret" in note:
         env["LOOKOUT_ADMIN_TOKEN_FILE"] = f"{TOKEN_PATH}/token"
     workers = analysis_workers(note, options)
+    processes = request_processes(note, options)
     env["LOOKOUT_ANALYSIS_WORKERS"] = str(workers)
-    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"] = f"{channel_mib(workers)}MiB"
-    resources = {"cpu": note.get("cpu") or options.cpu or str(workers),
-                 "memory": note.get("memory") or options.memory
-                 or f"{512 + WORKER_MEMORY_MIB * (workers - 1)}Mi"}
+    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"] = f"{channel_mib(workers, processes)}MiB"
+    if processes > 1:
+        env["LOOKOUT_REQUEST_PROCESSES"] = str(processes)
+    memory_mib = (512 + WORKER_MEMORY_MIB * (workers - 1)
+                  + REQUEST_PROCESS_MEMORY_MIB * (processes - 1))
+    resources = {"cpu": note.get("cpu") or options.cpu or str(workers + processes - 1),
+                 "memory": note.get("memory") or options.memory or f"{memory_mib}Mi"}
     mounts = [{"name": SAMPLES_VOLUME, "mountPath": SAMPLES_PATH},
               {"name": TMP_VOLUME, "mountPath": "/tmp"},
               {"name": SHM_VOLUME, "mountPath": SHM_PATH}]
@@ -232,14 +239,24 @@ def analysis_workers(note: dict[str, str], options: InjectOptions) -> int:
     return int(raw)
 
 
-def channel_mib(workers: int) -> int:
-    return max(CHANNEL_MIB, CHANNEL_PER_WORKER_MIB * workers)
+def request_processes(note: dict[str, str], options: InjectOptions) -> int:
+    raw = note.get("request-processes", str(options.request_processes))
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 16:
+        raise InjectError(f"lookout.io/request-processes {raw!r}: expected 1 to 16")
+    return int(raw)
 
 
-def shm_size(workers: int) -> str:
+def channel_mib(workers: int, processes: int = 1) -> int:
+    """A ring from each request-path process to each worker, each holding one whole
+    observation at least."""
+    return max(CHANNEL_MIB, CHANNEL_PER_WORKER_MIB * workers * processes)
+
+
+def shm_size(workers: int, processes: int = 1) -> str:
     """The analysis channel lives in /dev/shm, which a container gets at 64 MiB: a
     memory-backed emptyDir sized for the channel and the workers' forwarding rings."""
-    return f"{channel_mib(workers) + FORWARD_RING_MIB * (workers - 1) + SHM_HEADROOM_MIB}Mi"
+    channel = channel_mib(workers, processes)
+    return f"{channel + FORWARD_RING_MIB * (workers - 1) + SHM_HEADROOM_MIB}Mi"
 
 
 def _volumes(note: dict[str, str], options: InjectOptions) -> list[dict[str, Any]]:
@@ -250,7 +267,8 @@ def _volumes(note: dict[str, str], options: InjectOptions) -> list[dict[str, Any
         samples["emptyDir"] = {"sizeLimit": note.get("samples-size", options.samples_size)}
     volumes = [samples, {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
                {"name": SHM_VOLUME, "emptyDir": {
-                   "medium": "Memory", "sizeLimit": shm_size(analysis_workers(note, options))}}]
+                   "medium": "Memory", "sizeLimit": shm_size(
+                       analysis_workers(note, options), request_processes(note, options))}}]
     if "token-secret" in note:
         volumes.append({"name": TOKEN_VOLUME, "secret": {
             "secretName": note["token-secret"], "defaultMode": 0o440,

@@ -54,6 +54,7 @@ class SidecarMetrics:
         self._queue_dropped: dict[str, Counter] = {}
         self._component_errors: dict[str, Counter] = {}
         self._observations: dict[str, Counter] = {}
+        self._parse_failures: dict[str, Counter] = {}
         self._sources: list[Collector] = []
         self._views: dict[tuple[str, str], SidecarMetrics] = {}
 
@@ -68,6 +69,7 @@ class SidecarMetrics:
             view = copy.copy(self)
             view.model, view.version = model, version
             view._route_children, view._code_children, view._observations = {}, {}, {}
+            view._parse_failures = {}
             self._views[key] = view
         return view
 
@@ -157,7 +159,11 @@ class SidecarMetrics:
         self[catalog.CLIENT_REFUSED].labels(reason).inc(count)
 
     def parse_failure(self, reason: str, count: int = 1) -> None:
-        self[catalog.PARSE_FAILURES].labels(self.model, self.version, reason).inc(count)
+        child = self._parse_failures.get(reason)
+        if child is None:
+            child = self[catalog.PARSE_FAILURES].labels(self.model, self.version, reason)
+            self._parse_failures[reason] = child
+        child.inc(count)
 
     def initialise(self, queues: Iterable[str] = (), components: Iterable[str] = (),
                    reasons: Iterable[str] = (), refusals: Iterable[str] = (),

@@ -168,6 +168,7 @@ def test_ports_in_use_move_the_sidecar_and_services_not_in_the_input_are_warned_
     ({"lookout.io/container": "sidecar"}, "no container named 'sidecar'"),
     ({"lookout.io/sample-rate": "2"}, "sample-rate"),
     ({"lookout.io/analysis-workers": "0"}, "analysis-workers"),
+    ({"lookout.io/request-processes": "17"}, "request-processes"),
 ])
 def test_bad_annotations_are_refused_naming_them(change: dict, message: str) -> None:
     document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
@@ -178,23 +179,26 @@ def test_bad_annotations_are_refused_naming_them(change: dict, message: str) -> 
     assert result.returncode == 1 and message.split("'")[0] in result.stderr
 
 
-@pytest.mark.parametrize(("workers", "cpu", "memory", "shm"), [
-    ("1", "1", "512Mi", "80Mi"), ("3", "3", "1024Mi", "200Mi")])
-def test_resources_and_shared_memory_follow_the_analysis_workers(workers, cpu, memory,
-                                                                 shm) -> None:
+@pytest.mark.parametrize(("workers", "processes", "cpu", "memory", "shm"), [
+    ("1", "1", "1", "512Mi", "80Mi"), ("3", "1", "3", "1024Mi", "200Mi"),
+    ("2", "2", "3", "896Mi", "208Mi")])
+def test_resources_and_shared_memory_follow_the_workers_and_processes(
+        workers, processes, cpu, memory, shm) -> None:
     document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
     document["spec"]["template"]["metadata"]["annotations"] = {
-        "lookout.io/analysis-workers": workers}
+        "lookout.io/analysis-workers": workers, "lookout.io/request-processes": processes}
     (injected,), _ = inject_documents([document], InjectOptions())
     spec = injected["spec"]["template"]["spec"]
     sidecar = spec["initContainers"][0]
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env["LOOKOUT_ANALYSIS_WORKERS"] == workers
-    # what the sidecar itself will accept at start-up for that many workers
+    assert env.get("LOOKOUT_REQUEST_PROCESSES", "1") == processes
+    # what the sidecar itself will accept at start-up for that many workers and processes
     from lookout.sidecar.config import load_config
     from lookout.sidecar.workers import check_channel
 
     check_channel(load_config({"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
+                               "request_processes": processes,
                                "observation_queue_bytes":
                                    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={}),
                   int(workers))
