@@ -36,6 +36,8 @@ from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.span_facts import SpanFacts
+from lookout.sidecar.runtime.tracing import build_tracing, flush_spans
 from lookout.sidecar.runtime.worker_metrics import record_into
 from lookout.sidecar.worker_entry import WorkerSpec
 
@@ -46,6 +48,7 @@ BATCH = 64
 PARENT_CHECK_SECONDS = 1.0
 STAGE_DRAIN_SECONDS = 10.0
 FORWARD_QUEUE = "lead_worker"
+SPAN_COMPONENT = "span_export"
 
 
 class Worker:
@@ -58,6 +61,7 @@ class Worker:
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
+        self.tracing = build_tracing()  # exports the spans that ride with observations
         if spec.lead:
             self.chains = ModelChains(config, self.metrics)
             queues = [*self.chains.queues, FORWARD_QUEUE]
@@ -69,7 +73,8 @@ class Worker:
             self.chains = ModelChains(config, self.metrics, lambda model, metrics:
                                       AnalysisChain.forwarding(model, metrics, forwarder))
             queues = [FORWARD_QUEUE]
-        self.metrics.initialise(queues=queues, components=self.chains.components)
+        self.metrics.initialise(queues=queues,
+                                components=[*self.chains.components, SPAN_COMPONENT])
         for name, model in per_model(config).items():  # each model's series from 0
             self.metrics.labelled(name, model.model_version).initialise(
                 reasons=list(Reason), outcomes=list(Outcome))
@@ -122,11 +127,22 @@ class Worker:
             batch.append(observation)
         if not batch:
             return False
+        self._export_spans(batch)
         try:
             self.chains.analyse_batch(batch)
         finally:
             inbox.finish(len(batch))
         return True
+
+    def _export_spans(self, batch: list) -> None:
+        for observation in batch:
+            if observation.spans is None:
+                continue
+            try:
+                SpanFacts.from_wire(observation.spans).export(self.tracing)
+            except Exception:
+                self.metrics.component_error(SPAN_COMPONENT)
+                self._failures.exception("spans", "exporting a request's spans failed")
 
     def _take_forwarded(self) -> bool:
         busy = False
@@ -148,6 +164,7 @@ class Worker:
 
     def stop(self) -> None:
         self.chains.drain_and_close(STAGE_DRAIN_SECONDS)
+        flush_spans(self.tracing)
         if not self.spec.lead:
             self.forwards[0].close_writing()
 

@@ -49,6 +49,7 @@ class Observation:
     model: str
     version: str
     request_truncated: bool = False  # request larger than observe_max_bytes
+    spans: tuple | None = None  # an exported request's span facts, for the worker to export
 
 
 class ObservationConsumer(Protocol):

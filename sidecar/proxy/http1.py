@@ -341,6 +341,9 @@ class HttpConnection(asyncio.Protocol):
         stash, self._stash = bytes(self._stash), bytearray()
         if stash:
             tunnel.from_client(stash)
+        if self.closed:  # the client left while the upstream answered
+            tunnel.closed(self)
+            return
         self.resume_reading()
 
     # --- running requests -------------------------------------------------------------

@@ -2,13 +2,14 @@
 Observation hand-off. Independent of the HTTP server, so any server stack records
 exactly the same thing (bench/asgi_proxy.py relies on that for a fair comparison).
 
-Spans are facts kept on the Exchange and built only at the end, and only for a request
-that is exported: the sampler is asked once when the request arrives, before any span
+Spans are facts kept on the Exchange, and only a request that is exported gets them
+written down: the sampler is asked once when the request arrives, before any span
 object exists, and the ids it was asked about are propagated upstream. A sampled
 request's two spans, or an unsampled one's that ended in a server-side error (errors
-are always traced), are then built finished and handed to the span processors. An
-unsampled, successful request costs a sampler call and three random ids; the SDK's
-live spans cost about 12 us more per request, sampled or not (bench/proxy.py).
+are always traced), leave as `SpanFacts` with the observation, and the analysis worker
+that takes it builds and exports them (runtime/span_facts.py says why); a dropped
+observation's are exported here. An unsampled, successful request costs a sampler call
+and three random ids; the SDK's live spans cost about 12 us more per request.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.span_facts import CallFacts, SpanFacts
 from lookout.sidecar.runtime.tracing import Tracing
 from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels
 from lookout.sidecar.settings import ModelIdentity
@@ -140,6 +142,8 @@ class RequestTelemetry:
         self._sampler = tracing.provider.sampler
         self._ids = tracing.provider.id_generator
         self._observations = observations
+        # analysis workers export what rides with the observation; in-process, this does
+        self._spans_ride = bool(getattr(observations, "carries_spans", False))
         self._failures = FailureLog(log)
         self._propagator = get_global_textmap()
         self._fields = tuple(self._propagator.fields)
@@ -230,8 +234,7 @@ class RequestTelemetry:
             server_error = exchange.status >= 500
             # exemplars only point at traces that reach the backend
             exported = exchange.trace_id != 0 and (exchange.sampled or server_error)
-            if exported:
-                self._export(exchange, duration, server_error)
+            facts = self._span_facts(exchange, duration, server_error) if exported else None
             if exchange.model == OTHER_MODEL:
                 admitted = self.models.answered(exchange.path, exchange.status)
                 if admitted is not None:
@@ -241,8 +244,13 @@ class RequestTelemetry:
                 exchange.request_bytes, exchange.response_bytes,
                 exchange.trace_id_hex if exported else None,
             )
-            if self._observations is not None:
-                self._observations.offer(self._observation(exchange, duration))
+            # the worker that takes the observation exports its spans; a dropped one's
+            # are exported here, so an error is traced whatever the channel's state
+            carried = facts is not None and self._spans_ride
+            handed = self._observations is not None and self._observations.offer(
+                self._observation(exchange, duration, facts.to_wire() if carried else None))
+            if facts is not None and not (carried and handed):
+                facts.export(self._tracing)
         except Exception:
             self._metrics.component_error(self.name)
             self._failures.exception("telemetry", "recording telemetry failed; the response "
@@ -272,30 +280,26 @@ class RequestTelemetry:
             attributes["error.type"] = exchange.error_kind
         return attributes
 
-    def _export(self, exchange: Exchange, duration: float, server_error: bool) -> None:
-        """Both spans, built finished, to the span processors. An unsampled request is
-        here because it failed; its spans keep the ids the upstream was sent."""
+    def _span_facts(self, exchange: Exchange, duration: float,
+                    server_error: bool) -> SpanFacts:
+        """Both spans' facts. An unsampled request is here because it failed; its spans
+        keep the ids the upstream was sent."""
         started_ns = int(exchange.started_at * 1e9)
-        server = SpanContext(exchange.trace_id, exchange.span_id, is_remote=False,
-                             trace_flags=_SAMPLED, trace_state=exchange.trace_state)
-        spans = [self._tracing.finished_span(
-            self._span_name(exchange), SpanKind.SERVER, server, exchange.parent,
-            self._server_attributes(exchange), started_ns,
-            started_ns + int(duration * 1e9),
-            Status(StatusCode.ERROR) if server_error else Status(),
-        )]
         call = exchange.upstream
-        if call is not None:
-            client = SpanContext(exchange.trace_id, call.span_id, is_remote=False,
-                                 trace_flags=_SAMPLED, trace_state=exchange.trace_state)
-            spans.append(self._tracing.finished_span(
-                exchange.method, SpanKind.CLIENT, client, server,
-                call.attributes(self._model_attributes(exchange)), call.started_ns,
-                call.ended_ns or time.time_ns(), call.status_of_span(),
-            ))
-        self._tracing.export(spans)
+        parent = exchange.parent
+        return SpanFacts(
+            self._span_name(exchange), exchange.trace_id, exchange.span_id,
+            parent.span_id if parent is not None else 0,
+            exchange.trace_state.to_header() if exchange.trace_state else "",
+            started_ns, started_ns + int(duration * 1e9), server_error,
+            self._server_attributes(exchange),
+            None if call is None else CallFacts(
+                call.span_id, exchange.method, call.started_ns, call.ended_ns or time.time_ns(),
+                call.attributes(self._model_attributes(exchange)), call.failed,
+                call.error_detail))
 
-    def _observation(self, exchange: Exchange, duration: float) -> Observation:
+    def _observation(self, exchange: Exchange, duration: float,
+                     spans: tuple | None) -> Observation:
         return Observation(
             started_at=exchange.started_at,
             method=exchange.method,
@@ -316,4 +320,5 @@ class RequestTelemetry:
             trace_sampled=exchange.sampled,
             model=exchange.model,
             version=exchange.version,
+            spans=spans,
         )

@@ -311,6 +311,8 @@ class UpstreamConnection(asyncio.Protocol):
         stash, self._stash = bytes(self._stash), bytearray()
         if stash:
             tunnel.from_upstream(stash)
+        if self.closed:  # it closed right after its 101 (what it sent is relayed)
+            tunnel.closed(self)
 
     # the tunnel's side of this connection
     def write(self, data: bytes) -> None:

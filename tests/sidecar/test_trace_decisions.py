@@ -4,6 +4,7 @@ SDK is configured with is honoured, not only W3C Trace Context."""
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind, get_current_span
 
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.span_facts import SpanFacts
 from lookout.sidecar.runtime.tracing import Tracing
 from lookout.sidecar.settings import ModelIdentity
 
@@ -37,11 +39,28 @@ class SingleHeaderPropagator(TextMapPropagator):
         return {"x-trace"}
 
 
-def _telemetry(sampler: Sampler) -> tuple[RequestTelemetry, InMemorySpanExporter]:
+class Channel:
+    """Where observations go: like the workers' rings, it carries spans; `room` says
+    whether it takes the next one."""
+
+    carries_spans = True
+
+    def __init__(self, room: bool) -> None:
+        self.room = room
+        self.taken: list = []
+
+    def offer(self, observation) -> bool:
+        if self.room:
+            self.taken.append(observation)
+        return self.room
+
+
+def _telemetry(sampler: Sampler, channel: Channel | None = None
+               ) -> tuple[RequestTelemetry, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     tracing = Tracing(TracerProvider(sampler=sampler), [SimpleSpanProcessor(exporter)])
     metrics = SidecarMetrics("yolo", "v1", process_metrics=False)
-    return RequestTelemetry(ModelIdentity("yolo", "v1"), metrics, tracing, None), exporter
+    return RequestTelemetry(ModelIdentity("yolo", "v1"), metrics, tracing, channel), exporter
 
 
 def _exchange(telemetry: RequestTelemetry, status: int,
@@ -103,3 +122,26 @@ def test_another_propagator_is_given_the_upstream_call_context() -> None:
                   if span.kind is SpanKind.CLIENT)
     assert "traceparent" not in sent
     assert sent["x-trace"] == f"{exchange.trace_id:x}/{client.context.span_id:x}"
+
+
+def test_spans_ride_with_the_observation_and_are_built_where_it_is_taken() -> None:
+    channel = Channel(room=True)
+    telemetry, exporter = _telemetry(ALWAYS_ON, channel)
+    exchange, sent = _exchange(telemetry, 200, CIMultiDict())
+    assert exporter.get_finished_spans() == ()  # not here: the worker exports them
+    (observation,) = channel.taken
+    worker_side = InMemorySpanExporter()
+    tracing = Tracing(TracerProvider(), [SimpleSpanProcessor(worker_side)])
+    SpanFacts.from_wire(marshal.loads(marshal.dumps(observation.spans))).export(tracing)
+    server, client = sorted(worker_side.get_finished_spans(), key=lambda s: s.kind.value)
+    assert server.context.trace_id == client.context.trace_id == exchange.trace_id
+    assert sent["traceparent"] == (f"00-{exchange.trace_id:032x}-"
+                                   f"{client.context.span_id:016x}-01")
+    assert server.attributes["http.response.status_code"] == 200
+
+
+def test_a_failed_request_whose_observation_is_dropped_is_traced_here() -> None:
+    channel = Channel(room=False)
+    telemetry, exporter = _telemetry(ALWAYS_OFF, channel)
+    exchange, _ = _exchange(telemetry, 502, CIMultiDict())
+    assert {s.context.trace_id for s in exporter.get_finished_spans()} == {exchange.trace_id}
