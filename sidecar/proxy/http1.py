@@ -29,7 +29,7 @@ from lookout.sidecar.proxy.messages import (
     ResponseWriter,
     error_body,
 )
-from lookout.sidecar.proxy.tunnel import Tunnel
+from lookout.sidecar.proxy.tunnel import Tunnel, TunnelFlow
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class DataPortServer:
             await self._server.wait_closed()
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(TunnelFlow, asyncio.Protocol):
     """One client connection: parses requests, runs them one after another through the
     handler (pipelined requests wait their turn), and enforces the limits."""
 
@@ -154,16 +154,6 @@ class HttpConnection(asyncio.Protocol):
             self._message.body.fail(gone)
         for request in self._pending:
             request.body.fail(gone)
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-        if self._tunnel is not None:
-            self._tunnel.blocked(self)
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-        if self._tunnel is not None:
-            self._tunnel.unblocked(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:

@@ -25,6 +25,24 @@ class TunnelEnd(Protocol):
     def close(self) -> None: ...
 
 
+class TunnelFlow:
+    """The writing side of a connection protocol that can become a tunnel's end: its
+    own writers wait on `_writable`; once a tunnel, the other end stops reading."""
+
+    _writable: asyncio.Event
+    _tunnel: Tunnel | None
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+        if self._tunnel is not None:
+            self._tunnel.blocked(self)
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        if self._tunnel is not None:
+            self._tunnel.unblocked(self)
+
+
 class Tunnel:
     def __init__(self, client: TunnelEnd, upstream: TunnelEnd, idle_timeout: float) -> None:
         self._client, self._upstream = client, upstream

@@ -25,7 +25,7 @@ import httptools
 from multidict import CIMultiDict
 
 from lookout.sidecar.proxy.messages import Refusal
-from lookout.sidecar.proxy.tunnel import Tunnel
+from lookout.sidecar.proxy.tunnel import Tunnel, TunnelFlow
 from lookout.sidecar.settings import UpstreamSettings
 
 HIGH_WATER = 256 * 1024  # body bytes buffered from the upstream before reading pauses
@@ -93,7 +93,7 @@ class UpstreamResponse:
         return connection
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(TunnelFlow, asyncio.Protocol):
     """One keep-alive connection; one exchange at a time."""
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -151,16 +151,6 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(UpstreamError(502, "upstream-bad-body", "malformed response "
                                          "body: the upstream closed the connection "
                                          "before the body ended"))
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-        if self._tunnel is not None:
-            self._tunnel.blocked(self)
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-        if self._tunnel is not None:
-            self._tunnel.unblocked(self)
 
     def data_received(self, data: bytes) -> None:
         if self._tunnel is not None:

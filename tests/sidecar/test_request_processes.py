@@ -72,21 +72,21 @@ def _requests_of(families) -> float:
                if sample.name == REQUESTS)
 
 
-def _start(upstream_port: int) -> SidecarProcess:
+def _start(upstream_port: int) -> tuple[SidecarProcess, int, int]:
+    """The sidecar, its main process and its other request-path process, both listening."""
     sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--request-processes", "2",
                             "--analysis-workers", "1", "--observe-max-bytes", "1MiB")
     pid = sidecar.process.popen.pid
     wait_until(lambda: len(_listeners(pid, sidecar.port)) == 2, 30,
                "both request-path processes to listen")
-    return sidecar
+    child = next(p for p in _listeners(pid, sidecar.port) if p != pid)
+    return sidecar, pid, child
 
 
 def test_two_processes_serve_one_port_with_one_metrics_and_one_analysis(
         upstream_port: int) -> None:
-    sidecar = _start(upstream_port)
-    pid = sidecar.process.popen.pid
+    sidecar, _, child = _start(upstream_port)
     try:
-        child = next(p for p in _listeners(pid, sidecar.port) if p != pid)
         for _ in range(60):  # a new connection each: the kernel spreads them
             assert request(sidecar.port, "POST", "/echo", body=b"{}").status == 200
         wait_until(lambda: sidecar.metric(REQUESTS) == 60, 20, "60 requests in /metrics")
@@ -104,10 +104,8 @@ def test_two_processes_serve_one_port_with_one_metrics_and_one_analysis(
 
 def test_a_killed_request_process_is_replaced_and_its_counts_are_kept(
         upstream_port: int) -> None:
-    sidecar = _start(upstream_port)
-    pid = sidecar.process.popen.pid
+    sidecar, pid, child = _start(upstream_port)
     try:
-        child = next(p for p in _listeners(pid, sidecar.port) if p != pid)
         for _ in range(40):
             assert request(sidecar.port, "GET", "/echo").status == 200
         wait_until(lambda: sidecar.metric(REQUESTS) == 40, 20, "40 requests in /metrics")
