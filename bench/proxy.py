@@ -174,6 +174,7 @@ class Measurement:
     errors: int = 0
     proxy_cpu_us_per_request: float | None = None  # the request-path process alone
     rps_range: tuple[float, float] | None = None  # over rounds, when there were several
+    dropped_share: float | None = None  # of observations, lookout's channel full
 
 
 @dataclass
@@ -191,6 +192,7 @@ class RatedMeasurement:
     errors: int = 0
     cpu_us_per_request: float | None = None
     proxy_cpu_us_per_request: float | None = None
+    dropped_share: float | None = None
 
 
 @dataclass
@@ -201,6 +203,7 @@ class TargetInfo:
     rss_proxy_idle_mb: float | None = None  # the request-path process alone
     measurements: list[Measurement] = field(default_factory=list)
     rated: list[RatedMeasurement] = field(default_factory=list)
+    admin_port: int | None = None  # lookout's: its drop counter is read per cell
 
 
 def free_port() -> int:
@@ -335,6 +338,23 @@ def run_hey(url: str, rate: float | None, duration: float,
             quantile(0.999), errors)
 
 
+def dropped_observations(info: TargetInfo) -> float:
+    """lookout's observations dropped so far (its analysis behind); 0 for the peers."""
+    if info.admin_port is None:
+        return 0.0
+    with urllib.request.urlopen(f"http://127.0.0.1:{info.admin_port}/metrics") as response:
+        text = response.read().decode()
+    match = re.search(r'^lookout_queue_dropped_total\{queue="observations"\} (\S+)$', text,
+                      re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def _dropped_share(info: TargetInfo, before: float, requests: float) -> float | None:
+    if info.admin_port is None or not requests:
+        return None
+    return (dropped_observations(info) - before) / requests
+
+
 def _cpu(pid: int | None) -> tuple[float, float]:
     if not pid:
         return 0.0, 0.0
@@ -356,19 +376,22 @@ def measure(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespa
         url = f"http://127.0.0.1:{port}/{size}"
         run_wrk(url, 4, args.warmup, work[size].script)
         for connections in CONNECTIONS:
-            before = _cpu(pid)
+            before, dropped = _cpu(pid), dropped_observations(info)
             rps, p50, p99, errors = run_wrk(url, connections, args.duration,
                                             work[size].script)
             per_request, proxy_per_request = _per_request(pid, before, rps * args.duration)
+            share = _dropped_share(info, dropped, rps * args.duration)
             info.measurements.append(Measurement(info.name, size, connections, rps, p50, p99,
                                                  per_request, errors,
-                                                 proxy_cpu_us_per_request=proxy_per_request))
+                                                 proxy_cpu_us_per_request=proxy_per_request,
+                                                 dropped_share=share))
             print(f"  {info.name:<16} {size:>5} c={connections:<3} {rps:>9.0f} req/s "
                   f"p50 {p50:7.3f} ms p99 {p99:7.3f} ms"
                   + (f" cpu {per_request:6.1f} us/req" if per_request else "")
                   + (f" (request path {proxy_per_request:6.1f})"
                      if proxy_per_request and proxy_per_request != per_request else "")
-                  + (f" ERRORS {errors}" if errors else ""), flush=True)
+                  + (f" ERRORS {errors}" if errors else "")
+                  + (f" dropped {share:.1%}" if share else ""), flush=True)
 
 
 def measure_rated(info: TargetInfo, port: int, pid: int | None, args: argparse.Namespace,
@@ -378,23 +401,25 @@ def measure_rated(info: TargetInfo, port: int, pid: int | None, args: argparse.N
         url = f"http://127.0.0.1:{port}/{size}"
         for fraction in RATED_FRACTIONS:
             rate = fraction * capacity[size]
-            before = _cpu(pid)
+            before, dropped = _cpu(pid), dropped_observations(info)
             achieved, p50, p99, p999, errors = run_hey(url, rate, args.duration, work[size])
             whole, path = _per_request(pid, before, achieved * args.duration)
             path = path or whole  # nginx's and Envoy's workers: the process is the path
+            share = _dropped_share(info, dropped, achieved * args.duration)
             info.rated.append(RatedMeasurement(info.name, size, fraction, rate, achieved,
-                                               p50, p99, p999, errors, whole, path))
+                                               p50, p99, p999, errors, whole, path, share))
             print(f"  {info.name:<16} {size:>5} {fraction:4.0%} of nginx: {achieved:>8.0f} "
                   f"of {rate:.0f} req/s p50 {p50:7.3f} p99 {p99:7.3f} p99.9 {p999:7.3f} ms"
                   + (f" cpu {whole:6.1f} us/req (request path {path:6.1f})" if whole else "")
-                  + (f" ERRORS {errors}" if errors else ""), flush=True)
+                  + (f" ERRORS {errors}" if errors else "")
+                  + (f" dropped {share:.1%}" if share else ""), flush=True)
 
 
-def lookout_command(stack: str, port: int, upstream: int) -> list[str]:
+def lookout_command(stack: str, port: int, upstream: int, admin: int) -> list[str]:
     py = sys.executable
     if stack in ("serve", "serve-untraced"):
         return [py, "-m", "lookout", "serve", "--listen", f"127.0.0.1:{port}",
-                "--admin", f"127.0.0.1:{free_port()}", "--upstream",
+                "--admin", f"127.0.0.1:{admin}", "--upstream",
                 f"http://127.0.0.1:{upstream}"]
     if stack == "uvicorn":
         return [py, "-m", "uvicorn", "bench.asgi_proxy:app", "--host", "127.0.0.1",
@@ -445,6 +470,7 @@ def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
             errors=sum(m.errors for m in runs),
             rps_range=(min(m.rps for m in runs), max(m.rps for m in runs)),
             proxy_cpu_us_per_request=statistics.fmean(proxies) if proxies else None,
+            dropped_share=_mean_of(m.dropped_share for m in runs),
         )
         merged[name].measurements.append(mean)
     rated: dict[tuple[str, str, float], list[RatedMeasurement]] = {}
@@ -459,6 +485,7 @@ def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
             errors=sum(r.errors for r in runs),
             cpu_us_per_request=_mean_of(r.cpu_us_per_request for r in runs),
             proxy_cpu_us_per_request=_mean_of(r.proxy_cpu_us_per_request for r in runs),
+            dropped_share=_mean_of(r.dropped_share for r in runs),
         ))
     return list(merged.values())
 
@@ -505,6 +532,8 @@ def report(targets: list[TargetInfo]) -> str:
                 ref = peers.get(name, {}).get((m.size, m.connections))
                 row += " - | - | - | - |" if ref is None or target.name == name else \
                     f" {_vs(m, ref, direct)} |"
+            if m.dropped_share:
+                row += f" observations dropped {m.dropped_share:.1%}"
             lines.append(row)
     lines += ["", *rated_report(targets)]
     lines.append("")
@@ -542,7 +571,9 @@ def rated_report(targets: list[TargetInfo]) -> list[str]:
         lines.append(f"| {name} | {size} | {fraction:.0%} | {r.offered:.0f} | "
                      f"{r.achieved:.0f} | " + " | ".join(f"{a:.3f}" for a in added_ms)
                      + f" | {path} | {whole} | {peers[0]} | {peers[1]} |"
-                     + (f" errors {r.errors}" if r.errors else ""))
+                     + (f" errors {r.errors}" if r.errors else "")
+                     + (f" observations dropped {r.dropped_share:.1%}"
+                        if r.dropped_share else ""))
     return lines
 
 
@@ -662,10 +693,12 @@ def main() -> int:
             env = dict(telemetry_env)
             if stack.endswith("-untraced"):  # the cost of tracing, by difference
                 env["OTEL_SDK_DISABLED"] = "true"
-            process = start(pinned(PROXY_CORE, lookout_command(stack, port, upstream_port)),
+            admin = free_port()
+            process = start(pinned(PROXY_CORE, lookout_command(stack, port, upstream_port,
+                                                               admin)),
                             work / f"lookout-{stack}.log", env=env)
             targets.append(_run_target(f"lookout-{stack}", process, port, args, work_for,
-                                       capacity))
+                                       capacity, admin if stack.startswith("serve") else None))
     finally:
         for process in processes:
             stop(process)
@@ -679,7 +712,8 @@ def main() -> int:
 
 
 def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.Namespace,
-                work: dict[str, Workload], capacity: dict[str, float]) -> TargetInfo:
+                work: dict[str, Workload], capacity: dict[str, float],
+                admin_port: int | None = None) -> TargetInfo:
     """Saturation, then the fixed rates. An empty `capacity` (nginx's run) is filled
     first with the target's req/s under hey itself, unthrottled: the rates are then
     fractions of what nginx serves under the same load generator, and ones it can
@@ -690,7 +724,8 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
         for _ in range(50):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/1KB", data=b"warm").read()
         info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid),
-                          rss_proxy_idle_mb=rss_mb(process.pid, children=False))
+                          rss_proxy_idle_mb=rss_mb(process.pid, children=False),
+                          admin_port=admin_port)
         measure(info, port, process.pid, args, work)
         if not capacity:
             for size in args.rated_sizes:

@@ -8,8 +8,9 @@ object exists, and the ids it was asked about are propagated upstream. A sampled
 request's two spans, or an unsampled one's that ended in a server-side error (errors
 are always traced), leave as `SpanFacts` with the observation, and the analysis worker
 that takes it builds and exports them (runtime/span_facts.py says why); a dropped
-observation's are exported here. An unsampled, successful request costs a sampler call
-and three random ids; the SDK's live spans cost about 12 us more per request.
+observation's spans are lost with it, but for an error's, exported here. An unsampled,
+successful request costs a sampler call and three random ids; the SDK's live spans cost
+about 12 us more per request.
 """
 
 from __future__ import annotations
@@ -244,12 +245,13 @@ class RequestTelemetry:
                 exchange.request_bytes, exchange.response_bytes,
                 exchange.trace_id_hex if exported else None,
             )
-            # the worker that takes the observation exports its spans; a dropped one's
-            # are exported here, so an error is traced whatever the channel's state
+            # the worker that takes the observation exports its spans. A dropped one's
+            # go with it (the channel is full: this is no time for more work here), but
+            # for an error's, exported here: errors are traced whatever the channel's state
             carried = facts is not None and self._spans_ride
             handed = self._observations is not None and self._observations.offer(
                 self._observation(exchange, duration, facts.to_wire() if carried else None))
-            if facts is not None and not (carried and handed):
+            if facts is not None and (not carried or (not handed and server_error)):
                 facts.export(self._tracing)
         except Exception:
             self._metrics.component_error(self.name)

@@ -145,3 +145,10 @@ def test_a_failed_request_whose_observation_is_dropped_is_traced_here() -> None:
     telemetry, exporter = _telemetry(ALWAYS_OFF, channel)
     exchange, _ = _exchange(telemetry, 502, CIMultiDict())
     assert {s.context.trace_id for s in exporter.get_finished_spans()} == {exchange.trace_id}
+
+
+def test_a_sampled_success_whose_observation_is_dropped_is_not_exported_here() -> None:
+    channel = Channel(room=False)
+    telemetry, exporter = _telemetry(ALWAYS_ON, channel)
+    _exchange(telemetry, 200, CIMultiDict())
+    assert exporter.get_finished_spans() == ()  # overload: no export work taken on
