@@ -42,6 +42,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
+from lookout.slo import catalog
+
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"1KB": 1024, "100KB": 100 * 1024, "jpeg": 0}  # jpeg: made by `realistic_bodies`
 CONNECTIONS = (1, 16)
@@ -344,8 +347,8 @@ def dropped_observations(info: TargetInfo) -> float:
         return 0.0
     with urllib.request.urlopen(f"http://127.0.0.1:{info.admin_port}/metrics") as response:
         text = response.read().decode()
-    match = re.search(r'^lookout_queue_dropped_total\{queue="observations"\} (\S+)$', text,
-                      re.M)
+    name = re.escape(catalog.QUEUE_DROPPED.sample_name)
+    match = re.search(rf'^{name}\{{queue="{OBSERVATION_QUEUE}"\}} (\S+)$', text, re.M)
     return float(match.group(1)) if match else 0.0
 
 
