@@ -33,7 +33,8 @@ PARENT_CHECK_SECONDS = 1.0
 async def _serve_metrics(path: str, metrics: SidecarMetrics) -> asyncio.AbstractServer:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            writer.write(pickle.dumps(metrics.collect(), pickle.HIGHEST_PROTOCOL))
+            writer.write(pickle.dumps((os.getpid(), metrics.collect()),
+                                      pickle.HIGHEST_PROTOCOL))
             await writer.drain()
         finally:
             writer.close()

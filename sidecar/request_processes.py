@@ -54,8 +54,8 @@ def entry(spec: RequestProcessSpec) -> None:
     run(spec)
 
 
-def read_families(path: str, timeout: float = READ_TIMEOUT) -> list[Metric]:
-    """One child's metric families, as its metrics socket answers them."""
+def read_families(path: str, timeout: float = READ_TIMEOUT) -> tuple[int, list[Metric]]:
+    """One child's pid and metric families, as its metrics socket answers them."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.settimeout(timeout)
         client.connect(path)
@@ -77,8 +77,9 @@ class RequestProcesses:
         specs = [(RequestProcessSpec(index, config, inboxes[index - 1],
                                      self._sockets[index - 1], os.getpid()),)
                  for index in range(1, config.request_processes)]
-        self._last: dict[int, list[Metric]] = {}
-        self._retired: list[list[Metric]] = []
+        self._last: dict[int, list[Metric]] = {}  # by pid: the latest reading of each
+        self._dead: set[int] = set()
+        self._retired: list[Metric] = []  # the dead ones' counters, summed
         self._lock = threading.Lock()
         self.supervisor = Supervisor(ROLE, entry, specs, self._died, first_index=1)
         metrics.add_source(self)
@@ -91,24 +92,26 @@ class RequestProcesses:
         return self.supervisor.pids
 
     def _died(self, process: BaseProcess) -> None:
+        """Its last reading's counters join the retired sum; a reading of it still on
+        its way is not taken (that could count it twice)."""
         self._metrics.component_error(COMPONENT)
-        index = int(process.name.rsplit("-", 1)[1])
         with self._lock:
-            last = self._last.pop(index, None)
+            self._dead.add(process.pid)
+            last = self._last.pop(process.pid, None)
             if last is not None:
-                self._retired.append([family for family in last
-                                      if family.type in KEPT_TYPES])
+                kept = [family for family in last if family.type in KEPT_TYPES]
+                self._retired = merge([_Families(self._retired), _Families(kept)])
 
     def collect(self) -> list[Metric]:
         """Every live child's families, and the kept counters of those that died."""
-        sources: list[list[Metric]] = []
-        for index, path in enumerate(self._sockets, start=1):
+        for path in self._sockets:
             with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
-                families = read_families(path)
+                pid, families = read_families(path)
                 with self._lock:
-                    self._last[index] = families
+                    if pid not in self._dead:
+                        self._last[pid] = families
         with self._lock:
-            sources = [*self._retired, *self._last.values()]
+            sources = [self._retired, *self._last.values()]
         return merge(_Families(families) for families in sources)
 
     def stop(self, deadline: float) -> None:

@@ -90,7 +90,9 @@ def test_two_processes_serve_one_port_with_one_metrics_and_one_analysis(
         for _ in range(60):  # a new connection each: the kernel spreads them
             assert request(sidecar.port, "POST", "/echo", body=b"{}").status == 200
         wait_until(lambda: sidecar.metric(REQUESTS) == 60, 20, "60 requests in /metrics")
-        served_by_child = _requests_of(read_families(_metrics_socket(child)))
+        pid_answering, families = read_families(_metrics_socket(child))
+        assert pid_answering == child
+        served_by_child = _requests_of(families)
         assert 0 < served_by_child < 60  # both processes took connections
         # every exchange reached the one analysis side, whichever process served it
         wait_until(lambda: sidecar.metric("lookout_observations_total") == 60, 30,
