@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import ObservationPipeline, ObservationQueue
+from lookout.sidecar.pipeline.raw_headers import RawHeaders
 from lookout.sidecar.proxy.headers import add_forwarded, end_to_end, end_to_end_raw
 from lookout.sidecar.proxy.routes import RouteTemplates
 from lookout.sidecar.proxy.telemetry import Exchange, RequestTelemetry
@@ -42,7 +43,8 @@ class AsgiProxy:
         self.pool = UpstreamPool(self.upstream)
         self.queue = ObservationQueue(self.config.observation_queue_size, self.metrics)
         analyzer = TrafficAnalyzer(of(AnalysisSettings, self.config), self.metrics)
-        self.pipeline = ObservationPipeline(self.queue, [analyzer], self.metrics)
+        self.pipeline = ObservationPipeline(self.queue, [analyzer], self.metrics,
+                                            self.tracing)
         self.pipeline.start()
         self.telemetry = RequestTelemetry(of(ModelIdentity, self.config), self.metrics,
                                           self.tracing, self.queue)
@@ -116,7 +118,7 @@ class AsgiProxy:
                 self.telemetry.upstream_status(call, upstream.status)
                 exchange.response_body = await upstream.read()
                 exchange.status, exchange.code = upstream.status, str(upstream.status)
-                exchange.response_headers = upstream.headers
+                exchange.response_headers = RawHeaders(upstream.raw_headers)
                 response_headers = CIMultiDict(
                     (name.decode("latin-1"), value.decode("latin-1"))
                     for name, value in end_to_end_raw(upstream.raw_headers))

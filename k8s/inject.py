@@ -232,18 +232,19 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
     }
 
 
-def analysis_workers(note: dict[str, str], options: InjectOptions) -> int:
-    raw = note.get("analysis-workers", str(options.analysis_workers))
+def _process_count(note: dict[str, str], key: str, default: int) -> int:
+    raw = note.get(key, str(default))
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 16:
-        raise InjectError(f"lookout.io/analysis-workers {raw!r}: expected 1 to 16")
+        raise InjectError(f"lookout.io/{key} {raw!r}: expected 1 to 16")
     return int(raw)
+
+
+def analysis_workers(note: dict[str, str], options: InjectOptions) -> int:
+    return _process_count(note, "analysis-workers", options.analysis_workers)
 
 
 def request_processes(note: dict[str, str], options: InjectOptions) -> int:
-    raw = note.get("request-processes", str(options.request_processes))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 16:
-        raise InjectError(f"lookout.io/request-processes {raw!r}: expected 1 to 16")
-    return int(raw)
+    return _process_count(note, "request-processes", options.request_processes)
 
 
 def channel_mib(workers: int, processes: int = 1) -> int:

@@ -46,8 +46,6 @@ class ObservationRings:
     return; when none has room the observation is dropped and counted in
     lookout_queue_dropped_total{queue="observations"}. It never waits."""
 
-    carries_spans = True  # the worker that takes an observation exports its spans
-
     def __init__(self, rings: Sequence[Ring], metrics: SidecarMetrics) -> None:
         self.rings = list(rings)
         self._metrics = metrics

@@ -164,7 +164,8 @@ class Sidecar:
         else:
             self.consumers = list(self._consumers)
             names = [consumer.name for consumer in self.consumers]
-        self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics)
+        self.pipeline = ObservationPipeline(self.queue, self.consumers, self.metrics,
+                                            self.tracing)
         self.pipeline.start()
         return names
 

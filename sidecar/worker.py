@@ -33,10 +33,11 @@ from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.channel import Ring
+from lookout.sidecar.pipeline.observation import SPAN_COMPONENT
 from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.runtime.span_facts import SpanFacts
+from lookout.sidecar.runtime.span_facts import export_carried
 from lookout.sidecar.runtime.tracing import build_tracing, flush_spans
 from lookout.sidecar.runtime.worker_metrics import record_into
 from lookout.sidecar.worker_entry import WorkerSpec
@@ -48,7 +49,6 @@ BATCH = 64
 PARENT_CHECK_SECONDS = 1.0
 STAGE_DRAIN_SECONDS = 10.0
 FORWARD_QUEUE = "lead_worker"
-SPAN_COMPONENT = "span_export"
 
 
 class Worker:
@@ -127,22 +127,16 @@ class Worker:
             batch.append(observation)
         if not batch:
             return False
-        self._export_spans(batch)
+        export_carried(batch, self.tracing, self._span_failed)
         try:
             self.chains.analyse_batch(batch)
         finally:
             inbox.finish(len(batch))
         return True
 
-    def _export_spans(self, batch: list) -> None:
-        for observation in batch:
-            if observation.spans is None:
-                continue
-            try:
-                SpanFacts.from_wire(observation.spans).export(self.tracing)
-            except Exception:
-                self.metrics.component_error(SPAN_COMPONENT)
-                self._failures.exception("spans", "exporting a request's spans failed")
+    def _span_failed(self) -> None:
+        self.metrics.component_error(SPAN_COMPONENT)
+        self._failures.exception("spans", "exporting a request's spans failed")
 
     def _take_forwarded(self) -> bool:
         busy = False

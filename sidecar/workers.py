@@ -113,7 +113,6 @@ class AnalysisWorkers:
     """The observations channel and the worker processes behind it."""
 
     name = WORKER_COMPONENT
-    carries_spans = True
 
     def __init__(self, config: Config, metrics: SidecarMetrics, count: int) -> None:
         check_channel(config, count)

@@ -19,10 +19,13 @@ from typing import Protocol
 
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.span_facts import export_carried
+from lookout.sidecar.runtime.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
 OBSERVATION_QUEUE = "observations"
+SPAN_COMPONENT = "span_export"  # the `component` label of a failed span export
 BATCH_SIZE = 64
 
 
@@ -120,8 +123,12 @@ class ObservationPipeline:
         queue: ObservationQueue,
         consumers: Sequence[ObservationConsumer],
         metrics: SidecarMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
+        """`tracing` exports the spans that ride with the observations, as a worker
+        does with those it takes."""
         self._queue = queue
+        self._tracing = tracing
         self._consumers = list(consumers)
         self._metrics = metrics
         self._task: asyncio.Task[None] | None = None
@@ -137,6 +144,9 @@ class ObservationPipeline:
     async def _run(self) -> None:
         while True:
             batch = await self._queue.get_batch(BATCH_SIZE)
+            if self._tracing is not None:
+                export_carried(batch, self._tracing,
+                               lambda: self._metrics.component_error(SPAN_COMPONENT))
             try:
                 for consumer in self._consumers:
                     await self._consume(consumer, batch)

@@ -44,10 +44,6 @@ from lookout.sidecar.settings import ModelIdentity
 
 log = logging.getLogger(__name__)
 
-# the W3C Trace Context propagator (alone or with W3C Baggage, the default): its
-# `traceparent` is written here directly; `baggage` is relayed as the client sent it
-_W3C_FIELDS = (frozenset({"traceparent", "tracestate"}),
-               frozenset({"traceparent", "tracestate", "baggage"}))
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
@@ -143,12 +139,9 @@ class RequestTelemetry:
         self._sampler = tracing.provider.sampler
         self._ids = tracing.provider.id_generator
         self._observations = observations
-        # analysis workers export what rides with the observation; in-process, this does
-        self._spans_ride = bool(getattr(observations, "carries_spans", False))
         self._failures = FailureLog(log)
         self._propagator = get_global_textmap()
-        self._fields = tuple(self._propagator.fields)
-        self._w3c = frozenset(self._fields) in _W3C_FIELDS
+        self._fields = tuple(self._propagator.fields)  # none sent: nothing to extract
         self._attributes: dict[tuple[str, str], dict[str, str]] = {}
 
     def _model_attributes(self, exchange: Exchange) -> dict[str, str]:
@@ -205,11 +198,6 @@ class RequestTelemetry:
     def _inject(self, exchange: Exchange, span_id: int,
                 headers: MutableMapping[str, str]) -> None:
         flags = _SAMPLED if exchange.sampled else _UNSAMPLED
-        if self._w3c:
-            headers["traceparent"] = f"00-{exchange.trace_id:032x}-{span_id:016x}-{flags:02x}"
-            if exchange.trace_state:
-                headers["tracestate"] = exchange.trace_state.to_header()
-            return
         context = SpanContext(exchange.trace_id, span_id, is_remote=False,
                               trace_flags=flags, trace_state=exchange.trace_state)
         self._propagator.inject(headers, context=trace.set_span_in_context(
@@ -245,13 +233,13 @@ class RequestTelemetry:
                 exchange.request_bytes, exchange.response_bytes,
                 exchange.trace_id_hex if exported else None,
             )
-            # the worker that takes the observation exports its spans. A dropped one's
-            # go with it (the channel is full: this is no time for more work here), but
-            # for an error's, exported here: errors are traced whatever the channel's state
-            carried = facts is not None and self._spans_ride
+            # whoever takes the observation exports its spans. A dropped one's go with
+            # it (the channel is full: this is no time for more work here), but for an
+            # error's, exported here: errors are traced whatever the channel's state
             handed = self._observations is not None and self._observations.offer(
-                self._observation(exchange, duration, facts.to_wire() if carried else None))
-            if facts is not None and (not carried or (not handed and server_error)):
+                self._observation(exchange, duration, facts and facts.to_wire()))
+            if facts is not None and not handed and (server_error
+                                                     or self._observations is None):
                 facts.export(self._tracing)
         except Exception:
             self._metrics.component_error(self.name)

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
 import httptools
-from multidict import CIMultiDict
 
 from lookout.sidecar.proxy.messages import Refusal
 from lookout.sidecar.proxy.tunnel import Tunnel, TunnelFlow
@@ -48,25 +47,15 @@ def _reset(detail: str) -> UpstreamError:
 class UpstreamResponse:
     """One response as it arrives: status and head at once, the body on demand."""
 
-    __slots__ = ("_connection", "_detached", "_headers", "content_length", "raw_headers",
-                 "reason", "status")
+    __slots__ = ("_connection", "_detached", "content_length", "raw_headers", "reason",
+                 "status")
 
     def __init__(self, connection: UpstreamConnection, status: int, reason: str,
                  raw_headers: list[tuple[bytes, bytes]], content_length: int | None) -> None:
         self._connection = connection
         self.status, self.reason = status, reason
         self.raw_headers, self.content_length = raw_headers, content_length
-        self._headers: CIMultiDict[str] | None = None
         self._detached = False
-
-    @property
-    def headers(self) -> CIMultiDict[str]:
-        """The head as a multidict, built only when something reads it (analysis)."""
-        if self._headers is None:
-            self._headers = CIMultiDict(
-                (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for n, v in self.raw_headers)
-        return self._headers
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])

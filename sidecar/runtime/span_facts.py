@@ -11,13 +11,18 @@ and dicts of them, so they cross the channel in the observation's marshalled hea
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
 from lookout.sidecar.runtime.tracing import Tracing
+
+if TYPE_CHECKING:
+    from lookout.sidecar.pipeline.observation import Observation
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
@@ -86,3 +91,15 @@ class SpanFacts:
 
     def export(self, tracing: Tracing) -> None:
         tracing.export(self.spans(tracing))
+
+
+def export_carried(observations: Iterable[Observation], tracing: Tracing,
+                   failed: Callable[[], None]) -> None:
+    """The spans riding with `observations`, exported by whoever took them (a worker, or
+    the in-process pipeline); `failed` counts one that could not be."""
+    for observation in observations:
+        if observation.spans is not None:
+            try:
+                SpanFacts.from_wire(observation.spans).export(tracing)
+            except Exception:
+                failed()

@@ -10,8 +10,8 @@ import pytest
 
 from tests.security.corpus import SHAPES, Shape
 from tests.security.peers import Answer, send_raw
-from tests.support.nginx import Nginx
-from tests.support.processes import SidecarProcess, start_sidecar
+from tests.support.nginx import Nginx, beside_nginx
+from tests.support.processes import SidecarProcess
 from tests.support.recording_upstream import Recorded, RecordingUpstream
 
 MAX_BODY = 16 * 1024 * 1024
@@ -31,14 +31,10 @@ ADDED_BY_PROXIES = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", 
 @pytest.fixture(scope="module")
 def peers() -> Iterator[tuple[RecordingUpstream, Nginx, SidecarProcess]]:
     recording = RecordingUpstream()
-    nginx = Nginx(recording.port, MAX_BODY)
-    sidecar = start_sidecar(f"http://127.0.0.1:{recording.port}",
-                            "--max-body-bytes", str(MAX_BODY), "--client-head-timeout", "3")
     try:
-        yield recording, nginx, sidecar
+        with beside_nginx(recording.port, MAX_BODY, "--client-head-timeout", "3") as pair:
+            yield recording, *pair
     finally:
-        sidecar.stop()
-        nginx.stop()
         recording.close()
 
 

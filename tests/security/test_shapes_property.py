@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.nginx import Nginx
-from tests.support.processes import SidecarProcess, start_sidecar
+from tests.support.nginx import Nginx, beside_nginx
+from tests.support.processes import SidecarProcess
 from tests.support.recording_upstream import Recorded
 from tests.support.shape_upstream import ResponseShape, ShapeUpstream
 
@@ -33,14 +33,10 @@ PROXY_OWN = {"server", "date", "forwarded", "x-forwarded-for", "x-forwarded-prot
 @pytest.fixture(scope="module")
 def peers() -> Iterator[tuple[ShapeUpstream, Nginx, SidecarProcess]]:
     upstream = ShapeUpstream()
-    nginx = Nginx(upstream.port, MAX_BODY)
-    sidecar = start_sidecar(f"http://127.0.0.1:{upstream.port}", "--max-body-bytes",
-                            str(MAX_BODY), "--stream-threshold-bytes", "4096")
     try:
-        yield upstream, nginx, sidecar
+        with beside_nginx(upstream.port, MAX_BODY, "--stream-threshold-bytes", "4096") as pair:
+            yield upstream, *pair
     finally:
-        sidecar.stop()
-        nginx.stop()
         upstream.close()
 
 

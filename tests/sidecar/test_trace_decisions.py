@@ -40,10 +40,7 @@ class SingleHeaderPropagator(TextMapPropagator):
 
 
 class Channel:
-    """Where observations go: like the workers' rings, it carries spans; `room` says
-    whether it takes the next one."""
-
-    carries_spans = True
+    """Where observations go; `room` says whether it takes the next one."""
 
     def __init__(self, room: bool) -> None:
         self.room = room

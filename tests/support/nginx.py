@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.processes import (
     ManagedProcess,
+    SidecarProcess,
     free_port,
     port_accepts,
     require_tool,
+    start_sidecar,
     wait_until,
 )
 
@@ -68,3 +72,17 @@ class Nginx:
     def stop(self) -> None:
         self.process.terminate()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def beside_nginx(upstream_port: int, max_body: int,
+                 *sidecar_args: str) -> Iterator[tuple[Nginx, SidecarProcess]]:
+    """nginx and lookout in front of the same upstream, for one comparison."""
+    nginx = Nginx(upstream_port, max_body)
+    sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--max-body-bytes",
+                            str(max_body), *sidecar_args)
+    try:
+        yield nginx, sidecar
+    finally:
+        sidecar.stop()
+        nginx.stop()
