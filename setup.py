@@ -13,5 +13,6 @@ setup(
               *(f"lookout.{name}" for name in find_packages(
                   include=[f"{part}{suffix}" for part in PARTS for suffix in ("", ".*")]))],
     package_dir={"lookout": "lookout", **{f"lookout.{part}": part for part in PARTS}},
-    package_data={"lookout.lookout_demo": ["models/*.onnx"]},
+    package_data={"lookout.lookout_demo": ["models/*.onnx"],
+                  "lookout.sidecar.pipeline.protos": ["*.binpb"]},
 )

@@ -116,7 +116,7 @@ def oncall(spec: ServiceSpec) -> Dashboard:
         (_quantile(q, catalog.UPSTREAM_DURATION), f"p{round(q * 100)}")
         for q in (0.5, 0.95, 0.99)], unit="s", exemplar=True,
         description="Sidecar minus upstream is network and proxy time."))
-    failed = _rate(catalog.REQUESTS, 'code=~"(sidecar_)?[45].."')
+    failed = _rate(catalog.REQUESTS, f'code=~"{catalog.FAILED_CODE_REGEX}"')
     grid.add(timeseries("Error rate by code", [(
         f"sum by (code) ({failed}) / scalar(sum({_rate(catalog.REQUESTS)}))", "{{code}}")],
         unit="percentunit"))

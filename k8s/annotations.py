@@ -23,6 +23,8 @@ ANNOTATIONS = (
                "the first container"),
     Annotation("upstream-port", "the app's serving port, by name or number",
                "`http`, else the container's first port"),
+    Annotation("grpc-port", "the app's gRPC (KServe V2 / Triton) port, by name or number: "
+               "taken over like the HTTP port", "(none: gRPC not taken over)"),
     Annotation("model-name", "`model` label on lookout's metrics", "the workload's name"),
     Annotation("model-version", "`version` label", "the app image's tag"),
     Annotation("reference-model", "path of a reference ONNX model inside the pod: turns "

@@ -3,7 +3,10 @@
 Traffic is taken over by port *name*: the app's serving port is renamed, the sidecar
 gets the original name on a port of its own and forwards to the app on 127.0.0.1, so a
 Service that targets the port by name routes through lookout without being touched.
-Services that target the port by number are rewritten when they are in the input.
+Services that target the port by number are rewritten when they are in the input. A
+gRPC port (`lookout.io/grpc-port`) is taken over the same way, beside the HTTP one. The
+app's probes that named its port follow the new name: a probe finds a named port only
+among its own container's ports.
 
 Everything here is a pure function of dictionaries (the shapes `kubectl get -o yaml`
 prints), so the CLI, the webhook and the tests share it, and injecting twice changes
@@ -23,6 +26,7 @@ from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 
 CONTAINER = "lookout"
 ADMIN_PORT_NAME = "lookout-admin"
+GRPC_LISTEN_PORT = 8081  # the sidecar's gRPC port (moved up if the pod uses it)
 SAMPLES_VOLUME, TMP_VOLUME, TOKEN_VOLUME = "lookout-samples", "lookout-tmp", "lookout-token"
 SHM_VOLUME, SHM_PATH = "lookout-shm", "/dev/shm"
 # what the sidecar needs per analysis worker beyond the first (measured in
@@ -68,9 +72,19 @@ class InjectOptions:
     samples_size: str = "1Gi"
 
 
+@dataclass(frozen=True, slots=True)
+class GrpcTakeover:
+    """The gRPC port lookout took over, beside the HTTP one."""
+
+    app_port: int
+    app_port_name: str | None
+    sidecar_port: int
+    sidecar_port_name: str
+
+
 @dataclass(slots=True)
 class Takeover:
-    """Which port lookout took over in one pod template."""
+    """Which ports lookout took over in one pod template."""
 
     workload: str
     app_port: int
@@ -80,6 +94,14 @@ class Takeover:
     admin_port: int
     labels: dict[str, str]
     namespace: str | None
+    grpc: GrpcTakeover | None = None
+
+    def routes(self) -> list[tuple[int, str]]:
+        """(app port, the sidecar's port name) of each port taken over."""
+        taken = [(self.app_port, self.sidecar_port_name)]
+        if self.grpc is not None:
+            taken.append((self.grpc.app_port, self.grpc.sidecar_port_name))
+        return taken
 
 
 @dataclass(slots=True)
@@ -116,16 +138,25 @@ def _image_tag(image: str) -> str:
     return name.rsplit(":", 1)[1] if ":" in name else "unknown"
 
 
+def _named_port(container: dict[str, Any], wanted: str, annotation: str
+                ) -> tuple[int, dict | None]:
+    """The container's port named or numbered `wanted`, as an annotation gave it; a
+    number the container does not declare is taken as it is."""
+    for port in container.get("ports") or []:
+        if port.get("name") == wanted or str(port.get("containerPort")) == wanted:
+            return int(port["containerPort"]), port
+    if wanted.isascii() and wanted.isdigit():
+        return int(wanted), None
+    raise InjectError(f"container {container.get('name')!r} has no port named {wanted!r} "
+                      f"(lookout.io/{annotation})")
+
+
 def _app_port(container: dict[str, Any], wanted: str | None) -> tuple[int, dict | None]:
     ports = container.get("ports") or []
     if wanted:
-        for port in ports:
-            if port.get("name") == wanted or str(port.get("containerPort")) == wanted:
-                return int(port["containerPort"]), port
+        return _named_port(container, wanted, "upstream-port")
         if wanted.isascii() and wanted.isdigit():
             return int(wanted), None
-        raise InjectError(f"container {container.get('name')!r} has no port named {wanted!r} "
-                          f"(lookout.io/upstream-port)")
     for port in ports:
         if port.get("name") == "http":
             return int(port["containerPort"]), port
@@ -133,6 +164,30 @@ def _app_port(container: dict[str, Any], wanted: str | None) -> tuple[int, dict 
         return int(ports[0]["containerPort"]), ports[0]
     raise InjectError(f"container {container.get('name')!r} declares no port: set "
                       f"lookout.io/upstream-port to the port it serves on")
+
+
+def _take_name(app: dict[str, Any], entry: dict | None, names: set[str],
+               default: str) -> str:
+    """The name the sidecar's port takes over: the app port's own, which the app's port
+    gives up for a new one (its probes that named it follow it), or `default`."""
+    original = entry.get("name") if entry else None
+    if not original:
+        return default
+    entry["name"] = _renamed(original, names)
+    names.add(entry["name"])
+    _follow_renamed_port(app, original, entry["name"])
+    return original
+
+
+def _follow_renamed_port(container: dict[str, Any], old: str, new: str) -> None:
+    """A probe resolves a named port among its own container's ports: the app's probes
+    that named its port must name the port's new name, or they find no port at all. (A
+    gRPC probe takes a number, which the app keeps.)"""
+    for key in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for action in ("httpGet", "tcpSocket", "grpc"):
+            handler = (container.get(key) or {}).get(action)
+            if isinstance(handler, dict) and handler.get("port") == old:
+                handler["port"] = new
 
 
 def _free_port(start: int, used: set[int]) -> int:
@@ -164,7 +219,8 @@ def _policy(rate: str | None) -> str:
 
 
 def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: InjectOptions,
-             app_port: int, data: tuple[int, str], admin: int, grace: int) -> dict[str, Any]:
+             app_port: int, data: tuple[int, str], admin: int, grace: int,
+             grpc: GrpcTakeover | None = None) -> dict[str, Any]:
     version = note.get("model-version") or _image_tag(str(app.get("image", "")))
     env = {
         "LOOKOUT_UPSTREAM": f"http://127.0.0.1:{app_port}",
@@ -179,6 +235,9 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
         "LOOKOUT_SHUTDOWN_GRACE": str(max(1, grace - 5)),
         "OTEL_SERVICE_NAME": note.get("model-name") or name,
     }
+    if grpc is not None:
+        env["LOOKOUT_GRPC_LISTEN"] = f"0.0.0.0:{grpc.sidecar_port}"
+        env["LOOKOUT_GRPC_UPSTREAM"] = f"127.0.0.1:{grpc.app_port}"
     if "reference-model" in note:
         env["LOOKOUT_SHADOW_MODEL_PATH"] = note["reference-model"]
     if "reference-model-sha256" in note:
@@ -218,6 +277,9 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
                 {"name": "OTEL_RESOURCE_ATTRIBUTES",
                  "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"}],
         "ports": [{"name": data[1], "containerPort": data[0], "protocol": "TCP"},
+                  *([] if grpc is None else [{"name": grpc.sidecar_port_name,
+                                              "containerPort": grpc.sidecar_port,
+                                              "protocol": "TCP"}]),
                   {"name": ADMIN_PORT_NAME, "containerPort": admin, "protocol": "TCP"}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "startupProbe": probe("/healthz", 1, 30),
@@ -302,17 +364,26 @@ def inject_template(metadata: dict[str, Any], spec: dict[str, Any], name: str,
                  for p in c.get("ports") or []]
     used = {int(p["containerPort"]) for p in all_ports} | {app_port}
     names = {p["name"] for p in all_ports if p.get("name")}
+    grpc_wanted = note.get("grpc-port")
+    grpc_port, grpc_entry = _named_port(app, grpc_wanted, "grpc-port") if grpc_wanted \
+        else (None, None)
+    if grpc_port is not None:
+        used.add(grpc_port)
+        if grpc_port == app_port:
+            raise InjectError(f"{name}: lookout.io/grpc-port names the HTTP port "
+                              f"({app_port}); name the port the app serves gRPC on")
     data_port = _free_port(options.listen_port, used)
     admin_port = _free_port(options.admin_port, used)
     original_name = port_entry.get("name") if port_entry else None
-    if original_name:
-        port_entry["name"] = _renamed(original_name, names)
-        sidecar_name = original_name
-    else:
-        sidecar_name = "lookout-http"
+    sidecar_name = _take_name(app, port_entry, names, "lookout-http")
+    grpc = None
+    if grpc_port is not None:
+        grpc_name = grpc_entry.get("name") if grpc_entry else None
+        grpc = GrpcTakeover(grpc_port, grpc_name, _free_port(GRPC_LISTEN_PORT, used),
+                            _take_name(app, grpc_entry, names, "lookout-grpc"))
     grace = int(spec.get("terminationGracePeriodSeconds", 30))
     sidecar = _sidecar(app, note, name, options, app_port, (data_port, sidecar_name),
-                       admin_port, grace)
+                       admin_port, grace, grpc)
     if options.native_sidecar:
         sidecar["restartPolicy"] = "Always"
         spec["initContainers"] = [sidecar, *spec.get("initContainers", [])]
@@ -333,7 +404,7 @@ def inject_template(metadata: dict[str, Any], spec: dict[str, Any], name: str,
         pod_notes.update(scrape)
     outcome.takeovers.append(Takeover(name, app_port, original_name, data_port, sidecar_name,
                                       admin_port, dict(metadata.get("labels") or {}),
-                                      namespace))
+                                      namespace, grpc))
 
 
 def _holder(document: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -403,10 +474,11 @@ def _point_services(documents: list[dict[str, Any] | None], outcome: InjectOutco
                     takeover.labels.get(k) != v for k, v in selector.items()):
                 continue
             routed = True
+            routes = {str(app_port): name for app_port, name in takeover.routes()}
             for port in service["spec"].get("ports") or []:
-                target = port.get("targetPort", port.get("port"))
-                if str(target) == str(takeover.app_port):
-                    port["targetPort"] = takeover.sidecar_port_name
+                target = str(port.get("targetPort", port.get("port")))
+                if target in routes:
+                    port["targetPort"] = routes[target]
         if not routed:
             via = (f"by name ({takeover.app_port_name!r}) already route through lookout"
                    if takeover.app_port_name else "must target port 'lookout-http'")

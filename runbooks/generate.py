@@ -106,7 +106,8 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
         names.UPSTREAM_DOWN: Guide(
             "lookout cannot reach the inference container in its pod.",
             (f"{catalog.UPSTREAM_UP.name} == 0",
-             f'sum by (code) (rate({requests}{{code=~"sidecar_5.."}}[5m]))'),
+             f'sum by (code) (rate({requests}{{code=~"{catalog.SIDECAR_SERVER_ERROR_CODE_REGEX}"}}'
+             f'[5m]))'),
             ("container crash-looping (CUDA OOM at load, missing model file)",
              "model still loading after a restart (TensorRT engine build)",
              "the server listening on another port than `upstream`"),

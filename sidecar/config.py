@@ -61,6 +61,23 @@ def parse_address(text: str) -> Address:
     return Address(host, int(port))
 
 
+def parse_optional_address(text: str) -> Address | None:
+    """An address, or None (off) for an empty value."""
+    return parse_address(text) if text.strip() else None
+
+
+def parse_grpc_upstream(text: str) -> str:
+    """HOST:PORT of a plaintext gRPC server (grpc:// accepted and dropped)."""
+    target = text.strip().removeprefix("grpc://").rstrip("/")
+    try:
+        address = parse_address(target)
+    except ValueError:
+        raise ValueError("expected HOST:PORT such as 127.0.0.1:8001") from None
+    if address.port == 0 or not target.rpartition(":")[0].strip("[]"):
+        raise ValueError("expected HOST:PORT with a host and a port, such as 127.0.0.1:8001")
+    return str(address)
+
+
 def parse_upstream(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -194,6 +211,16 @@ class Config:
                           "admin port: /metrics /healthz /readyz")
     upstream: str = _opt("http://127.0.0.1:8000", parse_upstream,
                          "the inference server in the same pod")
+    grpc_listen: Address | None = _opt(None, parse_optional_address, "gRPC data port "
+                                       "(KServe V2 / Triton clients), forwarded to "
+                                       "grpc_upstream; empty: off")
+    grpc_upstream: str = _opt("127.0.0.1:8001", parse_grpc_upstream, "the inference "
+                              "server's gRPC port in the same pod (HOST:PORT)")
+    grpc_max_message_bytes: int = _opt(64 * 1024**2, _positive(parse_size), "largest gRPC "
+                                       "message either way; larger gets RESOURCE_EXHAUSTED "
+                                       "from lookout")
+    grpc_keepalive: float = _opt(30.0, _positive(float), "seconds between keep-alive pings "
+                                 "on the upstream gRPC connection")
     model_name: str = _opt("yolo", str, "value of the `model` label")
     model_version: str = _opt("unknown", str, "value of the `version` label")
     model_sha256: str = _opt("", str, "sha256 of the primary model file, for "

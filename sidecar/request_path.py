@@ -4,12 +4,14 @@ The main process (`server.py`) and each extra request-path process build it alik
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from lookout.sidecar.config import Config, per_model
 from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE, Observation
+from lookout.sidecar.proxy.grpc_port import GrpcDataPort
 from lookout.sidecar.proxy.handler import ProxyHandler
 from lookout.sidecar.proxy.http1 import DataPortServer
 from lookout.sidecar.proxy.messages import ClientLimits
@@ -18,7 +20,13 @@ from lookout.sidecar.proxy.upstream_client import UpstreamPool
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing
 from lookout.sidecar.served_models import ModelLabels
-from lookout.sidecar.settings import ModelIdentity, RelaySettings, UpstreamSettings, of
+from lookout.sidecar.settings import (
+    GrpcSettings,
+    ModelIdentity,
+    RelaySettings,
+    UpstreamSettings,
+    of,
+)
 
 
 def client_limits(config: Config) -> ClientLimits:
@@ -64,7 +72,8 @@ class ObservationRings:
 
 
 class RequestPath:
-    """The data port of one process, from the client's connection to the upstream's."""
+    """The data ports of one process, from the client's connection to the upstream's:
+    HTTP, and gRPC when `grpc_listen` is set."""
 
     def __init__(self, config: Config, metrics: SidecarMetrics, tracing: Tracing,
                  observations: ObservationRings | None,
@@ -77,12 +86,22 @@ class RequestPath:
                                           observations, model_labels(config))
         handler = ProxyHandler(of(RelaySettings, config), self.pool, self.telemetry, refused)
         self.server = DataPortServer(handler.handle, client_limits(config), refused)
+        self.grpc = GrpcDataPort(of(GrpcSettings, config), self.telemetry) \
+            if config.grpc_listen is not None else None
 
     async def start(self, *, reuse_port: bool) -> None:
         await self.server.start(self.config.listen.host, self.config.listen.port,
                                 reuse_port=reuse_port)
 
+    async def start_grpc(self, *, reuse_port: bool) -> None:
+        if self.grpc is not None:
+            address = self.config.grpc_listen
+            await self.grpc.start(address.host, address.port, reuse_port=reuse_port)
+
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight requests finish within `grace`, close the pool."""
-        await self.server.stop(grace)
+        if self.grpc is None:
+            await self.server.stop(grace)
+        else:
+            await asyncio.gather(self.server.stop(grace), self.grpc.stop(grace))
         await self.pool.close()

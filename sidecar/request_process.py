@@ -64,6 +64,7 @@ async def _serve(spec: RequestProcessSpec) -> None:
             loop.call_later(PARENT_CHECK_SECONDS, check_parent)
 
     await path.start(reuse_port=True)
+    await path.start_grpc(reuse_port=True)
     exposition = await _serve_metrics(spec.metrics_socket, metrics)
     check_parent()
     tune_runtime()

@@ -124,7 +124,12 @@ class ModelLabels:
 
     def label(self, path: str) -> tuple[str, str]:
         """The labels while the request is in flight: known name, default or other."""
-        name = None if self._single else path_model(path)
+        return self.label_name(None if self._single else path_model(path))
+
+    def label_name(self, name: str | None) -> tuple[str, str]:
+        """The labels of a request naming model `name` (None: it names none)."""
+        if self._single:
+            name = None
         if name is None:
             return self.default, self._versions[self.default]
         version = self._versions.get(name)
@@ -132,12 +137,12 @@ class ModelLabels:
             return OTHER_MODEL, UNKNOWN_VERSION
         return name, version
 
-    def answered(self, path: str, status: int) -> tuple[str, str] | None:
-        """After the upstream answered: a 2xx for an unknown model admits it (while
-        there is room); returns its labels, or None when nothing changes."""
+    def answered(self, name: str | None, status: int) -> tuple[str, str] | None:
+        """After the upstream answered a request naming model `name`: a 2xx for an
+        unknown model admits it (while there is room); returns its labels, or None when
+        nothing changes."""
         if not self._discover or not 200 <= status < 300 or self._room <= 0:
             return None
-        name = path_model(path)
         if name is None or name in self._versions or not set(name) <= _NAME_CHARS:
             return None
         self._versions[name] = UNKNOWN_VERSION

@@ -118,12 +118,11 @@ class Sidecar:
             components=components,
             reasons=list(Reason) if self.chain else [], refusals=REFUSAL_REASONS,
             outcomes=list(Outcome) if self.chain else [])
-        self.probe = UpstreamProbe(upstream, self.pool, self.metrics)
-        self.probe.start()
-
         self._refusals = TallyLog(log, "refused client requests or connections")
         self.request_path = RequestPath(config, self.metrics, self.tracing, self.queue,
                                         self._refused, self.pool)
+        self.probe = UpstreamProbe(upstream, self.pool, self.metrics, self.request_path.grpc)
+        self.probe.start()
         self.data_server = self.request_path.server
         self.model_labels = self.request_path.telemetry.models
         sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
@@ -135,6 +134,9 @@ class Sidecar:
         admin_site = web.TCPSite(self.admin_runner, config.admin.host, config.admin.port)
         await self._bind("listen", config.listen, self.request_path.start(
             reuse_port=config.request_processes > 1))
+        if config.grpc_listen is not None:
+            await self._bind("grpc-listen", config.grpc_listen, self.request_path.start_grpc(
+                reuse_port=config.request_processes > 1))
         await self._bind("admin", config.admin, admin_site.start())
         if config.request_processes > 1:
             self.children = RequestProcesses(
@@ -142,6 +144,8 @@ class Sidecar:
                 [self.workers.producer_inboxes(index)
                  for index in range(1, config.request_processes)])
             self.children.start()
+        if config.grpc_listen is not None:
+            log.info("lookout serving gRPC %s -> %s", config.grpc_listen, config.grpc_upstream)
         log.info("lookout serving %s -> %s (admin %s, model %s version %s, %d request-path "
                  "process%s)", config.listen, config.upstream, config.admin,
                  config.model_name, config.model_version, config.request_processes,
@@ -220,8 +224,7 @@ class Sidecar:
         if self.workers is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.workers.stop, 1.0)
         await self.probe.stop()
-        await self.pool.close()
-        await self.data_server.stop(0)
+        await self.request_path.stop(0)
         await self.admin_runner.cleanup()
 
     async def stop(self) -> None:
@@ -235,15 +238,14 @@ class Sidecar:
         if self.children is not None:
             deadline = time.monotonic() + self.config.shutdown_grace + CHILD_STOP_MARGIN
             children = loop.run_in_executor(None, self.children.stop, deadline)
-        await self.data_server.stop(self.config.shutdown_grace)
+        await self.probe.stop()
+        await self.request_path.stop(self.config.shutdown_grace)
         if children is not None:
             await children
         self._refusals.flush()
         await self._stop_analysis(PIPELINE_DRAIN_TIMEOUT)
         if self.chains is not None:
             await self.chains.stop(PIPELINE_DRAIN_TIMEOUT)
-        await self.probe.stop()
-        await self.pool.close()
         await loop.run_in_executor(None, flush_spans, self.tracing)
         await self.admin_runner.cleanup()
         if self._store is not None:

@@ -33,6 +33,18 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcSettings:
+    """The gRPC data port and its upstream: limits, timeouts, keep-alive."""
+
+    grpc_upstream: str
+    grpc_max_message_bytes: int
+    grpc_keepalive: float
+    connect_timeout: float
+    read_timeout: float
+    observe_max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySettings:
     """What the request path keeps of each exchange and when it streams."""
 

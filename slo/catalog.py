@@ -262,9 +262,20 @@ ALL: tuple[MetricSpec, ...] = (
 # Response codes the sidecar generates itself are exported as e.g. `sidecar_502`, so
 # PromQL can tell them from the upstream's own `502` while one regex still counts both.
 SIDECAR_CODE_PREFIX = "sidecar_"
-SERVER_ERROR_CODE_REGEX = f"({SIDECAR_CODE_PREFIX})?5.."
+# On the gRPC port `code` holds the status name (`OK`, `UNAVAILABLE`). These are the
+# statuses that are the server's fault, as OpenTelemetry's gRPC conventions mark a server
+# span's error; the others (NOT_FOUND, INVALID_ARGUMENT...) are the caller's, like a 4xx.
+GRPC_SERVER_ERROR_CODES = ("UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL",
+                           "UNAVAILABLE", "DATA_LOSS")
+_SERVER_ERRORS = f"(5..|{'|'.join(GRPC_SERVER_ERROR_CODES)})"
+SERVER_ERROR_CODE_REGEX = f"({SIDECAR_CODE_PREFIX})?{_SERVER_ERRORS}"
+# only the server errors lookout made itself (the upstream could not be reached)
+SIDECAR_SERVER_ERROR_CODE_REGEX = f"{SIDECAR_CODE_PREFIX}{_SERVER_ERRORS}"
+# every failed request, the caller's errors too: any HTTP 4xx/5xx, any gRPC status but OK
+FAILED_CODE_REGEX = f"({SIDECAR_CODE_PREFIX})?([45]..|[A-Z_]{{3,}})"
 
 
-def sidecar_code(status: int) -> str:
-    """The `code` label of a response the sidecar made itself."""
+def sidecar_code(status: int | str) -> str:
+    """The `code` label of a response the sidecar made itself (an HTTP status, or a gRPC
+    status name)."""
     return f"{SIDECAR_CODE_PREFIX}{status}"

@@ -224,7 +224,7 @@ class TrafficAnalyzer:
             served: dict[str, str] = {}
             detections = extract_detections(observation.response_headers,
                                             observation.response_body, image, self._settings,
-                                            served)
+                                            served, observation.path)
         except ParseFailure as failure:
             self._metrics.parse_failure(failure.reason)
             log.debug("could not parse %s %s: %s", observation.method, observation.path,

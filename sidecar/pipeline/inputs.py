@@ -19,7 +19,7 @@ from email.policy import HTTP
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lookout.sidecar.pipeline import json_body, kserve
+from lookout.sidecar.pipeline import grpc_v2, json_body, kserve
 from lookout.sidecar.pipeline.field_path import walk
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
 
@@ -92,6 +92,8 @@ def extract_image(path: str, headers: Mapping[str, str], body: bytes,
     if not body:
         return None
     media = _media_type(headers)
+    if media.startswith(grpc_v2.GRPC_CONTENT_TYPE):
+        return _from_grpc(path, body)
     if kserve.is_infer_path(path) and (media in ("", "application/json", "application/octet-stream")
                                        or kserve.HEADER_LENGTH in headers):
         return _from_kserve(headers, body)
@@ -149,6 +151,21 @@ def _from_kserve(headers: Mapping[str, str], body: bytes) -> InputImage:
         tensors = kserve.parse_tensors(body, kserve.header_length(headers), "inputs")
     except kserve.KServeFormatError as error:
         raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
+    return _from_tensors(tensors)
+
+
+def _from_grpc(path: str, body: bytes) -> InputImage:
+    """A V2 gRPC request message (ModelInfer, or one message of ModelStreamInfer)."""
+    if path not in grpc_v2.INFER_METHODS:
+        raise ParseFailure(Reason.NO_IMAGE, f"{path} is not an inference method")
+    try:
+        tensors = grpc_v2.request_tensors(body)
+    except kserve.KServeFormatError as error:
+        raise ParseFailure(Reason.BAD_GRPC, str(error)) from None
+    return _from_tensors(tensors)
+
+
+def _from_tensors(tensors: Sequence[kserve.Tensor]) -> InputImage:
     for tensor in tensors:
         if isinstance(tensor.data, list):
             for element in tensor.data[:1]:

@@ -9,6 +9,7 @@ elements are each a 4-byte little-endian length followed by that many bytes.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class Tensor:
     data: np.ndarray | list[bytes]  # list for BYTES
 
     def __post_init__(self) -> None:
-        expected = int(np.prod(self.shape)) if self.shape else 1
+        expected = math.prod(self.shape)  # exact: a crafted shape cannot overflow
         actual = len(self.data) if isinstance(self.data, list) else int(self.data.size)
         if actual != expected:
             raise KServeFormatError(
@@ -124,7 +125,7 @@ def parse_header(body: bytes, length: int | None) -> dict[str, Any]:
     return header
 
 
-def _binary_data(raw: bytes, datatype: str, name: str) -> np.ndarray | list[bytes]:
+def binary_data(raw: bytes, datatype: str, name: str) -> np.ndarray | list[bytes]:
     if datatype == "BYTES":
         return _split_bytes_elements(raw, name)
     dtype = NUMPY_TYPES[datatype]
@@ -172,7 +173,7 @@ def tensors_from_header(header: dict[str, Any], body: bytes, length: int | None,
                 f"tensor {name!r}: binary_data_size {size} runs past the body"
             )
         else:
-            data = _binary_data(body[offset:offset + size], datatype, name)
+            data = binary_data(body[offset:offset + size], datatype, name)
             offset += size
         tensors.append(Tensor(name, datatype, tuple(shape), data))
     return tensors

@@ -26,7 +26,7 @@ from lookout.shadow_eval.decode import (
     decode_efficient_nms,
 )
 from lookout.shadow_eval.letterbox import Letterbox
-from lookout.sidecar.pipeline import json_body, kserve
+from lookout.sidecar.pipeline import grpc_v2, json_body, kserve
 from lookout.sidecar.pipeline.field_path import walk
 from lookout.sidecar.pipeline.inputs import InputImage
 from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
@@ -67,10 +67,13 @@ class OutputSettings:
 
 
 def extract_detections(headers: Mapping[str, str], body: bytes, image: InputImage | None,
-                       settings: OutputSettings, served: dict[str, str] | None = None
-                       ) -> Detections:
+                       settings: OutputSettings, served: dict[str, str] | None = None,
+                       path: str = "") -> Detections:
     """The detections in a response. A V2 response names the model and version that
-    answered it: those go into `served` (when given) as `model_name`/`model_version`."""
+    answered it: those go into `served` (when given) as `model_name`/`model_version`.
+    `path` is the gRPC method of a gRPC message (whose headers are its metadata)."""
+    if grpc_v2.is_grpc(headers):
+        return _from_grpc(path, body, image, settings, served)
     try:
         length = kserve.header_length(headers) if kserve.HEADER_LENGTH in headers else None
     except kserve.KServeFormatError as error:
@@ -264,8 +267,28 @@ def _from_kserve(body: bytes, length: int | None, image: InputImage | None,
             served.update({key: str(header[key]) for key in ("model_name", "model_version")
                            if isinstance(header.get(key), str | int)})
         tensors = kserve.tensors_from_header(header, body, length, "outputs")
-        numeric = {t.name: kserve.as_array(t) for t in tensors if not isinstance(t.data, list)}
     except kserve.KServeFormatError as error:
+        raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
+    return _from_tensors(tensors, image, settings)
+
+
+def _from_grpc(path: str, body: bytes, image: InputImage | None, settings: OutputSettings,
+               served: dict[str, str] | None) -> Detections:
+    if path not in grpc_v2.INFER_METHODS:
+        raise ParseFailure(Reason.UNRECOGNIZED_RESPONSE, f"{path} is not an inference method")
+    try:
+        tensors = grpc_v2.response_tensors(path, body, served)
+    except kserve.KServeFormatError as error:
+        raise ParseFailure(Reason.BAD_GRPC, str(error)) from None
+    return _from_tensors(tensors, image, settings)
+
+
+def _from_tensors(tensors: Sequence[kserve.Tensor], image: InputImage | None,
+                  settings: OutputSettings) -> Detections:
+    """A V2 response's detections, from either port's tensors."""
+    try:
+        numeric = {t.name: kserve.as_array(t) for t in tensors if not isinstance(t.data, list)}
+    except kserve.KServeFormatError as error:  # counts match by construction: a bug
         raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
     letterbox = _letterbox(image, settings)
     try:

@@ -12,6 +12,7 @@ class Reason(StrEnum):
     BAD_JSON = "bad_json"
     BAD_MULTIPART = "bad_multipart"
     BAD_KSERVE = "bad_kserve"
+    BAD_GRPC = "bad_grpc"  # a gRPC message that is not the V2 protobuf it should be
     BAD_TENSOR = "bad_tensor"
     UNRECOGNIZED_RESPONSE = "unrecognized_response"
     BAD_DETECTION = "bad_detection"

@@ -39,11 +39,12 @@ from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.span_facts import CallFacts, SpanFacts
 from lookout.sidecar.runtime.tracing import Tracing
-from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels
+from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels, path_model
 from lookout.sidecar.settings import ModelIdentity
 
 log = logging.getLogger(__name__)
 
+GRPC = "grpc"  # an Exchange's `protocol` on the gRPC port, whose `path` is the method
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
@@ -62,8 +63,12 @@ class UpstreamCall:
     status: int = 0
     error_kind: str = ""
     error_detail: str = ""
+    grpc_status: int = -1  # the upstream's gRPC status number; -1 when none came
+    protocol: str = "http"
 
     def attributes(self, model_attributes: Mapping[str, str]) -> dict[str, object]:
+        if self.protocol == GRPC:
+            return self._rpc_attributes(model_attributes)
         attributes: dict[str, object] = {
             "http.request.method": self.method, "url.full": self.url,
             "server.address": self.host, "server.port": self.port, **model_attributes,
@@ -74,8 +79,22 @@ class UpstreamCall:
             attributes["error.type"] = self.error_kind or str(self.status)
         return attributes
 
+    def _rpc_attributes(self, model_attributes: Mapping[str, str]) -> dict[str, object]:
+        """OpenTelemetry's gRPC client span: `url` holds the method's path."""
+        service, _, method = self.url[1:].partition("/")
+        attributes: dict[str, object] = {
+            "rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
+            "server.address": self.host, "server.port": self.port, **model_attributes,
+        }
+        if self.grpc_status >= 0:
+            attributes["rpc.grpc.status_code"] = self.grpc_status
+        if self.failed:
+            attributes["error.type"] = self.error_kind or str(self.grpc_status)
+        return attributes
+
     @property
     def failed(self) -> bool:
+        """A client span fails on any status but OK (as on HTTP, on any 4xx or 5xx)."""
         return bool(self.error_kind) or self.status >= 400
 
     def status_of_span(self) -> Status:
@@ -119,6 +138,9 @@ class Exchange:
     upstream: UpstreamCall | None = None
     model: str = ""  # the `model` and `version` labels, from the path
     version: str = ""
+    named_model: str | None = None  # the model the request names (path or message)
+    protocol: str = "http"
+    grpc_status: int = -1  # the gRPC status number sent; -1 on the HTTP port
 
     @property
     def trace_id_hex(self) -> str:
@@ -144,6 +166,11 @@ class RequestTelemetry:
         self._fields = tuple(self._propagator.fields)  # none sent: nothing to extract
         self._attributes: dict[tuple[str, str], dict[str, str]] = {}
 
+    @property
+    def propagation_fields(self) -> tuple[str, ...]:
+        """The headers (metadata keys) trace context travels in."""
+        return self._fields
+
     def _model_attributes(self, exchange: Exchange) -> dict[str, str]:
         key = (exchange.model, exchange.version)
         attributes = self._attributes.get(key)
@@ -154,6 +181,8 @@ class RequestTelemetry:
 
     @staticmethod
     def _span_name(exchange: Exchange) -> str:
+        if exchange.protocol == GRPC:  # `service/method`, as gRPC's conventions say
+            return exchange.path[1:] if exchange.route != OTHER_ROUTE else "grpc"
         if exchange.route == OTHER_ROUTE:
             return exchange.method
         return f"{exchange.method} {exchange.route}"
@@ -162,7 +191,11 @@ class RequestTelemetry:
               protocol_version: str, client_address: str | None) -> None:
         """Label the exchange and decide its sampling, continuing the caller's trace if
         it sent one. No span object is made here."""
-        exchange.model, exchange.version = self.models.label(exchange.path)
+        if exchange.protocol == GRPC:
+            exchange.model, exchange.version = self.models.label_name(exchange.named_model)
+        else:
+            exchange.named_model = path_model(exchange.path)
+            exchange.model, exchange.version = self.models.label(exchange.path)
         exchange.scheme, exchange.protocol_version = scheme, protocol_version
         exchange.client_address = client_address
         exchange.user_agent = headers.get("User-Agent")
@@ -189,7 +222,7 @@ class RequestTelemetry:
                       headers: MutableMapping[str, str]) -> UpstreamCall:
         """The upstream call's facts; its trace context goes into `headers`."""
         call = UpstreamCall(self._ids.generate_span_id() if exchange.trace_id else 0,
-                            exchange.method, url, host, port)
+                            exchange.method, url, host, port, protocol=exchange.protocol)
         exchange.upstream = call
         if exchange.trace_id:
             self._inject(exchange, call.span_id, headers)
@@ -225,7 +258,7 @@ class RequestTelemetry:
             exported = exchange.trace_id != 0 and (exchange.sampled or server_error)
             facts = self._span_facts(exchange, duration, server_error) if exported else None
             if exchange.model == OTHER_MODEL:
-                admitted = self.models.answered(exchange.path, exchange.status)
+                admitted = self.models.answered(exchange.named_model, exchange.status)
                 if admitted is not None:
                     exchange.model, exchange.version = admitted
             self._metrics.labelled(exchange.model, exchange.version).record_request(
@@ -246,7 +279,31 @@ class RequestTelemetry:
             self._failures.exception("telemetry", "recording telemetry failed; the response "
                                      "was not affected")
 
+    def _rpc_attributes(self, exchange: Exchange) -> dict[str, object]:
+        """OpenTelemetry's gRPC server span."""
+        service, _, method = exchange.path[1:].partition("/")
+        attributes: dict[str, object] = {
+            "rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
+            "network.protocol.name": "http", "network.protocol.version": "2",
+            **self._model_attributes(exchange),
+            "rpc.request.body.size": exchange.request_bytes,
+            "rpc.response.body.size": exchange.response_bytes,
+        }
+        if exchange.sampler_attributes:
+            attributes.update(exchange.sampler_attributes)
+        if exchange.grpc_status >= 0:
+            attributes["rpc.grpc.status_code"] = exchange.grpc_status
+        if exchange.client_address:
+            attributes["client.address"] = exchange.client_address
+        if exchange.user_agent:
+            attributes["user_agent.original"] = exchange.user_agent
+        if exchange.error_kind:
+            attributes["error.type"] = exchange.error_kind
+        return attributes
+
     def _server_attributes(self, exchange: Exchange) -> dict[str, object]:
+        if exchange.protocol == GRPC:
+            return self._rpc_attributes(exchange)
         attributes: dict[str, object] = {
             "http.request.method": exchange.method,
             "url.path": exchange.path,
@@ -284,9 +341,34 @@ class RequestTelemetry:
             started_ns, started_ns + int(duration * 1e9), server_error,
             self._server_attributes(exchange),
             None if call is None else CallFacts(
-                call.span_id, exchange.method, call.started_ns, call.ended_ns or time.time_ns(),
+                call.span_id, self._call_name(exchange), call.started_ns,
+                call.ended_ns or time.time_ns(),
                 call.attributes(self._model_attributes(exchange)), call.failed,
                 call.error_detail))
+
+    def _call_name(self, exchange: Exchange) -> str:
+        return self._span_name(exchange) if exchange.protocol == GRPC else exchange.method
+
+    def observe_message(self, exchange: Exchange, request: bytes, response: bytes) -> None:
+        """One request and its response within a stream, handed over for analysis as an
+        exchange of its own; the stream's RED metrics and spans are its RPC's, in
+        `finish`. Fail-open like `finish`."""
+        if self._observations is None:
+            return
+        try:
+            self._observations.offer(Observation(
+                started_at=time.time(), method=exchange.method, path=exchange.path,
+                route=exchange.route, status=200, code="OK",
+                request_headers=exchange.request_headers, request_body=request,
+                response_headers=exchange.response_headers, response_body=response,
+                response_truncated=False, duration=0.0, upstream_duration=None,
+                trace_id=exchange.trace_id_hex, span_id=format(exchange.span_id, "016x"),
+                trace_sampled=exchange.sampled, model=exchange.model,
+                version=exchange.version))
+        except Exception:
+            self._metrics.component_error(self.name)
+            self._failures.exception("telemetry", "handing over a stream's message failed; "
+                                     "the stream was not affected")
 
     def _observation(self, exchange: Exchange, duration: float,
                      spans: tuple | None) -> Observation:

@@ -1,5 +1,5 @@
 """Is the inference container there: the readiness probe, through the request path's
-own upstream pool."""
+own upstream pool, and over the gRPC port's own channel when there is one."""
 
 from __future__ import annotations
 
@@ -8,11 +8,38 @@ import contextlib
 import logging
 from urllib.parse import urlsplit
 
+import grpc
+from grpc import aio
+
+from lookout.sidecar.pipeline.protos import SERVICE, message_class
+from lookout.sidecar.proxy.grpc_port import GrpcDataPort
 from lookout.sidecar.proxy.upstream_client import UpstreamError, UpstreamPool
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import UpstreamSettings
 
 log = logging.getLogger(__name__)
+
+SERVER_READY = f"/{SERVICE}/ServerReady"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+# HealthCheckResponse{status: SERVING} on the wire: field 1, varint 1. The health proto
+# is not in lookout's descriptor set, and this is all of it that readiness needs
+SERVING = b"\x08\x01"
+_SERVER_READY_RESPONSE = message_class("inference.ServerReadyResponse")
+
+
+async def grpc_ready(channel: aio.Channel, timeout: float) -> tuple[bool, str]:
+    """The V2 `ServerReady`, or the standard health check when the server has no V2
+    service. Raises aio.AioRpcError when the server cannot be asked."""
+    try:
+        answer = await channel.unary_unary(SERVER_READY)(b"", timeout=timeout)
+    except aio.AioRpcError as error:
+        if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        answer = await channel.unary_unary(HEALTH_CHECK)(b"", timeout=timeout)
+        return answer == SERVING, f"gRPC {HEALTH_CHECK} -> " + (
+            "SERVING" if answer == SERVING else "not serving")
+    ready = _SERVER_READY_RESPONSE.FromString(answer).ready
+    return ready, f"gRPC {SERVER_READY} -> ready={str(ready).lower()}"
 
 
 class UpstreamProbe:
@@ -25,8 +52,9 @@ class UpstreamProbe:
     name = "upstream_probe"
 
     def __init__(self, config: UpstreamSettings, pool: UpstreamPool,
-                 metrics: SidecarMetrics) -> None:
+                 metrics: SidecarMetrics, grpc_port: GrpcDataPort | None = None) -> None:
         self._config = config
+        self._grpc = grpc_port
         self._pool = pool
         self._metrics = metrics
         parts = urlsplit(config.upstream)
@@ -53,12 +81,25 @@ class UpstreamProbe:
         except (OSError, TimeoutError, UpstreamError) as error:
             reason = str(error) or type(error).__name__
             result = (False, f"{self._config.upstream} unreachable: {reason}")
+        if result[0] and self._grpc is not None:
+            ready, detail = await self._check_grpc(timeout)
+            result = (ready, f"{result[1]}; {detail}")
         if result[0] != self.last_result[0]:
             log.log(logging.INFO if result[0] else logging.WARNING, "upstream probe: %s",
                     result[1])
         self.last_result = result
         self._metrics.set_upstream_up(result[0])
         return result
+
+    async def _check_grpc(self, timeout: float) -> tuple[bool, str]:
+        address = self._grpc.address
+        try:
+            ready, detail = await grpc_ready(self._grpc.channel, timeout + 1.0)
+        except aio.AioRpcError as error:
+            return False, f"gRPC {address} unreachable: {error.code().name} {error.details()}"
+        except Exception as error:  # an answer that is not a ServerReadyResponse
+            return False, f"gRPC {address}: unexpected answer ({error})"
+        return ready, f"{detail} ({address})"
 
     async def _get(self, path: str) -> int:
         response = await self._pool.request("GET", path, [("Host", self._pool.authority)],

@@ -21,7 +21,7 @@ from lookout.shadow_eval.decode import DecodeSettings, decode
 from lookout.shadow_eval.letterbox import letterbox_image
 from lookout.sidecar.pipeline.kserve import encode_infer_body
 from lookout.slo import catalog
-from tests.support.kserve_models import INPUT_SIZES, MODELS
+from tests.support.kserve_catalog import INPUT_SIZES, MODELS
 from tests.support.processes import (
     SidecarProcess,
     served_module,

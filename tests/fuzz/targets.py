@@ -28,6 +28,8 @@ from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.pipeline.inputs import extract_image
 from lookout.sidecar.pipeline.outputs import OutputSettings, extract_detections
 from lookout.sidecar.pipeline.parse_errors import ParseFailure
+from lookout.sidecar.pipeline.protos import INFER_METHOD, STREAM_INFER_METHOD, message_class
+from lookout.sidecar.pipeline.raw_headers import RawHeaders
 from lookout.sidecar.samples.policy import PolicyError, parse_policy
 from lookout.sidecar.samples.query import KNOWN, QueryError, SampleQuery
 from lookout.sidecar.samples.thumbnails import ThumbnailSettings, make_thumbnail
@@ -165,6 +167,84 @@ request_bodies = st.one_of(
     st.tuples(st.just({"Content-Type": "application/json"}), st.builds(_json_bytes,
                                                                        json_values)),
 )
+
+# -- V2 gRPC messages ----------------------------------------------------------------
+
+GRPC_HEADERS = RawHeaders([(b"content-type", b"application/grpc")])
+CONTENTS = {"FP32": "fp32_contents", "INT32": "int_contents", "UINT8": "uint_contents",
+            "BYTES": "bytes_contents", "BOOL": "bool_contents", "FP64": "fp64_contents"}
+
+
+@st.composite
+def grpc_tensors(draw: st.DrawFn, message: Any, entries: Any, raw: Any) -> None:
+    """Tensors added to a ModelInferRequest/Response: raw contents or typed ones."""
+    use_raw = draw(st.booleans())
+    for index in range(draw(st.integers(0, 3))):
+        datatype = draw(st.sampled_from([*DATATYPES, "FP16", "NOPE", ""]))
+        entry = entries.add(name=f"t{index}", datatype=datatype,
+                            shape=draw(st.lists(st.integers(-2, 700), max_size=5)))
+        if use_raw:
+            raw.append(draw(st.one_of(st.binary(max_size=512), st.builds(
+                lambda image: len(image).to_bytes(4, "little") + image, image_bytes))))
+        elif datatype in CONTENTS:
+            values = getattr(entry.contents, CONTENTS[datatype])
+            if datatype == "BYTES":
+                values.extend(draw(st.lists(image_bytes, max_size=2)))
+            elif datatype in ("FP32", "FP64"):
+                values.extend(draw(st.lists(st.floats(width=32), max_size=64)))
+            elif datatype == "BOOL":
+                values.extend(draw(st.lists(st.booleans(), max_size=64)))
+            else:
+                values.extend(draw(st.lists(st.integers(0, 2**31 - 1), max_size=64)))
+    if use_raw and draw(st.booleans()):
+        raw.append(b"")  # one more raw entry than tensors
+
+
+@st.composite
+def grpc_messages(draw: st.DrawFn, kind: str) -> tuple[str, bytes]:
+    """A V2 gRPC message, well formed or not, then perhaps cut or corrupted on the wire:
+    (method, bytes)."""
+    method = draw(st.sampled_from([INFER_METHOD, STREAM_INFER_METHOD]))
+    if kind == "request":
+        message = message_class("inference.ModelInferRequest")(model_name="yolo")
+        draw(grpc_tensors(message, message.inputs, message.raw_input_contents))
+    else:
+        message = message_class("inference.ModelInferResponse")(model_name="yolo",
+                                                                model_version="1")
+        draw(grpc_tensors(message, message.outputs, message.raw_output_contents))
+    data = message.SerializeToString()
+    if kind == "response" and method == STREAM_INFER_METHOD:
+        stream = message_class("inference.ModelStreamInferResponse")()
+        if draw(st.booleans()):
+            stream.infer_response.CopyFrom(message)
+        else:
+            stream.error_message = draw(st.text(max_size=20))
+        data = stream.SerializeToString()
+    damage = draw(st.sampled_from(["none", "cut", "flip", "garbage"]))
+    if damage == "cut" and data:
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    elif damage == "flip" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1:]
+    elif damage == "garbage":
+        data = draw(st.binary(max_size=256))
+    return method, data
+
+
+def check_grpc_request(case: tuple[str, bytes]) -> None:
+    method, body = case
+    check_request((GRPC_HEADERS, body), method)
+
+
+def check_grpc_response(case: tuple[str, bytes]) -> None:
+    method, body = case
+    try:
+        detections = extract_detections(GRPC_HEADERS, body, None, OutputSettings(),
+                                        path=method)
+    except ParseFailure:
+        return
+    assert len(detections.boxes) == len(detections.scores) == len(detections.classes)
+
 
 # -- detection responses ---------------------------------------------------------------
 
@@ -343,6 +423,10 @@ TARGETS: tuple[Target, ...] = (
            "KServe V2 header length, JSON and binary tensor framing"),
     Target("detection_responses", response_bodies(), check_response,
            "detection JSON shapes and KServe outputs"),
+    Target("grpc_infer_requests", grpc_messages("request"), check_grpc_request,
+           "V2 gRPC ModelInferRequest messages, whole, cut and corrupted"),
+    Target("grpc_infer_responses", grpc_messages("response"), check_grpc_response,
+           "V2 gRPC ModelInferResponse and ModelStreamInferResponse messages"),
     Target("image_decoding", st.tuples(st.just({"Content-Type": "image/jpeg"}),
                                        mutated_images()),
            lambda case: check_request(case, "/predict"),

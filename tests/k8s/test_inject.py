@@ -107,9 +107,37 @@ def test_the_port_is_taken_over_by_name_and_numbered_services_are_rewritten() ->
     assert services["yolo-api"]["spec"]["ports"][0]["targetPort"] == "web"  # by name: as is
     assert services["yolo-api-internal"]["spec"]["ports"][0]["targetPort"] == "web"
     assert warnings == []
-    # the app's own probe follows its renamed port? No: it names the port, which now
-    # belongs to the sidecar, so the app is probed through lookout - still the app
-    assert app["readinessProbe"]["httpGet"]["port"] == "web"
+    # a probe finds a named port among its own container's ports: the app's probe
+    # follows its port's new name, or it would find none
+    assert app["readinessProbe"]["httpGet"]["port"] == "web-app"
+
+
+def test_a_grpc_port_is_taken_over_beside_the_http_one() -> None:
+    documents, warnings = _inject((EXAMPLES / "triton-grpc.yaml").read_text())
+    spec = _pod_spec(documents, "Deployment")
+    app, sidecar = spec["containers"][0], spec["initContainers"][0]
+    assert [p["name"] for p in app["ports"]] == ["http-app", "grpc-app", "metrics"]
+    ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+    assert ports == {"http": 8080, "grpc": 8081, "lookout-admin": 9090}
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["LOOKOUT_GRPC_LISTEN"] == "0.0.0.0:8081"
+    assert env["LOOKOUT_GRPC_UPSTREAM"] == "127.0.0.1:8001"
+    # a gRPC probe takes a number, which the app keeps; a named one follows the rename
+    assert app["readinessProbe"]["grpc"] == {"port": 8001}
+    assert app["livenessProbe"]["httpGet"]["port"] == "http-app"
+    (service,) = [d for d in documents if d["kind"] == "Service"]
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == \
+        {"http": "http", "grpc": "grpc"}  # by number rewritten to the name
+    assert warnings == []
+
+
+def test_a_grpc_port_that_is_not_there_or_is_the_http_port_is_refused() -> None:
+    manifest = (EXAMPLES / "triton-grpc.yaml").read_text()
+    for value, message in (("grpc-nope", "no port named 'grpc-nope' (lookout.io/grpc-port)"),
+                           ("http", "names the HTTP port")):
+        with pytest.raises(InjectError, match=re.escape(message)):
+            _inject(manifest.replace("lookout.io/grpc-port: grpc",
+                                     f"lookout.io/grpc-port: {value}"))
 
 
 def test_the_sidecar_is_hardened_and_keeps_a_guaranteed_pod_guaranteed() -> None:

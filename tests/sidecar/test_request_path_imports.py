@@ -7,8 +7,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import grpc
+import pytest
+
 from lookout.lookout_demo.models import model_path
-from tests.support.processes import request, start_sidecar, wait_until
+from lookout.sidecar.pipeline.protos import INFER_METHOD
+from tests.support.processes import free_port, request, start_sidecar, wait_until
 
 ANALYSIS_ONLY = ("numpy", "scipy", "PIL", "onnxruntime", "pandas", "evidently")
 
@@ -21,11 +25,17 @@ def _loaded(pid: int) -> set[str]:
 
 def test_the_request_path_process_maps_no_analysis_library(upstream_port: int,
                                                              tmp_path) -> None:
+    grpc_port = free_port()  # the gRPC port too, answering (its upstream is not there)
     sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--drift", "true",
                             "--shadow-model-path", str(model_path("reference")),
                             "--sample-dir", str(tmp_path / "samples"),
-                            "--admin-token", "t0ken")
+                            "--admin-token", "t0ken", "--grpc-listen", f"127.0.0.1:{grpc_port}",
+                            "--grpc-upstream", f"127.0.0.1:{free_port()}", wait_ready=False)
     try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel, \
+                pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary(INFER_METHOD)(b"\x0a\x04yolo", timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
         for _ in range(5):
             assert request(sidecar.port, "POST", "/echo", body=b"x" * 100).status == 200
         assert request(sidecar.admin_port, "GET", "/metrics").status == 200

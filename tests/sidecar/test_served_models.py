@@ -45,19 +45,19 @@ def test_labels_admit_only_models_the_server_answered_and_only_so_many() -> None
     assert labels.label("/predict") == ("primary", "3")
     assert labels.label("/v2/models/coarse/infer") == ("coarse", "1")
     assert labels.label("/v2/models/new/infer") == (OTHER_MODEL, "unknown")
-    assert labels.answered("/v2/models/new/infer", 404) is None  # the server has no such model
+    assert labels.answered("new", 404) is None  # the server has no such model
     assert labels.label("/v2/models/new/infer")[0] == OTHER_MODEL
-    assert labels.answered("/v2/models/new/infer", 200) == ("new", "unknown")
+    assert labels.answered("new", 200) == ("new", "unknown")
     assert labels.label("/v2/models/new/infer") == ("new", "unknown")
-    assert labels.answered("/v2/models/fourth/infer", 200) is None  # max_models reached
+    assert labels.answered("fourth", 200) is None  # max_models reached
     assert labels.label("/v2/models/fourth/infer")[0] == OTHER_MODEL
-    assert labels.answered("/v2/models/bad{name}/infer", 200) is None
+    assert labels.answered("bad{name}", 200) is None
 
 
 def test_a_one_model_pod_labels_every_path_with_its_model() -> None:
     labels = ModelLabels("yolo", "v1", {}, discover=False, max_models=16)
     assert labels.label("/v2/models/yolo11n/infer") == ("yolo", "v1")
-    assert labels.answered("/v2/models/yolo11n/infer", 200) is None
+    assert labels.answered("yolo11n", 200) is None
 
 
 def test_models_are_configured_with_their_own_values_and_bad_ones_are_named() -> None:

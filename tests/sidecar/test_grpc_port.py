@@ -1,0 +1,256 @@
+"""The gRPC data port in one event loop with a real grpc.aio upstream over loopback:
+whatever the upstream's methods are, their metadata, messages, statuses and trailers
+come back as the upstream sent them, and the port's own refusals say they are lookout's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+from lookout.sidecar.pipeline.protos import METHOD_KINDS
+from lookout.sidecar.proxy.grpc_port import (
+    ERROR_KEY,
+    GrpcDataPort,
+    client_address,
+    named_model,
+)
+from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT, SERVER_ERRORS
+from lookout.sidecar.proxy.telemetry import RequestTelemetry
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.runtime.span_facts import export_carried
+from lookout.sidecar.runtime.tracing import Tracing
+from lookout.sidecar.settings import GrpcSettings, ModelIdentity
+from lookout.slo import catalog
+
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+METADATA = "/inference.GRPCInferenceService/ServerMetadata"
+LIMIT = 64 * 1024
+
+
+class Observations:
+    """The analysis side: takes every observation and exports the spans it carries."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.taken: list = []
+        self._tracing = tracing
+
+    def offer(self, observation) -> bool:
+        self.taken.append(observation)
+        export_carried([observation], self._tracing, lambda: None)
+        return True
+
+
+class Upstream(grpc.GenericRpcHandler):
+    """An upstream with methods lookout has never heard of, and ModelInfer."""
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = details.method
+        if method == "/acme.Detector/Echo":
+            return grpc.unary_unary_rpc_method_handler(self._echo)
+        if method == INFER:
+            return grpc.unary_unary_rpc_method_handler(self._infer)
+        if method == "/acme.Detector/Sum":  # client streaming
+            return grpc.stream_unary_rpc_method_handler(self._sum)
+        if method == "/acme.Detector/Count":  # server streaming
+            return grpc.unary_stream_rpc_method_handler(self._count)
+        if method == "/acme.Detector/Big":
+            return grpc.unary_unary_rpc_method_handler(self._big)
+        if method == METADATA:  # a V2 unary method that never answers
+            return grpc.unary_unary_rpc_method_handler(self._hang)
+        return None
+
+    async def _echo(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        metadata = dict(context.invocation_metadata())
+        await context.send_initial_metadata((("served-by", "acme"),))
+        context.set_trailing_metadata((("cost-bin", b"\x00\xff"), ("took", "3ms")))
+        if request == b"missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing",
+                                (("why", "asked for it"),))
+        return request + b"|" + metadata.get("x-tenant", "").encode() + b"|" + \
+            metadata.get("traceparent", "").encode()
+
+    async def _infer(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        return b"answer"
+
+    async def _sum(self, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> bytes:
+        return str(sum([len(message) async for message in requests])).encode()
+
+    async def _count(self, request: bytes, context: aio.ServicerContext):
+        for index in range(int(request)):
+            yield str(index).encode()
+
+    async def _big(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        return b"x" * int(request)
+
+    async def _hang(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        await asyncio.sleep(30)
+        return b""
+
+
+Scenario = Callable[[aio.Channel, GrpcDataPort, SidecarMetrics, InMemorySpanExporter,
+                     Observations], Awaitable[Any]]
+
+
+def _run(scenario: Scenario, read_timeout: float = 10.0) -> Any:
+    async def main() -> Any:
+        upstream = aio.server()
+        upstream.add_generic_rpc_handlers((Upstream(),))
+        upstream_port = upstream.add_insecure_port("127.0.0.1:0")
+        await upstream.start()
+        exporter = InMemorySpanExporter()
+        tracing = Tracing(TracerProvider(sampler=ALWAYS_ON), [SimpleSpanProcessor(exporter)])
+        metrics = SidecarMetrics("yolo", "v1", process_metrics=False)
+        observations = Observations(tracing)
+        telemetry = RequestTelemetry(ModelIdentity("yolo", "v1"), metrics, tracing,
+                                     observations)
+        port = GrpcDataPort(GrpcSettings(f"127.0.0.1:{upstream_port}", LIMIT, 30.0, 2.0,
+                                         read_timeout, 1024**2), telemetry)
+        await port.start("127.0.0.1", 0, reuse_port=False)
+        channel = aio.insecure_channel(f"127.0.0.1:{port.port}",
+                                       options=[("grpc.max_send_message_length", -1)])
+        try:
+            return await scenario(channel, port, metrics, exporter, observations)
+        finally:
+            await channel.close()
+            await port.stop(0)
+            await upstream.stop(0)
+    return asyncio.run(main())
+
+
+def _count(metrics: SidecarMetrics, **labels: str) -> float:
+    return sum(sample.value for family in metrics.registry.collect() for sample in family.samples
+               if sample.name == catalog.REQUESTS.sample_name
+               and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_an_unknown_unary_method_is_relayed_with_metadata_and_trailers() -> None:
+    async def scenario(channel, port, metrics, exporter, observations):
+        call = channel.unary_unary("/acme.Detector/Echo")(
+            b"hello", metadata=(("x-tenant", "shop-7"),), timeout=5)
+        answer = await call
+        return answer, await call.initial_metadata(), await call.trailing_metadata(), \
+            _count(metrics, route="other", code="OK"), exporter.get_finished_spans()
+
+    answer, initial, trailing, counted, spans = _run(scenario)
+    body, tenant, traceparent = answer.split(b"|")
+    assert (body, tenant) == (b"hello", b"shop-7")
+    server = next(span for span in spans if span.kind.name == "SERVER")
+    client = next(span for span in spans if span.kind.name == "CLIENT")
+    # the upstream was sent lookout's client span as the parent, in W3C trace context
+    assert traceparent.decode().split("-")[2] == format(client.context.span_id, "016x")
+    assert client.parent.span_id == server.context.span_id
+    assert dict(initial)["served-by"] == "acme"
+    assert dict(trailing) == {"cost-bin": b"\x00\xff", "took": "3ms"}
+    assert counted == 1
+    assert server.name == "grpc"  # an unknown method's span is not named by the client
+
+
+def test_the_upstreams_error_status_and_trailers_are_relayed_unchanged() -> None:
+    async def scenario(channel, port, metrics, exporter, observations):
+        with pytest.raises(aio.AioRpcError) as raised:
+            await channel.unary_unary("/acme.Detector/Echo")(b"missing", timeout=5)
+        return raised.value, _count(metrics, code="NOT_FOUND")
+
+    error, counted = _run(scenario)
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert error.details() == "no such thing"
+    assert dict(error.trailing_metadata())["why"] == "asked for it"
+    assert ERROR_KEY not in dict(error.trailing_metadata())
+    assert counted == 1
+
+
+def test_client_and_server_streams_of_unknown_methods_pass() -> None:
+    async def scenario(channel, port, metrics, exporter, observations):
+        async def messages():
+            for size in (3, 5, 7):
+                yield b"x" * size
+        total = await channel.stream_unary("/acme.Detector/Sum")(messages(), timeout=5)
+        counted = [m async for m in channel.unary_stream("/acme.Detector/Count")(b"4",
+                                                                                 timeout=5)]
+        return total, counted, _count(metrics, code="OK")
+
+    total, counted, calls = _run(scenario)
+    assert total == b"15"
+    assert counted == [b"0", b"1", b"2", b"3"]
+    assert calls == 2
+
+
+def test_messages_over_the_limit_either_way_are_lookouts_resource_exhausted() -> None:
+    async def scenario(channel, port, metrics, exporter, observations):
+        errors = []
+        for method, body in (("/acme.Detector/Echo", b"x" * (LIMIT + 1)),
+                             ("/acme.Detector/Big", str(LIMIT + 1).encode())):
+            with pytest.raises(aio.AioRpcError) as raised:
+                await channel.unary_unary(method)(body, timeout=5)
+            errors.append(raised.value)
+        fits = await channel.unary_unary("/acme.Detector/Big")(str(LIMIT).encode(), timeout=5)
+        return errors, len(fits), _count(metrics, code="sidecar_RESOURCE_EXHAUSTED")
+
+    (request, response), fits, counted = _run(scenario)
+    assert request.code() is response.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert dict(request.trailing_metadata())[ERROR_KEY] == "request_too_large"
+    assert dict(response.trailing_metadata())[ERROR_KEY] == "response_too_large"
+    assert response.details().startswith("lookout: response message of ")
+    assert fits == LIMIT
+    assert counted == 2
+
+
+def test_lookouts_own_timeout_is_its_deadline_exceeded() -> None:
+    """A unary call without a deadline gets read_timeout (a stream may last: it gets
+    the caller's deadline only)."""
+    async def scenario(channel, port, metrics, exporter, observations):
+        with pytest.raises(aio.AioRpcError) as raised:
+            await channel.unary_unary(METADATA)(b"")  # the caller set no deadline
+        return raised.value, _count(metrics, code="sidecar_DEADLINE_EXCEEDED")
+
+    error, counted = _run(scenario, read_timeout=0.3)
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert dict(error.trailing_metadata())[ERROR_KEY] == "upstream_timeout"
+    assert counted == 1
+
+
+def test_an_infer_call_is_observed_with_the_model_it_names() -> None:
+    request = b"\x0a\x07primary\x12\x013" + b"\x3a\x04data"  # model_name, version, raw
+
+    async def scenario(channel, port, metrics, exporter, observations):
+        await channel.unary_unary(INFER)(request, timeout=5)
+        return observations.taken
+
+    taken = _run(scenario)
+    # a one-model pod labels every request with its model, whatever the message names
+    (observation,) = [o for o in taken if o.request_body]
+    assert observation.path == INFER and observation.route == INFER
+    assert observation.request_body == request and observation.response_body == b"answer"
+    assert observation.request_headers["content-type"] == "application/grpc"
+    assert observation.status == 200 and observation.code == "OK"
+
+
+def test_the_model_name_is_peeked_from_the_first_field_only() -> None:
+    assert named_model(INFER, b"\x0a\x07primary\x12\x013") == "primary"
+    long_name = "m" * 200
+    assert named_model(INFER, b"\x0a\xc8\x01" + long_name.encode()) == long_name
+    assert named_model(INFER, b"\x0a\xff\x7f" + b"m" * 20) is None  # longer than allowed
+    assert named_model(INFER, b"\x12\x013") is None  # no name first
+    assert named_model(INFER, b"\x0a\x09short") is None  # runs past the message
+    assert named_model(INFER, b"\x0a\x02\xff\xfe") is None  # not UTF-8
+    assert named_model("/acme.Detector/Echo", b"\x0a\x07primary") is None
+
+
+def test_peer_addresses_and_status_mapping() -> None:
+    assert client_address("ipv4:10.1.2.3:5555") == "10.1.2.3"
+    assert client_address("ipv6:[::1]:5555") == "::1"
+    assert client_address("unix:/tmp/socket") is None
+    assert set(HTTP_EQUIVALENT) == set(grpc.StatusCode)
+    assert {code for code, status in HTTP_EQUIVALENT.items() if status >= 500} == SERVER_ERRORS
+    # every V2 method is known, with its kind; ModelStreamInfer streams both ways
+    assert METHOD_KINDS["/inference.GRPCInferenceService/ModelStreamInfer"] == (True, True)
+    assert METHOD_KINDS[INFER] == (False, False)
