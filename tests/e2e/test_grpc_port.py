@@ -8,9 +8,12 @@ analyses the calls as it does HTTP requests, and says when a status is its own."
 from __future__ import annotations
 
 import io
+import os
 import queue
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -175,6 +178,27 @@ def test_raw_fp32_tensors_are_relayed_counted_analysed_and_traced(
         assert client.attributes["rpc.grpc.status_code"] == 0
 
 
+def test_each_model_is_labelled_by_the_name_in_its_messages(
+        lookout: GrpcSidecar, upstream: Upstream) -> None:
+    """The coarse model's calls count as its own, with its own class names."""
+    before = _detections(lookout.sidecar, "coarse")
+    frame = triton.InferInput("images", [1, 3, 320, 320], "FP32")
+    frame.set_data_from_numpy(_frame(9, 320))
+    answers = []
+    for port in (upstream.grpc_port, lookout.grpc_port):
+        client = _client(port)
+        answers.append(client.infer("coarse", [frame], request_id="coarse-9"))
+        client.close()
+    _same_answer(*answers)
+    assert lookout.metric(REQUESTS, route=INFER, model="coarse", version="1", code="OK") == 1
+    expected = _expected("coarse", answers[1].as_numpy("output0"))
+
+    def analysed() -> bool:
+        after = _detections(lookout.sidecar, "coarse")
+        return {n: after[n] - before[n] for n in after if after[n] - before[n]} == expected
+    wait_until(analysed, 30, "the coarse model's detections under its own labels")
+
+
 def test_bytes_images_are_relayed_and_reach_the_reference_model(
         lookout: GrpcSidecar, upstream: Upstream) -> None:
     before = lookout.metric(catalog.DETECTIONS_PER_REQUEST.count_name, model="primary")
@@ -301,3 +325,34 @@ def test_a_dead_upstream_is_lookouts_unavailable_and_not_ready(
     assert stranded.metric(REQUESTS, route=INFER, code="sidecar_UNAVAILABLE") == 1
     ready = request(stranded.sidecar.admin_port, "GET", "/readyz")
     assert ready.status == 503 and b"gRPC 127.0.0.1:" in ready.body
+
+
+def test_a_dead_collector_a_killed_worker_and_a_broken_message_change_no_answer(
+        upstream: Upstream) -> None:
+    """Fail-open on the gRPC port: spans to a collector that is not there, an analysis
+    worker killed under traffic, a message that is not protobuf: each answer is the
+    upstream's own."""
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+           "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "50",
+           "OTEL_TRACES_SAMPLER": "always_on"}
+    started = _grpc_sidecar(upstream.http_port, upstream.grpc_port, env=env)
+    try:
+        pid = started.sidecar.process.popen.pid
+        workers = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                   if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        for seed in range(6):
+            if seed == 3:
+                os.kill(workers[0], signal.SIGKILL)
+            _same_answer(_infer(upstream.grpc_port, _tensor_input(seed), f"f{seed}"),
+                         _infer(started.grpc_port, _tensor_input(seed), f"f{seed}"))
+        garbage = b"\xff\x00 not a ModelInferRequest"
+        direct = _raw_call(upstream.grpc_port, INFER, garbage)
+        via = _raw_call(started.grpc_port, INFER, garbage)
+        assert (via.code(), via.details()) == (direct.code(), direct.details())
+        assert started.metric(REQUESTS, route=INFER, code="OK") == 6
+        wait_until(lambda: started.metric("lookout_component_errors_total",
+                                          component="analysis_worker") >= 1, 30,
+                   "the killed worker counted")
+    finally:
+        assert started.sidecar.stop() == 0

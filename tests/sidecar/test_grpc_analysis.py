@@ -102,6 +102,21 @@ def test_a_grpc_call_reads_as_its_rest_twin(analyzer, raw: bool) -> None:
     assert _sample(metrics, catalog.SERVED_RESPONSES, served_version="7") == 1
 
 
+def test_uint8_images_and_fp16_heads_as_raw_contents(analyzer) -> None:
+    analyzer, _ = analyzer
+    pixels = np.ascontiguousarray((_frame() * 255).round().astype(np.uint8))
+    request = Request(model_name="m", raw_input_contents=[pixels.tobytes()])
+    request.inputs.add(name="images", datatype="UINT8", shape=pixels.shape)
+    head = _head().astype(np.float16)
+    response = Response(model_name="m", raw_output_contents=[head.tobytes()])
+    response.outputs.add(name="output0", datatype="FP16", shape=head.shape)
+    result = analyzer.analyse(_observation(INFER_METHOD, request.SerializeToString(),
+                                           response.SerializeToString()))
+    assert result.failure is None
+    assert np.array_equal(result.image.pixels, pixels[0].transpose(1, 2, 0))
+    assert len(result.detections) == 1 and result.detections.classes.tolist() == [2]
+
+
 def test_a_stream_message_and_its_error_answer(analyzer) -> None:
     analyzer, _ = analyzer
     request, response = _grpc_pair(raw=True)

@@ -33,6 +33,8 @@ from lookout.slo import catalog
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 METADATA = "/inference.GRPCInferenceService/ServerMetadata"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
 LIMIT = 64 * 1024
 
 
@@ -62,6 +64,10 @@ class Upstream(grpc.GenericRpcHandler):
             return grpc.stream_unary_rpc_method_handler(self._sum)
         if method == "/acme.Detector/Count":  # server streaming
             return grpc.unary_stream_rpc_method_handler(self._count)
+        if method == HEALTH_CHECK:
+            return grpc.unary_unary_rpc_method_handler(self._health)
+        if method == "/grpc.health.v1.Health/Watch":
+            return grpc.unary_stream_rpc_method_handler(self._watch)
         if method == "/acme.Detector/Big":
             return grpc.unary_unary_rpc_method_handler(self._big)
         if method == METADATA:  # a V2 unary method that never answers
@@ -87,6 +93,13 @@ class Upstream(grpc.GenericRpcHandler):
     async def _count(self, request: bytes, context: aio.ServicerContext):
         for index in range(int(request)):
             yield str(index).encode()
+
+    async def _health(self, request: bytes, context: aio.ServicerContext) -> bytes:
+        return SERVING
+
+    async def _watch(self, request: bytes, context: aio.ServicerContext):
+        for status in (b"\x08\x02", SERVING):  # NOT_SERVING, then SERVING
+            yield status
 
     async def _big(self, request: bytes, context: aio.ServicerContext) -> bytes:
         return b"x" * int(request)
@@ -182,6 +195,19 @@ def test_client_and_server_streams_of_unknown_methods_pass() -> None:
     assert total == b"15"
     assert counted == [b"0", b"1", b"2", b"3"]
     assert calls == 2
+
+
+def test_the_health_service_passes_through_with_its_own_routes() -> None:
+    async def scenario(channel, port, metrics, exporter, observations):
+        checked = await channel.unary_unary(HEALTH_CHECK)(b"", timeout=5)
+        watched = [m async for m in channel.unary_stream("/grpc.health.v1.Health/Watch")(
+            b"", timeout=5)]
+        return checked, watched, _count(metrics, route=HEALTH_CHECK, code="OK"), \
+            _count(metrics, route="/grpc.health.v1.Health/Watch", code="OK")
+
+    checked, watched, checks, watches = _run(scenario)
+    assert checked == SERVING and watched == [b"\x08\x02", SERVING]
+    assert checks == watches == 1
 
 
 def test_messages_over_the_limit_either_way_are_lookouts_resource_exhausted() -> None:

@@ -14,9 +14,17 @@ import pytest
 from lookout.sidecar.config import Config
 from lookout.sidecar.request_processes import read_families
 from lookout.sidecar.workers import WorkerStartError, check_channel
-from tests.support.processes import SidecarProcess, request, start_sidecar, wait_until
+from tests.support.processes import (
+    SidecarProcess,
+    free_port,
+    request,
+    served_module,
+    start_sidecar,
+    wait_until,
+)
 
 REQUESTS = "lookout_requests_total"
+METADATA = "/inference.GRPCInferenceService/ServerMetadata"
 
 
 def _descendants(pid: int) -> list[int]:
@@ -50,10 +58,12 @@ def _socket_inodes(pid: int) -> set[str]:
 def _listeners(root: int, port: int) -> list[int]:
     """The processes of the sidecar that hold a socket listening on `port`."""
     listening = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":  # LISTEN
-            listening.add(fields[9])
+    # grpc listens on a dual-stack socket ([::ffff:127.0.0.1]): tcp6
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                listening.add(fields[9])
     return [pid for pid in [root, *_descendants(root)] if _socket_inodes(pid) & listening]
 
 
@@ -122,6 +132,32 @@ def test_a_killed_request_process_is_replaced_and_its_counts_are_kept(
         wait_until(lambda: sidecar.metric(REQUESTS) == 60, 20, "60 requests in /metrics")
     finally:
         assert sidecar.stop() == 0
+
+
+def test_the_grpc_port_is_served_by_every_request_process(upstream_port: int) -> None:
+    import grpc
+
+    with served_module("tests.support.grpc_echo_upstream") as grpc_upstream:
+        grpc_port = free_port()
+        sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--request-processes",
+                                "2", "--observe-max-bytes", "1MiB",
+                                "--grpc-listen", f"127.0.0.1:{grpc_port}",
+                                "--grpc-upstream", f"127.0.0.1:{grpc_upstream}")
+        pid = sidecar.process.popen.pid
+        try:
+            wait_until(lambda: len(_listeners(pid, grpc_port)) == 2, 30,
+                       "both request-path processes on the gRPC port")
+            child = next(p for p in _listeners(pid, grpc_port) if p != pid)
+            for index in range(40):  # a new connection each: the kernel spreads them
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    assert channel.unary_unary(METADATA)(b"%d" % index, timeout=10) \
+                        == b"%d" % index
+            wait_until(lambda: sidecar.metric(REQUESTS, route=METADATA, code="OK") == 40, 20,
+                       "40 calls in /metrics")
+            _, families = read_families(_metrics_socket(child))
+            assert 0 < _requests_of(families) < 40  # both processes took connections
+        finally:
+            assert sidecar.stop() == 0
 
 
 def test_rings_for_every_request_process_must_fit() -> None:
