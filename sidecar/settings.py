@@ -34,13 +34,11 @@ class UpstreamSettings:
 
 @dataclass(frozen=True, slots=True)
 class GrpcSettings:
-    """The gRPC data port and its upstream: limits, timeouts, keep-alive."""
+    """The gRPC data port and its upstream: where, how long to connect, message limits."""
 
     grpc_upstream: str
     grpc_max_message_bytes: int
-    grpc_keepalive: float
     connect_timeout: float
-    read_timeout: float
     observe_max_bytes: int
 
 

@@ -1,32 +1,38 @@
-"""The gRPC data port: every method of the upstream's, relayed as bytes.
+"""The gRPC data port: HTTP/2 relayed frame by frame, one upstream connection per client
+connection, every method of the upstream's whatever its schema.
 
-grpc.aio serves the port through one generic handler whose (de)serialisers are the
-identity, so messages stay the bytes the client sent and the request path needs no
-schema: whatever method the upstream has works through lookout. The Open Inference
-Protocol's unary methods take grpc.aio's unary path (one message each way, its cheapest);
-every other method, streaming or unknown, is relayed as a bidirectional stream, which
-carries all four kinds on the wire. Metadata goes upstream as received, with lookout's
-trace context in place of the caller's; the caller's deadline becomes the upstream call's;
-the upstream's initial metadata, messages, status, details and trailers come back as
-they were sent.
+Each client connection gets its own connection to the upstream, so the connection's own
+business (SETTINGS, PING, WINDOW_UPDATE, GOAWAY) and every stream's flow control stay
+end to end, and each frame is relayed as the bytes it was, but one kind: header blocks,
+which lookout decodes and encodes again with HPACK state of its own on each connection:
+the client's, to put lookout's trace context in place of the caller's; the upstream's,
+to read `:status`, `grpc-status` and the metadata, and so that a block it must not relay
+(of a call it answered itself) leaves no decoder out of step. DATA is
+relayed as it comes; the gRPC messages in it are measured (their 5-byte prefix says
+their length before their bytes pass) and copied for analysis when the method is an
+inference one. So a gRPC call through lookout costs one pass over its frames and three
+small header blocks, where a gRPC library in between would end and restart each call.
 
-Statuses lookout makes itself carry a `lookout-error` trailer naming the cause, details
-that start with `lookout:`, and a `sidecar_`-prefixed `code` label, as on HTTP:
-UNAVAILABLE when the upstream cannot be reached, RESOURCE_EXHAUSTED for a message over
-`grpc_max_message_bytes`, DEADLINE_EXCEEDED when lookout's own `read_timeout` (for a
-unary call the caller gave no shorter deadline) ran out first.
+Statuses lookout sends itself carry a `lookout-error` trailer naming the cause, details
+starting with `lookout:` and a `sidecar_`-prefixed `code` label, as on HTTP:
+UNAVAILABLE when the upstream cannot be reached (then lookout answers every call on the
+connection itself) or goes away with calls open, RESOURCE_EXHAUSTED for a message over
+`grpc_max_message_bytes`, which is refused before any of it is relayed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc import aio
+from hpack import Decoder, Encoder, HPACKError
 from multidict import CIMultiDict
 
 from lookout.sidecar.pipeline.protos import (
@@ -36,29 +42,35 @@ from lookout.sidecar.pipeline.protos import (
     STREAM_INFER_METHOD,
 )
 from lookout.sidecar.pipeline.raw_headers import RawHeaders
+from lookout.sidecar.proxy import h2_frames as h2
 from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT, number
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
 from lookout.sidecar.proxy.telemetry import GRPC, Exchange, RequestTelemetry, UpstreamCall
+from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.settings import GrpcSettings
 from lookout.slo.catalog import sidecar_code
 
 log = logging.getLogger(__name__)
 
 ERROR_KEY = "lookout-error"  # the trailer on a status lookout made, like X-Lookout-Error
-GRPC_CONTENT_TYPE = (b"content-type", b"application/grpc")
-MAX_MESSAGE_CEILING = 2**31 - 1  # gRPC's own largest message
-# methods whose request's field 1 is the model's name (and field 2 its version)
 NAMED_MODEL_METHODS = frozenset(f"/{SERVICE}/{name}" for name in (
     "ModelInfer", "ModelStreamInfer", "ModelReady", "ModelMetadata", "ModelConfig",
     "ModelStatistics"))
-# the methods whose messages are analysed (the others carry no image nor detections)
 OBSERVED_METHODS = frozenset((INFER_METHOD, STREAM_INFER_METHOD))
-PAIRED_METHODS = frozenset((STREAM_INFER_METHOD,))  # each request answered in order
-MAX_PENDING = 64  # stream requests kept for pairing with their responses, at most
 MAX_NAME_BYTES = 255
-# a cancellation this close to the caller's deadline is that deadline passing: the
-# caller's RST_STREAM can arrive before the server's own copy of the deadline fires
+# a cancellation this close to the caller's deadline is that deadline passing (the
+# caller's clock started before lookout saw the call)
 DEADLINE_SLACK = 0.25
+HIGH_WATER = 4 * 1024**2  # bytes waiting to be written before the other side is paused
+_STATUS_BY_NUMBER = {number(code): code for code in grpc.StatusCode}
+# gRPC's mapping of an HTTP status that came without grpc-status (doc/http-grpc-status-mapping)
+_FROM_HTTP = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
+              403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.UNIMPLEMENTED,
+              429: grpc.StatusCode.UNAVAILABLE, 502: grpc.StatusCode.UNAVAILABLE,
+              503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.UNAVAILABLE}
+_RST_STATUS = {h2.NO_ERROR: grpc.StatusCode.INTERNAL, h2.CANCEL: grpc.StatusCode.CANCELLED,
+               0xb: grpc.StatusCode.UNAVAILABLE,  # ENHANCE_YOUR_CALM
+               0x7: grpc.StatusCode.UNAVAILABLE}  # REFUSED_STREAM
 
 
 class LookoutStatus(Exception):
@@ -88,350 +100,631 @@ def named_model(method: str, message: bytes) -> str | None:
         return None
 
 
-def client_address(peer: str) -> str | None:
-    """`ipv4:10.0.0.1:5555` or `ipv6:[::1]:5555` -> the address alone."""
-    kind, _, rest = peer.partition(":")
-    if kind not in ("ipv4", "ipv6"):
+_TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3,
+                  ord("u"): 1e-6, ord("n"): 1e-9}
+
+
+def grpc_timeout_seconds(value: bytes) -> float | None:
+    """A `grpc-timeout` header (`999848u`, `5S`) in seconds; None when malformed."""
+    digits, unit = value[:-1], value[-1:]
+    if not digits.isdigit() or len(digits) > 8 or not unit:
         return None
-    host = rest.rpartition(":")[0]
-    return host.strip("[]") or None
+    scale = _TIMEOUT_UNITS.get(unit[0])
+    return int(digits) * scale if scale is not None else None
 
 
-def _message_limit(limit: int) -> int:
-    """grpc's own bound, above lookout's: a message between the two is read whole and
-    refused by lookout with a clear, counted status; one past both is refused by grpc
-    before it is buffered."""
-    return min(2 * limit, MAX_MESSAGE_CEILING)
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
 
 
-class GrpcDataPort(grpc.GenericRpcHandler):
-    """The gRPC port of one request-path process, from the client's call to the
-    upstream's."""
+@dataclass(slots=True)
+class Stream:
+    """One call on its way through."""
 
-    def __init__(self, settings: GrpcSettings, telemetry: RequestTelemetry,
-                 routes: Sequence[str] = ()) -> None:
-        self._settings = settings
-        self._telemetry = telemetry
-        self._limit = settings.grpc_max_message_bytes
-        self._observe = settings.observe_max_bytes
+    exchange: Exchange
+    call: UpstreamCall
+    requests: h2.Messages
+    responses: h2.Messages
+    trace_context: dict[str, str] = field(default_factory=dict)  # for the upstream
+    started: float = field(default_factory=time.perf_counter)
+    response_headers: RawHeaders | None = None
+    http_status: int = 0
+    answered: bool = False  # lookout answered it itself: nothing more is relayed
+    labelled: bool = False
+    paired: int = 0  # stream messages handed over so far
+    deadline: float | None = None  # perf_counter time the caller's grpc-timeout ends
+
+
+class GrpcConnection(asyncio.Protocol):
+    """One client's HTTP/2 connection and the upstream connection made for it."""
+
+    def __init__(self, port: GrpcDataPort) -> None:
+        self._port = port
+        self._client: asyncio.Transport | None = None
+        self._upstream: asyncio.Transport | None = None
+        self._upstream_side: UpstreamSide | None = None
+        self._pending: list[bytes] = []  # client bytes before the upstream is there
+        self._inbound = bytearray()
+        self._preface_seen = False
+        self._client_decoder = Decoder()
+        self._upstream_encoder = Encoder()
+        self._upstream_decoder = Decoder()
+        self._client_encoder = Encoder()
+        self._header_block: tuple[int, int, bytearray] | None = None  # client's, in parts
+        self._upstream_block: tuple[int, int, bytearray] | None = None
+        self.streams: dict[int, Stream] = {}
+        self._answered: set[int] = set()  # streams lookout answered: the upstream's rest
+        self.last_stream = 0
+        self._local = False  # the upstream could not be reached: lookout answers
+        self._closed = False
+
+    # the client's side ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._client = transport  # type: ignore[assignment]
+        self._client.set_write_buffer_limits(high=HIGH_WATER)
+        self._port.connections.add(self)
+        asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, side = await asyncio.wait_for(loop.create_connection(
+                lambda: UpstreamSide(self), self._port.host, self._port.upstream_port),
+                self._port.settings.connect_timeout)
+        except (OSError, TimeoutError) as error:
+            self._unreachable(str(error) or type(error).__name__)
+            return
+        if self._closed:
+            side.transport.close()
+            return
+        self._upstream_side = side
+        self._upstream = side.transport
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._from_client(data)
+
+    def _unreachable(self, reason: str) -> None:
+        self._local = True
+        self._port.unreachable_reason = reason
+        if not self._closed and self._client is not None:
+            # lookout is the server on this connection now: its SETTINGS, then answers
+            self._client.write(h2.frame(h2.SETTINGS, 0, 0))
+            pending, self._pending = self._pending, []
+            for data in pending:
+                self._from_client(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self._upstream is None and not self._local:
+            self._pending.append(data)
+            return
+        self._from_client(data)
+
+    def _from_client(self, data: bytes) -> None:
+        try:
+            self._client_frames(data)
+        except (HPACKError, ValueError, IndexError) as error:
+            log.debug("gRPC port: a client sent what is not HTTP/2 (%s)", error)
+            self._close_both(h2.goaway(self.last_stream, h2.PROTOCOL_ERROR))
+        except Exception:
+            self._port.bug("relaying a client's frames")
+            self._close_both(h2.goaway(self.last_stream, h2.PROTOCOL_ERROR))
+
+    def _client_frames(self, data: bytes) -> None:
+        if self._inbound:  # a frame cut across reads: joined once, then read in place
+            self._inbound += data
+            data = bytes(self._inbound)
+            self._inbound.clear()
+        view = memoryview(data)  # over immutable bytes: slices may be relayed as they are
+        at = 0
+        if not self._preface_seen:
+            if len(data) < len(h2.PREFACE):
+                self._inbound += data
+                return
+            if bytes(view[:len(h2.PREFACE)]) != h2.PREFACE:
+                raise ValueError("no HTTP/2 connection preface")
+            self._preface_seen = True
+            at = len(h2.PREFACE)
+            if not self._local:
+                self._upstream.write(h2.PREFACE)
+        out: list[Any] = []
+        while len(data) - at >= h2.HEADER_SIZE:
+            length = int.from_bytes(view[at:at + 3], "big")
+            end = at + h2.HEADER_SIZE + length
+            if end > len(data):
+                break
+            kind, flags = view[at + 3], view[at + 4]
+            stream = int.from_bytes(view[at + 5:at + 9], "big") & 0x7FFFFFFF
+            payload = view[at + h2.HEADER_SIZE:end]
+            if kind in (h2.HEADERS, h2.CONTINUATION):
+                self._client_headers(kind, flags, stream, payload, out)
+            elif self._local:
+                self._answer_locally(kind, flags, stream, payload, end - at)
+            elif kind == h2.DATA:
+                if self._client_data(flags, stream, payload):
+                    out.append(view[at:end])
+                else:  # refused, never relayed: the client's window is given back here
+                    self._client.write(h2.window_update(0, length))
+            else:
+                if kind == h2.SETTINGS and not flags & h2.ACK:
+                    table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
+                    if table is not None:  # what the upstream and lookout may use for it
+                        self._upstream_decoder.max_allowed_table_size = table
+                        self._client_encoder.header_table_size = min(table, 4096)
+                elif kind == h2.RST_STREAM:
+                    self._client_reset(stream)
+                out.append(view[at:end])
+            at = end
+        if at < len(data):
+            self._inbound += view[at:]
+        if out and not self._local:
+            self._upstream.writelines(out)
+
+    def _client_headers(self, kind: int, flags: int, stream: int, payload: memoryview,
+                        out: list[bytes]) -> None:
+        """A client header block, gathered across CONTINUATION frames, then decoded
+        and encoded again for the upstream (or answered, when lookout is the server)."""
+        if kind == h2.HEADERS:
+            self._header_block = (stream, flags, bytearray(h2.unpadded(flags, payload, True)))
+        elif self._header_block is not None:
+            self._header_block[2].extend(payload)
+        if not flags & h2.END_HEADERS or self._header_block is None:
+            return
+        stream, first_flags, block = self._header_block
+        self._header_block = None
+        headers = self._client_decoder.decode(bytes(block), raw=True)
+        end_stream = bool(first_flags & h2.END_STREAM)
+        known = self.streams.get(stream)
+        if known is None:  # a new call
+            known = self._begin(stream, headers)
+            if self._local:
+                self._answer(stream, known, grpc.StatusCode.UNAVAILABLE, "upstream_unavailable",
+                             f"the upstream {self._port.settings.grpc_upstream} is "
+                             f"unavailable: {self._port.unreachable_reason}")
+                return
+            headers = self._with_trace_context(known, headers)
+        if self._local or known.answered:
+            return
+        out.extend(h2.header_frames(stream, self._upstream_encoder.encode(headers),
+                                    end_stream))
+
+    def _begin(self, stream: int, headers: list[tuple[bytes, bytes]]) -> Stream:
+        self.last_stream = max(self.last_stream, stream)
+        method = next((_text(v) for k, v in headers if k == b":path"), "")
+        route = method if method in METHOD_KINDS else OTHER_ROUTE
+        raw = [(k, v) for k, v in headers if not k.startswith(b":")]
+        text: CIMultiDict[str] = CIMultiDict((_text(k), _text(v)) for k, v in raw
+                                             if not k.endswith(b"-bin"))
+        exchange = Exchange("POST", method, route, RawHeaders(raw), protocol=GRPC)
+        telemetry = self._port.telemetry
+        telemetry.begin(exchange, text, scheme="http", protocol_version="2",
+                        client_address=self._port.peer_of(self._client))
+        context: dict[str, str] = {}
+        call = telemetry.upstream_call(exchange, method, self._port.host,
+                                       self._port.upstream_port, context)
+        observed = method in OBSERVED_METHODS
+        keep = self._port.settings.observe_max_bytes if observed else 0
+        state = Stream(exchange, call, h2.Messages(keep), h2.Messages(keep), context)
+        timeout = next((v for k, v in headers if k == b"grpc-timeout"), None)
+        seconds = grpc_timeout_seconds(timeout) if timeout else None
+        if seconds is not None:
+            state.deadline = state.started + seconds
+        self.streams[stream] = state
+        self._port.started()
+        return state
+
+    def _with_trace_context(self, state: Stream, headers: list[tuple[bytes, bytes]]
+                            ) -> list[tuple[bytes, bytes]]:
+        """The caller's headers with lookout's trace context in place of its own."""
+        if not state.trace_context:
+            return headers
+        dropped = self._port.propagation_fields
+        return [*(pair for pair in headers if pair[0] not in dropped),
+                *((k.encode(), v.encode()) for k, v in state.trace_context.items())]
+
+    def _client_data(self, flags: int, stream: int, payload: memoryview) -> bool:
+        """Whether this DATA frame is relayed: a message over the limit is refused."""
+        state = self.streams.get(stream)
+        if state is None:
+            return True  # a stream the upstream knows the fate of
+        if state.answered:
+            return False
+        announced = state.requests.feed(h2.unpadded(flags, payload, False))
+        state.exchange.request_bytes += len(payload)
+        if not state.labelled and state.requests.first_head:
+            state.labelled = True
+            self._port.telemetry.relabel(state.exchange, named_model(
+                state.exchange.path, state.requests.first_head))
+        if announced is not None and announced > self._port.limit:
+            self._upstream.write(h2.rst_stream(stream))
+            self._answer(stream, state, grpc.StatusCode.RESOURCE_EXHAUSTED, "request_too_large",
+                         f"request message of {announced} bytes is larger than "
+                         f"grpc_max_message_bytes ({self._port.limit})")
+            return False
+        return True
+
+    def _client_reset(self, stream: int) -> None:
+        """The caller cancelled, or its deadline passed while the upstream worked: that
+        is the upstream's DEADLINE_EXCEEDED, as the caller sees it."""
+        state = self.streams.pop(stream, None)
+        if state is None or state.answered:
+            return
+        if state.deadline is not None and time.perf_counter() >= state.deadline - DEADLINE_SLACK:
+            self._finish(state, grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
+        else:
+            self._finish(state, grpc.StatusCode.CANCELLED, sidecar_code("CANCELLED"))
+
+    def _answer_locally(self, kind: int, flags: int, stream: int, payload: memoryview,
+                        size: int) -> None:
+        """The connection's business when lookout is its server (no upstream)."""
+        if kind == h2.SETTINGS and not flags & h2.ACK:
+            self._client.write(h2.frame(h2.SETTINGS, h2.ACK, 0))
+        elif kind == h2.PING and not flags & h2.ACK:
+            self._client.write(h2.frame(h2.PING, h2.ACK, 0, bytes(payload)))
+        elif kind == h2.DATA and len(payload):
+            self._client.write(h2.window_update(0, len(payload)))
+        elif kind == h2.GOAWAY:
+            self._close_both()
+
+    def _answer(self, stream: int, state: Stream, code: grpc.StatusCode, kind: str,
+                detail: str) -> None:
+        """lookout's own status for a call, to the client: headers too, unless the
+        upstream's were relayed already. What the upstream still sends for it is not."""
+        state.answered = True
+        self._answered.add(stream)
+        headers = [] if state.response_headers is not None else [
+            (b":status", b"200"), (b"content-type", b"application/grpc")]
+        message = f"lookout: {detail}" if not detail.startswith("lookout:") else detail
+        headers += [(b"grpc-status", str(number(code)).encode()),
+                    (b"grpc-message", _percent_encoded(message)),
+                    (ERROR_KEY.encode(), kind.encode())]
+        block = _static_block(headers)
+        self._client.writelines(h2.header_frames(stream, block, end_stream=True))
+        state.exchange.error_kind = kind
+        if kind.startswith("upstream"):
+            self._port.telemetry.upstream_failure(state.call, kind, message)
+        self._finish(state, code, sidecar_code(code.name))
+        self.streams.pop(stream, None)
+
+    # the upstream's side -------------------------------------------------------------
+    def from_upstream(self, data: bytes, buffer: bytearray) -> None:
+        """Relay everything; read the header blocks and count the messages going by.
+        `buffer` holds the start of a frame cut across reads."""
+        if buffer:
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        view = memoryview(data)
+        at = 0
+        out: list[Any] = []
+        try:
+            while len(data) - at >= h2.HEADER_SIZE:
+                length = int.from_bytes(view[at:at + 3], "big")
+                end = at + h2.HEADER_SIZE + length
+                if end > len(data):
+                    break
+                kind, flags = view[at + 3], view[at + 4]
+                stream = int.from_bytes(view[at + 5:at + 9], "big") & 0x7FFFFFFF
+                payload = view[at + h2.HEADER_SIZE:end]
+                relay = True
+                if kind in (h2.HEADERS, h2.CONTINUATION):
+                    self._upstream_headers(kind, flags, stream, payload, out)
+                    relay = False  # encoded again, by the block
+                elif kind == h2.DATA:
+                    relay = self._upstream_data(flags, stream, payload, out)
+                    if not relay:  # never reaches the client: its window is ours to give
+                        self._upstream.write(h2.window_update(0, length))
+                elif kind == h2.RST_STREAM:
+                    relay = self._upstream_reset(stream, int.from_bytes(payload[:4], "big"))
+                elif kind == h2.SETTINGS and not flags & h2.ACK:
+                    table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
+                    if table is not None:
+                        self._client_decoder.max_allowed_table_size = table
+                        self._upstream_encoder.header_table_size = min(table, 4096)
+                if relay:
+                    out.append(view[at:end])
+                at = end
+        finally:
+            if at < len(data):
+                buffer += view[at:]
+        if out and not self._closed:
+            self._client.writelines(out)
+
+    def _upstream_headers(self, kind: int, flags: int, stream: int, payload: memoryview,
+                          out: list[Any]) -> None:
+        """An upstream header block, decoded (what it says is the call's status and
+        metadata) and encoded again for the client with lookout's own HPACK state, so
+        that a block lookout does not relay (of a call it answered) leaves the client's
+        decoder in step."""
+        if kind == h2.HEADERS:
+            self._upstream_block = (stream, flags,
+                                    bytearray(h2.unpadded(flags, payload, True)))
+        elif self._upstream_block is not None:
+            self._upstream_block[2].extend(payload)
+        if not flags & h2.END_HEADERS or self._upstream_block is None:
+            return
+        stream, first_flags, block = self._upstream_block
+        self._upstream_block = None
+        headers = self._upstream_decoder.decode(bytes(block), raw=True)
+        end_stream = bool(first_flags & h2.END_STREAM)
+        if stream not in self._answered:
+            out.extend(h2.header_frames(stream, self._client_encoder.encode(headers),
+                                        end_stream))
+        state = self.streams.get(stream)
+        if state is None:
+            return
+        if state.response_headers is None:  # the first block: headers, or trailers-only
+            state.response_headers = RawHeaders([(b"content-type", b"application/grpc"),
+                                                 *((k, v) for k, v in headers
+                                                   if not k.startswith(b":"))])
+            status = next((v for k, v in headers if k == b":status"), b"200")
+            state.http_status = int(status) if status.isdigit() else 0
+            state.exchange.response_headers = state.response_headers
+        if end_stream:  # trailers (or a trailers-only answer)
+            self._trailers(stream, state, headers)
+
+    def _trailers(self, stream: int, state: Stream, headers: list[tuple[bytes, bytes]]
+                  ) -> None:
+        found = next((v for k, v in headers if k == b"grpc-status"), None)
+        if found is not None and found.isdigit():
+            code = _STATUS_BY_NUMBER.get(int(found), grpc.StatusCode.UNKNOWN)
+        else:
+            code = _FROM_HTTP.get(state.http_status, grpc.StatusCode.UNKNOWN)
+        self.streams.pop(stream, None)
+        self._finish(state, code, code.name)
+
+    def _upstream_data(self, flags: int, stream: int, payload: memoryview,
+                       out: list[bytes]) -> bool:
+        state = self.streams.get(stream)
+        if state is None:
+            return stream not in self._answered
+        announced = state.responses.feed(h2.unpadded(flags, payload, False))
+        state.exchange.response_bytes += len(payload)
+        if announced is not None and announced > self._port.limit:
+            self._upstream.write(h2.rst_stream(stream))
+            self._client.writelines(out)  # what came before, then lookout's status
+            out.clear()
+            self._answer(stream, state, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         "response_too_large", f"response message of {announced} bytes is "
+                         f"larger than grpc_max_message_bytes ({self._port.limit})")
+            return False
+        if state.exchange.path == STREAM_INFER_METHOD:
+            self._pair(state)
+        return True
+
+    def _pair(self, state: Stream) -> None:
+        """A stream's requests and responses, in order, each pair an observation."""
+        requests, responses = state.requests.copies, state.responses.copies
+        while state.paired < min(len(requests), len(responses)):
+            request, response = requests[state.paired], responses[state.paired]
+            requests[state.paired] = responses[state.paired] = b""
+            state.paired += 1
+            if request and response:
+                self._port.telemetry.observe_message(state.exchange, request, response)
+
+    def _upstream_reset(self, stream: int, code: int) -> bool:
+        state = self.streams.pop(stream, None)
+        if state is None:
+            return stream not in self._answered
+        status = _RST_STATUS.get(code, grpc.StatusCode.INTERNAL)
+        self._finish(state, status, status.name)
+        return True
+
+    def upstream_lost(self, reason: str) -> None:
+        """The upstream closed or failed: the calls still open get lookout's
+        UNAVAILABLE, then the client's connection ends."""
+        if self._closed:
+            return
+        for stream, state in list(self.streams.items()):
+            self._answer(stream, state, grpc.StatusCode.UNAVAILABLE, "upstream_unavailable",
+                         f"the upstream {self._port.settings.grpc_upstream} went away: "
+                         f"{reason}")
+        self._close_both(h2.goaway(self.last_stream))
+
+    # both ----------------------------------------------------------------------------
+    def _finish(self, state: Stream, code: grpc.StatusCode, label: str) -> None:
+        exchange = state.exchange
+        exchange.grpc_status, exchange.status, exchange.code = \
+            number(code), HTTP_EQUIVALENT[code], label
+        exchange.upstream_duration = time.perf_counter() - state.started
+        if not exchange.error_kind:
+            state.call.grpc_status, state.call.status = exchange.grpc_status, exchange.status
+        exchange.response_headers = state.response_headers or RawHeaders(
+            [(b"content-type", b"application/grpc")])
+        if exchange.path == INFER_METHOD and code is grpc.StatusCode.OK:
+            self._unary_copies(state)
+        self._port.telemetry.end_call(state.call)
+        self._port.telemetry.finish(exchange)
+        self._port.ended()
+
+    def _unary_copies(self, state: Stream) -> None:
+        exchange = state.exchange
+        requests, responses = state.requests.copies, state.responses.copies
+        if len(requests) == 1 and requests[0]:
+            exchange.request_body = requests[0]
+        else:
+            exchange.request_truncated = bool(state.requests.count)
+        if len(responses) == 1 and responses[0]:
+            exchange.response_body = responses[0]
+        else:
+            exchange.truncated = bool(state.responses.count)
+
+    def pause_writing(self) -> None:  # the client reads slowly: so does the upstream side
+        if self._upstream is not None:
+            self._upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        for state in list(self.streams.values()):
+            self._finish(state, grpc.StatusCode.CANCELLED, sidecar_code("CANCELLED"))
+        self.streams.clear()
+        if self._upstream is not None:
+            self._upstream.close()
+        self._port.connections.discard(self)
+
+    def _close_both(self, last_words: bytes | None = None) -> None:
+        if self._client is not None and not self._closed:
+            if last_words:
+                self._client.write(last_words)
+            self._client.close()
+        if self._upstream is not None:
+            self._upstream.close()
+
+    def drain(self) -> None:
+        """SIGTERM: no new calls (GOAWAY), the open ones go on."""
+        if self._client is not None and not self._closed:
+            self._client.write(h2.goaway(self.last_stream))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.streams)
+
+    def close(self) -> None:
+        self._close_both()
+
+
+class UpstreamSide(asyncio.Protocol):
+    """The connection to the upstream made for one client connection."""
+
+    def __init__(self, connection: GrpcConnection) -> None:
+        self.connection = connection
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._ended = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=HIGH_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.connection.from_upstream(data, self._buffer)
+        except (HPACKError, ValueError, IndexError) as error:
+            self.connection.upstream_lost(f"it sent what is not HTTP/2 ({error})")
+        except Exception:
+            self.connection._port.bug("relaying the upstream's frames")
+            self.connection.upstream_lost("lookout failed relaying it")
+
+    def pause_writing(self) -> None:  # the upstream reads slowly: so does the client side
+        client = self.connection._client
+        if client is not None:
+            client.pause_reading()
+
+    def resume_writing(self) -> None:
+        client = self.connection._client
+        if client is not None:
+            client.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.upstream_lost(str(exc) if exc else "it closed the connection")
+
+
+def _static_block(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """HPACK literals never indexed (RFC 7541 6.2.3): lookout's own statuses, which
+    change no table and are never compressed by an intermediary."""
+    out = bytearray()
+    for name, value in headers:
+        out.append(0x10)  # literal never indexed, new name
+        out += _string(name)
+        out += _string(value)
+    return bytes(out)
+
+
+def _string(data: bytes) -> bytes:
+    """An HPACK string literal, not Huffman coded (RFC 7541 5.2)."""
+    length = len(data)
+    if length < 0x7F:
+        return bytes((length,)) + data
+    out = bytearray((0x7F,))
+    length -= 0x7F
+    while length >= 0x80:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + data
+
+
+def _percent_encoded(text: str) -> bytes:
+    """grpc-message's encoding: UTF-8, with what is not printable ASCII (and %)
+    percent-encoded."""
+    out = bytearray()
+    for byte in text.encode("utf-8"):
+        out += b"%%%02X" % byte if byte < 0x20 or byte > 0x7E or byte == 0x25 \
+            else bytes((byte,))
+    return bytes(out)
+
+
+class GrpcDataPort:
+    """The gRPC port of one request-path process."""
+
+    def __init__(self, settings: GrpcSettings, telemetry: RequestTelemetry) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self.limit = settings.grpc_max_message_bytes
         host, _, port = settings.grpc_upstream.rpartition(":")
-        self._host, self._port = host.strip("[]"), int(port)
-        wire_limit = _message_limit(self._limit)
-        keepalive_ms = int(settings.grpc_keepalive * 1000)
-        self.channel = aio.insecure_channel(settings.grpc_upstream, options=[
-            ("grpc.max_receive_message_length", wire_limit),
-            ("grpc.max_send_message_length", wire_limit),
-            ("grpc.keepalive_time_ms", keepalive_ms),
-            ("grpc.keepalive_timeout_ms", int(settings.connect_timeout * 1000) + 1000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
-            # the upstream is in the pod: after a restart, be back within a second
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ])
-        self._wire_limit = wire_limit
+        self.host, self.upstream_port = host.strip("[]"), int(port)
         self.address = settings.grpc_upstream
-        self._known_routes = frozenset(routes) or frozenset(METHOD_KINDS)
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-        self._dropped = frozenset(("user-agent", *telemetry.propagation_fields))
-        self._server: aio.Server | None = None
+        self.propagation_fields = frozenset(name.encode() for name in
+                                            telemetry.propagation_fields)
+        self.connections: set[GrpcConnection] = set()
+        self.unreachable_reason = ""
+        self._server: asyncio.base_events.Server | None = None
+        self._channel: aio.Channel | None = None
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.failures = FailureLog(log)
+        self.port = 0
+
+    @property
+    def channel(self) -> aio.Channel:
+        """A gRPC channel to the upstream, for the readiness probe alone."""
+        if self._channel is None:
+            self._channel = aio.insecure_channel(self.settings.grpc_upstream)
+        return self._channel
 
     async def start(self, host: str, port: int, *, reuse_port: bool) -> None:
-        """Bind and serve; an address that cannot be bound raises OSError."""
-        server = aio.server(options=[
-            ("grpc.max_receive_message_length", self._wire_limit),
-            ("grpc.max_send_message_length", self._wire_limit),
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ])
-        server.add_generic_rpc_handlers((self,))
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            bound = server.add_insecure_port(address)
-        except RuntimeError as error:  # grpc says "Failed to bind" with no errno
-            raise OSError(f"cannot bind {address}: {error}") from None
-        if not bound:
-            raise OSError(f"cannot bind {address}")
-        self.port = bound
-        await server.start()
-        self._server = server
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: GrpcConnection(self), host, port,
+                                                reuse_address=True, reuse_port=reuse_port,
+                                                backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float) -> None:
-        """Refuse new calls, let in-flight ones finish within `grace`, close the channel."""
+        """Refuse new calls (GOAWAY), let open ones finish within `grace`, then close."""
         if self._server is not None:
-            await self._server.stop(grace)
-        await self.channel.close()
+            self._server.close()
+        for connection in list(self.connections):
+            connection.drain()
+            if not connection.busy:
+                connection.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        for connection in list(self.connections):
+            connection.close()
+        if self._channel is not None:
+            await self._channel.close()
 
-    # grpc.GenericRpcHandler
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = details.method
-        handler = self._handlers.get(method)
-        if handler is None:
-            handler = self._handler(method)
-            if method in METHOD_KINDS:  # unknown methods are not kept: they are unbounded
-                self._handlers[method] = handler
-        return handler
+    def started(self) -> None:
+        self._busy += 1
+        self._idle.clear()
 
-    def _handler(self, method: str) -> grpc.RpcMethodHandler:
-        route = method if method in self._known_routes else OTHER_ROUTE
-        if METHOD_KINDS.get(method) == (False, False):
-            upstream = self.channel.unary_unary(method)
+    def ended(self) -> None:
+        self._busy -= 1
+        if self._busy <= 0:
+            self._busy = 0
+            self._idle.set()
 
-            async def unary(request: bytes, context: aio.ServicerContext) -> bytes | None:
-                return await self._unary(method, route, upstream, request, context)
-            return grpc.unary_unary_rpc_method_handler(unary)
-        streams = self.channel.stream_stream(method)
-
-        async def stream(requests: AsyncIterator[bytes], context: aio.ServicerContext) -> None:
-            await self._stream(method, route, streams, requests, context)
-        return grpc.stream_stream_rpc_method_handler(stream)
-
-    def _exchange(self, method: str, route: str, context: aio.ServicerContext,
-                  first: bytes | None) -> tuple[Exchange, list[tuple[str, Any]]]:
-        """The exchange, labelled and sampled, and the metadata to send upstream."""
-        received = context.invocation_metadata() or ()
-        raw = [GRPC_CONTENT_TYPE]
-        text: CIMultiDict[str] = CIMultiDict()
-        forwarded: list[tuple[str, Any]] = []
-        for key, value in received:
-            if isinstance(value, str):
-                text.add(key, value)
-                raw.append((key.encode(), value.encode("utf-8", "surrogateescape")))
-            else:
-                raw.append((key.encode(), value))
-            if key not in self._dropped:
-                forwarded.append((key, value))
-        exchange = Exchange("POST", method, route, RawHeaders(raw), protocol=GRPC,
-                            named_model=named_model(method, first) if first else None)
-        self._telemetry.begin(exchange, text, scheme="http", protocol_version="2",
-                              client_address=client_address(context.peer()))
-        return exchange, forwarded
-
-    def _call(self, exchange: Exchange, forwarded: list[tuple[str, Any]]) -> UpstreamCall:
-        """The upstream call's facts; lookout's trace context joins the metadata."""
-        context: dict[str, str] = {}
-        call = self._telemetry.upstream_call(exchange, exchange.path, self._host, self._port,
-                                             context)
-        forwarded.extend(context.items())
-        return call
-
-    def _timeout(self, context: aio.ServicerContext, unary: bool) -> tuple[float | None, bool]:
-        """The upstream call's timeout, and whether it is lookout's rather than the
-        caller's deadline."""
-        remaining = context.time_remaining()
-        if unary and (remaining is None or remaining > self._settings.read_timeout):
-            return self._settings.read_timeout, True
-        return remaining, False
-
-    def _check(self, message: bytes, what: str) -> None:
-        if len(message) > self._limit:
-            raise LookoutStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what}_too_large",
-                                f"{what} message of {len(message)} bytes is larger than "
-                                f"grpc_max_message_bytes ({self._limit})")
-
-    async def _unary(self, method: str, route: str, upstream: aio.UnaryUnaryMultiCallable,
-                     request: bytes, context: aio.ServicerContext) -> bytes | None:
-        exchange, forwarded = self._exchange(method, route, context, request)
-        exchange.request_bytes = len(request)
-        call_facts: UpstreamCall | None = None
-        call: aio.UnaryUnaryCall | None = None
-        try:
-            self._check(request, "request")
-            observed = method in OBSERVED_METHODS
-            if observed and len(request) <= self._observe:
-                exchange.request_body = request
-            elif observed:
-                exchange.request_truncated = True
-            timeout, own = self._timeout(context, unary=True)
-            call_facts = self._call(exchange, forwarded)
-            started = asyncio.get_running_loop().time()
-            call = upstream(request, metadata=forwarded, timeout=timeout)
-            try:
-                response = await call
-                initial = await call.initial_metadata()
-                trailing = await call.trailing_metadata()
-            except aio.AioRpcError as error:
-                raise self._relayed(error, own) from None
-            finally:
-                exchange.upstream_duration = asyncio.get_running_loop().time() - started
-                self._telemetry.end_call(call_facts)
-            self._answered(exchange, call_facts, grpc.StatusCode.OK)
-            self._check(response, "response")
-            exchange.response_bytes = len(response)
-            exchange.response_headers = self._response_headers(initial)
-            if observed and len(response) <= self._observe:
-                exchange.response_body = response
-            elif observed:
-                exchange.truncated = True
-            if initial:
-                await context.send_initial_metadata(tuple(initial))
-            if trailing:
-                context.set_trailing_metadata(tuple(trailing))
-            return response
-        except _Relayed as relayed:
-            await self._send_status(context, exchange, call_facts, relayed)
-        except LookoutStatus as status:
-            await self._send_status(context, exchange, call_facts, status)
-        except asyncio.CancelledError:
-            self._cancelled(exchange, call, context)
-            raise
-        finally:
-            self._telemetry.finish(exchange)
-        return None
-
-    async def _stream(self, method: str, route: str, upstream: aio.StreamStreamMultiCallable,
-                      requests: AsyncIterator[bytes], context: aio.ServicerContext) -> None:
-        exchange, forwarded = self._exchange(method, route, context, None)
-        timeout, own = self._timeout(context, unary=False)
-        call_facts = self._call(exchange, forwarded)
-        started = asyncio.get_running_loop().time()
-        call = upstream(metadata=forwarded, timeout=timeout)
-        pending: deque[bytes] | None = deque(maxlen=MAX_PENDING) \
-            if method in PAIRED_METHODS else None
-        refused: list[LookoutStatus] = []
-        pump = asyncio.get_running_loop().create_task(
-            self._pump(requests, call, exchange, pending, refused))
-        headers_sent = False
-        try:
-            try:
-                initial = await call.initial_metadata()
-                if initial:
-                    await context.send_initial_metadata(tuple(initial))
-                    headers_sent = True
-                exchange.response_headers = self._response_headers(initial)
-                async for message in call:
-                    self._check(message, "response")
-                    exchange.response_bytes += len(message)
-                    await context.write(message)
-                    if pending:
-                        self._pair(exchange, pending.popleft(), message)
-                trailing = await call.trailing_metadata()
-            except aio.AioRpcError as error:
-                if refused:
-                    raise refused[0] from None
-                raise self._relayed(error, own) from None
-            except asyncio.CancelledError:
-                if not refused:  # the client went away (or the server is stopping)
-                    raise
-                raise refused[0] from None
-            finally:
-                exchange.upstream_duration = asyncio.get_running_loop().time() - started
-                self._telemetry.end_call(call_facts)
-            if refused:
-                raise refused[0]
-            self._answered(exchange, call_facts, grpc.StatusCode.OK)
-            if trailing:
-                context.set_trailing_metadata(tuple(trailing))
-        except _Relayed as relayed:
-            await self._send_status(context, exchange, call_facts, relayed, headers_sent)
-        except LookoutStatus as status:
-            call.cancel()
-            await self._send_status(context, exchange, call_facts, status)
-        except asyncio.CancelledError:
-            self._cancelled(exchange, call, context)
-            raise
-        finally:
-            pump.cancel()
-            self._telemetry.finish(exchange)
-
-    async def _pump(self, requests: AsyncIterator[bytes], call: aio.StreamStreamCall,
-                    exchange: Exchange, pending: deque[bytes] | None,
-                    refused: list[LookoutStatus]) -> None:
-        """The client's messages, written upstream as they come; a refused one ends the
-        upstream call."""
-        try:
-            async for message in requests:
-                self._check(message, "request")
-                exchange.request_bytes += len(message)
-                if pending is not None:
-                    pending.append(message if len(message) <= self._observe else b"")
-                await call.write(message)
-            await call.done_writing()
-        except LookoutStatus as status:
-            refused.append(status)
-            call.cancel()
-        except (aio.AioRpcError, asyncio.InvalidStateError):
-            pass  # the upstream call ended first: its status says why
-
-    def _pair(self, exchange: Exchange, request: bytes, response: bytes) -> None:
-        if request and len(response) <= self._observe:
-            self._telemetry.observe_message(exchange, request, response)
+    def bug(self, what: str) -> None:
+        """A failure of lookout's own, counted and logged: the connection it happened on
+        is closed, the port goes on."""
+        self.telemetry.component_failed()
+        self.failures.exception("grpc_port", "gRPC port: %s failed", what)
 
     @staticmethod
-    def _response_headers(initial: Any) -> RawHeaders:
-        raw = [GRPC_CONTENT_TYPE]
-        for key, value in initial or ():
-            raw.append((key.encode(), value if isinstance(value, bytes)
-                        else value.encode("utf-8", "surrogateescape")))
-        return RawHeaders(raw)
-
-    def _relayed(self, error: aio.AioRpcError, own_timeout: bool) -> Exception:
-        """The upstream call's failure as the status to send: the upstream's own,
-        relayed, or lookout's when it could not reach the upstream or its own timeout
-        ran out."""
-        code = error.code()
-        if code is grpc.StatusCode.UNAVAILABLE and \
-                self.channel.get_state() is not grpc.ChannelConnectivity.READY:
-            return LookoutStatus(code, "upstream_unavailable",
-                                 f"the upstream {self._settings.grpc_upstream} is "
-                                 f"unavailable: {error.details()}")
-        if code is grpc.StatusCode.DEADLINE_EXCEEDED and own_timeout:
-            return LookoutStatus(code, "upstream_timeout",
-                                 f"no answer from the upstream within read_timeout "
-                                 f"({self._settings.read_timeout:g}s)")
-        return _Relayed(error)
-
-    def _answered(self, exchange: Exchange, call: UpstreamCall | None,
-                  code: grpc.StatusCode) -> None:
-        exchange.grpc_status = number(code)
-        exchange.status = HTTP_EQUIVALENT[code]
-        exchange.code = code.name
-        if call is not None:
-            call.grpc_status, call.status = exchange.grpc_status, exchange.status
-
-    async def _send_status(self, context: aio.ServicerContext, exchange: Exchange,
-                           call: UpstreamCall | None, status: Exception,
-                           headers_sent: bool = False) -> None:
-        """Send a failed call's status: the upstream's unchanged, or lookout's own."""
-        if isinstance(status, _Relayed):
-            error = status.error
-            self._answered(exchange, call, error.code())
-            initial = error.initial_metadata()
-            if initial and not headers_sent:
-                await context.send_initial_metadata(tuple(initial))
-            await context.abort(error.code(), error.details() or "",
-                                tuple(error.trailing_metadata() or ()))
-            return
-        assert isinstance(status, LookoutStatus)
-        exchange.grpc_status = number(status.code)
-        exchange.status = HTTP_EQUIVALENT[status.code]
-        exchange.code = sidecar_code(status.code.name)
-        exchange.error_kind = status.kind
-        if call is not None and status.kind.startswith("upstream"):
-            self._telemetry.upstream_failure(call, status.kind, status.detail)
-        await context.abort(status.code, status.detail, ((ERROR_KEY, status.kind),))
-
-    @staticmethod
-    def _cancelled(exchange: Exchange, call: Any, context: aio.ServicerContext) -> None:
-        """The client cancelled, or its deadline passed while the upstream worked (the
-        upstream's DEADLINE_EXCEEDED, as the caller sees it): so is the upstream call."""
-        if call is not None:
-            call.cancel()
-        if exchange.code:
-            return
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= DEADLINE_SLACK:
-            code, exchange.code = grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"
-        else:
-            code = grpc.StatusCode.CANCELLED
-            exchange.code = sidecar_code(code.name)
-        exchange.grpc_status, exchange.status = number(code), HTTP_EQUIVALENT[code]
-
-
-class _Relayed(Exception):
-    """The upstream's failed status, to be relayed as it is."""
-
-    def __init__(self, error: aio.AioRpcError) -> None:
-        super().__init__(error.details())
-        self.error = error
-
+    def peer_of(transport: Any) -> str | None:
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return peer[0] if peer else None

@@ -236,6 +236,15 @@ class RequestTelemetry:
         self._propagator.inject(headers, context=trace.set_span_in_context(
             NonRecordingSpan(context)))
 
+    def relabel(self, exchange: Exchange, name: str | None) -> None:
+        """The labels of a call whose model is named in its first message (gRPC)."""
+        exchange.named_model = name
+        exchange.model, exchange.version = self.models.label_name(name)
+
+    def component_failed(self) -> None:
+        """A request-path failure of lookout's own, for `lookout_component_errors_total`."""
+        self._metrics.component_error(self.name)
+
     @staticmethod
     def upstream_status(call: UpstreamCall, status: int) -> None:
         call.status = status

@@ -1,0 +1,123 @@
+"""HTTP/2 frames (RFC 9113) and gRPC's length-prefixed messages, as the gRPC port reads
+them going past: frame headers split off the byte stream, the few frames lookout writes
+itself built, and each stream's messages measured (and copied, when they are to be
+analysed) without holding them back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HEADER_SIZE = 9
+MAX_FRAME = 16384  # the SETTINGS_MAX_FRAME_SIZE every peer must accept
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, \
+    WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+NO_ERROR, PROTOCOL_ERROR, CANCEL = 0x0, 0x1, 0x8
+SETTINGS_HEADER_TABLE_SIZE = 0x1
+MESSAGE_PREFIX = 5  # compressed flag, then the length, big-endian
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + \
+        stream.to_bytes(4, "big") + payload
+
+
+def header_frames(stream: int, block: bytes, end_stream: bool) -> list[bytes]:
+    """A header block as HEADERS and, past MAX_FRAME, CONTINUATION frames."""
+    chunks = [block[at:at + MAX_FRAME] for at in range(0, len(block), MAX_FRAME)] or [b""]
+    frames = []
+    for index, chunk in enumerate(chunks):
+        flags = END_HEADERS if index == len(chunks) - 1 else 0
+        if index == 0:
+            frames.append(frame(HEADERS, flags | (END_STREAM if end_stream else 0), stream,
+                                chunk))
+        else:
+            frames.append(frame(CONTINUATION, flags, stream, chunk))
+    return frames
+
+
+def window_update(stream: int, increment: int) -> bytes:
+    return frame(WINDOW_UPDATE, 0, stream, increment.to_bytes(4, "big"))
+
+
+def rst_stream(stream: int, code: int = CANCEL) -> bytes:
+    return frame(RST_STREAM, 0, stream, code.to_bytes(4, "big"))
+
+
+def goaway(last_stream: int, code: int = NO_ERROR) -> bytes:
+    return frame(GOAWAY, 0, 0, last_stream.to_bytes(4, "big") + code.to_bytes(4, "big"))
+
+
+def unpadded(flags: int, payload: memoryview, headers: bool) -> memoryview:
+    """A HEADERS or DATA payload without its padding (and a HEADERS' priority fields)."""
+    if flags & PADDED:
+        pad = payload[0]
+        payload = payload[1:len(payload) - pad] if pad < len(payload) else payload[:0]
+    if headers and flags & PRIORITY_FLAG:
+        payload = payload[5:]
+    return payload
+
+
+def settings_of(payload: memoryview) -> dict[int, int]:
+    return {int.from_bytes(payload[at:at + 2], "big"): int.from_bytes(payload[at + 2:at + 6],
+                                                                      "big")
+            for at in range(0, len(payload) - 5, 6)}
+
+
+@dataclass(slots=True)
+class Messages:
+    """One direction of one stream, as gRPC messages: their count and sizes, the first
+    one's head (where the model's name is), and whole copies of those up to `keep`
+    bytes long, while the bytes themselves pass on untouched."""
+
+    keep: int  # copy messages up to this size; 0: copy none
+    count: int = 0
+    largest: int = 0  # the largest message length announced so far
+    compressed: bool = False  # a message came compressed (grpc-encoding)
+    first_head: bytes = b""  # the first bytes of the first message
+    copies: list[bytes] = field(default_factory=list)
+    _prefix: bytearray = field(default_factory=bytearray)
+    _remaining: int = 0
+    _parts: list[bytes] | None = None
+
+    def feed(self, data: memoryview) -> int | None:
+        """Take the next bytes; returns the length of a message whose prefix just came
+        in (for the caller to refuse before it is relayed), else None."""
+        announced = None
+        while data:
+            if self._remaining == 0 and len(self._prefix) < MESSAGE_PREFIX:
+                take = MESSAGE_PREFIX - len(self._prefix)
+                self._prefix += data[:take]
+                data = data[take:]
+                if len(self._prefix) < MESSAGE_PREFIX:
+                    return announced
+                length = int.from_bytes(self._prefix[1:5], "big")
+                self.compressed |= bool(self._prefix[0])
+                self.count += 1
+                self.largest = max(self.largest, length)
+                announced = length
+                self._remaining = length
+                self._parts = [] if 0 < length <= self.keep and not self._prefix[0] else None
+                if length == 0:
+                    self._finish(b"")
+                continue
+            take = data[:self._remaining]
+            if self.count == 1 and len(self.first_head) < 512:
+                self.first_head += bytes(take[:512 - len(self.first_head)])
+            if self._parts is not None:
+                self._parts.append(bytes(take))
+            self._remaining -= len(take)
+            data = data[len(take):]
+            if self._remaining == 0:
+                self._finish(b"".join(self._parts) if self._parts is not None else None)
+        return announced
+
+    def _finish(self, message: bytes | None) -> None:
+        """A message is complete: its copy, or b"" for one not copied (too large,
+        compressed), so that copies stay in order with the other direction's."""
+        if self.keep:
+            self.copies.append(message or b"")
+        self._prefix.clear()
+        self._parts = None
