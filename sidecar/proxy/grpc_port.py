@@ -32,7 +32,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from hpack import Decoder, Encoder, HPACKError
+from hpack import HPACKError, NeverIndexedHeaderTuple
 from multidict import CIMultiDict
 
 from lookout.sidecar.pipeline.protos import (
@@ -144,12 +144,14 @@ class GrpcConnection(asyncio.Protocol):
         self._upstream: asyncio.Transport | None = None
         self._upstream_side: UpstreamSide | None = None
         self._pending: list[bytes] = []  # client bytes before the upstream is there
-        self._inbound = bytearray()
+        self._preface = bytearray()
         self._preface_seen = False
-        self._client_decoder = Decoder()
-        self._upstream_encoder = Encoder()
-        self._upstream_decoder = Decoder()
-        self._client_encoder = Encoder()
+        self._from_client_frames = h2.FrameSplitter()
+        self._from_upstream_frames = h2.FrameSplitter()
+        self._client_decoder = h2.CachingDecoder()
+        self._upstream_encoder = h2.CachingEncoder()
+        self._upstream_decoder = h2.CachingDecoder()
+        self._client_encoder = h2.CachingEncoder()
         self._header_block: tuple[int, int, bytearray] | None = None  # client's, in parts
         self._upstream_block: tuple[int, int, bytearray] | None = None
         self.streams: dict[int, Stream] = {}
@@ -210,40 +212,28 @@ class GrpcConnection(asyncio.Protocol):
             self._close_both(h2.goaway(self.last_stream, h2.PROTOCOL_ERROR))
 
     def _client_frames(self, data: bytes) -> None:
-        if self._inbound:  # a frame cut across reads: joined once, then read in place
-            self._inbound += data
-            data = bytes(self._inbound)
-            self._inbound.clear()
-        view = memoryview(data)  # over immutable bytes: slices may be relayed as they are
-        at = 0
         if not self._preface_seen:
-            if len(data) < len(h2.PREFACE):
-                self._inbound += data
+            self._preface += data
+            if len(self._preface) < len(h2.PREFACE):
                 return
-            if bytes(view[:len(h2.PREFACE)]) != h2.PREFACE:
+            if bytes(self._preface[:len(h2.PREFACE)]) != h2.PREFACE:
                 raise ValueError("no HTTP/2 connection preface")
             self._preface_seen = True
-            at = len(h2.PREFACE)
+            data = bytes(self._preface[len(h2.PREFACE):])
+            self._preface.clear()
             if not self._local:
                 self._upstream.write(h2.PREFACE)
         out: list[Any] = []
-        while len(data) - at >= h2.HEADER_SIZE:
-            length = int.from_bytes(view[at:at + 3], "big")
-            end = at + h2.HEADER_SIZE + length
-            if end > len(data):
-                break
-            kind, flags = view[at + 3], view[at + 4]
-            stream = int.from_bytes(view[at + 5:at + 9], "big") & 0x7FFFFFFF
-            payload = view[at + h2.HEADER_SIZE:end]
+        for whole, kind, flags, stream, payload in self._from_client_frames.split(data):
             if kind in (h2.HEADERS, h2.CONTINUATION):
                 self._client_headers(kind, flags, stream, payload, out)
             elif self._local:
-                self._answer_locally(kind, flags, stream, payload, end - at)
+                self._answer_locally(kind, flags, stream, payload)
             elif kind == h2.DATA:
                 if self._client_data(flags, stream, payload):
-                    out.append(view[at:end])
+                    out.append(whole)
                 else:  # refused, never relayed: the client's window is given back here
-                    self._client.write(h2.window_update(0, length))
+                    self._client.write(h2.window_update(0, len(payload)))
             else:
                 if kind == h2.SETTINGS and not flags & h2.ACK:
                     table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
@@ -252,10 +242,7 @@ class GrpcConnection(asyncio.Protocol):
                         self._client_encoder.header_table_size = min(table, 4096)
                 elif kind == h2.RST_STREAM:
                     self._client_reset(stream)
-                out.append(view[at:end])
-            at = end
-        if at < len(data):
-            self._inbound += view[at:]
+                out.append(whole)
         if out and not self._local:
             self._upstream.writelines(out)
 
@@ -271,7 +258,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         stream, first_flags, block = self._header_block
         self._header_block = None
-        headers = self._client_decoder.decode(bytes(block), raw=True)
+        headers = self._client_decoder.decode(bytes(block))
         end_stream = bool(first_flags & h2.END_STREAM)
         known = self.streams.get(stream)
         if known is None:  # a new call
@@ -318,8 +305,10 @@ class GrpcConnection(asyncio.Protocol):
         if not state.trace_context:
             return headers
         dropped = self._port.propagation_fields
+        # never indexed: a new value every call would only churn the upstream's table
         return [*(pair for pair in headers if pair[0] not in dropped),
-                *((k.encode(), v.encode()) for k, v in state.trace_context.items())]
+                *(NeverIndexedHeaderTuple(k.encode(), v.encode())
+                  for k, v in state.trace_context.items())]
 
     def _client_data(self, flags: int, stream: int, payload: memoryview) -> bool:
         """Whether this DATA frame is relayed: a message over the limit is refused."""
@@ -353,8 +342,8 @@ class GrpcConnection(asyncio.Protocol):
         else:
             self._finish(state, grpc.StatusCode.CANCELLED, sidecar_code("CANCELLED"))
 
-    def _answer_locally(self, kind: int, flags: int, stream: int, payload: memoryview,
-                        size: int) -> None:
+    def _answer_locally(self, kind: int, flags: int, stream: int,
+                        payload: memoryview) -> None:
         """The connection's business when lookout is its server (no upstream)."""
         if kind == h2.SETTINGS and not flags & h2.ACK:
             self._client.write(h2.frame(h2.SETTINGS, h2.ACK, 0))
@@ -386,46 +375,27 @@ class GrpcConnection(asyncio.Protocol):
         self.streams.pop(stream, None)
 
     # the upstream's side -------------------------------------------------------------
-    def from_upstream(self, data: bytes, buffer: bytearray) -> None:
-        """Relay everything; read the header blocks and count the messages going by.
-        `buffer` holds the start of a frame cut across reads."""
-        if buffer:
-            buffer += data
-            data = bytes(buffer)
-            buffer.clear()
-        view = memoryview(data)
-        at = 0
+    def from_upstream(self, data: bytes) -> None:
+        """Relay everything; read the header blocks and count the messages going by."""
         out: list[Any] = []
-        try:
-            while len(data) - at >= h2.HEADER_SIZE:
-                length = int.from_bytes(view[at:at + 3], "big")
-                end = at + h2.HEADER_SIZE + length
-                if end > len(data):
-                    break
-                kind, flags = view[at + 3], view[at + 4]
-                stream = int.from_bytes(view[at + 5:at + 9], "big") & 0x7FFFFFFF
-                payload = view[at + h2.HEADER_SIZE:end]
-                relay = True
-                if kind in (h2.HEADERS, h2.CONTINUATION):
-                    self._upstream_headers(kind, flags, stream, payload, out)
-                    relay = False  # encoded again, by the block
-                elif kind == h2.DATA:
-                    relay = self._upstream_data(flags, stream, payload, out)
-                    if not relay:  # never reaches the client: its window is ours to give
-                        self._upstream.write(h2.window_update(0, length))
-                elif kind == h2.RST_STREAM:
-                    relay = self._upstream_reset(stream, int.from_bytes(payload[:4], "big"))
-                elif kind == h2.SETTINGS and not flags & h2.ACK:
-                    table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
-                    if table is not None:
-                        self._client_decoder.max_allowed_table_size = table
-                        self._upstream_encoder.header_table_size = min(table, 4096)
-                if relay:
-                    out.append(view[at:end])
-                at = end
-        finally:
-            if at < len(data):
-                buffer += view[at:]
+        for whole, kind, flags, stream, payload in self._from_upstream_frames.split(data):
+            relay = True
+            if kind in (h2.HEADERS, h2.CONTINUATION):
+                self._upstream_headers(kind, flags, stream, payload, out)
+                relay = False  # encoded again, by the block
+            elif kind == h2.DATA:
+                relay = self._upstream_data(flags, stream, payload, out)
+                if not relay:  # never reaches the client: its window is ours to give
+                    self._upstream.write(h2.window_update(0, len(payload)))
+            elif kind == h2.RST_STREAM:
+                relay = self._upstream_reset(stream, int.from_bytes(payload[:4], "big"))
+            elif kind == h2.SETTINGS and not flags & h2.ACK:
+                table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
+                if table is not None:
+                    self._client_decoder.max_allowed_table_size = table
+                    self._upstream_encoder.header_table_size = min(table, 4096)
+            if relay:
+                out.append(whole)
         if out and not self._closed:
             self._client.writelines(out)
 
@@ -444,7 +414,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         stream, first_flags, block = self._upstream_block
         self._upstream_block = None
-        headers = self._upstream_decoder.decode(bytes(block), raw=True)
+        headers = self._upstream_decoder.decode(bytes(block))
         end_stream = bool(first_flags & h2.END_STREAM)
         if stream not in self._answered:
             out.extend(h2.header_frames(stream, self._client_encoder.encode(headers),
@@ -592,7 +562,6 @@ class UpstreamSide(asyncio.Protocol):
     def __init__(self, connection: GrpcConnection) -> None:
         self.connection = connection
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
         self._ended = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -601,7 +570,7 @@ class UpstreamSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.connection.from_upstream(data, self._buffer)
+            self.connection.from_upstream(data)
         except (HPACKError, ValueError, IndexError) as error:
             self.connection.upstream_lost(f"it sent what is not HTTP/2 ({error})")
         except Exception:

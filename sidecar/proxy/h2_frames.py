@@ -5,7 +5,10 @@ analysed) without holding them back."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+
+from hpack import Decoder, Encoder
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HEADER_SIZE = 9
@@ -17,6 +20,54 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, CANCEL = 0x0, 0x1, 0x8
 SETTINGS_HEADER_TABLE_SIZE = 0x1
 MESSAGE_PREFIX = 5  # compressed flag, then the length, big-endian
+
+
+Frame = tuple[memoryview, int, int, int, memoryview]  # whole, kind, flags, stream, payload
+
+
+class FrameSplitter:
+    """The frames of a byte stream that arrives in reads of any size. Each read is read
+    in place, its frames handed out as views of it (to be relayed as they are); of a
+    frame a read cut, only its bytes are joined, not the next read's."""
+
+    __slots__ = ("_partial",)
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+
+    def split(self, data: bytes) -> Iterator[Frame]:
+        view = memoryview(data)
+        partial = self._partial
+        if partial:
+            if len(partial) < HEADER_SIZE:
+                take = HEADER_SIZE - len(partial)
+                partial += view[:take]
+                view = view[take:]
+                if len(partial) < HEADER_SIZE:
+                    return
+            missing = HEADER_SIZE + int.from_bytes(partial[:3], "big") - len(partial)
+            partial += view[:missing]
+            view = view[missing:]
+            if missing > 0 and len(partial) < HEADER_SIZE + int.from_bytes(partial[:3], "big"):
+                return
+            whole = memoryview(bytes(partial))
+            partial.clear()
+            yield _parsed(whole, 0, len(whole))
+        at, size = 0, len(view)
+        while size - at >= HEADER_SIZE:
+            end = at + HEADER_SIZE + int.from_bytes(view[at:at + 3], "big")
+            if end > size:
+                break
+            yield _parsed(view, at, end)
+            at = end
+        if at < size:
+            partial += view[at:]
+
+
+def _parsed(view: memoryview, at: int, end: int) -> Frame:
+    return (view[at:end], view[at + 3], view[at + 4],
+            int.from_bytes(view[at + 5:at + 9], "big") & 0x7FFFFFFF,
+            view[at + HEADER_SIZE:end])
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -80,7 +131,7 @@ class Messages:
     copies: list[bytes] = field(default_factory=list)
     _prefix: bytearray = field(default_factory=bytearray)
     _remaining: int = 0
-    _parts: list[bytes] | None = None
+    _parts: list[memoryview] | None = None  # views of the reads (immutable bytes)
 
     def feed(self, data: memoryview) -> int | None:
         """Take the next bytes; returns the length of a message whose prefix just came
@@ -107,7 +158,7 @@ class Messages:
             if self.count == 1 and len(self.first_head) < 512:
                 self.first_head += bytes(take[:512 - len(self.first_head)])
             if self._parts is not None:
-                self._parts.append(bytes(take))
+                self._parts.append(take)  # copied once, when the message is whole
             self._remaining -= len(take)
             data = data[len(take):]
             if self._remaining == 0:
@@ -121,3 +172,83 @@ class Messages:
             self.copies.append(message or b"")
         self._prefix.clear()
         self._parts = None
+
+
+def _table_state(table: object) -> tuple[int, int, int]:
+    """What identifies a dynamic table's contents: an insertion always adds a new entry
+    at the front, an eviction or a resize changes the length or the size."""
+    entries = table.dynamic_entries  # type: ignore[attr-defined]
+    return len(entries), id(entries[0]) if entries else 0, table.maxsize  # type: ignore[attr-defined]
+
+
+class CachingDecoder:
+    """hpack's decoder, remembering what a block decoded to while the table stays as it
+    was: a gRPC server sends the same response headers and trailers call after call,
+    every field indexed, so the steady state costs a dict lookup. A block that changes
+    the table is not remembered, and forgets every other (their indices may mean
+    other fields now)."""
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self.decoder = Decoder()
+        self._known: dict[bytes, list[tuple[bytes, bytes]]] = {}
+
+    @property
+    def max_allowed_table_size(self) -> int:
+        return self.decoder.max_allowed_table_size
+
+    @max_allowed_table_size.setter
+    def max_allowed_table_size(self, size: int) -> None:
+        self.decoder.max_allowed_table_size = size
+
+    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        known = self._known.get(block)
+        if known is not None:
+            return known
+        before = _table_state(self.decoder.header_table)
+        # hpack's HeaderTuples: a field the sender marked never-indexed stays so
+        headers = list(self.decoder.decode(block, raw=True))
+        if _table_state(self.decoder.header_table) != before:
+            self._known.clear()
+        else:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            self._known[block] = headers
+        return headers
+
+
+class CachingEncoder:
+    """hpack's encoder, remembering the block it gave a header list while the table
+    stays as it was (the counterpart of CachingDecoder)."""
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self.encoder = Encoder()
+        self._known: dict[tuple, bytes] = {}
+
+    @property
+    def header_table_size(self) -> int:
+        return self.encoder.header_table_size
+
+    @header_table_size.setter
+    def header_table_size(self, size: int) -> None:
+        self.encoder.header_table_size = size
+        self._known.clear()  # the next block starts with the size update
+
+    def encode(self, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+        key = tuple(headers)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        before = _table_state(self.encoder.header_table)
+        resized = self.encoder.header_table.resized
+        block = self.encoder.encode(key)
+        if resized or _table_state(self.encoder.header_table) != before:
+            self._known.clear()
+        else:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            self._known[key] = block
+        return block
