@@ -86,7 +86,7 @@ class RequestPath:
                                           observations, model_labels(config))
         handler = ProxyHandler(of(RelaySettings, config), self.pool, self.telemetry, refused)
         self.server = DataPortServer(handler.handle, client_limits(config), refused)
-        self.grpc = GrpcDataPort(of(GrpcSettings, config), self.telemetry) \
+        self.grpc = GrpcDataPort(of(GrpcSettings, config), self.telemetry, refused) \
             if config.grpc_listen is not None else None
 
     async def start(self, *, reuse_port: bool) -> None:

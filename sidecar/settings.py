@@ -34,12 +34,13 @@ class UpstreamSettings:
 
 @dataclass(frozen=True, slots=True)
 class GrpcSettings:
-    """The gRPC data port and its upstream: where, how long to connect, message limits."""
+    """The gRPC data port and its upstream: where, how long to connect, what is bounded."""
 
     grpc_upstream: str
     grpc_max_message_bytes: int
     connect_timeout: float
     observe_max_bytes: int
+    max_client_connections: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from lookout.slo.catalog import sidecar_code
 log = logging.getLogger(__name__)
 
 ERROR_KEY = "lookout-error"  # the trailer on a status lookout made, like X-Lookout-Error
+BAD_HTTP2 = "bad_http2"  # the refusal reason of a client that does not speak HTTP/2
 NAMED_MODEL_METHODS = frozenset(f"/{SERVICE}/{name}" for name in (
     "ModelInfer", "ModelStreamInfer", "ModelReady", "ModelMetadata", "ModelConfig",
     "ModelStatistics"))
@@ -62,6 +63,11 @@ MAX_NAME_BYTES = 255
 # caller's clock started before lookout saw the call)
 DEADLINE_SLACK = 0.25
 HIGH_WATER = 4 * 1024**2  # bytes waiting to be written before the other side is paused
+MAX_ANSWERED = 4096  # streams lookout answered whose upstream frames are still dropped
+# a header block gathered across CONTINUATION frames, at most (hpack's own bound on a
+# decoded header list is 64 KiB): a flood of CONTINUATIONs is a protocol error
+MAX_HEADER_BLOCK = 64 * 1024
+MAX_PENDING = 1024**2  # client bytes held while the upstream connection is being made
 _STATUS_BY_NUMBER = {number(code): code for code in grpc.StatusCode}
 # gRPC's mapping of an HTTP status that came without grpc-status (doc/http-grpc-status-mapping)
 _FROM_HTTP = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
@@ -163,6 +169,11 @@ class GrpcConnection(asyncio.Protocol):
     # the client's side ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._client = transport  # type: ignore[assignment]
+        if len(self._port.connections) >= self._port.settings.max_client_connections:
+            self._closed = True
+            self._port.refused("connection_limit")
+            transport.close()
+            return
         self._client.set_write_buffer_limits(high=HIGH_WATER)
         self._port.connections.add(self)
         asyncio.get_running_loop().create_task(self._connect())
@@ -184,6 +195,7 @@ class GrpcConnection(asyncio.Protocol):
         pending, self._pending = self._pending, []
         for data in pending:
             self._from_client(data)
+        self._client.resume_reading()
 
     def _unreachable(self, reason: str) -> None:
         self._local = True
@@ -194,10 +206,13 @@ class GrpcConnection(asyncio.Protocol):
             pending, self._pending = self._pending, []
             for data in pending:
                 self._from_client(data)
+            self._client.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._upstream is None and not self._local:
             self._pending.append(data)
+            if sum(map(len, self._pending)) > MAX_PENDING:
+                self._client.pause_reading()  # until the upstream is there
             return
         self._from_client(data)
 
@@ -206,6 +221,7 @@ class GrpcConnection(asyncio.Protocol):
             self._client_frames(data)
         except (HPACKError, ValueError, IndexError) as error:
             log.debug("gRPC port: a client sent what is not HTTP/2 (%s)", error)
+            self._port.refused(BAD_HTTP2)
             self._close_both(h2.goaway(self.last_stream, h2.PROTOCOL_ERROR))
         except Exception:
             self._port.bug("relaying a client's frames")
@@ -254,6 +270,8 @@ class GrpcConnection(asyncio.Protocol):
             self._header_block = (stream, flags, bytearray(h2.unpadded(flags, payload, True)))
         elif self._header_block is not None:
             self._header_block[2].extend(payload)
+            if len(self._header_block[2]) > MAX_HEADER_BLOCK:
+                raise ValueError(f"a header block of more than {MAX_HEADER_BLOCK} bytes")
         if not flags & h2.END_HEADERS or self._header_block is None:
             return
         stream, first_flags, block = self._header_block
@@ -360,6 +378,9 @@ class GrpcConnection(asyncio.Protocol):
         upstream's were relayed already. What the upstream still sends for it is not."""
         state.answered = True
         self._answered.add(stream)
+        if len(self._answered) > MAX_ANSWERED:  # stream ids only grow: the oldest go
+            for old in sorted(self._answered)[:MAX_ANSWERED // 2]:
+                self._answered.discard(old)
         headers = [] if state.response_headers is not None else [
             (b":status", b"200"), (b"content-type", b"application/grpc")]
         message = f"lookout: {detail}" if not detail.startswith("lookout:") else detail
@@ -389,6 +410,8 @@ class GrpcConnection(asyncio.Protocol):
                     self._upstream.write(h2.window_update(0, len(payload)))
             elif kind == h2.RST_STREAM:
                 relay = self._upstream_reset(stream, int.from_bytes(payload[:4], "big"))
+            elif kind == h2.PUSH_PROMISE:  # gRPC never pushes; its block would be HPACK
+                raise ValueError("the upstream pushed a stream")  # state unaccounted for
             elif kind == h2.SETTINGS and not flags & h2.ACK:
                 table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
                 if table is not None:
@@ -410,6 +433,8 @@ class GrpcConnection(asyncio.Protocol):
                                     bytearray(h2.unpadded(flags, payload, True)))
         elif self._upstream_block is not None:
             self._upstream_block[2].extend(payload)
+            if len(self._upstream_block[2]) > MAX_HEADER_BLOCK:
+                raise ValueError(f"a header block of more than {MAX_HEADER_BLOCK} bytes")
         if not flags & h2.END_HEADERS or self._upstream_block is None:
             return
         stream, first_flags, block = self._upstream_block
@@ -527,6 +552,8 @@ class GrpcConnection(asyncio.Protocol):
             self._upstream.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self not in self._port.connections:  # refused at once
+            return
         self._closed = True
         for state in list(self.streams.values()):
             self._finish(state, grpc.StatusCode.CANCELLED, sidecar_code("CANCELLED"))
@@ -629,9 +656,12 @@ def _percent_encoded(text: str) -> bytes:
 class GrpcDataPort:
     """The gRPC port of one request-path process."""
 
-    def __init__(self, settings: GrpcSettings, telemetry: RequestTelemetry) -> None:
+    def __init__(self, settings: GrpcSettings, telemetry: RequestTelemetry,
+                 refused: Callable[[str], None] = lambda reason: None) -> None:
+        """`refused` counts a client connection closed for not speaking HTTP/2."""
         self.settings = settings
         self.telemetry = telemetry
+        self.refused = refused
         self.limit = settings.grpc_max_message_bytes
         host, _, port = settings.grpc_upstream.rpartition(":")
         self.host, self.upstream_port = host.strip("[]"), int(port)

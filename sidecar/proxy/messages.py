@@ -24,6 +24,7 @@ REFUSAL_REASONS = (
     "unsupported_coding", "head_too_large", "target_too_long", "body_too_large",
     "head_timeout", "body_timeout", "keepalive_timeout", "connection_limit",
     "client_closed", "bad_target", "method_not_allowed",
+    "bad_http2",  # the gRPC port: a client whose bytes are not HTTP/2
 )
 _BODY_HIGH_WATER = 256 * 1024  # body bytes buffered from the client before reading pauses
 REASON_PHRASES = {

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from lookout.sidecar.pipeline.protos import METHOD_KINDS
+from lookout.sidecar.proxy import h2_frames as h2
 from lookout.sidecar.proxy.grpc_port import (
     ERROR_KEY,
     GrpcDataPort,
@@ -36,6 +37,7 @@ METADATA = "/inference.GRPCInferenceService/ServerMetadata"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
 LIMIT = 64 * 1024
+MAX_CONNECTIONS = 4
 
 
 class Observations:
@@ -125,9 +127,12 @@ def _run(scenario: Scenario) -> Any:
         observations = Observations(tracing)
         telemetry = RequestTelemetry(ModelIdentity("yolo", "v1"), metrics, tracing,
                                      observations)
-        port = GrpcDataPort(GrpcSettings(f"127.0.0.1:{upstream_port}", LIMIT, 2.0, 1024**2),
+        port = GrpcDataPort(GrpcSettings(f"127.0.0.1:{upstream_port}", LIMIT, 2.0, 1024**2,
+                                         MAX_CONNECTIONS),
                             telemetry)
         await port.start("127.0.0.1", 0, reuse_port=False)
+        port.refusals = []
+        port.refused = port.refusals.append
         channel = aio.insecure_channel(f"127.0.0.1:{port.port}",
                                        options=[("grpc.max_send_message_length", -1)])
         try:
@@ -288,3 +293,115 @@ def test_the_status_mapping() -> None:
     # every V2 method is known, with its kind; ModelStreamInfer streams both ways
     assert METHOD_KINDS["/inference.GRPCInferenceService/ModelStreamInfer"] == (True, True)
     assert METHOD_KINDS[INFER] == (False, False)
+
+
+class DyingUpstream(asyncio.Protocol):
+    """An upstream process that dies once a call reaches it: its connection is reset
+    without a GOAWAY, as a killed server's is."""
+
+    def __init__(self) -> None:
+        self.seen = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        # an HTTP/2 server's first words: its SETTINGS, and the ACK of the client's
+        transport.write(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                        b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+
+    def data_received(self, data: bytes) -> None:
+        self.seen += data
+        if _has_headers(bytes(self.seen)):
+            self.transport.abort()
+
+
+def _has_headers(data: bytes) -> bool:
+    at = 24  # after the connection preface
+    while len(data) - at >= 9:
+        if data[at + 3] == 1:  # HEADERS
+            return True
+        at += 9 + int.from_bytes(data[at:at + 3], "big")
+    return False
+
+
+def test_an_upstream_dying_mid_call_is_lookouts_unavailable() -> None:
+    async def main() -> tuple:
+        loop = asyncio.get_running_loop()
+        dying = await loop.create_server(DyingUpstream, "127.0.0.1", 0)
+        upstream_port = dying.sockets[0].getsockname()[1]
+        metrics = SidecarMetrics("yolo", "v1", process_metrics=False)
+        tracing = Tracing(TracerProvider(sampler=ALWAYS_ON), [])
+        telemetry = RequestTelemetry(ModelIdentity("yolo", "v1"), metrics, tracing, None)
+        port = GrpcDataPort(GrpcSettings(f"127.0.0.1:{upstream_port}", LIMIT, 2.0, 1024**2,
+                                         MAX_CONNECTIONS),
+                            telemetry)
+        await port.start("127.0.0.1", 0, reuse_port=False)
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port.port}") as channel:
+                with pytest.raises(aio.AioRpcError) as raised:
+                    await channel.unary_unary(INFER)(b"\x0a\x04yolo", timeout=10)
+            return raised.value, _count(metrics, code="sidecar_UNAVAILABLE")
+        finally:
+            await port.stop(0)
+            dying.close()
+
+    error, counted = asyncio.run(main())
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert error.details().startswith("lookout: the upstream 127.0.0.1:")
+    assert dict(error.trailing_metadata())[ERROR_KEY] == "upstream_unavailable"
+    assert counted == 1
+
+
+def test_a_client_that_does_not_speak_http2_is_refused_and_counted() -> None:
+    async def scenario(channel, port, metrics, exporter, observations):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 64)
+        answer = await asyncio.wait_for(reader.read(), 10)  # then the connection ends
+        writer.close()
+        # and the port serves the next client
+        echoed = await channel.unary_unary("/acme.Detector/Echo")(b"next", timeout=5)
+        return answer, port.refusals, echoed
+
+    answer, refusals, echoed = _run(scenario)
+    assert refusals == ["bad_http2"]
+    # its last words (after the upstream's SETTINGS, when they came first): PROTOCOL_ERROR
+    assert answer.endswith(h2.frame(h2.GOAWAY, 0, 0, (0).to_bytes(4, "big")
+                                    + (1).to_bytes(4, "big")))
+    assert echoed.startswith(b"next|")
+
+
+def test_a_continuation_flood_is_a_protocol_error() -> None:
+    """A header block that never ends (CONTINUATION after CONTINUATION) is refused at
+    64 KiB, not gathered without bound."""
+    async def scenario(channel, port, metrics, exporter, observations):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port.port)
+        writer.write(h2.PREFACE + h2.frame(h2.SETTINGS, 0, 0)
+                     + h2.frame(h2.HEADERS, 0, 1, b"\x82")  # no END_HEADERS
+                     + b"".join(h2.frame(h2.CONTINUATION, 0, 1, b"\x00" * 16000)
+                                for _ in range(6)))
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return answer, port.refusals
+
+    answer, refusals = _run(scenario)
+    assert refusals == ["bad_http2"]
+    assert h2.frame(h2.GOAWAY, 0, 0, (0).to_bytes(4, "big") + (1).to_bytes(4, "big")) \
+        in answer  # PROTOCOL_ERROR
+
+
+def test_connections_past_the_limit_are_closed_and_counted() -> None:
+    async def scenario(channel, port, metrics, exporter, observations):
+        held = [await asyncio.open_connection("127.0.0.1", port.port)
+                for _ in range(MAX_CONNECTIONS)]
+        await _eventually(lambda: len(port.connections) == MAX_CONNECTIONS)
+        reader, refused = await asyncio.open_connection("127.0.0.1", port.port)
+        closed = await asyncio.wait_for(reader.read(), 10) == b""
+        refused.close()
+        for _, other in held:
+            other.close()
+        await _eventually(lambda: not port.connections)
+        echoed = await channel.unary_unary("/acme.Detector/Echo")(b"room", timeout=5)
+        return closed, port.refusals, echoed
+
+    closed, refusals, echoed = _run(scenario)
+    assert closed and refusals == ["connection_limit"]
+    assert echoed.startswith(b"room|")
