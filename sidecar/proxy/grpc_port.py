@@ -148,7 +148,7 @@ class GrpcConnection(asyncio.Protocol):
         self._port = port
         self._client: asyncio.Transport | None = None
         self._upstream: asyncio.Transport | None = None
-        self._upstream_side: UpstreamSide | None = None
+        self._connecting: asyncio.Task[None] | None = None  # held: the loop holds tasks weakly
         self._pending: list[bytes] = []  # client bytes before the upstream is there
         self._preface = bytearray()
         self._preface_seen = False
@@ -176,7 +176,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         self._client.set_write_buffer_limits(high=HIGH_WATER)
         self._port.connections.add(self)
-        asyncio.get_running_loop().create_task(self._connect())
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -190,7 +190,6 @@ class GrpcConnection(asyncio.Protocol):
         if self._closed:
             side.transport.close()
             return
-        self._upstream_side = side
         self._upstream = side.transport
         pending, self._pending = self._pending, []
         for data in pending:
@@ -279,6 +278,11 @@ class GrpcConnection(asyncio.Protocol):
         headers = self._client_decoder.decode(bytes(block))
         end_stream = bool(first_flags & h2.END_STREAM)
         known = self.streams.get(stream)
+        if known is None and stream <= self.last_stream:  # a call already ended: relayed
+            if not self._local and stream not in self._answered:
+                out.extend(h2.header_frames(stream, self._upstream_encoder.encode(headers),
+                                            end_stream))
+            return
         if known is None:  # a new call
             known = self._begin(stream, headers)
             if self._local:
@@ -532,6 +536,10 @@ class GrpcConnection(asyncio.Protocol):
         self._port.ended()
 
     def _unary_copies(self, state: Stream) -> None:
+        """A unary call's two messages for the analysis; a compressed one is not
+        analysed (its bytes are relayed as they came)."""
+        if state.requests.compressed or state.responses.compressed:
+            return
         exchange = state.exchange
         requests, responses = state.requests.copies, state.responses.copies
         if len(requests) == 1 and requests[0]:

@@ -405,3 +405,17 @@ def test_connections_past_the_limit_are_closed_and_counted() -> None:
     closed, refusals, echoed = _run(scenario)
     assert closed and refusals == ["connection_limit"]
     assert echoed.startswith(b"room|")
+
+
+def test_a_compressed_message_is_relayed_and_not_analysed() -> None:
+    request = b"\x0a\x07primary" + b"\x3a\x04data" * 100
+
+    async def scenario(channel, port, metrics, exporter, observations):
+        answer = await channel.unary_unary(INFER)(request, timeout=5,
+                                                  compression=grpc.Compression.Gzip)
+        return answer, observations.taken
+
+    answer, taken = _run(scenario)
+    assert answer == b"answer"  # the upstream inflated it itself
+    (observation,) = taken
+    assert observation.request_body == b"" and not observation.request_truncated
