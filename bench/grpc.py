@@ -50,12 +50,16 @@ from bench.proxy import (  # noqa: E402 - found on the path set just above
     PROXY_CORE,
     cpu_seconds,
     envoy_binary,
+    envoy_config,
     free_port,
     off_the_request_path,
     pinned,
     rss_mb,
     start,
+    start_nginx,
+    start_sink,
     stop,
+    tracing_env,
     wait_port,
 )
 
@@ -72,42 +76,6 @@ http {{
            location / {{ default_type application/grpc; error_page 405 =200 $uri;
                         add_trailer grpc-status 0 always; add_trailer grpc-message "" always; }} }}
 }}
-"""
-ENVOY_GRPC = """
-static_resources:
-  listeners:
-  - name: grpc
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.\
-http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: grpc
-          codec_type: HTTP2
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{{match: {{prefix: "/"}}, route: {{cluster: upstream, timeout: 0s}}}}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 2s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
 """
 
 
@@ -286,24 +254,18 @@ def main() -> int:
     targets: list[Target] = []
     try:
         upstream = free_port()
-        (work / "upstream.conf").write_text(NGINX_GRPC_UPSTREAM.format(dir=work, port=upstream))
-        processes.append(start(pinned(LOAD_CORE, [nginx, "-c", str(work / "upstream.conf"),
-                                                  "-p", str(work)]), work / "upstream.log"))
-        sink = free_port()
-        processes.append(start(pinned(LOAD_CORE, [sys.executable, "bench/otlp_sink.py",
-                                                  str(sink)]), work / "sink.log"))
+        processes.append(start_nginx(nginx, NGINX_GRPC_UPSTREAM.format(dir=work, port=upstream),
+                                     work, "upstream"))
+        sink_process, sink = start_sink(work)
+        processes.append(sink_process)
         wait_port(upstream)
-        wait_port(sink)
-        env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-               "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}",
-               "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-               "OTEL_TRACES_SAMPLER_ARG": "0.1", "LOOKOUT_LOG_LEVEL": "warning"}
+        env = tracing_env(sink)
         for _ in range(args.rounds):  # alternating, so drifts of the machine hit all alike
             print("direct", flush=True)
             targets.append(measure("direct", upstream, None, args, work, request, expected))
             print("envoy", flush=True)
             port = free_port()
-            (work / "envoy.yaml").write_text(ENVOY_GRPC.format(port=port, upstream=upstream))
+            (work / "envoy.yaml").write_text(envoy_config(port, upstream, grpc=True))
             process = start(pinned(PROXY_CORE, [
                 envoy, "-c", str(work / "envoy.yaml"), "--concurrency", "1",
                 "--log-level", "warn", "--disable-hot-restart"]), work / "envoy.log")

@@ -91,12 +91,12 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.\
 http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
-          codec_type: HTTP1
+          codec_type: {codec}
           route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
-              routes: [{{match: {{prefix: "/"}}, route: {{cluster: upstream}}}}]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: upstream{route}}}}}]
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
@@ -105,12 +105,27 @@ http_connection_manager.v3.HttpConnectionManager
   - name: upstream
     type: STATIC
     connect_timeout: 2s
-    load_assignment:
+{cluster}    load_assignment:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:
         - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
 """
+ENVOY_HTTP2_UPSTREAM = """    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+"""
+
+
+def envoy_config(port: int, upstream: int, *, grpc: bool = False) -> str:
+    """Envoy as the peer proxy: HTTP/1.1 both sides, or (`grpc`) HTTP/2 both sides with
+    no route timeout, as a gRPC proxy is configured."""
+    return ENVOY_PROXY.format(port=port, upstream=upstream,
+                              codec="HTTP2" if grpc else "HTTP1",
+                              route=", timeout: 0s" if grpc else "",
+                              cluster=ENVOY_HTTP2_UPSTREAM if grpc else "")
+
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -235,6 +250,31 @@ def pinned(core: str, args: list[str]) -> list[str]:
 def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def start_nginx(nginx: str, config: str, work: Path, name: str) -> subprocess.Popen:
+    """nginx on the load core with `config` (written to work/name.conf)."""
+    (work / f"{name}.conf").write_text(config)
+    return start(pinned(LOAD_CORE, [nginx, "-c", str(work / f"{name}.conf"), "-p", str(work)]),
+                 work / f"{name}.log")
+
+
+def start_sink(work: Path) -> tuple[subprocess.Popen, int]:
+    """The OTLP sink lookout exports its spans to, on the load core, listening."""
+    port = free_port()
+    process = start(pinned(LOAD_CORE, [sys.executable, "bench/otlp_sink.py", str(port)]),
+                    work / "sink.log")
+    wait_port(port)
+    return process, port
+
+
+def tracing_env(sink_port: int) -> dict[str, str]:
+    """lookout's telemetry as shipped: OTLP export at 10% parent-based sampling, to the
+    sink; warnings only in its log."""
+    return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1", "LOOKOUT_LOG_LEVEL": "warning"}
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -642,23 +682,13 @@ def main() -> int:
     targets: list[TargetInfo] = []
     try:
         upstream_port = free_port()
-        (work / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=work, port=upstream_port))
-        processes.append(start(pinned(LOAD_CORE, [nginx, "-c", str(work / "upstream.conf"),
-                                                  "-p", str(work)]), work / "upstream.log"))
+        processes.append(start_nginx(nginx, NGINX_UPSTREAM.format(dir=work, port=upstream_port),
+                                     work, "upstream"))
+        sink, sink_port = start_sink(work)
+        processes.append(sink)
         wait_port(upstream_port)
-        sink_port = free_port()
-        processes.append(start(pinned(LOAD_CORE, [sys.executable, "bench/otlp_sink.py",
-                                                  str(sink_port)]), work / "sink.log"))
-        wait_port(sink_port)
-        telemetry_env = {
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": "0.1",
-            "LOOKOUT_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
-            "LOOKOUT_LOG_LEVEL": "warning",
-        }
+        telemetry_env = {**tracing_env(sink_port),
+                         "LOOKOUT_UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
 
         # nginx first: its capacity sets the open-loop rates of every target
         print("nginx proxy", flush=True)
@@ -682,7 +712,7 @@ def main() -> int:
             print("envoy proxy", flush=True)
             envoy_port = free_port()
             (work / "envoy.yaml").write_text(
-                ENVOY_PROXY.format(port=envoy_port, upstream=upstream_port))
+                envoy_config(envoy_port, upstream_port))
             process = start(pinned(PROXY_CORE, [
                 envoy, "-c", str(work / "envoy.yaml"), "--concurrency", "1",
                 "--log-level", "warn", "--disable-hot-restart"]), work / "envoy.log")

@@ -23,7 +23,6 @@ connection itself) or goes away with calls open, RESOURCE_EXHAUSTED for a messag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from lookout.sidecar.pipeline.protos import (
 from lookout.sidecar.pipeline.raw_headers import RawHeaders
 from lookout.sidecar.proxy import h2_frames as h2
 from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT, number
+from lookout.sidecar.proxy.in_flight import InFlight
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
 from lookout.sidecar.proxy.telemetry import GRPC, Exchange, RequestTelemetry, UpstreamCall
 from lookout.sidecar.runtime.logs import FailureLog
@@ -64,9 +64,6 @@ MAX_NAME_BYTES = 255
 DEADLINE_SLACK = 0.25
 HIGH_WATER = 4 * 1024**2  # bytes waiting to be written before the other side is paused
 MAX_ANSWERED = 4096  # streams lookout answered whose upstream frames are still dropped
-# a header block gathered across CONTINUATION frames, at most (hpack's own bound on a
-# decoded header list is 64 KiB): a flood of CONTINUATIONs is a protocol error
-MAX_HEADER_BLOCK = 64 * 1024
 MAX_PENDING = 1024**2  # client bytes held while the upstream connection is being made
 _STATUS_BY_NUMBER = {number(code): code for code in grpc.StatusCode}
 # gRPC's mapping of an HTTP status that came without grpc-status (doc/http-grpc-status-mapping)
@@ -154,12 +151,10 @@ class GrpcConnection(asyncio.Protocol):
         self._preface_seen = False
         self._from_client_frames = h2.FrameSplitter()
         self._from_upstream_frames = h2.FrameSplitter()
-        self._client_decoder = h2.CachingDecoder()
+        self._client_block = h2.HeaderBlock()  # decodes what the client encodes
         self._upstream_encoder = h2.CachingEncoder()
-        self._upstream_decoder = h2.CachingDecoder()
+        self._upstream_block = h2.HeaderBlock()
         self._client_encoder = h2.CachingEncoder()
-        self._header_block: tuple[int, int, bytearray] | None = None  # client's, in parts
-        self._upstream_block: tuple[int, int, bytearray] | None = None
         self.streams: dict[int, Stream] = {}
         self._answered: set[int] = set()  # streams lookout answered: the upstream's rest
         self.last_stream = 0
@@ -253,7 +248,7 @@ class GrpcConnection(asyncio.Protocol):
                 if kind == h2.SETTINGS and not flags & h2.ACK:
                     table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
                     if table is not None:  # what the upstream and lookout may use for it
-                        self._upstream_decoder.max_allowed_table_size = table
+                        self._upstream_block.decoder.max_allowed_table_size = table
                         self._client_encoder.header_table_size = min(table, 4096)
                 elif kind == h2.RST_STREAM:
                     self._client_reset(stream)
@@ -265,17 +260,10 @@ class GrpcConnection(asyncio.Protocol):
                         out: list[bytes]) -> None:
         """A client header block, gathered across CONTINUATION frames, then decoded
         and encoded again for the upstream (or answered, when lookout is the server)."""
-        if kind == h2.HEADERS:
-            self._header_block = (stream, flags, bytearray(h2.unpadded(flags, payload, True)))
-        elif self._header_block is not None:
-            self._header_block[2].extend(payload)
-            if len(self._header_block[2]) > MAX_HEADER_BLOCK:
-                raise ValueError(f"a header block of more than {MAX_HEADER_BLOCK} bytes")
-        if not flags & h2.END_HEADERS or self._header_block is None:
+        block = self._client_block.gather(kind, flags, stream, payload)
+        if block is None:
             return
-        stream, first_flags, block = self._header_block
-        self._header_block = None
-        headers = self._client_decoder.decode(bytes(block))
+        stream, first_flags, headers = block
         end_stream = bool(first_flags & h2.END_STREAM)
         known = self.streams.get(stream)
         if known is None and stream <= self.last_stream:  # a call already ended: relayed
@@ -318,7 +306,7 @@ class GrpcConnection(asyncio.Protocol):
         if seconds is not None:
             state.deadline = state.started + seconds
         self.streams[stream] = state
-        self._port.started()
+        self._port.in_flight.started()
         return state
 
     def _with_trace_context(self, state: Stream, headers: list[tuple[bytes, bytes]]
@@ -419,7 +407,7 @@ class GrpcConnection(asyncio.Protocol):
             elif kind == h2.SETTINGS and not flags & h2.ACK:
                 table = h2.settings_of(payload).get(h2.SETTINGS_HEADER_TABLE_SIZE)
                 if table is not None:
-                    self._client_decoder.max_allowed_table_size = table
+                    self._client_block.decoder.max_allowed_table_size = table
                     self._upstream_encoder.header_table_size = min(table, 4096)
             if relay:
                 out.append(whole)
@@ -432,18 +420,10 @@ class GrpcConnection(asyncio.Protocol):
         metadata) and encoded again for the client with lookout's own HPACK state, so
         that a block lookout does not relay (of a call it answered) leaves the client's
         decoder in step."""
-        if kind == h2.HEADERS:
-            self._upstream_block = (stream, flags,
-                                    bytearray(h2.unpadded(flags, payload, True)))
-        elif self._upstream_block is not None:
-            self._upstream_block[2].extend(payload)
-            if len(self._upstream_block[2]) > MAX_HEADER_BLOCK:
-                raise ValueError(f"a header block of more than {MAX_HEADER_BLOCK} bytes")
-        if not flags & h2.END_HEADERS or self._upstream_block is None:
+        block = self._upstream_block.gather(kind, flags, stream, payload)
+        if block is None:
             return
-        stream, first_flags, block = self._upstream_block
-        self._upstream_block = None
-        headers = self._upstream_decoder.decode(bytes(block))
+        stream, first_flags, headers = block
         end_stream = bool(first_flags & h2.END_STREAM)
         if stream not in self._answered:
             out.extend(h2.header_frames(stream, self._client_encoder.encode(headers),
@@ -533,7 +513,7 @@ class GrpcConnection(asyncio.Protocol):
             self._unary_copies(state)
         self._port.telemetry.end_call(state.call)
         self._port.telemetry.finish(exchange)
-        self._port.ended()
+        self._port.in_flight.ended()
 
     def _unary_copies(self, state: Stream) -> None:
         """A unary call's two messages for the analysis; a compressed one is not
@@ -680,9 +660,7 @@ class GrpcDataPort:
         self.unreachable_reason = ""
         self._server: asyncio.base_events.Server | None = None
         self._channel: aio.Channel | None = None
-        self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.in_flight = InFlight()
         self.failures = FailureLog(log)
         self.port = 0
 
@@ -708,22 +686,11 @@ class GrpcDataPort:
             connection.drain()
             if not connection.busy:
                 connection.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
+        await self.in_flight.drained(grace)
         for connection in list(self.connections):
             connection.close()
         if self._channel is not None:
             await self._channel.close()
-
-    def started(self) -> None:
-        self._busy += 1
-        self._idle.clear()
-
-    def ended(self) -> None:
-        self._busy -= 1
-        if self._busy <= 0:
-            self._busy = 0
-            self._idle.set()
 
     def bug(self, what: str) -> None:
         """A failure of lookout's own, counted and logged: the connection it happened on

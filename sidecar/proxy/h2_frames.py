@@ -20,6 +20,9 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, CANCEL = 0x0, 0x1, 0x8
 SETTINGS_HEADER_TABLE_SIZE = 0x1
 MESSAGE_PREFIX = 5  # compressed flag, then the length, big-endian
+# a header block gathered across CONTINUATION frames, at most (hpack's own bound on a
+# decoded header list is 64 KiB): a flood of CONTINUATIONs is a protocol error
+MAX_HEADER_BLOCK = 64 * 1024
 
 
 Frame = tuple[memoryview, int, int, int, memoryview]  # whole, kind, flags, stream, payload
@@ -111,6 +114,32 @@ def unpadded(flags: int, payload: memoryview, headers: bool) -> memoryview:
     return payload
 
 
+class HeaderBlock:
+    """One direction's header blocks, gathered from a HEADERS frame and the
+    CONTINUATION frames that follow it, and decoded in order (as HPACK must be)."""
+
+    __slots__ = ("_parts", "decoder")
+
+    def __init__(self) -> None:
+        self._parts: tuple[int, int, bytearray] | None = None
+        self.decoder = CachingDecoder()
+
+    def gather(self, kind: int, flags: int, stream: int, payload: memoryview
+               ) -> tuple[int, int, list[tuple[bytes, bytes]]] | None:
+        """(stream, the HEADERS frame's flags, the fields) once the block is whole."""
+        if kind == HEADERS:
+            self._parts = (stream, flags, bytearray(unpadded(flags, payload, True)))
+        elif self._parts is not None:
+            self._parts[2].extend(payload)
+            if len(self._parts[2]) > MAX_HEADER_BLOCK:
+                raise ValueError(f"a header block of more than {MAX_HEADER_BLOCK} bytes")
+        if not flags & END_HEADERS or self._parts is None:
+            return None
+        stream, first_flags, block = self._parts
+        self._parts = None
+        return stream, first_flags, self.decoder.decode(bytes(block))
+
+
 def settings_of(payload: memoryview) -> dict[int, int]:
     return {int.from_bytes(payload[at:at + 2], "big"): int.from_bytes(payload[at + 2:at + 6],
                                                                       "big")
@@ -181,18 +210,31 @@ def _table_state(table: object) -> tuple[int, int, int]:
     return len(entries), id(entries[0]) if entries else 0, table.maxsize  # type: ignore[attr-defined]
 
 
-class CachingDecoder:
-    """hpack's decoder, remembering what a block decoded to while the table stays as it
-    was: a gRPC server sends the same response headers and trailers call after call,
-    every field indexed, so the steady state costs a dict lookup. A block that changes
-    the table is not remembered, and forgets every other (their indices may mean
-    other fields now)."""
+class _Remembered:
+    """Blocks and what they stand for, kept while the table they were read against stays
+    as it was: one that changes the table is not kept, and the others are forgotten
+    (their indices may mean other fields now)."""
 
     LIMIT = 64
 
     def __init__(self) -> None:
+        self.known: dict = {}
+
+    def keep(self, key: object, value: object, unchanged: bool) -> None:
+        if not unchanged or len(self.known) >= self.LIMIT:
+            self.known.clear()
+        if unchanged:
+            self.known[key] = value
+
+
+class CachingDecoder:
+    """hpack's decoder, remembering what a block decoded to while the table stays as it
+    was: a gRPC server sends the same response headers and trailers call after call,
+    every field indexed, so the steady state costs a dict lookup."""
+
+    def __init__(self) -> None:
         self.decoder = Decoder()
-        self._known: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._remembered = _Remembered()
 
     @property
     def max_allowed_table_size(self) -> int:
@@ -203,18 +245,14 @@ class CachingDecoder:
         self.decoder.max_allowed_table_size = size
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        known = self._known.get(block)
+        known = self._remembered.known.get(block)
         if known is not None:
             return known
         before = _table_state(self.decoder.header_table)
         # hpack's HeaderTuples: a field the sender marked never-indexed stays so
         headers = list(self.decoder.decode(block, raw=True))
-        if _table_state(self.decoder.header_table) != before:
-            self._known.clear()
-        else:
-            if len(self._known) >= self.LIMIT:
-                self._known.clear()
-            self._known[block] = headers
+        self._remembered.keep(block, headers,
+                              _table_state(self.decoder.header_table) == before)
         return headers
 
 
@@ -222,11 +260,9 @@ class CachingEncoder:
     """hpack's encoder, remembering the block it gave a header list while the table
     stays as it was (the counterpart of CachingDecoder)."""
 
-    LIMIT = 64
-
     def __init__(self) -> None:
         self.encoder = Encoder()
-        self._known: dict[tuple, bytes] = {}
+        self._remembered = _Remembered()
 
     @property
     def header_table_size(self) -> int:
@@ -235,20 +271,16 @@ class CachingEncoder:
     @header_table_size.setter
     def header_table_size(self, size: int) -> None:
         self.encoder.header_table_size = size
-        self._known.clear()  # the next block starts with the size update
+        self._remembered.known.clear()  # the next block starts with the size update
 
     def encode(self, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
         key = tuple(headers)
-        known = self._known.get(key)
+        known = self._remembered.known.get(key)
         if known is not None:
             return known
         before = _table_state(self.encoder.header_table)
         resized = self.encoder.header_table.resized
         block = self.encoder.encode(key)
-        if resized or _table_state(self.encoder.header_table) != before:
-            self._known.clear()
-        else:
-            if len(self._known) >= self.LIMIT:
-                self._known.clear()
-            self._known[key] = block
+        self._remembered.keep(key, block, not resized and
+                              _table_state(self.encoder.header_table) == before)
         return block

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import httptools
 from multidict import CIMultiDict
 
+from lookout.sidecar.proxy.in_flight import InFlight
 from lookout.sidecar.proxy.messages import (
     REASON_PHRASES,
     ClientLimits,
@@ -62,9 +62,7 @@ class DataPortServer:
         self.connections: set[HttpConnection] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
-        self._busy = 0  # connections running a request
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.in_flight = InFlight()  # connections running a request
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         """`reuse_port`: this is one of several processes on the port (SO_REUSEPORT);
@@ -74,14 +72,6 @@ class DataPortServer:
                                                 reuse_address=True, reuse_port=reuse_port,
                                                 backlog=1024)
 
-    def request_started(self) -> None:
-        self._busy += 1
-        self._idle.clear()
-
-    def request_ended(self) -> None:
-        self._busy -= 1
-        if not self._busy:
-            self._idle.set()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; idle connections close now, busy ones after their response
@@ -92,8 +82,7 @@ class DataPortServer:
         for connection in list(self.connections):
             if not connection.busy:
                 connection.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
+        await self.in_flight.drained(grace)
         for connection in list(self.connections):
             connection.close()
         if self._server is not None:
@@ -345,7 +334,7 @@ class HttpConnection(TunnelFlow, asyncio.Protocol):
         while self._pending and not self.closed:
             request = self._pending[0]
             self.busy = True
-            self.server.request_started()
+            self.server.in_flight.started()
             response = ResponseWriter(self, request)
             try:
                 await self.server.handler(request, response)
@@ -355,7 +344,7 @@ class HttpConnection(TunnelFlow, asyncio.Protocol):
             finally:
                 self._pending.popleft()
                 self.busy = False
-                self.server.request_ended()
+                self.server.in_flight.ended()
             if (response.close_after or self._broken or self.draining
                     or not request.body.complete or not response.finished):
                 self.close()  # an unread body cannot be told from the next request

@@ -298,10 +298,15 @@ class RequestTelemetry:
             "rpc.request.body.size": exchange.request_bytes,
             "rpc.response.body.size": exchange.response_bytes,
         }
-        if exchange.sampler_attributes:
-            attributes.update(exchange.sampler_attributes)
         if exchange.grpc_status >= 0:
             attributes["rpc.grpc.status_code"] = exchange.grpc_status
+        return self._with_caller(exchange, attributes)
+
+    @staticmethod
+    def _with_caller(exchange: Exchange, attributes: dict[str, object]) -> dict[str, object]:
+        """Both ports' server spans: the sampler's, the caller's and the error's."""
+        if exchange.sampler_attributes:
+            attributes.update(exchange.sampler_attributes)
         if exchange.client_address:
             attributes["client.address"] = exchange.client_address
         if exchange.user_agent:
@@ -322,19 +327,11 @@ class RequestTelemetry:
             "http.request.body.size": exchange.request_bytes,
             "http.response.body.size": exchange.response_bytes,
         }
-        if exchange.sampler_attributes:
-            attributes.update(exchange.sampler_attributes)
         if exchange.route != OTHER_ROUTE:
             attributes["http.route"] = exchange.route
-        if exchange.client_address:
-            attributes["client.address"] = exchange.client_address
-        if exchange.user_agent:
-            attributes["user_agent.original"] = exchange.user_agent
         if exchange.status:
             attributes["http.response.status_code"] = exchange.status
-        if exchange.error_kind:
-            attributes["error.type"] = exchange.error_kind
-        return attributes
+        return self._with_caller(exchange, attributes)
 
     def _span_facts(self, exchange: Exchange, duration: float,
                     server_error: bool) -> SpanFacts:
