@@ -36,4 +36,5 @@ $(VENV)/.installed-bench: pyproject.toml setup.py | $(BIN)/python
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/grpc.py
 	$(BIN)/python bench/decode.py
