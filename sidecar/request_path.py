@@ -11,7 +11,6 @@ from lookout.sidecar.config import Config, per_model
 from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE, Observation
-from lookout.sidecar.proxy.grpc_port import GrpcDataPort
 from lookout.sidecar.proxy.handler import ProxyHandler
 from lookout.sidecar.proxy.http1 import DataPortServer
 from lookout.sidecar.proxy.messages import ClientLimits
@@ -86,8 +85,10 @@ class RequestPath:
                                           observations, model_labels(config))
         handler = ProxyHandler(of(RelaySettings, config), self.pool, self.telemetry, refused)
         self.server = DataPortServer(handler.handle, client_limits(config), refused)
-        self.grpc = GrpcDataPort(of(GrpcSettings, config), self.telemetry, refused) \
-            if config.grpc_listen is not None else None
+        self.grpc = None
+        if config.grpc_listen is not None:  # imported only then: grpcio costs ~12 MB
+            from lookout.sidecar.proxy.grpc_port import GrpcDataPort
+            self.grpc = GrpcDataPort(of(GrpcSettings, config), self.telemetry, refused)
 
     async def start(self, *, reuse_port: bool) -> None:
         await self.server.start(self.config.listen.host, self.config.listen.port,

@@ -6,30 +6,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import grpc
-from grpc import aio
-
-from lookout.sidecar.pipeline.protos import SERVICE, message_class
-from lookout.sidecar.proxy.grpc_port import GrpcDataPort
 from lookout.sidecar.proxy.upstream_client import UpstreamError, UpstreamPool
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import UpstreamSettings
 
+if TYPE_CHECKING:  # the gRPC port's modules load only with a gRPC port
+    from grpc import aio
+
+    from lookout.sidecar.proxy.grpc_port import GrpcDataPort
+
 log = logging.getLogger(__name__)
 
-SERVER_READY = f"/{SERVICE}/ServerReady"
+SERVER_READY = "/inference.GRPCInferenceService/ServerReady"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 # HealthCheckResponse{status: SERVING} on the wire: field 1, varint 1. The health proto
 # is not in lookout's descriptor set, and this is all of it that readiness needs
 SERVING = b"\x08\x01"
-_SERVER_READY_RESPONSE = message_class("inference.ServerReadyResponse")
 
 
 async def grpc_ready(channel: aio.Channel, timeout: float) -> tuple[bool, str]:
     """The V2 `ServerReady`, or the standard health check when the server has no V2
     service. Raises aio.AioRpcError when the server cannot be asked."""
+    import grpc
+    from grpc import aio
+
+    from lookout.sidecar.pipeline.protos import message_class
+
     try:
         answer = await channel.unary_unary(SERVER_READY)(b"", timeout=timeout)
     except aio.AioRpcError as error:
@@ -38,7 +43,7 @@ async def grpc_ready(channel: aio.Channel, timeout: float) -> tuple[bool, str]:
         answer = await channel.unary_unary(HEALTH_CHECK)(b"", timeout=timeout)
         return answer == SERVING, f"gRPC {HEALTH_CHECK} -> " + (
             "SERVING" if answer == SERVING else "not serving")
-    ready = _SERVER_READY_RESPONSE.FromString(answer).ready
+    ready = message_class("inference.ServerReadyResponse").FromString(answer).ready
     return ready, f"gRPC {SERVER_READY} -> ready={str(ready).lower()}"
 
 
@@ -92,6 +97,8 @@ class UpstreamProbe:
         return result
 
     async def _check_grpc(self, timeout: float) -> tuple[bool, str]:
+        from grpc import aio
+
         address = self._grpc.address
         try:
             ready, detail = await grpc_ready(self._grpc.channel, timeout + 1.0)

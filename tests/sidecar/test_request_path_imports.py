@@ -48,3 +48,10 @@ def test_the_request_path_process_maps_no_analysis_library(upstream_port: int,
         wait_until(lambda: "numpy" in _loaded(workers[0]), 60, "the worker's imports")
     finally:
         sidecar.stop()
+
+
+def test_without_a_grpc_port_grpc_is_not_loaded(sidecar) -> None:
+    """grpcio, protobuf and hpack cost ~12 MB: an HTTP-only sidecar does not load them."""
+    assert request(sidecar.port, "GET", "/echo").status == 200
+    maps = Path(f"/proc/{sidecar.process.popen.pid}/maps").read_text()
+    assert not re.search(r"site-packages/(grpc|google/_upb|hpack)[/.]", maps)
