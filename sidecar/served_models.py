@@ -119,6 +119,11 @@ class ModelLabels:
         self._room = max(max_models - len(self._versions), 0)
 
     @property
+    def single(self) -> bool:
+        """A one-model pod: every request is the default model's, whatever it names."""
+        return self._single
+
+    @property
     def known(self) -> dict[str, str]:
         return dict(self._versions)
 

@@ -25,18 +25,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc import aio
-from hpack import HPACKError, NeverIndexedHeaderTuple
-from multidict import CIMultiDict
+from hpack import Encoder, HPACKError, NeverIndexedHeaderTuple
 
 from lookout.sidecar.pipeline.protos import (
     INFER_METHOD,
-    METHOD_KINDS,
+    KNOWN_METHODS,
     SERVICE,
     STREAM_INFER_METHOD,
 )
@@ -66,6 +65,9 @@ HIGH_WATER = 4 * 1024**2  # bytes waiting to be written before the other side is
 MAX_ANSWERED = 4096  # streams lookout answered whose upstream frames are still dropped
 MAX_PENDING = 1024**2  # client bytes held while the upstream connection is being made
 _STATUS_BY_NUMBER = {number(code): code for code in grpc.StatusCode}
+# lookout's own statuses: every field never indexed, so this encoder's table stays empty
+# and its blocks may go into any connection
+_OWN_BLOCKS = Encoder()
 # gRPC's mapping of an HTTP status that came without grpc-status (doc/http-grpc-status-mapping)
 _FROM_HTTP = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
               403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.UNIMPLEMENTED,
@@ -132,7 +134,6 @@ class Stream:
     started: float = field(default_factory=time.perf_counter)
     response_headers: RawHeaders | None = None
     http_status: int = 0
-    answered: bool = False  # lookout answered it itself: nothing more is relayed
     labelled: bool = False
     paired: int = 0  # stream messages handed over so far
     deadline: float | None = None  # perf_counter time the caller's grpc-timeout ends
@@ -159,6 +160,8 @@ class GrpcConnection(asyncio.Protocol):
         self._answered: set[int] = set()  # streams lookout answered: the upstream's rest
         self.last_stream = 0
         self._local = False  # the upstream could not be reached: lookout answers
+        self._unreachable_reason = ""
+        self._peer: str | None = None
         self._closed = False
 
     # the client's side ---------------------------------------------------------------
@@ -170,6 +173,8 @@ class GrpcConnection(asyncio.Protocol):
             transport.close()
             return
         self._client.set_write_buffer_limits(high=HIGH_WATER)
+        peer = transport.get_extra_info("peername")
+        self._peer = peer[0] if peer else None  # once, for every call's span
         self._port.connections.add(self)
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
@@ -193,7 +198,7 @@ class GrpcConnection(asyncio.Protocol):
 
     def _unreachable(self, reason: str) -> None:
         self._local = True
-        self._port.unreachable_reason = reason
+        self._unreachable_reason = reason
         if not self._closed and self._client is not None:
             # lookout is the server on this connection now: its SETTINGS, then answers
             self._client.write(h2.frame(h2.SETTINGS, 0, 0))
@@ -276,10 +281,10 @@ class GrpcConnection(asyncio.Protocol):
             if self._local:
                 self._answer(stream, known, grpc.StatusCode.UNAVAILABLE, "upstream_unavailable",
                              f"the upstream {self._port.settings.grpc_upstream} is "
-                             f"unavailable: {self._port.unreachable_reason}")
+                             f"unavailable: {self._unreachable_reason}")
                 return
             headers = self._with_trace_context(known, headers)
-        if self._local or known.answered:
+        if self._local:
             return
         out.extend(h2.header_frames(stream, self._upstream_encoder.encode(headers),
                                     end_stream))
@@ -287,14 +292,14 @@ class GrpcConnection(asyncio.Protocol):
     def _begin(self, stream: int, headers: list[tuple[bytes, bytes]]) -> Stream:
         self.last_stream = max(self.last_stream, stream)
         method = next((_text(v) for k, v in headers if k == b":path"), "")
-        route = method if method in METHOD_KINDS else OTHER_ROUTE
+        route = method if method in KNOWN_METHODS else OTHER_ROUTE
         raw = [(k, v) for k, v in headers if not k.startswith(b":")]
-        text: CIMultiDict[str] = CIMultiDict((_text(k), _text(v)) for k, v in raw
-                                             if not k.endswith(b"-bin"))
+        # what telemetry reads: trace context and user-agent (gRPC's names are lowercase)
+        text = {_text(k): _text(v) for k, v in raw if not k.endswith(b"-bin")}
         exchange = Exchange("POST", method, route, RawHeaders(raw), protocol=GRPC)
         telemetry = self._port.telemetry
         telemetry.begin(exchange, text, scheme="http", protocol_version="2",
-                        client_address=self._port.peer_of(self._client))
+                        client_address=self._peer)
         context: dict[str, str] = {}
         call = telemetry.upstream_call(exchange, method, self._port.host,
                                        self._port.upstream_port, context)
@@ -323,10 +328,8 @@ class GrpcConnection(asyncio.Protocol):
     def _client_data(self, flags: int, stream: int, payload: memoryview) -> bool:
         """Whether this DATA frame is relayed: a message over the limit is refused."""
         state = self.streams.get(stream)
-        if state is None:
-            return True  # a stream the upstream knows the fate of
-        if state.answered:
-            return False
+        if state is None:  # ended: the upstream knows its fate, unless lookout answered it
+            return stream not in self._answered
         announced = state.requests.feed(h2.unpadded(flags, payload, False))
         state.exchange.request_bytes += len(payload)
         if not state.labelled and state.requests.first_head:
@@ -345,7 +348,7 @@ class GrpcConnection(asyncio.Protocol):
         """The caller cancelled, or its deadline passed while the upstream worked: that
         is the upstream's DEADLINE_EXCEEDED, as the caller sees it."""
         state = self.streams.pop(stream, None)
-        if state is None or state.answered:
+        if state is None:
             return
         if state.deadline is not None and time.perf_counter() >= state.deadline - DEADLINE_SLACK:
             self._finish(state, grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
@@ -368,7 +371,6 @@ class GrpcConnection(asyncio.Protocol):
                 detail: str) -> None:
         """lookout's own status for a call, to the client: headers too, unless the
         upstream's were relayed already. What the upstream still sends for it is not."""
-        state.answered = True
         self._answered.add(stream)
         if len(self._answered) > MAX_ANSWERED:  # stream ids only grow: the oldest go
             for old in sorted(self._answered)[:MAX_ANSWERED // 2]:
@@ -379,7 +381,9 @@ class GrpcConnection(asyncio.Protocol):
         headers += [(b"grpc-status", str(number(code)).encode()),
                     (b"grpc-message", _percent_encoded(message)),
                     (ERROR_KEY.encode(), kind.encode())]
-        block = _static_block(headers)
+        # never indexed: no table of the client's changes (RFC 7541 6.2.3)
+        block = _OWN_BLOCKS.encode([NeverIndexedHeaderTuple(*pair) for pair in headers],
+                                   huffman=False)
         self._client.writelines(h2.header_frames(stream, block, end_stream=True))
         state.exchange.error_kind = kind
         if kind.startswith("upstream"):
@@ -606,31 +610,6 @@ class UpstreamSide(asyncio.Protocol):
         self.connection.upstream_lost(str(exc) if exc else "it closed the connection")
 
 
-def _static_block(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """HPACK literals never indexed (RFC 7541 6.2.3): lookout's own statuses, which
-    change no table and are never compressed by an intermediary."""
-    out = bytearray()
-    for name, value in headers:
-        out.append(0x10)  # literal never indexed, new name
-        out += _string(name)
-        out += _string(value)
-    return bytes(out)
-
-
-def _string(data: bytes) -> bytes:
-    """An HPACK string literal, not Huffman coded (RFC 7541 5.2)."""
-    length = len(data)
-    if length < 0x7F:
-        return bytes((length,)) + data
-    out = bytearray((0x7F,))
-    length -= 0x7F
-    while length >= 0x80:
-        out.append((length & 0x7F) | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out) + data
-
-
 def _percent_encoded(text: str) -> bytes:
     """grpc-message's encoding: UTF-8, with what is not printable ASCII (and %)
     percent-encoded."""
@@ -657,7 +636,6 @@ class GrpcDataPort:
         self.propagation_fields = frozenset(name.encode() for name in
                                             telemetry.propagation_fields)
         self.connections: set[GrpcConnection] = set()
-        self.unreachable_reason = ""
         self._server: asyncio.base_events.Server | None = None
         self._channel: aio.Channel | None = None
         self.in_flight = InFlight()
@@ -698,7 +676,3 @@ class GrpcDataPort:
         self.telemetry.component_failed()
         self.failures.exception("grpc_port", "gRPC port: %s failed", what)
 
-    @staticmethod
-    def peer_of(transport: Any) -> str | None:
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        return peer[0] if peer else None

@@ -2,14 +2,13 @@
 
 Each status has the HTTP status Google's `google.rpc.Code` documents for it, so that a gRPC
 exchange is a 2xx, 4xx or 5xx to everything that reads statuses (server errors are
-always traced; only a success is analysed). The `code` label is the status's name.
+always traced; only a success is analysed), and the 5xx ones are the catalog's
+GRPC_SERVER_ERROR_CODES, which the SLOs count. The `code` label is the status's name.
 """
 
 from __future__ import annotations
 
 import grpc
-
-from lookout.slo.catalog import GRPC_SERVER_ERROR_CODES
 
 _CODE = grpc.StatusCode
 HTTP_EQUIVALENT: dict[grpc.StatusCode, int] = {
@@ -20,7 +19,6 @@ HTTP_EQUIVALENT: dict[grpc.StatusCode, int] = {
     _CODE.UNIMPLEMENTED: 501, _CODE.INTERNAL: 500, _CODE.UNAVAILABLE: 503,
     _CODE.DATA_LOSS: 500, _CODE.UNAUTHENTICATED: 401,
 }
-SERVER_ERRORS = frozenset(_CODE[name] for name in GRPC_SERVER_ERROR_CODES)
 
 
 def number(code: grpc.StatusCode) -> int:

@@ -5,8 +5,9 @@ analysed) without holding them back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hpack import Decoder, Encoder
 
@@ -154,7 +155,6 @@ class Messages:
 
     keep: int  # copy messages up to this size; 0: copy none
     count: int = 0
-    largest: int = 0  # the largest message length announced so far
     compressed: bool = False  # a message came compressed (grpc-encoding)
     first_head: bytes = b""  # the first bytes of the first message
     copies: list[bytes] = field(default_factory=list)
@@ -176,7 +176,6 @@ class Messages:
                 length = int.from_bytes(self._prefix[1:5], "big")
                 self.compressed |= bool(self._prefix[0])
                 self.count += 1
-                self.largest = max(self.largest, length)
                 announced = length
                 self._remaining = length
                 self._parts = [] if 0 < length <= self.keep and not self._prefix[0] else None
@@ -220,11 +219,20 @@ class _Remembered:
     def __init__(self) -> None:
         self.known: dict = {}
 
-    def keep(self, key: object, value: object, unchanged: bool) -> None:
+    def through(self, key: Any, table: Any, work: Callable[[], Any],
+                resizing: bool = False) -> Any:
+        """What `work` gives for `key`, remembered or done now against `table`."""
+        known = self.known.get(key)
+        if known is not None:
+            return known
+        before = _table_state(table)
+        value = work()
+        unchanged = not resizing and _table_state(table) == before
         if not unchanged or len(self.known) >= self.LIMIT:
             self.known.clear()
         if unchanged:
             self.known[key] = value
+        return value
 
 
 class CachingDecoder:
@@ -245,15 +253,9 @@ class CachingDecoder:
         self.decoder.max_allowed_table_size = size
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        known = self._remembered.known.get(block)
-        if known is not None:
-            return known
-        before = _table_state(self.decoder.header_table)
         # hpack's HeaderTuples: a field the sender marked never-indexed stays so
-        headers = list(self.decoder.decode(block, raw=True))
-        self._remembered.keep(block, headers,
-                              _table_state(self.decoder.header_table) == before)
-        return headers
+        return self._remembered.through(block, self.decoder.header_table,
+                                        lambda: list(self.decoder.decode(block, raw=True)))
 
 
 class CachingEncoder:
@@ -275,12 +277,6 @@ class CachingEncoder:
 
     def encode(self, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
         key = tuple(headers)
-        known = self._remembered.known.get(key)
-        if known is not None:
-            return known
-        before = _table_state(self.encoder.header_table)
-        resized = self.encoder.header_table.resized
-        block = self.encoder.encode(key)
-        self._remembered.keep(key, block, not resized and
-                              _table_state(self.encoder.header_table) == before)
-        return block
+        table = self.encoder.header_table
+        return self._remembered.through(key, table, lambda: self.encoder.encode(key),
+                                        resizing=table.resized)

@@ -194,11 +194,12 @@ class RequestTelemetry:
         if exchange.protocol == GRPC:
             exchange.model, exchange.version = self.models.label_name(exchange.named_model)
         else:
-            exchange.named_model = path_model(exchange.path)
-            exchange.model, exchange.version = self.models.label(exchange.path)
+            name = None if self.models.single else path_model(exchange.path)
+            exchange.named_model = name  # the path read once, for the labels and discovery
+            exchange.model, exchange.version = self.models.label_name(name)
         exchange.scheme, exchange.protocol_version = scheme, protocol_version
         exchange.client_address = client_address
-        exchange.user_agent = headers.get("User-Agent")
+        exchange.user_agent = headers.get("user-agent")  # gRPC's are a plain lowercase dict
         if self._tracing.disabled:
             return
         context = None
@@ -362,35 +363,30 @@ class RequestTelemetry:
         if self._observations is None:
             return
         try:
-            self._observations.offer(Observation(
-                started_at=time.time(), method=exchange.method, path=exchange.path,
-                route=exchange.route, status=200, code="OK",
-                request_headers=exchange.request_headers, request_body=request,
-                response_headers=exchange.response_headers, response_body=response,
-                response_truncated=False, duration=0.0, upstream_duration=None,
-                trace_id=exchange.trace_id_hex, span_id=format(exchange.span_id, "016x"),
-                trace_sampled=exchange.sampled, model=exchange.model,
-                version=exchange.version))
+            self._observations.offer(self._observation(exchange, 0.0, None,
+                                                       (request, response)))
         except Exception:
             self._metrics.component_error(self.name)
             self._failures.exception("telemetry", "handing over a stream's message failed; "
                                      "the stream was not affected")
 
-    def _observation(self, exchange: Exchange, duration: float,
-                     spans: tuple | None) -> Observation:
+    def _observation(self, exchange: Exchange, duration: float, spans: tuple | None,
+                     message: tuple[bytes, bytes] | None = None) -> Observation:
+        """The exchange as the analysis sees it; with `message`, one answered request of
+        a stream still open (its answer came: a success of its own)."""
         return Observation(
-            started_at=exchange.started_at,
+            started_at=exchange.started_at if message is None else time.time(),
             method=exchange.method,
             path=exchange.path,
             route=exchange.route,
-            status=exchange.status,
-            code=exchange.code,
+            status=exchange.status if message is None else 200,
+            code=exchange.code if message is None else "OK",
             request_headers=exchange.request_headers,
-            request_body=exchange.request_body,
-            request_truncated=exchange.request_truncated,
+            request_body=exchange.request_body if message is None else message[0],
+            request_truncated=exchange.request_truncated and message is None,
             response_headers=exchange.response_headers,
-            response_body=exchange.response_body,
-            response_truncated=exchange.truncated,
+            response_body=exchange.response_body if message is None else message[1],
+            response_truncated=exchange.truncated and message is None,
             duration=duration,
             upstream_duration=exchange.upstream_duration,
             trace_id=exchange.trace_id_hex,

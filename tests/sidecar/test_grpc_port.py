@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from lookout.sidecar.pipeline.protos import METHOD_KINDS
+from lookout.sidecar.pipeline.protos import KNOWN_METHODS
 from lookout.sidecar.proxy import h2_frames as h2
 from lookout.sidecar.proxy.grpc_port import (
     ERROR_KEY,
@@ -24,7 +24,7 @@ from lookout.sidecar.proxy.grpc_port import (
     grpc_timeout_seconds,
     named_model,
 )
-from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT, SERVER_ERRORS
+from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT
 from lookout.sidecar.proxy.telemetry import RequestTelemetry
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.span_facts import export_carried
@@ -289,10 +289,12 @@ def test_the_model_name_is_peeked_from_the_first_field_only() -> None:
 
 def test_the_status_mapping() -> None:
     assert set(HTTP_EQUIVALENT) == set(grpc.StatusCode)
-    assert {code for code, status in HTTP_EQUIVALENT.items() if status >= 500} == SERVER_ERRORS
-    # every V2 method is known, with its kind; ModelStreamInfer streams both ways
-    assert METHOD_KINDS["/inference.GRPCInferenceService/ModelStreamInfer"] == (True, True)
-    assert METHOD_KINDS[INFER] == (False, False)
+    # the statuses the SLOs count as the server's are the ones that map to a 5xx
+    assert {code.name for code, status in HTTP_EQUIVALENT.items() if status >= 500} \
+        == set(catalog.GRPC_SERVER_ERROR_CODES)
+    # every V2 method is known (its own route label), streaming ones and health too
+    assert {INFER, "/inference.GRPCInferenceService/ModelStreamInfer", METADATA,
+            HEALTH_CHECK} <= KNOWN_METHODS
 
 
 class DyingUpstream(asyncio.Protocol):

@@ -3,8 +3,8 @@ tools/export_inference_protos.py writes, loaded into a pool of lookout's own.
 
 A private pool, not protobuf's default one: tritonclient and kserve each register
 `inference.*` in the default pool, and two registrations of one name refuse to load, so
-lookout's copy must not be a third. The request path reads only `METHOD_KINDS`; the
-messages are decoded in the analysis workers.
+lookout's copy must not be a third. The request path reads only `KNOWN_METHODS` (its
+bounded `route` labels); the messages are decoded in the analysis workers.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from google.protobuf.message import Message
 SERVICE = "inference.GRPCInferenceService"
 # the standard health service (grpc/health/v1/health.proto) is not in the set; its two
 # methods are named here so that they get their own `route` label
-HEALTH_METHODS = {"/grpc.health.v1.Health/Check": (False, False),
-                  "/grpc.health.v1.Health/Watch": (False, True)}
+HEALTH_METHODS = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
 
 
 def _pool() -> descriptor_pool.DescriptorPool:
@@ -38,14 +37,13 @@ def message_class(name: str) -> type[Message]:
     return message_factory.GetMessageClass(POOL.FindMessageTypeByName(name))
 
 
-def _method_kinds() -> dict[str, tuple[bool, bool]]:
-    """Every known method's path -> (client streams, server streams)."""
+def _known_methods() -> frozenset[str]:
+    """Every method of the protocol's service, and the health service's, by path."""
     service = POOL.FindServiceByName(SERVICE)
-    kinds = {f"/{SERVICE}/{method.name}": (method.client_streaming, method.server_streaming)
-             for method in service.methods}
-    return {**kinds, **HEALTH_METHODS}
+    return frozenset((*(f"/{SERVICE}/{method.name}" for method in service.methods),
+                      *HEALTH_METHODS))
 
 
-METHOD_KINDS = _method_kinds()
+KNOWN_METHODS = _known_methods()
 INFER_METHOD = f"/{SERVICE}/ModelInfer"
 STREAM_INFER_METHOD = f"/{SERVICE}/ModelStreamInfer"
