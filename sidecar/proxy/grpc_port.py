@@ -31,7 +31,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from hpack import Encoder, HPACKError, NeverIndexedHeaderTuple
+from hpack import HPACKError
 
 from lookout.sidecar.pipeline.protos import (
     INFER_METHOD,
@@ -65,9 +65,6 @@ HIGH_WATER = 4 * 1024**2  # bytes waiting to be written before the other side is
 MAX_ANSWERED = 4096  # streams lookout answered whose upstream frames are still dropped
 MAX_PENDING = 1024**2  # client bytes held while the upstream connection is being made
 _STATUS_BY_NUMBER = {number(code): code for code in grpc.StatusCode}
-# lookout's own statuses: every field never indexed, so this encoder's table stays empty
-# and its blocks may go into any connection
-_OWN_BLOCKS = Encoder()
 # gRPC's mapping of an HTTP status that came without grpc-status (doc/http-grpc-status-mapping)
 _FROM_HTTP = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
               403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.UNIMPLEMENTED,
@@ -283,7 +280,10 @@ class GrpcConnection(asyncio.Protocol):
                              f"the upstream {self._port.settings.grpc_upstream} is "
                              f"unavailable: {self._unreachable_reason}")
                 return
-            headers = self._with_trace_context(known, headers)
+            if known.trace_context:
+                out.extend(h2.header_frames(stream, self._with_trace_context(known, headers),
+                                            end_stream))
+                return
         if self._local:
             return
         out.extend(h2.header_frames(stream, self._upstream_encoder.encode(headers),
@@ -315,15 +315,14 @@ class GrpcConnection(asyncio.Protocol):
         return state
 
     def _with_trace_context(self, state: Stream, headers: list[tuple[bytes, bytes]]
-                            ) -> list[tuple[bytes, bytes]]:
-        """The caller's headers with lookout's trace context in place of its own."""
-        if not state.trace_context:
-            return headers
+                            ) -> bytes:
+        """The block of the caller's headers with lookout's trace context in place of its
+        own. lookout's comes last, never indexed (a new value every call would only churn
+        the upstream's table), so the rest is the same block call after call."""
         dropped = self._port.propagation_fields
-        # never indexed: a new value every call would only churn the upstream's table
-        return [*(pair for pair in headers if pair[0] not in dropped),
-                *(NeverIndexedHeaderTuple(k.encode(), v.encode())
-                  for k, v in state.trace_context.items())]
+        return self._upstream_encoder.encode(
+            [pair for pair in headers if pair[0] not in dropped]) + h2.never_indexed(
+            [(k.encode(), v.encode()) for k, v in state.trace_context.items()])
 
     def _client_data(self, flags: int, stream: int, payload: memoryview) -> bool:
         """Whether this DATA frame is relayed: a message over the limit is refused."""
@@ -381,10 +380,8 @@ class GrpcConnection(asyncio.Protocol):
         headers += [(b"grpc-status", str(number(code)).encode()),
                     (b"grpc-message", _percent_encoded(message)),
                     (ERROR_KEY.encode(), kind.encode())]
-        # never indexed: no table of the client's changes (RFC 7541 6.2.3)
-        block = _OWN_BLOCKS.encode([NeverIndexedHeaderTuple(*pair) for pair in headers],
-                                   huffman=False)
-        self._client.writelines(h2.header_frames(stream, block, end_stream=True))
+        self._client.writelines(h2.header_frames(stream, h2.never_indexed(headers),
+                                                 end_stream=True))
         state.exchange.error_kind = kind
         if kind.startswith("upstream"):
             self._port.telemetry.upstream_failure(state.call, kind, message)

@@ -5,11 +5,13 @@ analysed) without holding them back."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpack import Decoder, Encoder
+from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
+from hpack.table import HeaderTable
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HEADER_SIZE = 9
@@ -27,6 +29,8 @@ MAX_HEADER_BLOCK = 64 * 1024
 
 
 Frame = tuple[memoryview, int, int, int, memoryview]  # whole, kind, flags, stream, payload
+# a frame's header: its 24-bit length (high byte, low two), kind, flags, stream (31 bits)
+_HEAD = struct.Struct(">BHBBI")
 
 
 class FrameSplitter:
@@ -58,38 +62,37 @@ class FrameSplitter:
             partial.clear()
             yield _parsed(whole, 0, len(whole))
         at, size = 0, len(view)
+        unpack = _HEAD.unpack_from
         while size - at >= HEADER_SIZE:
-            end = at + HEADER_SIZE + int.from_bytes(view[at:at + 3], "big")
+            high, low, kind, flags, stream = unpack(view, at)
+            end = at + HEADER_SIZE + (high << 16 | low)
             if end > size:
                 break
-            yield _parsed(view, at, end)
+            yield view[at:end], kind, flags, stream & 0x7FFFFFFF, view[at + HEADER_SIZE:end]
             at = end
         if at < size:
             partial += view[at:]
 
 
 def _parsed(view: memoryview, at: int, end: int) -> Frame:
-    return (view[at:end], view[at + 3], view[at + 4],
-            int.from_bytes(view[at + 5:at + 9], "big") & 0x7FFFFFFF,
-            view[at + HEADER_SIZE:end])
+    _, _, kind, flags, stream = _HEAD.unpack_from(view, at)
+    return view[at:end], kind, flags, stream & 0x7FFFFFFF, view[at + HEADER_SIZE:end]
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + \
-        stream.to_bytes(4, "big") + payload
+    size = len(payload)
+    return _HEAD.pack(size >> 16, size & 0xFFFF, kind, flags, stream) + payload
 
 
 def header_frames(stream: int, block: bytes, end_stream: bool) -> list[bytes]:
     """A header block as HEADERS and, past MAX_FRAME, CONTINUATION frames."""
-    chunks = [block[at:at + MAX_FRAME] for at in range(0, len(block), MAX_FRAME)] or [b""]
-    frames = []
-    for index, chunk in enumerate(chunks):
-        flags = END_HEADERS if index == len(chunks) - 1 else 0
-        if index == 0:
-            frames.append(frame(HEADERS, flags | (END_STREAM if end_stream else 0), stream,
-                                chunk))
-        else:
-            frames.append(frame(CONTINUATION, flags, stream, chunk))
+    first_flags = END_STREAM if end_stream else 0
+    if len(block) <= MAX_FRAME:  # as good as always
+        return [frame(HEADERS, first_flags | END_HEADERS, stream, block)]
+    chunks = [block[at:at + MAX_FRAME] for at in range(0, len(block), MAX_FRAME)]
+    frames = [frame(HEADERS, first_flags, stream, chunks[0])]
+    frames += [frame(CONTINUATION, 0, stream, chunk) for chunk in chunks[1:-1]]
+    frames.append(frame(CONTINUATION, END_HEADERS, stream, chunks[-1]))
     return frames
 
 
@@ -235,14 +238,29 @@ class _Remembered:
         return value
 
 
+# a block that reads nothing of the table: its fields, and the fields it adds to it
+_Alone = tuple[list[tuple[bytes, bytes]], tuple[tuple[bytes, bytes], ...]]
+
+
 class CachingDecoder:
-    """hpack's decoder, remembering what a block decoded to while the table stays as it
-    was: a gRPC server sends the same response headers and trailers call after call,
-    every field indexed, so the steady state costs a dict lookup."""
+    """hpack's decoder, remembering what a block decoded to. Two kinds are kept:
+
+    - a block that reads the table (an indexed field the peer added before), while the
+      table stays as it was: a gRPC server sends the same response headers and
+      trailers call after call, every field indexed;
+    - a block that stands alone (every field literal or static, whatever it adds to
+      the table), for as long as it keeps coming: with what it added, which is added
+      again each time. nginx sends such blocks: each response adds its fields to the
+      table and no later one reads them.
+
+    So the steady state costs a dict lookup (and, for the second kind, the additions)."""
+
+    LIMIT = 64
 
     def __init__(self) -> None:
         self.decoder = Decoder()
         self._remembered = _Remembered()
+        self._alone: dict[bytes, _Alone] = {}
 
     @property
     def max_allowed_table_size(self) -> int:
@@ -254,8 +272,56 @@ class CachingDecoder:
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         # hpack's HeaderTuples: a field the sender marked never-indexed stays so
-        return self._remembered.through(block, self.decoder.header_table,
-                                        lambda: list(self.decoder.decode(block, raw=True)))
+        alone = self._alone.get(block)
+        if alone is None:
+            known = self._remembered.known.get(block)
+            if known is not None:
+                return known
+            alone = self._decoded_alone(block)
+            if alone is None:
+                return self._remembered.through(
+                    block, self.decoder.header_table,
+                    lambda: list(self.decoder.decode(block, raw=True)))
+            if len(self._alone) >= self.LIMIT:
+                self._alone.clear()
+            self._alone[block] = alone
+        headers, added = alone
+        if added:  # what decoding it would have added; the blocks read before may be stale
+            table = self.decoder.header_table
+            for name, value in added:
+                table.add(name, value)
+            self._remembered.known.clear()
+        return headers
+
+    def _decoded_alone(self, block: bytes) -> _Alone | None:
+        """The block's fields and additions when it decodes the same against an empty
+        table (of the same size), so reads no field added before it; else None. One
+        that fills that table is decoded for real: adding again what it kept would not
+        evict what it evicted."""
+        scratch = Decoder()
+        scratch.header_table = table = _CountingTable()
+        table.maxsize = self.decoder.header_table.maxsize
+        scratch.max_allowed_table_size = self.decoder.max_allowed_table_size
+        try:
+            headers = list(scratch.decode(block, raw=True))
+        except HPACKError:  # it reads the table (or is malformed: the real decode says)
+            return None
+        if table.maxsize != self.decoder.header_table.maxsize \
+                or table.added != len(table.dynamic_entries):
+            return None  # it resizes the table, or evicts from it
+        return headers, tuple(reversed(table.dynamic_entries))
+
+
+class _CountingTable(HeaderTable):
+    """A table that counts what was added to it, evicted since or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.added += 1
+        super().add(name, value)
 
 
 class CachingEncoder:
@@ -276,7 +342,21 @@ class CachingEncoder:
         self._remembered.known.clear()  # the next block starts with the size update
 
     def encode(self, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+        """The block of `headers`; `never_indexed` may follow it in the same block."""
         key = tuple(headers)
         table = self.encoder.header_table
         return self._remembered.through(key, table, lambda: self.encoder.encode(key),
                                         resizing=table.resized)
+
+
+# fields encoded never-indexed and with literal values leave this encoder's table empty,
+# so its blocks read nothing of any connection's table and may go into any of them
+_STATELESS = Encoder()
+
+
+def never_indexed(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """HPACK for fields that change every time (trace context, lookout's own statuses):
+    never indexed, so no peer's table churns with them (RFC 7541 6.2.3), and usable on
+    its own or after any block of the same header list."""
+    return _STATELESS.encode([NeverIndexedHeaderTuple(*pair) for pair in fields],
+                             huffman=False)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import itertools
 
-from hpack import Decoder, Encoder
+import pytest
+from hpack import Decoder, Encoder, HPACKError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,3 +75,31 @@ def test_a_remembered_encoding_decodes_to_what_was_encoded() -> None:
     for extra in ([], [], [(b"x-tenant", b"a")], [], [(b"x-tenant", b"b")], []):
         block = encoder.encode([*fields, *extra])
         assert list(decoder.decode(block, raw=True)) == [*fields, *extra]
+
+
+# blocks that stand alone and add to the table (nginx's: literal with incremental
+# indexing, never read back), and blocks that read the table's newest entries
+_ALONE = [Encoder().encode(fields) for fields in (
+    [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Tue, 01 Dec 2026")],
+    [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Wed, 02 Dec 2026")],
+    [(b"grpc-status", b"0")],
+    [(b"x-long", b"v" * 3000)],  # evicts most of the table
+    [(b"x-huge", b"w" * 5000)],  # larger than the table: empties it
+)]
+_READING = [bytes((0x80 | index,)) for index in (62, 63, 64, 70)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_ALONE + _READING), max_size=30))
+def test_remembered_blocks_decode_as_a_plain_decoder_does(blocks) -> None:
+    cached, plain = h2.CachingDecoder(), Decoder()
+    for block in blocks:
+        try:
+            expected = list(plain.decode(block, raw=True))
+        except HPACKError as error:  # an index past the table: the cached one says so too
+            with pytest.raises(type(error)):
+                cached.decode(block)
+            continue
+        assert cached.decode(block) == expected
+        assert list(cached.decoder.header_table.dynamic_entries) == \
+            list(plain.header_table.dynamic_entries)
