@@ -256,6 +256,7 @@ class CachingDecoder:
     So the steady state costs a dict lookup (and, for the second kind, the additions)."""
 
     LIMIT = 64
+    LARGEST = 8192  # bytes of a block remembered, at most: the usual ones are < 200
 
     def __init__(self) -> None:
         self.decoder = Decoder()
@@ -272,6 +273,8 @@ class CachingDecoder:
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         # hpack's HeaderTuples: a field the sender marked never-indexed stays so
+        if len(block) > self.LARGEST:
+            return list(self.decoder.decode(block, raw=True))
         alone = self._alone.get(block)
         if alone is None:
             known = self._remembered.known.get(block)
