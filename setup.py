@@ -14,5 +14,6 @@ setup(
                   include=[f"{part}{suffix}" for part in PARTS for suffix in ("", ".*")]))],
     package_dir={"lookout": "lookout", **{f"lookout.{part}": part for part in PARTS}},
     package_data={"lookout.lookout_demo": ["models/*.onnx"],
-                  "lookout.sidecar.pipeline.protos": ["*.binpb"]},
+                  "lookout.sidecar.pipeline.protos": ["*.binpb"],
+                  "lookout.sidecar.samples": ["gallery.css"]},
 )

@@ -1,5 +1,5 @@
-"""The admin port: metrics, liveness and readiness and the sample API, away from user
-traffic."""
+"""The admin port: metrics, liveness and readiness, the sample API and the gallery,
+away from user traffic."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from lookout.sidecar.proxy.upstream import UpstreamProbe
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.api import SampleApi
+from lookout.sidecar.samples.ui import SampleUi
 
 
 class AdminApp:
@@ -24,12 +25,14 @@ class AdminApp:
         pipeline_running: Callable[[], bool],
         draining: Callable[[], bool],
         samples: SampleApi | None = None,
+        gallery: SampleUi | None = None,
     ) -> None:
         self._metrics = metrics
         self._probe = probe
         self._pipeline_running = pipeline_running
         self._draining = draining
         self._samples = samples
+        self._gallery = gallery
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -38,6 +41,8 @@ class AdminApp:
         app.router.add_get("/readyz", self.readyz)
         if self._samples is not None:
             self._samples.add_routes(app)
+        if self._gallery is not None:
+            self._gallery.add_routes(app)
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -87,6 +87,22 @@ def parse_upstream(text: str) -> str:
     return text.rstrip("/")
 
 
+def parse_trace_url_template(text: str) -> str:
+    """A trace viewer's URL with `{trace_id}` where the id goes (Grafana Explore over
+    Tempo, Jaeger's /trace/{trace_id}); checked now, not when someone clicks it."""
+    if not text:
+        return ""
+    parts = urlsplit(text.replace("{trace_id}", "0"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    if "{trace_id}" not in text:
+        raise ValueError("expected {trace_id} where the trace id goes, e.g. "
+                         "https://jaeger.example/trace/{trace_id}")
+    if "{" in text.replace("{trace_id}", "") or "}" in text.replace("{trace_id}", ""):
+        raise ValueError("{trace_id} is the only placeholder it takes")
+    return text
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -369,6 +385,9 @@ class Config:
                             "empty (and no admin_token_file): the API is off", secret=True)
     admin_token_file: str = _opt("", str, "file holding the admin bearer token (a mounted "
                                  "Secret); read at start-up")
+    trace_url_template: str = _opt("", parse_trace_url_template, "trace viewer URL the "
+                                   "gallery links each sample's trace to, with {trace_id} "
+                                   "(Tempo through Grafana, Jaeger); empty: no link")
     log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
     event_loop: str = _opt("auto", _choice("auto", "uvloop", "asyncio"),
                            "event loop implementation")

@@ -33,6 +33,7 @@ from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing, flush_spans
 from lookout.sidecar.samples.api import SampleApi
+from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.settings import UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
@@ -127,8 +128,11 @@ class Sidecar:
         self.model_labels = self.request_path.telemetry.models
         sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
                                bool(config.sample_dir))
+        gallery = SampleUi(self.admin_token, lambda: self._open_store(),
+                           bool(config.sample_dir), config.trace_url_template,
+                           config.drift_baseline_path)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
-                             lambda: self.draining, sample_api).build()
+                             lambda: self.draining, sample_api, gallery).build()
         self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
         await self.admin_runner.setup()
         admin_site = web.TCPSite(self.admin_runner, config.admin.host, config.admin.port)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need (a real Prometheus, promtool, amtool,
-# and nginx, the peer the data port's refusals are compared with).
+# nginx, the peer the data port's refusals are compared with, and Chromium with its
+# driver for the gallery's browser tests).
 # Under CI=true a tool that cannot be installed fails the run; elsewhere the tests
 # that need it skip with a reason.
 set -u
@@ -9,6 +10,11 @@ command -v prometheus >/dev/null || needed+=(prometheus)
 command -v promtool >/dev/null || needed+=(prometheus)
 command -v amtool >/dev/null || needed+=(prometheus-alertmanager)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
+command -v chromium >/dev/null || needed+=(chromium)
+command -v chromedriver >/dev/null || needed+=(chromium-driver)
+# a font for the screenshots' text (chromium only recommends one)
+[ -d /usr/share/fonts/truetype/liberation ] || [ -d /usr/share/fonts/truetype/dejavu ] \
+    || needed+=(fonts-liberation)
 if [ ${#needed[@]} -eq 0 ]; then
     exit 0
 fi

@@ -1,4 +1,4 @@
-"""`lookout samples list|show|export`: postmortem retrieval of stored input samples.
+"""`lookout samples list|show|export|serve`: postmortem retrieval of stored input samples.
 
 Two sources, one output: a running sidecar's admin API (`--url http://pod:9090`, with
 the admin token from `--token-file`, `LOOKOUT_ADMIN_TOKEN` or `--token`), or a sample
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lookout.cli import samples_serve
 from lookout.sidecar.samples.query import (
     EXPORT_MAX,
     FILTERS,
@@ -108,7 +109,7 @@ class StoreSource:
         if not (Path(directory) / INDEX_NAME).is_file():
             raise SourceError(f"{directory} is not a sample store (no {INDEX_NAME})")
         try:
-            self._store = SampleStore(directory, repair=False)
+            self.store = SampleStore(directory, repair=False)
         except StoreError as error:
             raise SourceError(str(error)) from None
 
@@ -119,13 +120,13 @@ class StoreSource:
             raise SourceError(str(error)) from None
 
     def list(self, params: dict[str, str]) -> dict[str, Any]:
-        page = self._store.query(self._query(params))
+        page = self.store.query(self._query(params))
         return {"samples": [s.to_json() for s in page.samples], "next_cursor": page.next_cursor}
 
     def _sample(self, sample_id: str):
-        sample = self._store.get(sample_id)
+        sample = self.store.get(sample_id)
         if sample is None:
-            raise SourceError(f"no sample {sample_id!r} in {self._store.directory}")
+            raise SourceError(f"no sample {sample_id!r} in {self.store.directory}")
         return sample
 
     def show(self, sample_id: str) -> dict[str, Any]:
@@ -136,7 +137,7 @@ class StoreSource:
         from lookout.sidecar.samples.thumbnails import draw_boxes
 
         sample = self._sample(sample_id)
-        data = self._store.read(sample)
+        data = self.store.read(sample)
         wanted = [b for b in boxes.split(",") if b]
         return draw_boxes(data, box_layers(sample, wanted)) if wanted else data
 
@@ -148,9 +149,9 @@ class StoreSource:
         export_format, source = params.pop("format"), params.pop("source")
         most = int(params.pop("limit"))
         query = self._query(params)
-        total = min(most, self._store.count())
+        total = min(most, self.store.count())
         with open(destination, "wb") as out:
-            return write_export(self._store, self._store.iterate(query, most), out,
+            return write_export(self.store, self.store.iterate(query, most), out,
                                 export_format, source, lambda done: progress(done, total))
 
 
@@ -186,6 +187,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("--limit", type=int, default=50, help="samples per page (1-1000)")
     listing.add_argument("--cursor", help="continue after a previous page")
     listing.add_argument("--json", action="store_true", help="print the API's JSON")
+    listing.add_argument("--wide", action="store_true", help="every column, whatever the "
+                         "terminal's width (ids are never cut either way)")
 
     show = actions.add_parser("show", help="one sample's details, optionally its image")
     common(show)
@@ -204,6 +207,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--limit", type=int, default=EXPORT_MAX,
                         help=f"most samples (up to {EXPORT_MAX})")
     export.add_argument("-o", "--output", required=True, help="zip file to write")
+
+    samples_serve.add_command(actions)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -232,6 +237,8 @@ def _params(args: argparse.Namespace) -> dict[str, str]:
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
     from rich.console import Console
 
+    if args.samples_command == "serve":
+        return samples_serve.run(args)
     console = console or Console()
     try:
         source = _source(args)
@@ -252,6 +259,36 @@ def _detections(sample: dict[str, Any], key: str) -> str:
     return "-" if found is None else str(len(found))
 
 
+# the listing's columns, the most telling first: (heading, width it needs, its cell)
+LIST_COLUMNS: tuple[tuple[str, int, Callable[[dict[str, Any]], str]], ...] = (
+    ("id", 32, lambda s: s["id"]),
+    ("time (UTC)", 23, lambda s: s["time_utc"][:23].replace("T", " ")),
+    ("strategy", 12, lambda s: s["strategy"]),
+    ("status", 6, lambda s: str(s["status"])),
+    ("agreement", 9, lambda s: "-" if s["agreement"] is None else f"{s['agreement']:.2f}"),
+    ("version", 8, lambda s: s["version"]),
+    ("latency", 8, lambda s: f"{s['latency_seconds'] * 1000:.0f} ms"),
+    ("primary", 7, lambda s: _detections(s, "primary_detections")),
+    ("reference", 9, lambda s: _detections(s, "reference_detections")),
+    ("model", 10, lambda s: s["model"]),
+    ("trace id", 32, lambda s: s["trace_id"] or "-"),
+)
+COLUMN_GAP = 3  # rich's padding and rule between columns
+
+
+def list_columns(width: int, wide: bool) -> list[tuple[str, int, Callable]]:
+    """The columns that fit `width` whole, in LIST_COLUMNS' order (all with `wide`):
+    a column is dropped, never cut, and the id always stays."""
+    if wide:
+        return list(LIST_COLUMNS)
+    chosen, used = [], 1
+    for column in LIST_COLUMNS:
+        if used + column[1] + COLUMN_GAP <= width or not chosen:
+            chosen.append(column)
+            used += column[1] + COLUMN_GAP
+    return chosen
+
+
 def _list(source: Source, args: argparse.Namespace, console: Console) -> None:
     page = source.list(_params(args))
     if args.json:
@@ -259,16 +296,21 @@ def _list(source: Source, args: argparse.Namespace, console: Console) -> None:
         return
     from rich.table import Table
 
-    table = Table("id", "time (UTC)", "strategy", "status", "latency", "version", "primary",
-                  "reference", "agreement", "trace id")
+    columns = list_columns(console.width, args.wide)
+    table = Table()
+    for heading, width, _ in columns:
+        # whole values: a column that does not fit was left out above, never cut here
+        table.add_column(heading, min_width=min(width, len(heading)), no_wrap=True,
+                         overflow="ignore")
     for s in page["samples"]:
-        table.add_row(s["id"], s["time_utc"][:23], s["strategy"], str(s["status"]),
-                      f"{s['latency_seconds'] * 1000:.0f} ms", s["version"],
-                      _detections(s, "primary_detections"),
-                      _detections(s, "reference_detections"),
-                      "-" if s["agreement"] is None else f"{s['agreement']:.2f}",
-                      s["trace_id"] or "-")
-    console.print(table)
+        table.add_row(*(cell(s) for _, _, cell in columns))
+    if args.wide:
+        console.width = max(console.width, sum(w + COLUMN_GAP for _, w, _ in columns) + 1)
+    console.print(table, crop=False, soft_wrap=True)
+    left_out = [heading for heading, *_ in LIST_COLUMNS if heading not in
+                {c[0] for c in columns}]
+    if left_out:
+        console.print(f"(not shown at this width: {', '.join(left_out)}; --wide shows all)")
     if page["next_cursor"]:
         console.print(f"more: --cursor {page['next_cursor']}")
 

@@ -114,8 +114,6 @@ class SampleApi:
         return web.Response(body=data, content_type=sample.media_type)
 
     async def export(self, request: web.Request, store: SampleStore) -> web.StreamResponse:
-        from lookout.sidecar.samples.export import ExportError, write_export
-
         params = dict(request.query)
         export_format = params.pop("format", "coco")
         source = params.pop("source", "primary")
@@ -127,24 +125,32 @@ class SampleApi:
             query = SampleQuery.from_params(params)
         except QueryError as error:
             return _error(400, str(error))
-        with tempfile.TemporaryFile() as spool:
-            try:
-                count = await self._in_thread(
-                    lambda: write_export(store, store.iterate(query, int(most)), spool,
-                                         export_format, source))
-            except ExportError as error:
-                return _error(400, str(error))
-            size = spool.seek(0, 2)
-            spool.seek(0)
-            response = web.StreamResponse(headers={
-                "Content-Type": "application/zip",
-                "Content-Disposition": f'attachment; filename="lookout-samples-'
-                                       f'{export_format}.zip"',
-                "X-Lookout-Samples": str(count)})
-            response.content_length = size
-            await response.prepare(request)
-            while chunk := await self._in_thread(spool.read, CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        return await send_export(request, store, query, int(most), export_format, source)
 
+
+async def send_export(request: web.Request, store: SampleStore, query: SampleQuery, most: int,
+                      export_format: str, source: str) -> web.StreamResponse:
+    """The samples `query` matches (up to `most`) as a zip: spooled to a temporary file in
+    a thread, then streamed, so its length is known and the loop never waits on disk."""
+    from lookout.sidecar.samples.export import ExportError, write_export
+
+    with tempfile.TemporaryFile() as spool:
+        try:
+            count = await SampleApi._in_thread(
+                lambda: write_export(store, store.iterate(query, most), spool,
+                                     export_format, source))
+        except ExportError as error:
+            return _error(400, str(error))
+        size = spool.seek(0, 2)
+        spool.seek(0)
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/zip",
+            "Content-Disposition": f'attachment; filename="lookout-samples-'
+                                   f'{export_format}.zip"',
+            "X-Lookout-Samples": str(count)})
+        response.content_length = size
+        await response.prepare(request)
+        while chunk := await SampleApi._in_thread(spool.read, CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+        return response

@@ -25,7 +25,7 @@ EXPORT_MAX = 10_000
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 FILTERS = ("model", "version", "strategy", "trace_id", "class")
-KNOWN = ("since", "until", "limit", "cursor", *FILTERS)
+KNOWN = ("since", "until", "limit", "cursor", "status", "agreement_below", *FILTERS)
 
 
 class QueryError(ValueError):
@@ -60,6 +60,8 @@ class SampleQuery:
     strategy: str | None = None
     trace_id: str | None = None
     class_name: str | None = None
+    status: int | None = None  # the HTTP status (a gRPC call's HTTP equivalent)
+    agreement_below: float | None = None  # samples with an agreement under this
     limit: int = DEFAULT_LIMIT
     cursor: Cursor | None = None
 
@@ -83,6 +85,19 @@ class SampleQuery:
             values["limit"] = int(text)
         if params.get("cursor"):
             values["cursor"] = Cursor.decode(params["cursor"])
+        if params.get("status"):
+            text = params["status"]
+            if not (text.isascii() and text.isdigit() and len(text) == 3):
+                raise QueryError("status: expected an HTTP status such as 200 or 503")
+            values["status"] = int(text)
+        if params.get("agreement_below"):
+            try:
+                below = float(params["agreement_below"])
+            except ValueError:
+                below = float("nan")
+            if not 0.0 <= below <= 1.0:  # NaN fails this too
+                raise QueryError("agreement_below: expected a number from 0 to 1")
+            values["agreement_below"] = below
         for key in FILTERS:
             if params.get(key):
                 values["class_name" if key == "class" else key] = params[key]

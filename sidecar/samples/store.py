@@ -431,11 +431,13 @@ class SampleStore:
     def count(self) -> int:
         return int(self._connection().execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
-    def query(self, query: SampleQuery) -> Page:
-        """Newest first; `next_cursor` continues after the last sample of this page."""
+    @staticmethod
+    def _where(query: SampleQuery) -> tuple[str, list[Any]]:
+        """The query's filters as a WHERE clause (empty when none) and its parameters."""
         conditions, parameters = [], []
         for column, value in (("model", query.model), ("version", query.version),
-                              ("strategy", query.strategy), ("trace_id", query.trace_id)):
+                              ("strategy", query.strategy), ("trace_id", query.trace_id),
+                              ("status", query.status)):
             if value is not None:
                 conditions.append(f"{column} = ?")
                 parameters.append(value)
@@ -445,13 +447,21 @@ class SampleStore:
         if query.until is not None:
             conditions.append("time < ?")
             parameters.append(query.until)
+        if query.agreement_below is not None:  # no agreement (no reference run): not below
+            conditions.append("agreement < ?")
+            parameters.append(query.agreement_below)
         if query.class_name is not None:
             conditions.append("id IN (SELECT sample_id FROM sample_classes WHERE class = ?)")
             parameters.append(query.class_name)
+        return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), parameters
+
+    def query(self, query: SampleQuery) -> Page:
+        """Newest first; `next_cursor` continues after the last sample of this page."""
+        where, parameters = self._where(query)
         if query.cursor is not None:
-            conditions.append("(time < ? OR (time = ? AND id < ?))")
+            where += " AND " if where else "WHERE "
+            where += "(time < ? OR (time = ? AND id < ?))"
             parameters += [query.cursor.time, query.cursor.time, query.cursor.id]
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self._connection().execute(
             f"SELECT * FROM samples {where} ORDER BY time DESC, id DESC LIMIT ?",
             [*parameters, query.limit + 1]).fetchall()
@@ -459,6 +469,22 @@ class SampleStore:
         more = len(rows) > query.limit
         cursor = Cursor(samples[-1].time, samples[-1].id).encode() if more else None
         return Page(samples, cursor)
+
+    def agreement_counts(self, query: SampleQuery, buckets: int = 10) -> tuple[list[int], int]:
+        """How many of the samples the query matches (all of them, not one page) have
+        an agreement in each of `buckets` equal bins of [0, 1], and how many have none."""
+        where, parameters = self._where(query)
+        rows = self._connection().execute(
+            f"SELECT CASE WHEN agreement IS NULL THEN -1 "
+            f"ELSE MIN(CAST(agreement * ? AS INTEGER), ? - 1) END AS bin, COUNT(*) "
+            f"FROM samples {where} GROUP BY bin", [buckets, buckets, *parameters]).fetchall()
+        counts, missing = [0] * buckets, 0
+        for bin_index, count in rows:
+            if bin_index < 0:
+                missing = count
+            else:
+                counts[max(0, bin_index)] += count
+        return counts, missing
 
     def iterate(self, query: SampleQuery, most: int) -> Iterator[Sample]:
         """Every sample the query matches, page by page, up to `most`."""

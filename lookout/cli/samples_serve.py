@@ -1,0 +1,98 @@
+"""`lookout samples serve --store DIR`: the gallery over a sample store copied out of a
+pod, on this machine's loopback.
+
+The store is opened without its repair pass (a copy made for a postmortem is evidence)
+and nothing is written to it. Access works as on the sidecar: a token, here made anew
+at each start and never shown, and a one-time login link printed on the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import secrets
+import sys
+from urllib.parse import urlencode
+
+DEFAULT_LISTEN = "127.0.0.1:8787"
+
+
+class ServeError(ValueError):
+    """The gallery cannot be served as asked; the message says why."""
+
+
+def loopback_address(text: str) -> tuple[str, int]:
+    """host:port on loopback: the gallery shows user traffic, and this command has no
+    TLS and a token nobody else holds, so it never listens beyond this machine."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ServeError(f"--listen {text}: the local gallery listens on loopback only "
+                         f"(127.0.0.1 or [::1])")
+    if not (port.isascii() and port.isdigit() and 0 <= int(port) <= 65535):
+        raise ServeError(f"--listen {text}: expected host:port")
+    return host, int(port)
+
+
+def add_command(actions: argparse._SubParsersAction) -> None:
+    serve = actions.add_parser("serve", help="the gallery over a store directory, on "
+                               "loopback")
+    serve.add_argument("--store", metavar="DIR", required=True, help="a sample store directory")
+    serve.add_argument("--listen", default=DEFAULT_LISTEN,
+                       help=f"loopback address to serve on (default {DEFAULT_LISTEN}; "
+                            f"port 0: any free one)")
+    serve.add_argument("--trace-url-template", default="",
+                       help="trace viewer URL with {trace_id}, for the samples' trace links")
+    serve.add_argument("--drift-baseline", default="",
+                       help="drift baseline to rank the samples' features against")
+
+
+async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
+    from aiohttp import web
+
+    from lookout.cli.samples import SourceError, StoreSource
+    from lookout.sidecar.config import parse_trace_url_template
+    from lookout.sidecar.samples.ui import SampleUi
+
+    try:
+        template = parse_trace_url_template(args.trace_url_template)
+    except ValueError as error:
+        raise ServeError(f"--trace-url-template: {error}") from None
+    try:
+        store = StoreSource(args.store).store
+    except SourceError as error:
+        raise ServeError(str(error)) from None
+    gallery = SampleUi(secrets.token_urlsafe(32), lambda: store, True, template,
+                       args.drift_baseline)
+    app = web.Application()
+    gallery.add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"gallery of {args.store} at http://{shown}:{bound}/ui/samples", flush=True)
+    print(f"sign in once with: http://{shown}:{bound}/ui/login/link?"
+          f"{urlencode({'code': gallery.sessions.link_code()})}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        host, port = loopback_address(args.listen)
+        asyncio.run(_serve(args, host, port))
+    except ServeError as error:
+        print(f"lookout samples serve: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
