@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookout.alerts.rules import runbook_url
-from lookout.slo import catalog, names
+from lookout.slo import catalog, links, names
 from lookout.slo.spec import Kind, ServiceSpec
 
 
@@ -141,7 +141,11 @@ def operational_rule_group(spec: ServiceSpec) -> dict[str, Any]:
             "expr": alert.expr,
             "labels": {"severity": alert.severity, "service": spec.service, **spec.labels},
             "annotations": {"summary": alert.summary, "description": alert.description,
-                            "runbook_url": runbook_url(spec, alert.name)},
+                            "runbook_url": runbook_url(spec, alert.name),
+                            # the model the alert is about, when it names one
+                            "gallery_url": links.gallery(spec, model="{{ $labels.model }}",
+                                                         since=links.at(3600),
+                                                         until=links.at(0))},
         }
         if alert.duration != "0m":
             rule["for"] = alert.duration

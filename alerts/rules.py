@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lookout.slo import links
 from lookout.slo.burn import RECORDING_WINDOWS, TIERS
 from lookout.slo.names import (
     BUDGET_REMAINING,
@@ -107,6 +108,8 @@ def burn_alerts(spec: ServiceSpec, slo: SLO) -> list[dict[str, Any]]:
                     f"budget in {long_name}; the {short_name} window confirms it is still "
                     f"happening."),
                 "runbook_url": runbook_url(spec, alert),
+                "gallery_url": links.for_alert(spec, slo.kind,
+                                               tier.long_seconds * spec.window_scale),
             },
         })
     return rules

@@ -11,7 +11,15 @@ import json
 from typing import Any
 
 from grafanalib._gen import DashboardEncoder
-from grafanalib.core import AlertList, Annotations, Dashboard, DashboardLink, Text, Time
+from grafanalib.core import (
+    AlertList,
+    Annotations,
+    Dashboard,
+    DashboardLink,
+    Table,
+    Text,
+    Time,
+)
 
 from lookout.dashboards.panels import (
     DATASOURCE,
@@ -24,11 +32,14 @@ from lookout.dashboards.panels import (
     templating,
     timeseries,
 )
-from lookout.slo import catalog, names
+from lookout.slo import catalog, links, names
 from lookout.slo.burn import TIERS
 from lookout.slo.spec import ServiceSpec, format_duration
 
 SLO_SELECTOR = 'model=~"$model"'
+# kube-state-metrics' restarts counter: not lookout's, so not in its catalog
+KUBE_RESTARTS = "kube_pod_container_status_restarts_total"
+TRACES = "${traces}"
 
 
 def _rate(spec: catalog.MetricSpec, extra: str = "") -> str:
@@ -60,10 +71,10 @@ def _version_annotation() -> dict[str, Any]:
 
 
 def _dashboard(spec: ServiceSpec, title: str, uid: str, grid: Grid,
-               links: list[DashboardLink]) -> Dashboard:
+               links: list[DashboardLink], traces: bool = False) -> Dashboard:
     return Dashboard(
         title=f"{spec.service} · {title}", uid=uid, tags=["lookout", spec.service],
-        panels=grid.panels, templating=templating(),
+        panels=grid.panels, templating=templating(spec.traces if traces else None),
         annotations=Annotations([_version_annotation()]), links=links,
         time=Time("now-24h", "now"), refresh="1m", timezone="utc",
     ).auto_panel_ids()
@@ -71,7 +82,32 @@ def _dashboard(spec: ServiceSpec, title: str, uid: str, grid: Grid,
 
 def _links(spec: ServiceSpec) -> list[DashboardLink]:
     return [DashboardLink(title="lookout", type="dashboards", tags=["lookout"],
-                          asDropdown=True, keepTime=True, includeVars=True)]
+                          asDropdown=True, keepTime=True, includeVars=True),
+            # the link carries its own time range: Grafana's from/to would be refused
+            DashboardLink(title="sample gallery", type="link", icon="external link",
+                          uri=links.for_dashboard(spec), targetBlank=True, keepTime=False,
+                          tooltip="the frames sampled in this time range, for this "
+                                  "model and version")]
+
+
+def _traces_panel(spec: ServiceSpec) -> Table:
+    """Recent traces of the selected models and versions, from Tempo (TraceQL) or Jaeger
+    (search by service and tags), as the spec's `traces` says."""
+    model, version = "${model:regex}", "${version:regex}"
+    if spec.traces == "jaeger":
+        target = {"refId": "A", "datasource": TRACES, "queryType": "search",
+                  "service": "${service_name}", "limit": 20,
+                  "tags": "lookout.model.name=${model} lookout.model.version=${version}"}
+    else:
+        target = {"refId": "A", "datasource": TRACES, "queryType": "traceql",
+                  "tableType": "traces", "limit": 20,
+                  "query": f'{{ resource.service.name =~ "${{service_name}}" && '
+                           f'span."lookout.model.name" =~ "{model}" && '
+                           f'span."lookout.model.version" =~ "{version}" }}'}
+    return Table(title="Recent traces", dataSource=TRACES, targets=[target],
+                 description="Spans the sidecars exported (sampled, and every server "
+                             "error), found by service.name and the lookout.model.* "
+                             "attributes.")
 
 
 def executive(spec: ServiceSpec) -> Dashboard:
@@ -134,6 +170,12 @@ def oncall(spec: ServiceSpec) -> Dashboard:
     grid.add(table("Models in service", [(
         f"count by (model, version, role, sha256) ({catalog.MODEL_INFO.name}{{{SELECTOR}}})",
         "")]), width=12)
+    grid.add(table("Pod restarts (1h) and the version each pod serves", [(
+        f'sum by (pod) (increase({KUBE_RESTARTS}{{namespace=~"$namespace"}}[1h])) '
+        f"* on (pod) group_left (model, version) max by (pod, model, version) "
+        f"({catalog.MODEL_INFO.name}{{{SELECTOR}}})", "")],
+        description="Restarts from kube-state-metrics, for the pods that serve the "
+                    "selected models."), width=12)
     grid.add(timeseries("GPU utilisation and memory", [
         (f"{catalog.GPU_UTILIZATION.name}", "util {{gpu}}"),
         (f"{catalog.GPU_MEMORY_USED.name} / {catalog.GPU_MEMORY_TOTAL.name}",
@@ -175,17 +217,20 @@ def debug(spec: ServiceSpec) -> Dashboard:
         description="Empty unless the sidecar has a sample store (`sample_dir`)."))
     grid.add(timeseries("Parse failures by reason", [(
         f"sum by (reason) ({_rate(catalog.PARSE_FAILURES)})", "{{reason}}")]))
+    grid.add(_traces_panel(spec), width=24, height=8)
     runbooks = "\n".join(f"- [{alert}]({spec.runbook_base_url}/{alert}.md)"
                          for alert in names.alert_names({s.kind for s in spec.slos}))
     grid.add(Text(title="Samples and runbooks", mode="markdown", content=(
-        "**Samples of the selected time range** (admin port of a pod, bearer token "
-        "required):\n\n"
-        "`GET http://<pod>:9090/samples?since=${__from:date:seconds}"
+        f"**[The frames of this time range in the sample gallery]({links.for_dashboard(spec)})** "
+        "(the admin port of a pod: `kubectl port-forward pod/<pod> 9090`, then sign in with "
+        "the admin token).\n\n"
+        "As JSON: `GET http://<pod>:9090/samples?since=${__from:date:seconds}"
         "&until=${__to:date:seconds}&version=${version}`, or from a shell: "
         "`lookout samples list --url http://<pod>:9090 --since ${__from:date:seconds} "
         "--until ${__to:date:seconds}` (export: `lookout samples export ... -o out.zip`)\n\n"
         f"**Runbooks**\n\n{runbooks}\n")), width=24, height=10)
-    return _dashboard(spec, "debug", f"lookout-{spec.service}-debug", grid, _links(spec))
+    return _dashboard(spec, "debug", f"lookout-{spec.service}-debug", grid, _links(spec),
+                      traces=True)
 
 
 def dashboards(spec: ServiceSpec) -> dict[str, str]:

@@ -84,8 +84,10 @@ def heatmap(title: str, query: str, description: str = "") -> Heatmap:
                    description=description)
 
 
-def templating() -> Templating:
-    """Data source, namespace, model, version: every query filters on the last three."""
+def templating(traces: str | None = None) -> Templating:
+    """Data source, namespace, model, version: every query filters on the last three.
+    With `traces` (a Grafana plugin id: tempo or jaeger), also the traces' data source
+    and the service name the sidecars export spans under."""
     info = catalog.MODEL_INFO.name
 
     def variable(name: str, query: str) -> Template:
@@ -100,4 +102,8 @@ def templating() -> Templating:
         variable("model", f'label_values({info}{{namespace=~"$namespace"}}, model)'),
         variable("version", f'label_values({info}{{namespace=~"$namespace",model=~"$model"}}, '
                             f"version)"),
+        *([Template(name="traces", label="traces data source", query=traces,
+                    type="datasource", default=traces.capitalize()),
+           Template(name="service_name", label="service.name (regex)", query=".+",
+                    type="textbox", default=".+")] if traces else []),
     ])

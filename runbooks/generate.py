@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lookout.slo import catalog, names
+from lookout.slo import catalog, links, names
 from lookout.slo.names import BUDGET_REMAINING, BURN_ALERTS, BURN_RATE, ERROR_RATIO
 from lookout.slo.spec import Kind, ServiceSpec
 
@@ -203,8 +203,14 @@ def render(spec: ServiceSpec, alert: str, guide: Guide) -> str:
              "this file.", "", "## What it means", "", guide.meaning, "", "## First checks",
              "", "Replace `$SLO` with the alert's `slo` label.", ""]
     for check in guide.checks:
-        language = "sh" if check.startswith("lookout ") else "promql"
+        language = "sh" if check.startswith(("lookout ", "kubectl ")) else "promql"
         lines += [f"```{language}", check, "```", ""]
+    kind = next((k for k, name in BURN_ALERTS.items() if name == alert), None)
+    lines += ["## Look at the frames", "",
+              "The alert's `gallery_url` annotation opens the sample gallery on the frames "
+              "sampled over the window the alert looked at. Without it (the admin port is "
+              "not behind the Service): `kubectl port-forward $POD 9090`, sign in with the "
+              "admin token, then open", "", f"<{links.for_runbook(spec, kind)}>", ""]
     lines += ["## Likely causes", ""] + [f"- {cause}" for cause in guide.causes]
     lines += ["", "## Mitigation", ""] + [f"- {step}" for step in guide.mitigation]
     lines += ["", "## Rollback", "", guide.rollback, ""]

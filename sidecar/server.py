@@ -33,8 +33,8 @@ from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing, flush_spans
 from lookout.sidecar.samples.api import SampleApi
-from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.samples.store import SampleStore, StoreError
+from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.settings import UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 

@@ -92,6 +92,9 @@ class ServiceSpec:
     low_traffic_min_events: int = 100
     window_scale: float = 1.0  # tests only: shrink every window (the period too)
     runbook_base_url: str = "https://github.com/lookout-sre/lookout/blob/main/runbooks"
+    # where people reach a sidecar's admin port, for the gallery links (slo/links.py)
+    gallery_url: str = "http://127.0.0.1:9090"
+    traces: str = "tempo"  # the trace store the debug dashboard searches: tempo or jaeger
     labels: Mapping[str, str] = field(default_factory=dict)
     # a multi-model pod's models (`model: [a, b]`): every SLO holds for each of them,
     # and `model` is the first; empty for a one-model spec
@@ -201,7 +204,7 @@ def parse_spec(document: Any, source: str = "slo.yaml") -> ServiceSpec:
     if duplicates:
         raise SpecError(f"slos: duplicate name(s) {', '.join(duplicates)}")
     known = {"service", "model", "version", "period", "slos", "low_traffic_min_events",
-             "window_scale", "runbook_base_url", "labels"}
+             "window_scale", "runbook_base_url", "gallery_url", "traces", "labels"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise SpecError(f"{source}: unknown field(s) {', '.join(unknown)}; "
@@ -239,6 +242,16 @@ def _common(document: Mapping[str, Any], source: str) -> dict[str, Any]:
         values["window_scale"] = float(scale)
     if "runbook_base_url" in document:
         values["runbook_base_url"] = str(document["runbook_base_url"]).rstrip("/")
+    if "gallery_url" in document:
+        url = str(document["gallery_url"]).rstrip("/")
+        if not url.startswith(("http://", "https://")) or "?" in url or "#" in url:
+            raise SpecError(f"gallery_url: {url!r} must be an http:// or https:// base URL "
+                            f"of a sidecar's admin port, without query or fragment")
+        values["gallery_url"] = url
+    if "traces" in document:
+        if document["traces"] not in ("tempo", "jaeger"):
+            raise SpecError(f"traces: {document['traces']!r} must be tempo or jaeger")
+        values["traces"] = document["traces"]
     labels = document.get("labels") or {}
     if not isinstance(labels, Mapping):
         raise SpecError("labels: expected a mapping of label: value")

@@ -25,6 +25,10 @@ EXPORT_MAX = 10_000
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 FILTERS = ("model", "version", "strategy", "trace_id", "class")
+# filters that take a comma-separated list of values (a dashboard's multi-value
+# variable, in Grafana's csv format), and the values that mean any
+ANY_OF = ("model", "version")
+ANY_VALUE = (".*", "$__all", "All")
 KNOWN = ("since", "until", "limit", "cursor", "status", "agreement_below", *FILTERS)
 
 
@@ -101,4 +105,7 @@ class SampleQuery:
         for key in FILTERS:
             if params.get(key):
                 values["class_name" if key == "class" else key] = params[key]
+        for key in ANY_OF:  # Grafana's All, as its csv format writes it: no filter
+            if values.get(key) in ANY_VALUE:
+                del values[key]
         return cls(**values)

@@ -435,8 +435,12 @@ class SampleStore:
     def _where(query: SampleQuery) -> tuple[str, list[Any]]:
         """The query's filters as a WHERE clause (empty when none) and its parameters."""
         conditions, parameters = [], []
-        for column, value in (("model", query.model), ("version", query.version),
-                              ("strategy", query.strategy), ("trace_id", query.trace_id),
+        for column, value in (("model", query.model), ("version", query.version)):
+            if value is not None:  # one value, or a comma-separated list of them
+                choices = value.split(",")
+                conditions.append(f"{column} IN ({', '.join('?' * len(choices))})")
+                parameters += choices
+        for column, value in (("strategy", query.strategy), ("trace_id", query.trace_id),
                               ("status", query.status)):
             if value is not None:
                 conditions.append(f"{column} = ?")

@@ -144,8 +144,14 @@ def test_the_served_version_alert_fires_for_the_pod_serving_what_was_not_deploye
               for r in group["rules"] if r.get("alert") == names.SERVED_VERSION_MISMATCH]
     alert = {"alertname": names.SERVED_VERSION_MISMATCH, **rule["labels"], "instance": "a",
              "model": "yolo11n", "version": "4", "served_version": "3"}
-    annotations = {key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: alert[m[1]], text)
-                   for key, text in rule["annotations"].items()}
+    evaluated = 25 * 60  # the gallery link's window ends at the evaluation's time
+    annotations = {key: re.sub(
+        r'\{\{ with query "time\(\) - (\d+)" \}\}.*?\{\{ end \}\}',
+        lambda m: str(evaluated - int(m[1])),
+        re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: alert[m[1]], text))
+        for key, text in rule["annotations"].items()}
+    assert annotations["gallery_url"].endswith(
+        f"/ui/samples?model=yolo11n&since={evaluated - 3600}&until={evaluated}")
     test = {"rule_files": [str(generated / OPERATIONAL)], "evaluation_interval": "1m",
             "tests": [{"interval": "1m",
                        "input_series": [series("a", "4", "3"), series("b", "3", "3")],

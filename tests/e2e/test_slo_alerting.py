@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 
 import yaml
 
 from lookout.cli.generate import RULES, artefacts
+from lookout.sidecar.samples.query import SampleQuery
 from lookout.slo.burn import TIERS, CounterSample, error_ratio
 from lookout.slo.catalog import REQUESTS as REQUESTS_SPEC
 from lookout.slo.catalog import SERVER_ERROR_CODE_REGEX
@@ -83,6 +85,16 @@ def test_a_dying_upstream_pages_and_the_rules_match_the_in_process_math(tmp_path
         assert firing[0]["labels"]["severity"] == "page"
         assert firing[0]["labels"]["burn_tier"] in ("1h", "6h")
         assert time.time() - failed_at < 60
+        # its gallery link: the failed frames of the window the alert looked at
+        link = urllib.parse.urlsplit(firing[0]["annotations"]["gallery_url"])
+        params = dict(urllib.parse.parse_qsl(link.query))
+        assert link.path == "/ui/samples"
+        assert params["model"] == "yolo-test" and params["strategy"] == "error"
+        tier = next(t for t in TIERS if t.tier == firing[0]["labels"]["burn_tier"])
+        since, until = int(params["since"]), int(params["until"])
+        assert until - since == round(tier.long_seconds * SCALE)
+        assert failed_at - 5 <= until <= time.time() + 5
+        SampleQuery.from_params(params)  # every parameter one the gallery takes
 
         # the recording rule against the in-process computation on the raw counters, once
         # the long window holds healthy and failed requests alike
