@@ -7,158 +7,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
-from lookout.lookout_demo.camera import DEFAULT_SCHEDULE, CameraStats, drive, phase_at
+from lookout.lookout_demo.camera import CameraStats, drive
 from lookout.lookout_demo.models import PRIMARY, REFERENCE
 from lookout.lookout_demo.server import DemoServer
+from lookout.lookout_demo.view import DemoView, SidecarReading, reading_of_text
 from lookout.shadow_eval.runner import OnnxDetector
 from lookout.sidecar.config import Config
-from lookout.sidecar.server import Sidecar
-from lookout.slo import catalog
+from lookout.sidecar.samples.ui_session import Sessions
+from lookout.sidecar.server import Sidecar, read_admin_token
 
 MODEL_NAME = "tiny-yolo"
 MODEL_VERSION = "primary-1"
 
 
-@dataclass
-class SidecarReading:
-    requests: float = 0.0
-    server_errors: float = 0.0
-    detections: float = 0.0
-    analysed: float = 0.0
-    confidence_sum: float = 0.0
-    confidence_count: float = 0.0
-    parse_failures: float = 0.0
-    dropped: float = 0.0
-    shadow_primary: float = 0.0
-    shadow_reference: float = 0.0
-    shadow_matched: float = 0.0
-    flip_boxes: float = 0.0
-    flip_matched: float = 0.0
-    samples: float = 0.0
-    drift_windows: float = 0.0
-    drift_alarms: list[str] = field(default_factory=list)
-
-
-def read_sidecar(sidecar: Sidecar) -> SidecarReading:
-    """Totals from the sidecar's own registry: the numbers /metrics exports."""
-    return _reading(sidecar.metrics.collect())
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 async def scrape(admin: str) -> SidecarReading:
-    """The same totals, read over HTTP from the admin port like Prometheus would."""
+    """The sidecar's totals, read over HTTP from the admin port like Prometheus would."""
     async with aiohttp.ClientSession() as session, session.get(admin + "/metrics") as response:
-        return _reading(text_string_to_metric_families(await response.text()))
+        return reading_of_text(await response.text())
 
 
-_TOTALS = {  # sample name -> SidecarReading field it adds to
-    catalog.REQUESTS.sample_name: "requests",
-    catalog.DETECTIONS_PER_REQUEST.sum_name: "detections",
-    catalog.DETECTIONS_PER_REQUEST.count_name: "analysed",
-    catalog.DETECTION_CONFIDENCE.sum_name: "confidence_sum",
-    catalog.DETECTION_CONFIDENCE.count_name: "confidence_count",
-    catalog.PARSE_FAILURES.sample_name: "parse_failures",
-    catalog.QUEUE_DROPPED.sample_name: "dropped",
-    catalog.SHADOW_PRIMARY_BOXES.sample_name: "shadow_primary",
-    catalog.SHADOW_REFERENCE_BOXES.sample_name: "shadow_reference",
-    catalog.SHADOW_MATCHED_BOXES.sample_name: "shadow_matched",
-    catalog.FLIP_BOXES.sample_name: "flip_boxes",
-    catalog.FLIP_MATCHED_BOXES.sample_name: "flip_matched",
-    catalog.SAMPLES_STORED.sample_name: "samples",
-    catalog.DRIFT_WINDOWS.sample_name: "drift_windows",
-}
+@contextlib.contextmanager
+def logs_to(path: Path) -> Iterator[None]:
+    """Standard error, of this process and of the analysis workers it starts, into
+    `path`, so that no log line lands inside the live view; restored afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
-def _reading(families) -> SidecarReading:
-    reading = SidecarReading()
-    for family in families:
-        for sample in family.samples:
-            if sample.name == catalog.DRIFT_ALARM.name and sample.value:
-                reading.drift_alarms.append(sample.labels["feature"])
-            field_name = _TOTALS.get(sample.name)
-            if field_name is None:
-                continue
-            setattr(reading, field_name, getattr(reading, field_name) + sample.value)
-            code = sample.labels.get("code", "")
-            if field_name == "requests" and code.removeprefix(
-                    catalog.SIDECAR_CODE_PREFIX).startswith("5"):
-                reading.server_errors += sample.value
-    return reading
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else 0.0
-
-
-class DemoView:
-    """The numbers on screen, computed over the last refresh interval."""
-
-    def __init__(self, sidecar: Sidecar, stats: CameraStats, duration: float | None,
-                 admin: str) -> None:
-        self.sidecar, self.stats, self.duration, self.admin = sidecar, stats, duration, admin
-        self.started = time.monotonic()
-        self.previous = read_sidecar(sidecar)
-
-    def rows(self) -> list[tuple[str, str]]:
-        elapsed = time.monotonic() - self.started
-        phase = phase_at(DEFAULT_SCHEDULE, elapsed)
-        now = read_sidecar(self.sidecar)
-        before, self.previous = self.previous, now
-        rate, p50, p95 = self.stats.recent()
-        severity = f" (severity {phase.severity(elapsed):.2f})" if phase.kind else ""
-        left = f" of {self.duration:.0f}s" if self.duration else ", Ctrl-C stops"
-        per_frame = _ratio(now.detections - before.detections, now.analysed - before.analysed)
-        confidence = _ratio(now.confidence_sum - before.confidence_sum,
-                            now.confidence_count - before.confidence_count)
-        matched = now.shadow_matched - before.shadow_matched
-        precision = _ratio(matched, now.shadow_primary - before.shadow_primary)
-        recall = _ratio(matched, now.shadow_reference - before.shadow_reference)
-        flip = _ratio(2 * (now.flip_matched - before.flip_matched),
-                      now.flip_boxes - before.flip_boxes)
-        if not self.sidecar.config.drift:
-            alarms = "off"
-        elif not now.drift_windows:
-            alarms = "learning the baseline"
-        else:
-            alarms = ", ".join(sorted(now.drift_alarms)) or "none"
-        return [
-            ("scene", f"{phase.name}{severity}"),
-            ("elapsed", f"{elapsed:.0f}s{left}"),
-            ("camera: requests/s", f"{rate:.1f}"),
-            ("camera: latency p50 / p95", f"{p50:.1f} ms / {p95:.1f} ms"),
-            ("camera: error rate", f"{_ratio(self.stats.errors, self.stats.sent):.2%}"),
-            ("sidecar: requests seen", f"{now.requests:.0f}"),
-            ("sidecar: 5xx share", f"{_ratio(now.server_errors, now.requests):.2%}"),
-            ("detections per frame", f"{per_frame:.2f}"),
-            ("mean confidence", f"{confidence:.3f}"),
-            ("shadow: precision / recall proxy", f"{precision:.2f} / {recall:.2f}"),
-            ("flip consistency", f"{flip:.2f}"),
-            ("drift alarms", alarms),
-            ("samples stored", f"{now.samples:.0f}"),
-            ("parse failures / queue drops", f"{now.parse_failures:.0f} / {now.dropped:.0f}"),
-            ("metrics", f"{self.admin}/metrics"),
-        ]
-
-    def table(self) -> Table:
-        table = Table(title="lookout demo", show_header=False, min_width=60)
-        for key, value in self.rows():
-            table.add_row(key, value)
-        return table
-
-
-def _local(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+def gallery_link(admin: str, config: Config) -> str:
+    """The gallery's one-time sign-in link for the demo's own admin token."""
+    code = Sessions(read_admin_token(config)).link_code()
+    return f"{admin}/ui/login/link?{urlencode({'code': code})}"
 
 
 async def run(config: Config, duration: float | None, rate: float) -> None:
@@ -175,11 +78,16 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
     console.print(f"demo upstream (primary model) on {config.upstream}; lookout data port "
                   f"{data}, admin {admin}", soft_wrap=True)
     stats = CameraStats()
-    view = DemoView(sidecar, stats, duration, admin)
+    # above the view, on one line, so a terminal makes it a link: it does not change
+    console.print(f"sample gallery, sign in once with: {gallery_link(admin, config)}",
+                  soft_wrap=True, highlight=False)
+    view = DemoView(sidecar, stats, duration, admin, f"{admin}/ui/samples",
+                    os.environ.get(LOG_ENV, ""))
     camera = asyncio.create_task(drive(data + "/predict", rate, duration, stats))
     try:
         if console.is_terminal:
-            with Live(view.table(), console=console, refresh_per_second=1) as live:
+            with Live(view.table(), console=console, refresh_per_second=1,
+                      redirect_stderr=False, vertical_overflow="crop") as live:
                 while not camera.done():
                     await asyncio.sleep(1.0)
                     live.update(view.table())
@@ -202,10 +110,14 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
                       f"{final.samples:.0f} input samples stored",
                       soft_wrap=True)
         if config.sample_dir:
-            console.print(f"browse them: lookout samples list --store {config.sample_dir}",
-                          soft_wrap=True)
+            console.print(f"browse them: lookout samples serve --store {config.sample_dir} "
+                          f"(the gallery), or lookout samples list --store "
+                          f"{config.sample_dir}", soft_wrap=True)
         await sidecar.stop()
         await server.cleanup()
+
+
+LOG_ENV = "LOOKOUT_DEMO_LOG"  # where the live view says the logs are
 
 
 def run_demo(config: Config, duration: float | None, rate: float) -> int:
@@ -213,8 +125,15 @@ def run_demo(config: Config, duration: float | None, rate: float) -> int:
                ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
         os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")  # no collector in a demo
     config = _with_demo_model(config)
-    with contextlib.suppress(KeyboardInterrupt):
+    logs: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if sys.stdout.isatty():  # a live view: the logs go to a file it names
+        path = Path(tempfile.gettempdir()) / f"lookout-demo-{os.getpid()}.log"
+        os.environ[LOG_ENV] = str(path)
+        logs = logs_to(path)
+    with logs, contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(config, duration, rate))
+    if os.environ.get(LOG_ENV):
+        print(f"the sidecar's logs: {os.environ[LOG_ENV]}")
     return 0
 
 
@@ -237,6 +156,8 @@ def _with_demo_model(config: Config) -> Config:
                        drift_false_alarm_images=20_000)
     if not config.sample_dir:  # keep samples where the user can browse them afterwards
         changes["sample_dir"] = tempfile.mkdtemp(prefix="lookout-demo-samples-")
+    if not config.admin_token and not config.admin_token_file:  # the gallery's, this run's
+        changes["admin_token"] = secrets.token_urlsafe(24)
     if config.model_name == "yolo":
         changes["model_name"] = MODEL_NAME
     if config.model_version == "unknown":
