@@ -97,3 +97,38 @@ def test_a_dashboards_multi_value_variables_filter_as_lists(tmp_path) -> None:
     one = store.query(SampleQuery.from_params({"version": "v1", "limit": "100"})).samples
     assert len(both) == len(every) == len(everything) == 12
     assert 0 < len(one) < 12 and all(s.version == "v1" for s in one)
+
+
+def test_samples_list_fits_its_terminal_and_never_cuts_an_id(tmp_path) -> None:
+    import os
+    import random as random_module
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from lookout.sidecar.samples.store import SampleFile, SampleStore
+    from tests.support.processes import REPO
+    from tests.support.sample_writer import jpeg, sample
+
+    store = SampleStore(tmp_path / "store")
+    rng, chooser = np.random.default_rng(2), random_module.Random(2)
+    ids = [store.add(sample(rng, chooser, NOW + i), SampleFile(jpeg(rng), "jpg")).id
+           for i in range(3)]
+
+    def listing(columns: int, *extra: str) -> list[str]:
+        env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb"}
+        return subprocess.run([sys.executable, "-m", "lookout", "samples", "list", "--store",
+                               str(tmp_path / "store"), *extra], capture_output=True,
+                              text=True, env=env, cwd=REPO, check=True).stdout.splitlines()
+
+    narrow = listing(80)
+    assert all(len(line) <= 80 for line in narrow)
+    assert all(any(sample_id in line for line in narrow) for sample_id in ids)
+    assert "…" not in "".join(narrow) and "trace id" not in narrow[1]
+    assert any("--wide shows all" in line for line in narrow)
+    wide = listing(80, "--wide")
+    header = next(line for line in wide if "id" in line and "time (UTC)" in line)
+    assert "trace id" in header and "agreement" in header
+    roomy = listing(200)
+    assert "trace id" in next(line for line in roomy if "time (UTC)" in line)
