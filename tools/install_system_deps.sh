@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need (a real Prometheus, promtool, amtool,
 # nginx, the peer the data port's refusals are compared with, and Chromium with its
-# driver for the gallery's browser tests).
+# driver for the gallery's browser tests, tmux for the demo's terminal test).
 # Under CI=true a tool that cannot be installed fails the run; elsewhere the tests
 # that need it skip with a reason.
 set -u
@@ -10,6 +10,7 @@ command -v prometheus >/dev/null || needed+=(prometheus)
 command -v promtool >/dev/null || needed+=(prometheus)
 command -v amtool >/dev/null || needed+=(prometheus-alertmanager)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
+command -v tmux >/dev/null || needed+=(tmux)  # the demo's live view, read back in a test
 command -v chromium >/dev/null || needed+=(chromium)
 command -v chromedriver >/dev/null || needed+=(chromium-driver)
 # a font for the screenshots' text (chromium only recommends one)

@@ -34,6 +34,8 @@ TOKEN = "gallery-token-9d2e"
 FRAMES = 10
 TRACE_TEMPLATE = "http://127.0.0.1:16686/trace/{trace_id}"
 HOSTILE = "<script>alert('lookout')</script>"
+# one worker runs them all: they share one stack and one browser (and its session)
+pytestmark = pytest.mark.xdist_group("gallery")
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +92,30 @@ def _by_css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def _navigating(driver, element) -> None:
+    """Click `element` and wait for the page it leads to: a click does not wait."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+
 def _sign_in(driver, base: str, token: str, next_path: str = "/ui/samples") -> None:
+    driver.delete_all_cookies()
     driver.get(f"{base}{next_path}")
     assert urllib.parse.urlsplit(driver.current_url).path == "/ui/login"
     _by_css(driver, "#token")[0].send_keys(token)
-    _by_css(driver, ".login button")[0].click()
+    _navigating(driver, _by_css(driver, ".login button")[0])
+
+
+@pytest.fixture
+def signed_in(stack, browser):
+    """The browser with a fresh session of this sidecar's, whichever test ran before (a
+    cookie of another server on 127.0.0.1 would be another's)."""
+    _sign_in(browser, stack["base"], TOKEN)
+    return browser
 
 
 def _cards(driver) -> list[dict[str, str]]:
@@ -132,11 +153,12 @@ def test_wrong_token_and_no_cookie_are_refused_then_the_token_opens_it(stack, br
     screenshot(browser, "gallery")
 
 
-def test_filters_by_strategy_and_version_are_the_url(stack, browser) -> None:
+def test_filters_by_strategy_and_version_are_the_url(stack, signed_in) -> None:
+    browser = signed_in
     browser.get(f"{stack['base']}/ui/samples")
     for name, value in (("version", "v2"), ("strategy", "random")):
         _by_css(browser, f'.filters input[name="{name}"]')[0].send_keys(value)
-    _by_css(browser, ".filters button")[0].click()
+    _navigating(browser, _by_css(browser, ".filters button")[0])
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(browser.current_url).query)
     assert query["version"] == ["v2"] and query["strategy"] == ["random"]
     cards = _cards(browser)
@@ -150,9 +172,10 @@ def test_filters_by_strategy_and_version_are_the_url(stack, browser) -> None:
     assert len(_cards(browser)) == len(expected)
 
 
-def test_a_sample_page_toggles_boxes_and_links_the_trace(stack, browser) -> None:
+def test_a_sample_page_toggles_boxes_and_links_the_trace(stack, signed_in) -> None:
+    browser = signed_in
     browser.get(f"{stack['base']}/ui/samples?version=v1")
-    _by_css(browser, ".card")[0].click()
+    _navigating(browser, _by_css(browser, ".card")[0])
     primary, reference = _by_css(browser, ".frame.large .box.primary"), \
         _by_css(browser, ".frame.large .box.reference")
     assert primary and reference  # both models ran on the demo's scenes
@@ -176,7 +199,8 @@ def test_a_sample_page_toggles_boxes_and_links_the_trace(stack, browser) -> None
     assert _by_css(browser, ".features tbody tr")  # its drift features, ranked
 
 
-def test_the_export_is_a_zip_of_the_filtered_samples(stack, browser) -> None:
+def test_the_export_is_a_zip_of_the_filtered_samples(stack, signed_in) -> None:
+    browser = signed_in
     browser.get(f"{stack['base']}/ui/samples?version=v1")
     shown = {card.get_attribute("data-sample") for card in _by_css(browser, ".card")}
     for old in browser.downloads.glob("*"):
@@ -193,7 +217,8 @@ def test_the_export_is_a_zip_of_the_filtered_samples(stack, browser) -> None:
                    for image in coco["images"])
 
 
-def test_two_versions_side_by_side_with_their_agreement(stack, browser) -> None:
+def test_two_versions_side_by_side_with_their_agreement(stack, signed_in) -> None:
+    browser = signed_in
     browser.get(f"{stack['base']}/ui/compare?baseline=v1&canary=v2")
     sides = {side.get_attribute("data-version"): side for side in _by_css(browser, ".side")}
     assert set(sides) == {"v1", "v2"}
@@ -206,7 +231,8 @@ def test_two_versions_side_by_side_with_their_agreement(stack, browser) -> None:
     screenshot(browser, "compare")
 
 
-def test_a_class_name_from_traffic_is_shown_as_text(stack, browser) -> None:
+def test_a_class_name_from_traffic_is_shown_as_text(stack, signed_in) -> None:
+    browser = signed_in
     browser.get(f"{stack['base']}/ui/samples/{stack['hostile']}")
     cell = browser.find_element("css selector", ".detections.primary tbody td")
     assert cell.text == HOSTILE
@@ -261,7 +287,7 @@ def test_a_thousand_samples_load_one_page_of_thumbnails(big_store, browser) -> N
         assert len(cards) == 48 and 0 < requested <= 48  # one page; lazy below the fold
         assert "1000 matching" in browser.page_source
         newest = cards[0].get_attribute("data-sample")
-        browser.find_element("css selector", "a.older").click()
+        _navigating(browser, browser.find_element("css selector", "a.older"))
         assert newest not in {c.get_attribute("data-sample") for c in _by_css(browser, ".card")}
         browser.get(link)  # a one-time link
         assert "used already or has expired" in browser.page_source
