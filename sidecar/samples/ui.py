@@ -23,7 +23,7 @@ from aiohttp import web
 
 from lookout.sidecar.samples.query import EXPORT_MAX, QueryError, SampleQuery
 from lookout.sidecar.samples.store import Sample, SampleStore
-from lookout.sidecar.samples.ui_session import COOKIE, Sessions
+from lookout.sidecar.samples.ui_session import COOKIE, Sessions, gallery_path
 
 CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
@@ -182,12 +182,6 @@ class SampleUi:
 
         return signed_in
 
-    @staticmethod
-    def _next(value: str) -> str:
-        """Where to go after signing in: a gallery path, never another site."""
-        return value if value.startswith("/ui/") and not value.startswith("//") \
-            and "\\" not in value else "/ui/samples"
-
     def _session_response(self, request: web.Request, destination: str) -> web.Response:
         cookie, seconds = self.sessions.issue()
         response = web.HTTPSeeOther(destination)
@@ -201,7 +195,7 @@ class SampleUi:
         refused = self._off()
         if refused is not None:
             return refused
-        return _html(login_page(self._next(request.query.get("next", ""))))
+        return _html(login_page(gallery_path(request.query.get("next", ""))))
 
     async def login(self, request: web.Request) -> web.Response:
         from lookout.sidecar.samples.ui_pages import login_page
@@ -210,7 +204,7 @@ class SampleUi:
         if refused is not None:
             return refused
         form = await request.post()
-        destination = self._next(str(form.get("next", "")))
+        destination = gallery_path(str(form.get("next", "")))
         if not self.sessions.accepts(str(form.get("token", ""))):
             return _html(login_page(destination, "token not accepted"), 403)
         raise self._session_response(request, destination)
@@ -221,7 +215,7 @@ class SampleUi:
         refused = self._off()
         if refused is not None:
             return refused
-        destination = self._next(request.query.get("next", ""))
+        destination = gallery_path(request.query.get("next", ""))
         if not self.sessions.redeem(request.query.get("code", "")):
             return _html(login_page(destination, "this login link was used already or has "
                                     "expired: sign in with the token"), 403)

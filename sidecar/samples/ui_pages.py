@@ -15,6 +15,7 @@ from typing import Any
 from lookout.sidecar.samples.query import FORMATS
 from lookout.sidecar.samples.store import Page, Sample
 from lookout.sidecar.samples.ui_overlay import overlay
+from lookout.sidecar.samples.ui_session import gallery_path
 
 STYLESHEET = "/ui/static/gallery.css"
 # the gallery's filters, in the form's order: (parameter, label, placeholder)
@@ -187,7 +188,7 @@ def sample_page(sample: Sample, back: str, trace_url: str | None,
              f'<dt>agreement</dt><dd class="agreement">{agreement}</dd>'
              f'<dt>trace</dt><dd>{trace}</dd>'
              f'<dt>image</dt><dd>{sample.width}x{sample.height}</dd></dl>')
-    safe_back = back if back.startswith("/ui/") and not back.startswith("//") else "/ui/samples"
+    safe_back = gallery_path(back)
     body = (f'<p><a href="{escape(safe_back)}">back to the gallery</a></p>'
             f'<h1>Sample {sample.id}</h1><div class="sample">'
             f'<div class="viewer">{toggles}{legend()}<div class="frame large">'

@@ -15,10 +15,16 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-COOKIE = "lookout_session"
+COOKIE = "lookout-session"  # a hyphen: nothing like a metric name
 SESSION_SECONDS = 8 * 3600  # an on-call shift
 LINK_SECONDS = 15 * 60
 MAX_REDEEMED = 10_000  # links redeemed and not yet expired, remembered at most
+
+
+def gallery_path(value: str) -> str:
+    """`value` when it is a path of the gallery's (where to go after signing in, or back
+    to), else the gallery's first page: never another site."""
+    return value if value.startswith("/ui/") and "\\" not in value else "/ui/samples"
 
 
 def _signature(token: bytes, purpose: str, payload: str) -> str:

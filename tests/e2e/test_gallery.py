@@ -22,6 +22,7 @@ from PIL import Image
 
 from lookout.sidecar.samples.query import SampleQuery
 from lookout.sidecar.samples.store import SampleFile, SampleStore
+from lookout.sidecar.samples.ui_session import COOKIE
 from lookout.slo import catalog
 from tests.support.browser import chromium, screenshot
 from tests.support.processes import REPO, request, start_sidecar, wait_until
@@ -140,11 +141,11 @@ def test_wrong_token_and_no_cookie_are_refused_then_the_token_opens_it(stack, br
     for path in (f"/ui/samples/{any_id}/thumbnail", "/ui/export?format=coco"):
         assert request(stack["sidecar"].admin_port, "GET", path).status == 401
     forged = request(stack["sidecar"].admin_port, "GET", f"/ui/samples/{any_id}/thumbnail",
-                     headers={"Cookie": "lookout_session=9999999999.00.00"})
+                     headers={"Cookie": f"{COOKIE}=9999999999.00.00"})
     assert forged.status == 401
     _sign_in(browser, base, TOKEN)
     assert urllib.parse.urlsplit(browser.current_url).path == "/ui/samples"
-    cookie = browser.get_cookie("lookout_session")
+    cookie = browser.get_cookie(COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
     assert TOKEN not in cookie["value"] and cookie["expiry"] > time.time() + 3600
     assert len(_cards(browser)) == 2 * FRAMES + 1

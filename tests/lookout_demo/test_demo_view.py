@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from lookout.lookout_demo.view import BARS, sparkline
+from lookout.sidecar.samples.ui_session import COOKIE
 from tests.support.processes import REPO, free_port, require_tool, wait_until
 
 TRENDS = ("requests/s", "p95 latency", "precision proxy", "recall proxy",
@@ -73,7 +74,7 @@ def test_the_live_view_stays_whole_while_the_sidecar_logs(tmp_path) -> None:
             opener.open(link.strip(), timeout=10)
         except urllib.error.HTTPError as answer:  # 303 to the gallery, with its cookie
             assert answer.code == 303 and answer.headers["Location"] == "/ui/samples"
-            assert "lookout_session=" in answer.headers["Set-Cookie"]
+            assert f"{COOKIE}=" in answer.headers["Set-Cookie"]
         else:
             raise AssertionError("the link did not sign in")
     finally:

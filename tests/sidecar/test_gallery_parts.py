@@ -11,7 +11,12 @@ from lookout.sidecar.config import parse_trace_url_template
 from lookout.sidecar.samples.query import QueryError, SampleQuery
 from lookout.sidecar.samples.ui import percentile_of, trace_link
 from lookout.sidecar.samples.ui_overlay import place_labels
-from lookout.sidecar.samples.ui_session import LINK_SECONDS, SESSION_SECONDS, Sessions
+from lookout.sidecar.samples.ui_session import (
+    LINK_SECONDS,
+    SESSION_SECONDS,
+    Sessions,
+    gallery_path,
+)
 
 NOW = 1_800_000_000.0
 
@@ -132,3 +137,10 @@ def test_samples_list_fits_its_terminal_and_never_cuts_an_id(tmp_path) -> None:
     assert "trace id" in header and "agreement" in header
     roomy = listing(200)
     assert "trace id" in next(line for line in roomy if "time (UTC)" in line)
+
+
+def test_after_sign_in_the_browser_goes_only_to_the_gallery() -> None:
+    assert gallery_path("/ui/compare?baseline=v1") == "/ui/compare?baseline=v1"
+    for elsewhere in ("//evil.example/ui/", "https://evil.example/ui/", "/ui\\..\\x",
+                      "/samples", "", "/ui/\\evil.example"):
+        assert gallery_path(elsewhere) == "/ui/samples"
