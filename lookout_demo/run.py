@@ -145,7 +145,8 @@ def _with_demo_model(config: Config) -> Config:
     changes: dict[str, object] = {}
     if not config.model_path:
         changes["model_path"] = str(PRIMARY)
-    if not config.shadow_model_path:  # the shipped reference model, on half the frames
+    if not (config.shadow_model_path or config.shadow_reference_url):
+        # the shipped reference model, on half the frames
         changes.update(shadow_model_path=str(REFERENCE), shadow_sample_share=0.5,
                        flip_share=0.2)
     defaults = Config()

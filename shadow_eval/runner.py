@@ -74,8 +74,63 @@ def to_model_input(canvas: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(canvas.transpose(2, 0, 1), np.float32) * np.float32(1 / 255)
 
 
+class YoloDetector:
+    """What every reference model offers the shadow stage, wherever it runs: Ultralytics'
+    pre-processing, raw heads for a batch, and the same decoders. Subclasses provide
+    `run` and the attributes below; the sidecar's remote reference is one."""
+
+    names: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+    settings: DecodeSettings
+    sha256: str
+
+    @property
+    def provider(self) -> str:
+        """Where the model runs (an onnxruntime provider, a server's URL)."""
+        raise NotImplementedError
+
+    @property
+    def source(self) -> str:
+        """What the model was loaded from, for messages."""
+        raise NotImplementedError
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw heads for an [B, 3, H, W] float32 batch."""
+        raise NotImplementedError
+
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """Ultralytics' letterbox; returns the CHW model input and the geometry."""
+        height, width = self.input_size
+        canvas, geometry = letterbox_image(rgb, width, height)
+        return to_model_input(canvas), geometry
+
+    def decode(self, heads: np.ndarray, geometries: Sequence[Letterbox | None]) -> list[Detections]:
+        num_classes = len(self.names) or None
+        return [decode(heads[i:i + 1], self.settings, geometry, num_classes)
+                for i, geometry in enumerate(geometries)]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detections in source pixels for HWC uint8 RGB images of any sizes."""
+        if not images:
+            return []
+        prepared = [self.prepare(image) for image in images]
+        heads = self.run(np.stack([tensor for tensor, _ in prepared]))
+        return self.decode(heads, [geometry for _, geometry in prepared])
+
+    def warm_up(self, batch_size: int = 1) -> None:
+        """First runs allocate memory and (with TensorRT) build engines: do it before
+        the first real image, not on it. A head lookout cannot decode fails here."""
+        height, width = self.input_size
+        heads = self.run(np.full((batch_size, 3, height, width), 114 / 255, np.float32))
+        try:
+            self.decode(heads[:1], [None])
+        except DecodeError as error:
+            raise ModelLoadError(f"{self.source} gives outputs lookout cannot "
+                                 f"decode: {error}") from None
+
+
 @dataclass
-class OnnxDetector:
+class OnnxDetector(YoloDetector):
     """A loaded YOLO ONNX model with its Ultralytics metadata."""
 
     session: Any
@@ -135,11 +190,9 @@ class OnnxDetector:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """Ultralytics' letterbox; returns the CHW model input and the geometry."""
-        height, width = self.input_size
-        canvas, geometry = letterbox_image(rgb, width, height)
-        return to_model_input(canvas), geometry
+    @property
+    def source(self) -> str:
+        return f"model file {self.path}"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw heads for an [B, 3, H, W] batch, in chunks the model accepts."""
@@ -148,27 +201,3 @@ class OnnxDetector:
             return self.session.run(None, {self.input_name: batch})[0]
         return np.concatenate([self.session.run(None, {self.input_name: batch[i:i + step]})[0]
                                for i in range(0, batch.shape[0], step)])
-
-    def decode(self, heads: np.ndarray, geometries: Sequence[Letterbox | None]) -> list[Detections]:
-        num_classes = len(self.names) or None
-        return [decode(heads[i:i + 1], self.settings, geometry, num_classes)
-                for i, geometry in enumerate(geometries)]
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detections in source pixels for HWC uint8 RGB images of any sizes."""
-        if not images:
-            return []
-        prepared = [self.prepare(image) for image in images]
-        heads = self.run(np.stack([tensor for tensor, _ in prepared]))
-        return self.decode(heads, [geometry for _, geometry in prepared])
-
-    def warm_up(self, batch_size: int = 1) -> None:
-        """First runs allocate memory and (with TensorRT) build engines: do it before
-        the first real image, not on it."""
-        height, width = self.input_size
-        heads = self.run(np.full((batch_size, 3, height, width), 114 / 255, np.float32))
-        try:
-            self.decode(heads[:1], [None])
-        except DecodeError as error:
-            raise ModelLoadError(f"model file {self.path} gives outputs lookout cannot "
-                                 f"decode: {error}") from None

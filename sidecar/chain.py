@@ -56,8 +56,9 @@ class AnalysisChain:
         recorder shared with other models' chains (one store, one writer)."""
         analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics)
         names = analyzer.model.class_names
-        reference = ShadowEvaluator(of(ShadowSettings, config), metrics, names) \
-            if config.shadow_model_path else NoReference(metrics)
+        shadow = bool(config.shadow_model_path or config.shadow_reference_url)
+        reference = ShadowEvaluator(of(ShadowSettings, config), metrics, names) if shadow \
+            else NoReference(metrics)
         drift = DriftMonitor(of(DriftSettings, config), metrics, names) if config.drift \
             else None
         shared = samples is not None

@@ -103,6 +103,28 @@ def parse_trace_url_template(text: str) -> str:
     return text
 
 
+REFERENCE_SCHEMES = ("http", "https", "grpc")
+
+
+def parse_reference_url(text: str) -> str:
+    """Where a shared reference model is served; the model is named separately."""
+    text = text.strip().rstrip("/")
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in REFERENCE_SCHEMES or not parts.hostname:
+        raise ValueError("expected http://HOST:PORT, https://HOST:PORT or grpc://HOST:PORT")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ValueError("the port must be a number from 0 to 65535") from None
+    if parts.query or parts.fragment or parts.username or \
+            (parts.scheme == "grpc" and parts.path):
+        raise ValueError("expected only a scheme, a host, a port (and for http(s) a path "
+                         "prefix)")
+    return text
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -322,6 +344,20 @@ class Config:
                                   "empty: shadow evaluation off")
     shadow_model_sha256: str = _opt("", parse_sha256, "sha256 the reference model file must "
                                     "have; a mismatch disables shadow evaluation")
+    shadow_reference_url: str = _opt("", parse_reference_url, "a reference model served "
+                                     "by Triton or KServe instead of a local file: "
+                                     "http(s)://HOST:PORT (V2 REST, binary tensors) or "
+                                     "grpc://HOST:PORT (V2 gRPC)")
+    shadow_reference_model: str = _opt("", str, "the reference's V2 model name on "
+                                       "shadow_reference_url")
+    shadow_reference_version: str = _opt("", str, "the reference's V2 model version; "
+                                         "empty: the server's default")
+    shadow_reference_timeout: float = _opt(2.0, _positive(float), "seconds one remote "
+                                           "reference request may take before it counts as "
+                                           "reference_error")
+    shadow_reference_class_names: tuple[str, ...] = _opt(
+        (), parse_list, "the remote reference's class names in id order (V2 metadata has "
+        "none); empty: the primary model's")
     shadow_providers: tuple[str, ...] = _opt(("tensorrt", "cuda", "cpu"), parse_providers,
                                              "onnxruntime providers for the reference model, "
                                              "in order of preference")
@@ -388,6 +424,11 @@ class Config:
     trace_url_template: str = _opt("", parse_trace_url_template, "trace viewer URL the "
                                    "gallery links each sample's trace to, with {trace_id} "
                                    "(Tempo through Grafana, Jaeger); empty: no link")
+    gpu_metrics: bool = _opt(True, parse_bool, "sample the pod's GPUs through NVML "
+                             "(off by itself where there is no NVIDIA driver)")
+    gpu_interval: float = _opt(10.0, _positive(float), "seconds between NVML samples")
+    gpu_call_timeout: float = _opt(5.0, _positive(float), "seconds an NVML sample may take "
+                                   "before it counts as hung (reason timeout)")
     log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
     event_loop: str = _opt("auto", _choice("auto", "uvloop", "asyncio"),
                            "event loop implementation")

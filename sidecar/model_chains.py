@@ -6,7 +6,8 @@ Each configured model has its chain from the start; a model discovered in servic
 one on its first observation, built from the pod's settings and the input size the
 server's metadata gives; `other` (a model beyond `max_models`, or one the server does
 not have) is counted as not analysed, since decoding it would be guesswork. In the lead
-worker every chain shares one sample recorder: one store, one writer.
+worker every chain shares one sample recorder: one store, one writer; and the lead alone
+samples the pod's GPUs (one NVML collector per pod, off the request path).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import Config, per_model
 from lookout.sidecar.pipeline.analysis import Analysis, Outcome
 from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.runtime.gpu import GpuCollector
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.recorder import SampleRecorder
 from lookout.sidecar.served_models import (
@@ -29,7 +31,7 @@ from lookout.sidecar.served_models import (
     discovered_config,
     fetch_input_size,
 )
-from lookout.sidecar.settings import SampleSettings, of
+from lookout.sidecar.settings import GpuSettings, SampleSettings, of
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,11 @@ class ModelChains:
         self._config = config
         self._metrics = metrics
         self.samples: SampleRecorder | None = None
+        self.gpu: GpuCollector | None = None
         if build is None:
             if config.sample_dir:
                 self.samples = SampleRecorder(of(SampleSettings, config), metrics)
+            self.gpu = GpuCollector(of(GpuSettings, config), metrics)
             build = self._lead_chain
         self._build = build
         self._started = False
@@ -121,6 +125,8 @@ class ModelChains:
             chain.start()
         if self.samples is not None:
             self.samples.start()
+        if self.gpu is not None:
+            self.gpu.start()
         self._started = True
 
     def drain_and_close(self, timeout: float) -> None:
@@ -130,9 +136,13 @@ class ModelChains:
         if self.samples is not None:
             self.samples.drain(timeout)
             self.samples.close()
+        if self.gpu is not None:
+            self.gpu.close()
 
     def abandon(self) -> None:
         for chain in list(self.chains.values()):
             chain.abandon()
         if self.samples is not None:
             self.samples.close()
+        if self.gpu is not None:
+            self.gpu.close()

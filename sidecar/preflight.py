@@ -54,8 +54,23 @@ def check_model_file(key: str, path: str) -> None:
         raise PreflightError(f"{key}: {error}") from None
 
 
+def check_reference(config: Any) -> None:
+    """One reference model, local or remote, and a remote one named."""
+    if config.shadow_model_path and config.shadow_reference_url:
+        raise PreflightError("shadow_reference_url: set either a local reference model "
+                             "(shadow_model_path) or a remote one, not both")
+    if config.shadow_reference_url and not config.shadow_reference_model:
+        raise PreflightError(f"shadow_reference_model: shadow_reference_url "
+                             f"{config.shadow_reference_url} needs the model's V2 name")
+    if config.shadow_reference_model and not config.shadow_reference_url:
+        raise PreflightError("shadow_reference_url: shadow_reference_model "
+                             f"{config.shadow_reference_model!r} is served where? set the "
+                             "server's URL")
+
+
 def preflight(config: Any) -> None:
     """Every start-up check, on a loaded configuration."""
     check_drift(config)
+    check_reference(config)
     check_model_file("model_path", config.model_path)
     check_model_file("shadow_model_path", config.shadow_model_path)

@@ -34,6 +34,8 @@ MODEL_KEYS = (
     "model_path", "model_sha256", "class_names", "input_size", "conf_threshold",
     "iou_threshold", "max_detections", "head_layout", "detections_path", "box_field",
     "box_format", "score_field", "class_field", "shadow_model_path", "shadow_model_sha256",
+    "shadow_reference_url", "shadow_reference_model", "shadow_reference_version",
+    "shadow_reference_class_names",
     "shadow_sample_share", "shadow_rate", "shadow_conf_threshold", "shadow_iou_threshold",
     "drift", "drift_baseline_path", "drift_baseline_size", "sample_strategies",
 )
@@ -173,7 +175,8 @@ def discovered_config(config: Any, name: str, input_size: int | None) -> Any:
     return dataclasses.replace(
         config, model_name=name, model_version=UNKNOWN_VERSION, model_path="",
         model_sha256="", class_names=(), input_size=input_size or config.input_size,
-        shadow_model_path="", drift_baseline_path="")
+        shadow_model_path="", shadow_reference_url="", shadow_reference_model="",
+        drift_baseline_path="")
 
 
 def input_size_from_metadata(metadata: Any) -> int | None:

@@ -83,7 +83,8 @@ class Sidecar:
         self.models = per_model(config)
         for model in self.models.values():
             self.metrics.labelled(model.model_name, model.model_version).set_model_info(
-                model.model_sha256, role="primary")
+                model.model_sha256, role="primary",
+                served_name=Path(model.model_path).name if model.model_path else "")
         self.tracing = tracing or build_tracing()
         self.draining = False
         self._runners: list[web.AppRunner] = []

@@ -97,6 +97,11 @@ class ShadowSettings:
     shadow_model_path: str
     shadow_model_sha256: str
     shadow_providers: tuple[str, ...]
+    shadow_reference_url: str
+    shadow_reference_model: str
+    shadow_reference_version: str
+    shadow_reference_timeout: float
+    shadow_reference_class_names: tuple[str, ...]
     shadow_sample_share: float
     shadow_rate: float
     shadow_burst: int
@@ -107,6 +112,15 @@ class ShadowSettings:
     shadow_iou_threshold: float
     shadow_conf_threshold: float
     flip_share: float
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSettings:
+    """The NVML collector: whether, how often, and how long one sample may hang."""
+
+    gpu_metrics: bool
+    gpu_interval: float
+    gpu_call_timeout: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,8 +68,8 @@ class Worker:
         else:
             forwarder = Forwarder(self.forwards[0],
                                   lambda: self.metrics.queue_dropped(FORWARD_QUEUE)) \
-                if any(m.shadow_model_path or m.drift or m.sample_dir
-                       for m in per_model(config).values()) else None
+                if any(m.shadow_model_path or m.shadow_reference_url or m.drift
+                       or m.sample_dir for m in per_model(config).values()) else None
             self.chains = ModelChains(config, self.metrics, lambda model, metrics:
                                       AnalysisChain.forwarding(model, metrics, forwarder))
             queues = [FORWARD_QUEUE]

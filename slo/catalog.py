@@ -140,7 +140,8 @@ SHADOW_MATCHED_BOXES = MetricSpec(
 SHADOW_EVALUATIONS = MetricSpec(
     "lookout_shadow_evaluations", MetricType.COUNTER,
     "Sampled images by shadow outcome: ok, over_budget, dropped (queue full), no_image, "
-    "error.", (*_MV, "outcome"),
+    "error, reference_error (a remote reference unreachable, slow or failing).",
+    (*_MV, "outcome"),
 )
 SHADOW_MATCH_IOU = MetricSpec(
     "lookout_shadow_match_iou", MetricType.HISTOGRAM,
@@ -231,10 +232,47 @@ GPU_MEMORY_TOTAL = MetricSpec(
     "lookout_gpu_memory_total_bytes", MetricType.GAUGE,
     "GPU memory installed, from NVML (the denominator of memory-full alerts).", ("gpu",),
 )
+GPU_UP = MetricSpec(
+    "lookout_gpu_up", MetricType.GAUGE,
+    "1 when the last NVML sample of every visible GPU succeeded; 0 without NVML or a GPU, "
+    "or after a failed or hung sample (the other GPU series then keep their last value).",
+)
+GPU_INFO = MetricSpec(
+    "lookout_gpu_info", MetricType.GAUGE,
+    "Always 1; the visible GPUs (a MIG instance's gpu label is 'index:instance'), to join "
+    "with DCGM's series by uuid.", ("gpu", "uuid", "name"),
+)
+GPU_PROCESS_MEMORY = MetricSpec(
+    "lookout_gpu_process_memory_bytes", MetricType.GAUGE,
+    "GPU memory used by this pod's processes (the inference server's, the reference "
+    "model's), as NVML reports it per process.", ("gpu",),
+)
+GPU_THROTTLE_SECONDS = MetricSpec(
+    "lookout_gpu_throttle_seconds", MetricType.COUNTER,
+    "Seconds the GPU's clocks were held down, by NVML's reason (power cap, thermal, "
+    "hardware slowdown, power brake, sync boost).", ("gpu", "reason"),
+)
+GPU_ECC_ERRORS = MetricSpec(
+    "lookout_gpu_ecc_errors", MetricType.COUNTER,
+    "GPU memory ECC errors since the driver loaded (type: corrected, uncorrected).",
+    ("gpu", "type"),
+)
+GPU_XID_ERRORS = MetricSpec(
+    "lookout_gpu_xid_errors", MetricType.COUNTER,
+    "Critical XID events the driver reported (xid: the code for the well-known ones, "
+    "else 'other').", ("gpu", "xid"),
+)
+GPU_COLLECTOR_FAILURES = MetricSpec(
+    "lookout_gpu_collector_failures", MetricType.COUNTER,
+    "NVML samples that failed (reason: error) or did not return in time (timeout).",
+    ("reason",),
+)
 MODEL_INFO = MetricSpec(
     "lookout_model_info", MetricType.GAUGE,
-    "Always 1; identifies the models in service (role: primary or reference).",
-    ("model", "version", "sha256", "role"),
+    "Always 1; identifies the models in service (role: primary or reference). "
+    "served_name and served_version are what the model is called where it runs: a remote "
+    "reference's V2 name and version, a local file's name.",
+    ("model", "version", "sha256", "role", "served_name", "served_version"),
 )
 
 SERVED_RESPONSES = MetricSpec(
@@ -256,7 +294,9 @@ ALL: tuple[MetricSpec, ...] = (
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
     QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, UPSTREAM_UP,
-    GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, MODEL_INFO, SERVED_RESPONSES,
+    GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_UP, GPU_INFO, GPU_PROCESS_MEMORY,
+    GPU_THROTTLE_SECONDS, GPU_ECC_ERRORS, GPU_XID_ERRORS, GPU_COLLECTOR_FAILURES,
+    MODEL_INFO, SERVED_RESPONSES,
 )
 
 # Response codes the sidecar generates itself are exported as e.g. `sidecar_502`, so

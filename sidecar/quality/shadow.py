@@ -10,6 +10,11 @@ start-up), then decodes, micro-batches, infers, matches and records. Nothing her
 loop. A model that cannot be loaded or is not the pinned file disables shadow
 evaluation: `lookout_model_info{role="reference"}` stays absent, the failure is logged
 and counted, and the proxy carries on.
+
+The reference may instead be served remotely (`remote_reference.py`), shared by many
+sidecars: the same budget, queue and decoding apply; while it cannot be reached, the
+sampled images count as `reference_error` and requests to it back off, from the start
+(it may come up after the pod) and whenever it goes away.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,12 +39,17 @@ from lookout.shadow_eval.budget import ComputeBudget
 from lookout.shadow_eval.decode import DecodeSettings
 from lookout.shadow_eval.letterbox import Letterbox
 from lookout.shadow_eval.matching import Agreement, flip_horizontally, match
-from lookout.shadow_eval.runner import OnnxDetector
+from lookout.shadow_eval.runner import ModelLoadError, OnnxDetector, YoloDetector
 from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
 from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.pipeline.inputs import InputImage
 from lookout.sidecar.pipeline.listeners import Listeners
 from lookout.sidecar.quality.reference import ReferenceListener
+from lookout.sidecar.quality.remote_reference import (
+    ReferenceUnavailable,
+    RemoteDetector,
+    RetryBackoff,
+)
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -57,6 +68,7 @@ class ShadowOutcome(StrEnum):
     DROPPED = "dropped"
     NO_IMAGE = "no_image"
     ERROR = "error"
+    REFERENCE_ERROR = "reference_error"
 
 
 class State(StrEnum):
@@ -125,7 +137,9 @@ class ShadowEvaluator:
         self._queue: queue.Queue[ShadowSample | None] = queue.Queue(config.shadow_queue_size)
         self._thread = threading.Thread(target=self._run, name="lookout-shadow", daemon=True)
         self.state = State.LOADING
-        self.reference: OnnxDetector | None = None
+        self.reference: YoloDetector | None = None
+        self._backoff = RetryBackoff()
+        self._stopping = threading.Event()
         self.primary: OnnxDetector | None = None
         self.evaluated = 0  # images compared so far; for tests and the demo view
         labels = (config.model_name, config.model_version)
@@ -155,10 +169,14 @@ class ShadowEvaluator:
         return True
 
     def _queued(self, analysis: Analysis) -> bool:
-        if self.state is not State.RUNNING or analysis.detections is None \
+        waiting = self.state is State.LOADING and self._backoff.failing  # reference down
+        if not (self.state is State.RUNNING or waiting) or analysis.detections is None \
                 or analysis.image is None:
             return False
         if self._random.random() >= self._config.shadow_sample_share:
+            return False
+        if waiting or not self._backoff.allows():
+            self._outcomes[ShadowOutcome.REFERENCE_ERROR].inc()
             return False
         if not self._budget.try_acquire():
             self._outcomes[ShadowOutcome.OVER_BUDGET].inc()
@@ -181,10 +199,13 @@ class ShadowEvaluator:
     def close(self) -> None:
         if self.state is not State.DISABLED:
             self.state = State.STOPPED
+        self._stopping.set()
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT)
+        if isinstance(self.reference, RemoteDetector):
+            self.reference.close()
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued image has been evaluated; False on timeout."""
@@ -205,18 +226,42 @@ class ShadowEvaluator:
                                   config.max_detections)
         common = {"providers": config.shadow_providers, "settings": settings,
                   "intra_op_threads": config.shadow_threads}
-        self.reference = OnnxDetector.load(config.shadow_model_path,
-                                           expected_sha256=config.shadow_model_sha256, **common)
-        self.reference.warm_up(config.shadow_batch_size)
-        if not config.shadow_model_sha256:
-            log.warning("reference model %s is not pinned (shadow_model_sha256); its sha256 "
-                        "is %s", config.shadow_model_path, self.reference.sha256)
+        if config.shadow_reference_url:
+            self.reference = self._connect_remote(settings)
+        else:
+            self.reference = OnnxDetector.load(
+                config.shadow_model_path, expected_sha256=config.shadow_model_sha256,
+                **common)
+            self.reference.warm_up(config.shadow_batch_size)
+            if not config.shadow_model_sha256:
+                log.warning("reference model %s is not pinned (shadow_model_sha256); its "
+                            "sha256 is %s", config.shadow_model_path, self.reference.sha256)
         if config.flip_share > 0 and config.model_path:
             primary_settings = DecodeSettings(config.conf_threshold, config.iou_threshold,
                                               config.max_detections)
             self.primary = OnnxDetector.load(config.model_path,
                                              **{**common, "settings": primary_settings})
             self.primary.warm_up(2)
+
+    def _connect_remote(self, settings: DecodeSettings) -> RemoteDetector | None:
+        """Metadata and one warm-up inference, retried with backoff until they work or
+        the evaluator stops (None): the shared reference may start after this pod."""
+        names = self._config.shadow_reference_class_names or self._primary_names
+        while self.state is State.LOADING:
+            remote = None
+            try:
+                remote = RemoteDetector.connect(self._config, names, settings)
+                remote.warm_up(1)
+                self._backoff.succeeded()
+                return remote
+            except (ReferenceUnavailable, ModelLoadError) as error:
+                if remote is not None:
+                    remote.close()
+                delay = self._backoff.failed()
+                self._failures.warning("connect", "remote reference not usable yet, "
+                                       "retrying (every %gs at most): %s", delay, error)
+                self._stopping.wait(delay)
+        return None
 
     def _run(self) -> None:
         try:
@@ -226,9 +271,16 @@ class ShadowEvaluator:
             self._metrics.component_error(self.name)
             log.error("shadow evaluation disabled: %s", error)
             return
-        if self.state is State.STOPPED:
+        if self.state is State.STOPPED or self.reference is None:
             return
-        self._metrics.set_model_info(self.reference.sha256, role="reference")
+        reference = self.reference
+        if isinstance(reference, RemoteDetector):
+            self._metrics.set_model_info(reference.sha256, role="reference",
+                                         served_name=reference.served_name,
+                                         served_version=reference.served_version)
+        else:
+            self._metrics.set_model_info(reference.sha256, role="reference",
+                                         served_name=Path(self._config.shadow_model_path).name)
         self.state = State.RUNNING
         log.info("shadow evaluation running: reference %s on %s", self.reference.path,
                  self.reference.provider)
@@ -271,15 +323,22 @@ class ShadowEvaluator:
         return batch
 
     def _safely(self, stage: Callable[[Any], Any], work: Any) -> Any:
-        """Run a stage; a failure counts every image of the batch as an error."""
+        """Run a stage; a failure counts every image of the batch as an error (of the
+        remote reference, or lookout's own)."""
         try:
             return stage(work)
-        except Exception:
+        except Exception as error:
             size = work.size if isinstance(work, PreparedBatch) else len(work)
-            self._outcomes[ShadowOutcome.ERROR].inc(size)
-            self._metrics.component_error(self.name)
-            self._failures.exception("evaluation", "shadow evaluation of %d images failed",
-                                     size)
+            if isinstance(error, ReferenceUnavailable):
+                self._outcomes[ShadowOutcome.REFERENCE_ERROR].inc(size)
+                delay = self._backoff.failed()
+                self._failures.warning("reference", "remote reference failed on %d images, "
+                                       "next try in %gs: %s", size, delay, error)
+            else:
+                self._outcomes[ShadowOutcome.ERROR].inc(size)
+                self._metrics.component_error(self.name)
+                self._failures.exception("evaluation", "shadow evaluation of %d images "
+                                         "failed", size)
             for sample in work.samples if isinstance(work, PreparedBatch) else work:
                 self._report(sample, None)
             return None
@@ -317,9 +376,13 @@ class ShadowEvaluator:
         if prepared.tensor is None:
             return []
         started = time.perf_counter()
-        found = self.reference.decode(self.reference.run(prepared.tensor), prepared.geometries)
+        try:
+            heads = self.reference.run(prepared.tensor)
+        finally:
+            self._budget.spent(time.perf_counter() - started)
+        self._backoff.succeeded()
+        found = self.reference.decode(heads, prepared.geometries)
         elapsed = time.perf_counter() - started
-        self._budget.spent(elapsed)
         agreements = []
         for sample, detections, scale in zip(prepared.samples, found, prepared.scales,
                                              strict=True):

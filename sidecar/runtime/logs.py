@@ -50,6 +50,13 @@ class FailureLog:
 
     def exception(self, key: str, message: str, *args: object) -> None:
         """Call from an `except` block, like `Logger.exception`."""
+        self._log(key, message, args, logging.ERROR, traceback=True)
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        """An expected failure (a peer down, a timeout): one line, no traceback."""
+        self._log(key, message, args, logging.WARNING, traceback=False)
+
+    def _log(self, key: str, message: str, args: tuple, level: int, traceback: bool) -> None:
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
@@ -60,7 +67,7 @@ class FailureLog:
             self._last[key] = now
         if skipped:
             message += f" (and {skipped} more like it in the last {now - last:.0f} s)"
-        self._logger.error(message, *args, exc_info=True)
+        self._logger.log(level, message, *args, exc_info=traceback)
 
 
 class TallyLog:

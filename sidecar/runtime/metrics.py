@@ -94,8 +94,10 @@ class SidecarMetrics:
     def __getitem__(self, spec: MetricSpec) -> MetricWrapperBase:
         return self._by_name[spec.name]
 
-    def set_model_info(self, sha256: str = "", role: str = "primary") -> None:
-        self[catalog.MODEL_INFO].labels(self.model, self.version, sha256, role).set(1)
+    def set_model_info(self, sha256: str = "", role: str = "primary", served_name: str = "",
+                       served_version: str = "") -> None:
+        self[catalog.MODEL_INFO].labels(self.model, self.version, sha256, role, served_name,
+                                        served_version).set(1)
 
     def _route(self, route: str) -> tuple:
         children = self._route_children.get(route)

@@ -104,7 +104,8 @@ def test_reference_proxies_on_clean_scenes(samples) -> None:
     # both models are good on clean scenes (mAP 0.93/0.94): the proxies must say so
     assert precision > 0.8 and recall > 0.8
     assert metrics.registry.get_sample_value(catalog.MODEL_INFO.name, {
-        "model": "m", "version": "v", "sha256": file_sha256(REFERENCE), "role": "reference"}) == 1
+        "model": "m", "version": "v", "sha256": file_sha256(REFERENCE), "role": "reference",
+        "served_name": REFERENCE.name, "served_version": ""}) == 1
     per_class = {c: _value(metrics, catalog.SHADOW_REFERENCE_BOXES, **{"class": c})
                  for c in CLASSES}
     assert sum(per_class.values()) == _total(metrics, catalog.SHADOW_REFERENCE_BOXES)
