@@ -132,9 +132,10 @@ class HttpTransport:
 
     def infer(self, input_name: str, output_name: str, batch: np.ndarray
               ) -> tuple[np.ndarray, str]:
-        body, length = kserve.encode_infer_body(
-            "inputs", [(input_name, batch)], binary=True,
-            extra={"outputs": [{"name": output_name, "parameters": {"binary_data": True}}]})
+        wanted = {"outputs": [{"name": output_name, "parameters": {"binary_data": True}}]} \
+            if output_name else {"parameters": {"binary_data_output": True}}
+        body, length = kserve.encode_infer_body("inputs", [(input_name, batch)], binary=True,
+                                                extra=wanted)
         headers = {"Content-Type": "application/octet-stream",
                    kserve.HEADER_LENGTH: str(length)}
         data, response = self._request("POST", self._model_path + "/infer", body, headers)
@@ -154,6 +155,7 @@ class HttpTransport:
 
 
 def _output(tensors: Sequence[kserve.Tensor], name: str) -> np.ndarray:
+    """The named output; without a name (the model declares none), the first."""
     found = next((t for t in tensors if t.name == name), tensors[0] if tensors else None)
     if found is None:
         raise KServeFormatError("the answer holds no output")
@@ -224,7 +226,8 @@ class GrpcTransport:
         tensor = request.inputs.add()
         tensor.name, tensor.datatype = input_name, "FP32"
         tensor.shape.extend(batch.shape)
-        request.outputs.add().name = output_name
+        if output_name:
+            request.outputs.add().name = output_name
         request.raw_input_contents.append(np.ascontiguousarray(batch, "<f4").tobytes())
         raw = self._call("infer", request)
         served: dict[str, str] = {}
@@ -254,7 +257,7 @@ class RemoteDetector(YoloDetector):
     names: tuple[str, ...]
     input_size: tuple[int, int]
     input_name: str
-    output_name: str
+    output_name: str  # empty: the model declares none; its first output is the head
     max_batch: int | None
     max_request_images: int  # what one request may carry (gRPC's message limit)
     settings: DecodeSettings
@@ -271,10 +274,10 @@ class RemoteDetector(YoloDetector):
         try:
             metadata = transport.metadata()
             inputs, outputs = metadata.get("inputs") or [], metadata.get("outputs") or []
-            if not inputs or not outputs:
+            if not inputs:  # outputs are optional: KServe's custom models declare none
                 raise ReferenceUnavailable(f"{transport.url}: model "
                                            f"{config.shadow_reference_model!r} declares no "
-                                           f"inputs or outputs")
+                                           f"inputs")
             source, shape = inputs[0], [int(d) for d in inputs[0].get("shape") or []]
             if source.get("datatype") != "FP32" or len(shape) != 4 or shape[1] != 3 \
                     or shape[2] <= 0 or shape[3] <= 0:
@@ -295,7 +298,7 @@ class RemoteDetector(YoloDetector):
         request_images = max(1, GRPC_MESSAGE_BYTES // per_image) \
             if isinstance(transport, GrpcTransport) else 1 << 16
         return cls(transport, tuple(names), (shape[2], shape[3]), str(source["name"]),
-                   str(outputs[0]["name"]), shape[0] if shape[0] > 0 else None,
+                   str(outputs[0]["name"]) if outputs else "", shape[0] if shape[0] > 0 else None,
                    request_images, settings, sha256,
                    str(metadata.get("name") or config.shadow_reference_model),
                    config.shadow_reference_version or (versions[-1] if versions else ""))

@@ -282,7 +282,7 @@ class ShadowEvaluator:
             self._metrics.set_model_info(reference.sha256, role="reference",
                                          served_name=Path(self._config.shadow_model_path).name)
         self.state = State.RUNNING
-        log.info("shadow evaluation running: reference %s on %s", self.reference.path,
+        log.info("shadow evaluation running: %s on %s", self.reference.source,
                  self.reference.provider)
         # two stages: while the reference model infers batch n (onnxruntime releases the
         # GIL), a second thread decodes and letterboxes batch n + 1

@@ -17,7 +17,10 @@ message answered by KServe's own `ModelInfer` servicer, in order, as Triton's
 `ModelStreamInferResponse`; and a third model, `slow`, sleeps `SLOW_SECONDS` before
 answering, for deadline tests.
 
-    python -m tests.support.kserve_models PORT [--gzip] [--grpc-port GRPC_PORT]
+With `--reference` it serves only `reference` (version "1"): the shipped reference model,
+as a shared reference pool would, for the sidecars' remote reference.
+
+    python -m tests.support.kserve_models PORT [--gzip] [--grpc-port GRPC_PORT] [--reference]
 """
 
 from __future__ import annotations
@@ -40,7 +43,13 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from lookout.lookout_demo.models import model_path
 from lookout.shadow_eval.letterbox import letterbox_image
-from tests.support.kserve_catalog import INPUT_SIZES, MODELS, SLOW_MODEL, SLOW_SECONDS
+from tests.support.kserve_catalog import (
+    INPUT_SIZES,
+    MODELS,
+    REFERENCE_MODEL,
+    SLOW_MODEL,
+    SLOW_SECONDS,
+)
 
 STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 
@@ -151,6 +160,7 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--grpc-port", type=int, default=0)
+    parser.add_argument("--reference", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.gzip:
@@ -159,6 +169,8 @@ def main() -> None:
         add_stream_infer()
     models = []
     served = {**MODELS, SLOW_MODEL: ("primary", "1")} if args.grpc_port else MODELS
+    if args.reference:
+        served = {REFERENCE_MODEL[0]: REFERENCE_MODEL}
     for name, (file, version) in served.items():
         model = OnnxDetector(name, file, version)
         model.load()
