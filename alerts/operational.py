@@ -37,6 +37,18 @@ def served_version_mismatch(selector: str, window: str = "10m") -> str:
             f'"served_version", "$1", "version", "(.*)")')
 
 
+def gpu_process_memory_rising(window: str = "30m", horizon_seconds: int = 3600) -> str:
+    """Over 85% of the GPU held by the pod's processes, and the linear trend of the last
+    `window` reaching the whole GPU within `horizon_seconds`: a leak or a growing batch,
+    caught before CUDA out-of-memory, not after."""
+    used, total = catalog.GPU_PROCESS_MEMORY.name, catalog.GPU_MEMORY_TOTAL.name
+    by = "max by (instance, gpu)"
+    return (f"{by} ({used}) / {by} ({total}) > 0.85\n"
+            f"and on (instance, gpu)\n"
+            f"{by} (predict_linear({used}[{window}], {horizon_seconds}))\n"
+            f"> on (instance, gpu) {by} ({total})")
+
+
 def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
     model = spec.selector()
     primary = f'{catalog.MODEL_INFO.name}{{{model},role="primary"}}'
@@ -101,6 +113,23 @@ def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
             " full",
             "GPU memory has been over 95% for 5 minutes: the next larger batch or a second "
             "model (the shadow reference) may hit CUDA out-of-memory."),
+        OperationalAlert(
+            names.GPU_PROCESS_MEMORY_RISING, gpu_process_memory_rising(),
+            "10m", "page",
+            "GPU {{ $labels.gpu }} on {{ $labels.instance }}: the pod's processes hold "
+            "{{ $value | humanizePercentage }} of its memory and rising",
+            "The memory this pod's processes (the inference server, a local reference) hold "
+            "on the GPU is over 85% of it and, at the rate of the last 30 minutes, reaches "
+            "all of it within the hour: the next allocation fails with CUDA out-of-memory, "
+            "the server restarts or answers 503."),
+        OperationalAlert(
+            names.GPU_XID_ERRORS,
+            f"sum by (instance, gpu, xid) "
+            f"(increase({catalog.GPU_XID_ERRORS.sample_name}[10m])) > 0",
+            "0m", "ticket",
+            "GPU {{ $labels.gpu }} on {{ $labels.instance }} reported XID {{ $labels.xid }}",
+            "The NVIDIA driver reported a critical XID event: a GPU memory error, a "
+            "hung or lost GPU, or an application fault; the node may need draining."),
     ]
     if any(slo.kind is Kind.QUALITY for slo in spec.slos):
         shadow_ok = (f'{catalog.SHADOW_EVALUATIONS.sample_name}{{{model},outcome="ok"}}')
@@ -120,7 +149,8 @@ def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
                 "15m", "ticket",
                 "{{ $labels.model }}: shadow evaluation has stalled",
                 "Traffic flows but no image was shadow-evaluated for 15 minutes: the budget "
-                "is exhausted, the reference model is failing, or nothing parses."),
+                "is exhausted, the reference model is failing, a remote reference cannot be "
+                "reached (outcome reference_error), or nothing parses."),
             OperationalAlert(
                 names.SHADOW_DISABLED,
                 f'sum by (instance) (increase({catalog.COMPONENT_ERRORS.sample_name}'

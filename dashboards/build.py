@@ -136,10 +136,18 @@ def executive(spec: ServiceSpec) -> Dashboard:
     grid.add(timeseries("Drift alarms by feature", [(
         f"max by (feature) ({catalog.DRIFT_ALARM.name}{{{SELECTOR}}})", "{{feature}}")]))
     grid.add(timeseries("Cost proxy: GPU-seconds per 1k inferences", [(
-        f"sum({catalog.GPU_UTILIZATION.name}) * 1000 / sum({_rate(catalog.REQUESTS)})",
-        "GPU-s / 1k")], description="Needs NVML metrics (a GPU visible to lookout)."))
+        f"sum({_of_pods(catalog.GPU_UTILIZATION.name)}) * 1000 / "
+        f"sum({_rate(catalog.REQUESTS)})", "GPU-s / 1k")],
+        description="NVML utilisation of the GPUs of the pods serving these models over "
+                    "their request rate (a MIG instance reports no utilisation)."))
     return _dashboard(spec, "executive", f"lookout-{spec.service}-executive", grid,
                       _links(spec))
+
+
+def _of_pods(expr: str) -> str:
+    """A pod-level GPU series, kept for the pods that serve the selected models."""
+    return (f"({expr}) * on (instance) group_left () "
+            f'max by (instance) ({catalog.MODEL_INFO.name}{{{SELECTOR},role="primary"}})')
 
 
 def oncall(spec: ServiceSpec) -> Dashboard:
@@ -168,7 +176,8 @@ def oncall(spec: ServiceSpec) -> Dashboard:
                         description=f"Alert thresholds ({format_duration(spec.period_seconds)} "
                                     f"period): {factors}."))
     grid.add(table("Models in service", [(
-        f"count by (model, version, role, sha256) ({catalog.MODEL_INFO.name}{{{SELECTOR}}})",
+        f"count by (model, version, role, sha256, served_name, served_version) "
+        f"({catalog.MODEL_INFO.name}{{{SELECTOR}}})",
         "")]), width=12)
     grid.add(table("Pod restarts (1h) and the version each pod serves", [(
         f'sum by (pod) (increase({KUBE_RESTARTS}{{namespace=~"$namespace"}}[1h])) '
@@ -176,11 +185,26 @@ def oncall(spec: ServiceSpec) -> Dashboard:
         f"({catalog.MODEL_INFO.name}{{{SELECTOR}}})", "")],
         description="Restarts from kube-state-metrics, for the pods that serve the "
                     "selected models."), width=12)
+    total = catalog.GPU_MEMORY_TOTAL.name
     grid.add(timeseries("GPU utilisation and memory", [
-        (f"{catalog.GPU_UTILIZATION.name}", "util {{gpu}}"),
-        (f"{catalog.GPU_MEMORY_USED.name} / {catalog.GPU_MEMORY_TOTAL.name}",
-         "memory {{gpu}}")], unit="percentunit",
-        description="Needs NVML metrics (a GPU visible to lookout)."))
+        (_of_pods(catalog.GPU_UTILIZATION.name), "util {{instance}} {{gpu}}"),
+        (_of_pods(f"{catalog.GPU_MEMORY_USED.name} / {total}"), "memory {{instance}} {{gpu}}"),
+        (_of_pods(f"{catalog.GPU_PROCESS_MEMORY.name} / {total}"),
+         "the pod's processes {{instance}} {{gpu}}")], unit="percentunit",
+        description=f"From NVML in each sidecar; {catalog.GPU_UP.name} 0 (no driver or "
+                    f"GPU visible to lookout) leaves it empty."))
+    grid.add(timeseries("GPU throttling and errors", [
+        (f"sum by (instance, gpu, reason) "
+         f"({_of_pods(f'rate({catalog.GPU_THROTTLE_SECONDS.sample_name}[{RATE}])')})",
+         "throttled {{reason}} {{instance}} {{gpu}}"),
+        (f"sum by (instance, gpu, xid) "
+         f"({_of_pods(f'increase({catalog.GPU_XID_ERRORS.sample_name}[{RATE}])')})",
+         "XID {{xid}} {{instance}} {{gpu}}"),
+        (f"sum by (instance, gpu, type) "
+         f"({_of_pods(f'increase({catalog.GPU_ECC_ERRORS.sample_name}[{RATE}])')})",
+         "ECC {{type}} {{instance}} {{gpu}}")],
+        description="Throttling as the share of time clocks were held down; XID and ECC "
+                    "errors as counts per window."))
     grid.add(timeseries("Queue drops and component errors", [
         (f"sum by (queue) (rate({catalog.QUEUE_DROPPED.sample_name}[{RATE}]))",
          "dropped {{queue}}"),

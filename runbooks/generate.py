@@ -176,18 +176,55 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
              "memory fragmentation or a leak in the server"),
             ("move the reference model to the CPU (`shadow_providers: cpu`)",
              "lower the batch size; restart the server to defragment")),
+        names.GPU_PROCESS_MEMORY_RISING: Guide(
+            "The pod's own processes hold most of the GPU's memory and keep taking more: at "
+            "this rate the next allocation fails within the hour.",
+            (f"{catalog.GPU_PROCESS_MEMORY.name} / on (instance, gpu) "
+             f"{catalog.GPU_MEMORY_TOTAL.name}",
+             f"deriv({catalog.GPU_PROCESS_MEMORY.name}[30m])",
+             f"sum by (instance) (rate({catalog.REQUESTS.sample_name}{{{sel}}}[30m]))",
+             "kubectl exec $POD -c <inference container> -- nvidia-smi "
+             "--query-compute-apps=pid,used_memory --format=csv"),
+            ("a memory leak in the server or a custom pre/post-processing step (growth "
+             "without more traffic)",
+             "a caching allocator growing with new input shapes (dynamic batching, many "
+             "resolutions: PyTorch, TensorRT profiles)",
+             "a local shadow reference on the same GPU (`shadow_providers` with cuda)",
+             "more models loaded by the server (Triton/KServe multi-model)"),
+            ("restart the pod during a quiet period to reclaim memory, before the OOM does",
+             "cap the server's batch size or input shapes; set the framework's memory limit "
+             "(TensorRT workspace, `PYTORCH_CUDA_ALLOC_CONF`)",
+             "move the reference off this GPU: a shared remote reference "
+             "(`shadow_reference_url`) or `shadow_providers: cpu`")),
+        names.GPU_XID_ERRORS: Guide(
+            "The NVIDIA driver reported a critical XID event on a GPU of this pod.",
+            (f"increase({catalog.GPU_XID_ERRORS.sample_name}[1h])",
+             f"increase({catalog.GPU_ECC_ERRORS.sample_name}[1h])",
+             f"{catalog.GPU_UP.name}",
+             "kubectl debug node/$NODE -it --image=busybox -- dmesg | grep -i xid"),
+            ("13/31/43/45: an application fault (a bad kernel, an illegal address) in the "
+             "server", "48/63/64/92/94/95: GPU memory ECC errors, row remapping",
+             "79: the GPU has fallen off the bus (NVML calls then hang: `reason=\"timeout\"`)",
+             "74: an NVLink error; 119/120: the GSP firmware timed out"),
+            ("application XIDs: read the server's log and roll back a new model or image",
+             "memory, bus and firmware XIDs: cordon and drain the node, and reset or replace "
+             "the GPU (your cluster's GPU health process)")),
         names.REFERENCE_MODEL_MISSING: Guide(
             "No reference model is loaded, so quality SLOs have no data.",
             (f'{catalog.MODEL_INFO.name}{{role="reference"}}',
              f'increase({catalog.COMPONENT_ERRORS.sample_name}{{component="shadow"}}[1h])'),
             ("`shadow_model_path` not set", "sha256 pin does not match the file",
-             "corrupt or missing model file on the volume"),
+             "corrupt or missing model file on the volume",
+             "a remote reference (`shadow_reference_url`) never reached: the sidecar logs "
+             "`remote reference not usable yet` with what the server answered"),
             ("read the sidecar's log line `shadow evaluation disabled: ...`",)),
         names.SHADOW_STALLED: Guide(
             "Traffic flows, but nothing is shadow-evaluated.",
             (f"sum by (outcome) (rate({catalog.SHADOW_EVALUATIONS.sample_name}[15m]))",),
             ("compute budget exhausted (`over_budget`)", "queue full (`dropped`)",
-             "no parsable images (`no_image`)"),
+             "no parsable images (`no_image`)",
+             "a remote reference down, slow or refusing (`reference_error`; the sidecar "
+             "logs what it answered and backs off)"),
             ("raise `shadow_rate` / `shadow_max_busy_share`, or give the reference a GPU",)),
         names.SHADOW_DISABLED: Guide(
             "The shadow component fails.",

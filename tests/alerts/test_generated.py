@@ -126,6 +126,68 @@ def test_openslo_ratio_slos_generate_rules_promtool_accepts(tmp_path: Path, good
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def _rendered(rule: dict, labels: dict[str, str], evaluated: int,
+              value: float | None = None) -> dict[str, str]:
+    """The rule's annotations as Prometheus renders them for these labels at `evaluated`
+    seconds (the gallery link's window ends then)."""
+    def render(text: str) -> str:
+        text = re.sub(r'\{\{ with query "time\(\) - (\d+)" \}\}.*?\{\{ end \}\}',
+                      lambda m: str(evaluated - int(m[1])), text)
+        if value is not None:
+            text = text.replace("{{ $value | humanizePercentage }}", f"{value * 100:.4g}%")
+        return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m[1], ""), text)
+
+    return {key: render(text) for key, text in rule["annotations"].items()}
+
+
+def _operational_rule(generated: Path, name: str) -> dict:
+    [rule] = [r for group in yaml.safe_load((generated / OPERATIONAL).read_text())["groups"]
+              for r in group["rules"] if r.get("alert") == name]
+    return rule
+
+
+def _promtool_test(promtool: str, generated: Path, tmp_path: Path, tests: list) -> None:
+    path = tmp_path / "operational_test.yaml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(generated / OPERATIONAL)],
+                                    "evaluation_interval": "1m", "tests": tests}))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_the_gpu_memory_alert_pages_for_a_pod_whose_processes_fill_the_gpu(
+        generated: Path, tmp_path: Path) -> None:
+    """80 GiB GPUs. Pod a's processes hold 66 GiB and take 300 MiB a minute: over 85% and
+    full within the hour, so it pages. Pod b holds 75 GiB, flat (full but not rising: the
+    near-full ticket's business); pod c rises as fast from 20 GiB (nowhere near)."""
+    from lookout.slo import names
+
+    promtool = require_tool("promtool")
+    gib, step = 1024**3, 300 * 1024**2
+
+    def pod(instance: str, start: int, growth: int) -> list[dict]:
+        labels = f'instance="{instance}",job="lookout",gpu="0"'
+        return [{"series": f"{catalog.GPU_PROCESS_MEMORY.name}{{{labels}}}",
+                 "values": f"{start}+{growth}x40"},
+                {"series": f"{catalog.GPU_MEMORY_TOTAL.name}{{{labels}}}",
+                 "values": f"{80 * gib}+0x40"}]
+
+    rule = _operational_rule(generated, names.GPU_PROCESS_MEMORY_RISING)
+    alert = {"alertname": names.GPU_PROCESS_MEMORY_RISING, **rule["labels"], "instance": "a",
+             "gpu": "0"}
+    evaluated = 30 * 60
+    held = (66 * gib + 30 * step) / (80 * gib)
+    _promtool_test(promtool, generated, tmp_path, [{
+        "interval": "1m",
+        "input_series": [*pod("a", 66 * gib, step), *pod("b", 75 * gib, 0),
+                         *pod("c", 20 * gib, step)],
+        "alert_rule_test": [
+            {"eval_time": "5m", "alertname": names.GPU_PROCESS_MEMORY_RISING, "exp_alerts": []},
+            {"eval_time": "30m", "alertname": names.GPU_PROCESS_MEMORY_RISING,
+             "exp_alerts": [{"exp_labels": alert,
+                             "exp_annotations": _rendered(rule, alert, evaluated, held)}]}]}])
+
+
 def test_the_served_version_alert_fires_for_the_pod_serving_what_was_not_deployed(
         generated: Path, tmp_path: Path) -> None:
     """Pod a is deployed as version 4 and its server answers as 3; pod b is deployed as
@@ -140,35 +202,21 @@ def test_the_served_version_alert_fires_for_the_pod_serving_what_was_not_deploye
                   f'served_version="{answered}"')
         return {"series": f"{served}{{{labels}}}", "values": "0+60x30"}
 
-    [rule] = [r for group in yaml.safe_load((generated / OPERATIONAL).read_text())["groups"]
-              for r in group["rules"] if r.get("alert") == names.SERVED_VERSION_MISMATCH]
+    rule = _operational_rule(generated, names.SERVED_VERSION_MISMATCH)
     alert = {"alertname": names.SERVED_VERSION_MISMATCH, **rule["labels"], "instance": "a",
              "model": "yolo11n", "version": "4", "served_version": "3"}
     evaluated = 25 * 60  # the gallery link's window ends at the evaluation's time
-    annotations = {key: re.sub(
-        r'\{\{ with query "time\(\) - (\d+)" \}\}.*?\{\{ end \}\}',
-        lambda m: str(evaluated - int(m[1])),
-        re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: alert[m[1]], text))
-        for key, text in rule["annotations"].items()}
+    annotations = _rendered(rule, alert, evaluated)
     assert annotations["gallery_url"].endswith(
         f"/ui/samples?model=yolo11n&since={evaluated - 3600}&until={evaluated}")
-    test = {"rule_files": [str(generated / OPERATIONAL)], "evaluation_interval": "1m",
-            "tests": [{"interval": "1m",
-                       "input_series": [series("a", "4", "3"), series("b", "3", "3")],
-                       "alert_rule_test": [
-                           {"eval_time": "25m", "alertname": names.SERVED_VERSION_MISMATCH,
-                            "exp_alerts": [{"exp_labels": alert,
-                                            "exp_annotations": annotations}]}]},
-                      {"interval": "1m",
-                       "input_series": [series("a", "4", "4"), series("b", "3", "3")],
-                       "alert_rule_test": [
-                           {"eval_time": "25m", "alertname": names.SERVED_VERSION_MISMATCH,
-                            "exp_alerts": []}]}]}
-    path = tmp_path / "served_version_test.yaml"
-    path.write_text(yaml.safe_dump(test))
-    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    _promtool_test(promtool, generated, tmp_path, [
+        {"interval": "1m", "input_series": [series("a", "4", "3"), series("b", "3", "3")],
+         "alert_rule_test": [{"eval_time": "25m", "alertname": names.SERVED_VERSION_MISMATCH,
+                              "exp_alerts": [{"exp_labels": alert,
+                                              "exp_annotations": annotations}]}]},
+        {"interval": "1m", "input_series": [series("a", "4", "4"), series("b", "3", "3")],
+         "alert_rule_test": [{"eval_time": "25m", "alertname": names.SERVED_VERSION_MISMATCH,
+                              "exp_alerts": []}]}])
 
 
 MULTI_MODEL_SPEC = """

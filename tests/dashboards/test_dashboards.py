@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 # families whose producer needs what this machine lacks: NVML (a GPU). A panel that
 # reads any of these is excused.
 NOT_PRODUCED_HERE = {catalog.GPU_UTILIZATION.name, catalog.GPU_MEMORY_USED.name,
-                     catalog.GPU_MEMORY_TOTAL.name}
+                     catalog.GPU_MEMORY_TOTAL.name, catalog.GPU_PROCESS_MEMORY.name,
+                     *(spec.sample_name for spec in (catalog.GPU_THROTTLE_SECONDS,
+                                                     catalog.GPU_XID_ERRORS,
+                                                     catalog.GPU_ECC_ERRORS))}
 # and kube-state-metrics, which no test here runs
 NOT_SCRAPED_HERE = (KUBE_RESTARTS,)
 VARIABLES = {"$namespace": ".*", "$model": ".*", "$version": ".*", "$__rate_interval": "1m"}
