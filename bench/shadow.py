@@ -9,34 +9,51 @@
 
 Both use the same onnxruntime intra-op thread count. Prints images/s and the ratio.
 
+With `--remote` (the default) the same pipeline also runs against the same model served
+remotely, as a shared reference pool serves it: KServe's own ModelServer
+(tests/support/kserve_models.py --reference, the same intra-op threads) over V2 REST with
+binary tensors and over V2 gRPC. It prints images/s against the local runner, and the
+latency of one reference call at batch 1 and at `--batch` (the sidecar's letterboxed
+tensor out, the raw head back). Here the server shares this machine's cores with the
+client, so the remote figures are the transport's cost with no GPU to gain from it.
+
     python bench/shadow.py --frames 512 --batch 8              # CPU
-    python bench/shadow.py --frames 2048 --batch 32 --providers cuda   # on a GPU host
+    python bench/shadow.py --frames 2048 --batch 32 --providers cuda --no-remote  # GPU host
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+# the repository instead of bench/ itself, whose grpc.py would hide the grpc package
+sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.shadow_eval.budget import ComputeBudget
+from lookout.shadow_eval.decode import DecodeSettings
 from lookout.shadow_eval.runner import OnnxDetector
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import open_encoded
 from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.quality.remote_reference import RemoteDetector
 from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowSample
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import ShadowSettings, of
+from tests.support.kserve_catalog import REFERENCE_MODEL
+from tests.support.processes import ManagedProcess, free_port, port_accepts, wait_until
 
 
 def _observation() -> Observation:
@@ -82,6 +99,40 @@ def pipeline_rate(config, analyses: list[Analysis]) -> tuple[float, int]:
     return evaluator.evaluated / elapsed, evaluator.evaluated
 
 
+@contextlib.contextmanager
+def reference_server(threads: int) -> Iterator[dict[str, str]]:
+    """The shipped reference model on KServe's ModelServer: REST and gRPC URLs."""
+    http_port, grpc_port = free_port(), free_port()
+    server = ManagedProcess([sys.executable, "-m", "tests.support.kserve_models",
+                             str(http_port), "--grpc-port", str(grpc_port), "--reference",
+                             "--threads", str(threads)])
+    try:
+        wait_until(lambda: (port_accepts(http_port) and port_accepts(grpc_port))
+                   or not server.alive(), 120, "the KServe reference server")
+        assert server.alive(), server.output
+        yield {"REST": f"http://127.0.0.1:{http_port}", "gRPC": f"grpc://127.0.0.1:{grpc_port}"}
+    finally:
+        server.terminate()
+
+
+def call_latency(detector, tensors: np.ndarray, calls: int) -> float:
+    """Median milliseconds of one `run` on `tensors` (after one warm-up call)."""
+    detector.run(tensors)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        detector.run(tensors)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)) * 1000
+
+
+def remote_config(base: dict[str, str], url: str):
+    return load_config({**{k: v for k, v in base.items() if k != "shadow_model_path"},
+                        "shadow_reference_url": url,
+                        "shadow_reference_model": REFERENCE_MODEL[0],
+                        "shadow_reference_timeout": "30"}, env={})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=512)
@@ -89,13 +140,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--providers", default="cpu", help="e.g. cuda,cpu or tensorrt,cuda,cpu")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--remote", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the reference served by KServe (REST, gRPC)")
+    parser.add_argument("--calls", type=int, default=20, help="calls per latency figure")
+    parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     providers = tuple(args.providers.split(","))
-    config = load_config({
+    options = {
         "shadow_model_path": str(model_path("reference")), "shadow_providers": args.providers,
         "shadow_batch_size": str(args.batch), "shadow_threads": str(args.threads),
         "shadow_queue_size": str(4 * args.batch), "model_name": "m", "model_version": "v",
-    }, env={})
+    }
+    config = load_config(options, env={})
     reference = OnnxDetector.load(model_path("reference"), providers=providers,
                                   intra_op_threads=args.threads)
     reference.warm_up(args.batch)
@@ -110,7 +166,51 @@ def main() -> int:
     print(f"raw session.run: {raw:.0f} images/s")
     print(f"lookout shadow pipeline: {ours:.0f} images/s")
     print(f"ratio: {ours / raw:.2f} (target >= 0.90)")
+    figures: dict[str, object] = {"provider": reference.provider, "batch": args.batch,
+                                  "threads": args.threads, "frames": args.frames,
+                                  "raw_images_per_s": raw, "pipeline_images_per_s": ours}
+    if args.remote:
+        figures["remote"] = remote_figures(args, options, reference, analyses, ours)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def remote_figures(args, options: dict[str, str], reference: OnnxDetector,
+                   analyses: list[Analysis], local_rate: float) -> dict[str, object]:
+    """Pipeline throughput and call latency through each V2 transport, beside the local
+    runner's, with the server and the client on this machine."""
+    one = np.stack([reference.prepare(np.asarray(Image.open(io.BytesIO(
+        analyses[0].image.encoded)).convert("RGB")))[0]])
+    full = np.repeat(one, args.batch, axis=0)
+    local = {"images_per_s": local_rate,
+             "latency_ms_batch_1": call_latency(reference, one, args.calls),
+             f"latency_ms_batch_{args.batch}": call_latency(reference, full, args.calls)}
+    print(f"\nlocal runner: {local_rate:.0f} images/s, one call "
+          f"{local['latency_ms_batch_1']:.1f} ms at batch 1, "
+          f"{local[f'latency_ms_batch_{args.batch}']:.1f} ms at batch {args.batch}")
+    figures: dict[str, object] = {"local": local}
+    with reference_server(args.threads) as urls:
+        for transport, url in urls.items():
+            config = remote_config(options, url)
+            remote = RemoteDetector.connect(of(ShadowSettings, config), (), DecodeSettings())
+            try:
+                latency_one = call_latency(remote, one, args.calls)
+                latency_full = call_latency(remote, full, args.calls)
+            finally:
+                remote.close()
+            runs = [pipeline_rate(config, analyses) for _ in range(args.rounds)]
+            assert all(done == args.frames for _, done in runs), runs
+            rate = max(r for r, _ in runs)
+            figures[transport] = {"images_per_s": rate, "ratio_to_local": rate / local_rate,
+                                  "latency_ms_batch_1": latency_one,
+                                  f"latency_ms_batch_{args.batch}": latency_full}
+            print(f"remote {transport}: {rate:.0f} images/s ({rate / local_rate:.2f} of "
+                  f"local), one call {latency_one:.1f} ms at batch 1 "
+                  f"({latency_one / local['latency_ms_batch_1']:.2f}x local), "
+                  f"{latency_full:.1f} ms at batch {args.batch} "
+                  f"({latency_full / local[f'latency_ms_batch_{args.batch}']:.2f}x local)")
+    return figures
 
 
 if __name__ == "__main__":

@@ -30,6 +30,14 @@ ANNOTATIONS = (
     Annotation("reference-model", "path of a reference ONNX model inside the pod: turns "
                "shadow evaluation on", "(off)"),
     Annotation("reference-model-sha256", "sha256 the reference model must have", "(unpinned)"),
+    Annotation("reference-url", "a reference model served for the fleet by Triton or KServe "
+               "(`http://HOST:PORT` or `grpc://HOST:PORT`), instead of a file in the pod: "
+               "turns shadow evaluation on", "(off)"),
+    Annotation("reference-name", "that reference's V2 model name (`:version` after it "
+               "pins a version)", "(required with reference-url)"),
+    Annotation("gpu-devices", "the GPUs the sidecar reads through NVML, as "
+               "`NVIDIA_VISIBLE_DEVICES` takes them: the pod's GPU UUIDs, or `all` on nodes "
+               "given to this workload", "(none: no GPU metrics)"),
     Annotation("sample-rate", "share of traffic the `random` sampling rule takes", "0.01"),
     Annotation("samples-size", "size limit of the samples `emptyDir`", "1Gi"),
     Annotation("samples-pvc", "a PersistentVolumeClaim for samples instead of an `emptyDir`",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lookout.k8s import annotations as notes
+from lookout.sidecar.config import parse_reference_url
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 
 CONTAINER = "lookout"
@@ -218,6 +219,28 @@ def _policy(rate: str | None) -> str:
     return policy
 
 
+def _remote_reference(note: dict[str, str]) -> dict[str, str]:
+    """The shared reference's variables, checked now rather than in a crash-looping pod."""
+    url, model = note.get("reference-url", ""), note.get("reference-name", "")
+    if not url and not model:
+        return {}
+    if not (url and model):
+        raise InjectError("lookout.io/reference-url and lookout.io/reference-name go "
+                          "together: the server's address and the model's V2 name")
+    if "reference-model" in note:
+        raise InjectError("lookout.io/reference-url: the pod already names a local "
+                          "reference (lookout.io/reference-model); choose one")
+    try:
+        parse_reference_url(url)
+    except ValueError as error:
+        raise InjectError(f"lookout.io/reference-url {url!r}: {error}") from None
+    name, _, version = model.partition(":")
+    env = {"LOOKOUT_SHADOW_REFERENCE_URL": url, "LOOKOUT_SHADOW_REFERENCE_MODEL": name}
+    if version:
+        env["LOOKOUT_SHADOW_REFERENCE_VERSION"] = version
+    return env
+
+
 def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: InjectOptions,
              app_port: int, data: tuple[int, str], admin: int, grace: int,
              grpc: GrpcTakeover | None = None) -> dict[str, Any]:
@@ -242,6 +265,9 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
         env["LOOKOUT_SHADOW_MODEL_PATH"] = note["reference-model"]
     if "reference-model-sha256" in note:
         env["LOOKOUT_SHADOW_MODEL_SHA256"] = note["reference-model-sha256"]
+    env.update(_remote_reference(note))
+    if note.get("gpu-devices"):  # the container runtime mounts these GPUs for NVML
+        env["NVIDIA_VISIBLE_DEVICES"] = note["gpu-devices"]
     if "token-secret" in note:
         env["LOOKOUT_ADMIN_TOKEN_FILE"] = f"{TOKEN_PATH}/token"
     workers = analysis_workers(note, options)

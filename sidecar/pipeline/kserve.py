@@ -215,26 +215,25 @@ def response_headers(length: int | None) -> dict[str, str]:
 def encode_infer_body(section: str, tensors: list[tuple[str, np.ndarray | list[bytes]]],
                       binary: bool, extra: dict[str, Any] | None = None
                       ) -> tuple[bytes, int | None]:
-    """Build a V2 body (for the test upstreams and the demo server); returns the body
-    and, for the binary extension, the header length to send."""
+    """Build a V2 body (the remote reference's requests, the demo server's and the test
+    upstreams' answers); returns the body and, for the binary extension, the header
+    length to send."""
     entries, blobs = [], []
     for name, value in tensors:
         if isinstance(value, list):
             datatype, shape = "BYTES", [len(value)]
-            raw = b"".join(struct.pack("<I", len(v)) + v for v in value)
-            json_data: Any = [v.decode("latin-1") for v in value]
         else:
             value = np.ascontiguousarray(value, value.dtype.newbyteorder("<"))
-            datatype = DATATYPES[value.dtype]
-            shape = list(value.shape)
-            raw = value.tobytes()
-            json_data = value.reshape(-1).tolist()
+            datatype, shape = DATATYPES[value.dtype], list(value.shape)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if binary:
+            raw = b"".join(struct.pack("<I", len(v)) + v for v in value) \
+                if isinstance(value, list) else value.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            entry["data"] = json_data
+            entry["data"] = [v.decode("latin-1") for v in value] if isinstance(value, list) \
+                else value.reshape(-1).tolist()
         entries.append(entry)
     header = json.dumps({**(extra or {}), section: entries}).encode()
     if not binary:

@@ -197,6 +197,11 @@ def test_ports_in_use_move_the_sidecar_and_services_not_in_the_input_are_warned_
     ({"lookout.io/sample-rate": "2"}, "sample-rate"),
     ({"lookout.io/analysis-workers": "0"}, "analysis-workers"),
     ({"lookout.io/request-processes": "17"}, "request-processes"),
+    ({"lookout.io/reference-url": "ftp://pool:21", "lookout.io/reference-name": "x"},
+     "reference-url"),
+    ({"lookout.io/reference-url": "grpc://pool:8001"}, "reference-name"),
+    ({"lookout.io/reference-url": "grpc://pool:8001", "lookout.io/reference-name": "x",
+      "lookout.io/reference-model": "/models/r.onnx"}, "choose one"),
 ])
 def test_bad_annotations_are_refused_naming_them(change: dict, message: str) -> None:
     document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
@@ -302,3 +307,21 @@ def test_the_sidecar_starts_from_an_injected_pod_specs_own_env_and_args(tmp_path
     finally:
         assert process.terminate() == 0
         upstream.terminate()
+
+
+def test_a_shared_reference_and_the_pods_gpus_reach_the_sidecars_environment() -> None:
+    document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
+    document["spec"]["template"]["metadata"]["annotations"] = {
+        "lookout.io/reference-url": "grpc://reference-pool.vision:8001",
+        "lookout.io/reference-name": "yolo11x:3",
+        "lookout.io/gpu-devices": "GPU-8f6e0c1a"}
+    [injected], _ = inject_documents([document], InjectOptions())
+    pod = injected["spec"]["template"]["spec"]
+    sidecar = next(c for c in [*pod.get("initContainers", []), *pod["containers"]]
+                   if c["name"] == CONTAINER)
+    env = {item["name"]: item.get("value") for item in sidecar["env"]}
+    assert env["LOOKOUT_SHADOW_REFERENCE_URL"] == "grpc://reference-pool.vision:8001"
+    assert env["LOOKOUT_SHADOW_REFERENCE_MODEL"] == "yolo11x"
+    assert env["LOOKOUT_SHADOW_REFERENCE_VERSION"] == "3"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "GPU-8f6e0c1a"
+    assert "LOOKOUT_SHADOW_MODEL_PATH" not in env

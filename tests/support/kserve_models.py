@@ -21,6 +21,7 @@ With `--reference` it serves only `reference` (version "1"): the shipped referen
 as a shared reference pool would, for the sidecars' remote reference.
 
     python -m tests.support.kserve_models PORT [--gzip] [--grpc-port GRPC_PORT] [--reference]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 class OnnxDetector(kserve.Model):
-    def __init__(self, name: str, file: str, version: str) -> None:
+    def __init__(self, name: str, file: str, version: str, threads: int = 0) -> None:
         super().__init__(name)
-        self._file, self.version = file, version
+        self._file, self.version, self._threads = file, version, threads
         self.session: onnxruntime.InferenceSession | None = None
 
     def get_input_types(self) -> list[dict]:
@@ -67,7 +68,9 @@ class OnnxDetector(kserve.Model):
         return [{"name": "images", "datatype": "FP32", "shape": [-1, 3, size, size]}]
 
     def load(self) -> bool:
-        self.session = onnxruntime.InferenceSession(str(model_path(self._file)),
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self._threads  # 0: onnxruntime's default, every core
+        self.session = onnxruntime.InferenceSession(str(model_path(self._file)), options,
                                                     providers=["CPUExecutionProvider"])
         self.ready = True
         return self.ready
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--gzip", action="store_true")
     parser.add_argument("--grpc-port", type=int, default=0)
     parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.gzip:
@@ -172,7 +176,7 @@ def main() -> None:
     if args.reference:
         served = {REFERENCE_MODEL[0]: REFERENCE_MODEL}
     for name, (file, version) in served.items():
-        model = OnnxDetector(name, file, version)
+        model = OnnxDetector(name, file, version, args.threads)
         model.load()
         models.append(model)
     kserve.ModelServer(http_port=args.port, grpc_port=args.grpc_port or 8081,
