@@ -43,9 +43,10 @@ def _per_class(classes: np.ndarray) -> dict[int, int]:
     return dict(zip(ids.tolist(), counts.tolist(), strict=True))
 
 
-def match(primary: Detections, reference: Detections, iou_threshold: float = 0.5) -> Agreement:
-    """Class-aware greedy matching of `primary` against `reference`."""
-    primary_ids, reference_ids, ious_kept, gaps = [], [], [], []
+def _pairs(primary: Detections, reference: Detections, iou_threshold: float
+           ) -> tuple[list[int], list[int], list[float]]:
+    """Greedy COCO matching: indices of matched primary and reference boxes, and IoUs."""
+    primary_ids, reference_ids, ious_kept = [], [], []
     if len(primary) and len(reference):
         ious = box_iou(primary.boxes, reference.boxes)
         ious[primary.classes[:, None] != reference.classes[None, :]] = 0.0
@@ -55,15 +56,31 @@ def match(primary: Detections, reference: Detections, iou_threshold: float = 0.5
             r = int(candidates.argmax())
             if candidates[r] >= iou_threshold:
                 taken[r] = True
-                primary_ids.append(p)
+                primary_ids.append(int(p))
                 reference_ids.append(r)
-                ious_kept.append(candidates[r])
-        gaps = (primary.scores[primary_ids] - reference.scores[reference_ids]).tolist()
+                ious_kept.append(float(candidates[r]))
+    return primary_ids, reference_ids, ious_kept
+
+
+def match(primary: Detections, reference: Detections, iou_threshold: float = 0.5) -> Agreement:
+    """Class-aware greedy matching of `primary` against `reference`."""
+    primary_ids, reference_ids, ious_kept = _pairs(primary, reference, iou_threshold)
+    gaps = (primary.scores[primary_ids] - reference.scores[reference_ids]).tolist() \
+        if primary_ids else []
     matched_classes = primary.classes[primary_ids] if primary_ids else np.zeros(0, np.int64)
     return Agreement(
         _per_class(primary.classes), _per_class(reference.classes), _per_class(matched_classes),
         np.asarray(ious_kept, np.float32), np.asarray(gaps, np.float32),
     )
+
+
+def matched_mask(detections: Detections, other: Detections,
+                 iou_threshold: float = 0.5) -> np.ndarray:
+    """Which boxes of `detections` `other` has a same-class box for (matched as above)."""
+    found, _, _ = _pairs(detections, other, iou_threshold)
+    mask = np.zeros(len(detections), bool)
+    mask[found] = True
+    return mask
 
 
 def flip_horizontally(detections: Detections, image_width: float) -> Detections:
