@@ -142,6 +142,16 @@ def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
                 "No sidecar reports a loaded reference model: shadow evaluation is off, not "
                 "configured, or the model failed to load (wrong sha256, corrupt file)."),
             OperationalAlert(
+                names.REFERENCE_OUT_OF_DISTRIBUTION,
+                f"min by (model) ({catalog.PROXY_TRUST.name}{{{model}}}) == 0",
+                "15m", "ticket",
+                "{{ $labels.model }}: reference model out of distribution, quality unknown",
+                "For 15 minutes the reference model has not behaved as on normal traffic "
+                "(boxes per image, confidence or flip consistency out of their band): the "
+                "precision and recall proxies cannot be believed, so the quality SLOs count "
+                "this time as unknown and burn no budget. The input itself has probably "
+                "changed (weather, a camera or pipeline fault); look at the frames."),
+            OperationalAlert(
                 names.SHADOW_STALLED,
                 f"sum by (model) (rate({shadow_ok}[15m])) == 0\n"
                 f"and on (model) sum by (model) "

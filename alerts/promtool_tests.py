@@ -26,7 +26,8 @@ from prometheus_client.utils import floatToGoString
 from lookout.alerts.rules import min_events, slo_labels
 from lookout.slo import catalog
 from lookout.slo.burn import CounterSample, evaluate_tiers
-from lookout.slo.names import BURN_ALERTS, ERROR_RATIO
+from lookout.slo.names import BURN_ALERTS, ERROR_RATIO, REFERENCE_OUT_OF_DISTRIBUTION
+from lookout.slo.sli import QUALITY_DENOMINATORS
 from lookout.slo.spec import SLO, Kind, ServiceSpec
 
 CLEAN_MINUTES = 360  # history before a burn starts: fills the 6h window
@@ -218,11 +219,54 @@ def _exact_ratio(spec: ServiceSpec, slo: SLO) -> dict[str, Any]:
     }
 
 
-def promtool_tests(spec: ServiceSpec, rule_file: str) -> dict[str, Any]:
+def _untrusted_burn(spec: ServiceSpec, slo: SLO) -> dict[str, Any] | None:
+    """The fast burn of `_scenarios`, while the reference model is out of distribution:
+    the sidecar counts every box of the burn as untrusted and exports trust 0. No burn
+    alert may fire where the trusted burn does, and the out-of-distribution ticket does."""
+    budget = slo.budget
+    fast = min(15.0, 0.95 / budget)
+    bad_rate = TRAFFIC * budget * fast
+    burn = Scenario(spec, slo, [(TRAFFIC, CLEAN_MINUTES), (TRAFFIC - bad_rate, 240)],
+                    [(0.0, CLEAN_MINUTES), (bad_rate, 240)])
+    fire = _first_fire(burn, CLEAN_MINUTES)
+    if fire is None:
+        return None
+    denominator = QUALITY_DENOMINATORS[slo.proxy or "precision"][1]
+    version = spec.version or "v1"
+    base = f'model="{spec.model}",version="{version}"'
+    total = [g + b for g, b in zip(burn.good, burn.bad, strict=True)]
+
+    def since_burn(values: list[float]) -> str:
+        return _notation([max(0.0, v - values[CLEAN_MINUTES]) if i >= CLEAN_MINUTES else 0.0
+                          for i, v in enumerate(values)])
+
+    untrusted = catalog.SHADOW_UNTRUSTED.sample_name
+    series = [*_series(spec, slo, burn.good, burn.bad),
+              {"series": f'{untrusted}{{{base},count="matched"}}', "values": since_burn(burn.good)},
+              {"series": f'{untrusted}{{{base},count="{denominator}"}}',
+               "values": since_burn(total)},
+              {"series": f"{catalog.PROXY_TRUST.name}{{{base}}}",
+               "values": f"1+0x{CLEAN_MINUTES} 0+0x240"}]
+    minute = CLEAN_MINUTES + int((fire - CLEAN_MINUTES) * 1.15) + 20
+    burning = f'ALERTS{{alertname="{BURN_ALERTS[slo.kind]}",slo="{slo.name}",' \
+              f'alertstate="firing"}}'
+    unknown = f'count(ALERTS{{alertname="{REFERENCE_OUT_OF_DISTRIBUTION}",' \
+              f'model="{spec.model}",alertstate="firing"}})'
+    return {"name": f"{slo.name}: the same burn while the reference is out of distribution "
+                    f"burns nothing and opens the quality-unknown ticket",
+            "interval": "1m", "input_series": series,
+            "promql_expr_test": [{"expr": burning, "eval_time": f"{minute}m", "exp_samples": []},
+                                 {"expr": unknown, "eval_time": f"{minute}m",
+                                  "exp_samples": [{"labels": "{}", "value": 1}]}]}
+
+
+def promtool_tests(spec: ServiceSpec, rule_files: list[str]) -> dict[str, Any]:
     """Each model's scenarios on its own series: the other models' rules see no data."""
     tests = [test for one in map(spec.for_model, spec.all_models) for slo in one.slos
              if slo.kind is not Kind.RATIO for test in _scenarios(one, slo)]
-    return {"rule_files": [rule_file], "evaluation_interval": "1m", "tests": tests}
+    tests += [test for one in map(spec.for_model, spec.all_models) for slo in one.slos
+              if slo.kind is Kind.QUALITY and (test := _untrusted_burn(one, slo)) is not None]
+    return {"rule_files": rule_files, "evaluation_interval": "1m", "tests": tests}
 
 
 

@@ -43,8 +43,9 @@ from lookout.lookout_demo.field_conditions import FIELD_CONDITIONS, NEGATIVE_CON
 from lookout.lookout_demo.perturbations import PERTURBATIONS, perturb
 from lookout.lookout_demo.scenes import Scene, generate_scene
 from lookout.shadow_eval.boxes import Detections
-from lookout.shadow_eval.matching import flip_horizontally, match, matched_mask
+from lookout.shadow_eval.matching import match
 from lookout.shadow_eval.runner import OnnxDetector
+from lookout.shadow_eval.trust import TrustBand, WindowTally, confirmed
 
 SEVERITIES = (0.2, 0.4, 0.6, 0.8, 1.0)
 HELD_OUT_SEED = 2_000_000
@@ -78,44 +79,33 @@ def image_rows(images: list[Scene], primary: OnnxDetector, reference: OnnxDetect
             known = scene.classes >= 0
             truth = Detections.from_arrays(scene.boxes[known], np.ones(int(known.sum())),
                                            scene.classes[known])
-            width = scene.image.shape[1]
-            stable = matched_mask(pseudo, flip_horizontally(again, width), IOU)
-            sure_mask = (pseudo.scores >= floor) & stable
-            sure = Detections(pseudo.boxes[sure_mask], pseudo.scores[sure_mask],
-                              pseudo.classes[sure_mask])
+            sure, survived = confirmed(pseudo, again, scene.image.shape[1], floor, IOU)
             rows.append((match(found, pseudo, IOU).matched, len(found), len(pseudo),
                          match(found, truth, IOU).matched, len(truth), len(sure),
-                         match(found, sure, IOU).matched, int(stable.sum()), len(again),
+                         match(found, sure, IOU).matched, survived, len(again),
                          float(pseudo.scores.sum())))
     return np.asarray(rows, dtype=float)
 
 
 def window_statistics(rows: np.ndarray, window: int) -> np.ndarray:
-    """Per window of images: reference boxes per image, their mean confidence, and the
-    reference's flip consistency."""
-    stats_ = []
+    """Per window of images, the sidecar's trust statistics (shadow_eval.trust): the
+    reference's boxes per image, their mean confidence, its flip consistency."""
+    windows = []
     for start in range(0, len(rows) - window + 1, window):
-        part = rows[start:start + window].sum(axis=0)
-        boxes = part[REFERENCE] / window
-        confidence = part[SCORE_SUM] / part[REFERENCE] if part[REFERENCE] else 0.0
-        both = part[REFERENCE] + part[FLIPPED]
-        consistency = 2 * part[FLIP_AGREED] / both if both else 1.0
-        stats_.append((boxes, confidence, consistency))
-    return np.asarray(stats_)
+        tally = WindowTally()
+        for row in rows[start:start + window]:
+            tally.images += 1
+            tally.boxes += int(row[REFERENCE])
+            tally.score_sum += row[SCORE_SUM]
+            tally.flip_images += 1
+            tally.flip_boxes += int(row[REFERENCE] + row[FLIPPED])
+            tally.flip_agreed += 2 * int(row[FLIP_AGREED])
+        windows.append(tally.statistics())
+    return np.asarray(windows)
 
 
-@dataclass
-class TrustBand:
-    low: np.ndarray
-    high: np.ndarray
-
-    @classmethod
-    def calibrate(cls, clean: np.ndarray, margin: float) -> TrustBand:
-        spread = clean.max(axis=0) - clean.min(axis=0)
-        return cls(clean.min(axis=0) - margin * spread, clean.max(axis=0) + margin * spread)
-
-    def trusted(self, windows: np.ndarray) -> np.ndarray:
-        return np.all((windows >= self.low) & (windows <= self.high), axis=1)
+def trusted_windows(band: TrustBand, windows: np.ndarray) -> np.ndarray:
+    return np.array([not band.reasons(statistics) for statistics in windows])
 
 
 @dataclass
@@ -154,7 +144,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=60, help="scenes per condition")
     parser.add_argument("--window", type=int, default=20, help="images per trust window")
-    parser.add_argument("--floor", type=float, default=0.5,
+    parser.add_argument("--floor", type=float, default=0.35,
                         help="reference confidence the robust recall proxy counts from")
     parser.add_argument("--margin", type=float, default=0.25)
     parser.add_argument("--calibration", type=int, default=400, help="clean scenes")
@@ -163,7 +153,7 @@ def main() -> int:
     primary, reference = outcomes.detectors()
     started = time.monotonic()
     calibration = [generate_scene(CALIBRATION_SEED + i) for i in range(args.calibration)]
-    band = TrustBand.calibrate(window_statistics(
+    band = TrustBand.learn(window_statistics(
         image_rows(calibration, primary, reference, args.floor), args.window), args.margin)
     scenes = [generate_scene(HELD_OUT_SEED + i) for i in range(args.scenes)]
     conditions = [("clean", 0.0)] + [(k, s) for k in (*PERTURBATIONS, *FIELD_CONDITIONS)
@@ -176,7 +166,7 @@ def main() -> int:
         rows = image_rows(condition_scenes(kind, severity, scenes), primary, reference,
                           args.floor)
         result = Result.of(kind, severity, rows,
-                           band.trusted(window_statistics(rows, args.window)))
+                           trusted_windows(band, window_statistics(rows, args.window)))
         results.append(result)
         print(f"| {kind} | {severity:.1f} | {result.precision:.3f} | "
               f"{result.precision_proxy:.3f} | {result.recall:.3f} | "

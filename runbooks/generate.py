@@ -218,6 +218,26 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
              "a remote reference (`shadow_reference_url`) never reached: the sidecar logs "
              "`remote reference not usable yet` with what the server answered"),
             ("read the sidecar's log line `shadow evaluation disabled: ...`",)),
+        names.REFERENCE_OUT_OF_DISTRIBUTION: Guide(
+            "The reference model is out of its normal behaviour, so the quality proxies "
+            "are unknown: the quality SLOs stop burning budget until it is back.",
+            (f"{catalog.PROXY_DISTRUST.name}{{{sel}}} == 1",
+             f"sum by (count) (rate({catalog.SHADOW_UNTRUSTED.sample_name}{{{sel}}}[1h]))",
+             f"max by (feature) ({catalog.DRIFT_ALARM.name}{{{sel}}})",
+             samples.replace("--strategy error", "--strategy disagreement")),
+            ("`reference_boxes` up: the reference reports boxes that are not there — rain, "
+             "snow, sensor noise, busy textures (the robust recall proxy, which counts only "
+             "flip-confirmed boxes, is the better reading meanwhile)",
+             "`reference_confidence` down: dark, fogged or washed-out frames",
+             "`reference_flip_consistency` down: interlacing, banding, compression damage",
+             "a new camera or site whose normal differs from the band learnt at start-up"),
+            ("look at the frames in the gallery and the drift alarms: fix the camera or the "
+             "pipeline if the input is broken",
+             "if the new input is the new normal, restart the sidecars so the band is learnt "
+             "again (and refresh the drift baseline)",
+             "judge the primary by the precision proxy and the robust recall proxy "
+             f"({catalog.SHADOW_CONFIRMED_MATCHED_BOXES.name} / "
+             f"{catalog.SHADOW_CONFIRMED_REFERENCE_BOXES.name}) until trust is back")),
         names.SHADOW_STALLED: Guide(
             "Traffic flows, but nothing is shadow-evaluated.",
             (f"sum by (outcome) (rate({catalog.SHADOW_EVALUATIONS.sample_name}[15m]))",),

@@ -379,6 +379,20 @@ class Config:
                                         "confidence threshold for the reference model's boxes")
     flip_share: float = _opt(0.0, parse_ratio, "share of shadow samples also checked for flip "
                              "consistency with the primary model at model_path")
+    reference_flip_share: float = _opt(0.25, parse_ratio, "share of shadow samples the "
+                                       "reference also sees mirrored: its boxes that "
+                                       "survive count for the robust recall proxy and its "
+                                       "flip consistency for the trust signal")
+    shadow_recall_floor: float = _opt(0.35, parse_ratio, "reference confidence from which "
+                                      "a flip-confirmed box counts for the robust recall "
+                                      "proxy")
+    proxy_trust_window: int = _opt(20, _positive(int), "evaluated images per window of the "
+                                   "proxy trust signal")
+    proxy_trust_baseline_windows: int = _opt(20, _positive(int), "first windows whose "
+                                             "reference behaviour is the normal band")
+    proxy_trust_margin: float = _opt(0.25, _positive(float), "how far beyond the normal "
+                                     "band, as a share of its width, a window may go and "
+                                     "stay trusted")
     drift: bool = _opt(True, parse_bool, "compute input/output features and test for drift")
     drift_sample_share: float = _opt(1.0, parse_ratio, "share of analysed images whose "
                                      "features feed the drift detector")

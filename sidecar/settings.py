@@ -112,6 +112,11 @@ class ShadowSettings:
     shadow_iou_threshold: float
     shadow_conf_threshold: float
     flip_share: float
+    reference_flip_share: float
+    shadow_recall_floor: float
+    proxy_trust_window: int
+    proxy_trust_baseline_windows: int
+    proxy_trust_margin: float
 
 
 @dataclass(frozen=True, slots=True)

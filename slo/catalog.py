@@ -161,6 +161,36 @@ FLIP_MATCHED_BOXES = MetricSpec(
     "Boxes found on both views of a flip-tested image; flip consistency = "
     "2 x matched / (original + flipped).", _MV,
 )
+SHADOW_CONFIRMED_REFERENCE_BOXES = MetricSpec(
+    "lookout_shadow_confirmed_reference_boxes", MetricType.COUNTER,
+    "Reference boxes of flip-checked images that the reference is sure of: confidence at "
+    "least shadow_recall_floor and found again on the mirrored frame. Robust recall proxy "
+    "= confirmed matched / confirmed reference boxes.", _MVC,
+)
+SHADOW_CONFIRMED_MATCHED_BOXES = MetricSpec(
+    "lookout_shadow_confirmed_matched_boxes", MetricType.COUNTER,
+    "Primary boxes matched to a confirmed reference box (the robust recall proxy's "
+    "numerator).", _MVC,
+)
+PROXY_TRUST = MetricSpec(
+    "lookout_proxy_trust", MetricType.GAUGE,
+    "1 while the reference model behaves as it did on the pod's normal traffic (boxes per "
+    "image, confidence, flip consistency), 0 when the last window left that band: the "
+    "proxies are then not to be believed. Absent while the band is learnt.", _MV,
+)
+PROXY_DISTRUST = MetricSpec(
+    "lookout_proxy_distrust", MetricType.GAUGE,
+    "1 while this reason makes the last window's proxies untrustworthy (reason: "
+    "reference_boxes, reference_confidence, reference_flip_consistency), else 0.",
+    (*_MV, "reason"),
+)
+SHADOW_UNTRUSTED = MetricSpec(
+    "lookout_shadow_untrusted", MetricType.COUNTER,
+    "What was evaluated in windows whose proxies are not to be believed (count: images, "
+    "primary, reference, matched, confirmed_reference, confirmed_matched boxes): the "
+    "quality SLOs subtract it, so time the reference is out of its distribution burns "
+    "no budget and counts as unknown.", (*_MV, "count"),
+)
 SHADOW_DURATION = MetricSpec(
     "lookout_shadow_duration_seconds", MetricType.HISTOGRAM,
     "Reference-model inference time per evaluated image.", _MV, SHADOW_DURATION_BUCKETS,
@@ -290,7 +320,8 @@ ALL: tuple[MetricSpec, ...] = (
     OBSERVATIONS, PARSE_FAILURES,
     SHADOW_PRIMARY_BOXES, SHADOW_REFERENCE_BOXES, SHADOW_MATCHED_BOXES,
     SHADOW_EVALUATIONS, SHADOW_DURATION, SHADOW_MATCH_IOU, SHADOW_CONFIDENCE_GAP,
-    FLIP_BOXES, FLIP_MATCHED_BOXES,
+    FLIP_BOXES, FLIP_MATCHED_BOXES, SHADOW_CONFIRMED_REFERENCE_BOXES,
+    SHADOW_CONFIRMED_MATCHED_BOXES, PROXY_TRUST, PROXY_DISTRUST, SHADOW_UNTRUSTED,
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
     QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, UPSTREAM_UP,

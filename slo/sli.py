@@ -51,6 +51,31 @@ def _ratio(queries: RatioQueries, window: str) -> SLIQueries:
     return SLIQueries(error, events)
 
 
+def trusted(function: str, metric: catalog.MetricSpec, count: str, selector: str,
+            window: str, numerator: bool = False) -> str:
+    """A proxy counter less what windows of low trust counted of it: time the reference
+    model was out of its distribution burns no budget (it is unknown, not bad). A
+    numerator never seen is 0; a denominator never seen leaves no ratio at all."""
+    untrusted = zero_if_absent(summed(function, catalog.SHADOW_UNTRUSTED.sample_name,
+                                      f'{selector},count="{count}"', window))
+    counted = summed(function, metric.sample_name, selector, window)
+    return f"({zero_if_absent(counted) if numerator else counted} - {untrusted})"
+
+
+QUALITY_DENOMINATORS = {"precision": (catalog.SHADOW_PRIMARY_BOXES, "primary"),
+                        "recall": (catalog.SHADOW_REFERENCE_BOXES, "reference")}
+
+
+def _quality(slo: SLO, selector: str, window: str) -> SLIQueries:
+    metric, count = QUALITY_DENOMINATORS[slo.proxy or "precision"]
+    matched = trusted("rate", catalog.SHADOW_MATCHED_BOXES, "matched", selector, window,
+                      numerator=True)
+    total = trusted("rate", metric, count, selector, window)
+    # all of the window untrusted: 0 / 0, no ratio, no burn
+    return SLIQueries(f"1 - {matched} / {total}",
+                      trusted("increase", metric, count, selector, window))
+
+
 def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:
     """The error ratio of `slo` over `window` (a Prometheus duration)."""
     selector = spec.selector(slo.route)
@@ -71,12 +96,7 @@ def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:
                           f"sum(increase({catalog.REQUEST_DURATION.count_name}{{{selector}}}"
                           f"[{window}]))")
     if slo.kind is Kind.QUALITY:
-        denominator = (catalog.SHADOW_PRIMARY_BOXES if slo.proxy == "precision"
-                       else catalog.SHADOW_REFERENCE_BOXES).sample_name
-        matched = _rate_or_zero(catalog.SHADOW_MATCHED_BOXES.sample_name, selector, window)
-        total = _rate(denominator, selector, window)
-        return SLIQueries(f"1 - {matched} / {total}",
-                          f"sum(increase({denominator}{{{selector}}}[{window}]))")
+        return _quality(slo, selector, window)
     if slo.kind is Kind.DRIFT:
         alarm = f"max({catalog.DRIFT_ALARM.name}{{{selector}}})"
         return SLIQueries(f"avg_over_time({alarm}[{window}:{DRIFT_SLICE}])",

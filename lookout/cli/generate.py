@@ -54,7 +54,7 @@ def artefacts(spec: Any) -> dict[str, str]:
     files = {
         RULES: dump({"groups": slo_rule_groups(spec)}),
         OPERATIONAL: dump({"groups": [operational_rule_group(spec)]}),
-        RULE_TESTS: dump(promtool_tests(spec, Path(RULES).name)),
+        RULE_TESTS: dump(promtool_tests(spec, [Path(RULES).name, Path(OPERATIONAL).name])),
         ALERTMANAGER: dump(alertmanager_config(spec)),
     }
     files.update({f"runbooks/{name}": text for name, text in runbooks(spec).items()})

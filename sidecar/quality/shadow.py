@@ -40,6 +40,7 @@ from lookout.shadow_eval.decode import DecodeSettings
 from lookout.shadow_eval.letterbox import Letterbox
 from lookout.shadow_eval.matching import Agreement, flip_horizontally, match
 from lookout.shadow_eval.runner import ModelLoadError, OnnxDetector, YoloDetector
+from lookout.shadow_eval.trust import confirmed
 from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
 from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.pipeline.inputs import InputImage
@@ -50,6 +51,7 @@ from lookout.sidecar.quality.remote_reference import (
     RemoteDetector,
     RetryBackoff,
 )
+from lookout.sidecar.quality.trust import ProxyTrust
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -92,6 +94,7 @@ class ShadowSample:
     primary: Detections
     flip: bool
     analysis: Analysis | None = None  # passed on to the next stages with the result
+    reference_flip: bool = False  # the reference also sees it mirrored (robust recall, trust)
 
 
 @dataclass(slots=True)
@@ -134,6 +137,8 @@ class ShadowEvaluator:
         self._budget = budget or ComputeBudget(config.shadow_rate, config.shadow_burst,
                                                config.shadow_max_busy_share)
         self._random = random.Random(seed)
+        self._flip_random = random.Random(None if seed is None else seed + 1)
+        self.trust = ProxyTrust(config, metrics)
         self._queue: queue.Queue[ShadowSample | None] = queue.Queue(config.shadow_queue_size)
         self._thread = threading.Thread(target=self._run, name="lookout-shadow", daemon=True)
         self.state = State.LOADING
@@ -182,9 +187,10 @@ class ShadowEvaluator:
             self._outcomes[ShadowOutcome.OVER_BUDGET].inc()
             return False
         flip = self.primary is not None and self._random.random() < self._config.flip_share
+        mirrored = self._flip_random.random() < self._config.reference_flip_share
         try:
             self._queue.put_nowait(ShadowSample(analysis.image, analysis.detections, flip,
-                                                analysis))
+                                                analysis, mirrored))
         except queue.Full:
             self._outcomes[ShadowOutcome.DROPPED].inc()
             self._metrics.queue_dropped(SHADOW_QUEUE)
@@ -375,17 +381,25 @@ class ShadowEvaluator:
         assert self.reference is not None
         if prepared.tensor is None:
             return []
+        # the reference's mirror views ride in the same run: the letterboxed tensor
+        # mirrored is the mirrored frame letterboxed
+        mirrored = [i for i, sample in enumerate(prepared.samples) if sample.reference_flip]
+        tensor = np.concatenate([prepared.tensor, prepared.tensor[mirrored, :, :, ::-1]]) \
+            if mirrored else prepared.tensor
         started = time.perf_counter()
         try:
-            heads = self.reference.run(prepared.tensor)
+            heads = self.reference.run(np.ascontiguousarray(tensor))
         finally:
             self._budget.spent(time.perf_counter() - started)
         self._backoff.succeeded()
-        found = self.reference.decode(heads, prepared.geometries)
+        count = len(prepared.samples)
+        found = self.reference.decode(heads[:count], prepared.geometries)
+        views = dict(zip(mirrored, self.reference.decode(
+            heads[count:], [prepared.geometries[i] for i in mirrored]), strict=True))
         elapsed = time.perf_counter() - started
         agreements = []
-        for sample, detections, scale in zip(prepared.samples, found, prepared.scales,
-                                             strict=True):
+        for index, (sample, detections, scale) in enumerate(zip(
+                prepared.samples, found, prepared.scales, strict=True)):
             self._duration.observe(elapsed / len(found))
             reference = Detections(detections.boxes * scale, detections.scores,
                                    detections.classes)
@@ -394,6 +408,8 @@ class ShadowEvaluator:
                                                      self.reference.names))
             agreement = match(primary, reference, self._config.shadow_iou_threshold)
             self._record(agreement)
+            self._judge_reference(agreement, primary, detections, views.get(index), scale,
+                                  prepared.pixels[index].shape[1])
             agreements.append(agreement)
             if sample.analysis is not None and self.listeners:
                 labelled = replace(
@@ -404,6 +420,29 @@ class ShadowEvaluator:
                 self._check_flip(rgb)
         self.evaluated += len(found)
         return agreements
+
+    def _judge_reference(self, agreement: Agreement, primary: Detections,
+                         detections: Detections, mirrored: Detections | None, scale: float,
+                         width: int) -> None:
+        """The robust recall counters and the trust signal, from the reference's own
+        boxes (in decoded-image pixels) and, when it saw the frame mirrored, those."""
+        counts = {"primary": agreement.primary, "reference": agreement.reference,
+                  "matched": agreement.matched}
+        if mirrored is None:
+            self.trust.observe(detections.scores, None, counts)
+            return
+        sure, survived = confirmed(detections, mirrored, width,
+                                   self._config.shadow_recall_floor,
+                                   self._config.shadow_iou_threshold)
+        sure = Detections(sure.boxes * scale, sure.scores, sure.classes)
+        robust = match(primary, sure, self._config.shadow_iou_threshold)
+        for index, per_class in ((3, robust.reference_per_class),
+                                 (4, robust.matched_per_class)):
+            for class_id, boxes in per_class.items():
+                self._labels_for(class_id)[index].inc(boxes)
+        counts.update(confirmed_reference=robust.reference, confirmed_matched=robust.matched)
+        self.trust.observe(detections.scores, (len(detections), len(mirrored), survived),
+                           counts)
 
     def evaluate(self, batch: Sequence[ShadowSample]) -> list[Agreement]:
         """One micro-batch start to end, in the calling thread."""
@@ -417,7 +456,8 @@ class ShadowEvaluator:
             labels = (self._config.model_name, self._config.model_version, label)
             counters = tuple(self._metrics[spec].labels(*labels) for spec in (
                 catalog.SHADOW_PRIMARY_BOXES, catalog.SHADOW_REFERENCE_BOXES,
-                catalog.SHADOW_MATCHED_BOXES))
+                catalog.SHADOW_MATCHED_BOXES, catalog.SHADOW_CONFIRMED_REFERENCE_BOXES,
+                catalog.SHADOW_CONFIRMED_MATCHED_BOXES))
             self._class_counters[label] = counters
         return counters
 

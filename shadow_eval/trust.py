@@ -1,0 +1,127 @@
+"""When the reference model itself cannot be believed.
+
+The proxies treat the reference's boxes as the truth, so they are only as good as the
+reference is on the images at hand. Rain, snow, impulse noise and busy textures make a
+detector report boxes that are not there; the recall proxy then falls while the
+primary is fine (bench/quality.py measures it). What gives this away without labels is
+the reference's own behaviour: how many boxes it reports per image, how sure it is of
+them, and whether its boxes survive a mirror image of the frame. Each window of
+evaluated images is summarised by those three numbers and compared with the band the
+first windows (the pod's normal traffic) spanned, widened by a margin of that band.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from lookout.shadow_eval.boxes import Detections
+from lookout.shadow_eval.matching import flip_horizontally, matched_mask
+
+
+class Distrust(StrEnum):
+    """Why a window's proxies are not to be believed."""
+
+    BOXES = "reference_boxes"  # boxes per image outside the normal band
+    CONFIDENCE = "reference_confidence"  # mean confidence outside it
+    FLIP = "reference_flip_consistency"  # its boxes do not survive their own flip
+
+
+STATISTICS = (Distrust.BOXES, Distrust.CONFIDENCE, Distrust.FLIP)
+
+
+@dataclass(slots=True)
+class WindowTally:
+    """What one window of evaluated images saw of the reference."""
+
+    images: int = 0
+    boxes: int = 0
+    score_sum: float = 0.0
+    flip_images: int = 0
+    flip_boxes: int = 0  # on the original and the mirrored view, flip-checked images only
+    flip_agreed: int = 0  # boxes found on both views, counted on each
+
+    def add(self, scores: np.ndarray, flip: tuple[int, int, int] | None = None) -> None:
+        """One image's reference confidences; for a flip-checked image (boxes on the
+        original, boxes on the mirror, boxes of the original found on the mirror)."""
+        self.images += 1
+        self.boxes += int(scores.size)
+        self.score_sum += float(scores.sum())
+        if flip is not None:
+            original, mirrored, agreed = flip
+            self.flip_images += 1
+            self.flip_boxes += original + mirrored
+            self.flip_agreed += 2 * agreed
+
+    def statistics(self) -> np.ndarray:
+        """Boxes per image, mean confidence, flip consistency (NaN: nothing to say)."""
+        return np.array([
+            self.boxes / self.images if self.images else np.nan,
+            self.score_sum / self.boxes if self.boxes else np.nan,
+            self.flip_agreed / self.flip_boxes if self.flip_boxes else np.nan,
+        ])
+
+
+@dataclass(slots=True)
+class TrustBand:
+    """The normal range of each statistic, learnt from windows of normal traffic."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def learn(cls, windows: np.ndarray, margin: float) -> TrustBand:
+        with warnings.catch_warnings():  # a statistic never seen (no flip checks): NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanmin(windows, axis=0), np.nanmax(windows, axis=0)
+        # a statistic that never moved still gets rounding room
+        spread = np.maximum(np.nan_to_num(high - low), 1e-6 * np.abs(np.nan_to_num(high)))
+        return cls(low - margin * spread, high + margin * spread)
+
+    def reasons(self, statistics: np.ndarray) -> list[Distrust]:
+        """The statistics outside the band; a NaN (no flip-checked image) says nothing.
+        A band that could not be learnt (NaN) judges nothing either."""
+        with np.errstate(invalid="ignore"):
+            outside = (statistics < self.low) | (statistics > self.high)
+        return [reason for reason, off in zip(STATISTICS, outside, strict=True) if off]
+
+
+@dataclass(slots=True)
+class TrustJudge:
+    """Windows in, a verdict per window out: learning first, then judging."""
+
+    window: int
+    baseline_windows: int
+    margin: float
+    band: TrustBand | None = None
+    current: WindowTally = field(default_factory=WindowTally)
+    _learnt: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, scores: np.ndarray, flip: tuple[int, int, int] | None = None
+            ) -> list[Distrust] | None:
+        """One evaluated image. At the end of a judged window, its reasons for distrust
+        (empty: trusted); otherwise None."""
+        self.current.add(scores, flip)
+        if self.current.images < self.window:
+            return None
+        statistics, self.current = self.current.statistics(), WindowTally()
+        if self.band is None:
+            self._learnt.append(statistics)
+            if len(self._learnt) >= self.baseline_windows:
+                self.band = TrustBand.learn(np.array(self._learnt), self.margin)
+            return None
+        return self.band.reasons(statistics)
+
+
+def confirmed(detections: Detections, mirrored: Detections, width: float, floor: float,
+              iou: float) -> tuple[Detections, int]:
+    """The boxes of `detections` the reference is sure of — confidence at least `floor`
+    and found again in `mirrored` (its detections on the mirrored frame) — and how many
+    boxes survived the flip at all (for the flip consistency)."""
+    stable = matched_mask(detections, flip_horizontally(mirrored, width), iou)
+    keep = stable & (detections.scores >= floor)
+    return (Detections(detections.boxes[keep], detections.scores[keep],
+                       detections.classes[keep]), int(stable.sum()))

@@ -1,0 +1,71 @@
+"""The proxy trust signal in the sidecar: `shadow_eval.trust` judging the reference's
+own behaviour, window by window, into `lookout_proxy_trust` and the reason gauges that
+the quality SLO rules, the out-of-distribution alert and the canary judge read.
+
+Fed by the shadow worker thread, one call per evaluated image; nothing is exported
+until the band is learnt, so an absent series means "not judged yet", never "bad".
+What a window judged untrustworthy evaluated is added, once judged, to
+`lookout_shadow_untrusted_total`, which the quality SLO rules subtract: exact, per
+window, and summable across pods like every other counter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+
+from lookout.shadow_eval.trust import STATISTICS, Distrust, TrustJudge
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.settings import ShadowSettings
+from lookout.slo import catalog
+
+log = logging.getLogger(__name__)
+
+
+class ProxyTrust:
+    def __init__(self, config: ShadowSettings, metrics: SidecarMetrics) -> None:
+        self._judge = TrustJudge(config.proxy_trust_window,
+                                 config.proxy_trust_baseline_windows,
+                                 config.proxy_trust_margin)
+        self._labels = (config.model_name, config.model_version)
+        self._metrics = metrics
+        self._distrusted: list[Distrust] | None = None
+        self._window_counts: Counter[str] = Counter()
+        self.windows = 0  # judged windows; for tests
+
+    @property
+    def trusted(self) -> bool | None:
+        """The last judged window's verdict; None before the band is learnt."""
+        return None if self._distrusted is None else not self._distrusted
+
+    def observe(self, scores: np.ndarray, flip: tuple[int, int, int] | None = None,
+                counts: dict[str, int] | None = None) -> None:
+        """One evaluated image: the reference's confidences, for a flip-checked one
+        (boxes on the frame, on its mirror, found on both), and its box counts by the
+        names of `lookout_shadow_untrusted_total`'s `count` label."""
+        self._window_counts.update({"images": 1, **(counts or {})})
+        reasons = self._judge.add(scores, flip)
+        if reasons is None:
+            if self._judge.current.images == 0:  # a window ended, still learning
+                self._window_counts.clear()
+            return
+        if reasons:
+            for count, value in self._window_counts.items():
+                self._metrics[catalog.SHADOW_UNTRUSTED].labels(*self._labels, count).inc(value)
+        self._window_counts.clear()
+        self.windows += 1
+        if reasons != self._distrusted:
+            if reasons:
+                log.warning("the reference model is out of its normal behaviour (%s): the "
+                            "quality proxies are not to be believed",
+                            ", ".join(r.value for r in reasons))
+            elif self._distrusted:
+                log.info("the reference model behaves normally again: proxies trusted")
+        self._distrusted = reasons
+        # the series are made here, at the first verdict: absent until then
+        self._metrics[catalog.PROXY_TRUST].labels(*self._labels).set(0 if reasons else 1)
+        for reason in STATISTICS:
+            self._metrics[catalog.PROXY_DISTRUST].labels(*self._labels, reason.value).set(
+                1 if reason in reasons else 0)
