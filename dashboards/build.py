@@ -52,10 +52,22 @@ def _quantile(q: float, spec: catalog.MetricSpec) -> str:
             f"[{RATE}])))")
 
 
-def _proxy(denominator: catalog.MetricSpec, by: str = "") -> str:
+def _proxy(denominator: catalog.MetricSpec, by: str = "",
+           numerator: catalog.MetricSpec = catalog.SHADOW_MATCHED_BOXES) -> str:
     group = f" by ({by})" if by else ""
-    return (f"sum{group} ({_rate(catalog.SHADOW_MATCHED_BOXES)}) / "
-            f"sum{group} ({_rate(denominator)})")
+    return f"sum{group} ({_rate(numerator)}) / sum{group} ({_rate(denominator)})"
+
+
+def _robust_recall(by: str = "") -> str:
+    return _proxy(catalog.SHADOW_CONFIRMED_REFERENCE_BOXES, by,
+                  catalog.SHADOW_CONFIRMED_MATCHED_BOXES)
+
+
+def _unknown_share() -> str:
+    """Share of evaluated images in windows whose proxies were not to be believed."""
+    untrusted = _rate(catalog.SHADOW_UNTRUSTED, 'count="images"')
+    evaluated = _rate(catalog.SHADOW_EVALUATIONS, 'outcome="ok"')
+    return f"(sum ({untrusted}) or vector(0)) / sum ({evaluated})"
 
 
 def _version_annotation() -> dict[str, Any]:
@@ -132,7 +144,13 @@ def executive(spec: ServiceSpec) -> Dashboard:
         f'{SLO_SELECTOR}}}[1d])) or vector(0)', "{{severity}}")]))
     grid.add(timeseries("Precision and recall proxies", [
         (_proxy(catalog.SHADOW_PRIMARY_BOXES), "precision proxy"),
-        (_proxy(catalog.SHADOW_REFERENCE_BOXES), "recall proxy")], unit="percentunit"))
+        (_proxy(catalog.SHADOW_REFERENCE_BOXES), "recall proxy"),
+        (_robust_recall(), "robust recall proxy"),
+        (_unknown_share(), "quality unknown (reference out of distribution)")],
+        unit="percentunit",
+        description="Quality unknown: the share of shadow-evaluated images in windows where "
+                    "the reference model left its normal behaviour; the quality SLOs do not "
+                    "count them."))
     grid.add(timeseries("Drift alarms by feature", [(
         f"max by (feature) ({catalog.DRIFT_ALARM.name}{{{SELECTOR}}})", "{{feature}}")]))
     grid.add(timeseries("Cost proxy: GPU-seconds per 1k inferences", [(
@@ -225,6 +243,13 @@ def debug(spec: ServiceSpec) -> Dashboard:
         _proxy(catalog.SHADOW_PRIMARY_BOXES, "class"), "{{class}}")], unit="percentunit"))
     grid.add(timeseries("Recall proxy by class", [(
         _proxy(catalog.SHADOW_REFERENCE_BOXES, "class"), "{{class}}")], unit="percentunit"))
+    grid.add(timeseries("Robust recall proxy by class (flip-confirmed reference boxes)", [(
+        _robust_recall("class"), "{{class}}")], unit="percentunit"))
+    grid.add(timeseries("Proxy trust and why not", [
+        (f"min by (instance) ({catalog.PROXY_TRUST.name}{{{SELECTOR}}})", "trust {{instance}}"),
+        (f"max by (reason) ({catalog.PROXY_DISTRUST.name}{{{SELECTOR}}})", "{{reason}}")],
+        description="1: the reference behaves as on the traffic its band was learnt from. "
+                    "A reason at 1: that statistic of its last window left the band."))
     grid.add(heatmap("Box size (share of the frame)", (
         f"sum by (le) (rate({catalog.DETECTION_BOX_AREA.bucket_name}{{{SELECTOR}}}[{RATE}]))")))
     grid.add(timeseries("Drift statistic / threshold by feature", [(

@@ -85,11 +85,19 @@ def _timed_requests(selector: str, window: str) -> str:
     return _increase(catalog.REQUEST_DURATION.count_name, selector, window)
 
 
+def untrusted_interval(selector: str, window: str) -> str:
+    """Any moment of the interval with the proxies distrusted (the reference model out of
+    its distribution): such an interval has no proxy value, so it is no data to the
+    judge, never evidence either way."""
+    return f"min(min_over_time({catalog.PROXY_TRUST.name}{{{selector}}}[{window}])) == 0"
+
+
 def _proxy(denominator: catalog.MetricSpec) -> Query:
     def query(selector: str, window: str) -> str:
         matched = _increase(catalog.SHADOW_MATCHED_BOXES.sample_name, selector, window)
         boxes = _increase(denominator.sample_name, selector, window)
-        return f"{zero_if_absent(matched)} / {boxes}"
+        return (f"({zero_if_absent(matched)} / {boxes})\n"
+                f"unless on () ({untrusted_interval(selector, window)})")
     return query
 
 

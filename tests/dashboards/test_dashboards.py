@@ -97,7 +97,10 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
         path = tmp_path / Path(name).name
         path.write_text(files[name])
         rule_files.append(path)
-    stack = start_shadow_stack("yolo11n", "--sample-dir", str(tmp_path / "samples"))
+    stack = start_shadow_stack("yolo11n", "--sample-dir", str(tmp_path / "samples"),
+                               # the trust band learnt from 20 images: judged in this run
+                               "--proxy-trust-window", "5",
+                               "--proxy-trust-baseline-windows", "4")
     sidecar = stack.sidecar
     prometheus = PrometheusServer(binary, [f"127.0.0.1:{sidecar.admin_port}"], rule_files)
     try:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lookout.lookout_demo import outcomes
+from lookout.slo import catalog
 from lookout.slo.canary import ERROR_RATE, LATENCY_P95, PRECISION
 from lookout.slo.judge import (
     BurnCheck,
@@ -157,3 +158,45 @@ def test_a_far_worse_version_is_rejected_in_nearly_every_seeded_repeat(pools) ->
     assert outcomes.true_precision(pools["dark"]) < outcomes.true_precision(pools["clean"]) - 0.2
     verdicts = _verdicts(pools["clean"], pools["dark"], 300, 100, seed=8)
     assert verdicts.count(Outcome.WORSE) / len(verdicts) >= 0.95
+
+
+def test_intervals_of_low_trust_are_no_data_and_never_a_pass(tmp_path) -> None:
+    """The proxy query itself, in Prometheus' engine (promtool): it has a value where
+    trust is high and none where the interval saw trust 0; and a canary whose intervals
+    are all untrusted is judged nodata, which makes the verdict inconclusive."""
+    import subprocess
+
+    import yaml
+
+    from lookout.slo.canary import RECALL, version_selector
+    from tests.support.processes import require_tool
+
+    promtool = require_tool("promtool")
+    labels = 'model="m",version="2"'
+    query = PRECISION.value(version_selector("m", "2"), "1m")
+    (tmp_path / "empty.yaml").write_text("groups: []\n")
+    test = {"rule_files": ["empty.yaml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": f'{catalog.SHADOW_MATCHED_BOXES.sample_name}{{{labels},class="a"}}',
+             "values": "0+8x20"},
+            {"series": f'{catalog.SHADOW_PRIMARY_BOXES.sample_name}{{{labels},class="a"}}',
+             "values": "0+10x20"},
+            {"series": f"{catalog.PROXY_TRUST.name}{{{labels}}}",
+             "values": "1+0x9 0+0x2 1+0x8"}],
+        "promql_expr_test": [
+            {"expr": query, "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 0.8}]},
+            {"expr": query, "eval_time": "11m", "exp_samples": []},
+            {"expr": query, "eval_time": "18m", "exp_samples": [{"labels": "{}", "value": 0.8}]},
+        ]}]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run([promtool, "test", "rules", str(tmp_path / "test.yaml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    trusted = _series(np.full(30, 0.85))
+    untrusted = Series([float("nan")] * 30, [50.0] * 30)  # every interval without a value
+    judged = [judge_metric(metric, trusted, untrusted, SETTINGS) for metric in (PRECISION,
+                                                                                 RECALL)]
+    assert all(j.outcome is Outcome.NODATA for j in judged)
+    assert overall(judged, [], SETTINGS).verdict is Verdict.INCONCLUSIVE
