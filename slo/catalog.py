@@ -191,6 +191,13 @@ SHADOW_UNTRUSTED = MetricSpec(
     "quality SLOs subtract it, so time the reference is out of its distribution burns "
     "no budget and counts as unknown.", (*_MV, "count"),
 )
+SUSPECT_DETECTIONS = MetricSpec(
+    "lookout_suspect_detections", MetricType.COUNTER,
+    "Boxes both models agree on where both may be wrong alike (reason: border, "
+    "low_texture; drift_jump: an image's boxes while input drift is alarmed and its "
+    "detections jump); the `suspect` sampling strategy keeps such frames for review.",
+    (*_MV, "reason"),
+)
 SHADOW_DURATION = MetricSpec(
     "lookout_shadow_duration_seconds", MetricType.HISTOGRAM,
     "Reference-model inference time per evaluated image.", _MV, SHADOW_DURATION_BUCKETS,
@@ -322,6 +329,7 @@ ALL: tuple[MetricSpec, ...] = (
     SHADOW_EVALUATIONS, SHADOW_DURATION, SHADOW_MATCH_IOU, SHADOW_CONFIDENCE_GAP,
     FLIP_BOXES, FLIP_MATCHED_BOXES, SHADOW_CONFIRMED_REFERENCE_BOXES,
     SHADOW_CONFIRMED_MATCHED_BOXES, PROXY_TRUST, PROXY_DISTRUST, SHADOW_UNTRUSTED,
+    SUSPECT_DETECTIONS,
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
     QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, UPSTREAM_UP,

@@ -38,8 +38,9 @@ from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.budget import ComputeBudget
 from lookout.shadow_eval.decode import DecodeSettings
 from lookout.shadow_eval.letterbox import Letterbox
-from lookout.shadow_eval.matching import Agreement, flip_horizontally, match
+from lookout.shadow_eval.matching import Agreement, flip_horizontally, match, matched_mask
 from lookout.shadow_eval.runner import ModelLoadError, OnnxDetector, YoloDetector
+from lookout.shadow_eval.suspects import suspect_reasons
 from lookout.shadow_eval.trust import confirmed
 from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
 from lookout.sidecar.pipeline.images import decode_rgb
@@ -86,6 +87,7 @@ class ShadowResult:
 
     reference: Detections  # original-image pixels, class names filled in
     agreement: Agreement
+    suspects: tuple[str, ...] = ()  # why boxes both models found may be wrong alike
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,18 +410,36 @@ class ShadowEvaluator:
                                                      self.reference.names))
             agreement = match(primary, reference, self._config.shadow_iou_threshold)
             self._record(agreement)
+            suspects = self._suspects(primary, reference, scale, prepared.pixels[index])
             self._judge_reference(agreement, primary, detections, views.get(index), scale,
                                   prepared.pixels[index].shape[1])
             agreements.append(agreement)
             if sample.analysis is not None and self.listeners:
                 labelled = replace(
                     reference, names=tuple(reference.labels(self.reference.names)))
-                self._report(sample, ShadowResult(labelled, agreement))
+                self._report(sample, ShadowResult(labelled, agreement, suspects))
         for sample, rgb in zip(prepared.samples, prepared.pixels, strict=True):
             if sample.flip and self.primary is not None:
                 self._check_flip(rgb)
         self.evaluated += len(found)
         return agreements
+
+    def _suspects(self, primary: Detections, reference: Detections, scale: float,
+                  rgb: np.ndarray) -> tuple[str, ...]:
+        """Boxes both models found that sit where both may be wrong alike; counted."""
+        both = matched_mask(primary, reference, self._config.shadow_iou_threshold)
+        if not both.any():
+            return ()
+        agreed = Detections(primary.boxes[both] / scale, primary.scores[both],
+                            primary.classes[both])
+        found: dict[str, int] = {}
+        for reasons in suspect_reasons(agreed, rgb):
+            for reason in reasons:
+                found[reason] = found.get(reason, 0) + 1
+        for reason, boxes in found.items():
+            self._metrics[catalog.SUSPECT_DETECTIONS].labels(
+                self._config.model_name, self._config.model_version, reason).inc(boxes)
+        return tuple(found)
 
     def _judge_reference(self, agreement: Agreement, primary: Detections,
                          detections: Detections, mirrored: Detections | None, scale: float,

@@ -35,6 +35,7 @@ class Strategy(StrEnum):
     CLASSES = "classes"
     DISAGREEMENT = "disagreement"
     DRIFT = "drift"
+    SUSPECT = "suspect"  # boxes both models agree on where both may be wrong alike
 
 
 QUOTA_WINDOWS = {"per_minute": 60, "per_hour": 3600, "per_day": 86400}
@@ -49,6 +50,7 @@ _PARAMETERS: dict[Strategy, dict[str, tuple[type, bool]]] = {
     Strategy.CLASSES: {"names": (str, True)},
     Strategy.DISAGREEMENT: {"below": (float, True)},
     Strategy.DRIFT: {},
+    Strategy.SUSPECT: {},
 }
 
 DEFAULT_POLICY = (
@@ -56,6 +58,7 @@ DEFAULT_POLICY = (
     "slow seconds=1 per_minute=5 per_hour=60; "
     "disagreement below=0.5 per_minute=5 per_hour=60; "
     "drift per_minute=2 per_hour=30; "
+    "suspect per_minute=2 per_hour=30; "
     "close_to_threshold threshold=0.25 eps=0.02 per_minute=2 per_hour=20; "
     "random share=0.01 per_minute=5 per_hour=60 per_day=500"
 )
@@ -76,6 +79,7 @@ class Candidate:
     class_names: tuple[str, ...]  # the primary's class labels
     agreement: float | None = None  # with the reference model, when it evaluated the input
     drifting: bool = False  # a drift alarm is raised
+    suspects: tuple[str, ...] = ()  # why its agreed boxes may be a shared blind spot
 
 
 def agreement_score(primary: int, reference: int, matched: int) -> float:
@@ -117,6 +121,8 @@ class Rule:
                 return candidate.agreement is not None and candidate.agreement < float(p["below"])
             case Strategy.DRIFT:
                 return candidate.drifting
+            case Strategy.SUSPECT:
+                return bool(candidate.suspects)
         return False
 
 

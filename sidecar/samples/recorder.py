@@ -30,6 +30,7 @@ import numpy as np
 
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.features import feature_row
+from lookout.shadow_eval.suspects import DRIFT_JUMP
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import InputImage, image_format
 from lookout.sidecar.quality.drift import DriftMonitor
@@ -62,6 +63,8 @@ SAMPLE_QUEUE = "samples"
 FIRST_PAUSE = 1.0
 LONGEST_PAUSE = 60.0
 STOP_TIMEOUT = 5.0
+JUMP_FACTOR = 2.0  # detections per frame this many times the running mean (plus 2)
+JUMP_SMOOTHING = 0.05  # of the running mean of detections per frame
 
 
 class DropReason(StrEnum):
@@ -144,6 +147,7 @@ class SampleRecorder:
         # the models of a multi-model pod: their names, drift, rules and quotas
         self._models: dict[str, ModelSampling] = {}
         self._random = random.Random(seed)
+        self._mean_detections: dict[str, float] = {}  # per model, smoothed
         self._settings = ThumbnailSettings(config.sample_image_size, config.sample_format,
                                            config.sample_quality,
                                            frozenset(config.sample_pixelate_classes),
@@ -194,6 +198,18 @@ class SampleRecorder:
     def _model(self, name: str) -> ModelSampling:
         return self._models.get(name) or self._default
 
+    def _jumped(self, exchange: SampledExchange, count: int, drifting: bool) -> bool:
+        """Detections per frame well above this model's running mean while its input
+        drifts: a new kind of frame both models may be fooled by alike. Counted."""
+        mean = self._mean_detections.get(exchange.model)
+        self._mean_detections[exchange.model] = count if mean is None else \
+            (1 - JUMP_SMOOTHING) * mean + JUMP_SMOOTHING * count
+        if not drifting or mean is None or count < JUMP_FACTOR * mean + 2:
+            return False
+        self._metrics[catalog.SUSPECT_DETECTIONS].labels(
+            exchange.model, exchange.version, DRIFT_JUMP).inc(count)
+        return True
+
     def decide(self, exchange: SampledExchange, shadow: ShadowResult | None) -> None:
         detections = exchange.detections
         model = self._model(exchange.model)
@@ -201,11 +217,15 @@ class SampleRecorder:
         if shadow is not None:
             a = shadow.agreement
             agreement = agreement_score(a.primary, a.reference, a.matched)
+        drifting = model.drift is not None and model.drift.alarming
+        suspects = shadow.suspects if shadow is not None else ()
+        if detections is not None and self._jumped(exchange, len(detections), drifting):
+            suspects = (*suspects, DRIFT_JUMP)
         candidate = Candidate(
             exchange.status, exchange.parse_failed, exchange.latency,
             detections.scores if detections is not None else None,
             tuple(detections.labels(model.names)) if detections is not None else (),
-            agreement, model.drift is not None and model.drift.alarming)
+            agreement, drifting, suspects)
         decision = model.policy.decide(candidate, exchange.time)
         if decision.strategy is None:
             if decision.wanted:

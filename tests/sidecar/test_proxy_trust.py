@@ -90,3 +90,33 @@ def test_snow_makes_the_proxies_untrusted_and_the_robust_recall_holds(primary) -
             "model": "m", "version": "v", "count": "images"}) == WINDOW  # clean: not added
     finally:
         evaluator.close()
+
+
+def test_boxes_both_models_find_on_letterbox_bars_are_suspect_and_sampled(primary) -> None:
+    """Black bars at the frame's edges: both models find the same false boxes there (true
+    precision 0.12, the proxy 0.19 in bench/quality.py); agreement cannot tell, the
+    suspect counter and sampling rule can."""
+    from lookout.lookout_demo.field_conditions import letterbox_bars
+    from lookout.sidecar.samples.policy import Candidate, parse_policy
+
+    config = load_config({"model_name": "m", "model_version": "v",
+                          "shadow_model_path": str(model_path("reference"))}, env={})
+    metrics = SidecarMetrics("m", "v", process_metrics=False)
+    evaluator = ShadowEvaluator(of(ShadowSettings, config), metrics, CLASSES)
+    evaluator.start()
+    assert evaluator.wait_started(60)
+    scenes = [letterbox_bars(generate_scene(7000 + i), 1.0, np.random.default_rng(i))
+              for i in range(40)]
+    try:
+        evaluator.evaluate(_samples(scenes, primary))
+    finally:
+        evaluator.close()
+    suspect = {reason: metrics.registry.get_sample_value(
+        catalog.SUSPECT_DETECTIONS.sample_name, {"model": "m", "version": "v",
+                                                  "reason": reason}) or 0
+        for reason in ("low_texture", "border")}
+    assert suspect["border"] > 0, suspect
+    [rule] = parse_policy("suspect per_minute=10")
+    candidate = Candidate(200, False, 0.01, None, (), suspects=("low_texture",))
+    assert rule.matches(candidate, None) and not rule.matches(
+        Candidate(200, False, 0.01, None, ()), None)
