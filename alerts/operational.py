@@ -147,7 +147,7 @@ def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
                 "15m", "ticket",
                 "{{ $labels.model }}: reference model out of distribution, quality unknown",
                 "For 15 minutes the reference model has not behaved as on normal traffic "
-                "(boxes per image, confidence or flip consistency out of their band): the "
+                "(boxes per image or flip consistency out of their band): the "
                 "precision and recall proxies cannot be believed, so the quality SLOs count "
                 "this time as unknown and burn no budget. The input itself has probably "
                 "changed (weather, a camera or pipeline fault); look at the frames."),

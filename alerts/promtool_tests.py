@@ -27,7 +27,7 @@ from lookout.alerts.rules import min_events, slo_labels
 from lookout.slo import catalog
 from lookout.slo.burn import CounterSample, evaluate_tiers
 from lookout.slo.names import BURN_ALERTS, ERROR_RATIO, REFERENCE_OUT_OF_DISTRIBUTION
-from lookout.slo.sli import QUALITY_DENOMINATORS
+from lookout.slo.sli import QUALITY_PROXIES
 from lookout.slo.spec import SLO, Kind, ServiceSpec
 
 CLEAN_MINUTES = 360  # history before a burn starts: fills the 6h window
@@ -82,11 +82,10 @@ def _series(spec: ServiceSpec, slo: SLO, good: list[float],
                 {"series": f"{catalog.REQUEST_DURATION.count_name}{{{base}}}",
                  "values": _notation(total)}]
     base = f'model="{spec.model}",version="{version}",class="person"'
-    denominator = (catalog.SHADOW_PRIMARY_BOXES if slo.proxy == "precision"
-                   else catalog.SHADOW_REFERENCE_BOXES).sample_name
-    return [{"series": f"{catalog.SHADOW_MATCHED_BOXES.sample_name}{{{base}}}",
-             "values": _notation(good)},
-            {"series": f"{denominator}{{{base}}}", "values": _notation(total)}]
+    proxy = QUALITY_PROXIES[slo.proxy or "precision"]
+    return [{"series": f"{proxy.numerator.sample_name}{{{base}}}", "values": _notation(good)},
+            {"series": f"{proxy.denominator.sample_name}{{{base}}}",
+             "values": _notation(total)}]
 
 
 def _alarm_values(pattern: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
@@ -231,7 +230,7 @@ def _untrusted_burn(spec: ServiceSpec, slo: SLO) -> dict[str, Any] | None:
     fire = _first_fire(burn, CLEAN_MINUTES)
     if fire is None:
         return None
-    denominator = QUALITY_DENOMINATORS[slo.proxy or "precision"][1]
+    proxy = QUALITY_PROXIES[slo.proxy or "precision"]
     version = spec.version or "v1"
     base = f'model="{spec.model}",version="{version}"'
     total = [g + b for g, b in zip(burn.good, burn.bad, strict=True)]
@@ -242,8 +241,9 @@ def _untrusted_burn(spec: ServiceSpec, slo: SLO) -> dict[str, Any] | None:
 
     untrusted = catalog.SHADOW_UNTRUSTED.sample_name
     series = [*_series(spec, slo, burn.good, burn.bad),
-              {"series": f'{untrusted}{{{base},count="matched"}}', "values": since_burn(burn.good)},
-              {"series": f'{untrusted}{{{base},count="{denominator}"}}',
+              {"series": f'{untrusted}{{{base},count="{proxy.numerator_count}"}}',
+               "values": since_burn(burn.good)},
+              {"series": f'{untrusted}{{{base},count="{proxy.denominator_count}"}}',
                "values": since_burn(total)},
               {"series": f"{catalog.PROXY_TRUST.name}{{{base}}}",
                "values": f"1+0x{CLEAN_MINUTES} 0+0x240"}]

@@ -14,14 +14,15 @@ the ground truth, and the proxies, matching with the very function the sidecar u
   `--floor` and, where the reference also ran on the mirrored frame, found again there
   (a box that does not survive its own flip is not evidence).
 
-The trust signal is computed per window of `--window` images from the reference's own
-outputs — boxes per image, mean confidence and its flip consistency — against windows
-of clean calibration scenes (other seeds): a window whose statistic leaves the clean
-windows' range by more than `--margin` of that range is low trust. It prints Spearman
+The trust signal is the sidecar's (`shadow_eval.trust`), per window of `--window`
+images from the reference's own outputs — boxes per image and its flip consistency —
+against windows of clean calibration scenes (other seeds): a window whose boxes per
+image leave the clean windows' range, or whose flip consistency falls below it, by more
+than `--margin` of that range, is low trust. It prints Spearman
 rank correlation and mean absolute error of each proxy over all conditions, and over the
 conditions where trust is high, and which conditions are off by more than 0.2.
 
-    python bench/quality.py --scenes 60          # about 6 minutes on 2 CPU cores
+    python bench/quality.py --scenes 100 --json out.json   # about 7 minutes, 2 cores
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def summary(results: list[Result], truth: str, proxy: str) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=60, help="scenes per condition")
+    parser.add_argument("--scenes", type=int, default=100, help="scenes per condition")
     parser.add_argument("--window", type=int, default=20, help="images per trust window")
     parser.add_argument("--floor", type=float, default=0.35,
                         help="reference confidence the robust recall proxy counts from")

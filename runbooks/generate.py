@@ -228,7 +228,6 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
             ("`reference_boxes` up: the reference reports boxes that are not there — rain, "
              "snow, sensor noise, busy textures (the robust recall proxy, which counts only "
              "flip-confirmed boxes, is the better reading meanwhile)",
-             "`reference_confidence` down: dark, fogged or washed-out frames",
              "`reference_flip_consistency` down: interlacing, banding, compression damage",
              "a new camera or site whose normal differs from the band learnt at start-up"),
             ("look at the frames in the gallery and the drift alarms: fix the camera or the "

@@ -4,10 +4,15 @@ The proxies treat the reference's boxes as the truth, so they are only as good a
 reference is on the images at hand. Rain, snow, impulse noise and busy textures make a
 detector report boxes that are not there; the recall proxy then falls while the
 primary is fine (bench/quality.py measures it). What gives this away without labels is
-the reference's own behaviour: how many boxes it reports per image, how sure it is of
-them, and whether its boxes survive a mirror image of the frame. Each window of
-evaluated images is summarised by those three numbers and compared with the band the
-first windows (the pod's normal traffic) spanned, widened by a margin of that band.
+the reference's own behaviour: how many boxes it reports per image, and whether its
+boxes survive a mirror image of the frame. Each window of evaluated images is
+summarised by those numbers (and its mean confidence, reported but not judged) and
+compared with the band the first windows (the pod's normal traffic) spanned, widened by
+a margin of that band: boxes per image outside it either way, or a flip consistency
+below it, is distrust. A confidence that falls is not: on dark or fogged frames the
+reference is less sure but no less right about what it reports, and the proxies still
+track the truth there (bench/quality.py: judging confidence too left 63 of 121
+conditions trusted instead of 81, for no condition more caught).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ class Distrust(StrEnum):
     """Why a window's proxies are not to be believed."""
 
     BOXES = "reference_boxes"  # boxes per image outside the normal band
-    CONFIDENCE = "reference_confidence"  # mean confidence outside it
     FLIP = "reference_flip_consistency"  # its boxes do not survive their own flip
 
 
-STATISTICS = (Distrust.BOXES, Distrust.CONFIDENCE, Distrust.FLIP)
+# the reason, the column of WindowTally.statistics it reads, and which side distrusts
+JUDGED = ((Distrust.BOXES, 0, "both"), (Distrust.FLIP, 2, "low"))
+STATISTICS = tuple(reason for reason, _, _ in JUDGED)
 
 
 @dataclass(slots=True)
@@ -82,11 +88,15 @@ class TrustBand:
         return cls(low - margin * spread, high + margin * spread)
 
     def reasons(self, statistics: np.ndarray) -> list[Distrust]:
-        """The statistics outside the band; a NaN (no flip-checked image) says nothing.
-        A band that could not be learnt (NaN) judges nothing either."""
+        """The judged statistics outside the band; a NaN (no flip-checked image) says
+        nothing. A band that could not be learnt (NaN) judges nothing either."""
+        found = []
         with np.errstate(invalid="ignore"):
-            outside = (statistics < self.low) | (statistics > self.high)
-        return [reason for reason, off in zip(STATISTICS, outside, strict=True) if off]
+            for reason, column, side in JUDGED:
+                value = statistics[column]
+                if value < self.low[column] or (side == "both" and value > self.high[column]):
+                    found.append(reason)
+        return found
 
 
 @dataclass(slots=True)

@@ -379,7 +379,7 @@ class Config:
                                         "confidence threshold for the reference model's boxes")
     flip_share: float = _opt(0.0, parse_ratio, "share of shadow samples also checked for flip "
                              "consistency with the primary model at model_path")
-    reference_flip_share: float = _opt(0.25, parse_ratio, "share of shadow samples the "
+    reference_flip_share: float = _opt(1.0, parse_ratio, "share of shadow samples the "
                                        "reference also sees mirrored: its boxes that "
                                        "survive count for the robust recall proxy and its "
                                        "flip consistency for the trust signal")

@@ -92,9 +92,10 @@ def untrusted_interval(selector: str, window: str) -> str:
     return f"min(min_over_time({catalog.PROXY_TRUST.name}{{{selector}}}[{window}])) == 0"
 
 
-def _proxy(denominator: catalog.MetricSpec) -> Query:
+def _proxy(denominator: catalog.MetricSpec,
+           numerator: catalog.MetricSpec = catalog.SHADOW_MATCHED_BOXES) -> Query:
     def query(selector: str, window: str) -> str:
-        matched = _increase(catalog.SHADOW_MATCHED_BOXES.sample_name, selector, window)
+        matched = _increase(numerator.sample_name, selector, window)
         boxes = _increase(denominator.sample_name, selector, window)
         return (f"({zero_if_absent(matched)} / {boxes})\n"
                 f"unless on () ({untrusted_interval(selector, window)})")
@@ -130,9 +131,11 @@ PRECISION = CanaryMetric(
     Worse.DOWN, critical=True, value=_proxy(catalog.SHADOW_PRIMARY_BOXES),
     events=_boxes(catalog.SHADOW_PRIMARY_BOXES), absolute_tolerance=0.02)
 RECALL = CanaryMetric(
-    "recall", "recall proxy: matched / reference boxes", Worse.DOWN, critical=True,
-    value=_proxy(catalog.SHADOW_REFERENCE_BOXES),
-    events=_boxes(catalog.SHADOW_REFERENCE_BOXES), absolute_tolerance=0.02)
+    "recall", "robust recall proxy: matched / flip-confirmed reference boxes", Worse.DOWN,
+    critical=True,
+    value=_proxy(catalog.SHADOW_CONFIRMED_REFERENCE_BOXES,
+                 catalog.SHADOW_CONFIRMED_MATCHED_BOXES),
+    events=_boxes(catalog.SHADOW_CONFIRMED_REFERENCE_BOXES), absolute_tolerance=0.02)
 DRIFT_ALARMS = CanaryMetric(
     "drift-alarms", "share of intervals with a drift alarm on any feature", Worse.UP,
     # the events are the requests: an interval without an alarm series (drift off, or

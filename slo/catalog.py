@@ -175,13 +175,13 @@ SHADOW_CONFIRMED_MATCHED_BOXES = MetricSpec(
 PROXY_TRUST = MetricSpec(
     "lookout_proxy_trust", MetricType.GAUGE,
     "1 while the reference model behaves as it did on the pod's normal traffic (boxes per "
-    "image, confidence, flip consistency), 0 when the last window left that band: the "
+    "image, flip consistency), 0 when the last window left that band: the "
     "proxies are then not to be believed. Absent while the band is learnt.", _MV,
 )
 PROXY_DISTRUST = MetricSpec(
     "lookout_proxy_distrust", MetricType.GAUGE,
     "1 while this reason makes the last window's proxies untrustworthy (reason: "
-    "reference_boxes, reference_confidence, reference_flip_consistency), else 0.",
+    "reference_boxes, reference_flip_consistency), else 0.",
     (*_MV, "reason"),
 )
 SHADOW_UNTRUSTED = MetricSpec(

@@ -62,13 +62,32 @@ def trusted(function: str, metric: catalog.MetricSpec, count: str, selector: str
     return f"({zero_if_absent(counted) if numerator else counted} - {untrusted})"
 
 
-QUALITY_DENOMINATORS = {"precision": (catalog.SHADOW_PRIMARY_BOXES, "primary"),
-                        "recall": (catalog.SHADOW_REFERENCE_BOXES, "reference")}
+@dataclass(frozen=True, slots=True)
+class QualityCounters:
+    """A quality proxy's numerator and denominator, and their `count` label in
+    `lookout_shadow_untrusted_total`."""
+
+    numerator: catalog.MetricSpec
+    numerator_count: str
+    denominator: catalog.MetricSpec
+    denominator_count: str
+
+
+# precision: matched / primary boxes. recall: the robust proxy, matched / the reference
+# boxes it is sure of and that survive its own flip (docs/QUALITY.md: the plain one,
+# matched / every reference box, falls with the reference's false boxes)
+QUALITY_PROXIES = {
+    "precision": QualityCounters(catalog.SHADOW_MATCHED_BOXES, "matched",
+                                 catalog.SHADOW_PRIMARY_BOXES, "primary"),
+    "recall": QualityCounters(catalog.SHADOW_CONFIRMED_MATCHED_BOXES, "confirmed_matched",
+                              catalog.SHADOW_CONFIRMED_REFERENCE_BOXES, "confirmed_reference"),
+}
 
 
 def _quality(slo: SLO, selector: str, window: str) -> SLIQueries:
-    metric, count = QUALITY_DENOMINATORS[slo.proxy or "precision"]
-    matched = trusted("rate", catalog.SHADOW_MATCHED_BOXES, "matched", selector, window,
+    proxy = QUALITY_PROXIES[slo.proxy or "precision"]
+    metric, count = proxy.denominator, proxy.denominator_count
+    matched = trusted("rate", proxy.numerator, proxy.numerator_count, selector, window,
                       numerator=True)
     total = trusted("rate", metric, count, selector, window)
     # all of the window untrusted: 0 / 0, no ratio, no burn

@@ -23,7 +23,8 @@ def test_nothing_is_judged_while_the_band_is_learnt_then_windows_are() -> None:
     assert judge.band is not None
     assert _feed(judge, 4, 0.7, (4, 4, 4))[-1] == []  # inside the band
     assert _feed(judge, 20, 0.7, (20, 20, 20))[-1] == [Distrust.BOXES]  # hallucinating
-    assert _feed(judge, 4, 0.3, (4, 4, 4))[-1] == [Distrust.CONFIDENCE]
+    assert _feed(judge, 4, 0.3, (4, 4, 4))[-1] == []  # less sure is not less right
+    assert _feed(judge, 4, 0.7, (4, 4, 6))[-1] == []  # more consistent is no reason
     assert _feed(judge, 4, 0.7, (4, 4, 0))[-1] == [Distrust.FLIP]  # nothing survives a flip
 
 
