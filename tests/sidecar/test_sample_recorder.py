@@ -209,3 +209,42 @@ def test_a_full_then_read_only_volume_pauses_sampling_and_never_touches_requests
             assert "cannot write" in sidecar.process.output
         finally:
             assert sidecar.stop() == 0
+
+
+def test_a_jump_in_detections_while_the_input_drifts_is_suspect(tmp_path) -> None:
+    """Frames with twice the usual detections while a drift alarm is raised are the
+    ones both models may be fooled by alike: counted and kept by `suspect`."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from lookout.shadow_eval.boxes import Detections
+    from lookout.sidecar.pipeline.inputs import open_encoded
+    from lookout.sidecar.samples.recorder import SampledExchange
+
+    config = load_config({"model_name": "m", "model_version": "v",
+                          "sample_dir": str(tmp_path / "store"),
+                          "sample_strategies": "suspect per_minute=100"}, env={})
+    metrics = SidecarMetrics("m", "v", process_metrics=False)
+    drift = SimpleNamespace(alarming=False)  # the drift monitor's one attribute read here
+    recorder = SampleRecorder(of(SampleSettings, config), metrics, CLASSES, drift, seed=1)
+    recorder.start()
+    image = open_encoded(generate_scene(1).jpeg(), "raw")
+
+    def frame(boxes: int) -> SampledExchange:
+        found = Detections.from_arrays(np.tile([10, 10, 50, 50], (boxes, 1)), [0.9] * boxes,
+                                       [0] * boxes)
+        return SampledExchange(time.time(), None, "m", "v", "/predict", 200, 0.01, False,
+                               image, found)
+
+    for _ in range(30):
+        recorder.decide(frame(2), None)
+    recorder.decide(frame(9), None)  # a jump, but no drift: the scene is just busier
+    drift.alarming = True
+    recorder.decide(frame(2), None)
+    recorder.decide(frame(9), None)
+    assert recorder.drain(30)
+    recorder.close()
+    assert _stored(metrics, "suspect") == 1
+    assert metrics.registry.get_sample_value(catalog.SUSPECT_DETECTIONS.sample_name, {
+        "model": "m", "version": "v", "reason": "drift_jump"}) == 9

@@ -21,10 +21,10 @@ T0 = 1_800_000_000.0  # a whole day, hour and minute boundary (divisible by 8640
 
 def candidate(status: int = 200, latency: float = 0.01, scores=(0.9,), classes=("car",),
               agreement: float | None = None, drifting: bool = False,
-              parse_failed: bool = False) -> Candidate:
+              parse_failed: bool = False, suspects: tuple[str, ...] = ()) -> Candidate:
     return Candidate(status, parse_failed, latency,
                      None if scores is None else np.array(scores, np.float32),
-                     tuple(classes), agreement, drifting)
+                     tuple(classes), agreement, drifting, suspects)
 
 
 def policy(text: str) -> SamplingPolicy:
@@ -80,6 +80,7 @@ def test_a_yaml_list_of_rules_is_one_policy(tmp_path) -> None:
      candidate(classes=("car",))),
     ("disagreement below=0.5", candidate(agreement=0.4), candidate(agreement=None)),
     ("drift", candidate(drifting=True), candidate()),
+    ("suspect", candidate(suspects=("low_texture",)), candidate()),
 ])
 def test_each_strategy_takes_what_it_describes(rule: str, matching: Candidate,
                                                not_matching: Candidate) -> None:
