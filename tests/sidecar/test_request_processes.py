@@ -149,7 +149,10 @@ def test_the_grpc_port_is_served_by_every_request_process(upstream_port: int) ->
                        "both request-path processes on the gRPC port")
             child = next(p for p in _listeners(pid, grpc_port) if p != pid)
             for index in range(40):  # a new connection each: the kernel spreads them
-                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                # grpcio shares connections between channels to one target through its
+                # global subchannel pool; a local pool makes each channel connect anew
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=[
+                        ("grpc.use_local_subchannel_pool", 1)]) as channel:
                     assert channel.unary_unary(METADATA)(b"%d" % index, timeout=10) \
                         == b"%d" % index
             wait_until(lambda: sidecar.metric(REQUESTS, route=METADATA, code="OK") == 40, 20,
