@@ -167,12 +167,17 @@ def _first_fire(scenario: Scenario, start: int) -> int | None:
     return None
 
 
+def _fast_burn(spec: ServiceSpec, slo: SLO) -> tuple[Scenario, float]:
+    """A fast burn after CLEAN_MINUTES clean ones, and its multiple of the budget."""
+    fast = min(15.0, 0.95 / slo.budget)  # a burn above 1/budget would need > 100% errors
+    bad_rate = TRAFFIC * slo.budget * fast
+    return Scenario(spec, slo, [(TRAFFIC, CLEAN_MINUTES), (TRAFFIC - bad_rate, 240)],
+                    [(0.0, CLEAN_MINUTES), (bad_rate, 240)]), fast
+
+
 def _scenarios(spec: ServiceSpec, slo: SLO) -> list[dict[str, Any]]:
     budget = slo.budget
-    fast = min(15.0, 0.95 / budget)  # a burn above 1/budget would need > 100% errors
-    bad_rate = TRAFFIC * budget * fast
-    burn = Scenario(spec, slo, [(TRAFFIC, CLEAN_MINUTES), (TRAFFIC - bad_rate, 240)],
-                    [(0.0, CLEAN_MINUTES), (bad_rate, 240)])
+    burn, fast = _fast_burn(spec, slo)
     tests = []
     fire = _first_fire(burn, CLEAN_MINUTES)
     if fire is not None:
@@ -222,11 +227,7 @@ def _untrusted_burn(spec: ServiceSpec, slo: SLO) -> dict[str, Any] | None:
     """The fast burn of `_scenarios`, while the reference model is out of distribution:
     the sidecar counts every box of the burn as untrusted and exports trust 0. No burn
     alert may fire where the trusted burn does, and the out-of-distribution ticket does."""
-    budget = slo.budget
-    fast = min(15.0, 0.95 / budget)
-    bad_rate = TRAFFIC * budget * fast
-    burn = Scenario(spec, slo, [(TRAFFIC, CLEAN_MINUTES), (TRAFFIC - bad_rate, 240)],
-                    [(0.0, CLEAN_MINUTES), (bad_rate, 240)])
+    burn, _ = _fast_burn(spec, slo)
     fire = _first_fire(burn, CLEAN_MINUTES)
     if fire is None:
         return None

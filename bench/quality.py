@@ -95,12 +95,8 @@ def window_statistics(rows: np.ndarray, window: int) -> np.ndarray:
     for start in range(0, len(rows) - window + 1, window):
         tally = WindowTally()
         for row in rows[start:start + window]:
-            tally.images += 1
-            tally.boxes += int(row[REFERENCE])
-            tally.score_sum += row[SCORE_SUM]
-            tally.flip_images += 1
-            tally.flip_boxes += int(row[REFERENCE] + row[FLIPPED])
-            tally.flip_agreed += 2 * int(row[FLIP_AGREED])
+            tally.add(int(row[REFERENCE]), row[SCORE_SUM],
+                      (int(row[REFERENCE]), int(row[FLIPPED]), int(row[FLIP_AGREED])))
         windows.append(tally.statistics())
     return np.asarray(windows)
 

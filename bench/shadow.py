@@ -24,12 +24,10 @@ client, so the remote figures are the transport's cost with no GPU to gain from 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +50,7 @@ from lookout.sidecar.quality.remote_reference import RemoteDetector
 from lookout.sidecar.quality.shadow import ShadowEvaluator, ShadowSample
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import ShadowSettings, of
-from tests.support.kserve_catalog import REFERENCE_MODEL
-from tests.support.processes import ManagedProcess, free_port, port_accepts, wait_until
+from tests.support.shadow_stack import ReferenceServer
 
 
 def _observation() -> Observation:
@@ -99,22 +96,6 @@ def pipeline_rate(config, analyses: list[Analysis]) -> tuple[float, int]:
     return evaluator.evaluated / elapsed, evaluator.evaluated
 
 
-@contextlib.contextmanager
-def reference_server(threads: int) -> Iterator[dict[str, str]]:
-    """The shipped reference model on KServe's ModelServer: REST and gRPC URLs."""
-    http_port, grpc_port = free_port(), free_port()
-    server = ManagedProcess([sys.executable, "-m", "tests.support.kserve_models",
-                             str(http_port), "--grpc-port", str(grpc_port), "--reference",
-                             "--threads", str(threads)])
-    try:
-        wait_until(lambda: (port_accepts(http_port) and port_accepts(grpc_port))
-                   or not server.alive(), 120, "the KServe reference server")
-        assert server.alive(), server.output
-        yield {"REST": f"http://127.0.0.1:{http_port}", "gRPC": f"grpc://127.0.0.1:{grpc_port}"}
-    finally:
-        server.terminate()
-
-
 def call_latency(detector, tensors: np.ndarray, calls: int) -> float:
     """Median milliseconds of one `run` on `tensors` (after one warm-up call)."""
     detector.run(tensors)
@@ -129,7 +110,7 @@ def call_latency(detector, tensors: np.ndarray, calls: int) -> float:
 def remote_config(base: dict[str, str], url: str):
     return load_config({**{k: v for k, v in base.items() if k != "shadow_model_path"},
                         "shadow_reference_url": url,
-                        "shadow_reference_model": REFERENCE_MODEL[0],
+                        "shadow_reference_model": ReferenceServer.name,
                         "shadow_reference_timeout": "30"}, env={})
 
 
@@ -190,8 +171,10 @@ def remote_figures(args, options: dict[str, str], reference: OnnxDetector,
           f"{local['latency_ms_batch_1']:.1f} ms at batch 1, "
           f"{local[f'latency_ms_batch_{args.batch}']:.1f} ms at batch {args.batch}")
     figures: dict[str, object] = {"local": local}
-    with reference_server(args.threads) as urls:
-        for transport, url in urls.items():
+    server = ReferenceServer(args.threads)
+    server.start()
+    try:
+        for transport, url in server.urls.items():
             config = remote_config(options, url)
             remote = RemoteDetector.connect(of(ShadowSettings, config), (), DecodeSettings())
             try:
@@ -210,6 +193,8 @@ def remote_figures(args, options: dict[str, str], reference: OnnxDetector,
                   f"({latency_one / local['latency_ms_batch_1']:.2f}x local), "
                   f"{latency_full:.1f} ms at batch {args.batch} "
                   f"({latency_full / local[f'latency_ms_batch_{args.batch}']:.2f}x local)")
+    finally:
+        server.stop()
     return figures
 
 

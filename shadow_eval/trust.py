@@ -50,12 +50,14 @@ class WindowTally:
     flip_boxes: int = 0  # on the original and the mirrored view, flip-checked images only
     flip_agreed: int = 0  # boxes found on both views, counted on each
 
-    def add(self, scores: np.ndarray, flip: tuple[int, int, int] | None = None) -> None:
-        """One image's reference confidences; for a flip-checked image (boxes on the
-        original, boxes on the mirror, boxes of the original found on the mirror)."""
+    def add(self, boxes: int, score_sum: float,
+            flip: tuple[int, int, int] | None = None) -> None:
+        """One image's reference boxes and the sum of their confidences; for a
+        flip-checked image (boxes on the original, boxes on the mirror, boxes of the
+        original found on the mirror)."""
         self.images += 1
-        self.boxes += int(scores.size)
-        self.score_sum += float(scores.sum())
+        self.boxes += boxes
+        self.score_sum += score_sum
         if flip is not None:
             original, mirrored, agreed = flip
             self.flip_images += 1
@@ -110,11 +112,16 @@ class TrustJudge:
     current: WindowTally = field(default_factory=WindowTally)
     _learnt: list[np.ndarray] = field(default_factory=list)
 
+    @property
+    def window_closed(self) -> bool:
+        """Whether the last image ended a window (judged, or learnt from)."""
+        return self.current.images == 0
+
     def add(self, scores: np.ndarray, flip: tuple[int, int, int] | None = None
             ) -> list[Distrust] | None:
-        """One evaluated image. At the end of a judged window, its reasons for distrust
-        (empty: trusted); otherwise None."""
-        self.current.add(scores, flip)
+        """One evaluated image's reference confidences. At the end of a judged window,
+        its reasons for distrust (empty: trusted); otherwise None."""
+        self.current.add(int(scores.size), float(scores.sum()), flip)
         if self.current.images < self.window:
             return None
         statistics, self.current = self.current.statistics(), WindowTally()

@@ -47,13 +47,10 @@ from lookout.sidecar.pipeline.images import decode_rgb
 from lookout.sidecar.pipeline.inputs import InputImage
 from lookout.sidecar.pipeline.listeners import Listeners
 from lookout.sidecar.quality.reference import ReferenceListener
-from lookout.sidecar.quality.remote_reference import (
-    ReferenceUnavailable,
-    RemoteDetector,
-    RetryBackoff,
-)
+from lookout.sidecar.quality.remote_reference import ReferenceUnavailable, RemoteDetector
 from lookout.sidecar.quality.trust import ProxyTrust
 from lookout.sidecar.runtime import worker_queue
+from lookout.sidecar.runtime.backoff import RetryBackoff
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import ShadowSettings

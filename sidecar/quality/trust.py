@@ -48,7 +48,7 @@ class ProxyTrust:
         self._window_counts.update({"images": 1, **(counts or {})})
         reasons = self._judge.add(scores, flip)
         if reasons is None:
-            if self._judge.current.images == 0:  # a window ended, still learning
+            if self._judge.window_closed:  # a window learnt from
                 self._window_counts.clear()
             return
         if reasons:

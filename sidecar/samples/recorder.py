@@ -20,7 +20,6 @@ import logging
 import queue
 import random
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +35,7 @@ from lookout.sidecar.pipeline.inputs import InputImage, image_format
 from lookout.sidecar.quality.drift import DriftMonitor
 from lookout.sidecar.quality.shadow import ShadowResult
 from lookout.sidecar.runtime import worker_queue
+from lookout.sidecar.runtime.backoff import RetryBackoff
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.policy import (
@@ -156,8 +156,7 @@ class SampleRecorder:
         self._thread = threading.Thread(target=self._run, name="lookout-samples", daemon=True)
         self.store: SampleStore | None = None
         self.ready = threading.Event()  # the store was opened (or could not be)
-        self._paused_until = 0.0
-        self._backoff = 0.0  # the current pause; 0 while writing works
+        self._pauses = RetryBackoff(FIRST_PAUSE, LONGEST_PAUSE)  # failing: writes paused
         self._pause_reason = DropReason.DISK_FULL
         self._day, self._day_bytes = -1, 0
         self._stored = {strategy.value: metrics[catalog.SAMPLES_STORED].labels(
@@ -233,7 +232,7 @@ class SampleRecorder:
             return
         if exchange.image is None:
             self._drop(DropReason.NO_IMAGE)
-        elif time.monotonic() < self._paused_until:
+        elif not self._pauses.allows():
             self._drop(self._pause_reason)
         elif self._over_byte_quota(exchange.time):
             self._drop(DropReason.BYTE_QUOTA)
@@ -289,7 +288,7 @@ class SampleRecorder:
 
     def _write(self, job: Job) -> None:
         assert self.store is not None and job.exchange.image is not None
-        if time.monotonic() < self._paused_until:
+        if not self._pauses.allows():
             self._drop(self._pause_reason)
             return
         exchange, image = job.exchange, job.exchange.image
@@ -328,9 +327,9 @@ class SampleRecorder:
         except StoreError as error:
             self._pause(DropReason.WRITE_ERROR, error)
             return
-        if self._backoff:
+        if self._pauses.failing:
             log.info("sample store %s: writing again", self.store.directory)
-            self._backoff = 0.0
+            self._pauses.succeeded()
         self._count_bytes(exchange.time, size)
         self._stored[job.strategy].inc()
         self._store_bytes.set(self.store.disk_bytes())
@@ -338,12 +337,11 @@ class SampleRecorder:
     def _pause(self, reason: DropReason, error: OSError) -> None:
         self._drop(reason)
         self._metrics.component_error(self.name)
-        if not self._backoff:
+        if not self._pauses.failing:
             log.error("sample store %s: cannot write (%s); sampling paused, retrying in "
                       "%g s and backing off to %g s", self._config.sample_dir, error,
                       FIRST_PAUSE, LONGEST_PAUSE)
-        self._backoff = min(LONGEST_PAUSE, self._backoff * 2) if self._backoff else FIRST_PAUSE
-        self._paused_until = time.monotonic() + self._backoff
+        self._pauses.failed()
         self._pause_reason = reason
 
     def _count_bytes(self, now: float, size: int) -> None:

@@ -15,7 +15,6 @@ matched / reference) must not tell a remote sidecar from the local one.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -24,43 +23,12 @@ from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.slo import catalog
 from tests.support.kserve_catalog import REFERENCE_MODEL
-from tests.support.processes import (
-    ManagedProcess,
-    SidecarProcess,
-    free_port,
-    port_accepts,
-    request,
-    start_sidecar,
-    wait_until,
-)
-from tests.support.shadow_stack import start_demo_upstream
+from tests.support.processes import SidecarProcess, request, start_sidecar, wait_until
+from tests.support.shadow_stack import ReferenceServer, start_demo_upstream
 
 pytestmark = pytest.mark.e2e
 FRAMES = 30
 Z_1_PERCENT = 2.576
-
-
-class ReferenceServer:
-    """The KServe reference server on fixed ports, so that it can be killed and come
-    back where the sidecars expect it."""
-
-    def __init__(self) -> None:
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.process: ManagedProcess | None = None
-
-    def start(self) -> None:
-        self.process = ManagedProcess([sys.executable, "-m", "tests.support.kserve_models",
-                                       str(self.http_port), "--grpc-port", str(self.grpc_port),
-                                       "--reference"])
-        process = self.process
-        wait_until(lambda: (port_accepts(self.http_port) and port_accepts(self.grpc_port))
-                   or not process.alive(), 90, "the KServe reference server")
-        assert process.alive(), process.output
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.popen.kill()
-        self.process.terminate()
 
 
 def _sidecar(upstream_port: int, *reference: str) -> SidecarProcess:
@@ -94,8 +62,7 @@ def fleet() -> Iterator[tuple[ReferenceServer, dict[str, SidecarProcess]]]:
     finally:
         for sidecar in sidecars.values():
             sidecar.stop()
-        if server.process is not None:
-            server.process.terminate()
+        server.stop()
         upstream.terminate()
 
 

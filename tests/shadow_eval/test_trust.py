@@ -30,7 +30,7 @@ def test_nothing_is_judged_while_the_band_is_learnt_then_windows_are() -> None:
 
 def test_a_window_without_flip_checks_or_boxes_says_nothing_of_those() -> None:
     tally = WindowTally()
-    tally.add(np.zeros(0, np.float32))
+    tally.add(0, 0.0)
     statistics = tally.statistics()
     assert statistics[0] == 0 and np.isnan(statistics[1]) and np.isnan(statistics[2])
     judge = TrustJudge(window=2, baseline_windows=1, margin=0.25)

@@ -16,8 +16,9 @@ from lookout.shadow_eval.boxes import Detections
 from lookout.sidecar.config import ConfigError, load_config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.inputs import open_encoded
-from lookout.sidecar.quality.remote_reference import RetryBackoff, _sha256_parameter
+from lookout.sidecar.quality.remote_reference import _sha256_parameter
 from lookout.sidecar.quality.shadow import ShadowEvaluator, State
+from lookout.sidecar.runtime.backoff import RetryBackoff
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import ShadowSettings, of
 from lookout.slo import catalog

@@ -63,11 +63,12 @@ def _stored(metrics: SidecarMetrics, strategy: str) -> float:
                                              {"strategy": strategy}) or 0.0
 
 
-def _exchange(seed: int, status: int = 200, duration: float = 0.01):
+def _exchange(seed: int, status: int = 200, duration: float = 0.01,
+              at: float | None = None):
     observation = _observation(_detections_body(), request=generate_scene(seed).jpeg(),
                                status=status)
     return dataclasses.replace(observation, duration=duration, trace_id=f"{seed:032x}",
-                               started_at=time.time())
+                               started_at=time.time() if at is None else at)
 
 
 def test_chosen_samples_are_stored_with_detections_trace_and_features(tmp_path) -> None:
@@ -102,9 +103,12 @@ def test_server_errors_are_offered_with_their_image(tmp_path) -> None:
 def test_quota_and_queue_drops_are_counted_by_reason(tmp_path) -> None:
     _, metrics, _recorder, analyzer = _setup(
         tmp_path, "slow seconds=0.5 per_minute=4", sample_queue_size="2")
-    # the writer is not started: the queue holds 2, then drops
-    analyzer.analyse_batch([_exchange(seed, duration=1.0) for seed in range(6)]
-                           + [_exchange(9, duration=0.1)])
+    # the writer is not started: the queue holds 2, then drops. One moment for all, in
+    # the middle of a minute: quotas are calendar minutes, and a boundary between the
+    # exchanges would give the rule a fresh quota
+    now = (time.time() // 60) * 60 + 30
+    analyzer.analyse_batch([_exchange(seed, duration=1.0, at=now) for seed in range(6)]
+                           + [_exchange(9, duration=0.1, at=now)])
     assert _dropped(metrics, "queue_full") == 2  # quota 4: 2 queued, 2 dropped
     assert _dropped(metrics, "quota") == 2  # the 5th and 6th found no quota
     assert metrics.registry.get_sample_value(catalog.QUEUE_DROPPED.sample_name,

@@ -1,6 +1,7 @@
 """The demo inference server with the shipped primary model, and a sidecar in front of
 it shadow-running the shipped reference model with drift on: the stack the end-to-end
-tests of shadow metrics, rules and dashboards scrape."""
+tests of shadow metrics, rules and dashboards scrape. And the shipped reference model
+served by KServe, as a shared reference pool serves it (tests and bench/shadow.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
+from tests.support.kserve_catalog import REFERENCE_MODEL
 from tests.support.processes import (
     ManagedProcess,
     SidecarProcess,
@@ -68,3 +70,38 @@ def start_shadow_stack(model_name: str = "yolo-test", *extra: str,
                             "--flip-share", "1", *extra, env=env)
     wait_for_reference_model(sidecar)
     return ShadowStack(upstream, sidecar)
+
+
+class ReferenceServer:
+    """The shipped reference model on KServe's own ModelServer, REST and gRPC on fixed
+    ports, so that it can be killed and come back where the sidecars expect it."""
+
+    name, version = REFERENCE_MODEL
+
+    def __init__(self, threads: int = 0) -> None:
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.threads = threads  # onnxruntime intra-op threads; 0: its default
+        self.process: ManagedProcess | None = None
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {"REST": f"http://127.0.0.1:{self.http_port}",
+                "gRPC": f"grpc://127.0.0.1:{self.grpc_port}"}
+
+    def start(self) -> None:
+        self.process = ManagedProcess([
+            sys.executable, "-m", "tests.support.kserve_models", str(self.http_port),
+            "--grpc-port", str(self.grpc_port), "--reference", "--threads", str(self.threads)])
+        process = self.process
+        wait_until(lambda: (port_accepts(self.http_port) and port_accepts(self.grpc_port))
+                   or not process.alive(), 120, "the KServe reference server")
+        assert process.alive(), process.output
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.popen.kill()
+        self.process.terminate()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
