@@ -7,6 +7,9 @@ RUN python -m venv /opt/lookout
 # the whole context, as .dockerignore trims it: setup.py lists the packages, so no folder
 # can be forgotten here (tests/test_image.py builds a wheel from exactly this)
 COPY . .
+# the tap Envoy loads: built here, shipped as package data beside the module that finds it
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev make zlib1g-dev \
+ && make -C tap BUILD=../sidecar/dataplane ../sidecar/dataplane/liblookout_tap.so
 RUN /opt/lookout/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/lookout/bin/pip install --no-cache-dir .
 

@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench system-deps
+.PHONY: demo test lint bench system-deps tap
+TAP := sidecar/dataplane/liblookout_tap.so
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,13 @@ $(VENV)/.installed-test: pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
-demo: $(VENV)/.installed
+# the tap Envoy loads, built beside the module that finds it (tap/Makefile)
+$(TAP): tap/lookout_tap.c tap/envoy_abi.h tap/Makefile
+	$(MAKE) -s -C tap BUILD=../sidecar/dataplane ../sidecar/dataplane/liblookout_tap.so
+
+tap: $(TAP)
+
+demo: $(VENV)/.installed $(TAP)
 	$(BIN)/lookout demo
 
 system-deps:
@@ -27,14 +34,14 @@ system-deps:
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 
-test: $(VENV)/.installed-test system-deps lint
+test: $(VENV)/.installed-test system-deps lint $(TAP)
 	$(BIN)/python -m pytest -n auto
 
 $(VENV)/.installed-bench: pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench $(TAP)
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/grpc.py
 	$(BIN)/python bench/decode.py

@@ -15,5 +15,7 @@ setup(
     package_dir={"lookout": "lookout", **{f"lookout.{part}": part for part in PARTS}},
     package_data={"lookout.lookout_demo": ["models/*.onnx"],
                   "lookout.sidecar.pipeline.protos": ["*.binpb"],
-                  "lookout.sidecar.samples": ["gallery.css"]},
+                  "lookout.sidecar.samples": ["gallery.css"],
+                  # the tap Envoy loads (`make tap`, the image's build stage)
+                  "lookout.sidecar.dataplane": ["*.so"]},
 )

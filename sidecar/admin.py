@@ -26,6 +26,7 @@ class AdminApp:
         draining: Callable[[], bool],
         samples: SampleApi | None = None,
         gallery: SampleUi | None = None,
+        data_plane_running: Callable[[], bool] = lambda: True,
     ) -> None:
         self._metrics = metrics
         self._probe = probe
@@ -33,6 +34,7 @@ class AdminApp:
         self._draining = draining
         self._samples = samples
         self._gallery = gallery
+        self._data_plane_running = data_plane_running
 
     def build(self) -> web.Application:
         app = web.Application()
@@ -62,6 +64,8 @@ class AdminApp:
             "upstream": {"ok": upstream_ok, "detail": upstream_detail},
             "pipeline": {"ok": self._pipeline_running(),
                          "detail": "running" if self._pipeline_running() else "stopped"},
+            "data_plane": {"ok": self._data_plane_running(),
+                           "detail": "running" if self._data_plane_running() else "down"},
             "shutdown": {"ok": not self._draining(),
                          "detail": "draining" if self._draining() else "serving"},
         }

@@ -330,6 +330,13 @@ class Config:
                            "an n suffix: normalised to the image's width and height")
     score_field: str = _opt("", str, "score field of a custom detection object")
     class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
+    data_plane: str = _opt("python", _choice("envoy", "python"), "what serves the data ports: "
+                           "envoy (the pinned Envoy with lookout's tap) or python (the "
+                           "former request path, kept while it is retired)")
+    envoy_concurrency: int = _opt(1, _positive(int), "Envoy worker threads (each with its "
+                                  "own rings to the analysis workers)")
+    tap_module: str = _opt("", str, "the tap's shared library (liblookout_tap.so); empty: "
+                           "the one lookout ships")
     request_processes: int = _opt(1, parse_request_processes, "processes serving the data "
                                   "port together (SO_REUSEPORT), each a core's worth of "
                                   "requests; one /metrics and one set of analysis workers "
@@ -486,6 +493,27 @@ def _yaml_values(path: Path) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in loaded.items()}
 
 
+# options of the Python request path that mean nothing to Envoy, and what replaces them
+RETIRED_BY_ENVOY = {
+    "request_processes": "envoy_concurrency (Envoy's worker threads)",
+    "stream_threshold_bytes": "nothing: Envoy streams every response and the tap copies "
+                              "at most observe_max_bytes of it",
+}
+
+
+def _refuse_retired(config: Config, given: Mapping[str, Any]) -> None:
+    if config.data_plane != "envoy":
+        return
+    for name, replacement in RETIRED_BY_ENVOY.items():
+        if name in given and given[name] != _default(name):
+            raise ConfigError(f"{name}: the Envoy data plane (data_plane: envoy) does not "
+                              f"use it; use {replacement}, or data_plane: python")
+
+
+def _default(name: str) -> Any:
+    return next(f.default for f in fields(Config) if f.name == name)
+
+
 def load_config(
     cli: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
@@ -517,6 +545,7 @@ def load_config(
             values[name] = _coerce(name, raw, f"command-line option {flag}")
 
     config = Config(**values)
+    _refuse_retired(config, values)
     for name, model_config in per_model(config).items():  # every model's values parse
         try:
             preflight(model_config)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -35,8 +38,12 @@ from lookout.sidecar.runtime.tracing import Tracing, build_tracing, flush_spans
 from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.samples.ui import SampleUi
+from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.settings import UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
+
+if TYPE_CHECKING:  # loaded only with the Envoy data plane
+    from lookout.sidecar.dataplane.data_plane import EnvoyDataPlane
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +106,16 @@ class Sidecar:
         self.workers: AnalysisWorkers | None = None
         self.children: RequestProcesses | None = None
         self.pipeline: ObservationPipeline | None = None
+        self.data_plane: EnvoyDataPlane | None = None
         self._store: SampleStore | None = None
+        if config.data_plane == "envoy":
+            if self._in_process:
+                await self.pool.close()
+                raise StartupError("data_plane: envoy hands exchanges to the analysis "
+                                   "workers; analysis in this process needs data_plane: "
+                                   "python")
+            await self._start_envoy(upstream)
+            return
         components = [RequestTelemetry.name, UpstreamProbe.name]
         if config.request_processes > 1:
             components.append(REQUEST_PROCESS_COMPONENT)
@@ -127,16 +143,7 @@ class Sidecar:
         self.probe.start()
         self.data_server = self.request_path.server
         self.model_labels = self.request_path.telemetry.models
-        sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
-                               bool(config.sample_dir))
-        gallery = SampleUi(self.admin_token, lambda: self._open_store(),
-                           bool(config.sample_dir), config.trace_url_template,
-                           config.drift_baseline_path)
-        admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
-                             lambda: self.draining, sample_api, gallery).build()
-        self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
-        await self.admin_runner.setup()
-        admin_site = web.TCPSite(self.admin_runner, config.admin.host, config.admin.port)
+        admin_site = await self._admin_site()
         await self._bind("listen", config.listen, self.request_path.start(
             reuse_port=config.request_processes > 1))
         if config.grpc_listen is not None:
@@ -155,6 +162,79 @@ class Sidecar:
                  "process%s)", config.listen, config.upstream, config.admin,
                  config.model_name, config.model_version, config.request_processes,
                  "" if config.request_processes == 1 else "es")
+
+    async def _admin_site(self) -> web.TCPSite:
+        config = self.config
+        sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
+                               bool(config.sample_dir))
+        gallery = SampleUi(self.admin_token, lambda: self._open_store(),
+                           bool(config.sample_dir), config.trace_url_template,
+                           config.drift_baseline_path)
+        admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
+                             lambda: self.draining, sample_api, gallery,
+                             self._data_plane_running).build()
+        self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+        await self.admin_runner.setup()
+        return web.TCPSite(self.admin_runner, config.admin.host, config.admin.port)
+
+    def _data_plane_running(self) -> bool:
+        return self.data_plane is None or self.data_plane.running
+
+    async def _start_envoy(self, upstream: UpstreamSettings) -> None:
+        """Envoy serves both data ports; the tap hands exchanges to the analysis
+        workers' rings and counts RED; this process keeps the admin port."""
+        from lookout.sidecar.dataplane.abi import AbiError
+        from lookout.sidecar.dataplane.data_plane import COMPONENT, EnvoyDataPlane
+        from lookout.sidecar.dataplane.envoy_process import EnvoyStartError
+        from lookout.sidecar.dataplane.envoy_tracing import TracingConfigError
+
+        config = self.config
+        self._private = tempfile.mkdtemp(prefix="lookout-")
+        count = worker_count(config)
+        try:
+            self.workers = AnalysisWorkers(config, self.metrics, count,
+                                           wake_dir=self._private)
+        except WorkerStartError as error:
+            await self._abandon_envoy()
+            raise StartupError(str(error)) from None
+        self.queue = self.workers
+        self.model_labels = ModelLabels(
+            config.model_name, config.model_version,
+            {name: model.model_version for name, model in self.models.items()
+             if name != config.model_name}, config.discover_models, config.max_models)
+        try:
+            self.data_plane = EnvoyDataPlane(config, self.metrics, self.workers.inboxes,
+                                             count, self._private, self.model_labels)
+        except (TracingConfigError, ValueError, OSError) as error:
+            await self._abandon_envoy()
+            raise StartupError(f"the Envoy data plane: {error}") from None
+        self.workers.start()
+        self.metrics.initialise(queues=[OBSERVATION_QUEUE],
+                                components=[UpstreamProbe.name, AnalysisWorkers.name,
+                                            COMPONENT, "tap"])
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.data_plane.start)
+        except (AbiError, EnvoyStartError) as error:
+            await self._abandon_envoy()
+            raise StartupError(str(error)) from None
+        self.probe = UpstreamProbe(upstream, self.pool, self.metrics)
+        self.probe.start()
+        admin_site = await self._admin_site()
+        await self._bind("admin", config.admin, admin_site.start())
+        log.info("lookout: Envoy (pid %s) serving %s%s -> %s (admin %s, model %s version "
+                 "%s)", self.data_plane.process.pid, config.listen,
+                 f" and gRPC {config.grpc_listen}" if config.grpc_listen else "",
+                 config.upstream, config.admin, config.model_name, config.model_version)
+
+    async def _abandon_envoy(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.data_plane is not None:
+            await loop.run_in_executor(None, self.data_plane.stop, 0.0)
+        if self.workers is not None:
+            await loop.run_in_executor(None, self.workers.stop, 1.0)
+        await self.pool.close()
+        shutil.rmtree(self._private, ignore_errors=True)
 
     def _start_in_process(self) -> list[str]:
         """Analysis in this process's threads; returns its components' names. Imported
@@ -222,6 +302,11 @@ class Sidecar:
         return self._store
 
     async def _abandon_start(self) -> None:
+        if self.data_plane is not None:
+            await self._abandon_envoy()
+            await self.probe.stop()
+            await self.admin_runner.cleanup()
+            return
         if self.chains is not None:
             self.chains.abandon()
         if self.pipeline is not None:
@@ -244,7 +329,10 @@ class Sidecar:
             deadline = time.monotonic() + self.config.shutdown_grace + CHILD_STOP_MARGIN
             children = loop.run_in_executor(None, self.children.stop, deadline)
         await self.probe.stop()
-        await self.request_path.stop(self.config.shutdown_grace)
+        if self.data_plane is not None:
+            await loop.run_in_executor(None, self.data_plane.stop, self.config.shutdown_grace)
+        else:
+            await self.request_path.stop(self.config.shutdown_grace)
         if children is not None:
             await children
         self._refusals.flush()
@@ -255,6 +343,8 @@ class Sidecar:
         await self.admin_runner.cleanup()
         if self._store is not None:
             self._store.close()
+        if self.data_plane is not None:
+            shutil.rmtree(self._private, ignore_errors=True)
         log.info("shutdown complete")
 
     async def _stop_analysis(self, timeout: float) -> None:

@@ -40,6 +40,7 @@ from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.span_facts import export_carried
 from lookout.sidecar.runtime.tracing import build_tracing, flush_spans
 from lookout.sidecar.runtime.worker_metrics import record_into
+from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.worker_entry import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ BATCH = 64
 PARENT_CHECK_SECONDS = 1.0
 STAGE_DRAIN_SECONDS = 10.0
 FORWARD_QUEUE = "lead_worker"
+RECORD_COMPONENT = "record"  # a ring record that does not decode
 
 
 class Worker:
@@ -87,8 +89,23 @@ class Worker:
             for ring in self.forwards:
                 ring.abandon_claimed()
 
+    def _decoder(self) -> Callable[[memoryview], list]:
+        """How a record becomes observations: the tap's layout (Envoy), or the Python
+        request path's marshalled one."""
+        config = self.spec.config
+        if config.data_plane != "envoy":
+            return lambda record: [wire.decode(record)]
+        from lookout.sidecar.dataplane.tap_record import TapDecoder
+
+        decoder = TapDecoder(config.routes, ModelLabels(
+            config.model_name, config.model_version,
+            {name: model.model_version for name, model in per_model(config).items()
+             if name != config.model_name}, config.discover_models, config.max_models))
+        return decoder.decode
+
     def run(self) -> None:
         self.chains.start()
+        decode = self._decoder()
         rings = [*self.inboxes, *(self.forwards if self.spec.lead else [])]
         fds = [ring.wake_fd for ring in rings]
         while True:
@@ -96,7 +113,7 @@ class Worker:
                 ring.clear_wakeups()
             busy = False
             for inbox in self.inboxes:
-                busy |= self._analyse(inbox, wire.decode)
+                busy |= self._analyse(inbox, decode)
             if self.spec.lead:
                 busy |= self._take_forwarded()
             if busy:
@@ -118,20 +135,31 @@ class Worker:
         return all(ring.closing and not ring.waiting for ring in forwarded) \
             and not any(ring.waiting for ring in self.inboxes)
 
-    def _analyse(self, inbox: Ring, decode: Callable[[memoryview], object]) -> bool:
-        batch = []
+    def _analyse(self, inbox: Ring, decode: Callable[[memoryview], list]) -> bool:
+        batch: list = []
+        taken = 0
         while len(batch) < BATCH:
-            observation = inbox.take(decode)
-            if observation is None:
+            try:
+                observations = inbox.take(decode)
+            except ValueError:  # a record this worker cannot read: counted, skipped
+                inbox.finish()
+                self.metrics.component_error(RECORD_COMPONENT)
+                self._failures.exception("record", "an exchange record could not be read")
+                continue
+            if observations is None:
                 break
-            batch.append(observation)
-        if not batch:
+            taken += 1
+            batch.extend(observations)
+        if not taken:
             return False
+        if not batch:
+            inbox.finish(taken)
+            return True
         export_carried(batch, self.tracing, self._span_failed)
         try:
             self.chains.analyse_batch(batch)
         finally:
-            inbox.finish(len(batch))
+            inbox.finish(taken)
         return True
 
     def _span_failed(self) -> None:

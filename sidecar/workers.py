@@ -70,29 +70,37 @@ def record_bytes(config: Config) -> int:
     return 2 * config.observe_max_bytes + RECORD_OVERHEAD
 
 
+def producers(config: Config) -> int:
+    """Who puts into the rings: Envoy's worker threads (the tap), or the Python request
+    path's processes."""
+    if config.data_plane == "envoy":
+        return config.envoy_concurrency
+    return config.request_processes
+
+
 def worker_count(config: Config) -> int:
     """`analysis_workers`, or for 0 one per CPU of the limit beyond the request path's
     processes, at least 1, at most `MAX_AUTO_WORKERS`, and no more than the channel's
     bytes can give each ring a whole largest observation."""
     if config.analysis_workers:
         return config.analysis_workers
-    by_cpu = int(cpu_limit()) - config.request_processes
-    by_bytes = config.observation_queue_bytes // (record_bytes(config)
-                                                  * config.request_processes)
+    by_cpu = int(cpu_limit()) - producers(config)
+    by_bytes = config.observation_queue_bytes // (record_bytes(config) * producers(config))
     return max(1, min(by_cpu, MAX_AUTO_WORKERS, by_bytes))
 
 
 def check_channel(config: Config, workers: int) -> None:
-    rings = workers * config.request_processes
+    rings = workers * producers(config)
     per_ring = config.observation_queue_bytes // rings
     if per_ring < record_bytes(config):
         raise WorkerStartError(
             f"observation_queue_bytes ({config.observation_queue_bytes}) split over "
             f"{rings} rings ({workers} analysis workers, each with a ring from each of "
-            f"{config.request_processes} request-path processes) gives each {per_ring} "
+            f"{producers(config)} producers) gives each {per_ring} "
             f"bytes, less than one observation can need ({record_bytes(config)}: twice "
             f"observe_max_bytes and its headers); raise observation_queue_bytes or lower "
-            f"analysis_workers, request_processes or observe_max_bytes")
+            f"analysis_workers, envoy_concurrency (request_processes) or "
+            f"observe_max_bytes")
 
 
 def _check_shm(needed: int) -> None:
@@ -114,23 +122,28 @@ class AnalysisWorkers:
 
     name = WORKER_COMPONENT
 
-    def __init__(self, config: Config, metrics: SidecarMetrics, count: int) -> None:
+    def __init__(self, config: Config, metrics: SidecarMetrics, count: int,
+                 wake_dir: str | None = None) -> None:
+        """`wake_dir`: the rings wake their consumers through FIFOs made there, which a
+        producer that is not our child (the tap in Envoy) opens by name."""
         check_channel(config, count)
-        producers = config.request_processes
+        producer_count = producers(config)
         forward_bytes = FORWARD_RING_BYTES * (count - 1)
         _check_shm(config.observation_queue_bytes + forward_bytes)
         self._metrics = metrics
         self.files = WorkerMetricFiles()
         metrics.add_source(self.files)
-        per_ring = config.observation_queue_bytes // (count * producers)
-        per_records = max(1, config.observation_queue_size // (count * producers))
+        per_ring = config.observation_queue_bytes // (count * producer_count)
+        per_records = max(1, config.observation_queue_size // (count * producer_count))
         self._rings: list[Ring] = []
         inboxes: list[list[RingAddress]] = [[] for _ in range(count)]  # [worker][producer]
         forwards = []
         try:
-            for _ in range(producers):
+            for producer in range(producer_count):
                 for worker in range(count):
-                    ring, address = Ring.create(per_ring, per_records)
+                    wake = os.path.join(wake_dir, f"wake-{producer}-{worker}") \
+                        if wake_dir else ""
+                    ring, address = Ring.create(per_ring, per_records, wake)
                     self._rings.append(ring)
                     inboxes[worker].append(address)
             for _ in range(count - 1):
@@ -143,10 +156,10 @@ class AnalysisWorkers:
             self._close_rings()
             raise WorkerStartError(f"cannot allocate the analysis channel in shared memory: "
                                    f"{error.strerror or error}") from None
-        self.inboxes = self._rings[:count * producers]  # closed at stop, all producers'
-        self._forward_rings = self._rings[count * producers:]
+        self.inboxes = self._rings[:count * producer_count]  # closed at stop, all producers'
+        self._forward_rings = self._rings[count * producer_count:]
         self._producer_inboxes = [tuple(inboxes[worker][producer] for worker in range(count))
-                                  for producer in range(producers)]
+                                  for producer in range(producer_count)]
         self._own = ObservationRings(self._rings[:count], metrics)  # producer 0: this one
         self._supervisor = Supervisor("analysis worker", main, [(WorkerSpec(
             index, config, tuple(inboxes[index]),

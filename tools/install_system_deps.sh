@@ -10,7 +10,11 @@ command -v prometheus >/dev/null || needed+=(prometheus)
 command -v promtool >/dev/null || needed+=(prometheus)
 command -v amtool >/dev/null || needed+=(prometheus-alertmanager)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || needed+=(nginx)
-command -v tmux >/dev/null || needed+=(tmux)  # the demo's live view, read back in a test
+command -v tmux >/dev/null || needed+=(tmux)
+# the tap: Envoy's dynamic module in C (gcc, zlib for compressed gRPC messages' names)
+command -v gcc >/dev/null || needed+=(gcc libc6-dev)
+command -v make >/dev/null || needed+=(make)
+[ -f /usr/include/zlib.h ] || needed+=(zlib1g-dev)  # the demo's live view, read back in a test
 command -v chromium >/dev/null || needed+=(chromium)
 command -v chromedriver >/dev/null || needed+=(chromium-driver)
 # a font for the screenshots' text (chromium only recommends one)

@@ -68,6 +68,7 @@ class RingAddress:
     max_records: int
     receiver: Connection  # the wake pipe's ends
     sender: Connection
+    wake_path: str = ""  # a FIFO instead of a pipe: the tap, in Envoy, opens it by name
 
 
 class Ring:
@@ -82,17 +83,27 @@ class Ring:
         self.max_records = address.max_records
         self._sender = address.sender
         self._receiver = address.receiver
+        self.wake_path = address.wake_path
         self._owner = owner
 
     @classmethod
-    def create(cls, capacity: int, max_records: int) -> tuple[Ring, RingAddress]:
+    def create(cls, capacity: int, max_records: int,
+               wake_path: str = "") -> tuple[Ring, RingAddress]:
+        """With `wake_path`, the wake-ups go through a FIFO made there, so a producer
+        that is not our child (the tap in Envoy) can open it by name."""
         capacity = _padded(max(capacity, 4 * ALIGN))
         memory = shared_memory.SharedMemory(create=True, size=HEADER_BYTES + capacity)
         memory.buf[:HEADER_BYTES] = bytes(HEADER_BYTES)
-        receiver, sender = Pipe(duplex=False)
+        if wake_path:
+            os.mkfifo(wake_path, 0o600)
+            descriptor = os.open(wake_path, os.O_RDWR | os.O_NONBLOCK)
+            receiver, sender = Connection(descriptor), Connection(os.dup(descriptor))
+        else:
+            receiver, sender = Pipe(duplex=False)
         os.set_blocking(sender.fileno(), False)
         os.set_blocking(receiver.fileno(), False)
-        address = RingAddress(memory.name, capacity, max_records, receiver, sender)
+        address = RingAddress(memory.name, capacity, max_records, receiver, sender,
+                              wake_path)
         return cls(memory, address, owner=True), address
 
     @classmethod
@@ -101,6 +112,11 @@ class Ring:
         os.set_blocking(address.sender.fileno(), False)
         os.set_blocking(address.receiver.fileno(), False)
         return cls(memory, address, owner=False)
+
+    @property
+    def name(self) -> str:
+        """The segment's name as `shm_open` takes it."""
+        return "/" + self._memory.name.lstrip("/")
 
     def reserve(self) -> None:
         """Take the memory now, so a full /dev/shm fails start-up rather than faulting a
@@ -219,11 +235,13 @@ class Ring:
             offset = 0
             size = self._get(HEADER_BYTES)
         start = HEADER_BYTES + offset + ALIGN
-        with self._buffer[start:start + size] as view:
-            record = convert(view)
-        _fence()  # the copy is out before the space is handed back
-        self._set(_TAKEN, self._get(_TAKEN) + 1)
-        self._set(_READ, read + ALIGN + _padded(size))
+        try:
+            with self._buffer[start:start + size] as view:
+                record = convert(view)
+        finally:  # a record `convert` refuses is claimed all the same, never read twice
+            _fence()  # the copy is out before the space is handed back
+            self._set(_TAKEN, self._get(_TAKEN) + 1)
+            self._set(_READ, read + ALIGN + _padded(size))
         return record
 
     def finish(self, count: int = 1) -> None:
@@ -244,3 +262,6 @@ class Ring:
             self._memory.unlink()
             self._sender.close()
             self._receiver.close()
+            if self.wake_path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.wake_path)

@@ -1,0 +1,134 @@
+"""Envoy as the data plane, put together: the tap's counters and filter configuration,
+Envoy's bootstrap written to lookout's private directory, and the Envoy process.
+
+The analysis rings belong to the analysis workers (`workers.py` makes them, one per
+Envoy worker and analysis worker, with FIFO wake-ups the tap opens by name); this
+module hands their names to the tap and exports what the tap counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+
+from lookout.sidecar.config import Config
+from lookout.sidecar.dataplane import abi
+from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
+from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
+from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
+from lookout.sidecar.pipeline.channel import Ring
+from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
+from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.served_models import ModelLabels
+from lookout.slo import catalog
+
+log = logging.getLogger(__name__)
+
+COUNTER_SLOTS = 1024  # per Envoy worker: (model, route, code) keys; full: `other`
+READY_TIMEOUT = 30.0
+DEFAULT_MODULE = Path(__file__).with_name("liblookout_tap.so")
+COMPONENT = EnvoyProcess.name
+
+
+def settings_of(config: Config) -> DataPlaneSettings:
+    grpc = config.grpc_listen
+    return DataPlaneSettings(
+        listen_host=config.listen.host, listen_port=config.listen.port,
+        grpc_host=grpc.host if grpc is not None else None,
+        grpc_port=grpc.port if grpc is not None else 0,
+        upstream=config.upstream, grpc_upstream=config.grpc_upstream,
+        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
+        client_head_timeout=config.client_head_timeout,
+        client_body_timeout=config.client_body_timeout,
+        client_keepalive_timeout=config.client_keepalive_timeout,
+        max_client_connections=config.max_client_connections,
+        max_head_bytes=config.max_head_bytes, max_body_bytes=config.max_body_bytes,
+        grpc_max_message_bytes=config.grpc_max_message_bytes,
+        upstream_keepalive=config.upstream_keepalive,
+        upstream_pool_size=config.upstream_pool_size,
+        model_name=config.model_name, model_version=config.model_version)
+
+
+def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: int,
+                  max_buffered: int, routes: Sequence[str]) -> str:
+    """The tap's configuration text (`tap/PROTOCOL.md`): rings Envoy-worker major."""
+    lines = ["layout=1", f"counters={counters}", f"ring_workers={workers}",
+             f"max_body={max_body}", f"max_buffered={max_buffered}"]
+    lines += [f"ring={ring.name},{ring.wake_path},{ring.max_records}" for ring in rings]
+    lines += [f"route={route}" for route in routes]
+    return "\n".join(lines) + "\n"
+
+
+class TapStats:
+    """What the tap counted beside RED, under the catalog's names."""
+
+    def __init__(self, counters: TapCounters) -> None:
+        self._counters = counters
+
+    def collect(self) -> list[Metric]:
+        totals = self._counters.area_totals()
+        dropped = CounterMetricFamily(catalog.QUEUE_DROPPED.name, catalog.QUEUE_DROPPED.help,
+                                      labels=catalog.QUEUE_DROPPED.labels)
+        dropped.add_metric([OBSERVATION_QUEUE], totals["ring_full"])
+        errors = CounterMetricFamily(catalog.COMPONENT_ERRORS.name,
+                                     catalog.COMPONENT_ERRORS.help,
+                                     labels=catalog.COMPONENT_ERRORS.labels)
+        errors.add_metric(["tap"], totals["unrecorded"] + self._counters.untapped)
+        return [dropped, errors]
+
+
+class EnvoyDataPlane:
+    """Owns the counters segment, the bootstrap file and the Envoy process."""
+
+    def __init__(self, config: Config, metrics: SidecarMetrics, rings: Sequence[Ring],
+                 workers: int, directory: str, models: ModelLabels,
+                 env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.config = config
+        self.module = Path(config.tap_module) if config.tap_module else DEFAULT_MODULE
+        self.binary = envoy_binary()
+        threads = config.envoy_concurrency
+        name = f"/lookout-{os.getpid()}-{secrets.token_hex(4)}-counters"
+        self.counters = TapCounters(name, threads, COUNTER_SLOTS, catalog.LATENCY_BUCKETS,
+                                    catalog.BYTES_BUCKETS)
+        metrics.add_source(RedCollector(self.counters, config.routes, models))
+        metrics.add_source(TapStats(self.counters))
+        tap = filter_config(name, rings, workers, config.observe_max_bytes,
+                            config.observation_queue_bytes, config.routes)
+        self.admin_socket = os.path.join(directory, "envoy-admin.sock")
+        self.bootstrap_path = os.path.join(directory, "envoy.json")
+        document = bootstrap(settings_of(config), tap, self.admin_socket, env)
+        Path(self.bootstrap_path).write_text(json.dumps(document, indent=1))
+        environment = {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.module.parent)}
+        command = [str(self.binary), "-c", self.bootstrap_path,
+                   "--concurrency", str(threads), "--disable-hot-restart",
+                   "--log-level", "warning",
+                   "--component-log-level", "dynamic_modules:info",
+                   "--drain-time-s", str(max(1, int(config.shutdown_grace))),
+                   "--drain-strategy", "immediate"]
+        self.process = EnvoyProcess(command, environment, self.admin_socket,
+                                    lambda: metrics.component_error(COMPONENT),
+                                    abi.check_log_line)
+
+    def start(self) -> None:
+        """Refuses a module built for another ABI before Envoy ever loads it."""
+        if self.module.name != "liblookout_tap.so":
+            link = self.module.with_name("liblookout_tap.so")
+            raise abi.AbiError(f"tap_module {self.module}: Envoy loads modules as "
+                               f"lib<name>.so; name it {link.name}")
+        abi.check_pair(self.binary, self.module)
+        self.process.start(READY_TIMEOUT)
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def stop(self, grace: float) -> None:
+        self.process.drain_and_stop(grace)
+        self.counters.close()

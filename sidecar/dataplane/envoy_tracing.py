@@ -1,0 +1,121 @@
+"""Envoy's OpenTelemetry tracer from the standard `OTEL_*` variables, read as the Python
+SDK reads them (`runtime/tracing.py`): the same endpoint defaults, protocol, service
+name and parent-based ratio sampling. Returns the HTTP connection manager's `tracing`
+block and the collector's cluster, or nothing when tracing is off."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from lookout.sidecar.runtime.tracing import DEFAULT_SAMPLE_RATIO
+
+OTLP_CLUSTER = "lookout_otlp"
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+
+
+class TracingConfigError(ValueError):
+    """An OTEL_* value Envoy's tracer cannot honour; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyTracing:
+    tracing: dict[str, Any]  # the connection manager's `tracing`
+    cluster: dict[str, Any]  # where spans go
+
+
+def _percent(env: Mapping[str, str]) -> float:
+    sampler = env.get("OTEL_TRACES_SAMPLER", "")
+    if not sampler:
+        return DEFAULT_SAMPLE_RATIO * 100
+    if sampler in ("always_on", "parentbased_always_on"):
+        return 100.0
+    if sampler in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if sampler in _RATIO_SAMPLERS:
+        argument = env.get("OTEL_TRACES_SAMPLER_ARG", "1")
+        try:
+            ratio = float(argument)
+        except ValueError:
+            raise TracingConfigError(f"OTEL_TRACES_SAMPLER_ARG={argument!r}: expected a "
+                                     f"ratio from 0 to 1") from None
+        return min(max(ratio, 0.0), 1.0) * 100
+    raise TracingConfigError(f"OTEL_TRACES_SAMPLER={sampler!r} is not supported by the "
+                             f"data plane; use parentbased_traceidratio, traceidratio, "
+                             f"always_on or always_off")
+
+
+def _endpoint(env: Mapping[str, str], grpc: bool) -> tuple[str, str, int, bool, str]:
+    """(scheme, host, port, tls, path) of the collector."""
+    specific = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+    general = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    default = "http://localhost:4317" if grpc else "http://localhost:4318"
+    url = specific or general or default
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TracingConfigError(f"OTLP endpoint {url!r}: expected http(s)://HOST:PORT")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    path = parts.path or "/v1/traces" if grpc or specific else parts.path.rstrip("/") + "/v1/traces"
+    return parts.scheme, parts.hostname, port, tls, path
+
+
+def envoy_tracing(env: Mapping[str, str], model: str, version: str) -> EnvoyTracing | None:
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    exporters = {name.strip() for name in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")}
+    if "otlp" not in exporters:
+        return None
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    if protocol not in ("grpc", "http/protobuf"):
+        raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not "
+                                 f"supported; use grpc or http/protobuf")
+    grpc = protocol == "grpc"
+    _, host, port, tls, path = _endpoint(env, grpc)
+    service = env.get("OTEL_SERVICE_NAME", "lookout")
+    config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "service_name": service,
+    }
+    if grpc:
+        config["grpc_service"] = {"envoy_grpc": {"cluster_name": OTLP_CLUSTER},
+                                  "timeout": "2s"}
+    else:
+        config["http_service"] = {
+            "http_uri": {"uri": f"{'https' if tls else 'http'}://{host}:{port}{path}",
+                         "cluster": OTLP_CLUSTER, "timeout": "2s"}}
+    tracing = {
+        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
+        "random_sampling": {"value": _percent(env)},
+        "spawn_upstream_span": True,
+        "custom_tags": [
+            {"tag": "lookout.model.name", "metadata": {
+                "kind": {"request": {}},
+                "metadata_key": {"key": "lookout", "path": [{"key": "model"}]},
+                "default_value": model}},
+            {"tag": "lookout.model.version", "literal": {"value": version}},
+        ],
+    }
+    cluster: dict[str, Any] = {
+        "name": OTLP_CLUSTER, "type": "STRICT_DNS", "connect_timeout": "2s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host,
+                                                          "port_value": port}}}}]}]},
+    }
+    if grpc:
+        cluster["typed_extension_protocol_options"] = _http2_options()
+    if tls:
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                     "UpstreamTlsContext", "sni": host}}
+    return EnvoyTracing(tracing, cluster)
+
+
+def _http2_options() -> dict[str, Any]:
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}}

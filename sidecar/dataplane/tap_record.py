@@ -1,0 +1,203 @@
+"""One tap record (`tap/PROTOCOL.md`, "A record's payload") as the analysis's
+`Observation`s, in the analysis worker.
+
+The C filter copied bytes and counted; everything that reads them is here: the header
+blocks, the route and model labels, the trace context Envoy's tracer injected, and for
+gRPC the length-prefixed messages (a unary call is one observation; a `ModelStreamInfer`
+stream is one per answered request, paired in order, as the Python port handed them).
+A compressed gRPC message is not analysed (its bytes stay as they came), a cut body is
+flagged, never decoded as a prefix.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from lookout.sidecar.dataplane.tap_counters import code_label
+from lookout.sidecar.pipeline.grpc_v2 import GRPC_CONTENT_TYPE
+from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.pipeline.protos import STREAM_INFER_METHOD
+from lookout.sidecar.pipeline.raw_headers import RawHeaders
+from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT
+from lookout.sidecar.proxy.routes import RouteTemplates
+from lookout.sidecar.served_models import ModelLabels, path_model
+
+MAGIC = 0x3154504C  # "LPT1"
+FLAG_REQUEST_CUT, FLAG_RESPONSE_CUT, FLAG_GRPC, FLAG_LOCAL, FLAG_NO_RESPONSE = \
+    1, 2, 4, 8, 16
+_HEAD = struct.Struct("<IIQQQIiQQ8x6I")
+_PAIR = struct.Struct("<II")
+_GRPC_PREFIX = struct.Struct(">BI")
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class TapRecordError(ValueError):
+    """A record that does not follow the layout: counted, never analysed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TapExchange:
+    """A record's fixed facts and its six sections, still bytes."""
+
+    flags: int
+    start_unix_ns: int
+    duration_ns: int
+    upstream_ns: int
+    status: int
+    grpc_status: int
+    request_bytes: int
+    response_bytes: int
+    request_headers: list[tuple[bytes, bytes]]
+    request_body: bytes
+    request_trailers: list[tuple[bytes, bytes]]
+    response_headers: list[tuple[bytes, bytes]]
+    response_body: bytes
+    response_trailers: list[tuple[bytes, bytes]]
+
+
+def header_pairs(section: memoryview) -> list[tuple[bytes, bytes]]:
+    pairs, at, end = [], 0, len(section)
+    while at < end:
+        if at + _PAIR.size > end:
+            raise TapRecordError("a header entry is cut")
+        name_length, value_length = _PAIR.unpack_from(section, at)
+        at += _PAIR.size
+        if at + name_length + value_length > end:
+            raise TapRecordError("a header entry runs past its section")
+        pairs.append((bytes(section[at:at + name_length]),
+                      bytes(section[at + name_length:at + name_length + value_length])))
+        at += name_length + value_length
+    return pairs
+
+
+def parse(record: memoryview | bytes) -> TapExchange:
+    view = memoryview(record)
+    if len(view) < _HEAD.size:
+        raise TapRecordError(f"a record of {len(view)} bytes is shorter than its head")
+    (magic, flags, started, duration, upstream, status, grpc_status, request_bytes,
+     response_bytes, *lengths) = _HEAD.unpack_from(view)
+    if magic != MAGIC:
+        raise TapRecordError(f"bad magic {magic:#x}: the tap's layout is not this one")
+    if _HEAD.size + sum(lengths) != len(view):
+        raise TapRecordError("the sections do not add up to the record")
+    sections, at = [], _HEAD.size
+    for length in lengths:
+        sections.append(view[at:at + length])
+        at += length
+    return TapExchange(
+        flags, started, duration, upstream, status, grpc_status, request_bytes,
+        response_bytes, header_pairs(sections[0]), bytes(sections[1]),
+        header_pairs(sections[2]), header_pairs(sections[3]), bytes(sections[4]),
+        header_pairs(sections[5]))
+
+
+def grpc_messages(body: bytes) -> tuple[list[bytes], bool]:
+    """The length-prefixed messages of a gRPC body, and whether any was compressed (or
+    the body ends inside one)."""
+    messages, at, spoiled = [], 0, False
+    while at + _GRPC_PREFIX.size <= len(body):
+        compressed, length = _GRPC_PREFIX.unpack_from(body, at)
+        at += _GRPC_PREFIX.size
+        if at + length > len(body):
+            return messages, True
+        spoiled |= bool(compressed)
+        messages.append(body[at:at + length])
+        at += length
+    return messages, spoiled or at != len(body)
+
+
+def _trace(headers: RawHeaders) -> tuple[str | None, str | None, bool]:
+    """The W3C context Envoy's tracer sent upstream: (trace id, span id, sampled)."""
+    value = headers.get("traceparent", "")
+    parts = value.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None, None, False
+    try:
+        sampled = bool(int(parts[3], 16) & 1)
+    except ValueError:
+        return None, None, False
+    return parts[1], parts[2], sampled
+
+
+class TapDecoder:
+    """Turns records into observations with the labels the request path gave before."""
+
+    def __init__(self, routes: tuple[str, ...], models: ModelLabels) -> None:
+        self._routes = RouteTemplates(routes)
+        self._models = models
+
+    def decode(self, record: memoryview | bytes) -> list[Observation]:
+        exchange = parse(record)
+        request_headers = RawHeaders(exchange.request_headers)
+        response_headers = RawHeaders(exchange.response_headers
+                                      + exchange.response_trailers)
+        method = request_headers.get(":method", "")
+        path = request_headers.get(":path", "").partition("?")[0]
+        grpc_call = bool(exchange.flags & FLAG_GRPC) or \
+            request_headers.get("content-type", "").startswith(GRPC_CONTENT_TYPE)
+        status, code = self._status(exchange, grpc_call)
+        trace_id, span_id, sampled = _trace(request_headers)
+        base = dict(
+            started_at=exchange.start_unix_ns / 1e9, method=method, path=path,
+            route=self._routes.label(path), status=status, code=code,
+            request_headers=request_headers, response_headers=response_headers,
+            duration=exchange.duration_ns / 1e9,
+            upstream_duration=exchange.upstream_ns / 1e9 if exchange.upstream_ns else None,
+            trace_id=trace_id, span_id=span_id, trace_sampled=sampled)
+        if not grpc_call:
+            model, version = self._labels(None if self._models.single else
+                                          path_model(path))
+            return [Observation(
+                request_body=exchange.request_body, response_body=exchange.response_body,
+                request_truncated=bool(exchange.flags & FLAG_REQUEST_CUT),
+                response_truncated=bool(exchange.flags & FLAG_RESPONSE_CUT),
+                model=model, version=version, **base)]
+        return list(self._grpc(exchange, base, path))
+
+    def _labels(self, name: str | None) -> tuple[str, str]:
+        return self._models.label_name(name)
+
+    def _status(self, exchange: TapExchange, grpc_call: bool) -> tuple[int, str]:
+        flags = exchange.flags & FLAG_LOCAL and 2
+        if not grpc_call:
+            return exchange.status, code_label(exchange.status, flags)
+        number = exchange.grpc_status if exchange.grpc_status >= 0 else \
+            (0 if exchange.status == 200 else 2)
+        code = _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+        return HTTP_EQUIVALENT[code], code_label(number, flags | 1)
+
+    def _grpc(self, exchange: TapExchange, base: dict, path: str) -> Iterator[Observation]:
+        requests, request_spoiled = grpc_messages(exchange.request_body)
+        responses, response_spoiled = grpc_messages(exchange.response_body)
+        request_cut = bool(exchange.flags & FLAG_REQUEST_CUT) or request_spoiled
+        response_cut = bool(exchange.flags & FLAG_RESPONSE_CUT) or response_spoiled
+        model, version = self._labels(_first_model(requests))
+        if path == STREAM_INFER_METHOD:
+            if request_cut or response_cut:
+                return
+            for request, response in zip(requests, responses, strict=False):
+                yield Observation(request_body=request, response_body=response,
+                                  response_truncated=False, model=model, version=version,
+                                  **{**base, "status": 200, "code": "OK"})
+            return
+        yield Observation(
+            request_body=requests[0] if len(requests) == 1 and not request_cut else b"",
+            response_body=responses[0] if len(responses) == 1 and not response_cut else b"",
+            request_truncated=request_cut or len(requests) != 1,
+            response_truncated=response_cut or len(responses) != 1,
+            model=model, version=version, **base)
+
+
+def _first_model(messages: list[bytes]) -> str | None:
+    """Field 1 (`model_name`) of the call's first message: a tag byte, a varint length."""
+    if not messages:
+        return None
+    message = messages[0]
+    if len(message) < 2 or message[0] != 0x0A or message[1] >= 0x80:
+        return None
+    name = message[2:2 + message[1]]
+    return name.decode("utf-8", "replace") if len(name) == message[1] else None

@@ -1,0 +1,143 @@
+"""The worker's reading of tap records: labels, trace context, bodies, gRPC messages,
+and records that do not follow the layout."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from lookout.sidecar.config import DEFAULT_ROUTES
+from lookout.sidecar.dataplane.tap_record import (
+    FLAG_GRPC,
+    FLAG_LOCAL,
+    FLAG_RESPONSE_CUT,
+    TapDecoder,
+    TapRecordError,
+    parse,
+)
+from lookout.sidecar.served_models import ModelLabels
+from tests.support.tap_wire import grpc_frame, record
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+SPAN = "b7ad6b7169203331"
+
+
+def decoder(models: dict[str, str] | None = None) -> TapDecoder:
+    return TapDecoder(DEFAULT_ROUTES, ModelLabels("yolo", "v1", models or {},
+                                                  discover=False, max_models=16))
+
+
+def infer_request(path: bytes = b"/v2/models/yolo/infer", **extra: bytes) -> list:
+    return [(b":method", b"POST"), (b":path", path), (b":authority", b"pod"),
+            (b"content-type", b"application/json"),
+            (b"traceparent", f"00-{TRACE}-{SPAN}-01".encode()),
+            *((name.encode(), value) for name, value in extra.items())]
+
+
+def test_an_http_exchange_becomes_one_observation_with_the_labels_and_trace() -> None:
+    [observation] = decoder().decode(record(
+        request_headers=infer_request(b"/v2/models/yolo/infer?x=1"), request_body=b'{"a":1}',
+        response_headers=[(b":status", b"200"), (b"content-type", b"application/json")],
+        response_body=b'{"outputs":[]}', status=200, duration_ns=7_000_000,
+        upstream_ns=6_000_000))
+    assert (observation.method, observation.path, observation.route) == \
+        ("POST", "/v2/models/yolo/infer", "/v2/models/{model}/infer")
+    assert (observation.status, observation.code) == (200, "200")
+    assert observation.request_body == b'{"a":1}'
+    assert observation.response_body == b'{"outputs":[]}'
+    assert observation.request_headers["Content-Type"] == "application/json"
+    assert (observation.trace_id, observation.span_id, observation.trace_sampled) == \
+        (TRACE, SPAN, True)
+    assert observation.duration == pytest.approx(0.007)
+    assert observation.upstream_duration == pytest.approx(0.006)
+    assert (observation.model, observation.version) == ("yolo", "v1")
+
+
+def test_a_local_reply_is_a_sidecar_code_and_a_cut_body_is_flagged() -> None:
+    [observation] = decoder().decode(record(
+        request_headers=infer_request(), response_headers=[(b":status", b"502"),
+                                                           (b"x-lookout-error", b"x")],
+        status=502, flags=FLAG_LOCAL | FLAG_RESPONSE_CUT, upstream_ns=0))
+    assert observation.code == "sidecar_502"
+    assert observation.response_truncated and not observation.request_truncated
+    assert observation.upstream_duration is None
+
+
+def test_in_a_multi_model_pod_the_path_names_the_model() -> None:
+    decode = decoder({"detr": "2"}).decode
+    [known] = decode(record(request_headers=infer_request(b"/v2/models/detr/infer")))
+    [unknown] = decode(record(request_headers=infer_request(b"/v2/models/nope/infer")))
+    assert (known.model, known.version) == ("detr", "2")
+    assert unknown.model == "other"
+
+
+def grpc_request(method: bytes = b"/inference.GRPCInferenceService/ModelInfer") -> list:
+    return [(b":method", b"POST"), (b":path", method),
+            (b"content-type", b"application/grpc")]
+
+
+def model_infer(name: bytes, rest: bytes = b"") -> bytes:
+    return b"\x0a" + bytes([len(name)]) + name + rest
+
+
+def test_a_unary_grpc_call_is_its_two_messages_labelled_by_field_one() -> None:
+    request, response = model_infer(b"detr", b"\x12\x011"), b"\x0a\x04detr"
+    [observation] = decoder({"detr": "2"}).decode(record(
+        request_headers=grpc_request(), request_body=grpc_frame(request),
+        response_headers=[(b":status", b"200"), (b"content-type", b"application/grpc")],
+        response_body=grpc_frame(response), response_trailers=[(b"grpc-status", b"0")],
+        status=200, grpc_status=0, flags=FLAG_GRPC))
+    assert (observation.request_body, observation.response_body) == (request, response)
+    assert (observation.status, observation.code) == (200, "OK")
+    assert (observation.model, observation.version) == ("detr", "2")
+
+
+def test_grpc_errors_and_lookouts_own_are_named_as_the_python_port_named_them() -> None:
+    [upstream] = decoder().decode(record(
+        request_headers=grpc_request(), status=200, grpc_status=14, flags=FLAG_GRPC))
+    [local] = decoder().decode(record(
+        request_headers=grpc_request(), status=200, grpc_status=14,
+        flags=FLAG_GRPC | FLAG_LOCAL))
+    assert (upstream.status, upstream.code) == (503, "UNAVAILABLE")
+    assert local.code == "sidecar_UNAVAILABLE"
+
+
+def test_a_compressed_grpc_message_is_not_analysed() -> None:
+    [observation] = decoder().decode(record(
+        request_headers=grpc_request(), request_body=grpc_frame(b"\x1f\x8b..", True),
+        response_body=grpc_frame(b"x"), grpc_status=0, flags=FLAG_GRPC))
+    assert observation.request_truncated and observation.request_body == b""
+
+
+def test_a_stream_is_one_observation_per_answered_request_in_order() -> None:
+    requests = [model_infer(b"yolo", bytes([n])) for n in range(3)]
+    responses = [b"answer-%d" % n for n in range(2)]
+    observations = decoder().decode(record(
+        request_headers=grpc_request(b"/inference.GRPCInferenceService/ModelStreamInfer"),
+        request_body=b"".join(map(grpc_frame, requests)),
+        response_body=b"".join(map(grpc_frame, responses)), grpc_status=0,
+        flags=FLAG_GRPC))
+    assert [(o.request_body, o.response_body) for o in observations] == \
+        list(zip(requests, responses, strict=False))
+    assert all(o.code == "OK" for o in observations)
+
+
+@pytest.mark.parametrize("broken", [
+    b"short",
+    record(magic=0x12345678),
+    record(request_body=b"abc")[:-1],
+    record() + b"x",
+    record(request_headers=[(b"a", b"b")])[:-1] + b"",
+])
+def test_a_record_off_the_layout_is_refused_with_a_reason(broken: bytes) -> None:
+    with pytest.raises(TapRecordError):
+        parse(broken)
+
+
+def test_a_header_entry_that_runs_past_its_section_is_refused() -> None:
+    good = record(request_headers=[(b"name", b"value")])
+    head = bytearray(good)
+    struct.pack_into("<I", head, 64 + 24, 999)  # the first entry's name length
+    with pytest.raises(TapRecordError, match="runs past"):
+        parse(bytes(head))
