@@ -1,0 +1,290 @@
+"""Run the tap through its fake Envoy (tap_harness, ASan+UBSan) on known and random cases.
+
+    python3 tap/fuzz_cases.py [--harness tap/build/tap_harness] [-n 40] [--seed S]
+
+Each case gets fresh shared memory (tapshm.py), runs the harness, fails on a non-zero exit
+or any sanitizer report, then reads the memory back: every record parses, and the counters
+agree with the streams run (exchanges = streams; records + ring_full = exchanges; slot
+counts + unrecorded = exchanges). Stdlib only. Exit status 0 when every case passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tapshm  # noqa: E402
+
+ROUTES = ["/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer",
+          "/v2/models/{model}", "/a{b/{c}.{d}/x"]
+
+
+def h(data: bytes | str) -> str:
+    data = data.encode() if isinstance(data, str) else data
+    return data.hex() or "-"
+
+
+class Case:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.streams = 0
+
+    def new(self, sid: int) -> None:
+        self.lines.append(f"{sid} new")
+        self.streams += 1
+
+    def hdr(self, sid: int, t: int, name: bytes | str, value: bytes | str) -> None:
+        self.lines.append(f"{sid} hdr {t} {h(name)} {h(value)}")
+
+    def do(self, sid: int, *words: object) -> None:
+        self.lines.append(" ".join([str(sid), *map(str, words)]))
+
+    def body(self, sid: int, d: int, eos: int, chunks: list[bytes | str]) -> None:
+        words = [c if isinstance(c, str) else h(c) for c in chunks]
+        self.lines.append(" ".join([str(sid), "body", str(d), str(eos), *words]))
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def grpc_frame(message: bytes, compressed: bool = False, length: int | None = None) -> bytes:
+    n = len(message) if length is None else length
+    return bytes([1 if compressed else 0]) + n.to_bytes(4, "big") + message
+
+
+def infer_request(model: bytes) -> bytes:
+    return b"\x0a" + bytes([len(model)]) + model + b"\x12\x011" + b"\x22\x05abcde"
+
+
+def known_case() -> tuple[Case, dict]:
+    """A few exchanges whose records and counters are checked field by field."""
+    c = Case()
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    c.new(0)
+    for name, value in [(":method", "POST"), (":path", "/v2/models/resnet%2D50/infer?x=1"),
+                        ("content-type", "application/json")]:
+        c.hdr(0, 0, name, value)
+    c.do(0, "reqh", 0)
+    c.body(0, 0, 0, [b'{"inputs"', b": []}"])
+    c.hdr(0, 0, "traceparent", f"00-{trace}-b7ad6b7169203331-01")
+    c.hdr(0, 2, ":status", "200")
+    c.do(0, "resph", 0)
+    c.body(0, 2, 1, [b'{"outputs": []}'])
+    c.do(0, "complete")
+    c.do(0, "destroy")
+    c.new(1)  # gRPC, gzip-compressed message, status in trailers
+    for name, value in [(":path", "/inference.GRPCInferenceService/ModelInfer"),
+                        ("content-type", "application/grpc"), ("grpc-encoding", "gzip")]:
+        c.hdr(1, 0, name, value)
+    c.do(1, "reqh", 0)
+    frame = grpc_frame(gzip.compress(infer_request(b"yolo")), compressed=True)
+    c.body(1, 0, 1, [frame[:3], frame[3:]])
+    c.hdr(1, 2, ":status", "200")
+    c.do(1, "resph", 0)
+    c.body(1, 2, 0, [grpc_frame(b"")])
+    c.hdr(1, 3, "grpc-status", "5")
+    c.do(1, "respt")
+    c.new(2)  # no response at all
+    c.hdr(2, 0, ":path", "/v2/models/m/versions/7/infer/")
+    c.do(2, "reqh", 1)
+    expect = {"models": {b"resnet-50", b"yolo", b"m"}, "trace": trace}
+    return c, expect
+
+
+def check_known(records: list[dict], counters: dict, expect: dict) -> None:
+    slots = counters["areas"][0]["slots"]
+    got = {(s["model"], s["route"], s["code"], s["flags"]) for s in slots}
+    want = {(b"resnet-50", 0, 200, 0), (b"yolo", 4, 5, 1), (b"m", 1, 0, 4)}
+    assert got == want, f"slots {got} != {want}"
+    resnet = next(s for s in slots if s["model"] == b"resnet-50")
+    assert resnet["exemplar_trace_id"] == expect["trace"] and resnet["exemplar_seq"] == 1, resnet
+    assert resnet["request_bytes_sum"] == 14 and resnet["response_bytes_sum"] == 15, resnet
+    records = sorted(records, key=lambda r: r["start_unix_ns"])
+    first = records[0]
+    assert first["request_body"] == b'{"inputs": []}' and first["status"] == 200, first
+    assert (b"traceparent", f"00-{expect['trace']}-b7ad6b7169203331-01".encode()) \
+        in first["request_headers"], first["request_headers"]
+    grpc = records[1]
+    assert grpc["flags"] == 4 and grpc["grpc_status"] == 5, grpc
+    assert grpc["response_trailers"] == [(b"grpc-status", b"5")], grpc
+    assert records[2]["flags"] == 16 and records[2]["status"] == 0, records[2]
+
+
+def random_headers(rng: random.Random, c: Case, sid: int, t: int) -> None:
+    for _ in range(rng.choice([0, 1, 3, 10, 200])):
+        kind = rng.random()
+        if kind < 0.1:
+            c.do(sid, "big", t, h("x-huge"), "41", rng.choice([70000, 1 << 20]))
+        elif kind < 0.2:
+            c.hdr(sid, t, bytes(rng.randrange(256) for _ in range(rng.randrange(40))),
+                  bytes(rng.randrange(256) for _ in range(rng.randrange(200))))
+        else:
+            c.hdr(sid, t, rng.choice(["a", "x-b", "", "\0\0", "grpc-status", "lookout-error"]),
+                  rng.choice(["", "1", "\0", "999999999999", "-3", "x" * 300]))
+
+
+def random_path(rng: random.Random) -> bytes:
+    return rng.choice([
+        b"/v2/models/" + b"m" * 200 + b"/infer", b"/" + b"{" * 1000, b"/v2/models//infer",
+        b"/v2/models/%00x/infer", b"/v2/models/%zz/infer", b"/v2/models/%4", b"",
+        b"/v2/models/a/infer/", b"/v2/models/a/infer//", b"/a{b/x.y/x", b"/a{b/.y/x",
+        b"/v2/models/" + bytes(rng.randrange(1, 256) for _ in range(30)),
+        b"/" + b"/" * 5000, b"?" * 10, b"/v2/models/x/versions/y/infer?q=/"])
+
+
+def random_traceparent(rng: random.Random) -> str:
+    good = "00-" + "%032x" % rng.getrandbits(128) + "-" + "%016x" % rng.getrandbits(64) + "-01"
+    return rng.choice([good, good[:-1], good.replace("-", "_"), "00-" + "0" * 32 + "-" + "1" * 16
+                       + "-01", good.upper(), "ff" + good[2:], good + "-extra", "", "zz" * 30])
+
+
+def random_grpc_body(rng: random.Random) -> list[bytes | str]:
+    msg = infer_request(bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80))))
+    frame = rng.choice([
+        grpc_frame(msg), grpc_frame(msg, length=2**32 - 1), grpc_frame(msg)[:rng.randrange(6)],
+        grpc_frame(zlib.compress(msg), compressed=True), grpc_frame(b"\x1f\x8b" + os.urandom(50),
+                                                                   compressed=True),
+        grpc_frame(gzip.compress(msg)[:10], compressed=True), grpc_frame(b"\x0a\xff\xff\xff\xff"),
+        grpc_frame(b"\x08" + b"\xff" * 20), grpc_frame(b"\x0b\x0a"), b""])
+    cut = rng.randrange(len(frame) + 1)
+    return [frame[:cut], frame[cut:]]
+
+
+def random_case(rng: random.Random) -> Case:
+    c = Case()
+    for sid in range(rng.randrange(1, 40)):
+        c.new(sid)
+        if rng.random() < 0.05:
+            c.do(sid, "nullhooks")
+        grpc = rng.random() < 0.4
+        c.hdr(sid, 0, ":path", random_path(rng))
+        if grpc:
+            c.hdr(sid, 0, "content-type", rng.choice(["application/grpc", "application/grpc+proto"]))
+            c.hdr(sid, 0, "grpc-encoding", rng.choice(["gzip", "deflate", "identity", "GZIP"]))
+        random_headers(rng, c, sid, 0)
+        c.do(sid, "reqh", rng.randrange(2))
+        if grpc:
+            c.body(sid, 0, 0, random_grpc_body(rng))
+        for _ in range(rng.choice([0, 1, 2, 5])):
+            chunks = rng.choice([[b""], ["rep:61:100000"] * 100, [os.urandom(100)] * 3,
+                                 ["rep:00:1048576"] * 10, []])
+            c.body(sid, 0, 0, chunks)
+        if rng.random() < 0.3:
+            random_headers(rng, c, sid, 1)
+            c.do(sid, "reqt")
+        c.hdr(sid, 0, "traceparent", random_traceparent(rng))
+        end = rng.random()
+        if end < 0.1:
+            c.do(sid, "destroy")  # reset before any response, and no stream_complete
+            continue
+        if end < 0.2:
+            c.do(sid, "skip")  # stream_complete never runs: destroy finishes it
+        if rng.random() < 0.9:
+            c.hdr(sid, 2, ":status", rng.choice(["200", "503", "", "abc", "99999999999"]))
+            if rng.random() < 0.2:
+                c.hdr(sid, 2, rng.choice(["x-lookout-error", "lookout-error"]), "1")
+            random_headers(rng, c, sid, 2)
+            c.do(sid, "resph", rng.randrange(2))
+            for _ in range(rng.choice([0, 1, 3])):
+                c.body(sid, 2, 0, rng.choice([[os.urandom(1000)], ["rep:62:1048576"] * 10, [b""]]))
+            if rng.random() < 0.5:
+                c.hdr(sid, 3, "grpc-status", rng.choice(["0", "14", "", "x"]))
+                random_headers(rng, c, sid, 3)
+                c.do(sid, "respt")
+        if rng.random() < 0.5:
+            c.do(sid, "complete")
+        if rng.random() < 0.5:
+            c.do(sid, "destroy")
+    return c
+
+
+def run_case(harness: str, case: Case, rng: random.Random, tag: str,
+             expect: dict | None = None) -> str | None:
+    """None when the case passed, else why not."""
+    with tempfile.TemporaryDirectory(prefix="lookout-tap-") as tmp:
+        ident = f"lookout-tapfuzz-{os.getpid()}-{tag}"
+        counters = f"/{ident}-cnt"
+        rings = [(f"/{ident}-r{i}", os.path.join(tmp, f"fifo{i}"), rng.choice([2, 1000]))
+                 for i in range(2)]
+        try:
+            tapshm.create_counters(counters, 1, rng.choice([4, 64]) if expect is None else 64,
+                                   [10**6, 10**7, 10**8, 10**9], [100, 10**4, 10**6])
+            for name, fifo, _ in rings:
+                tapshm.create_ring(name, fifo, rng.choice([4096, 8 << 20]) if expect is None
+                                   else 8 << 20)
+            max_body = rng.choice([0, 100, 65536, 1 << 20]) if expect is None else 1 << 20
+            budget = rng.choice([1, 200000, 64 << 20]) if expect is None else 64 << 20
+            config_path, case_path = os.path.join(tmp, "config"), os.path.join(tmp, "case")
+            with open(config_path, "w") as f:
+                f.write(tapshm.config_text(counters, rings, 2, max_body, budget, ROUTES))
+            with open(case_path, "w") as f:
+                f.write(case.text())
+            env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+                       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+            done = subprocess.run([harness, config_path, case_path], capture_output=True,
+                                  text=True, env=env, timeout=300)
+            if done.returncode or "Sanitizer" in done.stderr or "runtime error" in done.stderr:
+                keep = os.path.join(tempfile.gettempdir(), f"lookout-tap-failed-{tag}.case")
+                with open(keep, "w") as f:
+                    f.write(case.text())
+                return f"exit {done.returncode}; case kept at {keep}\n{done.stderr[-4000:]}"
+            if done.stdout.strip() != f"streams {case.streams}":
+                return f"harness said {done.stdout!r}, expected {case.streams} streams"
+            records = []
+            for name, _, _ in rings:
+                reader = tapshm.RingReader(name)
+                while (payload := reader.take()) is not None:
+                    records.append(tapshm.parse_record(payload))
+                reader.close()
+            state = tapshm.read_counters(counters)
+            area = state["areas"][0]
+            slot_total = sum(slot["count"] for slot in area["slots"])
+            if area["exchanges"] != case.streams or \
+                    area["records"] + area["ring_full"] != case.streams or \
+                    slot_total + area["unrecorded"] != case.streams or \
+                    len(records) != area["records"]:
+                return f"counters disagree: {case.streams} streams, {len(records)} records, " \
+                       f"area {dict((k, v) for k, v in area.items() if k != 'slots')}, " \
+                       f"slots {slot_total}"
+            if expect is not None:
+                check_known(records, state, expect)
+            return None
+        except (AssertionError, ValueError) as error:
+            return f"{type(error).__name__}: {error}"
+        finally:
+            tapshm.unlink(counters)
+            for name, _, _ in rings:
+                tapshm.unlink(name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser.add_argument("--harness", default=os.path.join(here, "build", "tap_harness"))
+    parser.add_argument("-n", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    rng = random.Random(seed)
+    failures = 0
+    case, expect = known_case()
+    if (why := run_case(args.harness, case, rng, "known", expect)) is not None:
+        print(f"known case FAILED: {why}")
+        failures += 1
+    for i in range(args.n):
+        if (why := run_case(args.harness, random_case(rng), rng, str(i))) is not None:
+            print(f"case {i} (seed {seed}) FAILED: {why}")
+            failures += 1
+    print(f"{args.n + 1 - failures}/{args.n + 1} cases passed (seed {seed})")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,783 @@
+/* lookout's tap: an Envoy 1.40 HTTP dynamic-module filter that copies bounded request and
+ * response heads, bodies and trailers into shared-memory rings and keeps exact RED counters
+ * in a shared-memory table. The byte layouts are tap/PROTOCOL.md's. It never blocks, never
+ * parses anything but a path, a few headers and one protobuf field, and always returns
+ * Continue. Each Envoy worker thread writes only its own counter area and its own rings. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "envoy_abi.h"
+
+#ifndef LOOKOUT_TAP_ABI
+#define LOOKOUT_TAP_ABI "v0.2.0"
+#endif
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the shared-memory layouts are little-endian"
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+#define RLX __ATOMIC_RELAXED
+#define CNT_MAGIC 0x31544e434b4f4f4cULL /* "LOOKCNT1" */
+#define REC_MAGIC 0x3154504cU           /* "LPT1" */
+#define CNT_HEADER 1024u
+#define AREA_HEADER 128u
+#define SLOT 1216u
+#define RING_HEADER 64u
+#define HEAD_SECTION_MAX 65536u
+#define GRPC_PREFIX 1024u  /* request body bytes kept for the gRPC model: 5-byte prefix + message */
+#define INFLATE_MAX 512u   /* bounded decompression of that message's start */
+#define MODEL_MAX 63u
+enum { SEC_REQ_HEAD, SEC_REQ_BODY, SEC_REQ_TRAIL, SEC_RESP_HEAD, SEC_RESP_BODY, SEC_RESP_TRAIL };
+enum { F_REQ_TRUNC = 1, F_RESP_TRUNC = 2, F_GRPC = 4, F_LOCAL = 8, F_NO_RESPONSE = 16 };
+/* area header words (PROTOCOL.md) */
+enum { A_RECORDS, A_RING_FULL, A_TRUNC_BUDGET, A_TRUNC_BODY, A_UNRECORDED, A_EXCHANGES, A_SLOTS_USED };
+
+struct ring { uint8_t *base; size_t size; uint64_t cap, max_records; int fifo; };
+struct route { int16_t *tok; size_t n; };  /* >= 0 a byte; ANY one non-'/' byte; STAR a run */
+enum { ANY = -1, STAR = -2 };
+
+struct cfg {
+  uint8_t *cnt; size_t cnt_size;
+  uint64_t threads, slots, nlat, nbytes, lat_bounds[32], byte_bounds[32];
+  struct ring *rings; size_t nrings; uint64_t per_thread;
+  uint64_t max_body, max_buffered;
+  struct route *routes; uint32_t nroutes;
+};
+
+struct buf { uint8_t *p; size_t len, cap; };
+struct stream {
+  const struct cfg *c;
+  struct buf sec[6];
+  uint64_t held;                       /* bytes of copies counted against the thread budget */
+  uint64_t t0_real, t0_mono, req_end, resp_end, req_bytes, resp_bytes;
+  uint32_t flags, route, status, body_truncs;
+  int32_t grpc_status;
+  bool budget_trunc, req_heads_done, got_response, compressed_ok, finished;
+  uint8_t trace[16]; bool sampled;
+  char model[MODEL_MAX + 1];
+  uint8_t gp[GRPC_PREFIX]; size_t gp_len;
+};
+
+static uint32_t next_thread;            /* thread indices handed out (atomic) */
+static __thread int64_t my_thread = -1; /* this worker's index, claimed at its first finish */
+static __thread uint64_t thread_held;   /* bytes all this worker's streams hold in copies */
+static __thread uint32_t next_ring;     /* round-robin position among this worker's rings */
+
+/* lookout reads this marker from the file, without loading it (sidecar/dataplane/abi.py) */
+EXPORT const char lookout_tap_abi_marker[] = "lookout-tap-abi:" LOOKOUT_TAP_ABI;
+EXPORT const char *lookout_tap_abi_version(void) { return LOOKOUT_TAP_ABI; }
+const char *envoy_dynamic_module_on_program_init(void) { return LOOKOUT_TAP_ABI; }
+
+static void tap_log(int level, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  size_t len = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+  if (envoy_dynamic_module_callback_log)
+    envoy_dynamic_module_callback_log(level, (envoy_dynamic_module_type_module_buffer){msg, len});
+  else
+    fprintf(stderr, "lookout_tap: %s\n", msg);
+}
+
+static uint64_t now(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t *word(uint8_t *p) { return (uint64_t *)(void *)p; }
+static void bump(uint64_t *w, uint64_t v) { __atomic_store_n(w, __atomic_load_n(w, RLX) + v, RLX); }
+
+/* ---------------------------------------------------------------- configuration */
+
+static bool parse_u64(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  if (!*s) return false;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10) return false;
+    v = v * 10 + (uint64_t)(*s - '0');
+  }
+  *out = v;
+  return true;
+}
+
+static void *map_shm(const char *name, size_t *size) {
+  int fd = shm_open(name, O_RDWR, 0);
+  if (fd < 0) return NULL;
+  struct stat st;
+  void *p = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && st.st_size > 0)
+    p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return NULL;
+  *size = (size_t)st.st_size;
+  return p;
+}
+
+/* A template becomes tokens: `{name}` (an identifier in braces, as routes.py) matches one or
+ * more non-'/' bytes (ANY then STAR); every other byte, a lone '{' included, matches itself. */
+static bool compile_route(const char *t, struct route *r) {
+  size_t n = strlen(t);
+  if (t[0] != '/' || !(r->tok = calloc(n + 1, sizeof *r->tok))) return false;
+  for (size_t i = 0; i < n;) {
+    size_t j = i + 1;
+    if (t[i] == '{' && j < n && (t[j] == '_' || (t[j] | 32) >= 'a') && (t[j] | 32) <= 'z') {
+      while (j < n && (t[j] == '_' || ((t[j] | 32) >= 'a' && (t[j] | 32) <= 'z') ||
+                       (t[j] >= '0' && t[j] <= '9')))
+        j++;
+      if (j < n && t[j] == '}') {
+        r->tok[r->n++] = ANY;
+        r->tok[r->n++] = STAR;
+        i = j + 1;
+        continue;
+      }
+    }
+    r->tok[r->n++] = (uint8_t)t[i++];
+  }
+  return true;
+}
+
+static void free_cfg(struct cfg *c) {
+  if (!c) return;
+  for (size_t i = 0; i < c->nrings; i++) {
+    if (c->rings[i].base) munmap(c->rings[i].base, c->rings[i].size);
+    if (c->rings[i].fifo >= 0) close(c->rings[i].fifo);
+  }
+  for (uint32_t i = 0; i < c->nroutes; i++) free(c->routes[i].tok);
+  if (c->cnt) munmap(c->cnt, c->cnt_size);
+  free(c->rings);
+  free(c->routes);
+  free(c);
+}
+
+static bool attach_counters(struct cfg *c, const char *name) {
+  if (!(c->cnt = map_shm(name, &c->cnt_size)) || c->cnt_size < CNT_HEADER) return false;
+  uint64_t *h = word(c->cnt);
+  c->threads = h[2], c->slots = h[3], c->nlat = h[4], c->nbytes = h[5];
+  if (h[0] != CNT_MAGIC || h[1] != 1 || !c->threads || c->threads > 4096 || !c->slots ||
+      c->slots > (1u << 20) || c->nlat > 31 || c->nbytes > 31)
+    return false;
+  if (c->cnt_size < CNT_HEADER + c->threads * (AREA_HEADER + c->slots * SLOT)) return false;
+  memcpy(c->lat_bounds, c->cnt + 64, sizeof c->lat_bounds);
+  memcpy(c->byte_bounds, c->cnt + 320, sizeof c->byte_bounds);
+  for (uint64_t i = 1; i < c->nlat; i++) if (c->lat_bounds[i] <= c->lat_bounds[i - 1]) return false;
+  for (uint64_t i = 1; i < c->nbytes; i++) if (c->byte_bounds[i] <= c->byte_bounds[i - 1]) return false;
+  return true;
+}
+
+static bool attach_ring(struct cfg *c, char *spec) {
+  char *a = strchr(spec, ','), *b = strrchr(spec, ',');
+  uint64_t max_records;
+  if (!a || a == b || !parse_u64(b + 1, &max_records) || !max_records) return false;
+  *a = *b = '\0';
+  struct ring *r = realloc(c->rings, (c->nrings + 1) * sizeof *r);
+  if (!r) return false;
+  c->rings = r;
+  r = &c->rings[c->nrings++];
+  *r = (struct ring){.fifo = -1, .max_records = max_records};
+  if (!(r->base = map_shm(spec, &r->size))) return false;
+  r->cap = r->size - RING_HEADER;
+  if (r->size < RING_HEADER + 32 || r->cap % 8) return false;
+  r->fifo = open(a + 1, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  struct stat st;
+  return r->fifo >= 0 && fstat(r->fifo, &st) == 0 && S_ISFIFO(st.st_mode);
+}
+
+static const char *config_line(struct cfg *c, char *line, uint64_t *layout, bool *have) {
+  char *eq = strchr(line, '=');
+  if (!eq) return "a line without '='";
+  *eq = '\0';
+  char *v = eq + 1;
+  if (!strcmp(line, "layout")) return parse_u64(v, layout) ? NULL : "bad layout";
+  if (!strcmp(line, "counters")) {
+    if (c->cnt) return "counters given twice";
+    return attach_counters(c, v) ? NULL : "cannot attach the counters segment (name, magic, layout or size)";
+  }
+  if (!strcmp(line, "ring")) return attach_ring(c, v) ? NULL : "cannot attach a ring (NAME,FIFO_PATH,MAX_RECORDS)";
+  if (!strcmp(line, "ring_workers")) return parse_u64(v, &c->per_thread) ? NULL : "bad ring_workers";
+  if (!strcmp(line, "max_body")) return (*have = parse_u64(v, &c->max_body)) ? NULL : "bad max_body";
+  if (!strcmp(line, "max_buffered")) return parse_u64(v, &c->max_buffered) ? NULL : "bad max_buffered";
+  if (!strcmp(line, "route")) {
+    struct route *r = realloc(c->routes, (c->nroutes + 1) * sizeof *r);
+    if (!r) return "out of memory";
+    c->routes = r;
+    c->routes[c->nroutes] = (struct route){0};
+    return compile_route(v, &c->routes[c->nroutes++]) ? NULL : "a route must start with '/'";
+  }
+  return "unknown key";
+}
+
+envoy_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
+    envoy_filter_config_envoy_ptr envoy, envoy_dynamic_module_type_envoy_buffer name,
+    envoy_dynamic_module_type_envoy_buffer config) {
+  (void)envoy, (void)name;
+  if (!envoy_dynamic_module_callback_http_get_header || !envoy_dynamic_module_callback_http_get_headers ||
+      !envoy_dynamic_module_callback_http_get_headers_size ||
+      !envoy_dynamic_module_callback_http_get_body_chunks ||
+      !envoy_dynamic_module_callback_http_get_body_chunks_size) {
+    tap_log(ENVOY_LOG_ERROR, "refused: this Envoy lacks a callback the tap needs");
+    return NULL;
+  }
+  struct cfg *c = calloc(1, sizeof *c);
+  char *text = malloc(config.length + 1);
+  const char *error = (!c || !text) ? "out of memory" : NULL;
+  uint64_t layout = 0;
+  bool have_body = false;
+  size_t lineno = 0;
+  if (!error && config.length && memchr(config.ptr, '\0', config.length)) error = "a NUL byte";
+  if (!error) {
+    memcpy(text, config.ptr, config.length);
+    text[config.length] = '\0';
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line && !error;
+         line = strtok_r(NULL, "\n", &save)) {
+      lineno++;
+      size_t n = strlen(line);
+      if (n && line[n - 1] == '\r') line[--n] = '\0';
+      if (n) error = config_line(c, line, &layout, &have_body);
+    }
+    if (!error && layout != 1) error = "layout must be 1";
+    if (!error && !c->cnt) error = "no counters";
+    if (!error && (!c->per_thread || c->nrings != c->threads * c->per_thread))
+      error = "rings must number threads x ring_workers";
+    if (!error && (!have_body || !c->max_buffered)) error = "max_body and max_buffered are required";
+  }
+  free(text);
+  if (error) {
+    tap_log(ENVOY_LOG_ERROR, "refused the configuration (line %zu): %s", lineno, error);
+    free_cfg(c);
+    return NULL;
+  }
+  tap_log(ENVOY_LOG_INFO, "tapping: %llu threads x %llu rings, %u routes",
+          (unsigned long long)c->threads, (unsigned long long)c->per_thread, c->nroutes);
+  return c;
+}
+
+void envoy_dynamic_module_on_http_filter_config_destroy(envoy_filter_config_module_ptr c) {
+  free_cfg((struct cfg *)c);
+}
+
+/* ---------------------------------------------------------------- reading headers */
+
+static bool header(envoy_filter_envoy_ptr f, int type, const char *key, const uint8_t **v, size_t *n) {
+  envoy_dynamic_module_type_envoy_buffer out = {NULL, 0};
+  if (!envoy_dynamic_module_callback_http_get_header(
+          f, type, (envoy_dynamic_module_type_module_buffer){key, strlen(key)}, &out, 0, NULL) ||
+      !out.ptr)
+    return false;
+  *v = (const uint8_t *)out.ptr, *n = out.length;
+  return true;
+}
+
+static bool has_header(envoy_filter_envoy_ptr f, int type, const char *key) {
+  const uint8_t *v;
+  size_t n;
+  return header(f, type, key, &v, &n);
+}
+
+static bool prefix(const uint8_t *v, size_t n, const char *p) {
+  size_t k = strlen(p);
+  return n >= k && !strncasecmp((const char *)v, p, k);
+}
+
+static int64_t number(const uint8_t *v, size_t n) {
+  int64_t x = 0;
+  if (!n || n > 9) return -1;
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] < '0' || v[i] > '9') return -1;
+    x = x * 10 + (v[i] - '0');
+  }
+  return x;
+}
+
+static bool grow(struct stream *s, struct buf *b, size_t want) {
+  if (want <= b->cap) return true;
+  size_t cap = b->cap * 2 > want ? b->cap * 2 : want;
+  if (cap < 256) cap = 256;
+  if (thread_held + (cap - b->cap) > s->c->max_buffered) cap = want;
+  if (thread_held + (cap - b->cap) > s->c->max_buffered) return false;
+  uint8_t *p = realloc(b->p, cap);
+  if (!p) return false;
+  thread_held += cap - b->cap, s->held += cap - b->cap;
+  b->p = p, b->cap = cap;
+  return true;
+}
+
+static void release(struct stream *s, struct buf *b) {
+  thread_held -= b->cap, s->held -= b->cap;
+  free(b->p);
+  *b = (struct buf){0};
+}
+
+/* A header section: `u32 name_len, u32 value_len, name, value` per entry, whole entries up
+ * to 64 KiB. Headers count against the budget but are never refused by it (bounded). */
+static void copy_headers(struct stream *s, envoy_filter_envoy_ptr f, int type, int sec) {
+  struct buf *b = &s->sec[sec];
+  release(s, b);
+  size_t count = envoy_dynamic_module_callback_http_get_headers_size(f, type);
+  envoy_dynamic_module_type_envoy_http_header *h = count ? calloc(count, sizeof *h) : NULL;
+  if (!h || !envoy_dynamic_module_callback_http_get_headers(f, type, h)) goto out;
+  size_t total = 0;
+  for (size_t i = 0; i < count; i++) {
+    uint64_t e = 8 + (uint64_t)h[i].key_length + h[i].value_length;
+    if (h[i].key_length > HEAD_SECTION_MAX || h[i].value_length > HEAD_SECTION_MAX ||
+        total + e > HEAD_SECTION_MAX)
+      break;
+    total += e;
+  }
+  if (!total || !(b->p = malloc(total))) goto out;
+  b->cap = total, thread_held += total, s->held += total;
+  for (size_t i = 0; b->len < total; i++) {
+    uint32_t kl = (uint32_t)h[i].key_length, vl = (uint32_t)h[i].value_length;
+    memcpy(b->p + b->len, &kl, 4), memcpy(b->p + b->len + 4, &vl, 4);
+    if (kl) memcpy(b->p + b->len + 8, h[i].key_ptr, kl);
+    if (vl) memcpy(b->p + b->len + 8 + kl, h[i].value_ptr, vl);
+    b->len += 8 + (size_t)kl + vl;
+  }
+out:
+  free(h);
+}
+
+/* ---------------------------------------------------------------- the path */
+
+static bool route_match(const struct route *r, const uint8_t *s, size_t n) {
+  size_t i = 0, j = 0, star = SIZE_MAX, from = 0;
+  while (j < n) {
+    if (i < r->n && (r->tok[i] == s[j] || (r->tok[i] == ANY && s[j] != '/'))) i++, j++;
+    else if (i < r->n && r->tok[i] == STAR) star = i++, from = j;
+    else if (star != SIZE_MAX && s[from] != '/') i = star + 1, j = ++from;
+    else return false;  /* a '/' aligns with the template's next '/': no other choice helps */
+  }
+  while (i < r->n && r->tok[i] == STAR) i++;
+  return i == r->n;
+}
+
+static int hexval(uint8_t c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c |= 32;
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static void read_path(struct stream *s, const uint8_t *p, size_t n) {
+  const uint8_t *q = memchr(p, '?', n);
+  if (q) n = (size_t)(q - p);
+  s->route = s->c->nroutes;
+  for (uint32_t i = 0; i < s->c->nroutes; i++)
+    if (route_match(&s->c->routes[i], p, n) ||
+        (n > 1 && p[n - 1] == '/' && route_match(&s->c->routes[i], p, n - 1))) {
+      s->route = i;
+      break;
+    }
+  static const char v2[] = "/v2/models/";
+  if (n <= sizeof v2 - 1 || memcmp(p, v2, sizeof v2 - 1)) return;
+  size_t k = 0;
+  for (size_t i = sizeof v2 - 1; i < n && p[i] != '/'; i++) {
+    int c = p[i];
+    if (c == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0)
+      c = hexval(p[i + 1]) * 16 + hexval(p[i + 2]), i += 2;
+    if (!c || k == MODEL_MAX) { k = 0; break; }
+    s->model[k++] = (char)c;
+  }
+  s->model[k] = '\0';
+}
+
+/* ---------------------------------------------------------------- gRPC model */
+
+static bool varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v) {
+  *v = 0;
+  for (unsigned shift = 0; *i < n && shift < 64; shift += 7) {
+    uint8_t b = p[(*i)++];
+    *v |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+/* Field 1 (a string) of a protobuf message prefix, skipping other fields before it. */
+static void proto_field1(const uint8_t *p, size_t n, char *model) {
+  size_t i = 0;
+  uint64_t tag, len;
+  for (int fields = 0; i < n && fields < 64; fields++) {
+    if (!varint(p, n, &i, &tag)) return;
+    switch (tag & 7) {
+    case 0: if (!varint(p, n, &i, &len)) return; break;
+    case 1: i += 8; break;
+    case 5: i += 4; break;
+    case 2:
+      if (!varint(p, n, &i, &len) || len > n - i) return;
+      if (tag >> 3 == 1) {
+        if (len && len <= MODEL_MAX && !memchr(p + i, '\0', len)) memcpy(model, p + i, len);
+        return;
+      }
+      i += len;
+      break;
+    default: return;
+    }
+    if (tag >> 3 == 1) return;
+  }
+}
+
+static void grpc_model(struct stream *s) {
+  if (s->gp_len < 5) return;
+  uint32_t len = (uint32_t)s->gp[1] << 24 | (uint32_t)s->gp[2] << 16 | (uint32_t)s->gp[3] << 8 | s->gp[4];
+  size_t avail = s->gp_len - 5 < len ? s->gp_len - 5 : len;
+  if (!(s->gp[0] & 1)) {
+    proto_field1(s->gp + 5, avail, s->model);
+    return;
+  }
+  if (!s->compressed_ok) return;
+  uint8_t out[INFLATE_MAX];
+  z_stream z = {0};
+  if (inflateInit2(&z, 15 + 32) != Z_OK) return;  /* zlib or gzip wrapper */
+  z.next_in = s->gp + 5, z.avail_in = (uInt)avail, z.next_out = out, z.avail_out = sizeof out;
+  int rc = inflate(&z, Z_SYNC_FLUSH);
+  size_t got = sizeof out - z.avail_out;
+  inflateEnd(&z);
+  if (rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR) proto_field1(out, got, s->model);
+}
+
+/* ---------------------------------------------------------------- per stream */
+
+envoy_filter_module_ptr envoy_dynamic_module_on_http_filter_new(envoy_filter_config_module_ptr c,
+                                                                envoy_filter_envoy_ptr f) {
+  (void)f;
+  struct stream *s = c ? calloc(1, sizeof *s) : NULL;
+  if (!s) return NULL;
+  s->c = c;
+  s->t0_real = now(CLOCK_REALTIME), s->t0_mono = now(CLOCK_MONOTONIC);
+  s->route = s->c->nroutes, s->grpc_status = -1;
+  return s;
+}
+
+int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f,
+                                                        envoy_filter_module_ptr m, bool eos) {
+  struct stream *s = (struct stream *)m;
+  const uint8_t *v;
+  size_t n;
+  if (!s) return ENVOY_CONTINUE;
+  s->t0_real = now(CLOCK_REALTIME), s->t0_mono = now(CLOCK_MONOTONIC);
+  s->req_end = s->t0_mono;
+  if (header(f, ENVOY_REQUEST_HEADER, ":path", &v, &n)) read_path(s, v, n);
+  if (header(f, ENVOY_REQUEST_HEADER, "content-type", &v, &n) && prefix(v, n, "application/grpc")) {
+    s->flags |= F_GRPC;
+    s->model[0] = '\0';  /* a gRPC call names its model in the body */
+    s->compressed_ok = header(f, ENVOY_REQUEST_HEADER, "grpc-encoding", &v, &n) &&
+                       ((n == 4 && prefix(v, n, "gzip")) || (n == 7 && prefix(v, n, "deflate")));
+  }
+  (void)eos;
+  return ENVOY_CONTINUE;
+}
+
+static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int sec, uint32_t cut) {
+  envoy_dynamic_module_type_envoy_buffer local[64], *chunks = local;
+  size_t n = envoy_dynamic_module_callback_http_get_body_chunks_size(f, type);
+  if (!n) return;
+  if (n > 64 && !(chunks = calloc(n, sizeof *chunks))) {
+    s->flags |= cut;  /* cannot see it: it is not whole */
+    return;
+  }
+  if (!envoy_dynamic_module_callback_http_get_body_chunks(f, type, chunks)) n = 0;
+  struct buf *b = &s->sec[sec];
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t *p = (const uint8_t *)chunks[i].ptr;
+    size_t len = p ? chunks[i].length : 0;
+    if (sec == SEC_REQ_BODY) s->req_bytes += len; else s->resp_bytes += len;
+    if (sec == SEC_REQ_BODY && (s->flags & F_GRPC) && s->gp_len < GRPC_PREFIX && len) {
+      size_t k = GRPC_PREFIX - s->gp_len < len ? GRPC_PREFIX - s->gp_len : len;
+      memcpy(s->gp + s->gp_len, p, k), s->gp_len += k;
+    }
+    if ((s->flags & cut) || !len) continue;
+    size_t room = s->c->max_body - b->len, take = len < room ? len : room;
+    if (take && !grow(s, b, b->len + take)) {
+      s->flags |= F_REQ_TRUNC | F_RESP_TRUNC, s->budget_trunc = true;
+      continue;
+    }
+    if (take) memcpy(b->p + b->len, p, take), b->len += take;
+    if (take < len) s->flags |= cut, s->body_truncs++;
+  }
+  if (chunks != local) free(chunks);
+}
+
+int envoy_dynamic_module_on_http_filter_request_body(envoy_filter_envoy_ptr f,
+                                                     envoy_filter_module_ptr m, bool eos) {
+  struct stream *s = (struct stream *)m;
+  if (!s) return ENVOY_CONTINUE;
+  copy_body(s, f, ENVOY_RECEIVED_REQUEST_BODY, SEC_REQ_BODY, F_REQ_TRUNC);
+  s->req_end = now(CLOCK_MONOTONIC);
+  (void)eos;
+  return ENVOY_CONTINUE;
+}
+
+int envoy_dynamic_module_on_http_filter_request_trailers(envoy_filter_envoy_ptr f,
+                                                         envoy_filter_module_ptr m) {
+  struct stream *s = (struct stream *)m;
+  if (!s) return ENVOY_CONTINUE;
+  copy_headers(s, f, ENVOY_REQUEST_TRAILER, SEC_REQ_TRAIL);
+  s->req_end = now(CLOCK_MONOTONIC);
+  return ENVOY_CONTINUE;
+}
+
+static void grpc_status_from(struct stream *s, envoy_filter_envoy_ptr f, int type) {
+  const uint8_t *v;
+  size_t n;
+  if (!(s->flags & F_GRPC)) return;
+  if (header(f, type, "grpc-status", &v, &n)) s->grpc_status = (int32_t)number(v, n);
+  if (has_header(f, type, "lookout-error")) s->flags |= F_LOCAL;
+}
+
+int envoy_dynamic_module_on_http_filter_response_headers(envoy_filter_envoy_ptr f,
+                                                         envoy_filter_module_ptr m, bool eos) {
+  struct stream *s = (struct stream *)m;
+  const uint8_t *v;
+  size_t n;
+  if (!s) return ENVOY_CONTINUE;
+  s->got_response = true;
+  s->resp_end = now(CLOCK_MONOTONIC);
+  if (header(f, ENVOY_RESPONSE_HEADER, ":status", &v, &n) && number(v, n) >= 0)
+    s->status = (uint32_t)number(v, n);
+  if (has_header(f, ENVOY_RESPONSE_HEADER, "x-lookout-error")) s->flags |= F_LOCAL;
+  grpc_status_from(s, f, ENVOY_RESPONSE_HEADER);
+  copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);  /* with the tracer's traceparent */
+  s->req_heads_done = true;
+  copy_headers(s, f, ENVOY_RESPONSE_HEADER, SEC_RESP_HEAD);
+  (void)eos;
+  return ENVOY_CONTINUE;
+}
+
+int envoy_dynamic_module_on_http_filter_response_body(envoy_filter_envoy_ptr f,
+                                                      envoy_filter_module_ptr m, bool eos) {
+  struct stream *s = (struct stream *)m;
+  if (!s) return ENVOY_CONTINUE;
+  copy_body(s, f, ENVOY_RECEIVED_RESPONSE_BODY, SEC_RESP_BODY, F_RESP_TRUNC);
+  s->resp_end = now(CLOCK_MONOTONIC);
+  (void)eos;
+  return ENVOY_CONTINUE;
+}
+
+int envoy_dynamic_module_on_http_filter_response_trailers(envoy_filter_envoy_ptr f,
+                                                          envoy_filter_module_ptr m) {
+  struct stream *s = (struct stream *)m;
+  if (!s) return ENVOY_CONTINUE;
+  grpc_status_from(s, f, ENVOY_RESPONSE_TRAILER);
+  copy_headers(s, f, ENVOY_RESPONSE_TRAILER, SEC_RESP_TRAIL);
+  s->resp_end = now(CLOCK_MONOTONIC);
+  return ENVOY_CONTINUE;
+}
+
+/* ---------------------------------------------------------------- finishing */
+
+static void traceparent(struct stream *s) {
+  const struct buf *b = &s->sec[SEC_REQ_HEAD];
+  for (size_t i = 0; i + 8 <= b->len;) {
+    uint32_t kl, vl;
+    memcpy(&kl, b->p + i, 4), memcpy(&vl, b->p + i + 4, 4);
+    const uint8_t *k = b->p + i + 8, *v = k + kl;
+    i += 8 + (size_t)kl + vl;
+    if (kl != 11 || memcmp(k, "traceparent", 11) || vl != 55) continue;
+    if (v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-') return;
+    uint8_t id[16], any = 0;
+    for (int j = 0; j < 16; j++) {
+      int hi = hexval(v[3 + 2 * j]), lo = hexval(v[4 + 2 * j]);
+      if (hi < 0 || lo < 0) return;
+      any |= id[j] = (uint8_t)(hi << 4 | lo);
+    }
+    for (int j = 36; j < 52; j++) if (hexval(v[j]) < 0) return;
+    int f1 = hexval(v[53]), f2 = hexval(v[54]);
+    if (!any || f1 < 0 || f2 < 0) return;
+    if ((f2 & 1) && (s->sampled = true)) memcpy(s->trace, id, 16);
+    return;
+  }
+}
+
+static bool ring_put(struct ring *r, const struct buf *parts, int nparts, uint64_t size) {
+  uint64_t *h = word(r->base);
+  uint64_t written = __atomic_load_n(&h[2], RLX), taken = __atomic_load_n(&h[3], __ATOMIC_ACQUIRE);
+  if (written - taken >= r->max_records || __atomic_load_n(&h[5], __ATOMIC_ACQUIRE)) return false;
+  uint64_t need = 8 + ((size + 7) & ~(uint64_t)7), pos = __atomic_load_n(&h[0], RLX);
+  uint64_t offset = pos % r->cap, waste = offset + need > r->cap ? r->cap - offset : 0;
+  uint64_t read = __atomic_load_n(&h[1], __ATOMIC_ACQUIRE);
+  if (pos % 8 || need > r->cap || read > pos || pos - read + waste + need > r->cap) return false;
+  uint8_t *at = r->base + RING_HEADER;
+  if (waste) memset(at + offset, 0xff, 8), offset = 0;
+  at += offset;
+  memcpy(at, &size, 8), at += 8;
+  for (int i = 0; i < nparts; i++)
+    if (parts[i].len) memcpy(at, parts[i].p, parts[i].len), at += parts[i].len;
+  __atomic_store_n(&h[0], pos + waste + need, __ATOMIC_RELEASE);
+  __atomic_store_n(&h[2], written + 1, __ATOMIC_RELEASE);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);  /* publish, then look at the consumer's position */
+  if (__atomic_load_n(&h[1], __ATOMIC_ACQUIRE) == pos) {
+    ssize_t ignored = write(r->fifo, "", 1);  /* O_NONBLOCK: a full pipe holds a wake-up */
+    (void)ignored;
+  }
+  return true;
+}
+
+static unsigned bucket(const uint64_t *bounds, uint64_t n, uint64_t v) {
+  unsigned i = 0;
+  while (i < n && v > bounds[i]) i++;
+  return i;
+}
+
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+/* The slot of key (bytes 16..92 of a slot: model, route, code, flags), inserted when absent
+ * and the table has room (`limit` slots used); NULL when neither. */
+static uint8_t *find_slot(const struct cfg *c, uint8_t *area, const uint8_t key[76], uint64_t limit) {
+  uint64_t hash = fnv1a(key, 76), *used = word(area) + A_SLOTS_USED;
+  for (uint64_t i = 0; i < c->slots; i++) {
+    uint8_t *slot = area + AREA_HEADER + ((hash + i) % c->slots) * SLOT;
+    if (!__atomic_load_n(word(slot), __ATOMIC_ACQUIRE)) {
+      if (__atomic_load_n(used, RLX) >= limit) return NULL;
+      memset(slot + 8, 0, SLOT - 8);
+      memcpy(slot + 8, &hash, 8), memcpy(slot + 16, key, 76);
+      __atomic_store_n(word(slot), 1, __ATOMIC_RELEASE);
+      bump(used, 1);
+      return slot;
+    }
+    if (*word(slot + 8) == hash && !memcmp(slot + 16, key, 76)) return slot;
+  }
+  return NULL;
+}
+
+static void count(struct stream *s, uint8_t *area, uint32_t code, uint32_t kflags,
+                  uint64_t duration, uint64_t upstream, bool has_upstream, uint64_t end_real) {
+  const struct cfg *c = s->c;
+  uint8_t key[76] = {0};
+  memcpy(key, s->model, strlen(s->model));
+  memcpy(key + 64, &s->route, 4), memcpy(key + 68, &code, 4), memcpy(key + 72, &kflags, 4);
+  uint8_t *slot = find_slot(c, area, key, c->slots - c->slots / 8);
+  if (!slot && s->model[0]) {
+    memset(key, 0, 64);  /* the table is 7/8 full: the `other` model */
+    slot = find_slot(c, area, key, c->slots);
+  }
+  if (!slot) {
+    bump(word(area) + A_UNRECORDED, 1);
+    return;
+  }
+  uint64_t *w = word(slot);
+  bump(&w[12], 1), bump(&w[13], duration), bump(&w[16], s->req_bytes), bump(&w[17], s->resp_bytes);
+  bump(&w[18 + bucket(c->lat_bounds, c->nlat, duration)], 1);
+  bump(&w[82 + bucket(c->byte_bounds, c->nbytes, s->req_bytes)], 1);
+  bump(&w[114 + bucket(c->byte_bounds, c->nbytes, s->resp_bytes)], 1);
+  if (has_upstream) {
+    bump(&w[14], 1), bump(&w[15], upstream);
+    bump(&w[50 + bucket(c->lat_bounds, c->nlat, upstream)], 1);
+  }
+  if (s->sampled) {
+    memcpy(slot + 1168, s->trace, 16);
+    __atomic_store_n(&w[148], duration, RLX), __atomic_store_n(&w[149], end_real, RLX);
+    __atomic_store_n(&w[150], __atomic_load_n(&w[150], RLX) + 1, __ATOMIC_RELEASE);
+  }
+}
+
+/* Once per stream: one record into the thread's rings and the counters. f is NULL when
+ * Envoy's stream is gone (finished from the destroy hook): then nothing more is read. */
+static void finish(struct stream *s, envoy_filter_envoy_ptr f) {
+  const struct cfg *c = s->c;
+  if (s->finished) return;
+  s->finished = true;
+  uint64_t end_mono = now(CLOCK_MONOTONIC), end_real = now(CLOCK_REALTIME);
+  if (f && !s->req_heads_done) copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);
+  if (my_thread < 0) {
+    my_thread = __atomic_fetch_add(&next_thread, 1, RLX);
+    __atomic_fetch_add(word(c->cnt) + 7, 1, RLX);
+  }
+  if ((uint64_t)my_thread >= c->threads) {
+    __atomic_fetch_add(word(c->cnt) + 6, 1, RLX);
+    return;
+  }
+  uint8_t *area = c->cnt + CNT_HEADER + (uint64_t)my_thread * (AREA_HEADER + c->slots * SLOT);
+  if (s->flags & F_GRPC) grpc_model(s);
+  traceparent(s);
+  if (!s->got_response) s->flags |= F_NO_RESPONSE;
+  bool local = s->flags & F_LOCAL, upstream = s->got_response && !local;
+  uint64_t duration = end_mono - s->t0_mono;
+  uint64_t up = upstream && s->resp_end > s->req_end ? s->resp_end - s->req_end : 0;
+
+  uint8_t head[88] = {0};
+  uint32_t magic = REC_MAGIC, st = s->status;
+  uint64_t fields[3] = {s->t0_real, duration, up};
+  memcpy(head, &magic, 4), memcpy(head + 4, &s->flags, 4), memcpy(head + 8, fields, 24);
+  memcpy(head + 32, &st, 4), memcpy(head + 36, &s->grpc_status, 4);
+  memcpy(head + 40, &s->req_bytes, 8), memcpy(head + 48, &s->resp_bytes, 8);
+  struct buf parts[7] = {{head, sizeof head, 0}};
+  uint64_t size = sizeof head;
+  for (int i = 0; i < 6; i++) {
+    uint32_t len = (uint32_t)s->sec[i].len;
+    memcpy(head + 64 + 4 * i, &len, 4);
+    parts[i + 1] = s->sec[i], size += len;
+  }
+  bool put = false;
+  for (uint64_t i = 0; i < c->per_thread && !put; i++) {
+    uint64_t k = (next_ring + i) % c->per_thread;
+    if ((put = ring_put(&c->rings[(uint64_t)my_thread * c->per_thread + k], parts, 7, size)))
+      next_ring = (uint32_t)((k + 1) % c->per_thread);
+  }
+  uint64_t *a = word(area);
+  bump(&a[put ? A_RECORDS : A_RING_FULL], 1);
+  bump(&a[A_TRUNC_BUDGET], s->budget_trunc), bump(&a[A_TRUNC_BODY], s->body_truncs);
+  bump(&a[A_EXCHANGES], 1);
+  /* counters' flags: 1 gRPC, 2 local reply, 4 no response; code: the HTTP status, or for
+   * gRPC the grpc-status number (GRPC_NONE when the answer carried none) */
+  uint32_t kflags = (s->flags & F_GRPC ? 1 : 0) | (local ? 2 : 0) | (s->got_response ? 0 : 4);
+  uint32_t code = !(s->flags & F_GRPC) ? s->status
+                  : s->grpc_status >= 0 ? (uint32_t)s->grpc_status
+                  : s->got_response ? UINT32_MAX : 0;
+  count(s, area, code, kflags, duration, up, upstream, end_real);
+}
+
+void envoy_dynamic_module_on_http_filter_stream_complete(envoy_filter_envoy_ptr f,
+                                                         envoy_filter_module_ptr m) {
+  if (m) finish((struct stream *)m, f);
+}
+
+/* Envoy 1.40 calls stream_complete before destroy; should it ever not, destroy still
+ * finishes the exchange (with what was copied so far), so the counters stay exact. */
+void envoy_dynamic_module_on_http_filter_destroy(envoy_filter_module_ptr m) {
+  struct stream *s = (struct stream *)m;
+  if (!s) return;
+  finish(s, NULL);
+  for (int i = 0; i < 6; i++) release(s, &s->sec[i]);
+  free(s);
+}
+
+/* ---------------------------------------------------------------- hooks the tap does not use */
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+typedef envoy_filter_envoy_ptr F;
+typedef envoy_filter_module_ptr M;
+typedef envoy_dynamic_module_type_envoy_http_header H;
+typedef envoy_dynamic_module_type_envoy_buffer B;
+const void *envoy_dynamic_module_on_http_filter_per_route_config_new(B name, B config) {
+  tap_log(ENVOY_LOG_ERROR, "refused: the tap has no per-route configuration");
+  return NULL;
+}
+void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const void *c) {}
+void envoy_dynamic_module_on_http_filter_http_callout_done(F f, M m, uint64_t id, int result, H *h,
+                                                           size_t nh, B *b, size_t nb) {}
+void envoy_dynamic_module_on_http_filter_http_stream_headers(F f, M m, uint64_t id, H *h, size_t n,
+                                                             bool eos) {}
+void envoy_dynamic_module_on_http_filter_http_stream_data(F f, M m, uint64_t id, const B *d, size_t n,
+                                                          bool eos) {}
+void envoy_dynamic_module_on_http_filter_http_stream_trailers(F f, M m, uint64_t id, H *t, size_t n) {}
+void envoy_dynamic_module_on_http_filter_http_stream_complete(F f, M m, uint64_t id) {}
+void envoy_dynamic_module_on_http_filter_http_stream_reset(F f, M m, uint64_t id, int reason) {}
+void envoy_dynamic_module_on_http_filter_scheduled(F f, M m, uint64_t id) {}
+void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(F f, M m) {}
+void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(F f, M m) {}
