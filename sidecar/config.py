@@ -330,7 +330,7 @@ class Config:
                            "an n suffix: normalised to the image's width and height")
     score_field: str = _opt("", str, "score field of a custom detection object")
     class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
-    data_plane: str = _opt("python", _choice("envoy", "python"), "what serves the data ports: "
+    data_plane: str = _opt("envoy", _choice("envoy", "python"), "what serves the data ports: "
                            "envoy (the pinned Envoy with lookout's tap) or python (the "
                            "former request path, kept while it is retired)")
     envoy_concurrency: int = _opt(1, _positive(int), "Envoy worker threads (each with its "
@@ -498,6 +498,9 @@ RETIRED_BY_ENVOY = {
     "request_processes": "envoy_concurrency (Envoy's worker threads)",
     "stream_threshold_bytes": "nothing: Envoy streams every response and the tap copies "
                               "at most observe_max_bytes of it",
+    "grpc_max_message_bytes": "nothing: Envoy bounds each connection's buffers and HTTP/2 "
+                              "windows; a per-message limit is the inference server's own "
+                              "(Triton/KServe max message size)",
 }
 
 

@@ -26,7 +26,7 @@ from lookout.sidecar.pipeline.outcome import Outcome
 from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.proxy.messages import REFUSAL_REASONS
 from lookout.sidecar.proxy.telemetry import RequestTelemetry
-from lookout.sidecar.proxy.upstream import UpstreamProbe
+from lookout.sidecar.proxy.upstream import GrpcUpstream, UpstreamProbe
 from lookout.sidecar.proxy.upstream_client import UpstreamPool
 from lookout.sidecar.request_path import RequestPath
 from lookout.sidecar.request_processes import COMPONENT as REQUEST_PROCESS_COMPONENT
@@ -218,7 +218,9 @@ class Sidecar:
         except (AbiError, EnvoyStartError) as error:
             await self._abandon_envoy()
             raise StartupError(str(error)) from None
-        self.probe = UpstreamProbe(upstream, self.pool, self.metrics)
+        self.probe = UpstreamProbe(upstream, self.pool, self.metrics,
+                                   GrpcUpstream(config.grpc_upstream)
+                                   if config.grpc_listen is not None else None)
         self.probe.start()
         admin_site = await self._admin_site()
         await self._bind("admin", config.admin, admin_site.start())
@@ -335,7 +337,8 @@ class Sidecar:
             await self.request_path.stop(self.config.shutdown_grace)
         if children is not None:
             await children
-        self._refusals.flush()
+        if self.data_plane is None:
+            self._refusals.flush()
         await self._stop_analysis(PIPELINE_DRAIN_TIMEOUT)
         if self.chains is not None:
             await self.chains.stop(PIPELINE_DRAIN_TIMEOUT)

@@ -63,6 +63,11 @@ WEAK size_t envoy_dynamic_module_callback_http_get_body_chunks_size(envoy_filter
                                                                     int body_type);
 WEAK bool envoy_dynamic_module_callback_http_get_body_chunks(
     envoy_filter_envoy_ptr f, int body_type, envoy_dynamic_module_type_envoy_buffer *out);
+/* rdi, rsi:rdx=namespace{ptr,len}, rcx:r8=key{ptr,len}, value{ptr,len} on the stack (no
+ * two registers left for it); returns what the setter returns (checked by disassembly) */
+WEAK bool envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    envoy_filter_envoy_ptr f, envoy_dynamic_module_type_module_buffer ns,
+    envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value);
 #undef WEAK
 
 /* Hooks (the module implements them; 1.40.0 refuses the filter when one is missing). */

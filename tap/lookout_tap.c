@@ -62,10 +62,10 @@ struct stream {
   uint64_t t0_real, t0_mono, req_end, resp_end, req_bytes, resp_bytes;
   uint32_t flags, route, status, body_truncs;
   int32_t grpc_status;
-  bool budget_trunc, req_heads_done, got_response, compressed_ok, finished;
+  bool budget_trunc, req_heads_done, got_response, compressed_ok, finished, model_published;
   uint8_t trace[16]; bool sampled;
   char model[MODEL_MAX + 1];
-  uint8_t gp[GRPC_PREFIX]; size_t gp_len;
+  uint8_t gp[GRPC_PREFIX]; size_t gp_len, gp_tried;
 };
 
 static uint32_t next_thread;            /* thread indices handed out (atomic) */
@@ -448,6 +448,18 @@ static void grpc_model(struct stream *s) {
   if (rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR) proto_field1(out, got, s->model);
 }
 
+/* The model, once known, as dynamic metadata `lookout.model`: the span's model tag. */
+static void publish_model(struct stream *s, envoy_filter_envoy_ptr f) {
+  if (s->model_published || !s->model[0] || !f ||
+      !envoy_dynamic_module_callback_http_set_dynamic_metadata_string)
+    return;
+  s->model_published = true;
+  envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+      f, (envoy_dynamic_module_type_module_buffer){"lookout", 7},
+      (envoy_dynamic_module_type_module_buffer){"model", 5},
+      (envoy_dynamic_module_type_module_buffer){s->model, strlen(s->model)});
+}
+
 /* ---------------------------------------------------------------- per stream */
 
 envoy_filter_module_ptr envoy_dynamic_module_on_http_filter_new(envoy_filter_config_module_ptr c,
@@ -476,6 +488,7 @@ int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f
     s->compressed_ok = header(f, ENVOY_REQUEST_HEADER, "grpc-encoding", &v, &n) &&
                        ((n == 4 && prefix(v, n, "gzip")) || (n == 7 && prefix(v, n, "deflate")));
   }
+  publish_model(s, f);
   (void)eos;
   return ENVOY_CONTINUE;
 }
@@ -516,6 +529,11 @@ int envoy_dynamic_module_on_http_filter_request_body(envoy_filter_envoy_ptr f,
   if (!s) return ENVOY_CONTINUE;
   copy_body(s, f, ENVOY_RECEIVED_REQUEST_BODY, SEC_REQ_BODY, F_REQ_TRUNC);
   s->req_end = now(CLOCK_MONOTONIC);
+  if ((s->flags & F_GRPC) && !s->model_published && s->gp_len > s->gp_tried) {
+    s->gp_tried = s->gp_len;  /* each new prefix byte tried once: at most GRPC_PREFIX */
+    grpc_model(s);
+    publish_model(s, f);
+  }
   (void)eos;
   return ENVOY_CONTINUE;
 }

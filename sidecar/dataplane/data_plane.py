@@ -24,6 +24,7 @@ from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
+from lookout.sidecar.pipeline.protos import KNOWN_METHODS
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.served_models import ModelLabels
 from lookout.slo import catalog
@@ -53,6 +54,12 @@ def settings_of(config: Config) -> DataPlaneSettings:
         upstream_keepalive=config.upstream_keepalive,
         upstream_pool_size=config.upstream_pool_size,
         model_name=config.model_name, model_version=config.model_version)
+
+
+def tap_routes(config: Config) -> tuple[str, ...]:
+    """The HTTP port's templates, then the gRPC methods lookout knows by name (a gRPC
+    call's `route` is its method, as the Python port labelled it)."""
+    return (*config.routes, *KNOWN_METHODS)
 
 
 def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: int,
@@ -97,13 +104,15 @@ class EnvoyDataPlane:
         name = f"/lookout-{os.getpid()}-{secrets.token_hex(4)}-counters"
         self.counters = TapCounters(name, threads, COUNTER_SLOTS, catalog.LATENCY_BUCKETS,
                                     catalog.BYTES_BUCKETS)
-        metrics.add_source(RedCollector(self.counters, config.routes, models))
+        routes = tap_routes(config)
+        metrics.add_source(RedCollector(self.counters, routes, models))
         metrics.add_source(TapStats(self.counters))
         tap = filter_config(name, rings, workers, config.observe_max_bytes,
-                            config.observation_queue_bytes, config.routes)
+                            config.observation_queue_bytes, routes)
         self.admin_socket = os.path.join(directory, "envoy-admin.sock")
         self.bootstrap_path = os.path.join(directory, "envoy.json")
-        document = bootstrap(settings_of(config), tap, self.admin_socket, env)
+        document = bootstrap(settings_of(config), tap, self.admin_socket, env,
+                             config.routes, KNOWN_METHODS)
         Path(self.bootstrap_path).write_text(json.dumps(document, indent=1))
         environment = {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.module.parent)}
         command = [str(self.binary), "-c", self.bootstrap_path,

@@ -13,23 +13,28 @@ only their own bytes, never the upstream pool. lookout's own refusals carry
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from lookout.sidecar.dataplane.envoy_tracing import envoy_tracing
+from lookout.sidecar.proxy.routes import OTHER_ROUTE
 
 HTTP_LISTENER, GRPC_LISTENER = "lookout_http", "lookout_grpc"
 HTTP_CLUSTER, GRPC_CLUSTER = "lookout_upstream", "lookout_upstream_grpc"
 TAP_NAME = "lookout_tap"
 ERROR_HEADER, GRPC_ERROR_HEADER = "x-lookout-error", "lookout-error"
 PER_CONNECTION_BUFFER = 32 * 1024
-H2_MAX_STREAMS = 1024
+H2_MAX_STREAMS = 128  # as nginx: enough for a gRPC channel's concurrency, not a flood
 H2_STREAM_WINDOW = 1024 * 1024
 H2_CONNECTION_WINDOW = 4 * 1024 * 1024
 RESET_MIN_LIFETIME_S = 1
-RESET_STREAM_COUNT = 500
+RESET_STREAM_COUNT = 200
+SILENT_CONNECTION_S = 10  # a connection that sends nothing this long is closed
+UPLOAD_DEADLINE_S = 300
+DEADLINE_LEAD_S = 0.05  # Envoy answers a gRPC deadline this much before the client gives up  # a request body must have arrived whole by then
 UPSTREAM_CONNECTIONS = 4096
 ADMIN_CONNECTIONS_RESERVE = 64
 
@@ -109,50 +114,67 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _mapper(reason: str, *, flags: Sequence[str] = (), status: int | None = None,
-            rewrite_to: int | None = None) -> dict[str, Any]:
-    """A local reply of one kind: its `X-Lookout-Error` (and `lookout-error`, which
-    gRPC clients read from a trailers-only answer), maybe another status."""
+# Envoy's local replies lookout names: response flags (or a status) -> the reason, what
+# happened in words, and the status lookout's own request path answered with
+_LOCAL_REPLIES: tuple[tuple[tuple[str, ...], int | None, str, str, int | None], ...] = (
+    (("UF", "UH", "NR"), None, "upstream-unavailable", "the upstream {upstream} is "
+     "unavailable", 502),
+    (("UT",), None, "upstream-timeout", "the upstream {upstream} sent no response in time",
+     504),
+    (("UR", "UC"), None, "upstream-reset", "the upstream {upstream} closed or reset the "
+     "connection", 502),
+    (("UPE",), None, "upstream-bad-response", "the upstream {upstream} broke the protocol",
+     502),
+    (("UO", "OM"), None, "overloaded", "lookout is at its limits", None),
+    (("SI",), None, "stream-idle-timeout", "nothing moved on the stream in time", None),
+    (("DPE",), None, "bad-request", "the request broke the protocol", None),
+    ((), 413, "body-too-large", "the request body is larger than max_body_bytes", None),
+    ((), 431, "head-too-large", "the request head is larger than max_head_bytes", None),
+    ((), 408, "head-timeout", "the request did not arrive in time", None),
+    ((), 400, "bad-request", "malformed request", None),
+)
+_OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD"
+
+
+def _filter(flags: tuple[str, ...], status: int | None) -> dict[str, Any]:
     if flags:
-        matcher: dict[str, Any] = {"response_flag_filter": {"flags": list(flags)}}
-    else:
-        matcher = {"status_code_filter": {"comparison": {
-            "op": "EQ", "value": {"default_value": status, "runtime_key": "lookout.unused"}}}}
-    mapper: dict[str, Any] = {"filter": matcher, "headers_to_add": [
-        {"header": {"key": ERROR_HEADER, "value": reason}, "append_action":
-         "OVERWRITE_IF_EXISTS_OR_ADD"},
-        {"header": {"key": GRPC_ERROR_HEADER, "value": reason}, "append_action":
-         "OVERWRITE_IF_EXISTS_OR_ADD"}]}
-    if rewrite_to is not None:
-        mapper["status_code"] = rewrite_to
-    return mapper
+        return {"response_flag_filter": {"flags": list(flags)}}
+    op, value = ("EQ", status) if status is not None else ("GE", 100)
+    return {"status_code_filter": {"comparison": {"op": op, "value": {
+        "default_value": value, "runtime_key": "lookout.local_reply.unused"}}}}
 
 
-def local_reply_config(settings: DataPlaneSettings) -> dict[str, Any]:
-    """Envoy's local replies, named as lookout named its own: what was wrong, the
-    upstream, the trace id. The first matching mapper wins; the last catches the rest."""
-    mappers = [
-        _mapper("upstream-unavailable", flags=["UF", "UH", "NR"], rewrite_to=502),
-        _mapper("upstream-timeout", flags=["UT"], rewrite_to=504),
-        _mapper("upstream-reset", flags=["UR", "UC"], rewrite_to=502),
-        _mapper("overloaded", flags=["UO", "OM"]),
-        _mapper("stream-idle-timeout", flags=["SI"]),
-        _mapper("downstream-protocol-error", flags=["DPE"]),
-        _mapper("body-too-large", status=413),
-        _mapper("head-too-large", status=431),
-        _mapper("head-timeout", status=408),
-        _mapper("bad-request", status=400),
-        {"filter": {"status_code_filter": {"comparison": {"op": "GE", "value": {
-            "default_value": 100, "runtime_key": "lookout.unused"}}}}, "headers_to_add": [
-            {"header": {"key": ERROR_HEADER, "value": "sidecar-%RESPONSE_CODE%"},
-             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
-            {"header": {"key": GRPC_ERROR_HEADER, "value": "sidecar-%RESPONSE_CODE%"},
-             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
-    ]
+def local_reply_config(settings: DataPlaneSettings, *, grpc: bool) -> dict[str, Any]:
+    """Envoy's local replies, named as lookout named its own: `X-Lookout-Error` and a
+    JSON body (what was wrong, the upstream, the trace id) on the HTTP port; on the gRPC
+    port `lookout-error` (underscored, as gRPC metadata was) and a grpc-message that says
+    it is lookout's. The first matching mapper wins; the last catches the rest."""
+    upstream = settings.grpc_upstream if grpc else settings.upstream
+    # a gRPC deadline is the client's own (`grpc-timeout`), kept for it by Envoy at the
+    # moment the upstream would have: DEADLINE_EXCEEDED as the upstream's, not lookout's
+    mappers: list[dict[str, Any]] = [{"filter": _filter(("UT", "UMSDR"), None)}] \
+        if grpc else []
+    for flags, status, reason, words, http_status in (*_LOCAL_REPLIES,
+                                                      ((), None, "sidecar", "", None)):
+        if grpc and status is not None:
+            continue  # the gRPC port's codec answers these with a stream reset
+        name = reason.replace("-", "_") if grpc else reason
+        mapper: dict[str, Any] = {"filter": _filter(flags, status), "headers_to_add": [
+            {"header": {"key": GRPC_ERROR_HEADER if grpc else ERROR_HEADER,
+                        "value": name if words else "sidecar_%RESPONSE_CODE%"},
+             "append_action": _OVERWRITE}]}
+        if http_status is not None and not grpc:
+            mapper["status_code"] = http_status
+        if grpc:
+            text = words.format(upstream=upstream) if words else "%LOCAL_REPLY_BODY%"
+            mapper["body_format_override"] = {
+                "text_format": f"lookout: {text} (%RESPONSE_CODE_DETAILS%)"}
+        mappers.append(mapper)
+    if grpc:
+        return {"mappers": mappers}
     return {"mappers": mappers, "body_format": {"json_format": {
         "error": "%RESPONSE_CODE_DETAILS%", "status": "%RESPONSE_CODE%",
-        "detail": "%LOCAL_REPLY_BODY%", "upstream": settings.upstream,
-        "trace_id": "%TRACE_ID%"}}}
+        "detail": "%LOCAL_REPLY_BODY%", "upstream": upstream, "trace_id": "%TRACE_ID%"}}}
 
 
 def _tap_filter(tap_config: str) -> dict[str, Any]:
@@ -197,57 +219,90 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
         "stream_idle_timeout": _seconds(max(settings.client_body_timeout,
                                             settings.read_timeout)),
         "max_request_headers_kb": max(1, min(8192, settings.max_head_bytes // 1024)),
+        # slow uploads on the HTTP port are read by the buffer filter, never holding an
+        # upstream connection; this bounds how long one may take (gRPC streams: no bound)
+        "request_timeout": "0s" if grpc else _seconds(UPLOAD_DEADLINE_S),
         "common_http_protocol_options": {
             "idle_timeout": _seconds(settings.client_keepalive_timeout),
-            "headers_with_underscores_action": "ALLOW",
+            # nginx's default (underscores_in_headers off): never relayed, never refused
+            "headers_with_underscores_action": "DROP_HEADER",
             "max_headers_count": 100,
         },
         "http_protocol_options": {"accept_http_10": True},
         "http2_protocol_options": _http2_listener_options(settings),
-        "local_reply_config": local_reply_config(settings),
+        "local_reply_config": local_reply_config(settings, grpc=grpc),
         "route_config": routes,
         "http_filters": [*filters, _ROUTER],
     }
     if not grpc:
         manager["upgrade_configs"] = [{"upgrade_type": "websocket"}]
-    tracing = envoy_tracing(env, settings.model_name, settings.model_version)
+    tracing = envoy_tracing(env, settings.model_name, settings.model_version, grpc=grpc)
     if tracing is not None:
         manager["tracing"] = tracing.tracing
     return manager
 
 
 def _listener(name: str, host: str, port: int, manager: dict[str, Any]) -> dict[str, Any]:
+    """A silent connection (one that sends nothing) is closed once the inspector has
+    waited SILENT_CONNECTION_S for its first bytes: 1,024 of them cannot lock others
+    out."""
     return {
         "name": name,
         "address": _address(host, port),
         "per_connection_buffer_limit_bytes": PER_CONNECTION_BUFFER,
+        "listener_filters_timeout": _seconds(SILENT_CONNECTION_S),
+        "continue_on_listener_filters_timeout": False,
+        "listener_filters": [{"name": "envoy.filters.listener.http_inspector",
+                              "typed_config": {
+                                  "@type": "type.googleapis.com/envoy.extensions.filters."
+                                           "listener.http_inspector.v3.HttpInspector"}}],
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": manager}]}],
     }
 
 
-def _http_routes(settings: DataPlaneSettings) -> dict[str, Any]:
-    """Every path to the upstream. An upgrade (WebSocket) is not buffered: its body is
-    the tunnel."""
-    route = {"cluster": HTTP_CLUSTER, "timeout": _seconds(settings.read_timeout)}
+def template_regex(template: str) -> str:
+    """A route template as RE2, as `proxy/routes.py` reads it: `{name}` is one or more
+    characters but '/', and a trailing '/' is allowed."""
+    pieces = re.split(r"\{[A-Za-z_][A-Za-z0-9_]*\}", template)
+    return "[^/]+?".join(re.escape(piece) for piece in pieces) + "/?"
+
+
+def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[str, Any]:
+    """Every path to the upstream, each route template a route of that name (the span's
+    name), the rest `other`. An upgrade (WebSocket) is not buffered: its body is the
+    tunnel."""
+    action = {"cluster": HTTP_CLUSTER, "timeout": _seconds(settings.read_timeout)}
     no_buffer = {"envoy.filters.http.buffer": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3."
                  "BufferPerRoute", "disabled": True}}
+    routes: list[dict[str, Any]] = [
+        {"name": "upgrade", "match": {"prefix": "/", "headers": [
+            {"name": "upgrade", "present_match": True}]},
+         "route": {**action, "timeout": "0s"}, "typed_per_filter_config": no_buffer}]
+    routes += [{"name": template, "match": {"safe_regex": {"regex": template_regex(template)}},
+                "route": action} for template in templates]
+    routes.append({"name": OTHER_ROUTE, "match": {"prefix": "/"}, "route": action})
     return {"name": "lookout_http", "virtual_hosts": [{"name": "upstream", "domains": ["*"],
-            "routes": [
-                {"match": {"prefix": "/", "headers": [{"name": "upgrade",
-                                                        "present_match": True}]},
-                 "route": {**route, "timeout": "0s"}, "typed_per_filter_config": no_buffer},
-                {"match": {"prefix": "/"}, "route": route}]}]}
+            "routes": routes}]}
 
 
-def _grpc_routes(settings: DataPlaneSettings) -> dict[str, Any]:
-    """Deadlines are the client's (`grpc-timeout`); streams live as long as they move."""
+def _grpc_routes(methods: Sequence[str]) -> dict[str, Any]:
+    """Each method lookout knows a route named `service/method` (gRPC's span name), the
+    rest `grpc`. A call's deadline is the client's `grpc-timeout`, kept by Envoy too;
+    streams live as long as they move."""
+    action = {"cluster": GRPC_CLUSTER, "timeout": "0s",
+              "max_stream_duration": {"grpc_timeout_header_max": "0s",
+                                      "grpc_timeout_header_offset": _seconds(DEADLINE_LEAD_S)}}
+    routes = [{"name": method[1:], "match": {"path": method}, "route": action,
+               "tracing": {"custom_tags": [
+                   {"tag": "rpc.service", "literal": {"value": method[1:].partition("/")[0]}},
+                   {"tag": "rpc.method", "literal": {"value": method.rpartition("/")[2]}}]}}
+              for method in methods]
+    routes.append({"name": "grpc", "match": {"prefix": "/"}, "route": action})
     return {"name": "lookout_grpc", "virtual_hosts": [{"name": "upstream", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "route": {
-                "cluster": GRPC_CLUSTER, "timeout": "0s",
-                "max_stream_duration": {"grpc_timeout_header_max": "0s"}}}]}]}
+            "routes": routes}]}
 
 
 def _buffer_filter(settings: DataPlaneSettings) -> dict[str, Any]:
@@ -263,11 +318,13 @@ def _upstream_target(settings: DataPlaneSettings) -> tuple[str, int, bool]:
 
 
 def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
-              env: Mapping[str, str]) -> dict[str, Any]:
+              env: Mapping[str, str], templates: Sequence[str] = (),
+              methods: Sequence[str] = ()) -> dict[str, Any]:
     """The whole bootstrap, as a mapping to write as JSON (which Envoy reads as YAML)."""
     host, port, tls = _upstream_target(settings)
     listeners = [_listener(HTTP_LISTENER, settings.listen_host, settings.listen_port,
-                           _connection_manager(HTTP_LISTENER, settings, _http_routes(settings),
+                           _connection_manager(HTTP_LISTENER, settings,
+                                               _http_routes(settings, templates),
                                                [_buffer_filter(settings),
                                                 _tap_filter(tap_config)],
                                                grpc=False, env=env))]
@@ -275,7 +332,7 @@ def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
     if settings.grpc_host is not None:
         listeners.append(_listener(
             GRPC_LISTENER, settings.grpc_host, settings.grpc_port,
-            _connection_manager(GRPC_LISTENER, settings, _grpc_routes(settings),
+            _connection_manager(GRPC_LISTENER, settings, _grpc_routes(methods),
                                 [_tap_filter(tap_config)], grpc=True, env=env)))
         grpc_host, _, grpc_port = settings.grpc_upstream.rpartition(":")
         clusters.append(_cluster(GRPC_CLUSTER, grpc_host.strip("[]"), int(grpc_port),
@@ -291,6 +348,7 @@ def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
         "overload.premature_reset_total_stream_count": RESET_STREAM_COUNT,
         f"envoy.resource_limits.listener.{HTTP_LISTENER}.connection_limit": connections,
         f"envoy.resource_limits.listener.{GRPC_LISTENER}.connection_limit": connections,
+        **(tracing.runtime if tracing is not None else {}),
     }
     return {
         "node": {"id": "lookout", "cluster": "lookout"},

@@ -24,6 +24,7 @@ class TracingConfigError(ValueError):
 class EnvoyTracing:
     tracing: dict[str, Any]  # the connection manager's `tracing`
     cluster: dict[str, Any]  # where spans go
+    runtime: dict[str, int]  # the batch processor's OTEL_BSP_* as Envoy's runtime keys
 
 
 def _percent(env: Mapping[str, str]) -> float:
@@ -62,7 +63,20 @@ def _endpoint(env: Mapping[str, str], grpc: bool) -> tuple[str, str, int, bool, 
     return parts.scheme, parts.hostname, port, tls, path
 
 
-def envoy_tracing(env: Mapping[str, str], model: str, version: str) -> EnvoyTracing | None:
+def _tags(grpc: bool) -> list[dict[str, Any]]:
+    """OpenTelemetry's semantic attributes, as lookout's own spans had them."""
+    if grpc:
+        values = {"rpc.system": "grpc", "rpc.grpc.status_code": "%GRPC_STATUS_NUMBER%"}
+    else:
+        values = {"http.request.method": "%REQ(:METHOD)%", "url.path": "%REQ(:PATH)%",
+                  "http.response.status_code": "%RESPONSE_CODE%",
+                  "http.route": "%ROUTE_NAME%"}
+    return [{"tag": tag, "value": value} for tag, value in values.items()]
+
+
+def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
+                  grpc: bool = False) -> EnvoyTracing | None:
+    """`grpc`: the gRPC port's span names and attributes (a route per method)."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     exporters = {name.strip() for name in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")}
@@ -87,11 +101,29 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str) -> EnvoyTrac
         config["http_service"] = {
             "http_uri": {"uri": f"{'https' if tls else 'http'}://{host}:{port}{path}",
                          "cluster": OTLP_CLUSTER, "timeout": "2s"}}
+    # the sampler decides, as the Python SDK's ParentBased(TraceIdRatioBased) did: a
+    # caller's sampled flag is followed, a root span is kept at the ratio; Envoy's own
+    # decision lets every request reach it
+    config["sampler"] = {
+        "name": "envoy.tracers.opentelemetry.samplers.parent_based",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3."
+                     "ParentBasedSamplerConfig",
+            "wrapped_sampler": {
+                "name": "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry."
+                             "samplers.v3.TraceIdRatioBasedSamplerConfig",
+                    "sampling_percentage": {"numerator": round(_percent(env) * 10_000),
+                                            "denominator": "MILLION"}}}}}
     tracing = {
         "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
-        "random_sampling": {"value": _percent(env)},
+        "random_sampling": {"value": 100},
         "spawn_upstream_span": True,
-        "custom_tags": [
+        # the span's name: `service/method` on gRPC, `METHOD route` on HTTP
+        "operation": "%ROUTE_NAME%" if grpc else "%REQ(:METHOD)% %ROUTE_NAME%",
+        "upstream_operation": "%ROUTE_NAME%" if grpc else "%REQ(:METHOD)%",
+        "custom_tags": [*_tags(grpc),
             {"tag": "lookout.model.name", "metadata": {
                 "kind": {"request": {}},
                 "metadata_key": {"key": "lookout", "path": [{"key": "model"}]},
@@ -112,7 +144,21 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str) -> EnvoyTrac
         cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                      "UpstreamTlsContext", "sni": host}}
-    return EnvoyTracing(tracing, cluster)
+    return EnvoyTracing(tracing, cluster, _batching(env))
+
+
+def _batching(env: Mapping[str, str]) -> dict[str, int]:
+    """Envoy's tracer flushes every `flush_interval_ms` or `min_flush_spans` spans."""
+    runtime = {}
+    for variable, key in (("OTEL_BSP_SCHEDULE_DELAY", "flush_interval_ms"),
+                          ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "min_flush_spans")):
+        value = env.get(variable, "").strip()
+        if value:
+            if not value.isdigit() or int(value) == 0:
+                raise TracingConfigError(f"{variable}={value!r}: expected a whole number "
+                                         f"greater than 0")
+            runtime[f"tracing.opentelemetry.{key}"] = int(value)
+    return runtime
 
 
 def _http2_options() -> dict[str, Any]:

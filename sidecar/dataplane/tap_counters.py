@@ -64,7 +64,10 @@ class SlotReading:
 
 
 def code_label(code: int, flags: int) -> str:
-    """The `code` label as the Python request path wrote it."""
+    """The `code` label as the Python request path wrote it; a client that went away
+    before any answer is lookout's 499 (CANCELLED on gRPC)."""
+    if flags & FLAG_NO_RESPONSE:
+        return "sidecar_CANCELLED" if flags & FLAG_GRPC else "sidecar_499"
     name = _GRPC_NAMES.get(code, "UNKNOWN") if flags & FLAG_GRPC else str(code)
     return f"sidecar_{name}" if flags & FLAG_LOCAL else name
 

@@ -20,11 +20,11 @@ import grpc
 from lookout.sidecar.dataplane.tap_counters import code_label
 from lookout.sidecar.pipeline.grpc_v2 import GRPC_CONTENT_TYPE
 from lookout.sidecar.pipeline.observation import Observation
-from lookout.sidecar.pipeline.protos import STREAM_INFER_METHOD
+from lookout.sidecar.pipeline.protos import KNOWN_METHODS, STREAM_INFER_METHOD
 from lookout.sidecar.pipeline.raw_headers import RawHeaders
 from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT
-from lookout.sidecar.proxy.routes import RouteTemplates
-from lookout.sidecar.served_models import ModelLabels, path_model
+from lookout.sidecar.proxy.routes import OTHER_ROUTE, RouteTemplates
+from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels, path_model
 
 MAGIC = 0x3154504C  # "LPT1"
 FLAG_REQUEST_CUT, FLAG_RESPONSE_CUT, FLAG_GRPC, FLAG_LOCAL, FLAG_NO_RESPONSE = \
@@ -143,14 +143,15 @@ class TapDecoder:
         trace_id, span_id, sampled = _trace(request_headers)
         base = dict(
             started_at=exchange.start_unix_ns / 1e9, method=method, path=path,
-            route=self._routes.label(path), status=status, code=code,
+            route=(path if path in KNOWN_METHODS else OTHER_ROUTE) if grpc_call
+            else self._routes.label(path), status=status, code=code,
             request_headers=request_headers, response_headers=response_headers,
             duration=exchange.duration_ns / 1e9,
             upstream_duration=exchange.upstream_ns / 1e9 if exchange.upstream_ns else None,
             trace_id=trace_id, span_id=span_id, trace_sampled=sampled)
         if not grpc_call:
             model, version = self._labels(None if self._models.single else
-                                          path_model(path))
+                                          path_model(path), status)
             return [Observation(
                 request_body=exchange.request_body, response_body=exchange.response_body,
                 request_truncated=bool(exchange.flags & FLAG_REQUEST_CUT),
@@ -158,8 +159,12 @@ class TapDecoder:
                 model=model, version=version, **base)]
         return list(self._grpc(exchange, base, path))
 
-    def _labels(self, name: str | None) -> tuple[str, str]:
-        return self._models.label_name(name)
+    def _labels(self, name: str | None, status: int = 0) -> tuple[str, str]:
+        """As the counters label it: a discovered model once the server answered it."""
+        model, version = self._models.label_name(name)
+        if model == OTHER_MODEL and name is not None:
+            return self._models.answered(name, status) or (model, version)
+        return model, version
 
     def _status(self, exchange: TapExchange, grpc_call: bool) -> tuple[int, str]:
         flags = exchange.flags & FLAG_LOCAL and 2
@@ -175,7 +180,7 @@ class TapDecoder:
         responses, response_spoiled = grpc_messages(exchange.response_body)
         request_cut = bool(exchange.flags & FLAG_REQUEST_CUT) or request_spoiled
         response_cut = bool(exchange.flags & FLAG_RESPONSE_CUT) or response_spoiled
-        model, version = self._labels(_first_model(requests))
+        model, version = self._labels(_first_model(requests), base["status"])
         if path == STREAM_INFER_METHOD:
             if request_cut or response_cut:
                 return

@@ -47,6 +47,23 @@ async def grpc_ready(channel: aio.Channel, timeout: float) -> tuple[bool, str]:
     return ready, f"gRPC {SERVER_READY} -> ready={str(ready).lower()}"
 
 
+class GrpcUpstream:
+    """The gRPC upstream as the probe asks it where lookout has no gRPC port of its
+    own (Envoy serves it): its address, and one channel for the probe alone."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel: aio.Channel | None = None
+
+    @property
+    def channel(self) -> aio.Channel:
+        from grpc import aio
+
+        if self._channel is None:
+            self._channel = aio.insecure_channel(self.address)
+        return self._channel
+
+
 class UpstreamProbe:
     """Is the inference container reachable? A TCP connect, or a GET on `ready_path`.
 
@@ -57,7 +74,8 @@ class UpstreamProbe:
     name = "upstream_probe"
 
     def __init__(self, config: UpstreamSettings, pool: UpstreamPool,
-                 metrics: SidecarMetrics, grpc_port: GrpcDataPort | None = None) -> None:
+                 metrics: SidecarMetrics,
+                 grpc_port: GrpcDataPort | GrpcUpstream | None = None) -> None:
         self._config = config
         self._grpc = grpc_port
         self._pool = pool

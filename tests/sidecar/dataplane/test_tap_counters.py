@@ -15,6 +15,7 @@ from lookout.sidecar.config import DEFAULT_ROUTES
 from lookout.sidecar.dataplane.tap_counters import (
     FLAG_GRPC,
     FLAG_LOCAL,
+    FLAG_NO_RESPONSE,
     RedCollector,
     TapCounters,
     code_label,
@@ -95,7 +96,8 @@ def test_the_last_sampled_trace_is_the_latency_exemplar(counters: TapCounters) -
 @pytest.mark.parametrize(("code", "flags", "label"), [
     (200, 0, "200"), (503, FLAG_LOCAL, "sidecar_503"), (0, FLAG_GRPC, "OK"),
     (14, FLAG_GRPC, "UNAVAILABLE"), (8, FLAG_GRPC | FLAG_LOCAL, "sidecar_RESOURCE_EXHAUSTED"),
-    (99, FLAG_GRPC, "UNKNOWN"),
+    (99, FLAG_GRPC, "UNKNOWN"), (0, FLAG_GRPC | FLAG_NO_RESPONSE, "sidecar_CANCELLED"),
+    (0, FLAG_NO_RESPONSE, "sidecar_499"),
 ])
 def test_codes_are_labelled_as_the_python_path_labelled_them(code: int, flags: int,
                                                              label: str) -> None:
