@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,6 +71,15 @@ def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: 
     lines += [f"ring={ring.name},{ring.wake_path},{ring.max_records}" for ring in rings]
     lines += [f"route={route}" for route in routes]
     return "\n".join(lines) + "\n"
+
+
+def raise_file_limit() -> int:
+    """Envoy inherits this process's descriptor limit: the soft one up to the hard one,
+    so the connection caps, not the default 1,024 descriptors, bound what it holds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 class TapStats:
@@ -132,6 +142,7 @@ class EnvoyDataPlane:
             raise abi.AbiError(f"tap_module {self.module}: Envoy loads modules as "
                                f"lib<name>.so; name it {link.name}")
         abi.check_pair(self.binary, self.module)
+        raise_file_limit()
         self.process.start(READY_TIMEOUT)
 
     @property

@@ -33,8 +33,8 @@ H2_CONNECTION_WINDOW = 4 * 1024 * 1024
 RESET_MIN_LIFETIME_S = 1
 RESET_STREAM_COUNT = 200
 SILENT_CONNECTION_S = 10  # a connection that sends nothing this long is closed
-UPLOAD_DEADLINE_S = 300
-DEADLINE_LEAD_S = 0.05  # Envoy answers a gRPC deadline this much before the client gives up  # a request body must have arrived whole by then
+UPLOAD_DEADLINE_S = 300  # a request body must have arrived whole by then
+DEADLINE_LEAD_S = 0.05  # Envoy answers a gRPC deadline this much before the client does
 UPSTREAM_CONNECTIONS = 4096
 ADMIN_CONNECTIONS_RESERVE = 64
 
@@ -224,8 +224,9 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
         "request_timeout": "0s" if grpc else _seconds(UPLOAD_DEADLINE_S),
         "common_http_protocol_options": {
             "idle_timeout": _seconds(settings.client_keepalive_timeout),
-            # nginx's default (underscores_in_headers off): never relayed, never refused
-            "headers_with_underscores_action": "DROP_HEADER",
+            # Envoy's edge guidance: a header name with '_' can alias another once a
+            # server maps '-' and '_' alike (CGI); refused, never relayed (nginx drops it)
+            "headers_with_underscores_action": "REJECT_REQUEST",
             "max_headers_count": 100,
         },
         "http_protocol_options": {"accept_http_10": True},
@@ -242,15 +243,17 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
     return manager
 
 
-def _listener(name: str, host: str, port: int, manager: dict[str, Any]) -> dict[str, Any]:
+def _listener(name: str, host: str, port: int, manager: dict[str, Any],
+              settings: DataPlaneSettings) -> dict[str, Any]:
     """A silent connection (one that sends nothing) is closed once the inspector has
-    waited SILENT_CONNECTION_S for its first bytes: 1,024 of them cannot lock others
-    out."""
+    waited for its first bytes (client_head_timeout, at most SILENT_CONNECTION_S):
+    1,024 of them cannot lock others out for long."""
+    silent = min(settings.client_head_timeout, SILENT_CONNECTION_S)
     return {
         "name": name,
         "address": _address(host, port),
         "per_connection_buffer_limit_bytes": PER_CONNECTION_BUFFER,
-        "listener_filters_timeout": _seconds(SILENT_CONNECTION_S),
+        "listener_filters_timeout": _seconds(silent),
         "continue_on_listener_filters_timeout": False,
         "listener_filters": [{"name": "envoy.filters.listener.http_inspector",
                               "typed_config": {
@@ -327,13 +330,13 @@ def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
                                                _http_routes(settings, templates),
                                                [_buffer_filter(settings),
                                                 _tap_filter(tap_config)],
-                                               grpc=False, env=env))]
+                                               grpc=False, env=env), settings)]
     clusters = [_cluster(HTTP_CLUSTER, host, port, settings, http2=False, tls=tls)]
     if settings.grpc_host is not None:
         listeners.append(_listener(
             GRPC_LISTENER, settings.grpc_host, settings.grpc_port,
             _connection_manager(GRPC_LISTENER, settings, _grpc_routes(methods),
-                                [_tap_filter(tap_config)], grpc=True, env=env)))
+                                [_tap_filter(tap_config)], grpc=True, env=env), settings))
         grpc_host, _, grpc_port = settings.grpc_upstream.rpartition(":")
         clusters.append(_cluster(GRPC_CLUSTER, grpc_host.strip("[]"), int(grpc_port),
                                  settings, http2=True, tls=False))
