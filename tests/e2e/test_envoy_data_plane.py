@@ -1,0 +1,157 @@
+"""Envoy as lookout's data plane, as an operator meets it: a tap built for another ABI is
+refused before Envoy loads it, a killed Envoy comes back and is counted, a full ring
+drops analysis but never a count, and an upstream that is killed and restarted leaves a
+long-lived gRPC client working again within a few calls."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
+
+from lookout.slo import catalog
+from tests.support.processes import (
+    REPO,
+    ManagedProcess,
+    SidecarProcess,
+    free_port,
+    port_accepts,
+    request,
+    start_sidecar,
+    start_upstream,
+    wait_until,
+)
+
+REQUESTS = catalog.REQUESTS.sample_name
+
+
+@pytest.fixture(scope="module")
+def upstream_port() -> Iterator[int]:
+    process, port = start_upstream()
+    yield port
+    process.terminate()
+
+
+def _children(pid: int, word: bytes) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if word in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
+def test_a_tap_built_for_another_abi_is_refused_before_envoy_loads_it(
+        tmp_path: Path, upstream_port: int) -> None:
+    build = tmp_path / "build"
+    subprocess.run(["make", "-s", "-C", str(REPO / "tap"), f"BUILD={build}", "wrongabi"],
+                   check=True, capture_output=True)
+    module = tmp_path / "liblookout_tap.so"  # the name Envoy would load it by
+    shutil.copy(build / "liblookout_tap_wrongabi.so", module)
+    started = subprocess.run(
+        [sys.executable, "-m", "lookout", "serve", "--upstream",
+         f"http://127.0.0.1:{upstream_port}", "--listen", f"127.0.0.1:{free_port()}",
+         "--admin", f"127.0.0.1:{free_port()}", "--tap-module", str(module)],
+        capture_output=True, text=True, timeout=60, env={**os.environ,
+                                                        "OTEL_TRACES_EXPORTER": "none"})
+    assert started.returncode == 1, started.stderr  # a start-up refusal, as a bind failure
+    assert "reports ABI v0.9.9" in started.stderr and "expects v0.2.0" in started.stderr
+
+
+def test_options_envoy_does_not_use_are_refused_naming_their_replacement() -> None:
+    started = subprocess.run(
+        [sys.executable, "-m", "lookout", "serve", "--request-processes", "2"],
+        capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2
+    assert "request_processes" in started.stderr and "envoy_concurrency" in started.stderr
+
+
+def test_a_killed_envoy_is_started_again_counted_and_its_counts_kept(
+        upstream_port: int) -> None:
+    sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--analysis-workers", "1")
+    try:
+        for _ in range(3):
+            assert request(sidecar.port, "GET", "/status/200").status == 200
+        [envoy] = _children(sidecar.process.popen.pid, b"envoy")
+        os.kill(envoy, signal.SIGKILL)
+        wait_until(lambda: _children(sidecar.process.popen.pid, b"envoy") not in ([], [envoy])
+                   and port_accepts(sidecar.port), 30, "another Envoy")
+        wait_until(lambda: request(sidecar.port, "GET", "/status/200").status == 200, 30,
+                   "requests served again")
+        assert sidecar.metric("lookout_component_errors_total", component="envoy") == 1
+        assert sidecar.metric(REQUESTS, code="200") >= 4  # the dead Envoy's counts kept
+        assert request(sidecar.admin_port, "GET", "/readyz").status == 200
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_a_full_ring_drops_analysis_and_counts_every_request(upstream_port: int) -> None:
+    """The one worker stopped (SIGSTOP): its ring of 4 records fills, the rest are
+    dropped and counted, and lookout_requests_total still counts every request."""
+    sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--analysis-workers", "1",
+                            "--observe-max-bytes", "64KiB",
+                            "--observation-queue-bytes", "256KiB",
+                            "--observation-queue-size", "4")
+    [worker] = _children(sidecar.process.popen.pid, b"spawn_main")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        for index in range(40):
+            response = request(sidecar.port, "POST", "/echo", body=b"x" * 1000 * index)
+            assert response.status == 200
+        assert sidecar.metric(REQUESTS, code="200") == 40
+        assert sidecar.metric("lookout_queue_dropped_total", queue="observations") >= 36
+    finally:
+        os.kill(worker, signal.SIGCONT)
+        assert sidecar.stop() == 0
+
+
+def _kserve(http_port: int, grpc_port: int) -> ManagedProcess:
+    process = ManagedProcess([sys.executable, "-m", "tests.support.kserve_models",
+                              str(http_port), "--grpc-port", str(grpc_port)])
+    wait_until(lambda: port_accepts(grpc_port) or not process.alive(), 60, "KServe")
+    assert process.alive(), process.output
+    return process
+
+
+def _infer(client: triton.InferenceServerClient) -> bool:
+    images = triton.InferInput("images", [1, 3, 256, 256], "FP32")
+    images.set_data_from_numpy(np.zeros((1, 3, 256, 256), np.float32))
+    try:
+        return client.infer("primary", [images]).as_numpy("output0").size > 0
+    except InferenceServerException:
+        return False
+
+
+def test_the_upstream_killed_and_restarted_leaves_the_same_grpc_client_working() -> None:
+    http_port, grpc_port, lookout_grpc = free_port(), free_port(), free_port()
+    upstream = _kserve(http_port, grpc_port)
+    sidecar: SidecarProcess | None = None
+    try:
+        sidecar = start_sidecar(f"http://127.0.0.1:{http_port}", "--grpc-listen",
+                                f"127.0.0.1:{lookout_grpc}", "--grpc-upstream",
+                                f"127.0.0.1:{grpc_port}", "--model-name", "primary")
+        client = triton.InferenceServerClient(f"127.0.0.1:{lookout_grpc}")
+        assert _infer(client)
+        upstream.popen.send_signal(signal.SIGKILL)
+        upstream.terminate()
+        assert not _infer(client)  # the upstream is gone: an error, not a hang
+        upstream = _kserve(http_port, grpc_port)
+        attempts = 0
+        while attempts < 5 and not _infer(client):
+            attempts += 1
+        assert attempts < 5, "the same client object never recovered"
+        assert sidecar.metric(REQUESTS, code="sidecar_UNAVAILABLE") >= 1
+        client.close()
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        upstream.terminate()
