@@ -54,6 +54,7 @@ from bench.proxy import (  # noqa: E402 - found on the path set just above
     free_port,
     off_the_request_path,
     pinned,
+    request_path_pid,
     rss_mb,
     start,
     start_nginx,
@@ -155,14 +156,15 @@ def measure(name: str, port: int, pid: int | None, args: argparse.Namespace, wor
     check_answer(port, request, expected)
     target = Target(name)
     for streams in STREAMS:
-        before = (cpu_seconds(pid, children=False), cpu_seconds(pid)) if pid else None
+        path = request_path_pid(pid) if pid else None  # lookout's: its Envoy
+        before = (cpu_seconds(path, children=False), cpu_seconds(pid)) if pid else None
         started = time.monotonic()
         rate, p50, p99 = run_h2load(port, streams, args.duration, work / "body.bin",
                                     work / f"{name}-{streams}.log")
         cell = Cell(streams, rate, p50, p99)
         if before is not None:
             requests = rate * (time.monotonic() - started)  # warm-up included in both
-            cell.cpu_us_per_request = (cpu_seconds(pid, children=False) - before[0]) \
+            cell.cpu_us_per_request = (cpu_seconds(path, children=False) - before[0]) \
                 / requests * 1e6
             cell.total_cpu_us_per_request = (cpu_seconds(pid) - before[1]) / requests * 1e6
         target.cells.append(cell)

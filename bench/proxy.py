@@ -398,10 +398,20 @@ def _dropped_share(info: TargetInfo, before: float, requests: float) -> float | 
     return (dropped_observations(info) - before) / requests
 
 
+def request_path_pid(pid: int) -> int:
+    """The process that serves requests: lookout's Envoy (its data plane), else the
+    target itself (nginx's and Envoy's one worker process)."""
+    for each in descendants(pid)[1:]:
+        with contextlib.suppress(OSError):
+            if b"envoy/_bin/envoy" in Path(f"/proc/{each}/cmdline").read_bytes():
+                return each
+    return pid
+
+
 def _cpu(pid: int | None) -> tuple[float, float]:
     if not pid:
         return 0.0, 0.0
-    return cpu_seconds(pid), cpu_seconds(pid, children=False)
+    return cpu_seconds(pid), cpu_seconds(request_path_pid(pid), children=False)
 
 
 def _per_request(pid: int | None, before: tuple[float, float],
@@ -460,10 +470,11 @@ def measure_rated(info: TargetInfo, port: int, pid: int | None, args: argparse.N
 
 def lookout_command(stack: str, port: int, upstream: int, admin: int) -> list[str]:
     py = sys.executable
-    if stack in ("serve", "serve-untraced"):
+    if stack in ("serve", "serve-untraced", "serve-python"):
         return [py, "-m", "lookout", "serve", "--listen", f"127.0.0.1:{port}",
                 "--admin", f"127.0.0.1:{admin}", "--upstream",
-                f"http://127.0.0.1:{upstream}"]
+                f"http://127.0.0.1:{upstream}",
+                "--data-plane", "python" if stack == "serve-python" else "envoy"]
     if stack == "uvicorn":
         return [py, "-m", "uvicorn", "bench.asgi_proxy:app", "--host", "127.0.0.1",
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools",
@@ -621,22 +632,26 @@ def rated_report(targets: list[TargetInfo]) -> list[str]:
 
 
 def off_the_request_path(pid: int) -> None:
-    """lookout's analysis workers run on the load core, as in a pod they have CPU of
-    their own: the request path alone has the proxy core, like nginx's and Envoy's one
-    worker. (Their CPU is still counted in the whole sidecar's figure; at the lowest
-    priority there, they use what the load generator and the upstream leave.)"""
+    """lookout's Envoy keeps the proxy core, like nginx's and Envoy's one worker; the
+    lookout process (admin port, supervision) and its analysis workers go to the load
+    core, as in a pod they have CPU of their own. (Their CPU is still counted in the
+    whole sidecar's figure; at the lowest priority there, they use what the load
+    generator and the upstream leave.)"""
     command = Path(f"/proc/{pid}/cmdline").read_bytes()
     if (os.cpu_count() or 1) < 2 or b"lookout\0serve" not in command:
         return  # nginx's and Envoy's workers are their request path: they stay
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len(descendants(pid)) < 2:
+    while time.monotonic() < deadline and request_path_pid(pid) == pid:
         time.sleep(0.1)
-    for child in descendants(pid)[1:]:
+    path = request_path_pid(pid)
+    for each in descendants(pid):
+        if each == path:
+            continue
         with contextlib.suppress(OSError):
-            os.sched_setaffinity(child, {int(LOAD_CORE)})
+            os.sched_setaffinity(each, {int(LOAD_CORE)})
             # below the load generator and the upstream, which share that core: their
             # timing must not wait on lookout's analysis (the peers have none)
-            os.setpriority(os.PRIO_PROCESS, child, 19)
+            os.setpriority(os.PRIO_PROCESS, each, 19)
 
 
 def envoy_binary() -> str | None:
@@ -655,9 +670,11 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per size")
-    parser.add_argument("--stacks", default="serve,serve-untraced,uvicorn,granian",
-                        help="lookout server stacks to measure (serve is `lookout serve`; "
-                             "serve-untraced is the same with OTEL_SDK_DISABLED=true)")
+    parser.add_argument("--stacks", default="serve,serve-untraced",
+                        help="lookout stacks to measure (serve is `lookout serve`, Envoy "
+                             "with the tap; serve-untraced the same with "
+                             "OTEL_SDK_DISABLED=true; serve-python the former Python "
+                             "request path; uvicorn and granian its ASGI peers)")
     parser.add_argument("--sizes", default=",".join(SIZES), help="body sizes")
     parser.add_argument("--rated-sizes", default="1KB,jpeg",
                         help="body sizes measured open loop at fixed rates ('' for none)")
@@ -757,7 +774,8 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
         for _ in range(50):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/1KB", data=b"warm").read()
         info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid),
-                          rss_proxy_idle_mb=rss_mb(process.pid, children=False),
+                          rss_proxy_idle_mb=rss_mb(request_path_pid(process.pid),
+                                                   children=False),
                           admin_port=admin_port)
         measure(info, port, process.pid, args, work)
         if not capacity:
