@@ -6,6 +6,7 @@ import asyncio
 import logging
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Sequence
@@ -108,6 +109,7 @@ class Sidecar:
         self.pipeline: ObservationPipeline | None = None
         self.data_plane: EnvoyDataPlane | None = None
         self._store: SampleStore | None = None
+        self.analyzer = self.shadow = self.drift = self.samples = None  # in-process only
         if config.data_plane == "envoy":
             if self._in_process:
                 await self.pool.close()
@@ -184,11 +186,15 @@ class Sidecar:
         """Envoy serves both data ports; the tap hands exchanges to the analysis
         workers' rings and counts RED; this process keeps the admin port."""
         from lookout.sidecar.dataplane.abi import AbiError
-        from lookout.sidecar.dataplane.data_plane import COMPONENT, EnvoyDataPlane
+        from lookout.sidecar.dataplane.data_plane import COMPONENT, EnvoyDataPlane, TapSettings
+        from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings
         from lookout.sidecar.dataplane.envoy_process import EnvoyStartError
         from lookout.sidecar.dataplane.envoy_tracing import TracingConfigError
 
         config = self.config
+        for role, address in (("listen", config.listen), ("grpc-listen", config.grpc_listen)):
+            if address is not None:
+                await self._bind(role, address, _bindable(address))
         self._private = tempfile.mkdtemp(prefix="lookout-")
         count = worker_count(config)
         try:
@@ -203,8 +209,9 @@ class Sidecar:
             {name: model.model_version for name, model in self.models.items()
              if name != config.model_name}, config.discover_models, config.max_models)
         try:
-            self.data_plane = EnvoyDataPlane(config, self.metrics, self.workers.inboxes,
-                                             count, self._private, self.model_labels)
+            self.data_plane = EnvoyDataPlane(
+                of(DataPlaneSettings, config), of(TapSettings, config), self.metrics,
+                self.workers.inboxes, count, self._private, self.model_labels)
         except (TracingConfigError, ValueError, OSError) as error:
             await self._abandon_envoy()
             raise StartupError(f"the Envoy data plane: {error}") from None
@@ -276,7 +283,10 @@ class Sidecar:
         try:
             await listening
         except OSError as error:
-            await self._abandon_start()
+            if self.data_plane is not None or self.config.data_plane != "envoy":
+                await self._abandon_start()
+            else:
+                await self.pool.close()
             raise StartupError(
                 f"cannot listen on {address} (the {role} address): "
                 f"{error.strerror or error}; choose another with --{role}"
@@ -356,6 +366,15 @@ class Sidecar:
         if self.workers is not None:
             await asyncio.get_running_loop().run_in_executor(
                 None, self.workers.stop, timeout + WORKER_STOP_TIMEOUT)
+
+
+async def _bindable(address: Address) -> None:
+    """Raises the OSError Envoy would meet binding `address`, so start-up can name it
+    (Envoy binds it itself, a moment later)."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((address.host, address.port))
 
 
 async def serve(config: Config) -> None:

@@ -14,18 +14,18 @@ import os
 import resource
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
-from lookout.sidecar.config import Config
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
-from lookout.sidecar.pipeline.protos import KNOWN_METHODS
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.served_models import ModelLabels
 from lookout.slo import catalog
@@ -38,29 +38,33 @@ DEFAULT_MODULE = Path(__file__).with_name("liblookout_tap.so")
 COMPONENT = EnvoyProcess.name
 
 
-def settings_of(config: Config) -> DataPlaneSettings:
-    grpc = config.grpc_listen
-    return DataPlaneSettings(
-        listen_host=config.listen.host, listen_port=config.listen.port,
-        grpc_host=grpc.host if grpc is not None else None,
-        grpc_port=grpc.port if grpc is not None else 0,
-        upstream=config.upstream, grpc_upstream=config.grpc_upstream,
-        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-        client_head_timeout=config.client_head_timeout,
-        client_body_timeout=config.client_body_timeout,
-        client_keepalive_timeout=config.client_keepalive_timeout,
-        max_client_connections=config.max_client_connections,
-        max_head_bytes=config.max_head_bytes, max_body_bytes=config.max_body_bytes,
-        grpc_max_message_bytes=config.grpc_max_message_bytes,
-        upstream_keepalive=config.upstream_keepalive,
-        upstream_pool_size=config.upstream_pool_size,
-        model_name=config.model_name, model_version=config.model_version)
+@dataclass(frozen=True, slots=True)
+class TapSettings:
+    """What the tap and Envoy's process are made of (`settings.of(TapSettings, config)`)."""
+
+    routes: tuple[str, ...]
+    grpc_listen: Any  # config.Address or None: the gRPC methods are routes too
+    observe_max_bytes: int
+    observation_queue_bytes: int
+    envoy_concurrency: int
+    tap_module: str
+    shutdown_grace: float
 
 
-def tap_routes(config: Config) -> tuple[str, ...]:
-    """The HTTP port's templates, then the gRPC methods lookout knows by name (a gRPC
-    call's `route` is its method, as the Python port labelled it)."""
-    return (*config.routes, *KNOWN_METHODS)
+def grpc_methods(config: TapSettings) -> tuple[str, ...]:
+    """The gRPC methods lookout knows by name, with a gRPC port (their descriptors load
+    protobuf, which an HTTP-only sidecar never imports)."""
+    if config.grpc_listen is None:
+        return ()
+    from lookout.sidecar.pipeline.protos import KNOWN_METHODS
+
+    return tuple(KNOWN_METHODS)
+
+
+def tap_routes(config: TapSettings) -> tuple[str, ...]:
+    """The HTTP port's templates, then the gRPC methods (a gRPC call's `route` is its
+    method, as the Python port labelled it)."""
+    return (*config.routes, *grpc_methods(config))
 
 
 def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: int,
@@ -103,11 +107,11 @@ class TapStats:
 class EnvoyDataPlane:
     """Owns the counters segment, the bootstrap file and the Envoy process."""
 
-    def __init__(self, config: Config, metrics: SidecarMetrics, rings: Sequence[Ring],
-                 workers: int, directory: str, models: ModelLabels,
+    def __init__(self, network: DataPlaneSettings, config: TapSettings,
+                 metrics: SidecarMetrics, rings: Sequence[Ring], workers: int,
+                 directory: str, models: ModelLabels,
                  env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
-        self.config = config
         self.module = Path(config.tap_module) if config.tap_module else DEFAULT_MODULE
         self.binary = envoy_binary()
         threads = config.envoy_concurrency
@@ -121,8 +125,8 @@ class EnvoyDataPlane:
                             config.observation_queue_bytes, routes)
         self.admin_socket = os.path.join(directory, "envoy-admin.sock")
         self.bootstrap_path = os.path.join(directory, "envoy.json")
-        document = bootstrap(settings_of(config), tap, self.admin_socket, env,
-                             config.routes, KNOWN_METHODS)
+        document = bootstrap(network, tap, self.admin_socket, env,
+                             config.routes, grpc_methods(config))
         Path(self.bootstrap_path).write_text(json.dumps(document, indent=1))
         environment = {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.module.parent)}
         command = [str(self.binary), "-c", self.bootstrap_path,

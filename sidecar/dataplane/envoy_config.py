@@ -41,12 +41,11 @@ ADMIN_CONNECTIONS_RESERVE = 64
 
 @dataclass(frozen=True, slots=True)
 class DataPlaneSettings:
-    """What Envoy's configuration is made of: the flat options it reads, by name."""
+    """What Envoy's configuration is made of: the flat options it reads, by their names
+    (`settings.of(DataPlaneSettings, config)`)."""
 
-    listen_host: str
-    listen_port: int
-    grpc_host: str | None
-    grpc_port: int
+    listen: Any  # config.Address: host and port
+    grpc_listen: Any  # config.Address, or None: no gRPC port
     upstream: str
     grpc_upstream: str
     connect_timeout: float
@@ -57,7 +56,6 @@ class DataPlaneSettings:
     max_client_connections: int
     max_head_bytes: int
     max_body_bytes: int
-    grpc_max_message_bytes: int
     upstream_keepalive: float
     upstream_pool_size: int
     model_name: str
@@ -213,7 +211,14 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
                  "http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
         "codec_type": "HTTP2" if grpc else "AUTO",
-        "use_remote_address": True,
+        # the request reaches the upstream as the client sent it: no x-forwarded-for
+        # append, no x-envoy-external-address, no x-request-id of Envoy's making
+        "use_remote_address": False,
+        "generate_request_id": False,
+        # the tracing decision is the sampler's (parent-based), not a request id's
+        "request_id_extension": {"typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3."
+                     "UuidRequestIdConfig", "use_request_id_for_trace_sampling": False}},
         "server_header_transformation": "PASS_THROUGH",
         "request_headers_timeout": _seconds(settings.client_head_timeout),
         "stream_idle_timeout": _seconds(max(settings.client_body_timeout,
@@ -325,16 +330,16 @@ def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
               methods: Sequence[str] = ()) -> dict[str, Any]:
     """The whole bootstrap, as a mapping to write as JSON (which Envoy reads as YAML)."""
     host, port, tls = _upstream_target(settings)
-    listeners = [_listener(HTTP_LISTENER, settings.listen_host, settings.listen_port,
+    listeners = [_listener(HTTP_LISTENER, settings.listen.host, settings.listen.port,
                            _connection_manager(HTTP_LISTENER, settings,
                                                _http_routes(settings, templates),
                                                [_buffer_filter(settings),
                                                 _tap_filter(tap_config)],
                                                grpc=False, env=env), settings)]
     clusters = [_cluster(HTTP_CLUSTER, host, port, settings, http2=False, tls=tls)]
-    if settings.grpc_host is not None:
+    if settings.grpc_listen is not None:
         listeners.append(_listener(
-            GRPC_LISTENER, settings.grpc_host, settings.grpc_port,
+            GRPC_LISTENER, settings.grpc_listen.host, settings.grpc_listen.port,
             _connection_manager(GRPC_LISTENER, settings, _grpc_routes(methods),
                                 [_tap_filter(tap_config)], grpc=True, env=env), settings))
         grpc_host, _, grpc_port = settings.grpc_upstream.rpartition(":")

@@ -23,7 +23,7 @@ class TracingConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class EnvoyTracing:
     tracing: dict[str, Any]  # the connection manager's `tracing`
-    cluster: dict[str, Any]  # where spans go
+    cluster: dict[str, Any]  # where spans go (with exporter none: a cluster of no hosts)
     runtime: dict[str, int]  # the batch processor's OTEL_BSP_* as Envoy's runtime keys
 
 
@@ -80,8 +80,7 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     exporters = {name.strip() for name in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")}
-    if "otlp" not in exporters:
-        return None
+    export = "otlp" in exporters  # without: trace context and exemplars, spans kept nowhere
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     if protocol not in ("grpc", "http/protobuf"):
@@ -94,7 +93,7 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
         "service_name": service,
     }
-    if grpc:
+    if grpc and export:
         config["grpc_service"] = {"envoy_grpc": {"cluster_name": OTLP_CLUSTER},
                                   "timeout": "2s"}
     else:
@@ -144,6 +143,9 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
         cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                      "UpstreamTlsContext", "sni": host}}
+    if not export:  # Envoy's tracer needs an exporter: one into a cluster with no hosts
+        cluster = {"name": OTLP_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+                   "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": []}}
     return EnvoyTracing(tracing, cluster, _batching(env))
 
 

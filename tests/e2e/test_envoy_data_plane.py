@@ -19,6 +19,7 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from lookout.slo import catalog
+from tests.support.otlp import CLIENT, SERVER, HttpOtlpReceiver
 from tests.support.processes import (
     REPO,
     ManagedProcess,
@@ -155,3 +156,31 @@ def test_the_upstream_killed_and_restarted_leaves_the_same_grpc_client_working()
         if sidecar is not None:
             sidecar.stop()
         upstream.terminate()
+
+
+def test_envoy_traces_http_with_the_callers_decision_and_lookouts_attributes(
+        upstream_port: int) -> None:
+    """OTLP/HTTP to a receiver: a sampled caller's request gives a SERVER span named by
+    its route template and a CLIENT span under it, both in the caller's trace; an
+    unsampled caller's gives none (parent-based, as the SDK sampler was)."""
+    receiver = HttpOtlpReceiver()
+    sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", env=receiver.env)
+    try:
+        trace_id, parent = "5bf92f3577b34da6a3ce929d0e0e4736", "10f067aa0ba902b7"
+        unsampled = "6bf92f3577b34da6a3ce929d0e0e4736"
+        for trace, flags in ((unsampled, "00"), (trace_id, "01")):
+            assert request(sidecar.port, "POST", "/v2/models/yolo-test/infer", body=b"{}",
+                           headers={"traceparent": f"00-{trace}-{parent}-{flags}"}
+                           ).status in (200, 404)
+        spans = [s for s in receiver.wait_for_trace(trace_id, 2) if s.trace_id == trace_id]
+        [server] = [s for s in spans if s.kind == SERVER]
+        [client] = [s for s in spans if s.kind == CLIENT]
+        assert server.name == "POST /v2/models/{model}/infer"
+        assert server.parent_span_id == parent and client.parent_span_id == server.span_id
+        assert server.attributes["http.route"] == "/v2/models/{model}/infer"
+        assert server.attributes["lookout.model.name"] == "yolo-test"
+        assert server.service_name == "lookout"
+        assert all(s.trace_id != unsampled for s in receiver.spans)
+    finally:
+        sidecar.stop()
+        receiver.close()

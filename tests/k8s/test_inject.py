@@ -231,7 +231,7 @@ def test_resources_and_shared_memory_follow_the_workers_and_processes(
     from lookout.sidecar.workers import check_channel
 
     check_channel(load_config({"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
-                               "request_processes": processes,
+                               "request_processes": processes, "data_plane": "python",
                                "observation_queue_bytes":
                                    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={}),
                   int(workers))

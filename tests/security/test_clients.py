@@ -11,7 +11,13 @@ import pytest
 
 from lookout.slo.catalog import CLIENT_REFUSED
 from tests.security.peers import send_raw
-from tests.support.processes import SidecarProcess, request, start_sidecar, wait_until
+from tests.support.processes import (
+    SidecarProcess,
+    python_data_plane,
+    request,
+    start_sidecar,
+    wait_until,
+)
 from tests.support.recording_upstream import RecordingUpstream
 
 TIMEOUT = 1.0  # every client timeout of the sidecar under test, in seconds
@@ -182,3 +188,10 @@ def test_malformed_requests_are_logged_as_a_tally_without_their_values(
     tallies = [line for line in logs.splitlines() if "refused client requests" in line]
     assert 1 <= len(tallies) <= 2, tallies  # the first at once, the rest in the shutdown tally
     assert "bad_request=" in tallies[-1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield

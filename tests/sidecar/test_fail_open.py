@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 
 import aiohttp
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from lookout.sidecar.config import load_config
@@ -13,7 +15,7 @@ from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.runtime.tracing import Tracing
 from lookout.sidecar.server import Sidecar
 from lookout.slo import catalog
-from tests.support.processes import free_port, request, start_sidecar
+from tests.support.processes import free_port, python_data_plane, request, start_sidecar
 
 PATHS = ("/echo", "/status/404", "/status/503", "/chunked?parts=3&size=10")
 
@@ -57,7 +59,7 @@ async def _run_in_process(upstream_port: int, consumers, queue_size: int = 64):
     config = load_config({
         "listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}",
         "upstream": f"http://127.0.0.1:{upstream_port}",
-        "observation_queue_size": str(queue_size),
+        "observation_queue_size": str(queue_size), "data_plane": "python",
     }, env={"OTEL_TRACES_EXPORTER": "none"})
     # no exporter: these tests are about the pipeline, not span delivery
     sidecar = Sidecar(config, tracing=Tracing(TracerProvider()), consumers=consumers)
@@ -182,3 +184,10 @@ def test_spans_flow_again_once_the_collector_is_back(upstream_port: int) -> None
         assert sidecar.stop() == 0
         if collector:
             collector.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield

@@ -13,6 +13,7 @@ import pytest
 from lookout.slo import catalog
 from tests.support.processes import (
     SidecarProcess,
+    python_data_plane,
     served_module,
     start_sidecar,
     wait_until,
@@ -68,3 +69,10 @@ def test_and_each_was_analysed(sidecar: SidecarProcess) -> None:
                >= before + len(RESPONSES), 30, "every response analysed")
     assert sidecar.metric(catalog.PARSE_FAILURES.sample_name,
                           reason="unrecognized_response") == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield

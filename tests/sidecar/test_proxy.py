@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,6 +16,7 @@ from tests.conftest import MAX_BODY, READ_TIMEOUT
 from tests.support.processes import (
     SidecarProcess,
     free_port,
+    python_data_plane,
     request,
     start_sidecar,
     wait_until,
@@ -255,3 +257,10 @@ def test_client_that_hangs_up_is_counted_as_499(sidecar: SidecarProcess,
     wait_until(lambda: 'code="sidecar_499"' in sidecar.metrics_text(), 10,
                "the hang-up to be counted")
     assert request(sidecar.port, "GET", "/echo").status == 200
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from lookout.sidecar.workers import WorkerStartError, check_channel
 from tests.support.processes import (
     SidecarProcess,
     free_port,
+    python_data_plane,
     request,
     served_module,
     start_sidecar,
@@ -170,3 +172,10 @@ def test_rings_for_every_request_process_must_fit() -> None:
         check_channel(config, 2)  # 8 rings of 8 MiB: less than one 16 MiB record each
     check_channel(Config(request_processes=4, observe_max_bytes=1024**2,
                          observation_queue_bytes=64 * 1024**2), 2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield

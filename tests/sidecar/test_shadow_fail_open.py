@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -21,7 +22,7 @@ from lookout.sidecar.config import load_config
 from lookout.sidecar.quality.shadow import State
 from lookout.sidecar.server import Sidecar
 from lookout.slo import catalog
-from tests.support.processes import free_port
+from tests.support.processes import free_port, python_data_plane
 
 FRAMES = 16
 
@@ -60,8 +61,8 @@ async def _scenario(shadow: dict[str, str], breaking=None) -> tuple[Sidecar, boo
         "listen": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}",
         "upstream": f"http://127.0.0.1:{upstream_port}", "model_name": "m",
         "model_version": "v", "shadow_sample_share": "1", "shadow_rate": "1000",
-        "shadow_burst": "1000", "shadow_max_busy_share": "1", **shadow,
-    }, env={}), shadow_model_path=reference)
+        "shadow_burst": "1000", "shadow_max_busy_share": "1", "data_plane": "python",
+        **shadow}, env={}), shadow_model_path=reference)
     sidecar = Sidecar(config, tracing=_tracing(), analysis_in_process=True)
     try:
         await sidecar.start()
@@ -139,3 +140,10 @@ def test_shadow_failures_change_no_response(problem, tmp_path) -> None:
     else:
         assert outcomes["dropped"] == FRAMES - 1
         assert _value(sidecar, catalog.QUEUE_DROPPED, queue="shadow") == FRAMES - 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield

@@ -5,9 +5,18 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Iterator
+
+import pytest
 
 from tests.support.otlp import HttpOtlpReceiver
-from tests.support.processes import port_accepts, request, start_sidecar, wait_until
+from tests.support.processes import (
+    port_accepts,
+    python_data_plane,
+    request,
+    start_sidecar,
+    wait_until,
+)
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(upstream_port: int) -> None:
@@ -65,3 +74,10 @@ def test_buffered_spans_are_flushed_on_shutdown(upstream_port: int) -> None:
     finally:
         receiver.close()
     assert len({span.trace_id for span in spans}) == 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield

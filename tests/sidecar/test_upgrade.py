@@ -14,7 +14,13 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support.processes import SidecarProcess, served_module, start_sidecar, wait_until
+from tests.support.processes import (
+    SidecarProcess,
+    python_data_plane,
+    served_module,
+    start_sidecar,
+    wait_until,
+)
 
 HANDSHAKE = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
              "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
@@ -140,3 +146,10 @@ def test_sigterm_ends_an_open_tunnel_after_the_grace(websocket_upstream: int) ->
     assert echoed == "still here"
     assert ended in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
     assert code == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _python_request_path() -> Iterator[None]:
+    """The Python request path's own behaviour, not yet carried over to Envoy."""
+    with python_data_plane():
+        yield
