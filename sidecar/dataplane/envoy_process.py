@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import http.client
 import logging
 import os
@@ -35,6 +36,7 @@ LONGEST_BACKOFF = 30.0
 STABLE_SECONDS = 60.0
 LOG_TAIL = 40
 KILL_MARGIN = 5.0
+PR_SET_PDEATHSIG = 1
 _LEVEL = re.compile(r"\]\[(trace|debug|info|warning|error|critical)\]")
 _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
@@ -88,6 +90,7 @@ class EnvoyProcess:
         self._refusal: str | None = None
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._ready = threading.Event()
         self.restarts = 0
 
     @property
@@ -102,7 +105,8 @@ class EnvoyProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(self._command, env=self._environment,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, start_new_session=True)
+                                   stderr=subprocess.PIPE, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
         threading.Thread(target=self._read_log, args=(process,), daemon=True,
                          name="lookout-envoy-log").start()
         return process
@@ -123,14 +127,30 @@ class EnvoyProcess:
 
     def start(self, ready_timeout: float) -> None:
         """Start Envoy and wait until its listeners serve; raises EnvoyStartError with
-        Envoy's own words when it exits first or never gets there."""
+        Envoy's own words when it exits first or never gets there. Envoy is spawned by
+        the watcher thread, which lives as long as it: the parent-death signal follows
+        the thread that forked."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.admin_socket)
-        self._process = self._spawn()
-        self._wait_ready(self._process, ready_timeout)
-        self._watcher = threading.Thread(target=self._watch, daemon=True,
+        spawned, self._ready = threading.Event(), threading.Event()
+        self._watcher = threading.Thread(target=self._run, args=(spawned,), daemon=True,
                                          name="lookout-envoy-watch")
         self._watcher.start()
+        spawned.wait()
+        assert self._process is not None
+        try:
+            self._wait_ready(self._process, ready_timeout)
+        except EnvoyStartError:
+            self._stopping.set()
+            raise
+        finally:
+            self._ready.set()
+
+    def _run(self, spawned: threading.Event) -> None:
+        self._process = self._spawn()
+        spawned.set()
+        self._ready.wait()
+        self._watch()
 
     def _wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -210,6 +230,13 @@ class EnvoyProcess:
         process = self._process
         if process is not None:
             process.kill()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when lookout dies, however it dies, so no
+    orphaned Envoy keeps the ports (PR_SET_PDEATHSIG; Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def envoy_binary() -> Path:

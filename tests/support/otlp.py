@@ -92,7 +92,7 @@ class HttpOtlpReceiver(_Collector):
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                body = self._body()
                 request = trace_service_pb2.ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 collector.add(request)
@@ -102,6 +102,17 @@ class HttpOtlpReceiver(_Collector):
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            def _body(self) -> bytes:
+                """Sized, or chunked as Envoy's exporter sends it (as a collector takes)."""
+                if self.headers.get("Content-Length") is not None:
+                    return self.rfile.read(int(self.headers["Content-Length"]))
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()  # the CRLF after the last chunk (no trailers)
+                return b"".join(chunks)
 
             def log_message(self, *args: object) -> None:
                 pass
