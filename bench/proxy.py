@@ -288,14 +288,17 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def descendants(pid: int) -> list[int]:
+    """`pid` and everything below it, whichever of a parent's threads started a child
+    (lookout's Envoy is its watcher thread's child)."""
     pids, frontier = [pid], [pid]
     while frontier:
         parent = frontier.pop()
-        children_file = Path(f"/proc/{parent}/task/{parent}/children")
-        if children_file.exists():
-            children = [int(c) for c in children_file.read_text().split()]
-            pids += children
-            frontier += children
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    children = [int(c) for c in (task / "children").read_text().split()]
+                    pids += children
+                    frontier += children
     return pids
 
 

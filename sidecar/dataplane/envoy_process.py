@@ -7,9 +7,9 @@ and started again after a back-off (the rings and counters live in lookout, so t
 Envoy goes on where the old one stopped). Envoy's log lines are read by a thread and
 passed on at their own level; the ABI line is checked there too (`abi.py`).
 
-Shutdown: Envoy's admin socket is told to drain its listeners gracefully (HTTP/1.1
-`Connection: close`, HTTP/2 GOAWAY), in-flight requests finish within the grace, then
-SIGTERM; a straggler is killed.
+Shutdown: Envoy's admin socket is told to drain its listeners (they stop accepting;
+HTTP/1.1 answers carry `Connection: close`, HTTP/2 gets GOAWAY), in-flight requests
+finish within the grace, then SIGTERM; a straggler is killed.
 """
 
 from __future__ import annotations
@@ -206,7 +206,9 @@ class EnvoyProcess:
             return
         deadline = time.monotonic() + grace
         with contextlib.suppress(OSError, http.client.HTTPException):
-            admin_request(self.admin_socket, "POST", "/drain_listeners?graceful")
+            # listeners close at once (no new connections, as the Python path did);
+            # open connections drain: each in-flight request finishes, then closes
+            admin_request(self.admin_socket, "POST", "/drain_listeners")
             while time.monotonic() < deadline and self._active_requests() > 0:
                 time.sleep(0.05)
         process.terminate()
@@ -223,7 +225,10 @@ class EnvoyProcess:
                                      "/stats?filter=downstream_rq_active$")
         if status != 200:
             return 0
-        return sum(int(value) for value in re.findall(r"downstream_rq_active: (\d+)", body))
+        # the data ports' streams (http.<listener>.*); the admin interface's own request,
+        # this one, is `http.admin`
+        return sum(int(value) for value in re.findall(
+            r"^http\.lookout_\w+\.downstream_rq_active: (\d+)$", body, re.MULTILINE))
 
     def kill(self) -> None:
         """For tests of a dying data plane: SIGKILL, as the OOM killer would."""
