@@ -234,6 +234,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per h2load run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--untraced", action="store_true",
+                        help="lookout with OTEL_SDK_DISABLED=true (tracing's share)")
     args = parser.parse_args()
     if not shutil.which("h2load"):
         sys.exit("h2load is required: apt-get install nghttp2-client")
@@ -262,6 +264,8 @@ def main() -> int:
         processes.append(sink_process)
         wait_port(upstream)
         env = tracing_env(sink)
+        if args.untraced:  # the price of tracing, by difference
+            env["OTEL_SDK_DISABLED"] = "true"
         for _ in range(args.rounds):  # alternating, so drifts of the machine hit all alike
             print("direct", flush=True)
             targets.append(measure("direct", upstream, None, args, work, request, expected))
