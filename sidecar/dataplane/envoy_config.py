@@ -150,8 +150,8 @@ def local_reply_config(settings: DataPlaneSettings, *, grpc: bool) -> dict[str, 
     upstream = settings.grpc_upstream if grpc else settings.upstream
     # a gRPC deadline is the client's own (`grpc-timeout`), kept for it by Envoy at the
     # moment the upstream would have: DEADLINE_EXCEEDED as the upstream's, not lookout's
-    mappers: list[dict[str, Any]] = [{"filter": _filter(("UT", "UMSDR"), None)}] \
-        if grpc else []
+    # (the gRPC port has no route timeout: its only 504 is that deadline)
+    mappers: list[dict[str, Any]] = [{"filter": _filter((), 504)}] if grpc else []
     for flags, status, reason, words, http_status in (*_LOCAL_REPLIES,
                                                       ((), None, "sidecar", "", None)):
         if grpc and status is not None:

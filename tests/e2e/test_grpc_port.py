@@ -300,7 +300,9 @@ def test_the_upstreams_own_errors_and_deadlines_are_relayed_as_they_are(
         client.close()
         assert "DEADLINE_EXCEEDED" in raised.value.status()
     wait_until(lambda: deadlines() == exceeded + 1, 10, "the deadline counted, not as an "
-               "error of lookout's or the upstream's")
+               "error of lookout's or the upstream's: " + ", ".join(
+                   line for line in lookout.sidecar.metrics_text().splitlines()
+                   if line.startswith(REQUESTS) and "ModelInfer" in line))
     assert lookout.metric(REQUESTS, route=INFER, code="sidecar_DEADLINE_EXCEEDED") == 0
 
 

@@ -23,6 +23,17 @@ from tests.support.processes import (
 )
 
 
+@pytest.fixture(scope="module")
+def sidecar(upstream_port: int, _python_request_path: None) -> Iterator[SidecarProcess]:
+    """The Python request path's own errors and relaying (this module's; the session's
+    shared sidecar is Envoy's)."""
+    process = start_sidecar(
+        f"http://127.0.0.1:{upstream_port}",
+        "--read-timeout", str(READ_TIMEOUT), "--max-body-bytes", str(MAX_BODY))
+    yield process
+    process.stop()
+
+
 def _echoed_headers(body: bytes) -> dict[str, str]:
     return {k.lower(): v for k, v in json.loads(body)["headers"]}
 

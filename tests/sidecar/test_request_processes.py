@@ -167,10 +167,21 @@ def test_the_grpc_port_is_served_by_every_request_process(upstream_port: int) ->
 
 def test_rings_for_every_request_process_must_fit() -> None:
     config = Config(request_processes=4, observe_max_bytes=8 * 1024**2,
-                    observation_queue_bytes=64 * 1024**2)
+                    observation_queue_bytes=64 * 1024**2, data_plane="python")
     with pytest.raises(WorkerStartError, match="request_processes"):
         check_channel(config, 2)  # 8 rings of 8 MiB: less than one 16 MiB record each
     check_channel(Config(request_processes=4, observe_max_bytes=1024**2,
+                         observation_queue_bytes=64 * 1024**2, data_plane="python"), 2)
+
+
+def test_rings_for_every_envoy_worker_must_fit() -> None:
+    """With Envoy the producers are its worker threads: each has a ring to every
+    analysis worker."""
+    config = Config(envoy_concurrency=4, observe_max_bytes=8 * 1024**2,
+                    observation_queue_bytes=64 * 1024**2)
+    with pytest.raises(WorkerStartError, match="envoy_concurrency"):
+        check_channel(config, 2)
+    check_channel(Config(envoy_concurrency=4, observe_max_bytes=1024**2,
                          observation_queue_bytes=64 * 1024**2), 2)
 
 
