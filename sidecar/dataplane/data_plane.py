@@ -36,6 +36,9 @@ COUNTER_SLOTS = 1024  # per Envoy worker: (model, route, code) keys; full: `othe
 READY_TIMEOUT = 30.0
 DEFAULT_MODULE = Path(__file__).with_name("liblookout_tap.so")
 COMPONENT = EnvoyProcess.name
+# with OTEL_TRACES_EXPORTER=none spans go to a cluster of no hosts (Envoy's tracer needs an
+# exporter; trace context and exemplars still work): its failures are not news
+UNEXPORTED_SPANS = "OTLP HTTP exporter received a non-success status code: 503"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +138,11 @@ class EnvoyDataPlane:
                    "--component-log-level", "dynamic_modules:info",
                    "--drain-time-s", str(max(1, int(config.shutdown_grace))),
                    "--drain-strategy", "immediate"]
+        exporting = "otlp" in env.get("OTEL_TRACES_EXPORTER", "otlp")
         self.process = EnvoyProcess(command, environment, self.admin_socket,
                                     lambda: metrics.component_error(COMPONENT),
-                                    abi.check_log_line)
+                                    abi.check_log_line,
+                                    quiet=() if exporting else (UNEXPORTED_SPANS,))
 
     def start(self) -> None:
         """Refuses a module built for another ABI before Envoy ever loads it."""

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lookout.sidecar.runtime.logs import FailureLog
+
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.5
@@ -37,6 +39,8 @@ STABLE_SECONDS = 60.0
 LOG_TAIL = 40
 KILL_MARGIN = 5.0
 PR_SET_PDEATHSIG = 1
+REPEAT_INTERVAL = 60.0
+KEY_CHARS = 80  # a repeated line is known by its start (bounded keys)
 _LEVEL = re.compile(r"\]\[(trace|debug|info|warning|error|critical)\]")
 _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
@@ -76,7 +80,8 @@ class EnvoyProcess:
 
     def __init__(self, command: Sequence[str], environment: dict[str, str],
                  admin_socket: str, on_death: Callable[[], None],
-                 check_line: Callable[[str], str | None]) -> None:
+                 check_line: Callable[[str], str | None],
+                 quiet: Sequence[str] = ()) -> None:
         """`check_line` reads each log line; a message it returns stops this Envoy
         from serving (the ABI guard)."""
         self._command = list(command)
@@ -84,6 +89,7 @@ class EnvoyProcess:
         self.admin_socket = admin_socket
         self._on_death = on_death
         self._check_line = check_line
+        self._quiet = tuple(quiet)
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
@@ -112,7 +118,10 @@ class EnvoyProcess:
         return process
 
     def _read_log(self, process: subprocess.Popen[bytes]) -> None:
+        """Each line at its own level, a line said again within the minute only counted
+        (a collector that is down cannot flood the log), what `quiet` names not at all."""
         assert process.stderr is not None
+        repeats = FailureLog(log, interval=REPEAT_INTERVAL)
         for raw in process.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             self._tail.append(line)
@@ -123,7 +132,13 @@ class EnvoyProcess:
                     process.kill()
             match = _LEVEL.search(line)
             level = _LEVELS[match.group(1)] if match else logging.INFO
-            log.log(level, "envoy: %s", line.split("] ", 2)[-1] if match else line)
+            text = line.split("] ", 2)[-1] if match else line
+            if any(words in text for words in self._quiet):
+                continue
+            if level >= logging.WARNING:
+                repeats.at(level, text[:KEY_CHARS], "envoy: %s", text)
+            else:
+                log.log(level, "envoy: %s", text)
 
     def start(self, ready_timeout: float) -> None:
         """Start Envoy and wait until its listeners serve; raises EnvoyStartError with

@@ -56,6 +56,10 @@ class FailureLog:
         """An expected failure (a peer down, a timeout): one line, no traceback."""
         self._log(key, message, args, logging.WARNING, traceback=False)
 
+    def at(self, level: int, key: str, message: str, *args: object) -> None:
+        """A line at `level`, no traceback (another program's log, passed on)."""
+        self._log(key, message, args, level, traceback=False)
+
     def _log(self, key: str, message: str, args: tuple, level: int, traceback: bool) -> None:
         now = self._clock()
         with self._lock:
