@@ -274,8 +274,8 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
     processes = request_processes(note, options)
     env["LOOKOUT_ANALYSIS_WORKERS"] = str(workers)
     env["LOOKOUT_OBSERVATION_QUEUE_BYTES"] = f"{channel_mib(workers, processes)}MiB"
-    if processes > 1:
-        env["LOOKOUT_REQUEST_PROCESSES"] = str(processes)
+    if processes > 1:  # the data plane's producers are Envoy's worker threads
+        env["LOOKOUT_ENVOY_CONCURRENCY"] = str(processes)
     memory_mib = (512 + WORKER_MEMORY_MIB * (workers - 1)
                   + REQUEST_PROCESS_MEMORY_MIB * (processes - 1))
     resources = {"cpu": note.get("cpu") or options.cpu or str(workers + processes - 1),

@@ -225,13 +225,13 @@ def test_resources_and_shared_memory_follow_the_workers_and_processes(
     sidecar = spec["initContainers"][0]
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env["LOOKOUT_ANALYSIS_WORKERS"] == workers
-    assert env.get("LOOKOUT_REQUEST_PROCESSES", "1") == processes
+    assert env.get("LOOKOUT_ENVOY_CONCURRENCY", "1") == processes
     # what the sidecar itself will accept at start-up for that many workers and processes
     from lookout.sidecar.config import load_config
     from lookout.sidecar.workers import check_channel
 
     check_channel(load_config({"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
-                               "request_processes": processes, "data_plane": "python",
+                               "envoy_concurrency": processes,
                                "observation_queue_bytes":
                                    env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={}),
                   int(workers))
