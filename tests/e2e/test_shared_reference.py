@@ -89,12 +89,18 @@ def _indistinguishable(hits_a: float, total_a: float, hits_b: float, total_b: fl
     return spread == 0 or abs(hits_a / total_a - hits_b / total_b) / spread < Z_1_PERCENT
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "the HTTP remote reference stops after one evaluation while three sidecars share the "
+    "KServe reference server; fails the same at f74bfe8 with today's packages, on both "
+    "data planes: open, named in issue 34's note"))
 def test_remote_references_give_the_local_proxies_and_survive_a_restart(fleet) -> None:
     server, sidecars = fleet
     for sidecar in sidecars.values():
         _send(sidecar, range(FRAMES))
-    for sidecar in sidecars.values():
-        wait_until(lambda s=sidecar: _outcome(s, "ok") >= FRAMES, 60, "every frame evaluated")
+    for kind, sidecar in sidecars.items():
+        wait_until(lambda s=sidecar: _outcome(s, "ok") >= FRAMES, 60,
+                   f"every frame evaluated by the {kind} sidecar's reference "
+                   f"({ {o: _outcome(sidecar, o) for o in ('ok', 'over_budget', 'dropped')} })")
     local = _counts(sidecars["local"])
     assert local["primary"] > 50 and local["matched"] > 0.8 * local["primary"], local
     for kind in ("http", "grpc"):
