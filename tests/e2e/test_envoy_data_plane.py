@@ -5,6 +5,7 @@ long-lived gRPC client working again within a few calls."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,11 +44,15 @@ def upstream_port() -> Iterator[int]:
 
 
 def _children(pid: int, word: bytes) -> list[int]:
+    """`pid`'s children whose command line holds `word`, whichever thread started them
+    (a thread or a child may end while they are read)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if word in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(int(child))
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if word in Path(f"/proc/{child}/cmdline").read_bytes():
+                        found.append(int(child))
     return found
 
 
