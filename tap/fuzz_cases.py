@@ -20,7 +20,7 @@ import tempfile
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tapshm  # noqa: E402
+import tapshm
 
 ROUTES = ["/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer",
           "/v2/models/{model}", "/a{b/{c}.{d}/x"]
@@ -140,7 +140,7 @@ def random_path(rng: random.Random) -> bytes:
 
 
 def random_traceparent(rng: random.Random) -> str:
-    good = "00-" + "%032x" % rng.getrandbits(128) + "-" + "%016x" % rng.getrandbits(64) + "-01"
+    good = "00-" + f"{rng.getrandbits(128):032x}" + "-" + f"{rng.getrandbits(64):016x}" + "-01"
     return rng.choice([good, good[:-1], good.replace("-", "_"), "00-" + "0" * 32 + "-" + "1" * 16
                        + "-01", good.upper(), "ff" + good[2:], good + "-extra", "", "zz" * 30])
 
@@ -166,7 +166,8 @@ def random_case(rng: random.Random) -> Case:
         grpc = rng.random() < 0.4
         c.hdr(sid, 0, ":path", random_path(rng))
         if grpc:
-            c.hdr(sid, 0, "content-type", rng.choice(["application/grpc", "application/grpc+proto"]))
+            c.hdr(sid, 0, "content-type",
+                  rng.choice(["application/grpc", "application/grpc+proto"]))
             c.hdr(sid, 0, "grpc-encoding", rng.choice(["gzip", "deflate", "identity", "GZIP"]))
         random_headers(rng, c, sid, 0)
         c.do(sid, "reqh", rng.randrange(2))

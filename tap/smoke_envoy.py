@@ -165,7 +165,8 @@ def main() -> int:
                 "ABI matched in Envoy's log": matched,
                 "three records": len(records) == 3,
                 "three exchanges counted": area["exchanges"] == 3 and area["records"] == 3,
-                "the POST body copied": bool(post) and b'"data": [1, 2, 3]' in post[0]["request_body"],
+                "the POST body copied":
+                    bool(post) and b'"data": [1, 2, 3]' in post[0]["request_body"],
                 "a response body copied": any(r["response_body"] == b"hello from upstream\n"
                                               for r in records),
                 "the model from the path": any(s["model"] == b"resnet" for s in area["slots"]),

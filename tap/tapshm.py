@@ -3,6 +3,7 @@ it out. Not lookout's production reader (sidecar/dataplane/ owns that)."""
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -34,10 +35,8 @@ def _attach(name: str) -> mmap.mmap:
 
 
 def unlink(name: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink("/dev/shm/" + name.lstrip("/"))
-    except FileNotFoundError:
-        pass
 
 
 def create_counters(name: str, threads: int, slots: int, latency_bounds: list[int],
@@ -64,7 +63,7 @@ def read_counters(name: str) -> dict:
         for t in range(threads):
             base = CNT_HEADER + t * (AREA_HEADER + slots * SLOT)
             words = struct.unpack_from("<16Q", memory, base)
-            area = dict(zip(AREA_WORDS, words))
+            area = dict(zip(AREA_WORDS, words, strict=False))
             area["slots"] = []
             for i in range(slots):
                 at = base + AREA_HEADER + i * SLOT
