@@ -16,7 +16,8 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert [line.split()[:2] for line in block] == [["make", "demo"], ["make", "test"]]
 
 
-def test_readme_documents_every_option_and_its_env_variable() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_the_configuration_reference_documents_every_option_and_its_env_variable() -> None:
+    reference = (REPO / "docs" / "CONFIGURATION.md").read_text()
     for option in fields(Config):
-        assert f"| `{option.name}` | `{ENV_PREFIX}{option.name.upper()}` |" in readme, option.name
+        assert f"| `{option.name}` | `{ENV_PREFIX}{option.name.upper()}` |" in reference, \
+            option.name

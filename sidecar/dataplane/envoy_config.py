@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 from lookout.sidecar.dataplane.envoy_tracing import envoy_tracing
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
 
-HTTP_LISTENER, GRPC_LISTENER = "lookout_http", "lookout_grpc"
-HTTP_CLUSTER, GRPC_CLUSTER = "lookout_upstream", "lookout_upstream_grpc"
+# Envoy's own object names (its stats carry them: http.data_http.*), never metric names
+HTTP_LISTENER, GRPC_LISTENER = "data_http", "data_grpc"
+HTTP_CLUSTER, GRPC_CLUSTER = "upstream_http", "upstream_grpc"
 TAP_NAME = "lookout_tap"
 ERROR_HEADER, GRPC_ERROR_HEADER = "x-lookout-error", "lookout-error"
 PER_CONNECTION_BUFFER = 32 * 1024
@@ -292,7 +293,7 @@ def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[
     routes += [{"name": template, "match": {"safe_regex": {"regex": template_regex(template)}},
                 "route": action} for template in templates]
     routes.append({"name": OTHER_ROUTE, "match": {"prefix": "/"}, "route": action})
-    return {"name": "lookout_http", "virtual_hosts": [{"name": "upstream", "domains": ["*"],
+    return {"name": HTTP_LISTENER, "virtual_hosts": [{"name": "upstream", "domains": ["*"],
             "routes": routes}]}
 
 
@@ -309,7 +310,7 @@ def _grpc_routes(methods: Sequence[str]) -> dict[str, Any]:
                    {"tag": "rpc.method", "literal": {"value": method.rpartition("/")[2]}}]}}
               for method in methods]
     routes.append({"name": "grpc", "match": {"prefix": "/"}, "route": action})
-    return {"name": "lookout_grpc", "virtual_hosts": [{"name": "upstream", "domains": ["*"],
+    return {"name": GRPC_LISTENER, "virtual_hosts": [{"name": "upstream", "domains": ["*"],
             "routes": routes}]}
 
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lookout.sidecar.dataplane.envoy_config import GRPC_LISTENER, HTTP_LISTENER
 from lookout.sidecar.runtime.logs import FailureLog
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,8 @@ class EnvoyProcess:
         # the data ports' streams (http.<listener>.*); the admin interface's own request,
         # this one, is `http.admin`
         return sum(int(value) for value in re.findall(
-            r"^http\.lookout_\w+\.downstream_rq_active: (\d+)$", body, re.MULTILINE))
+            rf"^http\.(?:{HTTP_LISTENER}|{GRPC_LISTENER})\.downstream_rq_active: (\d+)$",
+            body, re.MULTILINE))
 
     def kill(self) -> None:
         """For tests of a dying data plane: SIGKILL, as the OOM killer would."""

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from lookout.sidecar.runtime.tracing import DEFAULT_SAMPLE_RATIO
 
-OTLP_CLUSTER = "lookout_otlp"
+OTLP_CLUSTER = "otlp_collector"
 _RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 
 
