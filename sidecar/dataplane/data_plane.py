@@ -23,9 +23,11 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
+from lookout.sidecar.dataplane.envoy_refusals import EnvoyRefusals
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
+from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.served_models import ModelLabels
 from lookout.slo import catalog
@@ -139,6 +141,9 @@ class EnvoyDataPlane:
                    "--drain-time-s", str(max(1, int(config.shutdown_grace))),
                    "--drain-strategy", "immediate"]
         exporting = "otlp" in env.get("OTEL_TRACES_EXPORTER", "otlp")
+        self.refusals = EnvoyRefusals(self.admin_socket, TallyLog(
+            log, "refused client requests or connections"))
+        metrics.add_source(self.refusals)
         self.process = EnvoyProcess(command, environment, self.admin_socket,
                                     lambda: metrics.component_error(COMPONENT),
                                     abi.check_log_line,
@@ -153,11 +158,13 @@ class EnvoyDataPlane:
         abi.check_pair(self.binary, self.module)
         raise_file_limit()
         self.process.start(READY_TIMEOUT)
+        self.refusals.start()
 
     @property
     def running(self) -> bool:
         return self.process.running
 
     def stop(self, grace: float) -> None:
+        self.refusals.stop()
         self.process.drain_and_stop(grace)
         self.counters.close()

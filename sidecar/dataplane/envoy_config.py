@@ -114,38 +114,55 @@ def _is_ip(host: str) -> bool:
 
 
 # Envoy's local replies lookout names: response flags (or a status) -> the reason, what
-# happened in words, and the status lookout's own request path answered with
+# happened in words ({upstream} and {read_timeout} filled in), and the status lookout
+# answers with
 _LOCAL_REPLIES: tuple[tuple[tuple[str, ...], int | None, str, str, int | None], ...] = (
-    (("UF", "UH", "NR"), None, "upstream-unavailable", "the upstream {upstream} is "
-     "unavailable", 502),
-    (("UT",), None, "upstream-timeout", "the upstream {upstream} sent no response in time",
-     504),
+    (("UF", "UH", "NR"), None, "upstream-unreachable", "the upstream {upstream} cannot be "
+     "reached", 502),
+    (("UT",), None, "upstream-timeout", "the upstream {upstream} sent no response within "
+     "read timeout {read_timeout}s (read_timeout)", 504),
     (("UR", "UC"), None, "upstream-reset", "the upstream {upstream} closed or reset the "
-     "connection", 502),
-    (("UPE",), None, "upstream-bad-response", "the upstream {upstream} broke the protocol",
-     502),
+     "connection before its response", 502),
+    (("UPE",), None, "upstream-bad-response", "the upstream {upstream} answered with "
+     "something that is not HTTP", 502),
     (("UO", "OM"), None, "overloaded", "lookout is at its limits", None),
+    (("SI",), 408, "body-timeout", "the request body stopped arriving (client_body_timeout)",
+     None),
     (("SI",), None, "stream-idle-timeout", "nothing moved on the stream in time", None),
     (("DPE",), None, "bad-request", "the request broke the protocol", None),
-    ((), 413, "body-too-large", "the request body is larger than max_body_bytes", None),
+    ((), 413, "body-too-large", "the request body is larger than max_body_bytes "
+     "({max_body_bytes} bytes)", None),
     ((), 431, "head-too-large", "the request head is larger than max_head_bytes", None),
     ((), 408, "head-timeout", "the request did not arrive in time", None),
     ((), 400, "bad-request", "malformed request", None),
 )
 _OVERWRITE = "OVERWRITE_IF_EXISTS_OR_ADD"
+_GRPC_NAMES = {"upstream-unreachable": "upstream_unavailable"}  # gRPC's status name
 
 
 def _filter(flags: tuple[str, ...], status: int | None) -> dict[str, Any]:
-    if flags:
-        return {"response_flag_filter": {"flags": list(flags)}}
     op, value = ("EQ", status) if status is not None else ("GE", 100)
-    return {"status_code_filter": {"comparison": {"op": op, "value": {
+    by_status = {"status_code_filter": {"comparison": {"op": op, "value": {
         "default_value": value, "runtime_key": "lookout.local_reply.unused"}}}}
+    if not flags:
+        return by_status
+    by_flags = {"response_flag_filter": {"flags": list(flags)}}
+    if status is None:
+        return by_flags
+    return {"and_filter": {"filters": [by_flags, by_status]}}
+
+
+def _json_body(reason: str, message: str, upstream: str) -> dict[str, Any]:
+    """The HTTP port's error body. No trace id: Envoy formats local replies without the
+    active span (%TRACE_ID% is null there); the span and the RED exemplars carry it."""
+    return {"json_format": {
+        "error": reason, "message": message, "origin": "lookout", "upstream": upstream,
+        "status": "%RESPONSE_CODE%", "detail": "%RESPONSE_CODE_DETAILS%"}}
 
 
 def local_reply_config(settings: DataPlaneSettings, *, grpc: bool) -> dict[str, Any]:
     """Envoy's local replies, named as lookout named its own: `X-Lookout-Error` and a
-    JSON body (what was wrong, the upstream, the trace id) on the HTTP port; on the gRPC
+    JSON body (what was wrong, in words, and the upstream) on the HTTP port; on the gRPC
     port `lookout-error` (underscored, as gRPC metadata was) and a grpc-message that says
     it is lookout's. The first matching mapper wins; the last catches the rest."""
     upstream = settings.grpc_upstream if grpc else settings.upstream
@@ -157,7 +174,10 @@ def local_reply_config(settings: DataPlaneSettings, *, grpc: bool) -> dict[str, 
                                                       ((), None, "sidecar", "", None)):
         if grpc and status is not None:
             continue  # the gRPC port's codec answers these with a stream reset
-        name = reason.replace("-", "_") if grpc else reason
+        name = _GRPC_NAMES.get(reason, reason.replace("-", "_")) if grpc else reason
+        text = words.format(upstream=upstream, read_timeout=f"{settings.read_timeout:g}",
+                            max_body_bytes=settings.max_body_bytes) \
+            if words else "%LOCAL_REPLY_BODY%"
         mapper: dict[str, Any] = {"filter": _filter(flags, status), "headers_to_add": [
             {"header": {"key": GRPC_ERROR_HEADER if grpc else ERROR_HEADER,
                         "value": name if words else "sidecar_%RESPONSE_CODE%"},
@@ -165,15 +185,13 @@ def local_reply_config(settings: DataPlaneSettings, *, grpc: bool) -> dict[str, 
         if http_status is not None and not grpc:
             mapper["status_code"] = http_status
         if grpc:
-            text = words.format(upstream=upstream) if words else "%LOCAL_REPLY_BODY%"
             mapper["body_format_override"] = {
                 "text_format": f"lookout: {text} (%RESPONSE_CODE_DETAILS%)"}
+        else:
+            mapper["body_format_override"] = _json_body(
+                name if words else "sidecar_%RESPONSE_CODE%", text, upstream)
         mappers.append(mapper)
-    if grpc:
-        return {"mappers": mappers}
-    return {"mappers": mappers, "body_format": {"json_format": {
-        "error": "%RESPONSE_CODE_DETAILS%", "status": "%RESPONSE_CODE%",
-        "detail": "%LOCAL_REPLY_BODY%", "upstream": upstream, "trace_id": "%TRACE_ID%"}}}
+    return {"mappers": mappers}
 
 
 def _tap_filter(tap_config: str) -> dict[str, Any]:
@@ -212,8 +230,9 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
                  "http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
         "codec_type": "HTTP2" if grpc else "AUTO",
-        # the request reaches the upstream as the client sent it: no x-forwarded-for
-        # append, no x-envoy-external-address, no x-request-id of Envoy's making
+        # the request reaches the upstream as the client sent it, but for the address
+        # appended to X-Forwarded-For (the route's): no x-envoy-external-address or
+        # x-envoy-internal, no x-request-id of Envoy's making
         "use_remote_address": False,
         "generate_request_id": False,
         # the tracing decision is the sampler's (parent-based), not a request id's
@@ -280,21 +299,31 @@ def template_regex(template: str) -> str:
 
 def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[str, Any]:
     """Every path to the upstream, each route template a route of that name (the span's
-    name), the rest `other`. An upgrade (WebSocket) is not buffered: its body is the
-    tunnel."""
+    name), the rest `other`. A declared body over max_body_bytes is refused at once,
+    before it is sent; an upgrade (WebSocket) is not buffered: its body is the tunnel,
+    closed after read_timeout of silence. The upstream learns the client's address in
+    X-Forwarded-For, appended as nginx's `proxy_add_x_forwarded_for` does."""
     action = {"cluster": HTTP_CLUSTER, "timeout": _seconds(settings.read_timeout)}
     no_buffer = {"envoy.filters.http.buffer": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3."
                  "BufferPerRoute", "disabled": True}}
     routes: list[dict[str, Any]] = [
+        {"name": "body-too-large", "match": {"prefix": "/", "headers": [
+            {"name": "content-length", "range_match": {
+                "start": settings.max_body_bytes + 1, "end": 2**63 - 1}}]},
+         "direct_response": {"status": 413}, "typed_per_filter_config": no_buffer},
         {"name": "upgrade", "match": {"prefix": "/", "headers": [
             {"name": "upgrade", "present_match": True}]},
-         "route": {**action, "timeout": "0s"}, "typed_per_filter_config": no_buffer}]
+         "route": {**action, "timeout": "0s", "idle_timeout": _seconds(settings.read_timeout)},
+         "typed_per_filter_config": no_buffer}]
     routes += [{"name": template, "match": {"safe_regex": {"regex": template_regex(template)}},
                 "route": action} for template in templates]
     routes.append({"name": OTHER_ROUTE, "match": {"prefix": "/"}, "route": action})
-    return {"name": HTTP_LISTENER, "virtual_hosts": [{"name": "upstream", "domains": ["*"],
-            "routes": routes}]}
+    return {"name": HTTP_LISTENER, "virtual_hosts": [{
+        "name": "upstream", "domains": ["*"], "routes": routes,
+        "request_headers_to_add": [{"header": {
+            "key": "x-forwarded-for", "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%"},
+            "append_action": "APPEND_IF_EXISTS_OR_ADD"}]}]}
 
 
 def _grpc_routes(methods: Sequence[str]) -> dict[str, Any]:

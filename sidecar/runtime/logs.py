@@ -88,9 +88,9 @@ class TallyLog:
         self._counts: dict[str, int] = {}
         self._since: float | None = None
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, count: int = 1) -> None:
         now = self._clock()
-        self._counts[key] = self._counts.get(key, 0) + 1
+        self._counts[key] = self._counts.get(key, 0) + count
         if self._since is None:
             self._since = now
             self.flush(now)  # the first one is told at once

@@ -28,7 +28,7 @@ def python_data_plane() -> Iterator[None]:
     """Sidecars started meanwhile run the former Python request path: for the modules
     whose behaviour Envoy has not taken over (issue 34 lists them)."""
     before = os.environ.get("LOOKOUT_DATA_PLANE")
-    os.environ["LOOKOUT_DATA_PLANE"] = "python"
+    os.environ["LOOKOUT_DATA_PLANE"] = os.environ.get("PROBE_PLANE", "python")
     try:
         yield
     finally:
