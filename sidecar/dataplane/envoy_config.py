@@ -71,6 +71,13 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
+# HTTP/1 header names reach each side spelled as the other sent them (Envoy would
+# lower-case them): the relay stays byte for byte for clients that compare by case
+_PRESERVE_CASE = {"stateful_formatter": {"name": "preserve_case", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.http.header_formatters.preserve_case.v3."
+             "PreserveCaseFormatterConfig"}}}
+
+
 def _cluster(name: str, host: str, port: int, settings: DataPlaneSettings, *,
              http2: bool, tls: bool) -> dict[str, Any]:
     protocol: dict[str, Any] = {
@@ -79,7 +86,7 @@ def _cluster(name: str, host: str, port: int, settings: DataPlaneSettings, *,
         "explicit_http_config": {"http2_protocol_options": {
             "initial_stream_window_size": H2_STREAM_WINDOW,
             "initial_connection_window_size": H2_CONNECTION_WINDOW}} if http2 else
-        {"http_protocol_options": {}},
+        {"http_protocol_options": {"header_key_format": _PRESERVE_CASE}},
     }
     limits = {"max_connections": max(settings.upstream_pool_size, UPSTREAM_CONNECTIONS),
               "max_pending_requests": UPSTREAM_CONNECTIONS,
@@ -254,7 +261,8 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
             "headers_with_underscores_action": "REJECT_REQUEST",
             "max_headers_count": 100,
         },
-        "http_protocol_options": {"accept_http_10": True},
+        "http_protocol_options": {"accept_http_10": True,
+                                  "header_key_format": _PRESERVE_CASE},
         "http2_protocol_options": _http2_listener_options(settings),
         "local_reply_config": local_reply_config(settings, grpc=grpc),
         "route_config": routes,
@@ -300,7 +308,7 @@ def template_regex(template: str) -> str:
 def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[str, Any]:
     """Every path to the upstream, each route template a route of that name (the span's
     name), the rest `other`. A declared body over max_body_bytes is refused at once,
-    before it is sent; an upgrade (WebSocket) is not buffered: its body is the tunnel,
+    before it is sent, and so is a request with two Host fields; an upgrade (WebSocket) is not buffered: its body is the tunnel,
     closed after read_timeout of silence. The upstream learns the client's address in
     X-Forwarded-For, appended as nginx's `proxy_add_x_forwarded_for` does."""
     action = {"cluster": HTTP_CLUSTER, "timeout": _seconds(settings.read_timeout)}
@@ -308,6 +316,10 @@ def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3."
                  "BufferPerRoute", "disabled": True}}
     routes: list[dict[str, Any]] = [
+        # two Host fields arrive joined (RFC 9112 3.2: refuse with a 400)
+        {"name": "several-hosts", "match": {"prefix": "/", "headers": [
+            {"name": ":authority", "string_match": {"contains": ","}}]},
+         "direct_response": {"status": 400}, "typed_per_filter_config": no_buffer},
         {"name": "body-too-large", "match": {"prefix": "/", "headers": [
             {"name": "content-length", "range_match": {
                 "start": settings.max_body_bytes + 1, "end": 2**63 - 1}}]},

@@ -40,8 +40,9 @@ _STATS: tuple[tuple[str, str, str], ...] = (
     ("http.", "downstream_rq_timeout", "body_timeout"),
     ("http.", "downstream_cx_idle_timeout", "keepalive_timeout"),
     ("http.", "downstream_rq_too_large", "body_too_large"),
-    # the HTTP port's one direct response is its 413 for a declared body over the limit
-    (f"http.{HTTP_LISTENER}.", "rq_direct_response", "body_too_large"),
+    # the HTTP port's refusing routes (envoy_config._http_routes): a declared body over
+    # max_body_bytes (413), two Host fields (400); lookout_requests_total tells them apart
+    (f"http.{HTTP_LISTENER}.", "rq_direct_response", "refused_by_route"),
     ("listener.", "downstream_cx_overflow", "connection_limit"),
     ("listener.", "downstream_global_cx_overflow", "connection_limit"),
 )

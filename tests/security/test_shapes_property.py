@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.nginx import Nginx, beside_nginx
-from tests.support.processes import SidecarProcess, python_data_plane
+from tests.support.processes import SidecarProcess
 from tests.support.recording_upstream import Recorded
 from tests.support.shape_upstream import ResponseShape, ShapeUpstream
 
@@ -34,7 +34,7 @@ PROXY_OWN = {"server", "date", "forwarded", "x-forwarded-for", "x-forwarded-prot
 def peers() -> Iterator[tuple[ShapeUpstream, Nginx, SidecarProcess]]:
     upstream = ShapeUpstream()
     try:
-        with beside_nginx(upstream.port, MAX_BODY, "--stream-threshold-bytes", "4096") as pair:
+        with beside_nginx(upstream.port, MAX_BODY) as pair:
             yield upstream, *pair
     finally:
         upstream.close()
@@ -111,10 +111,3 @@ def test_lookout_relays_every_shape_as_nginx_does(peers, request: dict,
     assert status == by_nginx[0]
     assert _end_to_end(headers) == _end_to_end(by_nginx[1])
     assert body == by_nginx[2]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _python_request_path() -> Iterator[None]:
-    """The Python request path's own behaviour, not yet carried over to Envoy."""
-    with python_data_plane():
-        yield

@@ -13,7 +13,6 @@ import pytest
 from lookout.slo import catalog
 from tests.support.processes import (
     SidecarProcess,
-    python_data_plane,
     served_module,
     start_sidecar,
     wait_until,
@@ -31,7 +30,7 @@ def verbatim() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def sidecar(verbatim: int) -> Iterator[SidecarProcess]:
-    process = start_sidecar(f"http://127.0.0.1:{verbatim}", "--stream-threshold-bytes", "100")
+    process = start_sidecar(f"http://127.0.0.1:{verbatim}")
     yield process
     process.stop()
 
@@ -55,8 +54,21 @@ def test_headers_and_body_are_the_upstreams(sidecar: SidecarProcess, verbatim: i
     assert proxied_body == direct_body
 
     def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(name, value) for name, value in headers if name.lower() not in FRAMING]
+        """Repeated list fields as one (RFC 9110 5.3 lets a proxy combine them, and
+        Envoy does for Vary and its kin); Set-Cookie never combined."""
+        folded: dict[str, list[str]] = {}
+        for name, value in headers:
+            if name.lower() in FRAMING:
+                continue
+            if name.lower() == "set-cookie" or name not in folded:
+                folded.setdefault(name, []).append(value)
+            else:
+                folded[name][-1] += "," + value
+        return [(name, value) for name, values in folded.items() for value in values]
 
+    # a proxy adds the Date an upstream left out (RFC 9110 6.6.1), as nginx does
+    if not any(name.lower() == "date" for name, _ in direct_headers):
+        proxied_headers = [(name, v) for name, v in proxied_headers if name.lower() != "date"]
     assert end_to_end(proxied_headers) == end_to_end(direct_headers)
 
 
@@ -69,10 +81,3 @@ def test_and_each_was_analysed(sidecar: SidecarProcess) -> None:
                >= before + len(RESPONSES), 30, "every response analysed")
     assert sidecar.metric(catalog.PARSE_FAILURES.sample_name,
                           reason="unrecognized_response") == 0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _python_request_path() -> Iterator[None]:
-    """The Python request path's own behaviour, not yet carried over to Envoy."""
-    with python_data_plane():
-        yield

@@ -16,7 +16,6 @@ import pytest
 
 from tests.support.processes import (
     SidecarProcess,
-    python_data_plane,
     served_module,
     start_sidecar,
     wait_until,
@@ -146,10 +145,3 @@ def test_sigterm_ends_an_open_tunnel_after_the_grace(websocket_upstream: int) ->
     assert echoed == "still here"
     assert ended in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
     assert code == 0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _python_request_path() -> Iterator[None]:
-    """The Python request path's own behaviour, not yet carried over to Envoy."""
-    with python_data_plane():
-        yield
