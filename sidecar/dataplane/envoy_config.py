@@ -309,8 +309,9 @@ def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[
     """Every path to the upstream, each route template a route of that name (the span's
     name), the rest `other`. A declared body over max_body_bytes is refused at once,
     before it is sent, and so is a request with two Host fields; an upgrade (WebSocket)
-    is not buffered: its body is the tunnel, closed after read_timeout of silence. The upstream learns the client's address in
-    X-Forwarded-For, appended as nginx's `proxy_add_x_forwarded_for` does."""
+    is not buffered: its body is the tunnel, closed after read_timeout of silence. The
+    upstream learns the client's address in X-Forwarded-For, appended as nginx's
+    `proxy_add_x_forwarded_for` does."""
     action = {"cluster": HTTP_CLUSTER, "timeout": _seconds(settings.read_timeout)}
     no_buffer = {"envoy.filters.http.buffer": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3."
