@@ -86,14 +86,14 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
     if protocol not in ("grpc", "http/protobuf"):
         raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not "
                                  f"supported; use grpc or http/protobuf")
-    grpc = protocol == "grpc"
-    _, host, port, tls, path = _endpoint(env, grpc)
+    otlp_grpc = protocol == "grpc"
+    _, host, port, tls, path = _endpoint(env, otlp_grpc)
     service = env.get("OTEL_SERVICE_NAME", "lookout")
     config: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
         "service_name": service,
     }
-    if grpc and export:
+    if otlp_grpc and export:
         config["grpc_service"] = {"envoy_grpc": {"cluster_name": OTLP_CLUSTER},
                                   "timeout": "2s"}
     else:
@@ -137,7 +137,7 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
             {"endpoint": {"address": {"socket_address": {"address": host,
                                                           "port_value": port}}}}]}]},
     }
-    if grpc:
+    if otlp_grpc:
         cluster["typed_extension_protocol_options"] = _http2_options()
     if tls:
         cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
