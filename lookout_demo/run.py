@@ -101,7 +101,7 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
         camera.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await camera
-        await asyncio.wait_for(sidecar.queue.join(), 10)  # let analysis catch up
+        await asyncio.wait_for(sidecar.workers.join(), 10)  # let analysis catch up
         final = await scrape(admin)
         console.print(f"done: {stats.sent} frames sent; {admin}/metrics shows "
                       f"{final.requests:.0f} requests, {final.detections:.0f} detections in "

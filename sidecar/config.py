@@ -20,6 +20,7 @@ from lookout.sidecar.preflight import PreflightError, preflight
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 from lookout.sidecar.served_models import (
     ModelEntry,
+    ModelLabels,
     format_models,
     model_configs,
     parse_models,
@@ -142,16 +143,6 @@ def parse_workers(text: str) -> int:
     return int(text)
 
 
-MAX_REQUEST_PROCESSES = 64
-
-
-def parse_request_processes(text: str) -> int:
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_REQUEST_PROCESSES:
-        raise ValueError(f"expected a whole number from 1 to {MAX_REQUEST_PROCESSES}")
-    return int(text)
-
-
 def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -254,9 +245,6 @@ class Config:
                                        "grpc_upstream; empty: off")
     grpc_upstream: str = _opt("127.0.0.1:8001", parse_grpc_upstream, "the inference "
                               "server's gRPC port in the same pod (HOST:PORT)")
-    grpc_max_message_bytes: int = _opt(64 * 1024**2, _positive(parse_size), "largest gRPC "
-                                       "message either way; larger gets RESOURCE_EXHAUSTED "
-                                       "from lookout")
     model_name: str = _opt("yolo", str, "value of the `model` label")
     model_version: str = _opt("unknown", str, "value of the `version` label")
     model_sha256: str = _opt("", str, "sha256 of the primary model file, for "
@@ -281,9 +269,6 @@ class Config:
                                    "most concurrent keep-alive connections to the upstream")
     upstream_keepalive: float = _opt(60.0, _positive(float),
                                      "seconds an idle upstream connection is kept open")
-    stream_threshold_bytes: int = _opt(1024**2, _positive(parse_size),
-                                       "upstream responses larger than this (or without a "
-                                       "length) are streamed rather than buffered")
     observe_max_bytes: int = _opt(16 * 1024**2, _positive(parse_size),
                                   "most response bytes copied into an observation (a raw "
                                   "YOLO head as KServe JSON is about 10 MB)")
@@ -330,20 +315,13 @@ class Config:
                            "an n suffix: normalised to the image's width and height")
     score_field: str = _opt("", str, "score field of a custom detection object")
     class_field: str = _opt("", str, "class field (id or name) of a custom detection object")
-    data_plane: str = _opt("envoy", _choice("envoy", "python"), "what serves the data ports: "
-                           "envoy (the pinned Envoy with lookout's tap) or python (the "
-                           "former request path, kept while it is retired)")
     envoy_concurrency: int = _opt(1, _positive(int), "Envoy worker threads (each with its "
                                   "own rings to the analysis workers)")
     tap_module: str = _opt("", str, "the tap's shared library (liblookout_tap.so); empty: "
                            "the one lookout ships")
-    request_processes: int = _opt(1, parse_request_processes, "processes serving the data "
-                                  "port together (SO_REUSEPORT), each a core's worth of "
-                                  "requests; one /metrics and one set of analysis workers "
-                                  "for all")
     analysis_workers: int = _opt(0, parse_workers, "analysis worker processes (decoding, "
                                  "shadow, drift, samples); 0: the container's CPU limit "
-                                 "less the request-path processes, at least 1, at most 4")
+                                 "less envoy_concurrency, at least 1, at most 4")
     analysis_budget: float = _opt(1.0, _positive(float), "seconds one exchange's decoding "
                                   "may cost, estimated from its size and type before "
                                   "parsing; dearer ones are skipped (reason over_budget)")
@@ -479,6 +457,15 @@ def per_model(config: Config) -> dict[str, Config]:
     return model_configs(config, lambda key, raw, where: _coerce(key, raw, where))
 
 
+def model_labels(config: Config) -> ModelLabels:
+    """The `model`/`version` labels: the configured models, and with `discover_models`
+    the ones the server answers for (each process that labels builds its own alike)."""
+    return ModelLabels(
+        config.model_name, config.model_version,
+        {name: model.model_version for name, model in per_model(config).items()
+         if name != config.model_name}, config.discover_models, config.max_models)
+
+
 def _yaml_values(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text())
@@ -493,8 +480,9 @@ def _yaml_values(path: Path) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in loaded.items()}
 
 
-# options of the Python request path that mean nothing to Envoy, and what replaces them
-RETIRED_BY_ENVOY = {
+# options of the retired Python request path, and what replaces each under Envoy
+REMOVED_OPTIONS = {
+    "data_plane": "nothing: Envoy is the only data plane",
     "request_processes": "envoy_concurrency (Envoy's worker threads)",
     "stream_threshold_bytes": "nothing: Envoy streams every response and the tap copies "
                               "at most observe_max_bytes of it",
@@ -504,17 +492,11 @@ RETIRED_BY_ENVOY = {
 }
 
 
-def _refuse_retired(config: Config, given: Mapping[str, Any]) -> None:
-    if config.data_plane != "envoy":
-        return
-    for name, replacement in RETIRED_BY_ENVOY.items():
-        if name in given and given[name] != _default(name):
-            raise ConfigError(f"{name}: the Envoy data plane (data_plane: envoy) does not "
-                              f"use it; use {replacement}, or data_plane: python")
-
-
-def _default(name: str) -> Any:
-    return next(f.default for f in fields(Config) if f.name == name)
+def _refuse_removed(name: str, where: str) -> None:
+    if name in REMOVED_OPTIONS:
+        raise ConfigError(f"{where}: {name} was an option of lookout's former Python "
+                          f"request path; Envoy serves the data ports now: use "
+                          f"{REMOVED_OPTIONS[name]}")
 
 
 def load_config(
@@ -530,6 +512,7 @@ def load_config(
     file_path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
     if file_path:
         for key, raw in _yaml_values(Path(file_path)).items():
+            _refuse_removed(key, f"config file {file_path}")
             if key not in known:
                 raise ConfigError(
                     f"config file {file_path}: unknown key {key!r}; "
@@ -537,6 +520,9 @@ def load_config(
                 )
             values[key] = _coerce(key, raw, f"config file {file_path}, key {key!r}")
 
+    for name in REMOVED_OPTIONS:
+        if f"{ENV_PREFIX}{name.upper()}" in env:
+            _refuse_removed(name, f"environment variable {ENV_PREFIX}{name.upper()}")
     for name in known:
         env_name = f"{ENV_PREFIX}{name.upper()}"
         if env_name in env:
@@ -548,7 +534,6 @@ def load_config(
             values[name] = _coerce(name, raw, f"command-line option {flag}")
 
     config = Config(**values)
-    _refuse_retired(config, values)
     for name, model_config in per_model(config).items():  # every model's values parse
         try:
             preflight(model_config)

@@ -21,7 +21,7 @@ def of(kind: type[T], config: Any) -> T:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamSettings:
-    """The inference container and how lookout talks to it: pool, timeouts, probe."""
+    """The inference container and how the readiness probe reaches it."""
 
     upstream: str
     connect_timeout: float
@@ -30,35 +30,6 @@ class UpstreamSettings:
     upstream_keepalive: float
     ready_path: str
     probe_interval: float
-
-
-@dataclass(frozen=True, slots=True)
-class GrpcSettings:
-    """The gRPC data port and its upstream: where, how long to connect, what is bounded."""
-
-    grpc_upstream: str
-    grpc_max_message_bytes: int
-    connect_timeout: float
-    observe_max_bytes: int
-    max_client_connections: int
-
-
-@dataclass(frozen=True, slots=True)
-class RelaySettings:
-    """What the request path keeps of each exchange and when it streams."""
-
-    upstream: str
-    routes: tuple[str, ...]
-    stream_threshold_bytes: int
-    observe_max_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class ModelIdentity:
-    """The `model` and `version` labels every metric and span carries."""
-
-    model_name: str
-    model_version: str
 
 
 @dataclass(frozen=True, slots=True)

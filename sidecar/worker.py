@@ -1,14 +1,14 @@
 """One analysis worker process: everything that parses, decodes or infers.
 
-It reads observations from its rings (`channel.py`: one from each request-path
-process), analyses them and records what it
-measures into the proxy's worker-metrics directory. Worker 0 is the lead: it also owns
+It reads the tap's exchange records from its rings (`channel.py`: one from each Envoy
+worker thread), analyses them and records what it measures into the sidecar's
+worker-metrics directory. Worker 0 is the lead: it also owns
 the state that must see the whole stream once (the shadow evaluator and its one compute
 budget, the drift detector's windows, the one sample-store writer), fed by its own
 analyses and by those the other workers forward through a ring each. The others forward
 what the lead's stages need (the image and detections, never the bodies).
 
-It runs at a lower CPU priority than the proxy, so on a shared core the request path is
+It runs at a lower CPU priority than Envoy, so on a shared core the data plane is
 scheduled first. SIGINT (a terminal's Ctrl-C reaches the whole group) is ignored: the
 proxy decides when workers stop. SIGTERM, or the proxy closing the ring, means finish
 what is queued, let the lead's stages drain (samples committed), exit 0. A worker whose
@@ -27,20 +27,16 @@ import threading
 from collections.abc import Callable
 
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import per_model
+from lookout.sidecar.config import model_labels, per_model
+from lookout.sidecar.dataplane.tap_record import TapDecoder
 from lookout.sidecar.forwarder import Forwarder
 from lookout.sidecar.model_chains import ModelChains
-from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.channel import Ring
-from lookout.sidecar.pipeline.observation import SPAN_COMPONENT
 from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.runtime.span_facts import export_carried
-from lookout.sidecar.runtime.tracing import build_tracing, flush_spans
 from lookout.sidecar.runtime.worker_metrics import record_into
-from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.worker_entry import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -63,7 +59,6 @@ class Worker:
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
-        self.tracing = build_tracing()  # exports the spans that ride with observations
         if spec.lead:
             self.chains = ModelChains(config, self.metrics)
             queues = [*self.chains.queues, FORWARD_QUEUE]
@@ -76,7 +71,7 @@ class Worker:
                                       AnalysisChain.forwarding(model, metrics, forwarder))
             queues = [FORWARD_QUEUE]
         self.metrics.initialise(queues=queues,
-                                components=[*self.chains.components, SPAN_COMPONENT])
+                                components=self.chains.components)
         for name, model in per_model(config).items():  # each model's series from 0
             self.metrics.labelled(name, model.model_version).initialise(
                 reasons=list(Reason), outcomes=list(Outcome))
@@ -90,17 +85,10 @@ class Worker:
                 ring.abandon_claimed()
 
     def _decoder(self) -> Callable[[memoryview], list]:
-        """How a record becomes observations: the tap's layout (Envoy), or the Python
-        request path's marshalled one."""
+        """How a tap record becomes observations (`tap/PROTOCOL.md`)."""
         config = self.spec.config
-        if config.data_plane != "envoy":
-            return lambda record: [wire.decode(record)]
-        from lookout.sidecar.dataplane.tap_record import TapDecoder
 
-        decoder = TapDecoder(config.routes, ModelLabels(
-            config.model_name, config.model_version,
-            {name: model.model_version for name, model in per_model(config).items()
-             if name != config.model_name}, config.discover_models, config.max_models))
+        decoder = TapDecoder(config.routes, model_labels(config))
         return decoder.decode
 
     def run(self) -> None:
@@ -155,16 +143,11 @@ class Worker:
         if not batch:
             inbox.finish(taken)
             return True
-        export_carried(batch, self.tracing, self._span_failed)
         try:
             self.chains.analyse_batch(batch)
         finally:
             inbox.finish(taken)
         return True
-
-    def _span_failed(self) -> None:
-        self.metrics.component_error(SPAN_COMPONENT)
-        self._failures.exception("spans", "exporting a request's spans failed")
 
     def _take_forwarded(self) -> bool:
         busy = False
@@ -186,7 +169,6 @@ class Worker:
 
     def stop(self) -> None:
         self.chains.drain_and_close(STAGE_DRAIN_SECONDS)
-        flush_spans(self.tracing)
         if not self.spec.lead:
             self.forwards[0].close_writing()
 

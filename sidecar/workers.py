@@ -1,13 +1,12 @@
-"""The proxy's side of the analysis workers: their rings, their processes, restarts.
+"""lookout's side of the analysis workers: their rings, their processes, restarts.
 
-Each request-path process has one ring to each worker (`request_path.ObservationRings`
-puts into them and never waits; a full set drops and counts). The main process's own
-request path offers through `offer`.
+Each Envoy worker thread (the tap in it) has one ring to each analysis worker; the tap
+puts into them and never waits (a full ring drops and counts).
 
 A worker that exits unasked (SIGKILL, a native decoder crash, the OOM killer) is counted
 in lookout_component_errors_total{component="analysis_worker"}, logged, and started
 again by the supervisor (`runtime/supervisor.py`) after its back-off. Its rings keep
-what the request path put meanwhile, up to their bounds.
+what the tap put meanwhile, up to their bounds.
 
 The rings are allocated and reserved at start-up, so memory and /dev/shm space are taken
 then or start-up fails with what to change; a full /dev/shm can never fault the proxy
@@ -25,8 +24,6 @@ from pathlib import Path
 
 from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.channel import Ring, RingAddress
-from lookout.sidecar.pipeline.observation import Observation
-from lookout.sidecar.request_path import ObservationRings
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.supervisor import Supervisor
 from lookout.sidecar.runtime.worker_metrics import WorkerMetricFiles
@@ -71,16 +68,13 @@ def record_bytes(config: Config) -> int:
 
 
 def producers(config: Config) -> int:
-    """Who puts into the rings: Envoy's worker threads (the tap), or the Python request
-    path's processes."""
-    if config.data_plane == "envoy":
-        return config.envoy_concurrency
-    return config.request_processes
+    """Who puts into the rings: Envoy's worker threads (the tap in each)."""
+    return config.envoy_concurrency
 
 
 def worker_count(config: Config) -> int:
-    """`analysis_workers`, or for 0 one per CPU of the limit beyond the request path's
-    processes, at least 1, at most `MAX_AUTO_WORKERS`, and no more than the channel's
+    """`analysis_workers`, or for 0 one per CPU of the limit beyond Envoy's worker
+    threads, at least 1, at most `MAX_AUTO_WORKERS`, and no more than the channel's
     bytes can give each ring a whole largest observation."""
     if config.analysis_workers:
         return config.analysis_workers
@@ -99,7 +93,7 @@ def check_channel(config: Config, workers: int) -> None:
             f"{producers(config)} producers) gives each {per_ring} "
             f"bytes, less than one observation can need ({record_bytes(config)}: twice "
             f"observe_max_bytes and its headers); raise observation_queue_bytes or lower "
-            f"analysis_workers, envoy_concurrency (request_processes) or "
+            f"analysis_workers, envoy_concurrency or "
             f"observe_max_bytes")
 
 
@@ -158,22 +152,10 @@ class AnalysisWorkers:
                                    f"{error.strerror or error}") from None
         self.inboxes = self._rings[:count * producer_count]  # closed at stop, all producers'
         self._forward_rings = self._rings[count * producer_count:]
-        self._producer_inboxes = [tuple(inboxes[worker][producer] for worker in range(count))
-                                  for producer in range(producer_count)]
-        self._own = ObservationRings(self._rings[:count], metrics)  # producer 0: this one
         self._supervisor = Supervisor("analysis worker", main, [(WorkerSpec(
             index, config, tuple(inboxes[index]),
             tuple(forwards) if index == 0 else (forwards[index - 1],),
             self.files.path, os.getpid()),) for index in range(count)], self._died)
-
-    def producer_inboxes(self, producer: int) -> tuple[RingAddress, ...]:
-        """Request-path process `producer`'s ring to each worker (0 is this process)."""
-        return self._producer_inboxes[producer]
-
-    # the request path
-
-    def offer(self, observation: Observation) -> bool:
-        return self._own.offer(observation)
 
     @property
     def unfinished(self) -> int:
@@ -182,7 +164,7 @@ class AnalysisWorkers:
 
     async def join(self, poll: float = 0.05) -> None:
         """Until every observation handed off so far has been analysed (for the demo's
-        last reading and for tests; the request path never waits)."""
+        last reading and for tests; the data plane never waits)."""
         while self.unfinished:
             await asyncio.sleep(poll)
 

@@ -1,7 +1,8 @@
-"""Envoy's OpenTelemetry tracer from the standard `OTEL_*` variables, read as the Python
-SDK reads them (`runtime/tracing.py`): the same endpoint defaults, protocol, service
-name and parent-based ratio sampling. Returns the HTTP connection manager's `tracing`
-block and the collector's cluster, or nothing when tracing is off."""
+"""Envoy's OpenTelemetry tracer from the standard `OTEL_*` variables, read as the
+OpenTelemetry SDKs read them: the same endpoint defaults, protocol, service name and
+parent-based ratio sampling (a tenth of root traces unless OTEL_TRACES_SAMPLER_ARG says).
+Returns the HTTP connection manager's `tracing` block and the collector's cluster, or
+nothing when tracing is off."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lookout.sidecar.runtime.tracing import DEFAULT_SAMPLE_RATIO
-
+DEFAULT_SAMPLE_RATIO = 0.1  # root traces kept when OTEL_TRACES_SAMPLER names none
 OTLP_CLUSTER = "otlp_collector"
 _RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 

@@ -1,5 +1,5 @@
-"""Is the inference container there: the readiness probe, through the request path's
-own upstream pool, and over the gRPC port's own channel when there is one."""
+"""Is the inference container there: the readiness probe, over HTTP (a TCP connect or
+a GET on `ready_path`) and, with a gRPC port, over one gRPC channel of its own."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from lookout.sidecar.proxy.upstream_client import UpstreamError, UpstreamPool
+import aiohttp
+
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import UpstreamSettings
 
-if TYPE_CHECKING:  # the gRPC port's modules load only with a gRPC port
+if TYPE_CHECKING:  # grpcio loads only with a gRPC port
     from grpc import aio
-
-    from lookout.sidecar.proxy.grpc_port import GrpcDataPort
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +72,12 @@ class UpstreamProbe:
 
     name = "upstream_probe"
 
-    def __init__(self, config: UpstreamSettings, pool: UpstreamPool,
-                 metrics: SidecarMetrics,
-                 grpc_port: GrpcDataPort | GrpcUpstream | None = None) -> None:
+    def __init__(self, config: UpstreamSettings, metrics: SidecarMetrics,
+                 grpc: GrpcUpstream | None = None) -> None:
         self._config = config
-        self._grpc = grpc_port
-        self._pool = pool
+        self._grpc = grpc
         self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
         parts = urlsplit(config.upstream)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -101,7 +99,7 @@ class UpstreamProbe:
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
                 result = (True, f"TCP connect to {self._host}:{self._port} ok")
-        except (OSError, TimeoutError, UpstreamError) as error:
+        except (OSError, TimeoutError, aiohttp.ClientError) as error:
             reason = str(error) or type(error).__name__
             result = (False, f"{self._config.upstream} unreachable: {reason}")
         if result[0] and self._grpc is not None:
@@ -127,13 +125,15 @@ class UpstreamProbe:
         return ready, f"{detail} ({address})"
 
     async def _get(self, path: str) -> int:
-        response = await self._pool.request("GET", path, [("Host", self._pool.authority)],
-                                            None, None)
-        try:
+        if self._session is None:  # one keep-alive connection, the probe's own
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1),
+                timeout=aiohttp.ClientTimeout(connect=self._config.connect_timeout,
+                                              total=self._config.connect_timeout + 1.0))
+        async with self._session.get(self._config.upstream.rstrip("/") + path,
+                                     allow_redirects=False) as response:
             await response.read()
             return response.status
-        finally:
-            response.release()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="upstream-probe")
@@ -152,3 +152,5 @@ class UpstreamProbe:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._session is not None:
+            await self._session.close()

@@ -73,11 +73,16 @@ def test_a_tap_built_for_another_abi_is_refused_before_envoy_loads_it(
     assert "reports ABI v0.9.9" in started.stderr and "expects v0.2.0" in started.stderr
 
 
-def test_options_envoy_does_not_use_are_refused_naming_their_replacement() -> None:
-    started = subprocess.run(
-        [sys.executable, "-m", "lookout", "serve", "--request-processes", "2"],
-        capture_output=True, text=True, timeout=60)
-    assert started.returncode == 2
+@pytest.mark.parametrize("where", ["environment", "config file"])
+def test_options_of_the_former_request_path_are_refused_naming_their_replacement(
+        where: str, tmp_path) -> None:
+    config = tmp_path / "lookout.yaml"
+    config.write_text("request_processes: 2\n")
+    env = {"LOOKOUT_REQUEST_PROCESSES": "2"} if where == "environment" else \
+        {"LOOKOUT_CONFIG": str(config)}
+    started = subprocess.run([sys.executable, "-m", "lookout", "serve"], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, **env})
+    assert started.returncode == 2, started.stderr
     assert "request_processes" in started.stderr and "envoy_concurrency" in started.stderr
 
 

@@ -40,7 +40,6 @@ from tests.support.processes import (
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
-MESSAGE_LIMIT = 2 * 1024**2
 REQUESTS = catalog.REQUESTS.sample_name
 
 
@@ -304,33 +303,6 @@ def test_the_upstreams_own_errors_and_deadlines_are_relayed_as_they_are(
                    line for line in lookout.sidecar.metrics_text().splitlines()
                    if line.startswith(REQUESTS) and "ModelInfer" in line))
     assert lookout.metric(REQUESTS, route=INFER, code="sidecar_DEADLINE_EXCEEDED") == 0
-
-
-def test_a_message_over_the_limit_is_refused_by_lookout_and_counted(
-        upstream: Upstream) -> None:
-    """The Python request path's own message limit (Envoy has none: the inference
-    server's limit is the one that applies there, and start-up says so)."""
-    lookout = _grpc_sidecar(upstream.http_port, upstream.grpc_port, "--data-plane", "python",
-                            "--grpc-max-message-bytes", str(MESSAGE_LIMIT))
-    try:
-        _refused_over_the_limit(lookout)
-    finally:
-        lookout.sidecar.stop()
-
-
-def _refused_over_the_limit(lookout: GrpcSidecar) -> None:
-    refused = lookout.metric(REQUESTS, route=INFER, code="sidecar_RESOURCE_EXHAUSTED")
-    error = _raw_call(lookout.grpc_port, INFER, _infer_request(size=500))  # 3 MB
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert error.details().startswith("lookout: request message of ")
-    assert str(MESSAGE_LIMIT) in error.details()
-    assert dict(error.trailing_metadata())["lookout-error"] == "request_too_large"
-    assert lookout.metric(REQUESTS, route=INFER, code="sidecar_RESOURCE_EXHAUSTED") \
-        == refused + 1
-    # past twice the limit grpc refuses it before reading it whole; the port carries on
-    beyond = _raw_call(lookout.grpc_port, INFER, _infer_request(size=800))  # 7.7 MB
-    assert beyond.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert _infer(lookout.grpc_port, _tensor_input(1), "after").as_numpy("output0").size
 
 
 def test_a_dead_upstream_is_lookouts_unavailable_and_not_ready(

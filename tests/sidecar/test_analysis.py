@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 
@@ -18,7 +17,7 @@ from lookout.sidecar.pipeline.analysis import (
     ClassLabels,
     TrafficAnalyzer,
 )
-from lookout.sidecar.pipeline.observation import Observation, ObservationQueue
+from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import AnalysisSettings, of
 from lookout.slo import catalog
@@ -108,22 +107,6 @@ def test_class_labels_stay_bounded_without_a_names_list() -> None:
         labels.label(-1, f"invented-{index}")
     assert labels.label(-1, "one-more") == OTHER_CLASS
     assert labels.label(MAX_CLASS_LABELS + 5, None) == OTHER_CLASS
-
-
-def test_queue_drops_by_bytes_as_well_as_by_count() -> None:
-    async def scenario() -> None:
-        metrics = SidecarMetrics("m", "v", process_metrics=False)
-        queue = ObservationQueue(100, metrics, max_bytes=1000)
-        assert queue.offer(_observation(b"x" * 400, request=b"y" * 100))
-        assert not queue.offer(_observation(b"x" * 600))
-        assert queue.offer(_observation(b"x" * 400))
-        await queue.get()
-        assert queue.queued_bytes == 400 + len(b"\xff\xd8\xff not really")
-        dropped = metrics.registry.get_sample_value(catalog.QUEUE_DROPPED.sample_name,
-                                                    {"queue": "observations"})
-        assert dropped == 1
-
-    asyncio.run(scenario())
 
 
 def _onnx_with_metadata(path, metadata: dict[str, str]) -> None:

@@ -10,9 +10,7 @@ import select
 import pytest
 from multidict import CIMultiDict
 
-from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.channel import Ring
-from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.raw_headers import RawHeaders
 
 
@@ -88,22 +86,6 @@ def test_another_process_reads_what_the_producer_put() -> None:
     process.join(30)
     assert process.exitcode == 0 and producer.unfinished == 0
     producer.close()
-
-
-def test_an_observation_crosses_without_its_facts_changing() -> None:
-    observation = Observation(
-        started_at=1.5, method="POST", path="/v2/models/m/infer", route="/v2/models/{m}/infer",
-        status=200, code="200", request_headers=CIMultiDict([("Content-Type", "image/jpeg"),
-                                                             ("X-A", "1"), ("x-a", "2")]),
-        request_body=b"\xff\xd8" * 1000, response_headers=CIMultiDict({"A": "b"}),
-        response_body=b"{}", response_truncated=False, duration=0.01, upstream_duration=None,
-        trace_id="ab" * 16, span_id="cd" * 8, trace_sampled=True, model="m", version="v",
-        request_truncated=False)
-    record = b"".join(bytes(part) for part in wire.encode(observation))
-    back = wire.decode(memoryview(record))
-    assert back == observation
-    assert back.request_headers.getall("x-a") == ["1", "2"]
-    assert isinstance(back.request_body, bytes)
 
 
 def _pending_wakeups(consumer: Ring) -> int:

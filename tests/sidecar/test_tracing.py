@@ -11,7 +11,6 @@ import pytest
 from tests.support.otlp import (
     CLIENT,
     SERVER,
-    STATUS_ERROR,
     GrpcOtlpReceiver,
     HttpOtlpReceiver,
     ReceivedSpan,

@@ -23,21 +23,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@contextlib.contextmanager
-def python_data_plane() -> Iterator[None]:
-    """Sidecars started meanwhile run the former Python request path: for the modules
-    whose behaviour Envoy has not taken over (issue 34 lists them)."""
-    before = os.environ.get("LOOKOUT_DATA_PLANE")
-    os.environ["LOOKOUT_DATA_PLANE"] = os.environ.get("PROBE_PLANE", "python")
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["LOOKOUT_DATA_PLANE"]
-        else:
-            os.environ["LOOKOUT_DATA_PLANE"] = before
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

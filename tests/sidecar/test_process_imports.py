@@ -1,6 +1,7 @@
-"""The request-path process loads only what it uses: the analysis (numpy, scipy, Pillow,
-onnxruntime) lives in the worker processes. Read from the running process's own memory
-map, so a lazy import that fires at start-up or on the first request shows up too."""
+"""lookout's own process (the admin port, Envoy's supervision) loads only what it uses:
+the analysis (numpy, scipy, Pillow, onnxruntime) lives in the worker processes. Read
+from the running process's own memory map, so a lazy import that fires at start-up or
+on the first request shows up too."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _loaded(pid: int) -> set[str]:
             if re.search(rf"site-packages/{name}[/.]", maps)}
 
 
-def test_the_request_path_process_maps_no_analysis_library(upstream_port: int,
+def test_lookouts_own_process_maps_no_analysis_library(upstream_port: int,
                                                              tmp_path) -> None:
     grpc_port = free_port()  # the gRPC port too, answering (its upstream is not there)
     sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--drift", "true",
@@ -51,7 +52,7 @@ def test_the_request_path_process_maps_no_analysis_library(upstream_port: int,
 
 
 def test_without_a_grpc_port_grpc_is_not_loaded(sidecar) -> None:
-    """grpcio, protobuf and hpack cost ~12 MB: an HTTP-only sidecar does not load them."""
+    """grpcio and protobuf cost ~12 MB: an HTTP-only sidecar does not load them."""
     assert request(sidecar.port, "GET", "/echo").status == 200
     maps = Path(f"/proc/{sidecar.process.popen.pid}/maps").read_text()
     assert not re.search(r"site-packages/(grpc|google/_upb|hpack)[/.]", maps)
