@@ -45,6 +45,7 @@ from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.workers import AnalysisWorkers
 from lookout.slo import catalog
+from tests.support import tap_wire
 from tests.support.raw_head_upstream import head
 
 INFER = "/v2/models/yolo11n/infer"
@@ -163,10 +164,27 @@ def through_workers(observations: list[Observation], workers: int, drift: str) -
         pool.stop(30)
 
 
+def _tap_record(o: Observation) -> bytes:
+    """The exchange as the tap writes it into a ring (`tap/PROTOCOL.md`)."""
+    def pairs(headers) -> list[tuple[bytes, bytes]]:
+        return [(name.encode(), value.encode()) for name, value in headers.items()]
+
+    return tap_wire.record(
+        request_headers=[(b":method", o.method.encode()), (b":path", o.path.encode()),
+                         *pairs(o.request_headers)],
+        request_body=o.request_body, response_headers=[(b":status", str(o.status).encode()),
+                                                       *pairs(o.response_headers)],
+        response_body=o.response_body, status=o.status)
+
+
 def _offer_all(pool: AnalysisWorkers, observations: list[Observation]) -> None:
-    for o in observations:
-        while not pool.offer(o):
-            time.sleep(0.0005)  # a benchmark producer waits for room; the proxy drops
+    """Into the rings round robin, as Envoy's worker thread does; a benchmark producer
+    waits for room where the tap would drop."""
+    records = [_tap_record(o) for o in observations]
+    rings = pool.inboxes
+    for index, record in enumerate(records):
+        while not rings[index % len(rings)].put([record]):
+            time.sleep(0.0005)
 
 
 def _wait_analysed(metrics: SidecarMetrics, count: int) -> None:
