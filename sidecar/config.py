@@ -271,6 +271,10 @@ class Config:
                                  "model_name's")
     max_models: int = _opt(16, _positive(int), "most model names used as labels, "
                            "configured and discovered; others are labelled 'other'")
+    model_label_idle_seconds: float = _opt(3600.0, _positive(float), "seconds without "
+                                           "traffic after which a discovered model gives "
+                                           "its label slot back (configured models keep "
+                                           "theirs)")
     max_body_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
                                "largest request body accepted; larger gets 413")
     connect_timeout: float = _opt(2.0, _positive(float),
@@ -441,7 +445,23 @@ class Config:
     admin_token: str = _opt("", str, "bearer token for the sample API on the admin port; "
                             "empty (and no admin_token_file): the API is off", secret=True)
     admin_token_file: str = _opt("", str, "file holding the admin bearer token (a mounted "
-                                 "Secret); read at start-up")
+                                 "Secret); read at start-up and again whenever it changes "
+                                 "(a rotated Secret takes effect without a restart)")
+    admin_max_connections: int = _opt(256, _positive(int), "open connections on the admin "
+                                      "port; at the cap the one idle longest is closed to "
+                                      "make room (counted)")
+    admin_head_timeout: float = _opt(10.0, _positive(float), "seconds a client of the admin "
+                                     "port has to send a whole request head (then closed)")
+    admin_idle_timeout: float = _opt(60.0, _positive(float), "seconds an idle admin-port "
+                                     "connection is kept open")
+    admin_guess_limit: int = _opt(20, _positive(int), "wrong admin-token guesses one client "
+                                  "address may make per admin_guess_window; then 429 until "
+                                  "the window ends")
+    admin_guess_limit_total: int = _opt(100, _positive(int), "wrong admin-token guesses from "
+                                        "all addresses together per admin_guess_window; "
+                                        "then 429 for every guess until the window ends")
+    admin_guess_window: float = _opt(60.0, _positive(float), "seconds over which wrong "
+                                     "admin-token guesses are counted")
     trace_url_template: str = _opt("", parse_trace_url_template, "trace viewer URL the "
                                    "gallery links each sample's trace to, with {trace_id} "
                                    "(Tempo through Grafana, Jaeger); empty: no link")

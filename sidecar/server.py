@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from lookout.sidecar.admin import AdminApp
+from lookout.sidecar.admin_connections import (
+    CLOSE_REASONS,
+    AdminLimits,
+    ConnectionGate,
+    GatedSite,
+)
 from lookout.sidecar.config import Address, Config, per_model
+from lookout.sidecar.fd_budget import BudgetError, BudgetSettings, check_budget, raise_file_limit
 from lookout.sidecar.pipeline.observation import (
     OBSERVATION_QUEUE,
     ObservationConsumer,
@@ -42,6 +49,7 @@ from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.settings import UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
+from lookout.slo import catalog
 
 if TYPE_CHECKING:  # loaded only with the Envoy data plane
     from lookout.sidecar.dataplane.data_plane import EnvoyDataPlane
@@ -100,6 +108,10 @@ class Sidecar:
 
     async def start(self) -> None:
         config = self.config
+        try:
+            check_budget(of(BudgetSettings, config), worker_count(config), raise_file_limit())
+        except BudgetError as error:
+            raise StartupError(str(error)) from None
         upstream = of(UpstreamSettings, config)
         self.pool = UpstreamPool(upstream)
         self.chain = None  # AnalysisChain: the default model's, in-process only
@@ -175,9 +187,17 @@ class Sidecar:
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
                              lambda: self.draining, sample_api, gallery,
                              self._data_plane_running).build()
-        self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+        closed = self.metrics[catalog.ADMIN_CONNECTIONS_CLOSED]
+        for reason in CLOSE_REASONS:
+            closed.labels(reason)
+        self.admin_gate = ConnectionGate(of(AdminLimits, config),
+                                         lambda reason: closed.labels(reason).inc())
+        admin_app.middlewares.insert(0, self.admin_gate.middleware)
+        self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False,
+                                          keepalive_timeout=config.admin_idle_timeout)
         await self.admin_runner.setup()
-        return web.TCPSite(self.admin_runner, config.admin.host, config.admin.port)
+        return GatedSite(self.admin_runner, config.admin.host, config.admin.port,
+                         self.admin_gate)
 
     def _data_plane_running(self) -> bool:
         return self.data_plane is None or self.data_plane.running
@@ -353,6 +373,7 @@ class Sidecar:
         if self.chains is not None:
             await self.chains.stop(PIPELINE_DRAIN_TIMEOUT)
         await loop.run_in_executor(None, flush_spans, self.tracing)
+        await self.admin_gate.stop()
         await self.admin_runner.cleanup()
         if self._store is not None:
             self._store.close()

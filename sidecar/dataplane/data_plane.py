@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
+from lookout.sidecar.fd_budget import raise_file_limit
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -78,15 +78,6 @@ def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: 
     lines += [f"ring={ring.name},{ring.wake_path},{ring.max_records}" for ring in rings]
     lines += [f"route={route}" for route in routes]
     return "\n".join(lines) + "\n"
-
-
-def raise_file_limit() -> int:
-    """Envoy inherits this process's descriptor limit: the soft one up to the hard one,
-    so the connection caps, not the default 1,024 descriptors, bound what it holds."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class TapStats:
