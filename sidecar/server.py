@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import shutil
 import signal
@@ -43,7 +44,10 @@ from lookout.sidecar.runtime.event_loop import run_event_loop, tune_runtime
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.tracing import Tracing, build_tracing, flush_spans
+from lookout.sidecar.samples.admin_token import AdminToken
 from lookout.sidecar.samples.api import SampleApi
+from lookout.sidecar.samples.door import API, GALLERY, LIMITED, WRONG, Door
+from lookout.sidecar.samples.guesses import GuessLimiter, GuessSettings
 from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.served_models import ModelLabels
@@ -179,9 +183,14 @@ class Sidecar:
 
     async def _admin_site(self) -> web.TCPSite:
         config = self.config
-        sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
-                               bool(config.sample_dir))
-        gallery = SampleUi(self.admin_token, lambda: self._open_store(),
+        refused = self.metrics[catalog.ADMIN_TOKEN_REFUSED]
+        for door, reason in itertools.product((API, GALLERY), (WRONG, LIMITED)):
+            refused.labels(door, reason)
+        self.door = Door(AdminToken(self.admin_token, config.admin_token_file),
+                         GuessLimiter(of(GuessSettings, config)),
+                         lambda door, reason: refused.labels(door, reason).inc())
+        sample_api = SampleApi(self.door, lambda: self._open_store(), bool(config.sample_dir))
+        gallery = SampleUi(self.door, lambda: self._open_store(),
                            bool(config.sample_dir), config.trace_url_template,
                            config.drift_baseline_path)
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
@@ -374,6 +383,7 @@ class Sidecar:
             await self.chains.stop(PIPELINE_DRAIN_TIMEOUT)
         await loop.run_in_executor(None, flush_spans, self.tracing)
         await self.admin_gate.stop()
+        self.door.flush()
         await self.admin_runner.cleanup()
         if self._store is not None:
             self._store.close()
