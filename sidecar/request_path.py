@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from lookout.sidecar.config import Config, per_model
+from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE, Observation
@@ -40,11 +40,7 @@ def client_limits(config: Config) -> ClientLimits:
 def model_labels(config: Config) -> ModelLabels:
     """The `model`/`version` labels the path names: the configured models, and with
     `discover_models` the ones the server answers for."""
-    return ModelLabels(
-        config.model_name, config.model_version,
-        {name: model.model_version for name, model in per_model(config).items()
-         if name != config.model_name},
-        config.discover_models, config.max_models)
+    return ModelLabels.of(config)
 
 
 class ObservationRings:

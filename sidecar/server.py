@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from lookout.sidecar.admin_connections import (
 )
 from lookout.sidecar.config import Address, Config, per_model
 from lookout.sidecar.fd_budget import BudgetError, BudgetSettings, check_budget, raise_file_limit
+from lookout.sidecar.label_file import LABELS_FILE
 from lookout.sidecar.pipeline.observation import (
     OBSERVATION_QUEUE,
     ObservationConsumer,
@@ -63,6 +65,7 @@ log = logging.getLogger(__name__)
 PIPELINE_DRAIN_TIMEOUT = 2.0
 WORKER_STOP_TIMEOUT = 20.0  # the lead drains the reference model and the sample writer
 CHILD_STOP_MARGIN = 10.0  # beyond the grace: a child's span flush and exit
+LABEL_REFRESH_SECONDS = 1.0
 
 
 class StartupError(RuntimeError):
@@ -108,6 +111,7 @@ class Sidecar:
         self.tracing = tracing or build_tracing()
         self.draining = False
         self._runners: list[web.AppRunner] = []
+        self._labels_task: asyncio.Task[None] | None = None
         self.admin_token = read_admin_token(config)
 
     async def start(self) -> None:
@@ -208,6 +212,14 @@ class Sidecar:
         return GatedSite(self.admin_runner, config.admin.host, config.admin.port,
                          self.admin_gate)
 
+    @staticmethod
+    async def _refresh_labels(data_plane: EnvoyDataPlane) -> None:
+        """Discovered labels admitted and released between scrapes too: the analysis
+        workers label by them."""
+        while True:
+            await asyncio.sleep(LABEL_REFRESH_SECONDS)
+            data_plane.labels.refresh()
+
     def _data_plane_running(self) -> bool:
         return self.data_plane is None or self.data_plane.running
 
@@ -226,21 +238,20 @@ class Sidecar:
                 await self._bind(role, address, _bindable(address))
         self._private = tempfile.mkdtemp(prefix="lookout-")
         count = worker_count(config)
+        labels_path = os.path.join(self._private, LABELS_FILE)
         try:
             self.workers = AnalysisWorkers(config, self.metrics, count,
-                                           wake_dir=self._private)
+                                           wake_dir=self._private, labels_path=labels_path)
         except WorkerStartError as error:
             await self._abandon_envoy()
             raise StartupError(str(error)) from None
         self.queue = self.workers
-        self.model_labels = ModelLabels(
-            config.model_name, config.model_version,
-            {name: model.model_version for name, model in self.models.items()
-             if name != config.model_name}, config.discover_models, config.max_models)
+        self.model_labels = ModelLabels.of(
+            config, turned_away=self.metrics[catalog.MODEL_LABELS_REFUSED].inc)
         try:
             self.data_plane = EnvoyDataPlane(
                 of(DataPlaneSettings, config), of(TapSettings, config), self.metrics,
-                self.workers.inboxes, count, self._private, self.model_labels)
+                self.workers.inboxes, count, self._private, self.model_labels, labels_path)
         except (TracingConfigError, ValueError, OSError) as error:
             await self._abandon_envoy()
             raise StartupError(f"the Envoy data plane: {error}") from None
@@ -254,6 +265,9 @@ class Sidecar:
         except (AbiError, EnvoyStartError) as error:
             await self._abandon_envoy()
             raise StartupError(str(error)) from None
+        if config.discover_models:
+            self._labels_task = asyncio.get_running_loop().create_task(
+                self._refresh_labels(self.data_plane))
         self.probe = UpstreamProbe(upstream, self.pool, self.metrics,
                                    GrpcUpstream(config.grpc_upstream)
                                    if config.grpc_listen is not None else None)
@@ -370,6 +384,8 @@ class Sidecar:
             deadline = time.monotonic() + self.config.shutdown_grace + CHILD_STOP_MARGIN
             children = loop.run_in_executor(None, self.children.stop, deadline)
         await self.probe.stop()
+        if self._labels_task is not None:
+            self._labels_task.cancel()
         if self.data_plane is not None:
             await loop.run_in_executor(None, self.data_plane.stop, self.config.shutdown_grace)
         else:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import per_model
 from lookout.sidecar.forwarder import Forwarder
+from lookout.sidecar.label_file import FollowedLabels
 from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline import wire
 from lookout.sidecar.pipeline.analysis import Outcome
@@ -97,10 +98,9 @@ class Worker:
             return lambda record: [wire.decode(record)]
         from lookout.sidecar.dataplane.tap_record import TapDecoder
 
-        decoder = TapDecoder(config.routes, ModelLabels(
-            config.model_name, config.model_version,
-            {name: model.model_version for name, model in per_model(config).items()
-             if name != config.model_name}, config.discover_models, config.max_models))
+        labels = FollowedLabels.of(config, path=self.spec.labels_path) \
+            if self.spec.labels_path else ModelLabels.of(config)
+        decoder = TapDecoder(config.routes, labels)
         return decoder.decode
 
     def run(self) -> None:

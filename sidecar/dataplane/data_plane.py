@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
+from lookout.sidecar.dataplane.label_publisher import LabelPublisher
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
 from lookout.sidecar.fd_budget import raise_file_limit
 from lookout.sidecar.pipeline.channel import Ring
@@ -103,8 +104,10 @@ class EnvoyDataPlane:
 
     def __init__(self, network: DataPlaneSettings, config: TapSettings,
                  metrics: SidecarMetrics, rings: Sequence[Ring], workers: int,
-                 directory: str, models: ModelLabels,
+                 directory: str, models: ModelLabels, labels_path: str,
                  env: Mapping[str, str] | None = None) -> None:
+        """`labels_path`: where the discovered model labels are published for the
+        analysis workers (`label_publisher.py`)."""
         env = os.environ if env is None else env
         self.module = Path(config.tap_module) if config.tap_module else DEFAULT_MODULE
         self.binary = envoy_binary()
@@ -113,7 +116,8 @@ class EnvoyDataPlane:
         self.counters = TapCounters(name, threads, COUNTER_SLOTS, catalog.LATENCY_BUCKETS,
                                     catalog.BYTES_BUCKETS)
         routes = tap_routes(config)
-        metrics.add_source(RedCollector(self.counters, routes, models))
+        self.labels = LabelPublisher(self.counters, models, labels_path)
+        metrics.add_source(RedCollector(self.counters, routes, models, self.labels.readings))
         metrics.add_source(TapStats(self.counters))
         tap = filter_config(name, rings, workers, config.observe_max_bytes,
                             config.observation_queue_bytes, routes)
