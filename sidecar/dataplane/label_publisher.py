@@ -93,4 +93,7 @@ class LabelPublisher:
             released = dict(self._released)
         for key, reading in self._summed().items():
             reported = released.get(key)
-            yield reading if reported is None else _combine(reading, reported, -1)
+            if reported is None:
+                yield reading
+            elif reading.count > reported.count:
+                yield _combine(reading, reported, -1)
