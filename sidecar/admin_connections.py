@@ -7,7 +7,8 @@ protocol factory and counts connections itself. At the cap, a new connection tak
 place of the one idle the longest (a Prometheus keep-alive left open, a socket that
 never spoke), then of the slowest head; only when every connection is busy with a
 request is the new one closed. A head that has not arrived whole within `head_timeout`
-and a connection idle for `idle_timeout` are closed by the gate's own sweep.
+(a body too: the login form's) and a connection idle for `idle_timeout` are closed by
+the gate's own timers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiohttp import web
 
 SHED = "shed_idle"  # an idle connection closed to make room for a new one
 REFUSED = "at_capacity"  # a new connection closed: every other one is busy
-HEAD_TIMEOUT = "head_timeout"  # a head that did not arrive whole in time
+HEAD_TIMEOUT = "head_timeout"  # a head (or a body) that did not arrive whole in time
 IDLE_TIMEOUT = "idle_timeout"  # nothing asked for idle_timeout seconds
 CLOSE_REASONS = (SHED, REFUSED, HEAD_TIMEOUT, IDLE_TIMEOUT)
 
@@ -145,6 +146,14 @@ class ConnectionGate:
         self._busy.add(connection)
         connection.busy += 1
         try:
+            if request.can_read_body:  # the login form: whole within the head's time too
+                try:
+                    async with asyncio.timeout(self.limits.admin_head_timeout):
+                        await request.read()  # kept: the handler reads it again
+                except TimeoutError:
+                    self._closed(HEAD_TIMEOUT)
+                    connection.close()
+                    raise web.HTTPRequestTimeout() from None
             return await handler(request)
         finally:
             connection.busy -= 1

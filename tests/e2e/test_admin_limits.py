@@ -110,6 +110,19 @@ def test_a_head_that_never_ends_is_closed_by_the_head_timeout(
     assert request(sidecar.admin_port, "GET", "/healthz").status == 200
 
 
+def test_a_body_that_never_ends_is_closed_by_the_head_timeout(
+        sidecar: SidecarProcess) -> None:
+    before = sidecar.metric(CLOSED, reason="head_timeout")
+    slow = _connect(sidecar.admin_port)
+    slow.sendall(b"POST /ui/login HTTP/1.1\r\nHost: lookout\r\nContent-Length: 100\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\n\r\ntoken=")
+    try:
+        wait_until(lambda: _closed_by_peer(slow), 30, "the slow body to be closed")
+    finally:
+        slow.close()
+    assert sidecar.metric(CLOSED, reason="head_timeout") == before + 1
+
+
 def test_caps_that_cannot_fit_the_descriptor_limit_are_refused_naming_the_settings(
         ) -> None:
     process = ManagedProcess([sys.executable, "-m", "lookout", "serve",
