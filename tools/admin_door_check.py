@@ -13,12 +13,11 @@ import socket
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
 from lookout.slo import catalog
+from tests.support.admin_door import accepted, bearer, gallery, sign_in
 from tests.support.processes import (
-    Response,
     SidecarProcess,
     request,
     start_sidecar,
@@ -52,16 +51,11 @@ def idle_sockets(sidecar: SidecarProcess, count: int) -> list[tuple[str, object]
             ("lookout's open descriptors with them all open", f"{fds:,}")]
 
 
-def _bearer(sidecar: SidecarProcess, token: str) -> Response:
-    return request(sidecar.admin_port, "GET", "/samples",
-                   headers={"Authorization": f"Bearer {token}"})
-
-
 def guesses(sidecar: SidecarProcess, token: str, count: int) -> list[tuple[str, object]]:
     started = time.monotonic()
-    statuses = [_bearer(sidecar, f"guess-{index}").status for index in range(count)]
+    statuses = [bearer(sidecar, f"guess-{index}").status for index in range(count)]
     seconds = time.monotonic() - started
-    right = _bearer(sidecar, token)
+    right = bearer(sidecar, token)
     return [(f"{count:,} wrong bearer tokens ({count / seconds:,.0f}/s)",
              f"{statuses.count(403)} x 403, then {statuses.count(429):,} x 429"),
             ("the right token straight after",
@@ -71,29 +65,22 @@ def guesses(sidecar: SidecarProcess, token: str, count: int) -> list[tuple[str, 
                 for r in ("wrong", "limited")))]
 
 
-def _sign_in(sidecar: SidecarProcess, token: str) -> str:
-    response = request(sidecar.admin_port, "POST", "/ui/login",
-                       body=urllib.parse.urlencode({"token": token}).encode(),
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
-    return response.headers["Set-Cookie"].split(";", 1)[0]
-
-
 def sessions_and_rotation(sidecar: SidecarProcess, secret: Path) -> list[tuple[str, object]]:
     old = secret.read_text().strip()
-    cookie = _sign_in(sidecar, old)
+    cookie = sign_in(sidecar, old)
     request(sidecar.admin_port, "POST", "/ui/logout", headers={"Cookie": cookie})
-    after = request(sidecar.admin_port, "GET", "/ui/samples", headers={"Cookie": cookie})
-    cookie = _sign_in(sidecar, old)
+    after = gallery(sidecar, cookie)
+    cookie = sign_in(sidecar, old)
     secret.write_text("rotated-token\n")
     started = time.monotonic()
-    wait_until(lambda: _bearer(sidecar, "rotated-token").status in (200, 503), 30,
+    wait_until(lambda: accepted(bearer(sidecar, "rotated-token")), 30,
                "the rotated token", interval=0.25)
     took = time.monotonic() - started
-    session = request(sidecar.admin_port, "GET", "/ui/samples", headers={"Cookie": cookie})
-    return [("the cookie after sign-out", f"{after.status} (to the login form)"),
+    session = gallery(sidecar, cookie)
+    return [("the cookie after sign-out", f"{after} (to the login form)"),
             ("token file rewritten in place: new token accepted after", f"{took:.1f} s"),
             ("then the old token; a session made with it",
-             f"{_bearer(sidecar, old).status}; {session.status}")]
+             f"{bearer(sidecar, old).status}; {session}")]
 
 
 def main() -> int:
@@ -111,7 +98,7 @@ def main() -> int:
     try:
         rows = idle_sockets(sidecar, args.idle)
         rows += guesses(sidecar, "the-admin-token", args.guesses)
-        wait_until(lambda: _bearer(sidecar, "the-admin-token").status != 429, 120,
+        wait_until(lambda: bearer(sidecar, "the-admin-token").status != 429, 120,
                    "the guess window to pass", interval=1.0)
         rows += sessions_and_rotation(sidecar, secret)
     finally:

@@ -6,16 +6,14 @@ wait polls for a condition."""
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lookout.sidecar.samples.ui_session import COOKIE
 from lookout.slo import catalog
+from tests.support.admin_door import accepted, bearer, gallery, sign_in
 from tests.support.processes import (
-    Response,
     SidecarProcess,
     request,
     start_sidecar,
@@ -44,37 +42,12 @@ def door(tmp_path_factory) -> Iterator[tuple[SidecarProcess, Path]]:
     upstream.terminate()
 
 
-def api(sidecar: SidecarProcess, token: str) -> Response:
-    return request(sidecar.admin_port, "GET", "/samples",
-                   headers={"Authorization": f"Bearer {token}"})
-
-
-def accepted(response: Response) -> bool:
-    """Past the door: the API answers (503 while the store is still being created)."""
-    return response.status in (200, 503)
-
-
-def sign_in(sidecar: SidecarProcess, token: str) -> str:
-    response = request(sidecar.admin_port, "POST", "/ui/login",
-                       body=urllib.parse.urlencode({"token": token}).encode(),
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert response.status == 303, response.body
-    cookie = response.headers["Set-Cookie"].split(";", 1)[0]
-    assert cookie.startswith(f"{COOKIE}=")
-    return cookie
-
-
-def gallery(sidecar: SidecarProcess, cookie: str) -> int:
-    return request(sidecar.admin_port, "GET", "/ui/samples",
-                   headers={"Cookie": cookie}).status
-
-
 def test_wrong_tokens_are_limited_counted_and_the_right_one_waits_for_the_window(
         door) -> None:
     sidecar, secret = door
     token = secret.read_text().strip()
-    wait_until(lambda: accepted(api(sidecar, token)), 60, "the sample API")
-    responses = [api(sidecar, f"guess-{index:04d}") for index in range(GUESSES)]
+    wait_until(lambda: accepted(bearer(sidecar, token)), 60, "the sample API")
+    responses = [bearer(sidecar, f"guess-{index:04d}") for index in range(GUESSES)]
     statuses = [response.status for response in responses]
     assert statuses[:LIMIT] == [403] * LIMIT
     assert set(statuses) == {403, 429} and statuses[-1] == 429
@@ -82,9 +55,9 @@ def test_wrong_tokens_are_limited_counted_and_the_right_one_waits_for_the_window
                for r in responses if r.status == 429)
     assert sidecar.metric(REFUSED, door="api", reason="wrong") == statuses.count(403)
     assert sidecar.metric(REFUSED, door="api", reason="limited") == statuses.count(429)
-    right_away = api(sidecar, token)  # the right token waits like any guess
+    right_away = bearer(sidecar, token)  # the right token waits like any guess
     assert right_away.status == 429 and "Retry-After" in right_away.headers
-    wait_until(lambda: accepted(api(sidecar, token)), 3 * WINDOW,
+    wait_until(lambda: accepted(bearer(sidecar, token)), 3 * WINDOW,
                "the right token once the window has passed")
     # the form is a door too, and the tally is logged
     form = request(sidecar.admin_port, "POST", "/ui/login",
@@ -119,8 +92,8 @@ def test_a_rotated_token_file_takes_effect_without_a_restart(door, atomic: bool)
     else:
         secret.write_text(new + "\n")
     # a slow poll: each try before the reload is a wrong guess, counted against the limit
-    wait_until(lambda: accepted(api(sidecar, new)), 30, "the new token to be accepted",
+    wait_until(lambda: accepted(bearer(sidecar, new)), 30, "the new token to be accepted",
                interval=0.5)
-    assert api(sidecar, old).status == 403
+    assert bearer(sidecar, old).status == 403
     assert gallery(sidecar, cookie) == 303  # sessions made with the old token ended
     assert gallery(sidecar, sign_in(sidecar, new)) in (200, 503)

@@ -4,11 +4,8 @@ name's counts never added to `other` at once."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -22,14 +19,6 @@ from lookout.slo import catalog
 from tests.support.tap_wire import write_slot
 
 INFER = DEFAULT_ROUTES.index("/v2/models/{model}/infer")
-
-
-@pytest.fixture
-def counters() -> Iterator[TapCounters]:
-    segment = TapCounters(f"/lookout-test-{secrets.token_hex(4)}", 2, 8,
-                          catalog.LATENCY_BUCKETS, catalog.BYTES_BUCKETS)
-    yield segment
-    segment.close()
 
 
 def requests(collector: RedCollector) -> dict[str, float]:
