@@ -161,6 +161,7 @@ class ConnectionGate:
                 self._busy.discard(connection)
                 connection.since = self._now()
                 self._idle[connection] = None
+                self._start_sweeping()
 
     def _start_sweeping(self) -> None:
         if self._sweeper is None or self._sweeper.done():

@@ -59,11 +59,10 @@ class LabelPublisher:
         return summed
 
     def refresh(self) -> None:
-        with self._lock:
-            self._refresh()
+        with self._lock:  # one reading at a time: each is compared with the last
+            self._refresh(self._summed())
 
-    def _refresh(self) -> None:
-        summed = self._summed()
+    def _refresh(self, summed: dict[Key, SlotReading]) -> None:
         totals: dict[str, tuple[int, int]] = {}
         for (model, *_), reading in summed.items():
             if model:
@@ -89,9 +88,10 @@ class LabelPublisher:
         """The counters as `/metrics` exports them: summed over threads, less what a
         released label had already reported."""
         with self._lock:
-            self._refresh()
+            summed = self._summed()
+            self._refresh(summed)
             released = dict(self._released)
-        for key, reading in self._summed().items():
+        for key, reading in summed.items():
             reported = released.get(key)
             if reported is None:
                 yield reading
