@@ -20,7 +20,6 @@ from lookout.sidecar.preflight import PreflightError, preflight
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 from lookout.sidecar.served_models import (
     ModelEntry,
-    ModelLabels,
     format_models,
     model_configs,
     parse_models,
@@ -259,6 +258,10 @@ class Config:
                                  "model_name's")
     max_models: int = _opt(16, _positive(int), "most model names used as labels, "
                            "configured and discovered; others are labelled 'other'")
+    model_label_idle_seconds: float = _opt(3600.0, _positive(float), "seconds without "
+                                           "traffic after which a discovered model gives "
+                                           "its label slot back (configured models keep "
+                                           "theirs)")
     max_body_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
                                "largest request body accepted; larger gets 413")
     connect_timeout: float = _opt(2.0, _positive(float),
@@ -419,7 +422,23 @@ class Config:
     admin_token: str = _opt("", str, "bearer token for the sample API on the admin port; "
                             "empty (and no admin_token_file): the API is off", secret=True)
     admin_token_file: str = _opt("", str, "file holding the admin bearer token (a mounted "
-                                 "Secret); read at start-up")
+                                 "Secret); read at start-up and again whenever it changes "
+                                 "(a rotated Secret takes effect without a restart)")
+    admin_max_connections: int = _opt(256, _positive(int), "open connections on the admin "
+                                      "port; at the cap the one idle longest is closed to "
+                                      "make room (counted)")
+    admin_head_timeout: float = _opt(10.0, _positive(float), "seconds a client of the admin "
+                                     "port has to send a whole request head (then closed)")
+    admin_idle_timeout: float = _opt(60.0, _positive(float), "seconds an idle admin-port "
+                                     "connection is kept open")
+    admin_guess_limit: int = _opt(20, _positive(int), "wrong admin-token guesses one client "
+                                  "address may make per admin_guess_window; then 429 until "
+                                  "the window ends")
+    admin_guess_limit_total: int = _opt(100, _positive(int), "wrong admin-token guesses from "
+                                        "all addresses together per admin_guess_window; "
+                                        "then 429 for every guess until the window ends")
+    admin_guess_window: float = _opt(60.0, _positive(float), "seconds over which wrong "
+                                     "admin-token guesses are counted")
     trace_url_template: str = _opt("", parse_trace_url_template, "trace viewer URL the "
                                    "gallery links each sample's trace to, with {trace_id} "
                                    "(Tempo through Grafana, Jaeger); empty: no link")
@@ -455,15 +474,6 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
 def per_model(config: Config) -> dict[str, Config]:
     """Each served model's own configuration (the default model's is `config`)."""
     return model_configs(config, lambda key, raw, where: _coerce(key, raw, where))
-
-
-def model_labels(config: Config) -> ModelLabels:
-    """The `model`/`version` labels: the configured models, and with `discover_models`
-    the ones the server answers for (each process that labels builds its own alike)."""
-    return ModelLabels(
-        config.model_name, config.model_version,
-        {name: model.model_version for name, model in per_model(config).items()
-         if name != config.model_name}, config.discover_models, config.max_models)
 
 
 def _yaml_values(path: Path) -> dict[str, Any]:

@@ -8,9 +8,11 @@ request path gives, when it is a model lookout knows: the configured default
 discovered in service. A pod with neither is a one-model pod: every request is
 `model_name`'s, whatever the path calls it, as the label has always been.
 
-Discovery admits a name once the upstream has answered it with a 2xx, so only models
-the server really has become labels (a client inventing names gets 404s from the
-server, and `other`), and at most `max_models` of them. Everything else is `other`.
+Discovery admits a name once the upstream has answered it with a 2xx more than once,
+so only models the server really has become labels (a client inventing names gets 404s
+from the server, and `other`), and at most `max_models` of them. Everything else is
+`other`. A discovered name with no traffic for `model_label_idle_seconds` gives its
+slot back, so names that came and went cannot keep a model added later at `other`.
 
 Each configured model has its own decode settings, reference model, drift baseline and
 sampling rules: a `Config` of its own, the base configuration with its overrides, so
@@ -20,9 +22,10 @@ every stage is built for a model exactly as for the one model of a simple pod.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 import yaml
@@ -106,19 +109,46 @@ def path_model(path: str) -> str | None:
     return unquote(name) or None
 
 
+ADMIT_AFTER = 2  # 2xx answers a discovered name needs: more than one
+MAX_CANDIDATES = 1024  # names with one 2xx answer, remembered at most
+RELEASE_CHECK_SECONDS = 1.0
+
+
 class ModelLabels:
-    """Path -> (model, version) labels on the request path: a dict lookup, and for an
-    unknown name a bounded admission once the upstream answered it with a 2xx. Used from
-    the event loop only, so it needs no lock."""
+    """Path -> (model, version) labels: a dict lookup, and for an unknown name a bounded
+    admission once the upstream answered it with a 2xx more than once. A discovered name
+    with no traffic for `idle_seconds` gives its slot back (a configured one never
+    does); an admission the cap turned away calls `turned_away`. Not thread-safe: one
+    thread (the event loop, or one worker's) uses it."""
 
     def __init__(self, default: str, default_version: str,
-                 configured: Mapping[str, str], discover: bool, max_models: int) -> None:
+                 configured: Mapping[str, str], discover: bool, max_models: int,
+                 idle_seconds: float = 3600.0,
+                 turned_away: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.default = default
         self._versions = {default: default_version, **configured}
+        self._configured = frozenset(self._versions)
         self._discover = discover
         # one model, none listed and none to discover: every path is the default model
         self._single = not configured and not discover
-        self._room = max(max_models - len(self._versions), 0)
+        self._max = max_models
+        self._idle = idle_seconds
+        self._turned_away = turned_away or (lambda: None)
+        self._clock = clock
+        self._last_seen: dict[str, float] = {}  # discovered name -> its last traffic
+        self._candidates: dict[str, int] = {}  # name -> 2xx answers so far, oldest first
+        self._checked = clock()
+
+    @classmethod
+    def of(cls, config: Any, **extra: Any) -> Self:
+        """The labels a configuration (a `Config`) gives: its default and listed models,
+        discovery, the cap and the idle time."""
+        return cls(config.model_name, config.model_version,
+                   {entry.name: entry.version for entry in config.models
+                    if entry.name != config.model_name},
+                   config.discover_models, config.max_models,
+                   idle_seconds=config.model_label_idle_seconds, **extra)
 
     @property
     def single(self) -> bool:
@@ -128,6 +158,10 @@ class ModelLabels:
     @property
     def known(self) -> dict[str, str]:
         return dict(self._versions)
+
+    @property
+    def discovered(self) -> list[str]:
+        return [name for name in self._versions if name not in self._configured]
 
     def label(self, path: str) -> tuple[str, str]:
         """The labels while the request is in flight: known name, default or other."""
@@ -144,17 +178,54 @@ class ModelLabels:
             return OTHER_MODEL, UNKNOWN_VERSION
         return name, version
 
-    def answered(self, name: str | None, status: int) -> tuple[str, str] | None:
-        """After the upstream answered a request naming model `name`: a 2xx for an
-        unknown model admits it (while there is room); returns its labels, or None when
-        nothing changes."""
-        if not self._discover or not 200 <= status < 300 or self._room <= 0:
+    def answered(self, name: str | None, status: int, count: int = 1
+                 ) -> tuple[str, str] | None:
+        """After the upstream answered `count` requests naming model `name` with
+        `status`: the second 2xx for an unknown model admits it (while there is room);
+        returns its labels, or None when nothing changes."""
+        if not self._discover or name is None:
             return None
-        if name is None or name in self._versions or not set(name) <= _NAME_CHARS:
+        now = self._clock()
+        if name in self._last_seen:
+            self._last_seen[name] = now
+        if now - self._checked >= RELEASE_CHECK_SECONDS:
+            self.release_idle(now)
+        if name in self._versions or not 200 <= status < 300 or count <= 0 \
+                or not set(name) <= _NAME_CHARS:
+            return None
+        successes = self._candidates.pop(name, 0) + count
+        if successes < ADMIT_AFTER:
+            if len(self._candidates) >= MAX_CANDIDATES:
+                del self._candidates[next(iter(self._candidates))]
+            self._candidates[name] = successes
+            return None
+        if len(self._versions) >= self._max:
+            self._candidates[name] = successes  # still a candidate when a slot frees
+            self._turned_away()
             return None
         self._versions[name] = UNKNOWN_VERSION
-        self._room -= 1
+        self._last_seen[name] = now
         return name, UNKNOWN_VERSION
+
+    def release_idle(self, now: float | None = None) -> list[str]:
+        """Discovered names idle for `idle_seconds` give their slots back."""
+        now = self._clock() if now is None else now
+        self._checked = now
+        idle = [name for name, seen in self._last_seen.items() if now - seen >= self._idle]
+        for name in idle:
+            del self._last_seen[name]
+            del self._versions[name]
+        return idle
+
+    def adopt(self, discovered: Mapping[str, str]) -> None:
+        """The discovered labels another process decided (the lookout process's
+        `LabelPublisher`), in place of this one's."""
+        for name in self.discovered:
+            del self._versions[name]
+        for name, version in discovered.items():
+            if name not in self._configured:
+                self._versions[name] = version
+        self._last_seen = dict.fromkeys(self.discovered, self._clock())
 
 
 def model_configs(config: Any, parse: Any) -> dict[str, Any]:

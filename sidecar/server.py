@@ -4,7 +4,9 @@ rings, this process keeps the admin port; SIGTERM drains Envoy, then the workers
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -15,26 +17,40 @@ from pathlib import Path
 from aiohttp import web
 
 from lookout.sidecar.admin import AdminApp
-from lookout.sidecar.config import Address, Config, model_labels, per_model
+from lookout.sidecar.admin_connections import (
+    CLOSE_REASONS,
+    AdminLimits,
+    ConnectionGate,
+    GatedSite,
+)
+from lookout.sidecar.config import Address, Config, per_model
 from lookout.sidecar.dataplane.abi import AbiError
 from lookout.sidecar.dataplane.data_plane import COMPONENT, EnvoyDataPlane, TapSettings
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings
 from lookout.sidecar.dataplane.envoy_process import EnvoyStartError
 from lookout.sidecar.dataplane.envoy_tracing import TracingConfigError
+from lookout.sidecar.fd_budget import BudgetError, BudgetSettings, check_budget, raise_file_limit
+from lookout.sidecar.label_file import LABELS_FILE
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
 from lookout.sidecar.proxy.upstream import GrpcUpstream, UpstreamProbe
 from lookout.sidecar.runtime.event_loop import run_event_loop
 from lookout.sidecar.runtime.metrics import SidecarMetrics
+from lookout.sidecar.samples.admin_token import AdminToken
 from lookout.sidecar.samples.api import SampleApi
+from lookout.sidecar.samples.door import API, GALLERY, LIMITED, WRONG, Door
+from lookout.sidecar.samples.guesses import GuessLimiter, GuessSettings
 from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.samples.ui import SampleUi
+from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.settings import UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
+from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
 
 PIPELINE_DRAIN_TIMEOUT = 2.0
 WORKER_STOP_TIMEOUT = 20.0  # the lead drains the reference model and the sample writer
+LABEL_REFRESH_SECONDS = 1.0
 
 
 class StartupError(RuntimeError):
@@ -71,6 +87,9 @@ class Sidecar:
         self.data_plane: EnvoyDataPlane | None = None
         self.probe: UpstreamProbe | None = None
         self.admin_runner: web.AppRunner | None = None
+        self.admin_gate: ConnectionGate | None = None
+        self.door: Door | None = None
+        self._labels_task: asyncio.Task[None] | None = None
         self._store: SampleStore | None = None
         self._private = ""
 
@@ -78,18 +97,24 @@ class Sidecar:
         """Envoy serves both data ports; the tap hands exchanges to the analysis
         workers' rings and counts RED; this process keeps the admin port."""
         config = self.config
+        try:
+            check_budget(of(BudgetSettings, config), worker_count(config), raise_file_limit())
+        except BudgetError as error:
+            raise StartupError(str(error)) from None
         for role, address in (("listen", config.listen), ("grpc-listen", config.grpc_listen)):
             if address is not None:
                 await self._bind(role, address, _bindable(address))
         self._private = tempfile.mkdtemp(prefix="lookout-")
         count = worker_count(config)
+        labels_path = os.path.join(self._private, LABELS_FILE)
         try:
             self.workers = AnalysisWorkers(config, self.metrics, count,
-                                           wake_dir=self._private)
-            self.model_labels = model_labels(config)
+                                           wake_dir=self._private, labels_path=labels_path)
+            self.model_labels = ModelLabels.of(
+                config, turned_away=self.metrics[catalog.MODEL_LABELS_REFUSED].inc)
             self.data_plane = EnvoyDataPlane(
                 of(DataPlaneSettings, config), of(TapSettings, config), self.metrics,
-                self.workers.inboxes, count, self._private, self.model_labels)
+                self.workers.inboxes, count, self._private, self.model_labels, labels_path)
         except WorkerStartError as error:
             await self._abandon()
             raise StartupError(str(error)) from None
@@ -106,6 +131,8 @@ class Sidecar:
         except (AbiError, EnvoyStartError) as error:
             await self._abandon()
             raise StartupError(str(error)) from None
+        if config.discover_models:
+            self._labels_task = loop.create_task(self._refresh_labels(self.data_plane))
         self.probe = UpstreamProbe(of(UpstreamSettings, config), self.metrics,
                                    GrpcUpstream(config.grpc_upstream)
                                    if config.grpc_listen is not None else None)
@@ -118,18 +145,39 @@ class Sidecar:
 
     async def _admin_site(self) -> None:
         config = self.config
-        sample_api = SampleApi(self.admin_token, lambda: self._open_store(),
-                               bool(config.sample_dir))
-        gallery = SampleUi(self.admin_token, lambda: self._open_store(),
+        refused = self.metrics[catalog.ADMIN_TOKEN_REFUSED]
+        for door, reason in itertools.product((API, GALLERY), (WRONG, LIMITED)):
+            refused.labels(door, reason)
+        self.door = Door(AdminToken(self.admin_token, config.admin_token_file),
+                         GuessLimiter(of(GuessSettings, config)),
+                         lambda door, reason: refused.labels(door, reason).inc())
+        sample_api = SampleApi(self.door, lambda: self._open_store(), bool(config.sample_dir))
+        gallery = SampleUi(self.door, lambda: self._open_store(),
                            bool(config.sample_dir), config.trace_url_template,
                            config.drift_baseline_path)
         assert self.probe is not None
         admin_app = AdminApp(self.metrics, self.probe, lambda: self.analysis_running,
                              lambda: self.draining, sample_api, gallery,
                              self._data_plane_running).build()
-        self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
+        closed = self.metrics[catalog.ADMIN_CONNECTIONS_CLOSED]
+        for reason in CLOSE_REASONS:
+            closed.labels(reason)
+        self.admin_gate = ConnectionGate(of(AdminLimits, config),
+                                         lambda reason: closed.labels(reason).inc())
+        admin_app.middlewares.insert(0, self.admin_gate.middleware)
+        self.admin_runner = web.AppRunner(admin_app, access_log=None, handle_signals=False,
+                                          keepalive_timeout=config.admin_idle_timeout)
         await self.admin_runner.setup()
-        await web.TCPSite(self.admin_runner, config.admin.host, config.admin.port).start()
+        await GatedSite(self.admin_runner, config.admin.host, config.admin.port,
+                        self.admin_gate).start()
+
+    @staticmethod
+    async def _refresh_labels(data_plane: EnvoyDataPlane) -> None:
+        """Discovered labels admitted and released between scrapes too: the analysis
+        workers label by them."""
+        while True:
+            await asyncio.sleep(LABEL_REFRESH_SECONDS)
+            data_plane.labels.refresh()
 
     def _data_plane_running(self) -> bool:
         return self.data_plane is not None and self.data_plane.running
@@ -153,6 +201,10 @@ class Sidecar:
             await loop.run_in_executor(None, self.workers.stop, 1.0)
         if self.probe is not None:
             await self.probe.stop()
+        if self._labels_task is not None:
+            self._labels_task.cancel()
+        if self.admin_gate is not None:
+            await self.admin_gate.stop()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         if self._private:
@@ -180,10 +232,16 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         assert self.probe is not None and self.data_plane is not None
         await self.probe.stop()
+        if self._labels_task is not None:
+            self._labels_task.cancel()
         await loop.run_in_executor(None, self.data_plane.stop, self.config.shutdown_grace)
         if self.workers is not None:
             await loop.run_in_executor(None, self.workers.stop,
                                        PIPELINE_DRAIN_TIMEOUT + WORKER_STOP_TIMEOUT)
+        if self.admin_gate is not None:
+            await self.admin_gate.stop()
+        if self.door is not None:
+            self.door.flush()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         if self._store is not None:

@@ -27,9 +27,10 @@ import threading
 from collections.abc import Callable
 
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import model_labels, per_model
+from lookout.sidecar.config import per_model
 from lookout.sidecar.dataplane.tap_record import TapDecoder
 from lookout.sidecar.forwarder import Forwarder
+from lookout.sidecar.label_file import FollowedLabels
 from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.channel import Ring
@@ -37,6 +38,7 @@ from lookout.sidecar.pipeline.parse_errors import Reason
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.runtime.worker_metrics import record_into
+from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.worker_entry import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,9 @@ class Worker:
         """How a tap record becomes observations (`tap/PROTOCOL.md`)."""
         config = self.spec.config
 
-        decoder = TapDecoder(config.routes, model_labels(config))
+        labels = FollowedLabels.of(config, path=self.spec.labels_path) \
+            if self.spec.labels_path else ModelLabels.of(config)
+        decoder = TapDecoder(config.routes, labels)
         return decoder.decode
 
     def run(self) -> None:

@@ -20,6 +20,7 @@ class WorkerSpec:
     forwards: tuple[RingAddress, ...]  # lead: one per other worker; others: the one to the lead
     metrics_dir: str
     parent_pid: int
+    labels_path: str = ""  # the lookout process's discovered labels (label_file.py)
 
     @property
     def lead(self) -> bool:

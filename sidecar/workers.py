@@ -117,9 +117,10 @@ class AnalysisWorkers:
     name = WORKER_COMPONENT
 
     def __init__(self, config: Config, metrics: SidecarMetrics, count: int,
-                 wake_dir: str | None = None) -> None:
+                 wake_dir: str | None = None, labels_path: str = "") -> None:
         """`wake_dir`: the rings wake their consumers through FIFOs made there, which a
-        producer that is not our child (the tap in Envoy) opens by name."""
+        producer that is not our child (the tap in Envoy) opens by name. `labels_path`:
+        the discovered model labels the lookout process publishes."""
         check_channel(config, count)
         producer_count = producers(config)
         forward_bytes = FORWARD_RING_BYTES * (count - 1)
@@ -155,7 +156,8 @@ class AnalysisWorkers:
         self._supervisor = Supervisor("analysis worker", main, [(WorkerSpec(
             index, config, tuple(inboxes[index]),
             tuple(forwards) if index == 0 else (forwards[index - 1],),
-            self.files.path, os.getpid()),) for index in range(count)], self._died)
+            self.files.path, os.getpid(), labels_path),) for index in range(count)],
+            self._died)
 
     @property
     def unfinished(self) -> int:

@@ -253,6 +253,25 @@ CLIENT_REFUSED = MetricSpec(
     "the upstream: malformed, over a limit, or timed out.",
     ("reason",),
 )
+ADMIN_CONNECTIONS_CLOSED = MetricSpec(
+    "lookout_admin_connections_closed", MetricType.COUNTER,
+    "Admin-port connections lookout closed itself: shed_idle (an idle one, to make room "
+    "at admin_max_connections), at_capacity (a new one, every other busy), head_timeout, "
+    "idle_timeout.",
+    ("reason",),
+)
+ADMIN_TOKEN_REFUSED = MetricSpec(
+    "lookout_admin_token_refused", MetricType.COUNTER,
+    "Admin-token guesses refused, by door (api: bearer token on /samples; gallery: the "
+    "login form and links) and reason (wrong, or limited: too many wrong guesses from the "
+    "address or in all, answered 429 without comparing).",
+    ("door", "reason"),
+)
+MODEL_LABELS_REFUSED = MetricSpec(
+    "lookout_model_labels_refused", MetricType.COUNTER,
+    "Discovered model names that had earned a label (more than one 2xx answer) but found "
+    "all max_models label slots taken; their traffic is labelled 'other'.",
+)
 UPSTREAM_UP = MetricSpec(
     "lookout_upstream_up", MetricType.GAUGE,
     "1 when the last probe of the inference container succeeded, else 0.",
@@ -332,7 +351,8 @@ ALL: tuple[MetricSpec, ...] = (
     SUSPECT_DETECTIONS,
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
-    QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, UPSTREAM_UP,
+    QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, ADMIN_CONNECTIONS_CLOSED,
+    ADMIN_TOKEN_REFUSED, MODEL_LABELS_REFUSED, UPSTREAM_UP,
     GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_UP, GPU_INFO, GPU_PROCESS_MEMORY,
     GPU_THROTTLE_SECONDS, GPU_ECC_ERRORS, GPU_XID_ERRORS, GPU_COLLECTOR_FAILURES,
     MODEL_INFO, SERVED_RESPONSES,

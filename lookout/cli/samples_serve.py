@@ -57,6 +57,8 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
 
     from lookout.cli.samples import SourceError, StoreSource
     from lookout.sidecar.config import parse_trace_url_template
+    from lookout.sidecar.samples.admin_token import AdminToken
+    from lookout.sidecar.samples.door import Door
     from lookout.sidecar.samples.ui import SampleUi
 
     try:
@@ -67,8 +69,8 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
         store = StoreSource(args.store).store
     except SourceError as error:
         raise ServeError(str(error)) from None
-    gallery = SampleUi(secrets.token_urlsafe(32), lambda: store, True, template,
-                       args.drift_baseline)
+    gallery = SampleUi(Door(AdminToken(secrets.token_urlsafe(32))), lambda: store, True,
+                       template, args.drift_baseline)
     app = web.Application()
     gallery.add_routes(app)
     runner = web.AppRunner(app, access_log=None)

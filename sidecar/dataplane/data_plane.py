@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,9 @@ from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
 from lookout.sidecar.dataplane.envoy_refusals import EnvoyRefusals
+from lookout.sidecar.dataplane.label_publisher import LabelPublisher
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
+from lookout.sidecar.fd_budget import raise_file_limit
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
 from lookout.sidecar.runtime.logs import TallyLog
@@ -82,15 +83,6 @@ def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: 
     return "\n".join(lines) + "\n"
 
 
-def raise_file_limit() -> int:
-    """Envoy inherits this process's descriptor limit: the soft one up to the hard one,
-    so the connection caps, not the default 1,024 descriptors, bound what it holds."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
 class TapStats:
     """What the tap counted beside RED, under the catalog's names."""
 
@@ -114,8 +106,10 @@ class EnvoyDataPlane:
 
     def __init__(self, network: DataPlaneSettings, config: TapSettings,
                  metrics: SidecarMetrics, rings: Sequence[Ring], workers: int,
-                 directory: str, models: ModelLabels,
+                 directory: str, models: ModelLabels, labels_path: str,
                  env: Mapping[str, str] | None = None) -> None:
+        """`labels_path`: where the discovered model labels are published for the
+        analysis workers (`label_publisher.py`)."""
         env = os.environ if env is None else env
         self.module = Path(config.tap_module) if config.tap_module else DEFAULT_MODULE
         self.binary = envoy_binary()
@@ -124,7 +118,8 @@ class EnvoyDataPlane:
         self.counters = TapCounters(name, threads, COUNTER_SLOTS, catalog.LATENCY_BUCKETS,
                                     catalog.BYTES_BUCKETS)
         routes = tap_routes(config)
-        metrics.add_source(RedCollector(self.counters, routes, models))
+        self.labels = LabelPublisher(self.counters, models, labels_path)
+        metrics.add_source(RedCollector(self.counters, routes, models, self.labels.readings))
         metrics.add_source(TapStats(self.counters))
         tap = filter_config(name, rings, workers, config.observe_max_bytes,
                             config.observation_queue_bytes, routes)

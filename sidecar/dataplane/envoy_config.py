@@ -63,6 +63,17 @@ class DataPlaneSettings:
     model_version: str
 
 
+def downstream_connection_limit(max_client_connections: int) -> int:
+    """Envoy's global cap on client connections (the overload manager's): both data
+    ports full, and its admin socket's reserve."""
+    return 2 * max_client_connections + ADMIN_CONNECTIONS_RESERVE
+
+
+def upstream_connection_limit(pool_size: int) -> int:
+    """Most connections one upstream cluster may open (its circuit breaker)."""
+    return max(pool_size, UPSTREAM_CONNECTIONS)
+
+
 def _seconds(value: float) -> str:
     return f"{value:.3f}s"
 
@@ -88,7 +99,7 @@ def _cluster(name: str, host: str, port: int, settings: DataPlaneSettings, *,
             "initial_connection_window_size": H2_CONNECTION_WINDOW}} if http2 else
         {"http_protocol_options": {"header_key_format": _PRESERVE_CASE}},
     }
-    limits = {"max_connections": max(settings.upstream_pool_size, UPSTREAM_CONNECTIONS),
+    limits = {"max_connections": upstream_connection_limit(settings.upstream_pool_size),
               "max_pending_requests": UPSTREAM_CONNECTIONS,
               "max_requests": UPSTREAM_CONNECTIONS, "max_retries": 3}
     cluster: dict[str, Any] = {
@@ -410,7 +421,7 @@ def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
                          "downstream_connections.v3.DownstreamConnectionsConfig",
-                "max_active_downstream_connections": 2 * connections
-                + ADMIN_CONNECTIONS_RESERVE}}]},
+                "max_active_downstream_connections":
+                    downstream_connection_limit(connections)}}]},
         "static_resources": {"listeners": listeners, "clusters": clusters},
     }

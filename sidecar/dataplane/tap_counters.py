@@ -15,7 +15,7 @@ import mmap
 import os
 import struct
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.metrics_core import (
@@ -27,7 +27,7 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 from lookout.sidecar.proxy.routes import OTHER_ROUTE
-from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels
+from lookout.sidecar.served_models import ModelLabels
 from lookout.slo import catalog
 
 MAGIC = 0x31544E434B4F4F4C  # "LOOKCNT1"
@@ -168,18 +168,17 @@ class RedCollector:
     as the Python request path labelled them."""
 
     def __init__(self, counters: TapCounters, routes: Sequence[str],
-                 models: ModelLabels) -> None:
+                 models: ModelLabels,
+                 readings: Callable[[], Iterable[SlotReading]] | None = None) -> None:
+        """`readings`: the counters as they are exported (the `LabelPublisher`'s, which
+        also decides the discovered labels); by default every slot as it stands."""
         self._counters = counters
         self._routes = (*routes, OTHER_ROUTE)
         self._models = models
+        self._readings = readings or counters.slots_in_use
 
     def _labels(self, reading: SlotReading) -> tuple[str, str, str]:
-        name = reading.model or None
-        model, version = self._models.label_name(name)
-        if model == OTHER_MODEL and name is not None and reading.count:
-            admitted = self._models.answered(name, _http_status(reading))
-            if admitted is not None:
-                model, version = admitted
+        model, version = self._models.label_name(reading.model or None)
         route = self._routes[reading.route] if reading.route < len(self._routes) \
             else OTHER_ROUTE
         return model, version, route
@@ -188,7 +187,7 @@ class RedCollector:
         requests: dict[tuple[str, ...], int] = defaultdict(int)
         histograms: dict[str, dict[tuple[str, str, str], _Histogram]] = {
             spec.name: {} for spec in _HISTOGRAMS}
-        for reading in self._counters.slots_in_use():
+        for reading in self._readings():
             labels = self._labels(reading)
             requests[(*labels, code_label(reading.code, reading.flags))] += reading.count
             sums = (reading.duration_sum, reading.upstream_sum,
@@ -250,7 +249,7 @@ def _bound_text(bound: float) -> str:
     return floatToGoString(bound)
 
 
-def _http_status(reading: SlotReading) -> int:
+def http_status(reading: SlotReading) -> int:
     if reading.flags & FLAG_GRPC:
         return 200 if reading.code == 0 else 500
     return reading.code

@@ -1,21 +1,22 @@
 """The sample API on the admin port: list, show, draw and export stored samples.
 
 Every route needs `Authorization: Bearer <admin token>` (compared in constant time):
-missing -> 401, wrong -> 403. With no token configured the API is off and every route
-says so (404), rather than serving thumbnails of user traffic to anyone who can reach
-the admin port. SQLite and file reads run in a thread, never on the event loop.
+missing -> 401, wrong -> 403, too many wrong guesses -> 429 (`door.py`). With no token
+configured the API is off and every route says so (404), rather than serving
+thumbnails of user traffic to anyone who can reach the admin port. SQLite and file
+reads run in a thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import tempfile
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiohttp import web
 
+from lookout.sidecar.samples.door import API, Door, Verdict
 from lookout.sidecar.samples.query import EXPORT_MAX, SOURCES, QueryError, SampleQuery
 from lookout.sidecar.samples.store import Sample, SampleStore
 
@@ -28,9 +29,9 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 
 class SampleApi:
-    def __init__(self, token: str, store: Callable[[], SampleStore | None],
+    def __init__(self, door: Door, store: Callable[[], SampleStore | None],
                  sampling_on: bool) -> None:
-        self._token = token.encode()
+        self._door = door
         self._store = store
         self._sampling_on = sampling_on
 
@@ -43,7 +44,7 @@ class SampleApi:
     def _guarded(self, handler: Callable[[web.Request, SampleStore], Awaitable[web.StreamResponse]]
                  ) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if not self._token:
+            if not self._door.token.value:
                 return _error(404, "the sample API is off: no admin token is configured "
                               "(set admin_token_file or LOOKOUT_ADMIN_TOKEN)")
             scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
@@ -51,8 +52,13 @@ class SampleApi:
                 return _error(401, "bearer token required",
                               **{"WWW-Authenticate": 'Bearer realm="lookout"'})
             # any bytes the client sent, as aiohttp decoded them: never an encoding error
-            if not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"),
-                                       self._token):
+            verdict = self._door.check(API, request.remote,
+                                       lambda: self._door.matches(presented))
+            if verdict is Verdict.LIMITED:
+                wait = self._door.retry_after(request.remote) or 1
+                return _error(429, f"too many wrong tokens: try again in {wait} s",
+                              **{"Retry-After": str(wait)})
+            if verdict is Verdict.WRONG:
                 return _error(403, "token not accepted")
             if not self._sampling_on:
                 return _error(404, "sampling is off in this sidecar (sample_dir is empty)")

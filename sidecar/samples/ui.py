@@ -3,8 +3,9 @@ person, beside the JSON API for programs.
 
 Access is the sample API's admin token, presented once on a login form (or by a
 one-time link) and then carried by a signed, HttpOnly, SameSite=Strict cookie (Secure
-when the request came over TLS) that expires. With no token configured the gallery is
-off and says why. Every response forbids script, remote assets and framing (CSP) and
+when the request came over TLS) that expires, or ends when its user signs out. Wrong
+tokens and codes count against the door's limits (`door.py`). With no token configured
+the gallery is off and says why. Every response forbids script, remote assets and framing (CSP) and
 sniffing (nosniff), and is not cached: the images are of user traffic.
 """
 
@@ -21,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from lookout.sidecar.samples.door import GALLERY, Door, Verdict
 from lookout.sidecar.samples.query import EXPORT_MAX, QueryError, SampleQuery
 from lookout.sidecar.samples.store import Sample, SampleStore
 from lookout.sidecar.samples.ui_session import COOKIE, Sessions, gallery_path
@@ -103,9 +105,10 @@ class FeatureReference:
 
 
 class SampleUi:
-    def __init__(self, token: str, store: Callable[[], SampleStore | None], sampling_on: bool,
+    def __init__(self, door: Door, store: Callable[[], SampleStore | None], sampling_on: bool,
                  trace_url_template: str = "", baseline_path: str = "") -> None:
-        self.sessions = Sessions(token)
+        self._door = door
+        self.sessions = Sessions(door.token)
         self._store = store
         self._sampling_on = sampling_on
         self._trace_url = trace_url_template
@@ -198,30 +201,45 @@ class SampleUi:
         return _html(login_page(gallery_path(request.query.get("next", ""))))
 
     async def login(self, request: web.Request) -> web.Response:
-        from lookout.sidecar.samples.ui_pages import login_page
 
         refused = self._off()
         if refused is not None:
             return refused
         form = await request.post()
         destination = gallery_path(str(form.get("next", "")))
-        if not self.sessions.accepts(str(form.get("token", ""))):
-            return _html(login_page(destination, "token not accepted"), 403)
+        verdict = self._door.check(GALLERY, request.remote,
+                                   lambda: self._door.matches(str(form.get("token", ""))))
+        if verdict is not Verdict.ACCEPTED:
+            return self._refused(request, destination, verdict, "token not accepted")
         raise self._session_response(request, destination)
 
-    async def login_by_link(self, request: web.Request) -> web.Response:
+    def _refused(self, request: web.Request, destination: str, verdict: Verdict,
+                 wrong: str) -> web.Response:
         from lookout.sidecar.samples.ui_pages import login_page
+
+        if verdict is Verdict.WRONG:
+            return _html(login_page(destination, wrong), 403)
+        wait = self._door.retry_after(request.remote) or 1
+        response = _html(login_page(destination, f"too many wrong tokens: try again in "
+                                                 f"{wait} s"), 429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+
+    async def login_by_link(self, request: web.Request) -> web.Response:
 
         refused = self._off()
         if refused is not None:
             return refused
         destination = gallery_path(request.query.get("next", ""))
-        if not self.sessions.redeem(request.query.get("code", "")):
-            return _html(login_page(destination, "this login link was used already or has "
-                                    "expired: sign in with the token"), 403)
+        verdict = self._door.check(GALLERY, request.remote, lambda: self.sessions.redeem(
+            request.query.get("code", "")))
+        if verdict is not Verdict.ACCEPTED:
+            return self._refused(request, destination, verdict, "this login link was used "
+                                 "already or has expired: sign in with the token")
         raise self._session_response(request, destination)
 
     async def logout(self, request: web.Request) -> web.Response:
+        self.sessions.end(request.cookies.get(COOKIE))
         response = web.HTTPSeeOther("/ui/login")
         response.del_cookie(COOKIE, path="/ui")
         raise response

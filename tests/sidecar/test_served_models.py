@@ -47,11 +47,48 @@ def test_labels_admit_only_models_the_server_answered_and_only_so_many() -> None
     assert labels.label("/v2/models/new/infer") == (OTHER_MODEL, "unknown")
     assert labels.answered("new", 404) is None  # the server has no such model
     assert labels.label("/v2/models/new/infer")[0] == OTHER_MODEL
-    assert labels.answered("new", 200) == ("new", "unknown")
+    assert labels.answered("new", 200) is None  # one answer: not yet
+    assert labels.answered("new", 200) == ("new", "unknown")  # more than one
     assert labels.label("/v2/models/new/infer") == ("new", "unknown")
-    assert labels.answered("fourth", 200) is None  # max_models reached
+    assert labels.answered("fourth", 200, count=5) is None  # max_models reached
     assert labels.label("/v2/models/fourth/infer")[0] == OTHER_MODEL
-    assert labels.answered("bad{name}", 200) is None
+    assert labels.answered("bad{name}", 200, count=2) is None
+
+
+def test_idle_discovered_labels_give_their_slots_back_and_the_cap_counts_refusals() -> None:
+    now = [0.0]
+    refused = []
+    labels = ModelLabels("primary", "3", {"coarse": "1"}, discover=True, max_models=4,
+                         idle_seconds=60.0, turned_away=lambda: refused.append(1),
+                         clock=lambda: now[0])
+    assert labels.answered("junk-a", 200, count=2) and labels.answered("junk-b", 200, 2)
+    assert labels.answered("real", 200, count=2) is None and len(refused) == 1
+    now[0] = 30.0
+    labels.answered("junk-b", 200)  # traffic keeps junk-b's label
+    now[0] = 61.0
+    assert labels.release_idle() == ["junk-a"]
+    assert labels.answered("real", 200) == ("real", "unknown")  # a candidate still
+    now[0] = 10_000.0
+    assert sorted(labels.release_idle()) == ["junk-b", "real"]
+    assert labels.label_name("coarse") == ("coarse", "1")  # configured: never released
+    assert labels.label_name("primary") == ("primary", "3")
+
+
+def test_a_follower_labels_by_the_published_file_only(tmp_path) -> None:
+    from lookout.sidecar.label_file import FollowedLabels, write_labels
+
+    path = str(tmp_path / "labels.json")
+    now = [0.0]
+    follower = FollowedLabels("primary", "3", {"coarse": "1"}, True, 16, path=path,
+                              clock=lambda: now[0])
+    assert follower.answered("new", 200, count=9) is None  # never admits itself
+    write_labels(path, {"new": "unknown", "coarse": "x"})
+    now[0] = 2.0
+    assert follower.label_name("new") == ("new", "unknown")
+    assert follower.label_name("coarse") == ("coarse", "1")  # configured wins
+    write_labels(path, {})
+    now[0] = 4.0
+    assert follower.label_name("new")[0] == OTHER_MODEL
 
 
 def test_a_one_model_pod_labels_every_path_with_its_model() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +90,15 @@ class ManagedProcess:
     """A child process whose output goes to a file that failures can show."""
 
     def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None,
-                 cwd: Path = REPO) -> None:
+                 cwd: Path = REPO, file_limit: int | None = None) -> None:
+        """`file_limit`: the child's RLIMIT_NOFILE, soft and hard (lowered for a test)."""
         self.log_path = Path(tempfile.mkstemp(prefix="lookout-test-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        limit = None if file_limit is None else partial(
+            resource.setrlimit, resource.RLIMIT_NOFILE, (file_limit, file_limit))
         self.popen = subprocess.Popen(list(args), stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=full_env, cwd=cwd)
+                                      env=full_env, cwd=cwd, preexec_fn=limit)
 
     @property
     def output(self) -> str:
@@ -166,13 +171,14 @@ class SidecarProcess:
 
 
 def start_sidecar(upstream: str, *extra: str, env: Mapping[str, str] | None = None,
-                  wait_ready: bool = True) -> SidecarProcess:
+                  wait_ready: bool = True, file_limit: int | None = None) -> SidecarProcess:
     port, admin_port = free_port(), free_port()
     args = [sys.executable, "-m", "lookout", "serve",
             "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
             "--upstream", upstream, "--model-name", "yolo-test", "--model-version", "v1",
             "--probe-interval", "0.5", *extra]
-    process = ManagedProcess(args, env={"OTEL_TRACES_EXPORTER": "none", **(env or {})})
+    process = ManagedProcess(args, env={"OTEL_TRACES_EXPORTER": "none", **(env or {})},
+                             file_limit=file_limit)
     sidecar = SidecarProcess(process, port, admin_port)
 
     def healthy() -> bool:

@@ -3,9 +3,6 @@ over Envoy's worker threads, raw model names mapped to bounded labels."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
@@ -21,19 +18,10 @@ from lookout.sidecar.dataplane.tap_counters import (
     code_label,
 )
 from lookout.sidecar.served_models import ModelLabels
-from lookout.slo import catalog
 from tests.support.tap_wire import write_slot
 
 INFER = DEFAULT_ROUTES.index("/v2/models/{model}/infer")
 OTHER = len(DEFAULT_ROUTES)
-
-
-@pytest.fixture
-def counters() -> Iterator[TapCounters]:
-    segment = TapCounters(f"/lookout-test-{secrets.token_hex(4)}", 2, 8,
-                          catalog.LATENCY_BUCKETS, catalog.BYTES_BUCKETS)
-    yield segment
-    segment.close()
 
 
 def exposition(collector: RedCollector) -> str:
