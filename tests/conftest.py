@@ -23,7 +23,6 @@ def sidecar(upstream_port: int) -> Iterator[SidecarProcess]:
     process = start_sidecar(
         f"http://127.0.0.1:{upstream_port}",
         "--read-timeout", str(READ_TIMEOUT), "--max-body-bytes", str(MAX_BODY),
-        "--stream-threshold-bytes", "1MiB",
     )
     yield process
     process.stop()
