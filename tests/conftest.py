@@ -27,3 +27,13 @@ def sidecar(upstream_port: int) -> Iterator[SidecarProcess]:
     )
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto S3 server for the session's object-store tests (each uses its own bucket)."""
+    from tests.support.moto_s3 import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
