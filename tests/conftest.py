@@ -35,5 +35,8 @@ def s3_server():
     from tests.support.moto_s3 import S3Server
 
     server = S3Server().start()
-    yield server
+    with pytest.MonkeyPatch.context() as patch:  # no test's client looks for a cloud
+        for name, value in server.env().items():
+            patch.setenv(name, value)
+        yield server
     server.stop()

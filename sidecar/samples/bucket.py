@@ -9,12 +9,17 @@ instance profile; `GOOGLE_APPLICATION_CREDENTIALS` or GKE workload identity; `AZ
 reads, logs or stores a credential itself. Errors are reported by their first line,
 which names the request and the status, never a secret.
 
+`AWS_EC2_METADATA_DISABLED=true` (the AWS SDKs' switch, which object_store does not
+read) points the instance-metadata lookup at a closed loopback port, so a pod (or a
+test) that must not ask a metadata service never does.
+
 Retries inside one call are few and short (the sink retries whole batches with its own
 back-off), so a bucket that is down costs one short wait per batch, not minutes.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
 ENCRYPTIONS = ("", "AES256", "aws:kms", "aws:kms:dsse")
+NO_METADATA = "http://127.0.0.1:9"  # the discard port: refused at once, never answered
 REASONS = ("unreachable", "denied", "not_found", "error")  # failure labels, bounded
 
 
@@ -54,6 +60,8 @@ def open_bucket(url: StoreUrl, options: BucketOptions = BucketOptions()) -> Obje
             ("endpoint", options.endpoint), ("region", options.region),
             ("server_side_encryption", options.encryption),
             ("sse_kms_key_id", options.kms_key)) if value})
+        if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+            config["metadata_endpoint"] = NO_METADATA
     elif options.endpoint:
         config["endpoint" if url.scheme == "az" else "base_url"] = options.endpoint
     client: dict[str, Any] = {"timeout": timedelta(seconds=options.timeout),

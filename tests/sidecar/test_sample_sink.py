@@ -30,12 +30,6 @@ from tests.support.sample_writer import jpeg, sample
 pytestmark = pytest.mark.xdist_group("object_store")
 
 
-@pytest.fixture(autouse=True)
-def s3_environment(monkeypatch, s3_server):
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-
-
 def settings(tmp_path, url: str, endpoint: str, **options) -> SampleSettings:
     cli = {"sample_dir": str(tmp_path / "spool"), "sample_url": url,
            "sample_store_endpoint": endpoint, "sample_upload_interval": "0.1",
