@@ -29,6 +29,15 @@ def sidecar(upstream_port: int) -> Iterator[SidecarProcess]:
     process.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_cloud_metadata():
+    """No test's object-store client asks an instance-metadata service for credentials:
+    obstore then asks a closed loopback port (sidecar/samples/bucket.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """One moto S3 server for the session's object-store tests (each uses its own bucket)."""

@@ -158,7 +158,7 @@ class StoreSource:
 
     def _fleet(self, call: Callable[[], Any]) -> Any:
         """A bucket's failure as the command's error: what failed, not a traceback."""
-        from lookout.sidecar.samples.bucket import first_line
+        from lookout.sidecar.samples.bucket import explain
         from lookout.sidecar.samples.store import StoreError
 
         try:
@@ -167,7 +167,7 @@ class StoreSource:
             raise
         except Exception as error:
             if is_url(self.store.directory):
-                raise SourceError(f"{self.store.directory}: {first_line(error)}") from None
+                raise SourceError(f"{self.store.directory}: {explain(error)}") from None
             raise
 
     def list(self, params: dict[str, str]) -> dict[str, Any]:

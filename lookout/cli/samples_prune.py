@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prune_fleet(store, cutoff: float, args: argparse.Namespace) -> int:
-    from lookout.sidecar.samples.bucket import first_line
+    from lookout.sidecar.samples.bucket import explain
     from lookout.sidecar.samples.query import SampleQuery
 
     try:
@@ -58,7 +58,7 @@ def _prune_fleet(store, cutoff: float, args: argparse.Namespace) -> int:
                  if p.hour + HOUR <= cutoff]
         deleted = 0 if args.dry_run else sum(store.delete(p) for p in ended)
     except Exception as error:
-        print(f"lookout samples prune: {store.directory}: {first_line(error)}", file=sys.stderr)
+        print(f"lookout samples prune: {store.directory}: {explain(error)}", file=sys.stderr)
         return 1
     verb = "would delete" if args.dry_run else f"deleted {deleted} objects of"
     print(f"{verb} {len(ended)} model-version-hours ending before "

@@ -1,8 +1,9 @@
-"""`lookout samples serve --store DIR`: the gallery over a sample store copied out of a
-pod, on this machine's loopback.
+"""`lookout samples serve --store DIR|URL`: the gallery over a sample store copied out of
+a pod, or over the fleet's object store (`s3://bucket/prefix`: every pod's samples,
+alive or gone), on this machine's loopback.
 
-The store is opened without its repair pass (a copy made for a postmortem is evidence)
-and nothing is written to it. Access works as on the sidecar: a token, here made anew
+A directory is opened without its repair pass (a copy made for a postmortem is
+evidence); nothing is written to either. Access works as on the sidecar: a token, here made anew
 at each start and never shown, and a one-time login link printed on the terminal.
 """
 
@@ -40,9 +41,11 @@ def loopback_address(text: str) -> tuple[str, int]:
 
 
 def add_command(actions: argparse._SubParsersAction) -> None:
-    serve = actions.add_parser("serve", help="the gallery over a store directory, on "
-                               "loopback")
-    serve.add_argument("--store", metavar="DIR", required=True, help="a sample store directory")
+    serve = actions.add_parser("serve", help="the gallery over a store directory or the "
+                               "fleet's object store, on loopback")
+    serve.add_argument("--store", metavar="DIR|URL", required=True,
+                       help="a sample store directory, or the fleet's object store "
+                            "(s3://bucket/prefix, gs://..., az://...)")
     serve.add_argument("--listen", default=DEFAULT_LISTEN,
                        help=f"loopback address to serve on (default {DEFAULT_LISTEN}; "
                             f"port 0: any free one)")

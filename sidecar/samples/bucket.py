@@ -92,6 +92,17 @@ def failure_reason(error: BaseException) -> str:
     return "error"
 
 
+WHAT_FAILED = {"not_found": "the bucket (or the object) does not exist",
+               "unreachable": "the bucket is unreachable",
+               "denied": "access is denied (see the bucket policy in docs/SAMPLES.md)",
+               "error": "the bucket fails"}
+
+
+def explain(error: BaseException) -> str:
+    """What went wrong, in words, then the request that failed."""
+    return f"{WHAT_FAILED[failure_reason(error)]} ({first_line(error)})"
+
+
 def first_line(error: BaseException) -> str:
     """What an error says without obstore's debug dump."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

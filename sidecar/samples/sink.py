@@ -33,6 +33,7 @@ from lookout.sidecar.samples import manifest
 from lookout.sidecar.samples.bucket import (
     REASONS,
     BucketOptions,
+    explain,
     failure_reason,
     first_line,
     open_bucket,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY, LONGEST_RETRY = 1.0, 60.0
 FLUSH_ON_CLOSE = 10.0
+REPORT_EVERY = 1.0  # seconds between refreshes of the spool's gauges
 CONCURRENCY = 16  # object PUTs in flight per flush
 
 
@@ -125,17 +127,21 @@ class SampleSink:
         try:
             loop.run_until_complete(self._probe(bucket))
             deadline: float | None = None
+            due = 0.0  # the next flush by the interval (a full batch goes sooner)
             while True:
                 if self._stopping.is_set() and deadline is None:
                     deadline = time.monotonic() + FLUSH_ON_CLOSE
-                if deadline is not None or self._retry.allows():
+                wanted = deadline is not None or time.monotonic() >= due or \
+                    self._pending >= self._settings.sample_upload_batch
+                if wanted and (deadline is not None or self._retry.allows()):
+                    due = time.monotonic() + self._settings.sample_upload_interval
                     while loop.run_until_complete(self._flush(bucket)) and (
                             deadline is None or time.monotonic() < deadline):
                         pass
                 self._report()
                 if deadline is not None:
                     return
-                self._wake.wait(self._settings.sample_upload_interval)
+                self._wake.wait(min(REPORT_EVERY, self._settings.sample_upload_interval))
                 self._wake.clear()
         except Exception:
             self._metrics.component_error(self.name)
@@ -151,14 +157,12 @@ class SampleSink:
         except Exception as error:
             reason = failure_reason(error)
             if reason == "denied":
-                log.info("sample_url %s: reachable (listing is denied, which the sidecar "
-                         "does not need)", self._url)
+                log.info("sample_url %s: reachable; listing is denied, which the sidecar "
+                         "does not need (%s)", self._url, first_line(error))
                 return
             self._metrics.component_error(self.name)
-            what = {"not_found": "the bucket does not exist",
-                    "unreachable": "the bucket is unreachable"}.get(reason, "the bucket fails")
-            log.error("sample_url %s: %s (%s); samples stay in the spool (sample_dir) and "
-                      "are retried", self._url, what, first_line(error))
+            log.error("sample_url %s: %s; samples stay in the spool (sample_dir) and are "
+                      "retried", self._url, explain(error))
         else:
             log.info("sample_url %s: reachable; uploading as pod %s", self._url, self.pod)
 
