@@ -475,6 +475,9 @@ class Config:
                                          "of the spool to the object store")
     sample_pod_name: str = _opt("", str, "the pod's name in uploaded samples; empty: "
                                 "$POD_NAME, else the host name")
+    sample_gallery: str = _opt("local", _choice("local", "fleet"), "what the admin port's "
+                               "/samples API and /ui gallery show: this pod's store, or the "
+                               "fleet's (sample_url: every pod's samples)")
     admin_token: str = _opt("", str, "bearer token for the sample API on the admin port; "
                             "empty (and no admin_token_file): the API is off", secret=True)
     admin_token_file: str = _opt("", str, "file holding the admin bearer token (a mounted "
@@ -586,6 +589,8 @@ def load_config(
 
     config = Config(**values)
     _refuse_retired(config, values)
+    if config.sample_gallery == "fleet" and not config.sample_url:
+        raise ConfigError("sample_gallery fleet: needs sample_url, the fleet's store")
     if config.sample_url and not config.sample_dir:
         raise ConfigError(f"sample_url {config.sample_url}: needs sample_dir, the local spool "
                           f"samples wait in until they are uploaded (an emptyDir will do)")

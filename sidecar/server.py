@@ -40,11 +40,12 @@ from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.served_models import ModelLabels
-from lookout.sidecar.settings import UpstreamSettings, of
+from lookout.sidecar.settings import SampleSettings, UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 
 if TYPE_CHECKING:  # loaded only with the Envoy data plane
     from lookout.sidecar.dataplane.data_plane import EnvoyDataPlane
+    from lookout.sidecar.samples.fleet_store import FleetStore
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Sidecar:
         self.pipeline: ObservationPipeline | None = None
         self.data_plane: EnvoyDataPlane | None = None
         self._store: SampleStore | None = None
+        self._fleet: FleetStore | None = None
         self.analyzer = self.shadow = self.drift = self.samples = None  # in-process only
         if config.data_plane == "envoy":
             if self._in_process:
@@ -303,7 +305,14 @@ class Sidecar:
         return self.pipeline is not None and self.pipeline.running
 
     def _open_store(self) -> SampleStore | None:
-        """The sample store, for reading; written only by the lead analysis worker."""
+        """The sample store, for reading; written only by the lead analysis worker. With
+        `sample_gallery: fleet`, the fleet's store instead (read-only, like the other)."""
+        if self.config.sample_gallery == "fleet":
+            if self._fleet is None:
+                from lookout.sidecar.samples.fleet_store import open_fleet
+
+                self._fleet = open_fleet(of(SampleSettings, self.config))
+            return self._fleet  # type: ignore[return-value]  # the same read interface
         if self.samples is not None:
             return self.samples.store if self.samples.ready.is_set() else None
         if self._store is None and self.config.sample_dir:

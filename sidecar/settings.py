@@ -171,3 +171,4 @@ class SampleSettings:
     sample_upload_batch: int = 64
     sample_upload_interval: float = 5.0
     sample_pod_name: str = ""
+    sample_gallery: str = "local"

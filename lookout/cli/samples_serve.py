@@ -3,8 +3,12 @@ a pod, or over the fleet's object store (`s3://bucket/prefix`: every pod's sampl
 alive or gone), on this machine's loopback.
 
 A directory is opened without its repair pass (a copy made for a postmortem is
-evidence); nothing is written to either. Access works as on the sidecar: a token, here made anew
-at each start and never shown, and a one-time login link printed on the terminal.
+evidence); nothing is written to either.
+
+Run for a team (the `gallery_url` that alerts, dashboards, runbooks and the canary
+judge link to), it takes the team's token from `--token-file` and may then listen
+beyond loopback, behind the team's TLS ingress; without one it makes a token nobody
+holds, prints a one-time login link, and stays on loopback.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import ipaddress
 import secrets
 import sys
+from pathlib import Path
 from urllib.parse import urlencode
 
 DEFAULT_LISTEN = "127.0.0.1:8787"
@@ -23,18 +28,21 @@ class ServeError(ValueError):
     """The gallery cannot be served as asked; the message says why."""
 
 
-def loopback_address(text: str) -> tuple[str, int]:
+def loopback_address(text: str, anywhere: bool = False) -> tuple[str, int]:
     """host:port on loopback: the gallery shows user traffic, and this command has no
-    TLS and a token nobody else holds, so it never listens beyond this machine."""
+    TLS and a token nobody else holds, so it never listens beyond this machine unless
+    `anywhere` (a team token was given)."""
     host, _, port = text.rpartition(":")
     host = host.strip("[]")
+    if anywhere and (port.isascii() and port.isdigit() and 0 <= int(port) <= 65535):
+        return host or "0.0.0.0", int(port)
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
         raise ServeError(f"--listen {text}: the local gallery listens on loopback only "
-                         f"(127.0.0.1 or [::1])")
+                         f"(127.0.0.1 or [::1]); a gallery for a team needs --token-file")
     if not (port.isascii() and port.isdigit() and 0 <= int(port) <= 65535):
         raise ServeError(f"--listen {text}: expected host:port")
     return host, int(port)
@@ -51,6 +59,9 @@ def add_command(actions: argparse._SubParsersAction) -> None:
                             f"port 0: any free one)")
     serve.add_argument("--trace-url-template", default="",
                        help="trace viewer URL with {trace_id}, for the samples' trace links")
+    serve.add_argument("--token-file", default="",
+                       help="the team's gallery token (a mounted Secret): sign-in takes it, "
+                            "and --listen may then be beyond loopback")
     serve.add_argument("--drift-baseline", default="",
                        help="drift baseline to rank the samples' features against")
 
@@ -70,7 +81,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
         store = StoreSource(args.store).store
     except SourceError as error:
         raise ServeError(str(error)) from None
-    gallery = SampleUi(secrets.token_urlsafe(32), lambda: store, True, template,
+    gallery = SampleUi(_token(args.token_file), lambda: store, True, template,
                        args.drift_baseline)
     app = web.Application()
     gallery.add_routes(app)
@@ -89,9 +100,21 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
         await runner.cleanup()
 
 
+def _token(path: str) -> str:
+    if not path:
+        return secrets.token_urlsafe(32)
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ServeError(f"--token-file {path}: cannot read it ({error.strerror})") from None
+    if len(token) < 16:
+        raise ServeError(f"--token-file {path}: a token of at least 16 characters, please")
+    return token
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        host, port = loopback_address(args.listen)
+        host, port = loopback_address(args.listen, anywhere=bool(args.token_file))
         asyncio.run(_serve(args, host, port))
     except ServeError as error:
         print(f"lookout samples serve: {error}", file=sys.stderr)

@@ -30,6 +30,8 @@ from lookout.sidecar.samples.layout import StoreUrl
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
+    from lookout.sidecar.settings import SampleSettings
+
 ENCRYPTIONS = ("", "AES256", "aws:kms", "aws:kms:dsse")
 NO_METADATA = "http://127.0.0.1:9"  # the discard port: refused at once, never answered
 REASONS = ("unreachable", "denied", "not_found", "error")  # failure labels, bounded
@@ -46,6 +48,13 @@ class BucketOptions:
     kms_key: str = ""  # with aws:kms
     storage_class: str = ""  # e.g. STANDARD_IA, NEARLINE, Cool; empty: the default
     timeout: float = 30.0
+
+
+def bucket_options(settings: SampleSettings) -> BucketOptions:
+    """The sidecar's options for its fleet store, the sink's and the gallery's alike."""
+    return BucketOptions(settings.sample_store_endpoint, settings.sample_store_region,
+                         settings.sample_store_encryption, settings.sample_store_kms_key,
+                         settings.sample_store_class)
 
 
 def open_bucket(url: StoreUrl, options: BucketOptions = BucketOptions()) -> ObjectStore:

@@ -39,6 +39,18 @@ from lookout.sidecar.samples.store import Page, Sample, valid_id
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
+    from lookout.sidecar.settings import SampleSettings
+
+
+def open_fleet(settings: SampleSettings) -> FleetStore:
+    """The fleet's store a sidecar uploads to, for its own gallery (`sample_gallery:
+    fleet`): the same URL and options as its sink."""
+    from lookout.sidecar.samples.bucket import bucket_options, open_bucket
+    from lookout.sidecar.samples.layout import parse_store_url
+
+    url = parse_store_url(settings.sample_url)
+    return FleetStore(open_bucket(url, bucket_options(settings)), url)
+
 
 def matches(sample: Sample, query: SampleQuery) -> bool:
     """The local store's WHERE clause (store.py), for samples read from manifests."""

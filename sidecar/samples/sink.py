@@ -32,7 +32,7 @@ from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples import manifest
 from lookout.sidecar.samples.bucket import (
     REASONS,
-    BucketOptions,
+    bucket_options,
     explain,
     failure_reason,
     first_line,
@@ -57,12 +57,6 @@ CONCURRENCY = 16  # object PUTs in flight per flush
 
 def pod_name(configured: str) -> str:
     return configured or os.environ.get("POD_NAME") or socket.gethostname()
-
-
-def bucket_options(settings: SampleSettings) -> BucketOptions:
-    return BucketOptions(settings.sample_store_endpoint, settings.sample_store_region,
-                         settings.sample_store_encryption, settings.sample_store_kms_key,
-                         settings.sample_store_class)
 
 
 class SampleSink:

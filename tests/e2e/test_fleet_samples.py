@@ -234,3 +234,19 @@ def test_a_bucket_outage_loses_nothing_up_to_the_spools_bound(demo_upstream, tmp
         assert len(kept) + lost == 40
     finally:
         server.stop()
+
+
+def test_a_sidecars_own_api_can_show_the_fleet(fleet, s3_server, demo_upstream,
+                                               tmp_path) -> None:
+    token = tmp_path / "token"
+    token.write_text("fleet-gallery-token-0123")
+    side = sidecar(demo_upstream, tmp_path / "spool", fleet["url"], "pod-c", "v3",
+                   "--sample-gallery", "fleet", "--admin-token-file", str(token),
+                   server=s3_server)
+    try:
+        page = request(side.admin_port, "GET", "/samples?pod=pod-b&limit=100", headers={
+            "Authorization": "Bearer fleet-gallery-token-0123"})
+        assert page.status == 200, page.body
+        assert {s["id"] for s in page.json()["samples"]} == set(fleet["wrote"]["pod-b"])
+    finally:
+        assert side.stop() == 0
