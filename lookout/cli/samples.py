@@ -140,7 +140,8 @@ class StoreSource:
         from lookout.sidecar.samples.store import INDEX_NAME, SampleStore, StoreError
 
         self.store: SampleStore | FleetStore
-        if is_url(directory):
+        self.fleet = is_url(directory)
+        if self.fleet:
             self.store = fleet_store(directory)
             return
         if not (Path(directory) / INDEX_NAME).is_file():
@@ -166,7 +167,7 @@ class StoreSource:
         except (SourceError, QueryError, StoreError):
             raise
         except Exception as error:
-            if is_url(self.store.directory):
+            if self.fleet:
                 raise SourceError(f"{self.store.directory}: {explain(error)}") from None
             raise
 
@@ -201,7 +202,7 @@ class StoreSource:
         most = int(params.pop("limit"))
         query = self._query(params)
         # counting a bucket's samples would cost a listing of its own: no total there
-        total = None if is_url(self.store.directory) else min(most, self.store.count())
+        total = None if self.fleet else min(most, self.store.count())
         with open(destination, "wb") as out:
             return self._fleet(lambda: write_export(
                 self.store, self.store.iterate(query, most), out, export_format, source,
