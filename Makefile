@@ -31,9 +31,9 @@ demo: $(VENV)/.installed $(TAP)
 system-deps:
 	bash tools/install_system_deps.sh
 
-# the S3 API server the object-store tests start (moto, in .venv-moto: its own deps)
+# the object-store servers the tests start: moto (S3) in .venv-moto, Azurite in .azurite
 test-servers:
-	PYTHON=$(PYTHON) bash tools/install_moto.sh
+	PYTHON=$(PYTHON) bash tools/install_test_servers.sh
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -250,3 +250,44 @@ def test_a_sidecars_own_api_can_show_the_fleet(fleet, s3_server, demo_upstream,
         assert {s["id"] for s in page.json()["samples"]} == set(fleet["wrote"]["pod-b"])
     finally:
         assert side.stop() == 0
+
+
+def test_the_same_through_azure_blob_storage(demo_upstream, tmp_path) -> None:
+    """Azurite: a sidecar killed with samples in its spool and restarted, another pod
+    deleted; `lookout samples list --store az://...` returns each once."""
+    from tests.support.azurite import AzuriteServer
+
+    azurite = AzuriteServer()
+    try:
+        url = f"az://{azurite.create_container('samples')}/team"
+        env = azurite.env()
+        options = ("--model-path", str(model_path("primary")), "--sample-dir",
+                   str(tmp_path / "spool"), "--sample-strategies", EVERY_FRAME,
+                   "--sample-url", url, "--sample-pod-name", "pod-z",
+                   "--sample-upload-batch", str(BATCH), "--sample-upload-interval", "600")
+        side = start_sidecar(f"http://127.0.0.1:{demo_upstream}", *options, env=env)
+        for seed in range(BATCH):
+            send(demo_upstream, side, 300 + seed)
+        wait_until(lambda: metric(side, catalog.SAMPLES_UPLOADED) == BATCH, 60, "a batch")
+        for seed in range(BATCH, BATCH + 2):  # these two wait: the interval is 10 minutes
+            send(demo_upstream, side, 300 + seed)
+        wait_until(lambda: metric(side, catalog.SAMPLES_STORED) == BATCH + 2, 60, "stored")
+        for pid in process_tree(side.process.popen.pid):
+            os.kill(pid, signal.SIGKILL)
+        side.process.popen.wait(30)
+        side = start_sidecar(f"http://127.0.0.1:{demo_upstream}", *options, env=env)
+        wait_until(lambda: metric(side, catalog.SAMPLES_UPLOADED) == 2, 60, "the rest")
+        assert side.stop() == 0
+        wrote = spooled(tmp_path / "spool")
+        listed = subprocess.run(
+            [sys.executable, "-m", "lookout", "samples", "list", "--store", url, "--json",
+             "--limit", "1000"], capture_output=True, text=True, cwd=REPO, timeout=120,
+            env={**os.environ, **env}, check=False)
+        assert listed.returncode == 0, listed.stderr
+        samples = json.loads(listed.stdout)["samples"]
+        assert sorted(s["id"] for s in samples) == sorted(wrote) and len(wrote) == BATCH + 2
+        assert {(s["pod"], s["version"]) for s in samples} == {("pod-z", "v1")}
+        assert all(s["primary_detections"] == wrote[s["id"]].primary_detections
+                   for s in samples)
+    finally:
+        azurite.stop()

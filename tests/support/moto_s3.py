@@ -1,5 +1,5 @@
 """A real S3 API server on loopback for the tests: moto in server mode, installed by
-`make test` into its own virtualenv (`.venv-moto`, tools/install_moto.sh) because its
+`make test` into its own virtualenv (`.venv-moto`, tools/install_test_servers.sh) because its
 dependencies are not the sidecar's. Under CI=true its absence fails the run, elsewhere
 the tests that need it skip.
 
