@@ -11,6 +11,10 @@ A full or failing volume pauses sampling (drops counted as `disk_full` or
 `write_error`) and retries after a back-off that doubles from `FIRST_PAUSE` to
 `LONGEST_PAUSE`, so a volume that frees up is used again within a minute and without
 a restart. No failure here reaches a user request.
+
+With `sample_url`, the store is also the spool of the fleet's object store: the
+recorder starts the sink (`sink.py`) once the store is open, tells it of each sample
+it adds, and closes it (a last flush, bounded) when it stops.
 """
 
 from __future__ import annotations

@@ -25,16 +25,8 @@ from lookout.sidecar.samples.store import SampleStore
 from lookout.slo import catalog
 from tests.support.browser import chromium, screenshot
 from tests.support.moto_s3 import S3Server
-from tests.support.processes import (
-    REPO,
-    ManagedProcess,
-    SidecarProcess,
-    free_port,
-    port_accepts,
-    request,
-    start_sidecar,
-    wait_until,
-)
+from tests.support.processes import REPO, SidecarProcess, request, start_sidecar, wait_until
+from tests.support.shadow_stack import start_demo_upstream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("object_store")]
 EVERY_FRAME = "random share=1 per_minute=10000"
@@ -43,10 +35,7 @@ BATCH = 4  # a flush goes when 4 samples wait; the interval is long, so 2 of 6 w
 
 @pytest.fixture(scope="module")
 def demo_upstream():
-    port = free_port()
-    upstream = ManagedProcess([sys.executable, "-m", "lookout", "demo-upstream",
-                               "--port", str(port)])
-    wait_until(lambda: port_accepts(port) or not upstream.alive(), 60, "the demo upstream")
+    upstream, port = start_demo_upstream()
     yield port
     upstream.terminate()
 
