@@ -183,3 +183,29 @@ def test_prune_deletes_the_hours_that_ended_before_the_cut_off(s3_server, tmp_pa
     pruned = lookout(store_of, "prune", "--store", url, "--older-than", "2d")
     assert pruned.returncode == 0, pruned.stderr
     assert {s.id for s in every(reader(store_of), SampleQuery())} == {s.id for s in new}
+
+
+def test_the_fleet_gallery_says_when_the_bucket_fails(s3_server) -> None:
+    """A bucket that does not exist: the page says so (503), not a stack trace."""
+    import http.cookiejar
+    import os
+    import urllib.error
+    import urllib.request
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lookout", "samples", "serve", "--store", "s3://never-made/x",
+         "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, cwd=REPO, env={**os.environ, **s3_server.env()})
+    try:
+        lines = [process.stdout.readline() for _ in range(2)]
+        link = lines[1].split("with: ", 1)[1].strip()
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            opener.open(link, timeout=60)  # signs in, then the gallery's first page
+        assert failed.value.code == 503
+        page = failed.value.read().decode()
+        assert "does not exist" in page and "Traceback" not in page
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
