@@ -182,6 +182,10 @@ def test_the_fleet_gallery_shows_both_pods_and_compares_their_versions(fleet, br
         for side, pod in zip(sides, ("pod-a", "pod-b"), strict=True):
             shown = {e.text for e in side.find_elements(By.CSS_SELECTOR, "dd.pod")}
             assert shown == {pod}
+        wait_until(lambda: browser.execute_script(
+            "return [...document.querySelectorAll('section.side .card img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"), 30,
+            "every thumbnail on the compare page to load from the bucket", interval=0.2)
         screenshot(browser, "fleet-compare")
     finally:
         process.terminate()
