@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench system-deps tap
+.PHONY: demo test lint bench system-deps test-servers tap
 TAP := sidecar/dataplane/liblookout_tap.so
 
 $(BIN)/python:
@@ -31,10 +31,14 @@ demo: $(VENV)/.installed $(TAP)
 system-deps:
 	bash tools/install_system_deps.sh
 
+# the object-store servers the tests start: moto (S3) in .venv-moto, Azurite in .azurite
+test-servers:
+	PYTHON=$(PYTHON) bash tools/install_test_servers.sh
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 
-test: $(VENV)/.installed-test system-deps lint $(TAP)
+test: $(VENV)/.installed-test system-deps test-servers lint $(TAP)
 	$(BIN)/python -m pytest -n auto
 
 $(VENV)/.installed-bench: pyproject.toml setup.py | $(BIN)/python

@@ -58,6 +58,18 @@ def print_table(judgement: Judgement, title: str, console: Console | None = None
     console.print(f"[{style}]{judgement.verdict.value.upper()}[/]: {judgement.reason}")
 
 
+def gallery_link(args: Any, comparison: Any, end: float) -> str:
+    """`--gallery-url`'s compare page over the judged window (`--window` before `end`),
+    both versions' frames side by side; empty without a gallery."""
+    if not getattr(args, "gallery_url", ""):
+        return ""
+    from lookout.slo.links import for_canary
+    from lookout.slo.spec import parse_duration
+
+    return for_canary(args.gallery_url, comparison.model, comparison.baseline_version,
+                      comparison.canary_version, end - parse_duration(args.window, "--window"), end)
+
+
 def _clean(value: Any) -> Any:
     """JSON has no NaN: absent values are null."""
     if isinstance(value, float) and math.isnan(value):

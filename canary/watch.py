@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookout.canary.prometheus import Prometheus, PrometheusError
+from lookout.canary.report import gallery_link
 from lookout.k8s.rollback import Rollback, RollbackError, Target, TargetKind
 from lookout.slo.spec import SpecError, parse_duration
 
@@ -93,8 +94,10 @@ def run_watch(args: argparse.Namespace, prometheus: Prometheus, comparison: Cana
                  baseline=comparison.baseline_version)
             if judgement.verdict is Verdict.FAIL:
                 try:
+                    frames = gallery_link(args, comparison, time.time())
                     for action in rollback.apply(judgement.reason):
-                        _log(event="rollback", target=str(target), action=action)
+                        _log(event="rollback", target=str(target), action=action,
+                             **({"gallery_url": frames} if frames else {}))
                 except RollbackError as error:
                     _log(event="rollback_failed", target=str(target), error=str(error))
                     return 3

@@ -42,6 +42,15 @@ ANNOTATIONS = (
     Annotation("samples-size", "size limit of the samples `emptyDir`", "1Gi"),
     Annotation("samples-pvc", "a PersistentVolumeClaim for samples instead of an `emptyDir`",
                "(emptyDir)"),
+    Annotation("sample-url", "the fleet's object store (`s3://BUCKET/PREFIX`, `gs://...`, "
+               "`az://...`): samples are uploaded there, and the samples `emptyDir` becomes "
+               "their spool", "(off: samples stay in the pod)"),
+    Annotation("sample-store-secret", "a Secret whose keys become the sidecar's environment "
+               "for the object store (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, "
+               "`AZURE_STORAGE_ACCOUNT_KEY`, ...)", "(none: the pod's workload identity, "
+               "e.g. IRSA or GKE/Azure workload identity)"),
+    Annotation("sample-store-endpoint", "an S3-compatible endpoint (MinIO, Ceph, R2)",
+               "(the provider's)"),
     Annotation("token-secret", "a Secret whose key `token` is the sample API's bearer token",
                "(sample API off)"),
     Annotation("analysis-workers", "analysis worker processes of the sidecar", "1"),

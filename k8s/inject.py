@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lookout.k8s import annotations as notes
-from lookout.sidecar.config import parse_reference_url
+from lookout.sidecar.config import parse_endpoint, parse_reference_url, parse_sample_url
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 
 CONTAINER = "lookout"
@@ -219,6 +219,24 @@ def _policy(rate: str | None) -> str:
     return policy
 
 
+def _sample_store(note: dict[str, str]) -> dict[str, str]:
+    """The fleet store's variables, checked now rather than in a crash-looping pod."""
+    env = {}
+    for key, variable, parse in (("sample-url", "LOOKOUT_SAMPLE_URL", parse_sample_url),
+                                 ("sample-store-endpoint", "LOOKOUT_SAMPLE_STORE_ENDPOINT",
+                                  parse_endpoint)):
+        if key in note:
+            try:
+                env[variable] = parse(note[key])
+            except ValueError as error:
+                raise InjectError(f"lookout.io/{key} {note[key]!r}: {error}") from None
+    if ("sample-store-secret" in note or "sample-store-endpoint" in note) and \
+            "sample-url" not in note:
+        raise InjectError("lookout.io/sample-store-secret and sample-store-endpoint need "
+                          "lookout.io/sample-url, the store they are for")
+    return env
+
+
 def _remote_reference(note: dict[str, str]) -> dict[str, str]:
     """The shared reference's variables, checked now rather than in a crash-looping pod."""
     url, model = note.get("reference-url", ""), note.get("reference-name", "")
@@ -266,6 +284,7 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
     if "reference-model-sha256" in note:
         env["LOOKOUT_SHADOW_MODEL_SHA256"] = note["reference-model-sha256"]
     env.update(_remote_reference(note))
+    env.update(_sample_store(note))
     if note.get("gpu-devices"):  # the container runtime mounts these GPUs for NVML
         env["NVIDIA_VISIBLE_DEVICES"] = note["gpu-devices"]
     if "token-secret" in note:
@@ -317,6 +336,9 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": mounts,
+        # the object store's credentials, never in the pod spec itself
+        **({"envFrom": [{"secretRef": {"name": note["sample-store-secret"]}}]}
+           if "sample-store-secret" in note else {}),
     }
 
 

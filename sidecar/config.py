@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from lookout.sidecar.preflight import PreflightError, preflight
+from lookout.sidecar.samples.bucket import ENCRYPTIONS
+from lookout.sidecar.samples.layout import parse_store_url
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 from lookout.sidecar.served_models import (
     ModelEntry,
@@ -202,6 +204,20 @@ def _opt(default: Any, parse: Callable[[str], Any], help: str, *, secret: bool =
     in the YAML file is joined with `separator` before parsing."""
     return field(default=default, repr=not secret,
                  metadata={"parse": parse, "help": help, "separator": separator})
+
+
+def parse_sample_url(text: str) -> str:
+    return str(parse_store_url(text)) if text.strip() else ""
+
+
+def parse_endpoint(text: str) -> str:
+    """An object store's endpoint URL, checked now rather than at the first upload."""
+    if not text.strip():
+        return ""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL such as http://minio:9000")
+    return text.strip().rstrip("/")
 
 
 def parse_quality(text: str) -> int:
@@ -419,6 +435,30 @@ class Config:
     sample_retention_hours: float = _opt(168.0, _positive(float), "hours samples are kept")
     sample_store_max_bytes: int = _opt(1024**3, _positive(parse_size),
                                        "most bytes the sample store holds; oldest go first")
+    sample_url: str = _opt("", parse_sample_url, "object store the samples also go to, "
+                           "shared by the fleet: s3://BUCKET/PREFIX, gs://..., az://...; the "
+                           "sample_dir becomes its spool; empty: off")
+    sample_store_endpoint: str = _opt("", parse_endpoint, "the object store's endpoint when "
+                                      "not the provider's own (MinIO, Ceph, R2); empty: the "
+                                      "provider's, or AWS_ENDPOINT_URL")
+    sample_store_region: str = _opt("", str, "the bucket's region; empty: AWS_REGION, "
+                                    "else us-east-1")
+    sample_store_encryption: str = _opt("", _choice(*ENCRYPTIONS), "S3 server-side "
+                                        "encryption of uploaded samples (AES256, aws:kms); "
+                                        "empty: the bucket's default")
+    sample_store_kms_key: str = _opt("", str, "KMS key id with sample_store_encryption: "
+                                     "aws:kms; empty: the account's default key")
+    sample_store_class: str = _opt("", str, "storage class of uploaded samples (e.g. "
+                                   "STANDARD_IA, NEARLINE, Cool); empty: the bucket's default")
+    sample_upload_batch: int = _opt(64, _positive(int), "most samples uploaded per flush "
+                                    "(one manifest per model-hour each)")
+    sample_upload_interval: float = _opt(5.0, _positive(float), "seconds between flushes "
+                                         "of the spool to the object store")
+    sample_pod_name: str = _opt("", str, "the pod's name in uploaded samples; empty: "
+                                "$POD_NAME, else the host name")
+    sample_gallery: str = _opt("local", _choice("local", "fleet"), "what the admin port's "
+                               "/samples API and /ui gallery show: this pod's store, or the "
+                               "fleet's (sample_url: every pod's samples)")
     admin_token: str = _opt("", str, "bearer token for the sample API on the admin port; "
                             "empty (and no admin_token_file): the API is off", secret=True)
     admin_token_file: str = _opt("", str, "file holding the admin bearer token (a mounted "
@@ -544,6 +584,11 @@ def load_config(
             values[name] = _coerce(name, raw, f"command-line option {flag}")
 
     config = Config(**values)
+    if config.sample_gallery == "fleet" and not config.sample_url:
+        raise ConfigError("sample_gallery fleet: needs sample_url, the fleet's store")
+    if config.sample_url and not config.sample_dir:
+        raise ConfigError(f"sample_url {config.sample_url}: needs sample_dir, the local spool "
+                          f"samples wait in until they are uploaded (an emptyDir will do)")
     for name, model_config in per_model(config).items():  # every model's values parse
         try:
             preflight(model_config)

@@ -13,6 +13,7 @@ import socket
 import tempfile
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -42,9 +43,12 @@ from lookout.sidecar.samples.guesses import GuessLimiter, GuessSettings
 from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.served_models import ModelLabels
-from lookout.sidecar.settings import UpstreamSettings, of
+from lookout.sidecar.settings import SampleSettings, UpstreamSettings, of
 from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 from lookout.slo import catalog
+
+if TYPE_CHECKING:  # loaded only with `sample_gallery: fleet`
+    from lookout.sidecar.samples.fleet_store import FleetStore
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ class Sidecar:
         self.door: Door | None = None
         self._labels_task: asyncio.Task[None] | None = None
         self._store: SampleStore | None = None
+        self._fleet: FleetStore | None = None
         self._private = ""
 
     async def start(self) -> None:
@@ -215,7 +220,14 @@ class Sidecar:
         return self.workers is not None and self.workers.running
 
     def _open_store(self) -> SampleStore | None:
-        """The sample store, for reading; written only by the lead analysis worker."""
+        """The sample store, for reading; written only by the lead analysis worker. With
+        `sample_gallery: fleet`, the fleet's store instead (read-only, like the other)."""
+        if self.config.sample_gallery == "fleet":
+            if self._fleet is None:
+                from lookout.sidecar.samples.fleet_store import open_fleet
+
+                self._fleet = open_fleet(of(SampleSettings, self.config))
+            return self._fleet  # type: ignore[return-value]  # the same read interface
         if self._store is None and self.config.sample_dir:
             try:
                 self._store = SampleStore(self.config.sample_dir, repair=False)

@@ -133,3 +133,13 @@ class SampleSettings:
     sample_retention_hours: float
     sample_store_max_bytes: int
     drift_image_size: int
+    sample_url: str = ""
+    sample_store_endpoint: str = ""
+    sample_store_region: str = ""
+    sample_store_encryption: str = ""
+    sample_store_kms_key: str = ""
+    sample_store_class: str = ""
+    sample_upload_batch: int = 64
+    sample_upload_interval: float = 5.0
+    sample_pod_name: str = ""
+    sample_gallery: str = "local"

@@ -237,6 +237,23 @@ SAMPLES_DROPPED = MetricSpec(
 SAMPLE_STORE_BYTES = MetricSpec(
     "lookout_sample_store_bytes", MetricType.GAUGE, "Bytes on disk in the sample store.",
 )
+SAMPLES_UPLOADED = MetricSpec(
+    "lookout_samples_uploaded", MetricType.COUNTER,
+    "Samples whose files and manifest entry reached the fleet's object store (sample_url).",
+)
+SAMPLE_UPLOAD_FAILURES = MetricSpec(
+    "lookout_sample_upload_failures", MetricType.COUNTER,
+    "Failed uploads of a batch of samples to the object store, by reason (unreachable, "
+    "denied, not_found, error); the batch stays in the spool and is retried.", ("reason",),
+)
+SAMPLE_SPOOL_BYTES = MetricSpec(
+    "lookout_sample_spool_bytes", MetricType.GAUGE,
+    "Bytes of samples in the local spool not yet uploaded to the object store.",
+)
+SAMPLE_SPOOL_OLDEST_AGE = MetricSpec(
+    "lookout_sample_spool_oldest_age_seconds", MetricType.GAUGE,
+    "Age of the oldest sample not yet uploaded to the object store (0: none waiting).",
+)
 QUEUE_DROPPED = MetricSpec(
     "lookout_queue_dropped", MetricType.COUNTER,
     "Items dropped because an internal queue was full (the request path never waits).",
@@ -351,6 +368,7 @@ ALL: tuple[MetricSpec, ...] = (
     SUSPECT_DETECTIONS,
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
+    SAMPLES_UPLOADED, SAMPLE_UPLOAD_FAILURES, SAMPLE_SPOOL_BYTES, SAMPLE_SPOOL_OLDEST_AGE,
     QUEUE_DROPPED, COMPONENT_ERRORS, CLIENT_REFUSED, ADMIN_CONNECTIONS_CLOSED,
     ADMIN_TOKEN_REFUSED, MODEL_LABELS_REFUSED, UPSTREAM_UP,
     GPU_UTILIZATION, GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_UP, GPU_INFO, GPU_PROCESS_MEMORY,

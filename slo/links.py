@@ -7,6 +7,8 @@ reach it (an internal ingress, or `kubectl port-forward pod/<pod> 9090`, the def
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from lookout.slo.spec import Kind, ServiceSpec
 
 # the sampling strategy that keeps the frames an alert of each kind is about
@@ -43,6 +45,16 @@ def for_dashboard(spec: ServiceSpec) -> str:
     the gallery reads)."""
     return gallery(spec, model="${model:csv}", version="${version:csv}",
                    since="${__from:date:seconds}", until="${__to:date:seconds}")
+
+
+def for_canary(gallery_url: str, model: str, baseline: str, canary: str, since: float,
+               until: float) -> str:
+    """The canary judge's link: both versions side by side over the window it judged.
+    With `gallery_url` at `lookout samples serve --store s3://...` (the fleet's gallery)
+    it still opens after the canary's pods were rolled back and deleted."""
+    query = urlencode({"model": model, "baseline": baseline, "canary": canary,
+                       "since": f"{since:.0f}", "until": f"{until:.0f}"})
+    return f"{gallery_url.rstrip('/')}/ui/compare?{query}"
 
 
 def for_runbook(spec: ServiceSpec, kind: Kind | None, look_back: str = "1h") -> str:

@@ -26,3 +26,25 @@ def sidecar(upstream_port: int) -> Iterator[SidecarProcess]:
     )
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_cloud_metadata():
+    """No test's object-store client asks an instance-metadata service for credentials:
+    obstore then asks a closed loopback port (sidecar/samples/bucket.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto S3 server for the session's object-store tests (each uses its own bucket)."""
+    from tests.support.moto_s3 import S3Server
+
+    server = S3Server().start()
+    with pytest.MonkeyPatch.context() as patch:  # no test's client looks for a cloud
+        for name, value in server.env().items():
+            patch.setenv(name, value)
+        yield server
+    server.stop()

@@ -47,6 +47,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _comparison_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prometheus", required=True, metavar="URL",
                         help="Prometheus that scrapes both versions' sidecars")
+    parser.add_argument("--gallery-url", default="", metavar="URL",
+                        help="the team's sample gallery (`lookout samples serve --store "
+                             "s3://...`): the report links both versions' frames there")
     parser.add_argument("--baseline-version", required=True, help="`version` label of the "
                         "version in service")
     parser.add_argument("--canary-version", required=True, help="`version` label of the "
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_watch(args, prometheus, comparison, settings)
     from lookout.canary.comparison import judge_canary
-    from lookout.canary.report import print_table, to_json
+    from lookout.canary.report import gallery_link, print_table, to_json
 
     end = args.at if args.at is not None else time.time()
     try:
@@ -166,13 +169,17 @@ def run(args: argparse.Namespace) -> int:
     except PrometheusError as error:
         print(f"lookout canary: {error}", file=sys.stderr)
         return ERROR_EXIT
+    frames = gallery_link(args, comparison, end)
     if args.json:
         print(to_json(judgement, model=comparison.model,
                       baseline_version=comparison.baseline_version,
                       canary_version=comparison.canary_version, window=args.window,
-                      interval=args.interval, end=end))
+                      interval=args.interval, end=end,
+                      **({"gallery_url": frames} if frames else {})))
     else:
         print_table(judgement, f"{comparison.model}: canary {comparison.canary_version} vs "
                                f"baseline {comparison.baseline_version}, last {args.window} "
                                f"in {args.interval} intervals")
+        if frames:
+            print(f"frames of both versions: {frames}")
     return judgement.verdict.exit_code

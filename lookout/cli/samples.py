@@ -1,9 +1,12 @@
-"""`lookout samples list|show|export|serve`: postmortem retrieval of stored input samples.
+"""`lookout samples list|show|export|prune|serve`: postmortem retrieval of stored input
+samples.
 
-Two sources, one output: a running sidecar's admin API (`--url http://pod:9090`, with
-the admin token from `--token-file`, `LOOKOUT_ADMIN_TOKEN` or `--token`), or a sample
-store directory copied out of a dead pod (`--store DIR`). Both give the same JSON, so
-the same table, detail view and export come out of either.
+Three sources, one output: a running sidecar's admin API (`--url http://pod:9090`, with
+the admin token from `--token-file`, `LOOKOUT_ADMIN_TOKEN` or `--token`), a sample
+store directory copied out of a dead pod (`--store DIR`), or the fleet's object store
+every sidecar uploads to (`--store s3://bucket/prefix`, `gs://...`, `az://...`;
+credentials from the standard environment). All give the same JSON, so the same table,
+detail view and export come out of any.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -19,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lookout.cli import samples_serve
+from lookout.cli import samples_prune, samples_serve
 from lookout.sidecar.samples.query import (
     EXPORT_MAX,
     FILTERS,
@@ -31,6 +35,8 @@ from lookout.sidecar.samples.query import (
 
 if TYPE_CHECKING:  # rich, the store and Pillow load only for the command that uses them
     from rich.console import Console
+
+    from lookout.sidecar.samples.fleet_store import FleetStore
 
 TOKEN_ENV = "LOOKOUT_ADMIN_TOKEN"
 TIMEOUT = 30.0
@@ -99,13 +105,45 @@ class ApiSource:
             return int(response.headers.get("X-Lookout-Samples", "0"))
 
 
+def fleet_store(url: str) -> FleetStore:
+    """The fleet's object store at `url`; the endpoint and region, when not the
+    provider's own, from LOOKOUT_SAMPLE_STORE_ENDPOINT/_REGION or AWS_ENDPOINT_URL."""
+    from lookout.sidecar.samples.bucket import BucketOptions, open_bucket
+    from lookout.sidecar.samples.fleet_store import FleetStore
+    from lookout.sidecar.samples.layout import parse_store_url
+
+    try:
+        parsed = parse_store_url(url)
+    except ValueError as error:
+        raise SourceError(f"--store {url}: {error}") from None
+    options = BucketOptions(
+        endpoint=os.environ.get("LOOKOUT_SAMPLE_STORE_ENDPOINT")
+        or os.environ.get("AWS_ENDPOINT_URL", ""),
+        region=os.environ.get("LOOKOUT_SAMPLE_STORE_REGION", ""))
+    try:
+        return FleetStore(open_bucket(parsed, options), parsed)
+    except Exception as error:  # the client refuses its configuration
+        raise SourceError(f"--store {url}: {error}") from None
+
+
+def is_url(where: str) -> bool:
+    """`s3://...` and its misspellings (`s3:/x`) are URLs; `./copy` and `/mnt/x` are not."""
+    return re.match(r"[a-z][a-z0-9+.-]*:/", where) is not None
+
+
 class StoreSource:
-    """A sample store directory, e.g. a volume copied out of a dead pod. Opened without
-    the repair pass: a copy made for a postmortem is evidence and is left as it is."""
+    """A sample store directory, e.g. a volume copied out of a dead pod (opened without
+    the repair pass: a copy made for a postmortem is evidence and is left as it is), or
+    the fleet's object store (a URL)."""
 
     def __init__(self, directory: str) -> None:
         from lookout.sidecar.samples.store import INDEX_NAME, SampleStore, StoreError
 
+        self.store: SampleStore | FleetStore
+        self.fleet = is_url(directory)
+        if self.fleet:
+            self.store = fleet_store(directory)
+            return
         if not (Path(directory) / INDEX_NAME).is_file():
             raise SourceError(f"{directory} is not a sample store (no {INDEX_NAME})")
         try:
@@ -119,12 +157,26 @@ class StoreSource:
         except QueryError as error:
             raise SourceError(str(error)) from None
 
+    def _fleet(self, call: Callable[[], Any]) -> Any:
+        """A bucket's failure as the command's error: what failed, not a traceback."""
+        from lookout.sidecar.samples.bucket import explain
+        from lookout.sidecar.samples.store import StoreError
+
+        try:
+            return call()
+        except (SourceError, QueryError, StoreError):
+            raise
+        except Exception as error:
+            if self.fleet:
+                raise SourceError(f"{self.store.directory}: {explain(error)}") from None
+            raise
+
     def list(self, params: dict[str, str]) -> dict[str, Any]:
-        page = self.store.query(self._query(params))
+        page = self._fleet(lambda: self.store.query(self._query(params)))
         return {"samples": [s.to_json() for s in page.samples], "next_cursor": page.next_cursor}
 
     def _sample(self, sample_id: str):
-        sample = self.store.get(sample_id)
+        sample = self._fleet(lambda: self.store.get(sample_id))
         if sample is None:
             raise SourceError(f"no sample {sample_id!r} in {self.store.directory}")
         return sample
@@ -137,7 +189,7 @@ class StoreSource:
         from lookout.sidecar.samples.thumbnails import draw_boxes
 
         sample = self._sample(sample_id)
-        data = self.store.read(sample)
+        data = self._fleet(lambda: self.store.read(sample))
         wanted = [b for b in boxes.split(",") if b]
         return draw_boxes(data, box_layers(sample, wanted)) if wanted else data
 
@@ -149,10 +201,12 @@ class StoreSource:
         export_format, source = params.pop("format"), params.pop("source")
         most = int(params.pop("limit"))
         query = self._query(params)
-        total = min(most, self.store.count())
+        # counting a bucket's samples would cost a listing of its own: no total there
+        total = None if self.fleet else min(most, self.store.count())
         with open(destination, "wb") as out:
-            return write_export(self.store, self.store.iterate(query, most), out,
-                                export_format, source, lambda done: progress(done, total))
+            return self._fleet(lambda: write_export(
+                self.store, self.store.iterate(query, most), out, export_format, source,
+                lambda done: progress(done, total)))
 
 
 def _error_message(body: bytes) -> str:
@@ -170,7 +224,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     def common(parser: argparse.ArgumentParser) -> None:
         where = parser.add_mutually_exclusive_group(required=True)
         where.add_argument("--url", help="a sidecar's admin address, e.g. http://pod:9090")
-        where.add_argument("--store", metavar="DIR", help="a sample store directory")
+        where.add_argument("--store", metavar="DIR|URL", help="a sample store directory, or "
+                           "the fleet's object store (s3://bucket/prefix, gs://..., az://...)")
         parser.add_argument("--token", help=f"admin token (prefer --token-file or {TOKEN_ENV}: "
                             f"a token on the command line shows in `ps`)")
         parser.add_argument("--token-file", help="file holding the admin token")
@@ -208,6 +263,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help=f"most samples (up to {EXPORT_MAX})")
     export.add_argument("-o", "--output", required=True, help="zip file to write")
 
+    samples_prune.add_command(actions)
     samples_serve.add_command(actions)
 
 
@@ -239,6 +295,8 @@ def run(args: argparse.Namespace, console: Console | None = None) -> int:
 
     if args.samples_command == "serve":
         return samples_serve.run(args)
+    if args.samples_command == "prune":
+        return samples_prune.run(args)
     console = console or Console()
     try:
         source = _source(args)

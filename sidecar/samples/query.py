@@ -24,7 +24,7 @@ EXPORT_MAX = 10_000
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
-FILTERS = ("model", "version", "strategy", "trace_id", "class")
+FILTERS = ("model", "version", "strategy", "trace_id", "class", "pod")
 # filters that take a comma-separated list of values (a dashboard's multi-value
 # variable, in Grafana's csv format), and the values that mean any
 ANY_OF = ("model", "version")
@@ -64,6 +64,7 @@ class SampleQuery:
     strategy: str | None = None
     trace_id: str | None = None
     class_name: str | None = None
+    pod: str | None = None  # the fleet's store only: which pod took the sample
     status: int | None = None  # the HTTP status (a gRPC call's HTTP equivalent)
     agreement_below: float | None = None  # samples with an agreement under this
     limit: int = DEFAULT_LIMIT

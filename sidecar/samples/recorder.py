@@ -11,6 +11,10 @@ A full or failing volume pauses sampling (drops counted as `disk_full` or
 `write_error`) and retries after a back-off that doubles from `FIRST_PAUSE` to
 `LONGEST_PAUSE`, so a volume that frees up is used again within a minute and without
 a restart. No failure here reaches a user request.
+
+With `sample_url`, the store is also the spool of the fleet's object store: the
+recorder starts the sink (`sink.py`) once the store is open, tells it of each sample
+it adds, and closes it (a last flush, bounded) when it stops.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from lookout.sidecar.samples.policy import (
     agreement_score,
     parse_policy,
 )
+from lookout.sidecar.samples.sink import SampleSink
+from lookout.sidecar.samples.spool import LOST
 from lookout.sidecar.samples.store import (
     Sample,
     SampleFile,
@@ -75,6 +81,7 @@ class DropReason(StrEnum):
     WRITE_ERROR = "write_error"  # read-only volume, I/O error
     NO_IMAGE = "no_image"  # chosen, but the request carried no usable image
     STORE_UNAVAILABLE = "store_unavailable"  # the store could not be opened
+    SPOOL_FULL = LOST  # deleted by retention before it reached the object store
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +162,8 @@ class SampleRecorder:
         self._queue: queue.Queue[Job | None] = queue.Queue(config.sample_queue_size)
         self._thread = threading.Thread(target=self._run, name="lookout-samples", daemon=True)
         self.store: SampleStore | None = None
+        # with sample_url, the store is the spool of the fleet's object store
+        self.sink = SampleSink(config, metrics) if config.sample_url else None
         self.ready = threading.Event()  # the store was opened (or could not be)
         self._pauses = RetryBackoff(FIRST_PAUSE, LONGEST_PAUSE)  # failing: writes paused
         self._pause_reason = DropReason.DISK_FULL
@@ -176,6 +185,8 @@ class SampleRecorder:
             self._queue.put(None, timeout=STOP_TIMEOUT)
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT)
+        if self.sink is not None:
+            self.sink.close()
         if self.store is not None:
             self.store.close()
 
@@ -262,6 +273,8 @@ class SampleRecorder:
             self._metrics.component_error(self.name)
             log.error("sampling disabled: %s", error)
         else:
+            if self.sink is not None:
+                self.sink.start(self.store)  # before retention: it counts unsent losses
             self.store.enforce_retention()
             self._store_bytes.set(self.store.disk_bytes())
             log.info("sample store %s: %d samples, %d bytes", self.store.directory,
@@ -332,6 +345,8 @@ class SampleRecorder:
             self._pauses.succeeded()
         self._count_bytes(exchange.time, size)
         self._stored[job.strategy].inc()
+        if self.sink is not None:
+            self.sink.notify()
         self._store_bytes.set(self.store.disk_bytes())
 
     def _pause(self, reason: DropReason, error: OSError) -> None:

@@ -30,13 +30,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lookout.sidecar.samples.query import Cursor, SampleQuery
+from lookout.sidecar.samples.query import Cursor, QueryError, SampleQuery
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ class Sample:
     agreement: float | None = None
     features: dict[str, Any] | None = None
     classes: tuple[str, ...] = field(default=())
+    pod: str | None = None  # set by the fleet store: which pod took it
+
 
     @property
     def bytes(self) -> int:
@@ -160,11 +162,12 @@ class Sample:
             "reference_detections": self.reference_detections,
             "agreement": self.agreement,
             "features": self.features,
+            "pod": self.pod,
         }
 
 
 _JSON_COLUMNS = ("primary_detections", "reference_detections", "features")
-_COLUMNS = tuple(f for f in Sample.__dataclass_fields__ if f != "classes")
+_COLUMNS = tuple(f for f in Sample.__dataclass_fields__ if f not in ("classes", "pod"))
 
 
 def _row_to_sample(row: sqlite3.Row) -> Sample:
@@ -210,6 +213,10 @@ class SampleStore:
         self.retention_seconds = retention_seconds
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        # which samples retention deletes first, and who hears of them before they go:
+        # the spool (spool.py) keeps unsent samples longest and counts those it loses
+        self.eviction_order = "time, id"
+        self.on_evict: Callable[[list[str]], None] | None = None
         try:
             # thumbnails of user traffic: the pod's user alone may read them
             self.directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
@@ -343,7 +350,8 @@ class SampleStore:
             while self.max_bytes is not None and \
                     self.disk_bytes() + extra_bytes > self.max_bytes:
                 oldest = self._remove_where(
-                    "id IN (SELECT id FROM samples ORDER BY time, id LIMIT 16)", ())
+                    f"id IN (SELECT id FROM samples ORDER BY {self.eviction_order} LIMIT 16)",
+                    ())
                 if not oldest:
                     break
                 removed += oldest
@@ -356,6 +364,8 @@ class SampleStore:
             f"WHERE {condition}", parameters).fetchall()
         if not rows:
             return 0
+        if self.on_evict is not None:
+            self.on_evict([row["id"] for row in rows])
         with self._transaction() as transaction:
             transaction.executemany("DELETE FROM samples WHERE id = ?",
                                     [(row["id"],) for row in rows])
@@ -434,6 +444,9 @@ class SampleStore:
     @staticmethod
     def _where(query: SampleQuery) -> tuple[str, list[Any]]:
         """The query's filters as a WHERE clause (empty when none) and its parameters."""
+        if query.pod is not None:
+            raise QueryError("pod: this store holds one pod's samples; filter by pod on the "
+                             "fleet's store (--store s3://..., sample_url)")
         conditions, parameters = [], []
         for column, value in (("model", query.model), ("version", query.version)):
             if value is not None:  # one value, or a comma-separated list of them

@@ -42,6 +42,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 StoreHandler = Callable[[web.Request, SampleStore], Awaitable[web.StreamResponse]]
 
 
+def is_fleet(store: object) -> bool:
+    """Whether a store is the fleet's bucket (fleet_store.py) rather than a local one."""
+    from lookout.sidecar.samples.fleet_store import FleetStore
+
+    return isinstance(store, FleetStore)
+
+
 def trace_link(template: str, trace_id: str | None) -> str | None:
     return template.replace("{trace_id}", quote(trace_id, safe="")) \
         if template and trace_id else None
@@ -182,6 +189,14 @@ class SampleUi:
             except QueryError as error:
                 return _html(message_page("Not a filter this gallery knows", str(error),
                                           signed_in=True), 400)
+            except Exception as error:
+                if not is_fleet(store):
+                    raise
+                from lookout.sidecar.samples.bucket import explain
+
+                # the fleet's bucket failing (down, denied): said, not a stack trace
+                return _html(message_page("The fleet's sample store failed", explain(error),
+                                          signed_in=True), 503)
 
         return signed_in
 

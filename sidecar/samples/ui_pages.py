@@ -29,6 +29,7 @@ FILTER_FIELDS = (
     ("status", "status", "503"),
     ("agreement_below", "agreement below", "0.5"),
     ("trace_id", "trace id", "32 hex digits"),
+    ("pod", "pod", "the fleet's store only"),
 )
 HISTOGRAM_BINS = 10
 
@@ -98,7 +99,12 @@ def card(sample: Sample, back: str) -> str:
             f'<dt>model</dt><dd>{escape(sample.model)} {escape(sample.version)}</dd>'
             f'<dt>strategy</dt><dd>{escape(sample.strategy)}</dd>'
             f'<dt>status</dt><dd>{sample.status}</dd>'
-            f'<dt>agreement</dt><dd>{agreement}</dd></dl></a>')
+            f'<dt>agreement</dt><dd>{agreement}</dd>{_pod(sample)}</dl></a>')
+
+
+def _pod(sample: Sample) -> str:
+    """Which pod took it: known for the fleet's samples, not for a pod's own store."""
+    return f'<dt>pod</dt><dd class="pod">{escape(sample.pod)}</dd>' if sample.pod else ""
 
 
 def gallery_page(page: Page, params: Mapping[str, str], total: int) -> str:
@@ -187,7 +193,7 @@ def sample_page(sample: Sample, back: str, trace_url: str | None,
              f'<dt>latency</dt><dd>{sample.latency * 1000:.1f} ms</dd>'
              f'<dt>agreement</dt><dd class="agreement">{agreement}</dd>'
              f'<dt>trace</dt><dd>{trace}</dd>'
-             f'<dt>image</dt><dd>{sample.width}x{sample.height}</dd></dl>')
+             f'<dt>image</dt><dd>{sample.width}x{sample.height}</dd>{_pod(sample)}</dl>')
     safe_back = gallery_path(back)
     body = (f'<p><a href="{escape(safe_back)}">back to the gallery</a></p>'
             f'<h1>Sample {sample.id}</h1><div class="sample">'

@@ -49,3 +49,21 @@ def test_a_multi_model_spec_needs_the_model_being_rolled_out(tmp_path) -> None:
     assert result.returncode == 3 and "'other' is not one of the spec's models" in result.stderr
     result = _judge(*BASE, "--slo", str(spec), "--model", "coarse")
     assert result.returncode == 3 and "cannot query Prometheus" in result.stderr
+
+
+def test_the_report_links_both_versions_frames_in_the_fleets_gallery() -> None:
+    import argparse
+    import urllib.parse
+
+    from lookout.canary.comparison import CanaryComparison
+    from lookout.canary.report import gallery_link
+
+    comparison = CanaryComparison(model="detector", baseline_version="v1",
+                                  canary_version="v2", metrics=())
+    args = argparse.Namespace(gallery_url="https://samples.team.example/", window="30m")
+    link = urllib.parse.urlsplit(gallery_link(args, comparison, 1_800_000_000.0))
+    assert (link.netloc, link.path) == ("samples.team.example", "/ui/compare")
+    assert dict(urllib.parse.parse_qsl(link.query)) == {
+        "model": "detector", "baseline": "v1", "canary": "v2",
+        "since": "1799998200", "until": "1800000000"}
+    assert gallery_link(argparse.Namespace(gallery_url="", window="30m"), comparison, 0) == ""

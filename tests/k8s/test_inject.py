@@ -200,6 +200,10 @@ def test_ports_in_use_move_the_sidecar_and_services_not_in_the_input_are_warned_
     ({"lookout.io/reference-url": "ftp://pool:21", "lookout.io/reference-name": "x"},
      "reference-url"),
     ({"lookout.io/reference-url": "grpc://pool:8001"}, "reference-name"),
+    ({"lookout.io/sample-url": "s3:/bucket"}, "sample-url"),
+    ({"lookout.io/sample-url": "s3://b/p", "lookout.io/sample-store-endpoint": "minio:9000"},
+     "sample-store-endpoint"),
+    ({"lookout.io/sample-store-secret": "creds"}, "need lookout.io/sample-url"),
     ({"lookout.io/reference-url": "grpc://pool:8001", "lookout.io/reference-name": "x",
       "lookout.io/reference-model": "/models/r.onnx"}, "choose one"),
 ])
@@ -239,6 +243,26 @@ def test_resources_and_shared_memory_follow_the_workers_and_processes(
     assert {"name": "lookout-shm", "mountPath": "/dev/shm"} in sidecar["volumeMounts"]
     volume = next(v for v in spec["volumes"] if v["name"] == "lookout-shm")
     assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
+
+
+def test_the_fleet_store_annotations_make_the_emptydir_its_spool() -> None:
+    document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
+    document["spec"]["template"]["metadata"]["annotations"] = {
+        "lookout.io/sample-url": "s3://team-samples/detector",
+        "lookout.io/sample-store-secret": "samples-writer"}
+    (injected,), _ = inject_documents([document], InjectOptions())
+    spec = injected["spec"]["template"]["spec"]
+    sidecar = spec["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["LOOKOUT_SAMPLE_URL"] == "s3://team-samples/detector"
+    assert env["LOOKOUT_SAMPLE_DIR"] == "/var/lib/lookout/samples"  # the spool
+    assert sidecar["envFrom"] == [{"secretRef": {"name": "samples-writer"}}]
+    assert not any("AWS" in e["name"] for e in sidecar["env"])  # credentials stay in it
+    validate_kubernetes(injected)
+    from lookout.sidecar.config import load_config
+
+    assert load_config(env={k: v for k, v in env.items() if k.startswith("LOOKOUT_")
+                            and v is not None}).sample_url == env["LOOKOUT_SAMPLE_URL"]
 
 
 def test_the_cli_reads_stdin_and_refuses_broken_yaml() -> None:
