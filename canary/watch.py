@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookout.canary.prometheus import Prometheus, PrometheusError
-from lookout.canary.report import gallery_link
 from lookout.k8s.rollback import Rollback, RollbackError, Target, TargetKind
 from lookout.slo.spec import SpecError, parse_duration
 
@@ -66,7 +65,8 @@ def _log(**fields: object) -> None:
 
 def run_watch(args: argparse.Namespace, prometheus: Prometheus, comparison: CanaryComparison,
               settings: JudgeSettings) -> int:
-    from lookout.canary.comparison import judge_canary
+    from lookout.canary.comparison import judge_canary  # the judge: numpy and scipy
+    from lookout.canary.report import gallery_link
     from lookout.k8s.kube import api_client
     from lookout.slo.judge import Verdict
 

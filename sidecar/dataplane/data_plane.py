@@ -23,6 +23,7 @@ from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
 from lookout.sidecar.dataplane.envoy_refusals import EnvoyRefusals
+from lookout.sidecar.dataplane.envoy_tracing import tracing_on
 from lookout.sidecar.dataplane.label_publisher import LabelPublisher
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
 from lookout.sidecar.fd_budget import raise_file_limit
@@ -142,7 +143,8 @@ class EnvoyDataPlane:
         self.process = EnvoyProcess(command, environment, self.admin_socket,
                                     lambda: metrics.component_error(COMPONENT),
                                     abi.check_log_line,
-                                    quiet=() if exporting else (UNEXPORTED_SPANS,))
+                                    quiet=() if exporting else (UNEXPORTED_SPANS,),
+                                    span_flush=exporting and tracing_on(env))
 
     def start(self) -> None:
         """Refuses a module built for another ABI before Envoy ever loads it."""

@@ -47,6 +47,9 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
 
+FLUSHES = "tracing.opentelemetry.timer_flushed"  # the tracer's periodic exports
+
+
 class EnvoyStartError(RuntimeError):
     """Envoy refused its configuration or could not start; the message has its words."""
 
@@ -82,15 +85,17 @@ class EnvoyProcess:
     def __init__(self, command: Sequence[str], environment: dict[str, str],
                  admin_socket: str, on_death: Callable[[], None],
                  check_line: Callable[[str], str | None],
-                 quiet: Sequence[str] = ()) -> None:
+                 quiet: Sequence[str] = (), span_flush: bool = False) -> None:
         """`check_line` reads each log line; a message it returns stops this Envoy
-        from serving (the ABI guard)."""
+        from serving (the ABI guard). `span_flush`: Envoy's tracer exports spans, and
+        at shutdown it waits for the tracer's next flush (Envoy has no flush on exit)."""
         self._command = list(command)
         self._environment = environment
         self.admin_socket = admin_socket
         self._on_death = on_death
         self._check_line = check_line
         self._quiet = tuple(quiet)
+        self._span_flush = span_flush
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
@@ -227,6 +232,10 @@ class EnvoyProcess:
             admin_request(self.admin_socket, "POST", "/drain_listeners")
             while time.monotonic() < deadline and self._active_requests() > 0:
                 time.sleep(0.05)
+            if self._span_flush:  # the last requests' spans leave with the next flush
+                flushes = self._stat(FLUSHES)
+                while time.monotonic() < deadline and self._stat(FLUSHES) <= flushes:
+                    time.sleep(0.05)
         process.terminate()
         try:
             process.wait(KILL_MARGIN)
@@ -235,6 +244,11 @@ class EnvoyProcess:
             process.wait()
         if self._watcher is not None:
             self._watcher.join(1.0)
+
+    def _stat(self, name: str) -> int:
+        status, body = admin_request(self.admin_socket, "GET", f"/stats?filter=^{name}$")
+        found = re.search(rf"^{re.escape(name)}: (\d+)$", body, re.MULTILINE)
+        return int(found.group(1)) if status == 200 and found else 0
 
     def _active_requests(self) -> int:
         status, body = admin_request(self.admin_socket, "GET",

@@ -74,10 +74,14 @@ def _tags(grpc: bool) -> list[dict[str, Any]]:
     return [{"tag": tag, "value": value} for tag, value in values.items()]
 
 
+def tracing_on(env: Mapping[str, str]) -> bool:
+    return env.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+
+
 def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
                   grpc: bool = False) -> EnvoyTracing | None:
     """`grpc`: the gRPC port's span names and attributes (a route per method)."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if not tracing_on(env):
         return None
     exporters = {name.strip() for name in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")}
     export = "otlp" in exporters  # without: trace context and exemplars, spans kept nowhere

@@ -44,6 +44,9 @@ from tests.support.shadow_stack import (
     wait_for_reference_model,
 )
 
+# one worker builds the module's expensive fixtures once
+pytestmark = pytest.mark.xdist_group("canary")
+
 MODEL = "yolo-test"
 LOAD_SECONDS = 60
 EXTRA_LOAD_SECONDS, EXTRA_LOAD_STEPS = 15, 6

@@ -38,6 +38,9 @@ from tests.support.processes import (
     wait_until,
 )
 
+# one worker builds the module's expensive fixtures once
+pytestmark = pytest.mark.xdist_group("grpc_port")
+
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
 REQUESTS = catalog.REQUESTS.sample_name

@@ -29,6 +29,9 @@ from tests.support.processes import (
     wait_until,
 )
 
+# one worker builds the module's expensive fixtures once
+pytestmark = pytest.mark.xdist_group("kserve_models")
+
 CLASS_NAMES = {"primary": ("circle", "square", "triangle", "star", "ring", "cross"),
                "coarse": ("round", "angular", "pointed")}
 FRAMES = 3

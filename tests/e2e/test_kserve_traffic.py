@@ -20,6 +20,9 @@ from tests.support.processes import (
     wait_until,
 )
 
+# one worker builds the module's expensive fixtures once
+pytestmark = pytest.mark.xdist_group("kserve_traffic")
+
 
 @pytest.fixture(scope="module")
 def kserve_port() -> Iterator[int]:

@@ -19,6 +19,9 @@ from tests.support.processes import (
 )
 from tests.support.recording_upstream import RecordingUpstream
 
+# one worker builds the module's expensive fixtures once
+pytestmark = pytest.mark.xdist_group("clients")
+
 TIMEOUT = 1.0  # every client timeout of the sidecar under test, in seconds
 WAIT = 15.0  # how long a test waits for something that must happen after TIMEOUT
 

@@ -14,6 +14,9 @@ from tests.support.nginx import Nginx, beside_nginx
 from tests.support.processes import SidecarProcess
 from tests.support.recording_upstream import Recorded, RecordingUpstream
 
+# one worker builds the module's expensive fixtures once
+pytestmark = pytest.mark.xdist_group("refusals")
+
 MAX_BODY = 16 * 1024 * 1024
 # nginx refuses these, lookout forwards them, and why that is right
 NGINX_REFUSES_LOOKOUT_FORWARDS = {

@@ -21,6 +21,9 @@ from tests.support.processes import (
     wait_until,
 )
 
+# one worker builds the module's expensive fixtures once
+pytestmark = pytest.mark.xdist_group("proxy")
+
 
 @pytest.fixture(scope="module")
 def sidecar(upstream_port: int) -> Iterator[SidecarProcess]:
