@@ -199,19 +199,28 @@ class Sidecar:
 
     async def _abandon(self) -> None:
         """Undo a start-up that failed part way."""
+        await self._teardown(0.0, 1.0)
+
+    async def _teardown(self, grace: float, worker_timeout: float) -> None:
+        """Everything this process started, in order: the probe, Envoy (drained within
+        `grace`), the workers (what the rings hold analysed), then the admin port."""
         loop = asyncio.get_running_loop()
-        if self.data_plane is not None:
-            await loop.run_in_executor(None, self.data_plane.stop, 0.0)
-        if self.workers is not None:
-            await loop.run_in_executor(None, self.workers.stop, 1.0)
         if self.probe is not None:
             await self.probe.stop()
         if self._labels_task is not None:
             self._labels_task.cancel()
+        if self.data_plane is not None:
+            await loop.run_in_executor(None, self.data_plane.stop, grace)
+        if self.workers is not None:
+            await loop.run_in_executor(None, self.workers.stop, worker_timeout)
         if self.admin_gate is not None:
             await self.admin_gate.stop()
+        if self.door is not None:
+            self.door.flush()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
+        if self._store is not None:
+            self._store.close()
         if self._private:
             shutil.rmtree(self._private, ignore_errors=True)
 
@@ -241,24 +250,8 @@ class Sidecar:
         self.draining = True
         log.info("shutting down: draining in-flight requests (grace %gs)",
                  self.config.shutdown_grace)
-        loop = asyncio.get_running_loop()
-        assert self.probe is not None and self.data_plane is not None
-        await self.probe.stop()
-        if self._labels_task is not None:
-            self._labels_task.cancel()
-        await loop.run_in_executor(None, self.data_plane.stop, self.config.shutdown_grace)
-        if self.workers is not None:
-            await loop.run_in_executor(None, self.workers.stop,
-                                       PIPELINE_DRAIN_TIMEOUT + WORKER_STOP_TIMEOUT)
-        if self.admin_gate is not None:
-            await self.admin_gate.stop()
-        if self.door is not None:
-            self.door.flush()
-        if self.admin_runner is not None:
-            await self.admin_runner.cleanup()
-        if self._store is not None:
-            self._store.close()
-        shutil.rmtree(self._private, ignore_errors=True)
+        await self._teardown(self.config.shutdown_grace,
+                             PIPELINE_DRAIN_TIMEOUT + WORKER_STOP_TIMEOUT)
         log.info("shutdown complete")
 
 

@@ -115,13 +115,14 @@ class CanaryLab:
 
 
 def _drive(sidecars: dict[str, SidecarProcess], seconds: float, first_seed: int) -> int:
-    """Each sidecar gets its own frames (different seeds, one distribution), one
-    request at a time per sidecar, for `seconds`."""
+    """Every sidecar gets the same frames in the same order (paired traffic, as a
+    mirrored canary sees: a difference is the model's, never the sample's), one request
+    at a time per sidecar, for `seconds`."""
     stop = time.monotonic() + seconds
     sent = [0]
 
-    def client(offset: int, sidecar: SidecarProcess) -> None:
-        seed = first_seed + offset * 1_000_000
+    def client(sidecar: SidecarProcess) -> None:
+        seed = first_seed
         while time.monotonic() < stop:
             response = request(sidecar.port, "POST", "/predict", body=generate_scene(seed).jpeg(),
                                headers={"Content-Type": "image/jpeg"})
@@ -129,8 +130,7 @@ def _drive(sidecars: dict[str, SidecarProcess], seconds: float, first_seed: int)
             seed += 1
             sent[0] += 1
 
-    threads = [threading.Thread(target=client, args=(i, s)) for i, s in
-               enumerate(sidecars.values())]
+    threads = [threading.Thread(target=client, args=(s,)) for s in sidecars.values()]
     for thread in threads:
         thread.start()
     for thread in threads:
