@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from lookout.sidecar.dataplane import abi
-from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings, bootstrap
+from lookout.sidecar.dataplane.envoy_config import TAP_LIBRARY, DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
 from lookout.sidecar.dataplane.envoy_refusals import EnvoyRefusals
 from lookout.sidecar.dataplane.envoy_tracing import tracing_on
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 COUNTER_SLOTS = 1024  # per Envoy worker: (model, route, code) keys; full: `other`
 READY_TIMEOUT = 30.0
-DEFAULT_MODULE = Path(__file__).with_name("liblookout_tap.so")
+DEFAULT_MODULE = Path(__file__).with_name(TAP_LIBRARY)
 COMPONENT = EnvoyProcess.name
 # with OTEL_TRACES_EXPORTER=none spans go to a cluster of no hosts (Envoy's tracer needs an
 # exporter; trace context and exemplars still work): its failures are not news
@@ -148,8 +148,8 @@ class EnvoyDataPlane:
 
     def start(self) -> None:
         """Refuses a module built for another ABI before Envoy ever loads it."""
-        if self.module.name != "liblookout_tap.so":
-            link = self.module.with_name("liblookout_tap.so")
+        if self.module.name != TAP_LIBRARY:
+            link = self.module.with_name(TAP_LIBRARY)
             raise abi.AbiError(f"tap_module {self.module}: Envoy loads modules as "
                                f"lib<name>.so; name it {link.name}")
         abi.check_pair(self.binary, self.module)

@@ -25,7 +25,10 @@ from lookout.sidecar.proxy.routes import OTHER_ROUTE
 # Envoy's own object names (its stats carry them: http.data_http.*), never metric names
 HTTP_LISTENER, GRPC_LISTENER = "data_http", "data_grpc"
 HTTP_CLUSTER, GRPC_CLUSTER = "upstream_http", "upstream_grpc"
-TAP_NAME = "lookout_tap"
+# the tap's shared library; Envoy loads a dynamic module `name` from lib<name>.so, so the
+# module's name is read off the file's (one spelling: they cannot drift apart)
+TAP_LIBRARY = "liblookout_tap.so"
+TAP_NAME = TAP_LIBRARY.removeprefix("lib").removesuffix(".so")
 ERROR_HEADER, GRPC_ERROR_HEADER = "x-lookout-error", "lookout-error"
 PER_CONNECTION_BUFFER = 32 * 1024
 H2_MAX_STREAMS = 128  # as nginx: enough for a gRPC channel's concurrency, not a flood
