@@ -1,4 +1,4 @@
-"""The layout's law: which package may import which, as the README's table says, and
+"""The layout's law: which package may import which, as ARCHITECTURE.md's table says, and
 the `lookout.` namespace that holds them all."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ NOT_INSTALLED = {"tests", "bench", "tools"}
 
 def _table() -> dict[str, set[str] | None]:
     """folder -> the modules it may import (None: everything)."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Layout"):]
+    architecture = (REPO / "ARCHITECTURE.md").read_text()
+    section = architecture[architecture.index("## Layout"):]
     rules: dict[str, set[str] | None] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
