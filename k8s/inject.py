@@ -156,8 +156,6 @@ def _app_port(container: dict[str, Any], wanted: str | None) -> tuple[int, dict 
     ports = container.get("ports") or []
     if wanted:
         return _named_port(container, wanted, "upstream-port")
-        if wanted.isascii() and wanted.isdigit():
-            return int(wanted), None
     for port in ports:
         if port.get("name") == "http":
             return int(port["containerPort"]), port
