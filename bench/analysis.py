@@ -42,8 +42,8 @@ from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline import kserve
 from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.processes.analysis_pool import AnalysisPool
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.workers import AnalysisWorkers
 from lookout.slo import catalog
 from tests.support import tap_wire
 from tests.support.raw_head_upstream import head
@@ -148,7 +148,7 @@ def per_worker(observations: list[Observation], drift: str) -> float:
 
 def through_workers(observations: list[Observation], workers: int, drift: str) -> float:
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    pool = AnalysisWorkers(config(analysis_workers=str(workers), drift=drift,
+    pool = AnalysisPool(config(analysis_workers=str(workers), drift=drift,
                                   observation_queue_bytes=f"{40 * workers}MiB"),
                            metrics, workers)
     pool.start()
@@ -177,7 +177,7 @@ def _tap_record(o: Observation) -> bytes:
         response_body=o.response_body, status=o.status)
 
 
-def _offer_all(pool: AnalysisWorkers, observations: list[Observation]) -> None:
+def _offer_all(pool: AnalysisPool, observations: list[Observation]) -> None:
     """Into the rings round robin, as Envoy's worker thread does; a benchmark producer
     waits for room where the tap would drop."""
     records = [_tap_record(o) for o in observations]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from lookout.sidecar.proxy.upstream import UpstreamProbe
+from lookout.sidecar.dataplane.upstream_probe import UpstreamProbe
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.ui import SampleUi

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from lookout.sidecar.config import Config
-from lookout.sidecar.forwarder import Forwarder
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.processes.lead_forward import Forwarder
 from lookout.sidecar.quality.drift import DriftMonitor
 from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import FeatureStore

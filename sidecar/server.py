@@ -28,12 +28,13 @@ from lookout.sidecar.config import Address, Config, per_model
 from lookout.sidecar.dataplane.abi import AbiError
 from lookout.sidecar.dataplane.data_plane import COMPONENT, EnvoyDataPlane, TapSettings
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings
-from lookout.sidecar.dataplane.envoy_process import EnvoyStartError
 from lookout.sidecar.dataplane.envoy_tracing import TracingConfigError
+from lookout.sidecar.dataplane.upstream_probe import GrpcUpstream, UpstreamProbe
 from lookout.sidecar.fd_budget import BudgetError, BudgetSettings, check_budget, raise_file_limit
 from lookout.sidecar.label_file import LABELS_FILE
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
-from lookout.sidecar.proxy.upstream import GrpcUpstream, UpstreamProbe
+from lookout.sidecar.processes.analysis_pool import AnalysisPool, WorkerStartError, worker_count
+from lookout.sidecar.processes.envoy import EnvoyStartError
 from lookout.sidecar.runtime.event_loop import run_event_loop
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.admin_token import AdminToken
@@ -44,7 +45,6 @@ from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.samples.ui import SampleUi
 from lookout.sidecar.served_models import ModelLabels
 from lookout.sidecar.settings import SampleSettings, UpstreamSettings, of
-from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 from lookout.slo import catalog
 
 if TYPE_CHECKING:  # loaded only with `sample_gallery: fleet`
@@ -87,7 +87,7 @@ class Sidecar:
                 served_name=Path(model.model_path).name if model.model_path else "")
         self.draining = False
         self.admin_token = read_admin_token(config)
-        self.workers: AnalysisWorkers | None = None
+        self.workers: AnalysisPool | None = None
         self.data_plane: EnvoyDataPlane | None = None
         self.probe: UpstreamProbe | None = None
         self.admin_runner: web.AppRunner | None = None
@@ -113,7 +113,7 @@ class Sidecar:
         count = worker_count(config)
         labels_path = os.path.join(self._private, LABELS_FILE)
         try:
-            self.workers = AnalysisWorkers(config, self.metrics, count,
+            self.workers = AnalysisPool(config, self.metrics, count,
                                            wake_dir=self._private, labels_path=labels_path)
             self.model_labels = ModelLabels.of(
                 config, turned_away=self.metrics[catalog.MODEL_LABELS_REFUSED].inc)
@@ -128,7 +128,7 @@ class Sidecar:
             raise StartupError(f"the Envoy data plane: {error}") from None
         self.workers.start()
         self.metrics.initialise(queues=[OBSERVATION_QUEUE],
-                                components=[UpstreamProbe.name, AnalysisWorkers.name,
+                                components=[UpstreamProbe.name, AnalysisPool.name,
                                             COMPONENT, "tap"])
         loop = asyncio.get_running_loop()
         try:

@@ -232,7 +232,7 @@ def test_resources_and_shared_memory_follow_the_workers_and_processes(
     assert env.get("LOOKOUT_ENVOY_CONCURRENCY", "1") == processes
     # what the sidecar itself will accept at start-up for that many workers and processes
     from lookout.sidecar.config import load_config
-    from lookout.sidecar.workers import check_channel
+    from lookout.sidecar.processes.analysis_pool import check_channel
 
     check_channel(load_config({"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
                                "envoy_concurrency": processes,

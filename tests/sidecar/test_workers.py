@@ -11,9 +11,9 @@ from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import Outcome, TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.processes.analysis_pool import WorkerStartError, check_channel, worker_count
 from lookout.sidecar.runtime.metrics import SidecarMetrics, merge
 from lookout.sidecar.settings import AnalysisSettings, of
-from lookout.sidecar.workers import WorkerStartError, check_channel, worker_count
 from lookout.slo import catalog
 
 
@@ -93,11 +93,11 @@ def test_one_exposition_adds_what_several_processes_count() -> None:
 def test_a_dev_shm_too_small_for_the_channel_refuses_to_start(tmp_path, monkeypatch) -> None:
     """A container's /dev/shm is 64 MiB unless a memory emptyDir is mounted there: the
     sidecar says so at start-up instead of dying with SIGBUS on a later write."""
-    from lookout.sidecar import workers
+    from lookout.sidecar.processes import analysis_pool as workers
     from tests.support.processes import small_filesystem
 
     with small_filesystem(tmp_path / "shm", "8m") as shm:
         monkeypatch.setattr(workers, "SHM_PATH", str(shm))
         metrics = SidecarMetrics("m", "v", process_metrics=False)
         with pytest.raises(WorkerStartError, match="emptyDir with medium: Memory"):
-            workers.AnalysisWorkers(_config(observation_queue_bytes="64MiB"), metrics, 1)
+            workers.AnalysisPool(_config(observation_queue_bytes="64MiB"), metrics, 1)

@@ -30,6 +30,6 @@ class WorkerSpec:
 
 def main(spec: WorkerSpec) -> None:
     """The process's entry point (multiprocessing, spawn)."""
-    from lookout.sidecar.worker import run
+    from lookout.sidecar.processes.analysis_worker import run
 
     run(spec)

@@ -29,17 +29,17 @@ from collections.abc import Callable
 from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import per_model
 from lookout.sidecar.dataplane.tap_record import TapDecoder
-from lookout.sidecar.forwarder import Forwarder
 from lookout.sidecar.label_file import FollowedLabels
 from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline.analysis import Outcome
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.processes.child_metrics import record_into
+from lookout.sidecar.processes.lead_forward import Forwarder
+from lookout.sidecar.processes.worker_spec import WorkerSpec
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.runtime.worker_metrics import record_into
 from lookout.sidecar.served_models import ModelLabels
-from lookout.sidecar.worker_entry import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ FORWARD_QUEUE = "lead_worker"
 RECORD_COMPONENT = "record"  # a ring record that does not decode
 
 
-class Worker:
+class AnalysisWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         config = spec.config
         self.spec = spec
@@ -178,12 +178,12 @@ class Worker:
 
 
 def run(spec: WorkerSpec) -> None:
-    """The process's body, once `worker_entry.main` has imported this module."""
+    """The process's body, once `worker_spec.main` has imported this module."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     record_into(spec.metrics_dir)
     configure_logging(spec.config.log_level)
     with contextlib.suppress(OSError):  # not permitted here: scheduling stays as it is
         os.nice(NICENESS)
-    worker = Worker(spec)
+    worker = AnalysisWorker(spec)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     worker.run()

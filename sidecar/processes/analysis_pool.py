@@ -5,7 +5,7 @@ puts into them and never waits (a full ring drops and counts).
 
 A worker that exits unasked (SIGKILL, a native decoder crash, the OOM killer) is counted
 in lookout_component_errors_total{component="analysis_worker"}, logged, and started
-again by the supervisor (`runtime/supervisor.py`) after its back-off. Its rings keep
+again by the supervisor (`supervisor.py`) after its back-off. Its rings keep
 what the tap put meanwhile, up to their bounds.
 
 The rings are allocated and reserved at start-up, so memory and /dev/shm space are taken
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.channel import Ring, RingAddress
+from lookout.sidecar.processes.child_metrics import WorkerMetricFiles
+from lookout.sidecar.processes.supervisor import Supervisor
+from lookout.sidecar.processes.worker_spec import WorkerSpec, main
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.runtime.supervisor import Supervisor
-from lookout.sidecar.runtime.worker_metrics import WorkerMetricFiles
-from lookout.sidecar.worker_entry import WorkerSpec, main
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _check_shm(needed: int) -> None:
             f"observation_queue_bytes")
 
 
-class AnalysisWorkers:
+class AnalysisPool:
     """The observations channel and the worker processes behind it."""
 
     name = WORKER_COMPONENT
