@@ -20,21 +20,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import select
 import signal
 import threading
 from collections.abc import Callable
 
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import per_model
 from lookout.sidecar.dataplane.tap_record import TapDecoder
-from lookout.sidecar.label_file import FollowedLabels
 from lookout.sidecar.model_chains import ModelChains
-from lookout.sidecar.pipeline.analysis import Outcome
+from lookout.sidecar.pipeline.analysis import Analysis, Outcome
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.processes import wire
 from lookout.sidecar.processes.child_metrics import record_into
+from lookout.sidecar.processes.label_file import FollowedLabels
 from lookout.sidecar.processes.lead_forward import Forwarder
 from lookout.sidecar.processes.worker_spec import WorkerSpec
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
@@ -53,29 +52,28 @@ RECORD_COMPONENT = "record"  # a ring record that does not decode
 
 class AnalysisWorker:
     def __init__(self, spec: WorkerSpec) -> None:
-        config = spec.config
+        settings = spec.settings
         self.spec = spec
-        self.metrics = SidecarMetrics(config.model_name, config.model_version,
-                                      process_metrics=False)
+        self.metrics = SidecarMetrics(settings.labels.model_name,
+                                      settings.labels.model_version, process_metrics=False)
         self.inboxes = [Ring.attach(address) for address in spec.inboxes]
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
         if spec.lead:
-            self.chains = ModelChains(config, self.metrics)
+            self.chains = ModelChains(settings.chains, self.metrics)
             queues = [*self.chains.queues, FORWARD_QUEUE]
         else:
             forwarder = Forwarder(self.forwards[0],
                                   lambda: self.metrics.queue_dropped(FORWARD_QUEUE)) \
-                if any(m.shadow_model_path or m.shadow_reference_url or m.drift
-                       or m.sample_dir for m in per_model(config).values()) else None
-            self.chains = ModelChains(config, self.metrics, lambda model, metrics:
+                if any(model.feeds_lead for model in settings.chains.models) else None
+            self.chains = ModelChains(settings.chains, self.metrics, lambda model, metrics:
                                       AnalysisChain.forwarding(model, metrics, forwarder))
             queues = [FORWARD_QUEUE]
         self.metrics.initialise(queues=queues,
                                 components=self.chains.components)
-        for name, model in per_model(config).items():  # each model's series from 0
-            self.metrics.labelled(name, model.model_version).initialise(
+        for model in settings.chains.models:  # each model's series from 0
+            self.metrics.labelled(model.name, model.version).initialise(
                 reasons=list(Reason), outcomes=list(Outcome))
         lost = sum(ring.abandon_claimed() for ring in self.inboxes)
         if lost:  # what the worker before this one held when it died
@@ -88,11 +86,10 @@ class AnalysisWorker:
 
     def _decoder(self) -> Callable[[memoryview], list]:
         """How a tap record becomes observations (`tap/PROTOCOL.md`)."""
-        config = self.spec.config
-
-        labels = FollowedLabels.of(config, path=self.spec.labels_path) \
-            if self.spec.labels_path else ModelLabels.of(config)
-        decoder = TapDecoder(config.routes, labels)
+        settings = self.spec.settings
+        labels = FollowedLabels.of(settings.labels, path=self.spec.labels_path) \
+            if self.spec.labels_path else ModelLabels.of(settings.labels)
+        decoder = TapDecoder(settings.routes, labels)
         return decoder.decode
 
     def run(self) -> None:
@@ -162,7 +159,7 @@ class AnalysisWorker:
                     break
                 busy = True
                 try:
-                    self.chains.offer_forwarded(pickle.loads(record))
+                    self.chains.offer_forwarded(wire.loads(record, Analysis))
                 except Exception:
                     self.metrics.component_error(self.chains.default.reference.name)
                     self._failures.exception("forwarded", "reference stage failed on a "
@@ -181,7 +178,7 @@ def run(spec: WorkerSpec) -> None:
     """The process's body, once `worker_spec.main` has imported this module."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     record_into(spec.metrics_dir)
-    configure_logging(spec.config.log_level)
+    configure_logging(spec.settings.log_level)
     with contextlib.suppress(OSError):  # not permitted here: scheduling stays as it is
         os.nice(NICENESS)
     worker = AnalysisWorker(spec)

@@ -1,13 +1,25 @@
-"""What the proxy needs to start an analysis worker, and nothing more: the spec it is
-started with and an entry point that imports the analysis modules only in the worker.
-The request-path process thereby never loads numpy, scipy, Pillow or onnxruntime."""
+"""What lookout's process needs to start an analysis worker, and nothing more: the
+settings and rings it is started with and an entry point that imports the analysis
+modules only in the worker. lookout's own process thereby never loads numpy, scipy,
+Pillow or onnxruntime."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.channel import RingAddress
+from lookout.sidecar.served_models import ChainSettings, LabelSettings
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """What every analysis worker is made of, cut once in the lookout process
+    (`composition.py`): never the whole configuration."""
+
+    chains: ChainSettings
+    labels: LabelSettings
+    routes: tuple[str, ...]  # the HTTP port's route templates, for the tap's records
+    log_level: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,8 +27,8 @@ class WorkerSpec:
     """Everything a worker process is started with (pickled once, at spawn)."""
 
     index: int
-    config: Config
-    inboxes: tuple[RingAddress, ...]  # observations: one ring per request-path process
+    settings: WorkerSettings
+    inboxes: tuple[RingAddress, ...]  # observations: one ring per Envoy worker thread
     forwards: tuple[RingAddress, ...]  # lead: one per other worker; others: the one to the lead
     metrics_dir: str
     parent_pid: int
@@ -25,7 +37,6 @@ class WorkerSpec:
     @property
     def lead(self) -> bool:
         return self.index == 0
-
 
 
 def main(spec: WorkerSpec) -> None:

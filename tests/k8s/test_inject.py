@@ -232,13 +232,14 @@ def test_resources_and_shared_memory_follow_the_workers_and_processes(
     assert env.get("LOOKOUT_ENVOY_CONCURRENCY", "1") == processes
     # what the sidecar itself will accept at start-up for that many workers and processes
     from lookout.sidecar.config import load_config
-    from lookout.sidecar.processes.analysis_pool import check_channel
+    from lookout.sidecar.processes.analysis_pool import ChannelSettings, check_channel
+    from lookout.sidecar.settings import of
 
-    check_channel(load_config({"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
-                               "envoy_concurrency": processes,
-                               "observation_queue_bytes":
-                                   env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={}),
-                  int(workers))
+    check_channel(of(ChannelSettings, load_config(
+        {"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
+         "envoy_concurrency": processes,
+         "observation_queue_bytes": env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={})),
+        int(workers))
     assert sidecar["resources"]["limits"] == {"cpu": cpu, "memory": memory}
     assert {"name": "lookout-shm", "mountPath": "/dev/shm"} in sidecar["volumeMounts"]
     volume = next(v for v in spec["volumes"] if v["name"] == "lookout-shm")

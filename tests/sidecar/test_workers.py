@@ -7,11 +7,17 @@ import pytest
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lookout.sidecar.composition import worker_settings
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import Outcome, TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.parse_errors import Reason
-from lookout.sidecar.processes.analysis_pool import WorkerStartError, check_channel, worker_count
+from lookout.sidecar.processes.analysis_pool import (
+    ChannelSettings,
+    WorkerStartError,
+    check_channel,
+    worker_count,
+)
 from lookout.sidecar.runtime.metrics import SidecarMetrics, merge
 from lookout.sidecar.settings import AnalysisSettings, of
 from lookout.slo import catalog
@@ -22,19 +28,23 @@ def _config(**values: str):
                         "model_version": "v", **values}, env={})
 
 
+def _channel(**values: str) -> ChannelSettings:
+    return of(ChannelSettings, _config(**values))
+
+
 def test_an_explicit_worker_count_wins_and_auto_stays_within_the_channel() -> None:
-    assert worker_count(_config(analysis_workers="3", observation_queue_bytes="1GiB")) == 3
-    auto = worker_count(_config())
+    assert worker_count(_channel(analysis_workers="3", observation_queue_bytes="1GiB")) == 3
+    auto = worker_count(_channel())
     assert 1 <= auto <= 4
     # 64 MiB holds one 2 x 16 MiB observation per worker at most once
-    assert worker_count(_config(observe_max_bytes="16MiB")) == 1
+    assert worker_count(_channel(observe_max_bytes="16MiB")) == 1
 
 
 def test_a_channel_too_small_for_one_observation_per_worker_refuses_to_start() -> None:
-    config = _config(analysis_workers="4", observation_queue_bytes="64MiB")
+    channel = _channel(analysis_workers="4", observation_queue_bytes="64MiB")
     with pytest.raises(WorkerStartError, match="observation_queue_bytes"):
-        check_channel(config, 4)
-    check_channel(_config(observe_max_bytes="1MiB"), 4)
+        check_channel(channel, 4)
+    check_channel(_channel(observe_max_bytes="1MiB"), 4)
 
 
 def _observation(response: bytes, content_type: str) -> Observation:
@@ -100,4 +110,6 @@ def test_a_dev_shm_too_small_for_the_channel_refuses_to_start(tmp_path, monkeypa
         monkeypatch.setattr(workers, "SHM_PATH", str(shm))
         metrics = SidecarMetrics("m", "v", process_metrics=False)
         with pytest.raises(WorkerStartError, match="emptyDir with medium: Memory"):
-            workers.AnalysisPool(_config(observation_queue_bytes="64MiB"), metrics, 1)
+            config = _config(observation_queue_bytes="64MiB")
+            workers.AnalysisPool(of(workers.ChannelSettings, config), worker_settings(config),
+                                 metrics, 1)
