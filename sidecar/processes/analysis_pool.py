@@ -9,7 +9,7 @@ again by the supervisor (`supervisor.py`) after its back-off. Its rings keep
 what the tap put meanwhile, up to their bounds.
 
 The rings are allocated and reserved at start-up, so memory and /dev/shm space are taken
-then or start-up fails with what to change; a full /dev/shm can never fault the proxy
+then or start-up fails with what to change; a full /dev/shm can never fault the tap
 later.
 """
 

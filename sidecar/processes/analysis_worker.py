@@ -10,9 +10,12 @@ what the lead's stages need (the image and detections, never the bodies).
 
 It runs at a lower CPU priority than Envoy, so on a shared core the data plane is
 scheduled first. SIGINT (a terminal's Ctrl-C reaches the whole group) is ignored: the
-proxy decides when workers stop. SIGTERM, or the proxy closing the ring, means finish
-what is queued, let the lead's stages drain (samples committed), exit 0. A worker whose
-proxy has gone exits on its own.
+lookout process decides when workers stop. SIGTERM, or lookout closing the ring, means
+finish what is queued, let the lead's stages drain (samples committed), exit 0. A worker
+whose lookout process has gone exits on its own.
+
+It is started with its `WorkerSpec` (`worker_spec.py`): the settings cut for it in the
+lookout process, never the whole configuration.
 """
 
 from __future__ import annotations
@@ -110,13 +113,14 @@ class AnalysisWorker:
             if self._finished():
                 break
             if os.getppid() != self.spec.parent_pid:
-                log.warning("analysis worker %d: the proxy is gone; exiting", self.spec.index)
+                log.warning("analysis worker %d: lookout's process is gone; exiting",
+                            self.spec.index)
                 return
             select.select(fds, [], [], PARENT_CHECK_SECONDS)
         self.stop()
 
     def _finished(self) -> bool:
-        """Told to stop and nothing left: the proxy closed (or SIGTERM), and for the lead
+        """Told to stop and nothing left: lookout closed (or SIGTERM), and for the lead
         every forwarding worker has closed its ring too."""
         if not (self.stopping.is_set() or all(ring.closing for ring in self.inboxes)):
             return False
