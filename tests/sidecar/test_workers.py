@@ -1,23 +1,28 @@
 """The pieces of analysis in worker processes that need no traffic: worker counts, the
-channel's start-up checks, the per-message budget, and one /metrics from many processes."""
+channel's start-up checks, the per-message budget, one /metrics from many processes, and
+the settings a worker is started with."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lookout.sidecar.composition import worker_settings
-from lookout.sidecar.config import load_config
+from lookout.sidecar.config import Config, load_config
 from lookout.sidecar.pipeline.analysis import Outcome, TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.processes import wire
 from lookout.sidecar.processes.analysis_pool import (
     ChannelSettings,
     WorkerStartError,
     check_channel,
     worker_count,
 )
+from lookout.sidecar.processes.worker_spec import WorkerSettings
 from lookout.sidecar.runtime.metrics import SidecarMetrics, merge
 from lookout.sidecar.settings import AnalysisSettings, of
 from lookout.slo import catalog
@@ -113,3 +118,34 @@ def test_a_dev_shm_too_small_for_the_channel_refuses_to_start(tmp_path, monkeypa
             config = _config(observation_queue_bytes="64MiB")
             workers.AnalysisPool(of(workers.ChannelSettings, config), worker_settings(config),
                                  metrics, 1)
+
+
+def _types(value: object) -> set[type]:
+    """Every type reachable from `value` through dataclass fields and tuples."""
+    found: set[type] = {type(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            found |= _types(getattr(value, field.name))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            found |= _types(item)
+    return found
+
+
+def test_a_worker_is_started_with_its_settings_cut_once_not_the_configuration() -> None:
+    config = _config(models="[{name: coarse, version: '2', input_size: 320, drift: false}]",
+                     sample_dir="/tmp/unused-samples")
+    settings = worker_settings(config)
+    assert Config not in _types(settings)
+    crossed = wire.loads(wire.dumps(settings), WorkerSettings)  # as it crosses at spawn
+    assert crossed == settings
+    models = {model.name: model for model in crossed.chains.models}
+    assert list(models) == ["m", "coarse"]  # the default model first
+    assert models["coarse"].analysis.input_size == 320
+    assert models["coarse"].drift is None and models["m"].drift is not None
+    assert models["coarse"].feeds_lead  # its samples are the lead's
+    discovered = crossed.chains.pod.discovered("found", 416)
+    assert (discovered.name, discovered.version, discovered.analysis.input_size) == (
+        "found", "unknown", 416)
+    with pytest.raises(ValueError, match="expected a WorkerSettings"):
+        wire.loads(wire.dumps(config), WorkerSettings)
