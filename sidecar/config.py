@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,12 +20,7 @@ from lookout.sidecar.preflight import PreflightError, preflight
 from lookout.sidecar.samples.bucket import ENCRYPTIONS
 from lookout.sidecar.samples.layout import parse_store_url
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
-from lookout.sidecar.served_models import (
-    ModelEntry,
-    format_models,
-    model_configs,
-    parse_models,
-)
+from lookout.sidecar.served_models import ModelEntry, format_models, parse_models
 from lookout.slo.catalog import MODEL_INFO
 
 ENV_PREFIX = "LOOKOUT_"
@@ -541,8 +536,16 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
 
 
 def per_model(config: Config) -> dict[str, Config]:
-    """Each served model's own configuration (the default model's is `config`)."""
-    return model_configs(config, lambda key, raw, where: _coerce(key, raw, where))
+    """Each served model's own configuration: the base with its overrides, each parsed so
+    a bad value names `models[i].key` (the default model's is `config`)."""
+    configs = {config.model_name: config}
+    for index, entry in enumerate(config.models):
+        values = {key: _coerce(key, raw, f"models[{index}].{key}")
+                  for key, raw in entry.overrides}
+        base = configs.get(entry.name, config)
+        configs[entry.name] = replace(base, model_name=entry.name,
+                                      model_version=entry.version, **values)
+    return configs
 
 
 def _yaml_values(path: Path) -> dict[str, Any]:
