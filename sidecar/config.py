@@ -21,7 +21,7 @@ from lookout.sidecar.samples.bucket import ENCRYPTIONS
 from lookout.sidecar.samples.layout import parse_store_url
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
 from lookout.sidecar.served_models import ModelEntry, format_models, parse_models
-from lookout.slo.catalog import MODEL_INFO
+from lookout.slo.catalog import ADMIN_CONNECTIONS_CLOSED, MODEL_INFO, MODEL_LABELS_REFUSED
 
 ENV_PREFIX = "LOOKOUT_"
 
@@ -278,7 +278,7 @@ class Config:
                            "most model names used as labels, configured and discovered;"
                            " others are `other`; a discovered name needs more than one "
                            "2xx answer, and what the cap turns away is counted "
-                           "(`lookout_model_labels_refused_total`)")
+                           f"(`{MODEL_LABELS_REFUSED.sample_name}`)")
     model_label_idle_seconds: float = _opt(3600.0, _positive(float), "seconds without "
                                            "traffic after which a discovered model gives "
                                            "its label slot back (configured models keep "
@@ -485,7 +485,7 @@ class Config:
                                       "open admin-port connections; at the cap the one "
                                       "idle longest is closed to make room, and a new "
                                       "one is closed only when all are busy "
-                                      "(`lookout_admin_connections_closed_total`)")
+                                      f"(`{ADMIN_CONNECTIONS_CLOSED.sample_name}`)")
     admin_head_timeout: float = _opt(10.0, _positive(float), "seconds a client of the admin "
                                      "port has to send a whole request head (then closed)")
     admin_idle_timeout: float = _opt(60.0, _positive(float), "seconds an idle admin-port "

@@ -10,6 +10,25 @@ READ_TIMEOUT = 1.5
 MAX_BODY = 16 * 1024 * 1024
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` sends the tests of one `xdist_group` to one worker by a suffix
+    on their node ids; pytest-xdist 3.8 writes it to `item._nodeid`, which pytest 9 no
+    longer reads (ids come from `item._id`), so every group was split over the workers
+    and each built its module's expensive fixture (the canary lab twice). Written here
+    the way pytest 9 keeps ids; a no-op once xdist does it itself."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(names)
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = coerce_node_id(item.nodeid + suffix)
+
+
 @pytest.fixture(scope="session")
 def upstream_port() -> Iterator[int]:
     process, port = start_upstream()
