@@ -13,7 +13,7 @@ setup(
               *(f"lookout.{name}" for name in find_packages(
                   include=[f"{part}{suffix}" for part in PARTS for suffix in ("", ".*")]))],
     package_dir={"lookout": "lookout", **{f"lookout.{part}": part for part in PARTS}},
-    package_data={"lookout.lookout_demo": ["models/*.onnx"],
+    package_data={"lookout.lookout_demo": ["models/*.onnx", "drift_baseline.json"],
                   "lookout.sidecar.pipeline.protos": ["*.binpb"],
                   "lookout.sidecar.samples": ["gallery.css"],
                   # the tap Envoy loads (`make tap`, the image's build stage)
