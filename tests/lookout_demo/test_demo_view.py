@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from lookout.lookout_demo.camera import DEFAULT_SCHEDULE
+from lookout.lookout_demo.reading import SidecarReading
+from lookout.lookout_demo.story import Measures, Story
 from lookout.lookout_demo.view import BARS, sparkline
 from lookout.sidecar.samples.ui_session import COOKIE
 from tests.support.processes import REPO, free_port, require_tool, wait_until
@@ -33,6 +36,25 @@ def test_sparklines_scale_and_leave_gaps() -> None:
     assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == BARS
     assert sparkline([None, 0.5, None], low=0, high=1) == f" {BARS[4]} "
     assert sparkline([]) == "" and sparkline([2.0, 2.0]) == BARS[0] * 2
+
+
+def test_the_story_line_tells_the_alarm_the_proxy_before_and_now_and_trust() -> None:
+    clean, dimming = DEFAULT_SCHEDULE[0], DEFAULT_SCHEDULE[1]
+    nothing = Measures.between(SidecarReading(), SidecarReading())
+    assert nothing == Measures(None, None, None, None, None)
+    story = Story()
+    assert story.line(clean, SidecarReading(), nothing, {}, "no drift alarm") == \
+        "warm-up: clean frames: no drift alarm; precision proxy —, trust not judged yet"
+    warm = SidecarReading(shadow_primary=100, shadow_matched=81, trusted=True)
+    story.line(clean, warm, nothing, {}, "no drift alarm")
+    dim = SidecarReading(shadow_primary=120, shadow_matched=93, trusted=True)
+    assert story.line(dimming, dim, Measures.between(warm, dim), {"brightness": 24.4},
+                      "no drift alarm") == ("lights dimming: brightness drift alarm at 24 s; "
+                                            "precision proxy 0.81 -> 0.60, trusted")
+    dim.trusted, dim.distrust = False, ["reference_flip_consistency"]
+    assert story.line(dimming, dim, nothing, {"brightness": 12.0}, "").endswith(
+        "brightness drift alarm firing since 12 s; precision proxy 0.81 -> —, "
+        "not trusted (reference_flip_consistency)")
 
 
 def _pane(session: str) -> str:
