@@ -34,6 +34,7 @@ class SidecarReading:
     drift_windows: float = 0.0
     drift_ready: bool = False  # the detector is calibrated: its thresholds are exported
     drift_alarms: list[str] = field(default_factory=list)
+    reference_ready: bool = False  # the reference model is loaded (its model_info)
     trusted: bool | None = None  # lookout_proxy_trust; None while the band is learnt
     distrust: list[str] = field(default_factory=list)  # its reasons, when not trusted
 
@@ -77,6 +78,8 @@ def _state(reading: SidecarReading, name: str, labels: dict[str, str], value: fl
         reading.distrust.append(labels["reason"])
     elif name == catalog.SHADOW_EVALUATIONS.sample_name and labels.get("outcome") == "ok":
         reading.shadow_evaluated += value
+    elif name == catalog.MODEL_INFO.name and labels.get("role") == "reference":
+        reading.reference_ready = True
 
 
 def reading_of(families: Iterable[Metric]) -> SidecarReading:

@@ -112,7 +112,7 @@ def test_the_demo_tells_its_story_in_a_terminal(tmp_path) -> None:
                             and "brightness drift alarm at" in story) else None
 
         try:
-            screen = wait_until(dimming_alarm_shown, 80, "a brightness drift alarm while "
+            screen = wait_until(dimming_alarm_shown, 75, "a brightness drift alarm while "
                                 "the lights dim", interval=0.5)
         except AssertionError as error:
             raise AssertionError(f"{error}; the last frame:\n{frames[-1]}") from None
