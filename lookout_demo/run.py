@@ -184,14 +184,16 @@ def _with_demo_model(config: Config) -> Config:
     if not config.model_path:
         changes["model_path"] = str(PRIMARY)
     if not (config.shadow_model_path or config.shadow_reference_url):
-        # the shipped reference model on half the frames, and a trust band learnt within
+        # the shipped reference model on half the frames, with half its thread's wall
+        # time to infer in (a demo is there to show it), and a trust band learnt within
         # the camera's clean warm-up: 8 windows of 10 evaluated images (on demo scenes
         # about one clean window in 12 then falls outside the band; the deepest
         # dimming's mirror test leaves it). A short queue: an image waiting for the
         # reference reaches the drift detector only once evaluated, so a long one on a
         # busy machine would hold the alarm back by as many seconds as it holds images
         changes.update(shadow_model_path=str(REFERENCE), shadow_sample_share=0.5,
-                       shadow_queue_size=16, flip_share=0.2, proxy_trust_window=10,
+                       shadow_max_busy_share=0.5, shadow_queue_size=16, flip_share=0.2,
+                       proxy_trust_window=10,
                        proxy_trust_baseline_windows=8)
     defaults = Config()
     if not config.drift_baseline_path and \
