@@ -10,9 +10,8 @@ import asyncio
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from lookout.sidecar.config import Config
-from lookout.sidecar.forwarder import Forwarder
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
+from lookout.sidecar.processes.lead_forward import Forwarder
 from lookout.sidecar.quality.drift import DriftMonitor
 from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import FeatureStore
@@ -20,13 +19,7 @@ from lookout.sidecar.quality.reference import NoReference
 from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
-from lookout.sidecar.settings import (
-    AnalysisSettings,
-    DriftSettings,
-    SampleSettings,
-    ShadowSettings,
-    of,
-)
+from lookout.sidecar.served_models import ModelSettings
 
 
 @dataclass
@@ -50,34 +43,33 @@ class AnalysisChain:
             self.reference.add_listener(stage)
 
     @classmethod
-    def build(cls, config: Config, metrics: SidecarMetrics,
+    def build(cls, model: ModelSettings, metrics: SidecarMetrics,
               samples: SampleRecorder | None = None) -> AnalysisChain:
         """The whole chain for one model, as the lead worker runs it. `samples` is a
         recorder shared with other models' chains (one store, one writer)."""
-        analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics)
+        analyzer = TrafficAnalyzer(model.analysis, metrics)
         names = analyzer.model.class_names
-        shadow = bool(config.shadow_model_path or config.shadow_reference_url)
-        reference = ShadowEvaluator(of(ShadowSettings, config), metrics, names) if shadow \
+        reference = ShadowEvaluator(model.shadow, metrics, names) if model.shadowed \
             else NoReference(metrics)
-        drift = DriftMonitor(of(DriftSettings, config), metrics, names) if config.drift \
+        drift = DriftMonitor(model.drift, metrics, names) if model.drift \
             else None
         shared = samples is not None
-        if samples is None and config.sample_dir:
-            samples = SampleRecorder(of(SampleSettings, config), metrics, names, drift)
+        if samples is None and model.samples.sample_dir:
+            samples = SampleRecorder(model.samples, metrics, names, drift)
         elif samples is not None:
-            samples.add_model(config.model_name, names, drift, config.sample_strategies)
-        features = DriftFeatures(of(DriftSettings, config), metrics, names) if drift \
+            samples.add_model(model.name, names, drift, model.samples.sample_strategies)
+        features = DriftFeatures(model.drift, metrics, names) if model.drift \
             else None
         return cls(analyzer, reference, drift, samples, features, owns_samples=not shared)
 
     @classmethod
-    def forwarding(cls, config: Config, metrics: SidecarMetrics,
+    def forwarding(cls, model: ModelSettings, metrics: SidecarMetrics,
                    forwarder: Forwarder | None) -> AnalysisChain:
         """The chain of a worker that is not the lead: analysis and drift features
         here, then the analysis handed to the lead's reference stage."""
-        analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics)
-        features = DriftFeatures(of(DriftSettings, config), metrics,
-                                 analyzer.model.class_names) if config.drift else None
+        analyzer = TrafficAnalyzer(model.analysis, metrics)
+        features = DriftFeatures(model.drift, metrics,
+                                 analyzer.model.class_names) if model.drift else None
         return cls(analyzer, forwarder or NoReference(metrics), None, None, features)
 
     @property

@@ -10,6 +10,7 @@ import pytest
 
 from lookout.lookout_demo.models import PRIMARY, REFERENCE
 from lookout.sidecar.chain import AnalysisChain
+from lookout.sidecar.composition import model_settings
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.quality.drift import DriftMonitor
@@ -25,7 +26,7 @@ from tests.sidecar.test_analysis import _observation
 def _chain(tmp_path: Path, **options: str) -> tuple[AnalysisChain, SidecarMetrics]:
     config = load_config({"model_path": str(PRIMARY), **options}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    return AnalysisChain.build(config, metrics), metrics
+    return AnalysisChain.build(model_settings(config), metrics), metrics
 
 
 @pytest.mark.parametrize(("options", "kinds"), [

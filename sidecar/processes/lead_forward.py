@@ -4,11 +4,11 @@ dropped, goes to the lead's reference stage through a ring. Full: dropped and co
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from collections.abc import Callable
 
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.channel import Ring
+from lookout.sidecar.processes import wire
 
 
 class Forwarder:
@@ -21,5 +21,5 @@ class Forwarder:
     def offer(self, analysis: Analysis) -> None:
         slim = dataclasses.replace(analysis, observation=dataclasses.replace(
             analysis.observation, request_body=b"", response_body=b""))
-        if not self._ring.put([pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL)]):
+        if not self._ring.put([wire.dumps(slim)]):
             self._dropped()
