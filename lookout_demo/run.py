@@ -139,7 +139,8 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
         camera.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await camera
-        await asyncio.wait_for(sidecar.workers.join(), 10)  # let analysis catch up
+        if sidecar.workers is not None:  # let analysis catch up
+            await asyncio.wait_for(sidecar.workers.join(), 10)
         final = await scrape(admin)
         console.print(f"done: {stats.sent} frames sent; {admin}/metrics shows "
                       f"{final.requests:.0f} requests, {final.detections:.0f} detections in "
