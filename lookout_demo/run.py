@@ -95,12 +95,6 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
     await web.TCPSite(server, upstream.hostname, upstream.port or 80).start()
     sidecar = Sidecar(config)
     await sidecar.start()
-    # the camera and the demo's model server (this thread and the threads it starts
-    # from now on) take the analysis workers' lower priority: on a busy machine the
-    # camera then slows down with the analysis instead of running ahead of it, and the
-    # story stays in step with the scenes
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
     data = f"http://{_local(config.listen.host)}:{config.listen.port}"
     admin = f"http://{_local(config.admin.host)}:{config.admin.port}"
     console = Console()
@@ -121,7 +115,10 @@ async def run(config: Config, duration: float | None, rate: float) -> None:
                   soft_wrap=True, highlight=False)
     view = DemoView(sidecar, stats, duration, admin, f"{admin}/ui/samples",
                     os.environ.get(LOG_ENV, ""))
-    camera = asyncio.create_task(drive(data + "/predict", rate, duration, stats))
+    # the camera draws its frames at the analysis workers' priority: on a busy machine
+    # it slows down with the analysis, and the story stays in step with the scenes
+    camera = asyncio.create_task(drive(data + "/predict", rate, duration, stats,
+                                       niceness=WORKER_NICENESS))
     try:
         if console.is_terminal:
             with Live(view.table(), console=console, refresh_per_second=1,
