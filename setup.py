@@ -8,7 +8,7 @@ from setuptools import find_packages, setup
 
 setup(
     packages=find_packages(include=["lookout", "lookout.*"]),
-    package_data={"lookout.lookout_demo": ["models/*.onnx"],
+    package_data={"lookout.lookout_demo": ["models/*.onnx", "drift_baseline.json"],
                   "lookout.sidecar.pipeline.protos": ["*.binpb"],
                   "lookout.sidecar.samples": ["gallery.css"],
                   # the tap Envoy loads (`make tap`, the image's build stage)

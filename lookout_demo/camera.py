@@ -5,8 +5,11 @@ sidecar's signals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -79,26 +82,39 @@ def encode_frame(index: int, schedule: tuple[DriftPhase, ...], elapsed: float) -
     return scene.jpeg()
 
 
+def _yield_by(niceness: int) -> None:
+    """Lower the calling thread's priority (Linux: a thread's own; elsewhere the
+    process's); not permitted: it stays as it is."""
+    with contextlib.suppress(OSError):
+        os.nice(niceness)
+
+
 async def drive(url: str, rate: float, duration: float | None, stats: CameraStats,
-                schedule: tuple[DriftPhase, ...] = DEFAULT_SCHEDULE) -> None:
-    """POST frames to `url` at `rate` per second until `duration` (None: forever)."""
+                schedule: tuple[DriftPhase, ...] = DEFAULT_SCHEDULE,
+                niceness: int = 0) -> None:
+    """POST frames to `url` at `rate` per second until `duration` (None: forever). The
+    frames are drawn in a thread of their own lowered by `niceness`: given the analysis
+    workers' own, a busy machine slows the camera with the analysis instead of letting
+    it run ahead of it."""
     started = time.monotonic()
     interval = 1.0 / rate
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession() as session:
-        index = 0
-        while duration is None or time.monotonic() - started < duration:
-            elapsed = time.monotonic() - started
-            frame = await loop.run_in_executor(None, encode_frame, index, schedule, elapsed)
-            sent = time.monotonic()
-            try:
-                async with session.post(url, data=frame,
-                                        headers={"Content-Type": "image/jpeg"}) as response:
-                    await response.read()
-                    ok = response.status < 500
-            except aiohttp.ClientError:
-                ok = False
-            stats.record(time.monotonic() - sent, ok)
-            index += 1
-            next_at = started + index * interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    with ThreadPoolExecutor(1, "lookout-demo-camera", _yield_by, (niceness,)) as painter:
+        async with aiohttp.ClientSession() as session:
+            index = 0
+            while duration is None or time.monotonic() - started < duration:
+                elapsed = time.monotonic() - started
+                frame = await loop.run_in_executor(painter, encode_frame, index, schedule,
+                                                   elapsed)
+                sent = time.monotonic()
+                try:
+                    async with session.post(url, data=frame, headers={
+                            "Content-Type": "image/jpeg"}) as response:
+                        await response.read()
+                        ok = response.status < 500
+                except aiohttp.ClientError:
+                    ok = False
+                stats.record(time.monotonic() - sent, ok)
+                index += 1
+                next_at = started + index * interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -105,16 +106,23 @@ class FeatureProfile:
         return float(((window - base) * np.log(window / base)).sum())
 
     def exact_test(self, window_values: Sequence[float | str], counts: np.ndarray) -> float:
-        """p-value of scipy's two-sample KS (continuous) or chi-square (categorical) test.
-        scipy is imported here, at the first closed window: 60 MB that a process which
-        only validates drift settings (the proxy's) does not need."""
-        from scipy import stats
-
+        """p-value of scipy's two-sample KS (continuous) or chi-square (categorical) test."""
+        stats = _scipy_stats()
         if not self.categorical:
             return float(stats.ks_2samp(np.asarray(window_values, np.float64),
                                         self.values).pvalue)
         expected = (self.counts + 0.5) / (self.counts.sum() + 0.5 * self.bins) * counts.sum()
         return float(stats.chisquare(counts, expected).pvalue)
+
+
+def _scipy_stats() -> ModuleType:
+    """scipy.stats, imported when a detector is built: 60 MB that a process which only
+    validates drift settings (the proxy's) does not need, and an import of seconds
+    (tens on a busy machine: it parses its docstrings) that must not stall the first
+    closed window's analysis, as it did when imported there."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +189,7 @@ class DriftModel:
     def from_rows(cls, rows: Iterable[Mapping[str, float | str | None]],
                   features: Sequence[str], *, window: int, false_alarm_images: int,
                   clear_windows: int = 2, seed: int | None = None) -> DriftModel:
+        _scipy_stats()  # the exact tests' module, imported while calibrating
         rows = list(rows)
         profiles, skipped = {}, {}
         for name in features:
