@@ -386,10 +386,8 @@ class ShadowEvaluator:
         tensor = np.concatenate([prepared.tensor, prepared.tensor[mirrored, :, :, ::-1]]) \
             if mirrored else prepared.tensor
         started = time.perf_counter()
-        try:
+        with self._budget.running():  # busy time accrues while the run is going
             heads = self.reference.run(np.ascontiguousarray(tensor))
-        finally:
-            self._budget.spent(time.perf_counter() - started)
         self._backoff.succeeded()
         count = len(prepared.samples)
         found = self.reference.decode(heads[:count], prepared.geometries)
