@@ -140,7 +140,7 @@ def per_worker(observations: list[Observation], drift: str) -> float:
                                 SidecarMetrics("m", "v", process_metrics=False))
     chain.start()
     started = time.perf_counter()
-    chain.analyzer.analyse_batch(observations)
+    chain.analyse_batch(observations)
     rate = len(observations) / (time.perf_counter() - started)
     chain.drain_and_close(5)
     return rate
