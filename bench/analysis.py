@@ -36,6 +36,9 @@ from multidict import CIMultiDict
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# not bench/ itself: a worker process started by spawn gets this path, and
+# bench/grpc.py would stand in for the grpc package there
+sys.path.remove(str(Path(__file__).resolve().parent))
 
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.sidecar.chain import AnalysisChain

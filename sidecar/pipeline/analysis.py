@@ -297,14 +297,15 @@ class TrafficAnalyzer:
     def _decoded(self, observation: Observation
                  ) -> tuple[InputImage | None, DecodedImage | None]:
         """The image found and decoded once: at the chain's size when a stage needs its
-        pixels (kept), else at 1/8 to prove it whole (dropped). Raises ParseFailure."""
+        pixels (kept), else only checked whole by `extract_image` (at 1/8, no pixels
+        kept). Raises ParseFailure."""
+        needed = self.decode_size.needed
         image = extract_image(observation.path, observation.request_headers,
                               observation.request_body, self._config.image_fields,
-                              check=False)
-        if image is None:
-            return None, None
-        decoded = decode_input(image, self.decode_size)
-        return image, decoded if self.decode_size.needed else None
+                              check=not needed)
+        if image is None or not needed:
+            return image, None
+        return image, decode_input(image, self.decode_size)
 
     def _record(self, detections: Detections, image: InputImage | None) -> None:
         count = len(detections)

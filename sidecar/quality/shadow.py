@@ -369,7 +369,8 @@ class ShadowEvaluator:
             return None
 
     def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
-        """Decode and letterbox (the CPU stage, overlapped with the previous inference)."""
+        """Letterbox the pixels (decoding those an analysis came without): the CPU
+        stage, overlapped with the previous inference."""
         assert self.reference is not None
         prepared = PreparedBatch(len(batch))
         tensors = []
