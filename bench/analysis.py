@@ -42,11 +42,13 @@ sys.path.remove(str(Path(__file__).resolve().parent))
 
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.sidecar.chain import AnalysisChain
+from lookout.sidecar.composition import model_settings, worker_settings
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline import kserve
 from lookout.sidecar.pipeline.observation import Observation
+from lookout.sidecar.processes.analysis_pool import AnalysisPool, ChannelSettings
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.workers import AnalysisWorkers
+from lookout.sidecar.settings import of
 from lookout.slo import catalog
 from tests.support import tap_wire
 from tests.support.raw_head_upstream import head
@@ -142,7 +144,7 @@ def config(**values: str):
 
 def per_worker(observations: list[Observation], drift: str) -> float:
     """The lead worker's chain in this process: analysis, and drift when it is on."""
-    chain = AnalysisChain.build(config(drift=drift),
+    chain = AnalysisChain.build(model_settings(config(drift=drift)),
                                 SidecarMetrics("m", "v", process_metrics=False))
     chain.start()
     started = clock()
@@ -154,9 +156,10 @@ def per_worker(observations: list[Observation], drift: str) -> float:
 
 def through_workers(observations: list[Observation], workers: int, drift: str) -> float:
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    pool = AnalysisWorkers(config(analysis_workers=str(workers), drift=drift,
-                                  observation_queue_bytes=f"{40 * workers}MiB"),
-                           metrics, workers)
+    options = config(analysis_workers=str(workers), drift=drift,
+                     observation_queue_bytes=f"{40 * workers}MiB")
+    pool = AnalysisPool(of(ChannelSettings, options), worker_settings(options), metrics,
+                        workers)
     pool.start()
     try:
         warm = observations[:workers * 2]
@@ -183,7 +186,7 @@ def _tap_record(o: Observation) -> bytes:
         response_body=o.response_body, status=o.status)
 
 
-def _offer_all(pool: AnalysisWorkers, observations: list[Observation]) -> None:
+def _offer_all(pool: AnalysisPool, observations: list[Observation]) -> None:
     """Into the rings round robin, as Envoy's worker thread does; a benchmark producer
     waits for room where the tap would drop."""
     records = [_tap_record(o) for o in observations]

@@ -123,7 +123,7 @@ class CountingHTTPUpstream(http.server.ThreadingHTTPServer):
         with self.lock:
             return sum(1 for p in self.paths if not p.startswith(GOOD_PATH))
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: Any, _client_address: Any) -> None:
         """Peers hanging up mid-answer are part of the experiment, not news."""
 
     def stop(self) -> None:

@@ -54,19 +54,31 @@ ANNOTATIONS = (
     Annotation("token-secret", "a Secret whose key `token` is the sample API's bearer token",
                "(sample API off)"),
     Annotation("analysis-workers", "analysis worker processes of the sidecar", "1"),
-    Annotation("request-processes", "processes serving the data port together, one core "
-               "of requests each", "1"),
+    Annotation("envoy-concurrency", "Envoy worker threads serving the data ports "
+               "(`envoy_concurrency`), one core of requests each", "1"),
     Annotation("cpu", "CPU of the sidecar (requests = limits)",
-               "one per analysis worker and per request process beyond the first"),
+               "one per analysis worker and per Envoy worker thread beyond the first"),
     Annotation("memory", "memory of the sidecar (requests = limits)",
-               "512Mi, 256Mi per analysis worker beyond the first, 128Mi per request "
-               "process beyond the first"),
+               "512Mi, 256Mi per analysis worker beyond the first, 128Mi per Envoy worker "
+               "thread beyond the first"),
     Annotation("image", "the lookout image", "the injector's default image"),
 )
 KEYS = frozenset(a.key for a in ANNOTATIONS)
+# old names still read, each with a warning naming the new one (the new one wins)
+RENAMED = {"request-processes": "envoy-concurrency"}
 
 
 def read(annotations: dict[str, str] | None) -> dict[str, str]:
     """The lookout.io/ annotations of an object, without the prefix."""
-    return {key[len(PREFIX):]: str(value) for key, value in (annotations or {}).items()
-            if key.startswith(PREFIX) and key[len(PREFIX):] in KEYS}
+    found = {key[len(PREFIX):]: str(value) for key, value in (annotations or {}).items()
+             if key.startswith(PREFIX)}
+    for old, new in RENAMED.items():
+        if old in found:
+            found.setdefault(new, found[old])
+    return {key: value for key, value in found.items() if key in KEYS}
+
+
+def deprecated(annotations: dict[str, str] | None) -> list[str]:
+    """A warning for each old name an object still uses."""
+    return [f"{PREFIX}{old} is deprecated: it is {PREFIX}{new} now"
+            for old, new in RENAMED.items() if f"{PREFIX}{old}" in (annotations or {})]

@@ -35,7 +35,7 @@ SHM_VOLUME, SHM_PATH = "lookout-shm", "/dev/shm"
 # the channel: the default 64Mi, or room for one largest observation (2 x 16Mi) per worker
 CHANNEL_MIB, CHANNEL_PER_WORKER_MIB, FORWARD_RING_MIB, SHM_HEADROOM_MIB = 64, 40, 32, 16
 WORKER_MEMORY_MIB = 256
-REQUEST_PROCESS_MEMORY_MIB = 128  # one more request-path process: ~60 MB idle, with room
+ENVOY_THREAD_MEMORY_MIB = 128  # one more Envoy worker thread, with its rings and buffers
 SAMPLES_PATH, TOKEN_PATH = "/var/lib/lookout/samples", "/var/run/secrets/lookout"
 DEFAULT_IMAGE = "ghcr.io/yolo-lookout/lookout:0.1.0"
 RUN_AS_USER = 65532  # the Dockerfile's non-root user
@@ -66,10 +66,10 @@ class InjectOptions:
     listen_port: int = 8080  # the sidecar's data port (moved up if the pod uses it)
     admin_port: int = 9090
     analysis_workers: int = 1
-    request_processes: int = 1
-    cpu: str = ""  # empty: one CPU per analysis worker and per request process beyond one
+    envoy_concurrency: int = 1
+    cpu: str = ""  # empty: one CPU per analysis worker and per Envoy thread beyond one
     memory: str = ""  # empty: 512Mi, 256Mi more per analysis worker beyond the first,
-    # 128Mi more per request process beyond the first
+    # 128Mi more per Envoy worker thread beyond the first
     samples_size: str = "1Gi"
 
 
@@ -156,8 +156,6 @@ def _app_port(container: dict[str, Any], wanted: str | None) -> tuple[int, dict 
     ports = container.get("ports") or []
     if wanted:
         return _named_port(container, wanted, "upstream-port")
-        if wanted.isascii() and wanted.isdigit():
-            return int(wanted), None
     for port in ports:
         if port.get("name") == "http":
             return int(port["containerPort"]), port
@@ -290,13 +288,13 @@ def _sidecar(app: dict[str, Any], note: dict[str, str], name: str, options: Inje
     if "token-secret" in note:
         env["LOOKOUT_ADMIN_TOKEN_FILE"] = f"{TOKEN_PATH}/token"
     workers = analysis_workers(note, options)
-    processes = request_processes(note, options)
+    processes = envoy_concurrency(note, options)
     env["LOOKOUT_ANALYSIS_WORKERS"] = str(workers)
     env["LOOKOUT_OBSERVATION_QUEUE_BYTES"] = f"{channel_mib(workers, processes)}MiB"
     if processes > 1:  # the data plane's producers are Envoy's worker threads
         env["LOOKOUT_ENVOY_CONCURRENCY"] = str(processes)
     memory_mib = (512 + WORKER_MEMORY_MIB * (workers - 1)
-                  + REQUEST_PROCESS_MEMORY_MIB * (processes - 1))
+                  + ENVOY_THREAD_MEMORY_MIB * (processes - 1))
     resources = {"cpu": note.get("cpu") or options.cpu or str(workers + processes - 1),
                  "memory": note.get("memory") or options.memory or f"{memory_mib}Mi"}
     mounts = [{"name": SAMPLES_VOLUME, "mountPath": SAMPLES_PATH},
@@ -353,12 +351,12 @@ def analysis_workers(note: dict[str, str], options: InjectOptions) -> int:
     return _process_count(note, "analysis-workers", options.analysis_workers)
 
 
-def request_processes(note: dict[str, str], options: InjectOptions) -> int:
-    return _process_count(note, "request-processes", options.request_processes)
+def envoy_concurrency(note: dict[str, str], options: InjectOptions) -> int:
+    return _process_count(note, "envoy-concurrency", options.envoy_concurrency)
 
 
 def channel_mib(workers: int, processes: int = 1) -> int:
-    """A ring from each request-path process to each worker, each holding one whole
+    """A ring from each Envoy worker thread to each worker, each holding one whole
     observation at least."""
     return max(CHANNEL_MIB, CHANNEL_PER_WORKER_MIB * workers * processes)
 
@@ -379,7 +377,7 @@ def _volumes(note: dict[str, str], options: InjectOptions) -> list[dict[str, Any
     volumes = [samples, {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
                {"name": SHM_VOLUME, "emptyDir": {
                    "medium": "Memory", "sizeLimit": shm_size(
-                       analysis_workers(note, options), request_processes(note, options))}}]
+                       analysis_workers(note, options), envoy_concurrency(note, options))}}]
     if "token-secret" in note:
         volumes.append({"name": TOKEN_VOLUME, "secret": {
             "secretName": note["token-secret"], "defaultMode": 0o440,
@@ -399,6 +397,8 @@ def inject_template(metadata: dict[str, Any], spec: dict[str, Any], name: str,
                                 f"cannot take over a port of the node)")
         return
     note = notes.read(metadata.get("annotations"))
+    outcome.warnings += [f"{name}: {warning}"
+                         for warning in notes.deprecated(metadata.get("annotations"))]
     containers = spec.get("containers") or []
     if not containers:
         raise InjectError(f"{name}: the pod has no containers")

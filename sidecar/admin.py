@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from lookout.sidecar.proxy.upstream import UpstreamProbe
+from lookout.sidecar.dataplane.upstream_probe import UpstreamProbe
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.ui import SampleUi
@@ -49,8 +49,8 @@ class AdminApp:
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        # the proxy's registry, the workers' files and the other request-path processes'
-        # sockets: read off the event loop, which keeps serving this process's requests
+        # lookout's registry, the workers' metric files, the tap's counters and Envoy's
+        # stats: read off the event loop, which keeps serving this process's requests
         body = await asyncio.get_running_loop().run_in_executor(None, encoder, self._metrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -16,12 +16,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lookout.sidecar.config import Config
-from lookout.sidecar.forwarder import Forwarder
 from lookout.sidecar.pipeline.analysis import Analysis, TrafficAnalyzer
 from lookout.sidecar.pipeline.images import DecodeSize
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.stage import HandOn, Stage
+from lookout.sidecar.processes.lead_forward import Forwarder
 from lookout.sidecar.quality.drift import DriftMonitor
 from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import FeatureStore
@@ -30,13 +29,7 @@ from lookout.sidecar.quality.shadow import SHADOW_QUEUE, ShadowEvaluator
 from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.recorder import SAMPLE_QUEUE, SampleRecorder
-from lookout.sidecar.settings import (
-    AnalysisSettings,
-    DriftSettings,
-    SampleSettings,
-    ShadowSettings,
-    of,
-)
+from lookout.sidecar.served_models import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,39 +76,36 @@ class AnalysisChain:
         self._failures = FailureLog(log)
 
     @classmethod
-    def build(cls, config: Config, metrics: SidecarMetrics,
+    def build(cls, model: ModelSettings, metrics: SidecarMetrics,
               samples: SampleRecorder | None = None) -> AnalysisChain:
         """The whole chain for one model, as the lead worker runs it. `samples` is a
         recorder shared with other models' chains (one store, one writer)."""
         size = DecodeSize()  # raised by every stage that needs the pixels
-        analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics, decode_size=size)
+        analyzer = TrafficAnalyzer(model.analysis, metrics, decode_size=size)
         names = analyzer.model.class_names
-        shadow = bool(config.shadow_model_path or config.shadow_reference_url)
-        reference = ShadowEvaluator(of(ShadowSettings, config), metrics, names,
-                                    decode_size=size) if shadow else NoReference(metrics)
-        drift = DriftMonitor(of(DriftSettings, config), metrics, names) if config.drift \
-            else None
+        reference = ShadowEvaluator(model.shadow, metrics, names, decode_size=size) \
+            if model.shadowed else NoReference(metrics)
+        drift = DriftMonitor(model.drift, metrics, names) if model.drift else None
         shared = samples is not None
-        if samples is None and config.sample_dir:
-            samples = SampleRecorder(of(SampleSettings, config), metrics, names)
+        if samples is None and model.samples.sample_dir:
+            samples = SampleRecorder(model.samples, metrics, names)
         elif samples is not None:
-            samples.add_model(config.model_name, names, config.sample_strategies)
+            samples.add_model(model.name, names, model.samples.sample_strategies)
         if samples is not None:
-            size.need(longest=config.sample_image_size)
-        features = DriftFeatures(of(DriftSettings, config), metrics, names,
-                                 decode_size=size) if drift else None
+            size.need(longest=model.samples.sample_image_size)
+        features = DriftFeatures(model.drift, metrics, names, decode_size=size) \
+            if model.drift else None
         return cls(analyzer, reference, drift, samples, features, owns_samples=not shared)
 
     @classmethod
-    def forwarding(cls, config: Config, metrics: SidecarMetrics,
+    def forwarding(cls, model: ModelSettings, metrics: SidecarMetrics,
                    forwarder: Forwarder | None) -> AnalysisChain:
         """The chain of a worker that is not the lead: analysis and drift features
         here, then the analysis handed to the lead's reference stage."""
         size = DecodeSize()
-        analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics, decode_size=size)
-        features = DriftFeatures(of(DriftSettings, config), metrics,
-                                 analyzer.model.class_names,
-                                 decode_size=size) if config.drift else None
+        analyzer = TrafficAnalyzer(model.analysis, metrics, decode_size=size)
+        features = DriftFeatures(model.drift, metrics, analyzer.model.class_names,
+                                 decode_size=size) if model.drift else None
         return cls(analyzer, forwarder or NoReference(metrics), None, None, features)
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,12 +20,7 @@ from lookout.sidecar.preflight import PreflightError, preflight
 from lookout.sidecar.samples.bucket import ENCRYPTIONS
 from lookout.sidecar.samples.layout import parse_store_url
 from lookout.sidecar.samples.policy import DEFAULT_POLICY, parse_policy
-from lookout.sidecar.served_models import (
-    ModelEntry,
-    format_models,
-    model_configs,
-    parse_models,
-)
+from lookout.sidecar.served_models import ModelEntry, format_models, parse_models
 from lookout.slo.catalog import MODEL_INFO
 
 ENV_PREFIX = "LOOKOUT_"
@@ -255,25 +250,35 @@ class Config:
                           "admin port: /metrics /healthz /readyz")
     upstream: str = _opt("http://127.0.0.1:8000", parse_upstream,
                          "the inference server in the same pod")
-    grpc_listen: Address | None = _opt(None, parse_optional_address, "gRPC data port "
-                                       "(KServe V2 / Triton clients), forwarded to "
-                                       "grpc_upstream; empty: off")
+    grpc_listen: Address | None = _opt(None, parse_optional_address,
+                                       "gRPC data port: every method of the upstream's "
+                                       "gRPC server (KServe V2, Triton, health), "
+                                       "relayed as bytes to grpc_upstream "
+                                       "(docs/GRPC.md); empty: off")
     grpc_upstream: str = _opt("127.0.0.1:8001", parse_grpc_upstream, "the inference "
                               "server's gRPC port in the same pod (HOST:PORT)")
-    model_name: str = _opt("yolo", str, "value of the `model` label")
-    model_version: str = _opt("unknown", str, "value of the `version` label")
+    model_name: str = _opt("yolo", str,
+                           "`model` label of the default model: every request in a "
+                           "one-model pod; in a multi-model pod, its own V2 name and "
+                           "every non-V2 route")
+    model_version: str = _opt("unknown", str,
+                              "`version` label (the deployed version; compared with "
+                              "what V2 responses say they served)")
     model_sha256: str = _opt("", str, "sha256 of the primary model file, for "
                                 f"{MODEL_INFO.name}")
-    models: tuple[ModelEntry, ...] = _opt((), parse_models, "the other models the server "
-                                          "serves (V2 /v2/models/{name}): a YAML list of "
-                                          "name, version and per-model options (see "
-                                          "docs/MODELS.md)")
+    models: tuple[ModelEntry, ...] = _opt((), parse_models,
+                                          "the other models the server serves: a YAML "
+                                          "list of `name`, `version` and per-model "
+                                          "options (see docs/MODELS.md)")
     discover_models: bool = _opt(False, parse_bool, "label models the server answers for "
                                  "that are not configured by their own name (V2 paths); "
                                  "with neither this nor models, every request is "
                                  "model_name's")
-    max_models: int = _opt(16, _positive(int), "most model names used as labels, "
-                           "configured and discovered; others are labelled 'other'")
+    max_models: int = _opt(16, _positive(int),
+                           "most model names used as labels, configured and discovered;"
+                           " others are `other`; a discovered name needs more than one "
+                           "2xx answer, and what the cap turns away is counted "
+                           "(`lookout_model_labels_refused_total`)")
     model_label_idle_seconds: float = _opt(3600.0, _positive(float), "seconds without "
                                            "traffic after which a discovered model gives "
                                            "its label slot back (configured models keep "
@@ -294,7 +299,10 @@ class Config:
     observation_queue_size: int = _opt(1024, _positive(int),
                                        "observations waiting for analysis before drops")
     observation_queue_bytes: int = _opt(64 * 1024**2, _positive(parse_size),
-                                        "body bytes held by waiting observations before drops")
+                                        "the shared-memory channel to the analysis "
+                                        "workers (in `/dev/shm`, split between them, "
+                                        "taken at start-up); each worker's share must "
+                                        "hold twice `observe_max_bytes`")
     client_head_timeout: float = _opt(60.0, _positive(float), "seconds a client has to send "
                                       "a whole request head (then 408 and close)")
     client_body_timeout: float = _opt(60.0, _positive(float), "seconds a client may pause "
@@ -325,7 +333,8 @@ class Config:
     iou_threshold: float = _opt(0.45, parse_ratio, "NMS IoU threshold for raw heads")
     max_detections: int = _opt(300, _positive(int), "most detections kept per image")
     head_layout: str = _opt("auto", _choice("auto", "yolov8", "yolov5", "end2end"),
-                            "layout of raw output tensors")
+                            "layout of raw output tensors: auto, or force `yolov8`, "
+                            "`yolov5` or `end2end`")
     detections_path: str = _opt("", str, "dotted path to the detection list in a custom "
                                 "JSON response (e.g. result.objects)")
     box_field: str = _opt("", str, "box field of a custom detection object")
@@ -348,10 +357,11 @@ class Config:
                                   "empty: shadow evaluation off")
     shadow_model_sha256: str = _opt("", parse_sha256, "sha256 the reference model file must "
                                     "have; a mismatch disables shadow evaluation")
-    shadow_reference_url: str = _opt("", parse_reference_url, "a reference model served "
-                                     "by Triton or KServe instead of a local file: "
-                                     "http(s)://HOST:PORT (V2 REST, binary tensors) or "
-                                     "grpc://HOST:PORT (V2 gRPC)")
+    shadow_reference_url: str = _opt("", parse_reference_url,
+                                     "a reference served by Triton/KServe for many "
+                                     "sidecars instead of a local file: "
+                                     "`http(s)://HOST:PORT` (V2 REST, binary tensors) "
+                                     "or `grpc://HOST:PORT`; see docs/SHADOW.md")
     shadow_reference_model: str = _opt("", str, "the reference's V2 model name on "
                                        "shadow_reference_url")
     shadow_reference_version: str = _opt("", str, "the reference's V2 model version; "
@@ -363,8 +373,9 @@ class Config:
         (), parse_list, "the remote reference's class names in id order (V2 metadata has "
         "none); empty: the primary model's")
     shadow_providers: tuple[str, ...] = _opt(("tensorrt", "cuda", "cpu"), parse_providers,
-                                             "onnxruntime providers for the reference model, "
-                                             "in order of preference")
+                                             "onnxruntime providers in order of "
+                                             "preference (GPU ones only where an NVIDIA"
+                                             " driver is present; CPU always last)")
     shadow_sample_share: float = _opt(0.1, parse_ratio,
                                       "share of analysed images offered to the reference model")
     shadow_rate: float = _opt(5.0, _positive(float),
@@ -383,13 +394,17 @@ class Config:
                                         "confidence threshold for the reference model's boxes")
     flip_share: float = _opt(0.0, parse_ratio, "share of shadow samples also checked for flip "
                              "consistency with the primary model at model_path")
-    reference_flip_share: float = _opt(1.0, parse_ratio, "share of shadow samples the "
-                                       "reference also sees mirrored: its boxes that "
-                                       "survive count for the robust recall proxy and its "
-                                       "flip consistency for the trust signal")
-    shadow_recall_floor: float = _opt(0.35, parse_ratio, "reference confidence from which "
-                                      "a flip-confirmed box counts for the robust recall "
-                                      "proxy")
+    reference_flip_share: float = _opt(1.0, parse_ratio,
+                                       "share of shadow samples the reference also sees"
+                                       " mirrored (in the same batch, twice the "
+                                       "reference's compute): its boxes that survive "
+                                       "feed the robust recall proxy (the recall SLO "
+                                       "and canary gate), its flip consistency the "
+                                       "trust signal")
+    shadow_recall_floor: float = _opt(0.35, parse_ratio,
+                                      "reference confidence from which a flip-confirmed"
+                                      " box counts for the robust recall proxy (chosen "
+                                      "on clean scenes: docs/QUALITY.md)")
     proxy_trust_window: int = _opt(20, _positive(int), "evaluated images per window of the "
                                    "proxy trust signal")
     proxy_trust_baseline_windows: int = _opt(20, _positive(int), "first windows whose "
@@ -461,19 +476,24 @@ class Config:
                                "fleet's (sample_url: every pod's samples)")
     admin_token: str = _opt("", str, "bearer token for the sample API on the admin port; "
                             "empty (and no admin_token_file): the API is off", secret=True)
-    admin_token_file: str = _opt("", str, "file holding the admin bearer token (a mounted "
-                                 "Secret); read at start-up and again whenever it changes "
-                                 "(a rotated Secret takes effect without a restart)")
-    admin_max_connections: int = _opt(256, _positive(int), "open connections on the admin "
-                                      "port; at the cap the one idle longest is closed to "
-                                      "make room (counted)")
+    admin_token_file: str = _opt("", str,
+                                 "file holding the token (a mounted Secret); wins over "
+                                 "`admin_token`; re-read within 2 s of a change (in "
+                                 "place or a symlink swap), which ends every gallery "
+                                 "session made with the old token")
+    admin_max_connections: int = _opt(256, _positive(int),
+                                      "open admin-port connections; at the cap the one "
+                                      "idle longest is closed to make room, and a new "
+                                      "one is closed only when all are busy "
+                                      "(`lookout_admin_connections_closed_total`)")
     admin_head_timeout: float = _opt(10.0, _positive(float), "seconds a client of the admin "
                                      "port has to send a whole request head (then closed)")
     admin_idle_timeout: float = _opt(60.0, _positive(float), "seconds an idle admin-port "
                                      "connection is kept open")
-    admin_guess_limit: int = _opt(20, _positive(int), "wrong admin-token guesses one client "
-                                  "address may make per admin_guess_window; then 429 until "
-                                  "the window ends")
+    admin_guess_limit: int = _opt(20, _positive(int),
+                                  "wrong admin-token guesses (bearer or login form) one"
+                                  " client address may make per admin_guess_window; "
+                                  "then 429 with `Retry-After` until the window ends")
     admin_guess_limit_total: int = _opt(100, _positive(int), "wrong admin-token guesses from "
                                         "all addresses together per admin_guess_window; "
                                         "then 429 for every guess until the window ends")
@@ -482,11 +502,15 @@ class Config:
     trace_url_template: str = _opt("", parse_trace_url_template, "trace viewer URL the "
                                    "gallery links each sample's trace to, with {trace_id} "
                                    "(Tempo through Grafana, Jaeger); empty: no link")
-    gpu_metrics: bool = _opt(True, parse_bool, "sample the pod's GPUs through NVML "
-                             "(off by itself where there is no NVIDIA driver)")
+    gpu_metrics: bool = _opt(True, parse_bool,
+                             "sample the pod's GPUs through NVML (utilisation, memory, "
+                             "the pod's processes' memory, throttling, ECC, XIDs); "
+                             "without a driver it says so once and exports `gpu_up 0`")
     gpu_interval: float = _opt(10.0, _positive(float), "seconds between NVML samples")
-    gpu_call_timeout: float = _opt(5.0, _positive(float), "seconds an NVML sample may take "
-                                   "before it counts as hung (reason timeout)")
+    gpu_call_timeout: float = _opt(5.0, _positive(float),
+                                   "seconds an NVML sample may take before it counts as"
+                                   ' hung (`reason="timeout"`); a hung call holds one '
+                                   "thread, never a scrape")
     log_level: str = _opt("info", _choice("debug", "info", "warning", "error"), "log level")
     event_loop: str = _opt("auto", _choice("auto", "uvloop", "asyncio"),
                            "event loop implementation")
@@ -512,8 +536,16 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
 
 
 def per_model(config: Config) -> dict[str, Config]:
-    """Each served model's own configuration (the default model's is `config`)."""
-    return model_configs(config, lambda key, raw, where: _coerce(key, raw, where))
+    """Each served model's own configuration: the base with its overrides, each parsed so
+    a bad value names `models[i].key` (the default model's is `config`)."""
+    configs = {config.model_name: config}
+    for index, entry in enumerate(config.models):
+        values = {key: _coerce(key, raw, f"models[{index}].{key}")
+                  for key, raw in entry.overrides}
+        base = configs.get(entry.name, config)
+        configs[entry.name] = replace(base, model_name=entry.name,
+                                      model_version=entry.version, **values)
+    return configs
 
 
 def _yaml_values(path: Path) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import Config, per_model
 from lookout.sidecar.pipeline.analysis import Analysis, Outcome
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.runtime.gpu import GpuCollector
@@ -28,53 +27,54 @@ from lookout.sidecar.samples.recorder import SampleRecorder
 from lookout.sidecar.served_models import (
     OTHER_MODEL,
     UNKNOWN_VERSION,
-    discovered_config,
+    ChainSettings,
+    ModelSettings,
     fetch_input_size,
 )
-from lookout.sidecar.settings import GpuSettings, SampleSettings, of
 
 log = logging.getLogger(__name__)
 
-ChainBuilder = Callable[[Config, SidecarMetrics], AnalysisChain]
+ChainBuilder = Callable[[ModelSettings, SidecarMetrics], AnalysisChain]
 
 
 class ModelChains:
     name = "analysis"  # the `component` label of a failed batch
 
-    def __init__(self, config: Config, metrics: SidecarMetrics,
+    def __init__(self, settings: ChainSettings, metrics: SidecarMetrics,
                  build: ChainBuilder | None = None) -> None:
         """`build` makes one model's chain (the lead's full chain by default)."""
-        self._config = config
+        self._settings = settings
         self._metrics = metrics
         self.samples: SampleRecorder | None = None
         self.gpu: GpuCollector | None = None
         if build is None:
-            if config.sample_dir:
-                self.samples = SampleRecorder(of(SampleSettings, config), metrics)
-            self.gpu = GpuCollector(of(GpuSettings, config), metrics)
+            if settings.pod.samples.sample_dir:
+                self.samples = SampleRecorder(settings.pod.samples, metrics)
+            self.gpu = GpuCollector(settings.gpu, metrics)
             build = self._lead_chain
         self._build = build
         self._started = False
         self._executor: ThreadPoolExecutor | None = None
         self.chains: dict[str, AnalysisChain] = {
-            name: build(model, metrics.labelled(name, model.model_version))
-            for name, model in per_model(config).items()}
-        self.default = self.chains[config.model_name]
+            model.name: build(model, metrics.labelled(model.name, model.version))
+            for model in settings.models}
+        self.default = self.chains[settings.models[0].name]
         self._other = metrics.labelled(OTHER_MODEL, UNKNOWN_VERSION)
 
-    def _lead_chain(self, config: Config, metrics: SidecarMetrics) -> AnalysisChain:
-        return AnalysisChain.build(config, metrics, self.samples)
+    def _lead_chain(self, model: ModelSettings, metrics: SidecarMetrics) -> AnalysisChain:
+        return AnalysisChain.build(model, metrics, self.samples)
 
     def chain_for(self, model: str) -> AnalysisChain | None:
         chain = self.chains.get(model)
         if chain is not None or model == OTHER_MODEL:
             return chain
-        size = fetch_input_size(self._config.upstream, model, self._config.connect_timeout)
+        pod = self._settings.pod
+        size = fetch_input_size(self._settings.upstream, model,
+                                self._settings.connect_timeout)
         log.info("analysing discovered model %r (input size %s)", model,
-                 size or f"{self._config.input_size}, the default")
-        config = discovered_config(self._config, model, size)
+                 size or f"{pod.analysis.input_size}, the default")
         chain = self.chains[model] = self._build(
-            config, self._metrics.labelled(model, UNKNOWN_VERSION))
+            pod.discovered(model, size), self._metrics.labelled(model, UNKNOWN_VERSION))
         if self._started:
             chain.start()
         return chain

@@ -5,16 +5,19 @@ is not ONNX, a pinned baseline that cannot be read. Each refusal names the key."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lookout.shadow_eval.limits import FEATURES, MIN_BASELINE_VALUES
+
+if TYPE_CHECKING:  # config.py calls preflight as it loads: a run-time import would cycle
+    from lookout.sidecar.config import Config
 
 
 class PreflightError(ValueError):
     """A configured value cannot work; the message names the key and what to change."""
 
 
-def check_drift(config: Any) -> None:
+def check_drift(config: Config) -> None:
     """The detector needs MIN_BASELINE_VALUES values per feature, and a per-window false
     alarm probability below 1, or drift would be disabled at run time."""
     if not config.drift:
@@ -54,7 +57,7 @@ def check_model_file(key: str, path: str) -> None:
         raise PreflightError(f"{key}: {error}") from None
 
 
-def check_reference(config: Any) -> None:
+def check_reference(config: Config) -> None:
     """One reference model, local or remote, and a remote one named."""
     if config.shadow_model_path and config.shadow_reference_url:
         raise PreflightError("shadow_reference_url: set either a local reference model "
@@ -68,7 +71,7 @@ def check_reference(config: Any) -> None:
                              "server's URL")
 
 
-def preflight(config: Any) -> None:
+def preflight(config: Config) -> None:
     """Every start-up check, on a loaded configuration."""
     check_drift(config)
     check_reference(config)

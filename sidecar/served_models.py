@@ -15,8 +15,9 @@ from the server, and `other`), and at most `max_models` of them. Everything else
 slot back, so names that came and went cannot keep a model added later at `other`.
 
 Each configured model has its own decode settings, reference model, drift baseline and
-sampling rules: a `Config` of its own, the base configuration with its overrides, so
-every stage is built for a model exactly as for the one model of a simple pod.
+sampling rules: the base configuration with its overrides (`config.per_model`), cut once
+into its `ModelSettings`, so every stage is built for a model exactly as for the one
+model of a simple pod.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from typing import Any, Self
 from urllib.parse import unquote
 
 import yaml
+
+from lookout.sidecar.settings import (
+    AnalysisSettings,
+    DriftSettings,
+    GpuSettings,
+    SampleSettings,
+    ShadowSettings,
+)
 
 OTHER_MODEL = "other"
 UNKNOWN_VERSION = "unknown"
@@ -141,14 +150,14 @@ class ModelLabels:
         self._checked = clock()
 
     @classmethod
-    def of(cls, config: Any, **extra: Any) -> Self:
-        """The labels a configuration (a `Config`) gives: its default and listed models,
-        discovery, the cap and the idle time."""
-        return cls(config.model_name, config.model_version,
-                   {entry.name: entry.version for entry in config.models
-                    if entry.name != config.model_name},
-                   config.discover_models, config.max_models,
-                   idle_seconds=config.model_label_idle_seconds, **extra)
+    def of(cls, settings: LabelSettings, **extra: Any) -> Self:
+        """The labels the settings give: the default and listed models, discovery, the
+        cap and the idle time."""
+        return cls(settings.model_name, settings.model_version,
+                   {entry.name: entry.version for entry in settings.models
+                    if entry.name != settings.model_name},
+                   settings.discover_models, settings.max_models,
+                   idle_seconds=settings.model_label_idle_seconds, **extra)
 
     @property
     def single(self) -> bool:
@@ -228,26 +237,73 @@ class ModelLabels:
         self._last_seen = dict.fromkeys(self.discovered, self._clock())
 
 
-def model_configs(config: Any, parse: Any) -> dict[str, Any]:
-    """Each configured model's own Config: the base with its overrides, parsed by
-    `parse(key, raw, where)` so a bad value names `models[i].key`."""
-    configs = {config.model_name: config}
-    for index, entry in enumerate(config.models):
-        values = {key: parse(key, raw, f"models[{index}].{key}") for key, raw in entry.overrides}
-        base = configs.get(entry.name, config)
-        configs[entry.name] = dataclasses.replace(base, model_name=entry.name,
-                                                  model_version=entry.version, **values)
-    return configs
+@dataclass(frozen=True, slots=True)
+class LabelSettings:
+    """What the model labels are made of (`settings.of(LabelSettings, config)`)."""
+
+    model_name: str
+    model_version: str
+    models: tuple[ModelEntry, ...]
+    discover_models: bool
+    max_models: int
+    model_label_idle_seconds: float
 
 
-def discovered_config(config: Any, name: str, input_size: int | None) -> Any:
-    """A model found in service: the pod's decode settings without its model file, class
-    names, reference model or pinned baseline (they belong to the default model)."""
-    return dataclasses.replace(
-        config, model_name=name, model_version=UNKNOWN_VERSION, model_path="",
-        model_sha256="", class_names=(), input_size=input_size or config.input_size,
-        shadow_model_path="", shadow_reference_url="", shadow_reference_model="",
-        drift_baseline_path="")
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """One served model's settings, cut once from its configuration in the lookout
+    process (`composition.py`): what its analysis chain is built from in a worker."""
+
+    analysis: AnalysisSettings
+    shadow: ShadowSettings
+    drift: DriftSettings | None  # None: no drift monitor for this model
+    samples: SampleSettings
+    model_sha256: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.analysis.model_name
+
+    @property
+    def version(self) -> str:
+        return self.analysis.model_version
+
+    @property
+    def shadowed(self) -> bool:
+        """It has a reference model, local or remote."""
+        return bool(self.shadow.shadow_model_path or self.shadow.shadow_reference_url)
+
+    @property
+    def feeds_lead(self) -> bool:
+        """Its analyses reach a stage only the lead worker runs (the reference, drift,
+        the sample recorder), so the other workers forward them."""
+        return self.shadowed or self.drift is not None or bool(self.samples.sample_dir)
+
+    def discovered(self, name: str, input_size: int | None) -> ModelSettings:
+        """A model found in service, from the pod's settings: its decode settings without
+        its model file, class names, reference model or pinned baseline (they belong to
+        the default model)."""
+        named = {"model_name": name, "model_version": UNKNOWN_VERSION}
+        return ModelSettings(
+            dataclasses.replace(self.analysis, **named, model_path="", class_names=(),
+                                input_size=input_size or self.analysis.input_size),
+            dataclasses.replace(self.shadow, **named, model_path="", shadow_model_path="",
+                                shadow_reference_url="", shadow_reference_model=""),
+            None if self.drift is None else dataclasses.replace(
+                self.drift, **named, drift_baseline_path=""),
+            self.samples)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSettings:
+    """What one worker's chains are built from, cut once in the lookout process
+    (`composition.py`): each served model's settings, the default model's first."""
+
+    models: tuple[ModelSettings, ...]
+    pod: ModelSettings  # the pod's own: its sample store, and where discovered models start
+    gpu: GpuSettings
+    upstream: str  # a discovered model's metadata is asked of the server
+    connect_timeout: float
 
 
 def input_size_from_metadata(metadata: Any) -> int | None:

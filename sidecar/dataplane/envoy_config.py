@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lookout.sidecar.dataplane.envoy_tracing import envoy_tracing
-from lookout.sidecar.proxy.routes import OTHER_ROUTE
+from lookout.sidecar.dataplane.routes import OTHER_ROUTE
 
 # Envoy's own object names (its stats carry them: http.data_http.*), never metric names
 HTTP_LISTENER, GRPC_LISTENER = "data_http", "data_grpc"
@@ -313,7 +313,7 @@ def _listener(name: str, host: str, port: int, manager: dict[str, Any],
 
 
 def template_regex(template: str) -> str:
-    """A route template as RE2, as `proxy/routes.py` reads it: `{name}` is one or more
+    """A route template as RE2, as `routes.py` reads it: `{name}` is one or more
     characters but '/', and a trailing '/' is allowed."""
     pieces = re.split(r"\{[A-Za-z_][A-Za-z0-9_]*\}", template)
     return "[^/]+?".join(re.escape(piece) for piece in pieces) + "/?"

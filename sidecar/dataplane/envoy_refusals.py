@@ -14,8 +14,8 @@ import threading
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from lookout.sidecar.dataplane.envoy_admin import admin_request
 from lookout.sidecar.dataplane.envoy_config import GRPC_LISTENER, HTTP_LISTENER
-from lookout.sidecar.dataplane.envoy_process import admin_request
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.slo import catalog
 

@@ -92,10 +92,10 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
                                  f"supported; use grpc or http/protobuf")
     otlp_grpc = protocol == "grpc"
     _, host, port, tls, path = _endpoint(env, otlp_grpc)
-    service = env.get("OTEL_SERVICE_NAME", "lookout")
     config: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-        "service_name": service,
+        "service_name": env.get("OTEL_SERVICE_NAME", "lookout"),
+        "sampler": _sampler(env),
     }
     if otlp_grpc and export:
         config["grpc_service"] = {"envoy_grpc": {"cluster_name": OTLP_CLUSTER},
@@ -104,21 +104,6 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
         config["http_service"] = {
             "http_uri": {"uri": f"{'https' if tls else 'http'}://{host}:{port}{path}",
                          "cluster": OTLP_CLUSTER, "timeout": "2s"}}
-    # the sampler decides, as the Python SDK's ParentBased(TraceIdRatioBased) did: a
-    # caller's sampled flag is followed, a root span is kept at the ratio; Envoy's own
-    # decision lets every request reach it
-    config["sampler"] = {
-        "name": "envoy.tracers.opentelemetry.samplers.parent_based",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3."
-                     "ParentBasedSamplerConfig",
-            "wrapped_sampler": {
-                "name": "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry."
-                             "samplers.v3.TraceIdRatioBasedSamplerConfig",
-                    "sampling_percentage": {"numerator": round(_percent(env) * 10_000),
-                                            "denominator": "MILLION"}}}}}
     tracing = {
         "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
         "random_sampling": {"value": 100},
@@ -134,6 +119,31 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
             {"tag": "lookout.model.version", "literal": {"value": version}},
         ],
     }
+    cluster = _collector_cluster(host, port, tls=tls, otlp_grpc=otlp_grpc) if export \
+        else _no_collector()
+    return EnvoyTracing(tracing, cluster, _batching(env))
+
+
+def _sampler(env: Mapping[str, str]) -> dict[str, Any]:
+    """As the Python SDK's ParentBased(TraceIdRatioBased) did: a caller's sampled flag is
+    followed, a root span is kept at the ratio (Envoy's own decision lets every request
+    reach it)."""
+    return {
+        "name": "envoy.tracers.opentelemetry.samplers.parent_based",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3."
+                     "ParentBasedSamplerConfig",
+            "wrapped_sampler": {
+                "name": "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry."
+                             "samplers.v3.TraceIdRatioBasedSamplerConfig",
+                    "sampling_percentage": {"numerator": round(_percent(env) * 10_000),
+                                            "denominator": "MILLION"}}}}}
+
+
+def _collector_cluster(host: str, port: int, *, tls: bool, otlp_grpc: bool
+                       ) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": OTLP_CLUSTER, "type": "STRICT_DNS", "connect_timeout": "2s",
         "dns_lookup_family": "V4_PREFERRED",
@@ -147,10 +157,14 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
         cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                      "UpstreamTlsContext", "sni": host}}
-    if not export:  # Envoy's tracer needs an exporter: one into a cluster with no hosts
-        cluster = {"name": OTLP_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
-                   "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": []}}
-    return EnvoyTracing(tracing, cluster, _batching(env))
+    return cluster
+
+
+def _no_collector() -> dict[str, Any]:
+    """Envoy's tracer needs an exporter: without OTLP, one into a cluster with no hosts
+    (trace context and exemplars still work, spans are kept nowhere)."""
+    return {"name": OTLP_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": []}}
 
 
 def _batching(env: Mapping[str, str]) -> dict[str, int]:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 
 from lookout.sidecar.dataplane.tap_counters import SlotReading, TapCounters, http_status
-from lookout.sidecar.label_file import write_labels
+from lookout.sidecar.processes.label_file import write_labels
 from lookout.sidecar.served_models import ModelLabels
 
 Key = tuple[str, int, int, int]  # raw model, route, code, flags

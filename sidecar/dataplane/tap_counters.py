@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
-from lookout.sidecar.proxy.routes import OTHER_ROUTE
+from lookout.sidecar.dataplane.routes import OTHER_ROUTE
 from lookout.sidecar.served_models import ModelLabels
 from lookout.slo import catalog
 

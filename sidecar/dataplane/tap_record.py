@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from lookout.sidecar.dataplane.grpc_status import HTTP_EQUIVALENT
+from lookout.sidecar.dataplane.routes import OTHER_ROUTE, RouteTemplates
 from lookout.sidecar.dataplane.tap_counters import code_label
 from lookout.sidecar.pipeline.grpc_v2 import GRPC_CONTENT_TYPE
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.protos import KNOWN_METHODS, STREAM_INFER_METHOD
 from lookout.sidecar.pipeline.raw_headers import RawHeaders
-from lookout.sidecar.proxy.grpc_status import HTTP_EQUIVALENT
-from lookout.sidecar.proxy.routes import OTHER_ROUTE, RouteTemplates
 from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels, path_model
 
 MAGIC = 0x3154504C  # "LPT1"

@@ -37,7 +37,6 @@ NAME_KEYS = ("name", "class_name", "label")
 ID_KEYS = ("class_id", "class", "cls", "category_id")
 # xywh: centre-based, ltwh: top-left (COCO); an `n` suffix: in units of the image's
 # width and height (Ultralytics' xyxyn / xywhn)
-BOX_FORMATS = ("xyxy", "xywh", "ltwh", "xyxyn", "xywhn")
 NORMALISED_KEYS = ("xyxyn", "xywhn")
 UNIT_SLACK = 1e-3  # rounding of normalised coordinates (Ultralytics rounds to 5 places)
 

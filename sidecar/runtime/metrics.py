@@ -34,9 +34,8 @@ class SidecarMetrics:
     """Every catalog metric registered in one registry, plus cached label children, and
     the other sources (analysis workers) that one `collect` merges in.
 
-    The request path calls `record_request` once per request. Label children are looked
-    up through a small dict keyed by (route, code) because prometheus_client's own
-    `labels()` lookup costs several microseconds per call.
+    Label children are cached in small dicts because prometheus_client's own `labels()`
+    lookup costs several microseconds per call.
     """
 
     def __init__(self, model: str, version: str, *, process_metrics: bool = True) -> None:
@@ -49,8 +48,6 @@ class SidecarMetrics:
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
-        self._route_children: dict[str, tuple] = {}
-        self._code_children: dict[tuple[str, str], Counter] = {}
         self._queue_dropped: dict[str, Counter] = {}
         self._component_errors: dict[str, Counter] = {}
         self._observations: dict[str, Counter] = {}
@@ -68,7 +65,7 @@ class SidecarMetrics:
         if view is None:
             view = copy.copy(self)
             view.model, view.version = model, version
-            view._route_children, view._code_children, view._observations = {}, {}, {}
+            view._observations = {}
             view._parse_failures = {}
             self._views[key] = view
         return view
@@ -98,44 +95,6 @@ class SidecarMetrics:
                        served_version: str = "") -> None:
         self[catalog.MODEL_INFO].labels(self.model, self.version, sha256, role, served_name,
                                         served_version).set(1)
-
-    def _route(self, route: str) -> tuple:
-        children = self._route_children.get(route)
-        if children is None:
-            labels = (self.model, self.version, route)
-            children = (
-                self[catalog.REQUEST_DURATION].labels(*labels),
-                self[catalog.UPSTREAM_DURATION].labels(*labels),
-                self[catalog.REQUEST_BYTES].labels(*labels),
-                self[catalog.RESPONSE_BYTES].labels(*labels),
-            )
-            self._route_children[route] = children
-        return children
-
-    def record_request(
-        self,
-        route: str,
-        code: str,
-        duration: float,
-        upstream_duration: float | None,
-        request_bytes: int,
-        response_bytes: int,
-        trace_id: str | None,
-    ) -> None:
-        """Everything the request path records, in one call. `trace_id` becomes the
-        latency exemplar so a slow bucket links straight to its trace."""
-        counter = self._code_children.get((route, code))
-        if counter is None:
-            counter = self[catalog.REQUESTS].labels(self.model, self.version, route, code)
-            self._code_children[(route, code)] = counter
-        counter.inc()
-        total, upstream, req_bytes, resp_bytes = self._route(route)
-        exemplar = {"trace_id": trace_id} if trace_id else None
-        total.observe(duration, exemplar)
-        if upstream_duration is not None:
-            upstream.observe(upstream_duration, exemplar)
-        req_bytes.observe(request_bytes)
-        resp_bytes.observe(response_bytes)
 
     def queue_dropped(self, queue: str, count: int = 1) -> None:
         child = self._queue_dropped.get(queue)

@@ -31,7 +31,6 @@ FILTER_FIELDS = (
     ("trace_id", "trace id", "32 hex digits"),
     ("pod", "pod", "the fleet's store only"),
 )
-HISTOGRAM_BINS = 10
 
 
 def _when(moment: float) -> str:

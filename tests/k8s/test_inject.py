@@ -196,7 +196,7 @@ def test_ports_in_use_move_the_sidecar_and_services_not_in_the_input_are_warned_
     ({"lookout.io/container": "sidecar"}, "no container named 'sidecar'"),
     ({"lookout.io/sample-rate": "2"}, "sample-rate"),
     ({"lookout.io/analysis-workers": "0"}, "analysis-workers"),
-    ({"lookout.io/request-processes": "17"}, "request-processes"),
+    ({"lookout.io/envoy-concurrency": "17"}, "envoy-concurrency"),
     ({"lookout.io/reference-url": "ftp://pool:21", "lookout.io/reference-name": "x"},
      "reference-url"),
     ({"lookout.io/reference-url": "grpc://pool:8001"}, "reference-name"),
@@ -223,7 +223,7 @@ def test_resources_and_shared_memory_follow_the_workers_and_processes(
         workers, processes, cpu, memory, shm) -> None:
     document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
     document["spec"]["template"]["metadata"]["annotations"] = {
-        "lookout.io/analysis-workers": workers, "lookout.io/request-processes": processes}
+        "lookout.io/analysis-workers": workers, "lookout.io/envoy-concurrency": processes}
     (injected,), _ = inject_documents([document], InjectOptions())
     spec = injected["spec"]["template"]["spec"]
     sidecar = spec["initContainers"][0]
@@ -232,17 +232,41 @@ def test_resources_and_shared_memory_follow_the_workers_and_processes(
     assert env.get("LOOKOUT_ENVOY_CONCURRENCY", "1") == processes
     # what the sidecar itself will accept at start-up for that many workers and processes
     from lookout.sidecar.config import load_config
-    from lookout.sidecar.workers import check_channel
+    from lookout.sidecar.processes.analysis_pool import ChannelSettings, check_channel
+    from lookout.sidecar.settings import of
 
-    check_channel(load_config({"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
-                               "envoy_concurrency": processes,
-                               "observation_queue_bytes":
-                                   env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={}),
-                  int(workers))
+    check_channel(of(ChannelSettings, load_config(
+        {"upstream": "http://127.0.0.1:9", "analysis_workers": workers,
+         "envoy_concurrency": processes,
+         "observation_queue_bytes": env["LOOKOUT_OBSERVATION_QUEUE_BYTES"]}, env={})),
+        int(workers))
     assert sidecar["resources"]["limits"] == {"cpu": cpu, "memory": memory}
     assert {"name": "lookout-shm", "mountPath": "/dev/shm"} in sidecar["volumeMounts"]
     volume = next(v for v in spec["volumes"] if v["name"] == "lookout-shm")
     assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": shm}
+
+
+def test_the_former_request_processes_annotation_still_sets_envoys_threads_with_a_warning(
+        ) -> None:
+    """`lookout.io/request-processes` named the retired Python request path's processes;
+    it is `lookout.io/envoy-concurrency` now. The old name is read (the new one wins when
+    both are there), and the outcome warns, naming the new one."""
+    document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
+    document["spec"]["template"]["metadata"]["annotations"] = {
+        "lookout.io/request-processes": "2"}
+    (injected,), outcome = inject_documents([document], InjectOptions())
+    env = {e["name"]: e.get("value")
+           for e in injected["spec"]["template"]["spec"]["initContainers"][0]["env"]}
+    assert env["LOOKOUT_ENVOY_CONCURRENCY"] == "2"
+    assert any("lookout.io/request-processes is deprecated" in warning
+               and "lookout.io/envoy-concurrency" in warning for warning in outcome.warnings)
+    document = yaml.safe_load((EXAMPLES / "rollout.yaml").read_text())
+    document["spec"]["template"]["metadata"]["annotations"] = {
+        "lookout.io/request-processes": "2", "lookout.io/envoy-concurrency": "3"}
+    (injected,), _ = inject_documents([document], InjectOptions())
+    env = {e["name"]: e.get("value")
+           for e in injected["spec"]["template"]["spec"]["initContainers"][0]["env"]}
+    assert env["LOOKOUT_ENVOY_CONCURRENCY"] == "3"
 
 
 def test_the_fleet_store_annotations_make_the_emptydir_its_spool() -> None:

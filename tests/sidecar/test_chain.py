@@ -17,6 +17,7 @@ from lookout.lookout_demo.scenes import generate_scene
 from lookout.shadow_eval import features as shadow_features
 from lookout.shadow_eval.runner import OnnxDetector
 from lookout.sidecar.chain import STAGES, AnalysisChain, in_declared_order
+from lookout.sidecar.composition import model_settings
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline import images
 from lookout.sidecar.pipeline.analysis import Analysis
@@ -36,7 +37,7 @@ from tests.sidecar.test_analysis import _observation
 def _chain(tmp_path: Path, **options: str) -> tuple[AnalysisChain, SidecarMetrics]:
     config = load_config({"model_path": str(PRIMARY), **options}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    return AnalysisChain.build(config, metrics), metrics
+    return AnalysisChain.build(model_settings(config), metrics), metrics
 
 
 @pytest.mark.parametrize(("options", "kinds"), [

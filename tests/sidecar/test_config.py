@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from lookout.sidecar.config import Address, ConfigError, load_config, parse_size
-from lookout.sidecar.proxy.routes import OTHER_ROUTE, RouteTemplates
+from lookout.sidecar.dataplane.routes import OTHER_ROUTE, RouteTemplates
 
 
 def test_defaults_match_the_documented_pod_layout() -> None:

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from lookout.lookout_demo.models import model_path
+from lookout.sidecar.composition import chain_settings
 from lookout.sidecar.config import ConfigError, load_config, per_model
 from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline.analysis import Outcome
@@ -75,7 +76,7 @@ def test_idle_discovered_labels_give_their_slots_back_and_the_cap_counts_refusal
 
 
 def test_a_follower_labels_by_the_published_file_only(tmp_path) -> None:
-    from lookout.sidecar.label_file import FollowedLabels, write_labels
+    from lookout.sidecar.processes.label_file import FollowedLabels, write_labels
 
     path = str(tmp_path / "labels.json")
     now = [0.0]
@@ -157,7 +158,7 @@ def chains(tmp_path):
                           "sample_dir": str(tmp_path / "samples"),
                           "sample_strategies": "random share=1 per_minute=3"}, env={})
     metrics = SidecarMetrics("primary", "3", process_metrics=False)
-    chains = ModelChains(config, metrics)
+    chains = ModelChains(chain_settings(config), metrics)
     chains.start()
     yield chains, metrics
     chains.abandon()

@@ -1,19 +1,30 @@
 """The pieces of analysis in worker processes that need no traffic: worker counts, the
-channel's start-up checks, the per-message budget, and one /metrics from many processes."""
+channel's start-up checks, the per-message budget, one /metrics from many processes, and
+the settings a worker is started with."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from lookout.sidecar.config import load_config
+from lookout.sidecar.composition import worker_settings
+from lookout.sidecar.config import Config, load_config
 from lookout.sidecar.pipeline.analysis import Outcome, TrafficAnalyzer
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.processes import wire
+from lookout.sidecar.processes.analysis_pool import (
+    ChannelSettings,
+    WorkerStartError,
+    check_channel,
+    worker_count,
+)
+from lookout.sidecar.processes.worker_spec import WorkerSettings
 from lookout.sidecar.runtime.metrics import SidecarMetrics, merge
 from lookout.sidecar.settings import AnalysisSettings, of
-from lookout.sidecar.workers import WorkerStartError, check_channel, worker_count
 from lookout.slo import catalog
 
 
@@ -22,19 +33,23 @@ def _config(**values: str):
                         "model_version": "v", **values}, env={})
 
 
+def _channel(**values: str) -> ChannelSettings:
+    return of(ChannelSettings, _config(**values))
+
+
 def test_an_explicit_worker_count_wins_and_auto_stays_within_the_channel() -> None:
-    assert worker_count(_config(analysis_workers="3", observation_queue_bytes="1GiB")) == 3
-    auto = worker_count(_config())
+    assert worker_count(_channel(analysis_workers="3", observation_queue_bytes="1GiB")) == 3
+    auto = worker_count(_channel())
     assert 1 <= auto <= 4
     # 64 MiB holds one 2 x 16 MiB observation per worker at most once
-    assert worker_count(_config(observe_max_bytes="16MiB")) == 1
+    assert worker_count(_channel(observe_max_bytes="16MiB")) == 1
 
 
 def test_a_channel_too_small_for_one_observation_per_worker_refuses_to_start() -> None:
-    config = _config(analysis_workers="4", observation_queue_bytes="64MiB")
+    channel = _channel(analysis_workers="4", observation_queue_bytes="64MiB")
     with pytest.raises(WorkerStartError, match="observation_queue_bytes"):
-        check_channel(config, 4)
-    check_channel(_config(observe_max_bytes="1MiB"), 4)
+        check_channel(channel, 4)
+    check_channel(_channel(observe_max_bytes="1MiB"), 4)
 
 
 def _observation(response: bytes, content_type: str) -> Observation:
@@ -93,11 +108,44 @@ def test_one_exposition_adds_what_several_processes_count() -> None:
 def test_a_dev_shm_too_small_for_the_channel_refuses_to_start(tmp_path, monkeypatch) -> None:
     """A container's /dev/shm is 64 MiB unless a memory emptyDir is mounted there: the
     sidecar says so at start-up instead of dying with SIGBUS on a later write."""
-    from lookout.sidecar import workers
+    from lookout.sidecar.processes import analysis_pool as workers
     from tests.support.processes import small_filesystem
 
     with small_filesystem(tmp_path / "shm", "8m") as shm:
         monkeypatch.setattr(workers, "SHM_PATH", str(shm))
         metrics = SidecarMetrics("m", "v", process_metrics=False)
         with pytest.raises(WorkerStartError, match="emptyDir with medium: Memory"):
-            workers.AnalysisWorkers(_config(observation_queue_bytes="64MiB"), metrics, 1)
+            config = _config(observation_queue_bytes="64MiB")
+            workers.AnalysisPool(of(workers.ChannelSettings, config), worker_settings(config),
+                                 metrics, 1)
+
+
+def _types(value: object) -> set[type]:
+    """Every type reachable from `value` through dataclass fields and tuples."""
+    found: set[type] = {type(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            found |= _types(getattr(value, field.name))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            found |= _types(item)
+    return found
+
+
+def test_a_worker_is_started_with_its_settings_cut_once_not_the_configuration() -> None:
+    config = _config(models="[{name: coarse, version: '2', input_size: 320, drift: false}]",
+                     sample_dir="/tmp/unused-samples")
+    settings = worker_settings(config)
+    assert Config not in _types(settings)
+    crossed = wire.loads(wire.dumps(settings), WorkerSettings)  # as it crosses at spawn
+    assert crossed == settings
+    models = {model.name: model for model in crossed.chains.models}
+    assert list(models) == ["m", "coarse"]  # the default model first
+    assert models["coarse"].analysis.input_size == 320
+    assert models["coarse"].drift is None and models["m"].drift is not None
+    assert models["coarse"].feeds_lead  # its samples are the lead's
+    discovered = crossed.chains.pod.discovered("found", 416)
+    assert (discovered.name, discovered.version, discovered.analysis.input_size) == (
+        "found", "unknown", 416)
+    with pytest.raises(ValueError, match="expected a WorkerSettings"):
+        wire.loads(wire.dumps(config), WorkerSettings)

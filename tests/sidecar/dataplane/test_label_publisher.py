@@ -13,7 +13,7 @@ from prometheus_client.registry import CollectorRegistry
 from lookout.sidecar.config import DEFAULT_ROUTES
 from lookout.sidecar.dataplane.label_publisher import LabelPublisher
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
-from lookout.sidecar.label_file import read_labels
+from lookout.sidecar.processes.label_file import read_labels
 from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels
 from lookout.slo import catalog
 from tests.support.tap_wire import write_slot

@@ -10,9 +10,12 @@ what the lead's stages need (the image and detections, never the bodies).
 
 It runs at a lower CPU priority than Envoy, so on a shared core the data plane is
 scheduled first. SIGINT (a terminal's Ctrl-C reaches the whole group) is ignored: the
-proxy decides when workers stop. SIGTERM, or the proxy closing the ring, means finish
-what is queued, let the lead's stages drain (samples committed), exit 0. A worker whose
-proxy has gone exits on its own.
+lookout process decides when workers stop. SIGTERM, or lookout closing the ring, means
+finish what is queued, let the lead's stages drain (samples committed), exit 0. A worker
+whose lookout process has gone exits on its own.
+
+It is started with its `WorkerSpec` (`worker_spec.py`): the settings cut for it in the
+lookout process, never the whole configuration.
 """
 
 from __future__ import annotations
@@ -20,26 +23,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import select
 import signal
 import threading
 from collections.abc import Callable
 
 from lookout.sidecar.chain import AnalysisChain
-from lookout.sidecar.config import per_model
 from lookout.sidecar.dataplane.tap_record import TapDecoder
-from lookout.sidecar.forwarder import Forwarder
-from lookout.sidecar.label_file import FollowedLabels
 from lookout.sidecar.model_chains import ModelChains
-from lookout.sidecar.pipeline.analysis import Outcome
+from lookout.sidecar.pipeline.analysis import Analysis, Outcome
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.parse_errors import Reason
+from lookout.sidecar.processes import wire
+from lookout.sidecar.processes.child_metrics import record_into
+from lookout.sidecar.processes.label_file import FollowedLabels
+from lookout.sidecar.processes.lead_forward import Forwarder
+from lookout.sidecar.processes.worker_spec import WorkerSpec
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.runtime.worker_metrics import record_into
 from lookout.sidecar.served_models import ModelLabels
-from lookout.sidecar.worker_entry import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +53,30 @@ FORWARD_QUEUE = "lead_worker"
 RECORD_COMPONENT = "record"  # a ring record that does not decode
 
 
-class Worker:
+class AnalysisWorker:
     def __init__(self, spec: WorkerSpec) -> None:
-        config = spec.config
+        settings = spec.settings
         self.spec = spec
-        self.metrics = SidecarMetrics(config.model_name, config.model_version,
-                                      process_metrics=False)
+        self.metrics = SidecarMetrics(settings.labels.model_name,
+                                      settings.labels.model_version, process_metrics=False)
         self.inboxes = [Ring.attach(address) for address in spec.inboxes]
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
         if spec.lead:
-            self.chains = ModelChains(config, self.metrics)
+            self.chains = ModelChains(settings.chains, self.metrics)
             queues = [*self.chains.queues, FORWARD_QUEUE]
         else:
             forwarder = Forwarder(self.forwards[0],
                                   lambda: self.metrics.queue_dropped(FORWARD_QUEUE)) \
-                if any(m.shadow_model_path or m.shadow_reference_url or m.drift
-                       or m.sample_dir for m in per_model(config).values()) else None
-            self.chains = ModelChains(config, self.metrics, lambda model, metrics:
+                if any(model.feeds_lead for model in settings.chains.models) else None
+            self.chains = ModelChains(settings.chains, self.metrics, lambda model, metrics:
                                       AnalysisChain.forwarding(model, metrics, forwarder))
             queues = [FORWARD_QUEUE]
         self.metrics.initialise(queues=queues,
                                 components=self.chains.components)
-        for name, model in per_model(config).items():  # each model's series from 0
-            self.metrics.labelled(name, model.model_version).initialise(
+        for model in settings.chains.models:  # each model's series from 0
+            self.metrics.labelled(model.name, model.version).initialise(
                 reasons=list(Reason), outcomes=list(Outcome))
         lost = sum(ring.abandon_claimed() for ring in self.inboxes)
         if lost:  # what the worker before this one held when it died
@@ -88,11 +89,10 @@ class Worker:
 
     def _decoder(self) -> Callable[[memoryview], list]:
         """How a tap record becomes observations (`tap/PROTOCOL.md`)."""
-        config = self.spec.config
-
-        labels = FollowedLabels.of(config, path=self.spec.labels_path) \
-            if self.spec.labels_path else ModelLabels.of(config)
-        decoder = TapDecoder(config.routes, labels)
+        settings = self.spec.settings
+        labels = FollowedLabels.of(settings.labels, path=self.spec.labels_path) \
+            if self.spec.labels_path else ModelLabels.of(settings.labels)
+        decoder = TapDecoder(settings.routes, labels)
         return decoder.decode
 
     def run(self) -> None:
@@ -113,13 +113,14 @@ class Worker:
             if self._finished():
                 break
             if os.getppid() != self.spec.parent_pid:
-                log.warning("analysis worker %d: the proxy is gone; exiting", self.spec.index)
+                log.warning("analysis worker %d: lookout's process is gone; exiting",
+                            self.spec.index)
                 return
             select.select(fds, [], [], PARENT_CHECK_SECONDS)
         self.stop()
 
     def _finished(self) -> bool:
-        """Told to stop and nothing left: the proxy closed (or SIGTERM), and for the lead
+        """Told to stop and nothing left: lookout closed (or SIGTERM), and for the lead
         every forwarding worker has closed its ring too."""
         if not (self.stopping.is_set() or all(ring.closing for ring in self.inboxes)):
             return False
@@ -162,7 +163,7 @@ class Worker:
                     break
                 busy = True
                 try:
-                    self.chains.offer_forwarded(pickle.loads(record))
+                    self.chains.offer_forwarded(wire.loads(record, Analysis))
                 except Exception:
                     self.metrics.component_error(self.chains.default.reference.name)
                     self._failures.exception("forwarded", "reference stage failed on a "
@@ -178,12 +179,12 @@ class Worker:
 
 
 def run(spec: WorkerSpec) -> None:
-    """The process's body, once `worker_entry.main` has imported this module."""
+    """The process's body, once `worker_spec.main` has imported this module."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     record_into(spec.metrics_dir)
-    configure_logging(spec.config.log_level)
+    configure_logging(spec.settings.log_level)
     with contextlib.suppress(OSError):  # not permitted here: scheduling stays as it is
         os.nice(NICENESS)
-    worker = Worker(spec)
+    worker = AnalysisWorker(spec)
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     worker.run()

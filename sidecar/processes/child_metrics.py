@@ -1,7 +1,8 @@
-"""Metrics kept by analysis worker processes and exported by the proxy's /metrics.
+"""Metrics kept by analysis worker processes and exported by lookout's /metrics: the one
+way a child's metrics reach it.
 
 Each worker records into prometheus_client's multiprocess files (one memory-mapped file
-per process and metric type) in a directory the proxy owns; the proxy reads them at each
+per process and metric type) in a directory lookout owns; lookout reads them at each
 scrape and merges them with its own registry under the same names. The files of a dead
 worker stay, so its counters keep counting in the sum and never go backwards when it is
 replaced; its gauges (mode `livemax`) are removed when it is reaped.
@@ -36,7 +37,7 @@ def record_into(directory: str) -> None:
 
 
 class WorkerMetricFiles:
-    """The proxy's end: a fresh directory, read at each scrape, removed at stop."""
+    """lookout's end: a fresh directory, read at each scrape, removed at stop."""
 
     def __init__(self, parent: str | None = None) -> None:
         self.path = tempfile.mkdtemp(prefix="lookout-metrics-", dir=parent)

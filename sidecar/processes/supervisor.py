@@ -1,5 +1,5 @@
-"""Child processes that are started again when they die: the analysis workers and the
-extra request-path processes.
+"""Child processes that are started again when they die: the analysis workers (Envoy,
+not a Python process, has its own watcher in `envoy.py`).
 
 A watcher thread waits on the processes. One that exits unasked (SIGKILL, a native
 decoder crash, the OOM killer) is reported to `on_death`, logged, and started again
@@ -42,13 +42,12 @@ class Supervisor:
     """Starts `target(*args)` once per slot (spawned), restarts the ones that die."""
 
     def __init__(self, role: str, target: Callable[..., None], args: Sequence[tuple],
-                 on_death: Callable[[BaseProcess], None], first_index: int = 0) -> None:
-        """`first_index`: the number the first slot goes by in logs and process names."""
-        self.role = role  # "analysis worker", "request-path process": for the logs
+                 on_death: Callable[[BaseProcess], None]) -> None:
+        self.role = role  # "analysis worker": for the logs
         self._target = target
         self._on_death = on_death
         self._context = multiprocessing.get_context("spawn")
-        self.slots = [Slot(index, each) for index, each in enumerate(args, first_index)]
+        self.slots = [Slot(index, each) for index, each in enumerate(args)]
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, daemon=True,
