@@ -36,9 +36,6 @@ from multidict import CIMultiDict
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# not bench/ itself: a worker process started by spawn gets this path, and
-# bench/grpc.py would stand in for the grpc package there
-sys.path.remove(str(Path(__file__).resolve().parent))
 
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.sidecar.chain import AnalysisChain
@@ -236,6 +233,9 @@ def main() -> None:
     parser.add_argument("--head", action="store_true",
                         help="only time decoding one 14 MB V2 JSON head")
     args = parser.parse_args()
+    # spawned workers get this path, and run this file again (not as __main__): not
+    # bench/ itself, where bench/grpc.py would stand in for the grpc package
+    sys.path[:] = [p for p in sys.path if p != str(Path(__file__).resolve().parent)]
     global clock
     if args.cpu:
         clock = time.process_time
