@@ -7,7 +7,9 @@ scale maps coordinates on the decoded pixels back to the original image.
 A chain decodes each input once, at the largest size any of its stages needs
 (`DecodeSize`): the reference model's letterbox, the drift features' box, the
 thumbnail's longest side. With no such stage it still decodes at 1/8, the cheapest
-decode that proves the image is whole.
+decode that proves the image is whole. With a reference model on, that size is its
+input for every exchange, not only the share it evaluates: frames larger than it cost a
+larger decode than drift alone would (docs/PERFORMANCE.md, issue 36).
 """
 
 from __future__ import annotations
