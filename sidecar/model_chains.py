@@ -88,7 +88,7 @@ class ModelChains:
             if chain is None:
                 self._other.observed(Outcome.NOT_ANALYSED, len(group))
             else:
-                chain.analyzer.analyse_batch(group)
+                chain.analyse_batch(group)
 
     async def consume(self, observations: Sequence[Observation]) -> None:
         """Embedded in the proxy's process (tests, embedding): one thread does it all."""
@@ -106,7 +106,7 @@ class ModelChains:
         """An analysis another worker made: to its model's reference stage."""
         chain = self.chain_for(analysis.observation.model)
         if chain is not None:
-            chain.reference.offer(analysis)
+            chain.offer_forwarded(analysis)
 
     @property
     def components(self) -> list[str]:

@@ -1,8 +1,12 @@
-"""Turn observations into detection metrics: find the input image, decode the
-primary model's detections, record them. Off the request path: in an analysis worker
-process (or, embedded, a thread of the proxy's). Anything it cannot parse is counted in
-lookout_parse_failures_total{reason} and otherwise ignored, and every observation it
-gets is counted once in lookout_observations_total{outcome}.
+"""Turn observations into detection metrics: find the input image, decode it once for
+the whole chain, decode the primary model's detections, record them. Off the request
+path: in an analysis worker process (or, embedded, a thread of the proxy's). Anything it
+cannot parse is counted in lookout_parse_failures_total{reason} and otherwise ignored,
+and every observation it gets is counted once in lookout_observations_total{outcome}.
+
+Each exchange becomes one `Analysis` record that the chain's stages fill as it passes
+them (`chain.py`): the pixels here, then the drift features, the reference model's
+result and the drift state, which the sample recorder reads instead of recomputing.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,8 +25,8 @@ from lookout.shadow_eval.decode import DecodeSettings, HeadLayout
 from lookout.shadow_eval.names import ModelMetadataError, read_model_metadata
 from lookout.sidecar.pipeline.content_encoding import inflate_observation
 from lookout.sidecar.pipeline.cost import exchange_seconds
+from lookout.sidecar.pipeline.images import DecodedImage, DecodeSize, decode_at, decode_input
 from lookout.sidecar.pipeline.inputs import InputImage, extract_image
-from lookout.sidecar.pipeline.listeners import Listeners
 from lookout.sidecar.pipeline.observation import Observation
 from lookout.sidecar.pipeline.outcome import Outcome
 from lookout.sidecar.pipeline.outputs import OutputSettings, ResponseMapping, extract_detections
@@ -31,6 +35,10 @@ from lookout.sidecar.runtime.logs import FailureLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.settings import AnalysisSettings
 from lookout.slo import catalog
+
+if TYPE_CHECKING:
+    from lookout.shadow_eval.features import FeatureRow
+    from lookout.sidecar.quality.shadow import ShadowResult
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +49,32 @@ MAX_CLASS_LABELS = 1000
 MAX_SERVED_VERSIONS = 8
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Analysis:
-    """What one exchange showed: the input image and the primary model's detections."""
+    """What one exchange showed, one record from the analyser to the last stage: the
+    input image and the primary model's detections, then what each stage adds. One
+    thread holds it at a time (stages hand it on through queues), so it is filled in
+    place."""
 
     observation: Observation
     image: InputImage | None
     detections: Detections | None
     failure: ParseFailure | None
-    features: dict | None = None  # drift features, once a worker computed them
+    decoded: DecodedImage | None = None  # the pixels, at the largest size a stage needs
+    features: FeatureRow | None = None  # drift features ({}: not sampled), DriftFeatures
+    reference: ShadowResult | None = None  # the reference model's result, when it ran
+    drifting: bool = False  # a drift alarm was raised when it passed the drift stage
+
+
+def decoded_pixels(analysis: Analysis, size: DecodeSize) -> DecodedImage | None:
+    """The analysis's pixels; decoded now (once, kept on the record) when it came without
+    them: forwarded by another worker, which keeps its pixels. None: no usable image."""
+    if analysis.decoded is None and analysis.image is not None:
+        try:
+            analysis.decoded = decode_at(analysis.image, size)
+        except (OSError, ValueError, SyntaxError):
+            analysis.image = None  # not decodable: no stage tries again
+    return analysis.decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +95,6 @@ def describe_model(config: AnalysisSettings) -> ModelDescription:
             names = names or metadata.names
             size = metadata.input_size or size
     return ModelDescription(tuple(names), size)
-
-
-class AnalysisListener(Protocol):
-    """Gets every analysis in the analysis thread (shadow sampler, drift features): must
-    be quick or hand the work on; `name` labels its failures."""
-
-    name: str
-
-    def offer(self, analysis: Analysis) -> None: ...
 
 
 class ClassLabels:
@@ -104,19 +120,18 @@ class ClassLabels:
 
 
 class TrafficAnalyzer:
-    """Observation consumer: parses bodies in a thread pool, records detection metrics."""
+    """Observation consumer: parses bodies, records detection metrics, and decodes each
+    input image once at `decode_size`, the largest size the chain's stages need."""
 
     name = "analysis"
 
     def __init__(self, config: AnalysisSettings, metrics: SidecarMetrics,
                  model: ModelDescription | None = None,
-                 listeners: Sequence[AnalysisListener] = ()) -> None:
+                 decode_size: DecodeSize | None = None) -> None:
         model = model or describe_model(config)
         self.model = model
         self._config = config
-        self._listeners = Listeners(metrics, "offer")
-        for listener in listeners:
-            self._listeners.add(listener)
+        self.decode_size = decode_size or DecodeSize()
         self._metrics = metrics
         self._failures = FailureLog(log)
         self._labels = ClassLabels(model.class_names)
@@ -137,6 +152,10 @@ class TrafficAnalyzer:
         self._class_counters: dict[str, object] = {}
         self._served_versions: dict[str, object] = {}
 
+    @property
+    def metrics(self) -> SidecarMetrics:
+        return self._metrics
+
     @staticmethod
     def worth_analysing(observation: Observation) -> bool:
         """Only successful exchanges that sent a body: health checks and errors carry
@@ -144,11 +163,11 @@ class TrafficAnalyzer:
         return 200 <= observation.status < 300 and (bool(observation.request_body)
                                                     or observation.request_truncated)
 
-    def worth_offering(self, observation: Observation) -> bool:
+    @staticmethod
+    def worth_offering(observation: Observation) -> bool:
         """Server errors carry no detections, but their inputs are what postmortems need
-        (the sampler's `error` rule), so listeners see them too."""
-        return bool(self._listeners) and observation.status >= 500 \
-            and bool(observation.request_body)
+        (the sampler's `error` rule), so the stages see them too."""
+        return observation.status >= 500 and bool(observation.request_body)
 
     async def consume(self, observations: Sequence[Observation]) -> None:
         """Embedded in the proxy's process: one thread hand-over per batch."""
@@ -158,8 +177,8 @@ class TrafficAnalyzer:
         await loop.run_in_executor(self._executor, self.analyse_batch, observations)
 
     def analyse_batch(self, observations: Sequence[Observation]) -> list[Analysis]:
-        """Analyse (or pass over) each observation, counting each one's outcome, then
-        hand the analyses to the listeners. An unexpected error in one exchange is
+        """Analyse (or pass over) each observation, counting each one's outcome; the
+        analyses go on to the chain's stages. An unexpected error in one exchange is
         counted and does not stop the others."""
         results = []
         for observation in observations:
@@ -173,8 +192,6 @@ class TrafficAnalyzer:
                 continue
             if result is not None:
                 results.append(result)
-        for result in results:
-            self._listeners.send(result)
         return results
 
     def _one(self, observation: Observation) -> Analysis | None:
@@ -208,15 +225,13 @@ class TrafficAnalyzer:
             Reason.OVER_BUDGET, f"estimated {cost:.2f}s of decoding, over analysis_budget "
             f"({self._config.analysis_budget:g}s)"))
 
-    def add_listener(self, listener: AnalysisListener) -> None:
-        self._listeners.add(listener)
-
     def analyse(self, observation: Observation,
                 request_failure: ParseFailure | None = None) -> Analysis:
         """Parse and record one exchange (in an analysis thread)."""
         image: InputImage | None = None
+        decoded: DecodedImage | None = None
         try:
-            image = self._image(observation, request_failure)
+            image, decoded = self._image(observation, request_failure)
             if observation.response_truncated:
                 raise ParseFailure(Reason.RESPONSE_TOO_LARGE,
                                    f"response larger than observe_max_bytes "
@@ -229,11 +244,11 @@ class TrafficAnalyzer:
             self._metrics.parse_failure(failure.reason)
             log.debug("could not parse %s %s: %s", observation.method, observation.path,
                       failure)
-            return Analysis(observation, image, None, failure)
+            return Analysis(observation, image, None, failure, decoded)
         self._record(detections, image)
         if "model_version" in served:
             self._served(served["model_version"])
-        return Analysis(observation, image, detections, None)
+        return Analysis(observation, image, detections, None, decoded)
 
     def _counter(self, spec: catalog.MetricSpec, cache: dict[str, object], label: str):
         """This model's child of `spec` for one more label value, kept: `labels()` costs
@@ -257,28 +272,40 @@ class TrafficAnalyzer:
         if observation.request_truncated or request_failure is not None:
             return Analysis(observation, None, None, None)
         try:
-            image = extract_image(observation.path, observation.request_headers,
-                                  observation.request_body, self._config.image_fields)
+            image, decoded = self._decoded(observation)
         except ParseFailure:
-            image = None
-        return Analysis(observation, image, None, None)
+            return Analysis(observation, None, None, None)
+        return Analysis(observation, image, None, None, decoded)
 
-    def _image(self, observation: Observation,
-               request_failure: ParseFailure | None = None) -> InputImage | None:
-        """The input image, or None when it cannot be had: detections are still worth
-        recording without it, so a request-side failure is counted and tolerated."""
+    def _image(self, observation: Observation, request_failure: ParseFailure | None = None
+               ) -> tuple[InputImage | None, DecodedImage | None]:
+        """The input image and its pixels, or None when it cannot be had: detections are
+        still worth recording without it, so a request-side failure is counted and
+        tolerated."""
         if observation.request_truncated:  # only a prefix was kept: not decodable
             self._metrics.parse_failure(Reason.REQUEST_TOO_LARGE)
-            return None
+            return None, None
         if request_failure is not None:  # a compressed body that would not inflate
             self._metrics.parse_failure(request_failure.reason)
-            return None
+            return None, None
         try:
-            return extract_image(observation.path, observation.request_headers,
-                                 observation.request_body, self._config.image_fields)
+            return self._decoded(observation)
         except ParseFailure as failure:
             self._metrics.parse_failure(failure.reason)
-            return None
+            return None, None
+
+    def _decoded(self, observation: Observation
+                 ) -> tuple[InputImage | None, DecodedImage | None]:
+        """The image found and decoded once: at the chain's size when a stage needs its
+        pixels (kept), else only checked whole by `extract_image` (at 1/8, no pixels
+        kept). Raises ParseFailure."""
+        needed = self.decode_size.needed
+        image = extract_image(observation.path, observation.request_headers,
+                              observation.request_body, self._config.image_fields,
+                              check=not needed)
+        if image is None or not needed:
+            return image, None
+        return image, decode_input(image, self.decode_size)
 
     def _record(self, detections: Detections, image: InputImage | None) -> None:
         count = len(detections)

@@ -60,8 +60,9 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
-def open_encoded(data: bytes, source: str) -> InputImage:
-    """Check the image decodes (cheaply: JPEG draft mode) and read its size. An image
+def open_encoded(data: bytes, source: str, check: bool = True) -> InputImage:
+    """Read the image's size and check it decodes (cheaply: JPEG draft mode); without
+    `check` only its header is read, for a caller that decodes it next anyway. An image
     whose header claims more than MAX_IMAGE_PIXELS is refused before any pixel is
     decoded: a few kilobytes of PNG can otherwise claim gigabytes of RGB."""
     try:
@@ -72,8 +73,9 @@ def open_encoded(data: bytes, source: str) -> InputImage:
                 raise ParseFailure(Reason.UNDECODABLE_IMAGE,
                                    f"{width}x{height} {image.format} image is over the "
                                    f"{limit:,}-pixel limit; refused before decoding")
-            image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
-            image.load()
+            if check:
+                image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
+                image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise ParseFailure(Reason.UNDECODABLE_IMAGE, str(error)) from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -86,29 +88,31 @@ def _media_type(headers: Mapping[str, str]) -> str:
 
 
 def extract_image(path: str, headers: Mapping[str, str], body: bytes,
-                  image_fields: Sequence[str] = DEFAULT_IMAGE_FIELDS) -> InputImage | None:
+                  image_fields: Sequence[str] = DEFAULT_IMAGE_FIELDS,
+                  check: bool = True) -> InputImage | None:
     """The request's image, None when the request carries no body at all; raises
-    ParseFailure when there is a body but no usable image in it."""
+    ParseFailure when there is a body but no usable image in it (without `check`, an
+    encoded image's pixels are not decoded here: see `open_encoded`)."""
     if not body:
         return None
     media = _media_type(headers)
     if media.startswith(grpc_v2.GRPC_CONTENT_TYPE):
-        return _from_grpc(path, body)
+        return _from_grpc(path, body, check)
     if kserve.is_infer_path(path) and (media in ("", "application/json", "application/octet-stream")
                                        or kserve.HEADER_LENGTH in headers):
-        return _from_kserve(headers, body)
+        return _from_kserve(headers, body, check)
     if media == "multipart/form-data":
-        return _from_multipart(headers.get("Content-Type", ""), body)
+        return _from_multipart(headers.get("Content-Type", ""), body, check)
     if media.endswith("json") or (not media and body[:1] in (b"{", b"[")):
-        return _from_json(body, image_fields)
+        return _from_json(body, image_fields, check)
     if image_format(body):
-        return open_encoded(body, "raw")
+        return open_encoded(body, "raw", check)
     if media.startswith("image/"):
         raise ParseFailure(Reason.UNDECODABLE_IMAGE, f"{media} body is not a known image format")
     raise ParseFailure(Reason.NO_IMAGE, f"no image in a {media or 'untyped'} body")
 
 
-def _from_multipart(content_type: str, body: bytes) -> InputImage:
+def _from_multipart(content_type: str, body: bytes, check: bool) -> InputImage:
     message = BytesParser(policy=HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
     )
@@ -117,7 +121,7 @@ def _from_multipart(content_type: str, body: bytes) -> InputImage:
     for part in message.iter_parts():
         payload = part.get_payload(decode=True) or b""
         if image_format(payload):
-            return open_encoded(payload, "multipart")
+            return open_encoded(payload, "multipart", check)
     raise ParseFailure(Reason.NO_IMAGE, "no part of the multipart body is an image")
 
 
@@ -131,7 +135,7 @@ def decode_base64_image(text: str) -> bytes | None:
     return data if image_format(data) else None
 
 
-def _from_json(body: bytes, image_fields: Sequence[str]) -> InputImage:
+def _from_json(body: bytes, image_fields: Sequence[str], check: bool) -> InputImage:
     try:
         document = json_body.loads(body)
     except json_body.JsonBodyError as error:
@@ -141,20 +145,20 @@ def _from_json(body: bytes, image_fields: Sequence[str]) -> InputImage:
         if isinstance(value, str):
             data = decode_base64_image(value)
             if data is not None:
-                return open_encoded(data, "json")
+                return open_encoded(data, "json", check)
     raise ParseFailure(Reason.NO_IMAGE,
                        f"no base64 image at any of the fields {', '.join(image_fields)}")
 
 
-def _from_kserve(headers: Mapping[str, str], body: bytes) -> InputImage:
+def _from_kserve(headers: Mapping[str, str], body: bytes, check: bool) -> InputImage:
     try:
         tensors = kserve.parse_tensors(body, kserve.header_length(headers), "inputs")
     except kserve.KServeFormatError as error:
         raise ParseFailure(Reason.BAD_KSERVE, str(error)) from None
-    return _from_tensors(tensors)
+    return _from_tensors(tensors, check)
 
 
-def _from_grpc(path: str, body: bytes) -> InputImage:
+def _from_grpc(path: str, body: bytes, check: bool) -> InputImage:
     """A V2 gRPC request message (ModelInfer, or one message of ModelStreamInfer)."""
     if path not in grpc_v2.INFER_METHODS:
         raise ParseFailure(Reason.NO_IMAGE, f"{path} is not an inference method")
@@ -162,17 +166,17 @@ def _from_grpc(path: str, body: bytes) -> InputImage:
         tensors = grpc_v2.request_tensors(body)
     except kserve.KServeFormatError as error:
         raise ParseFailure(Reason.BAD_GRPC, str(error)) from None
-    return _from_tensors(tensors)
+    return _from_tensors(tensors, check)
 
 
-def _from_tensors(tensors: Sequence[kserve.Tensor]) -> InputImage:
+def _from_tensors(tensors: Sequence[kserve.Tensor], check: bool) -> InputImage:
     for tensor in tensors:
         if isinstance(tensor.data, list):
             for element in tensor.data[:1]:
                 data = element if image_format(element) else decode_base64_image(
                     element.decode("latin-1"))
                 if data is not None:
-                    return open_encoded(data, "kserve_bytes")
+                    return open_encoded(data, "kserve_bytes", check)
             continue
         pixels = tensor_to_pixels(kserve.as_array(tensor))
         if pixels is not None:

@@ -1,9 +1,10 @@
 """Drift monitoring in the sidecar: features of live images, a baseline, the calibrated
 detector, and the gauges that alerts and dashboards read.
 
-Runs in the lead analysis worker and sees every analysis once; the features (decoding
-at `drift_image_size`, a few milliseconds per image) come computed from each worker's
-`DriftFeatures` stage, so the one detector only tests them. The baseline is loaded from
+Runs in the lead analysis worker and sees every analysis once; the features (a few
+milliseconds per image) come computed from each worker's `DriftFeatures` stage, so the
+one detector only tests them, and it leaves its alarm state on the analysis
+(`drifting`) for the stages after it (the sampler's `drift` rule). The baseline is loaded from
 `drift_baseline_path` or learnt from the first `drift_baseline_size` images; a baseline
 file that cannot be read disables drift testing (counted, logged) rather than silently
 learning another one, since a pinned baseline is a deliberate choice.
@@ -20,6 +21,7 @@ from lookout.shadow_eval.drift import DriftConfigError, DriftModel, WindowResult
 from lookout.shadow_eval.features import FeatureRow
 from lookout.shadow_eval.limits import FEATURES
 from lookout.sidecar.pipeline.analysis import Analysis
+from lookout.sidecar.pipeline.stage import HandOn
 from lookout.sidecar.quality.drift_features import DriftFeatures
 from lookout.sidecar.quality.feature_store import FeatureStore
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -97,17 +99,20 @@ class DriftMonitor:
         model = self.model
         return model is not None and bool(model.alarms)
 
-    def consider(self, analysis: Analysis, reference: object = None) -> None:
-        """A stage after the reference stage: the reference's result is not needed."""
-        self.offer(analysis)
+    def offer(self, analysis: Analysis) -> bool:
+        """Test one analysis's features and note whether drift is alarming now."""
+        self._test(analysis)
+        analysis.drifting = self.alarming
+        return False
 
-    def offer(self, analysis: Analysis) -> None:
-        """Test one analysis's features: those a worker's DriftFeatures stage computed,
-        else computed here (the monitor used on its own)."""
+    def _test(self, analysis: Analysis) -> None:
+        """The features a worker's DriftFeatures stage computed, else computed here
+        once (the monitor used on its own)."""
         if self.disabled:
             return
-        row = analysis.features if analysis.features is not None \
-            else self._features.row(analysis)
+        if analysis.features is None:
+            analysis.features = self._features.row(analysis)
+        row = analysis.features
         if not row:
             return
         self._keep(analysis, row)
@@ -150,6 +155,12 @@ class DriftMonitor:
             log.warning("drift alarm raised on %s: statistic %.3f > threshold %.3f "
                         "(PSI %.3f, exact test p=%.2g)", result.feature, result.statistic,
                         result.threshold, result.psi, result.p_value)
+
+    def start(self, hand_on: HandOn) -> None:
+        """Nothing to start: it finishes each analysis in the call."""
+
+    def drain(self, timeout: float) -> bool:
+        return True
 
     def close(self) -> None:
         if self.store is not None:

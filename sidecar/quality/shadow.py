@@ -3,10 +3,13 @@ the agreement with the primary's detections becomes precision and recall proxies
 
 It is the pipeline's reference stage (`quality/reference.py`): the analysis thread
 offers every analysis; a random share within the compute budget enters a bounded queue
-(full: dropped and counted) and reaches the stages after this one once evaluated, with
-the reference's result; every other analysis goes on at once, without one. One worker
-thread loads the reference model (so a slow load or TensorRT engine build never delays
-start-up), then decodes, micro-batches, infers, matches and records. Nothing here touches the event
+(full: dropped and counted) and is handed on to the stages after this one once
+evaluated, its `reference` set to the result; every other analysis goes on at once,
+without one. One worker thread loads the reference model (so a slow load or TensorRT
+engine build never delays start-up), then letterboxes the pixels the analyser decoded
+(at least the model's input size, which it tells the chain once loaded; an analysis
+forwarded without pixels is decoded here, once), micro-batches, infers, matches and
+records. Nothing here touches the event
 loop. A model that cannot be loaded or is not the pinned file disables shadow
 evaluation: `lookout_model_info{role="reference"}` stays absent, the failure is logged
 and counted, and the proxy carries on.
@@ -42,11 +45,10 @@ from lookout.shadow_eval.matching import Agreement, flip_horizontally, match, ma
 from lookout.shadow_eval.runner import ModelLoadError, OnnxDetector, YoloDetector
 from lookout.shadow_eval.suspects import suspect_reasons
 from lookout.shadow_eval.trust import confirmed
-from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis
-from lookout.sidecar.pipeline.images import decode_rgb
+from lookout.sidecar.pipeline.analysis import OTHER_CLASS, Analysis, decoded_pixels
+from lookout.sidecar.pipeline.images import DecodedImage, DecodeSize, decode_rgb
 from lookout.sidecar.pipeline.inputs import InputImage
-from lookout.sidecar.pipeline.listeners import Listeners
-from lookout.sidecar.quality.reference import ReferenceListener
+from lookout.sidecar.pipeline.stage import HandOn, end_of_chain
 from lookout.sidecar.quality.remote_reference import ReferenceUnavailable, RemoteDetector
 from lookout.sidecar.quality.trust import ProxyTrust
 from lookout.sidecar.runtime import worker_queue
@@ -92,7 +94,7 @@ class ShadowSample:
     image: InputImage
     primary: Detections
     flip: bool
-    analysis: Analysis | None = None  # passed on to the next stages with the result
+    analysis: Analysis | None = None  # handed on to the next stages with the result
     reference_flip: bool = False  # the reference also sees it mirrored (robust recall, trust)
 
 
@@ -122,14 +124,17 @@ def reference_class_ids(primary: Detections, primary_names: Sequence[str],
 
 
 class ShadowEvaluator:
-    """Analysis listener and worker thread; see the module docstring."""
+    """The reference stage with a model, and its worker thread; see the module docstring."""
 
     name = "shadow"
 
     def __init__(self, config: ShadowSettings, metrics: SidecarMetrics,
                  primary_names: Sequence[str] = (),
-                 budget: ComputeBudget | None = None, seed: int | None = None) -> None:
+                 budget: ComputeBudget | None = None, seed: int | None = None,
+                 decode_size: DecodeSize | None = None) -> None:
         self._config = config
+        self.decode_size = decode_size or DecodeSize()
+        self._hand_on: HandOn = end_of_chain
         self._metrics = metrics
         self._failures = FailureLog(log)
         self._primary_names = tuple(primary_names)
@@ -156,10 +161,6 @@ class ShadowEvaluator:
                             for view in ("original", "flipped")}
         self._flip_matched = metrics[catalog.FLIP_MATCHED_BOXES].labels(*labels)
         self._class_counters: dict[str, tuple] = {}
-        self.listeners = Listeners(metrics, "consider")
-
-    def add_listener(self, listener: ReferenceListener) -> None:
-        self.listeners.add(listener)
 
     # -- analysis thread ---------------------------------------------------------------
 
@@ -167,10 +168,7 @@ class ShadowEvaluator:
         """Maybe queue this image for evaluation; never waits. True when queued: the next
         stages then get it from the worker thread once it was evaluated (or could not
         be); otherwise they get it now, without a result."""
-        if not self._queued(analysis):
-            self.listeners.send(analysis, None)
-            return False
-        return True
+        return self._queued(analysis)
 
     def _queued(self, analysis: Analysis) -> bool:
         waiting = self.state is State.LOADING and self._backoff.failing  # reference down
@@ -198,7 +196,8 @@ class ShadowEvaluator:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, hand_on: HandOn = end_of_chain) -> None:
+        self._hand_on = hand_on
         self._thread.start()
 
     def close(self) -> None:
@@ -286,6 +285,8 @@ class ShadowEvaluator:
         else:
             self._metrics.set_model_info(reference.sha256, role="reference",
                                          served_name=Path(self._config.shadow_model_path).name)
+        height, width = reference.input_size
+        self.decode_size.need(width, height)  # before any image is queued for it
         self.state = State.RUNNING
         log.info("shadow evaluation running: %s on %s", self.reference.source,
                  self.reference.provider)
@@ -349,20 +350,33 @@ class ShadowEvaluator:
             return None
 
     def _report(self, sample: ShadowSample, result: ShadowResult | None) -> None:
-        """Pass the analysis on to the next stages; their failures are theirs."""
+        """Hand the analysis on to the next stages; their failures are theirs (the
+        chain counts them)."""
         if sample.analysis is not None:
-            self.listeners.send(sample.analysis, result)
+            sample.analysis.reference = result
+            self._hand_on(sample.analysis)
 
-    def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
-        """Decode and letterbox (the CPU stage, overlapped with the previous inference)."""
+    def _pixels(self, sample: ShadowSample) -> DecodedImage | None:
+        """The analysis's pixels (decoded once for the chain), or for a bare sample
+        decoded here at the model's input size. None: it does not decode."""
+        if sample.analysis is not None:
+            return decoded_pixels(sample.analysis, self.decode_size)
         assert self.reference is not None
         height, width = self.reference.input_size
+        try:
+            return decode_rgb(sample.image, width, height)
+        except (OSError, ValueError):
+            return None
+
+    def prepare(self, batch: Sequence[ShadowSample]) -> PreparedBatch:
+        """Letterbox the pixels (decoding those an analysis came without): the CPU
+        stage, overlapped with the previous inference."""
+        assert self.reference is not None
         prepared = PreparedBatch(len(batch))
         tensors = []
         for sample in batch:
-            try:
-                decoded = decode_rgb(sample.image, width, height)
-            except (OSError, ValueError):
+            decoded = self._pixels(sample)
+            if decoded is None:
                 self._outcomes[ShadowOutcome.NO_IMAGE].inc()
                 self._report(sample, None)
                 continue
@@ -386,10 +400,8 @@ class ShadowEvaluator:
         tensor = np.concatenate([prepared.tensor, prepared.tensor[mirrored, :, :, ::-1]]) \
             if mirrored else prepared.tensor
         started = time.perf_counter()
-        try:
+        with self._budget.running():  # busy time accrues while the run is going
             heads = self.reference.run(np.ascontiguousarray(tensor))
-        finally:
-            self._budget.spent(time.perf_counter() - started)
         self._backoff.succeeded()
         count = len(prepared.samples)
         found = self.reference.decode(heads[:count], prepared.geometries)
@@ -411,7 +423,7 @@ class ShadowEvaluator:
             self._judge_reference(agreement, primary, detections, views.get(index), scale,
                                   prepared.pixels[index].shape[1])
             agreements.append(agreement)
-            if sample.analysis is not None and self.listeners:
+            if sample.analysis is not None:
                 labelled = replace(
                     reference, names=tuple(reference.labels(self.reference.names)))
                 self._report(sample, ShadowResult(labelled, agreement, suspects))

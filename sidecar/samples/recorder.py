@@ -1,11 +1,14 @@
 """Choose inputs by policy and write them to the sample store, off the request path.
 
-It is a stage after the reference stage (`quality/reference.py`): every analysis
-reaches it once, with the reference model's result when that model evaluated the image,
-so the `disagreement` rule can be judged in its place in the policy and the stored
-sample carries the reference detections. The decision itself is cheap; a chosen input goes
-to a bounded queue (full: dropped and counted) and one writer thread makes the
-thumbnail, computes the drift features and stores both.
+It is the last stage of the chain (`chain.py`): every analysis reaches it once, with
+what the stages before it left on it (the reference model's result when that model
+evaluated the image, so the `disagreement` rule can be judged in its place in the
+policy and the stored sample carries the reference detections; the drift state, for
+the `drift` rule; the drift features). The decision itself is cheap; a chosen input
+goes to a bounded queue (full: dropped and counted) and one writer thread makes the
+thumbnail from the pixels the analyser decoded and stores it with the features the
+drift stage computed. Only what no stage did is done here, once: pixels for an analysis
+another worker forwarded without them, features when drift did not sample the image.
 
 A full or failing volume pauses sampling (drops counted as `disk_full` or
 `write_error`) and retries after a back-off that doubles from `FIRST_PAUSE` to
@@ -32,11 +35,12 @@ from typing import Any
 import numpy as np
 
 from lookout.shadow_eval.boxes import Detections
-from lookout.shadow_eval.features import feature_row
+from lookout.shadow_eval.features import FeatureRow, feature_row
 from lookout.shadow_eval.suspects import DRIFT_JUMP
 from lookout.sidecar.pipeline.analysis import Analysis
+from lookout.sidecar.pipeline.images import DecodedImage, DecodeSize, decode_at
 from lookout.sidecar.pipeline.inputs import InputImage, image_format
-from lookout.sidecar.quality.drift import DriftMonitor
+from lookout.sidecar.pipeline.stage import HandOn, end_of_chain
 from lookout.sidecar.quality.shadow import ShadowResult
 from lookout.sidecar.runtime import worker_queue
 from lookout.sidecar.runtime.backoff import RetryBackoff
@@ -99,13 +103,17 @@ class SampledExchange:
     parse_failed: bool
     image: InputImage | None
     detections: Detections | None
+    decoded: DecodedImage | None = None  # the analyser's pixels
+    features: FeatureRow | None = None  # the drift stage's ({}: it did not sample it)
+    drifting: bool = False  # the drift stage's alarm state when it passed
 
     @classmethod
     def of(cls, analysis: Analysis) -> SampledExchange:
         o = analysis.observation
         return cls(o.started_at, o.trace_id, o.model, o.version, o.route, o.status,
                    o.duration, analysis.failure is not None, analysis.image,
-                   analysis.detections)
+                   analysis.detections, analysis.decoded, analysis.features,
+                   analysis.drifting)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,27 +138,26 @@ def detections_json(detections: Detections | None, names: Sequence[str]
 
 @dataclass(frozen=True, slots=True)
 class ModelSampling:
-    """What sampling needs of one model: its class names, its drift state, its rules."""
+    """What sampling needs of one model: its class names and its rules."""
 
     names: tuple[str, ...]
-    drift: DriftMonitor | None
     policy: SamplingPolicy
 
 
 class SampleRecorder:
-    """Analysis listener and writer thread; see the module docstring."""
+    """The chain's last stage and its writer thread; see the module docstring."""
 
     name = "samples"
 
     def __init__(self, config: SampleSettings, metrics: SidecarMetrics,
-                 class_names: Sequence[str] = (),
-                 drift: DriftMonitor | None = None, seed: int | None = None) -> None:
+                 class_names: Sequence[str] = (), seed: int | None = None) -> None:
         self._config = config
+        self.decode_size = DecodeSize(longest=config.sample_image_size)
         self._metrics = metrics
         self._failures = FailureLog(log)
         self._seed = seed
         self.policy = SamplingPolicy(parse_policy(config.sample_strategies), seed)
-        self._default = ModelSampling(tuple(class_names), drift, self.policy)
+        self._default = ModelSampling(tuple(class_names), self.policy)
         # the models of a multi-model pod: their names, drift, rules and quotas
         self._models: dict[str, ModelSampling] = {}
         self._random = random.Random(seed)
@@ -176,7 +183,8 @@ class SampleRecorder:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, hand_on: HandOn = end_of_chain) -> None:
+        """`hand_on` is not used: nothing follows this stage."""
         self._thread.start()
 
     def close(self) -> None:
@@ -196,14 +204,14 @@ class SampleRecorder:
 
     # -- the reference stage's thread (analysis, or the shadow worker) -------------------
 
-    def consider(self, analysis: Analysis, reference: ShadowResult | None) -> None:
-        self.decide(SampledExchange.of(analysis), reference)
+    def offer(self, analysis: Analysis) -> bool:
+        self.decide(SampledExchange.of(analysis), analysis.reference)
+        return False
 
-    def add_model(self, name: str, class_names: Sequence[str], drift: DriftMonitor | None,
-                  strategies: str) -> None:
+    def add_model(self, name: str, class_names: Sequence[str], strategies: str) -> None:
         """Another model of the pod, sampled by its own rules with quotas of its own."""
         self._models[name] = ModelSampling(
-            tuple(class_names), drift, SamplingPolicy(parse_policy(strategies), self._seed))
+            tuple(class_names), SamplingPolicy(parse_policy(strategies), self._seed))
 
     def _model(self, name: str) -> ModelSampling:
         return self._models.get(name) or self._default
@@ -227,7 +235,7 @@ class SampleRecorder:
         if shadow is not None:
             a = shadow.agreement
             agreement = agreement_score(a.primary, a.reference, a.matched)
-        drifting = model.drift is not None and model.drift.alarming
+        drifting = exchange.drifting
         suspects = shadow.suspects if shadow is not None else ()
         if detections is not None and self._jumped(exchange, len(detections), drifting):
             suspects = (*suspects, DRIFT_JUMP)
@@ -308,14 +316,15 @@ class SampleRecorder:
         detections = exchange.detections or Detections.empty()
         names = self._model(exchange.model).names
         try:
+            decoded = exchange.decoded or decode_at(image, self.decode_size)
             thumbnail = make_thumbnail(image, detections.boxes,
-                                       detections.labels(names), self._settings)
+                                       detections.labels(names), self._settings, decoded)
         except (OSError, ValueError):
             self._drop(DropReason.NO_IMAGE)
             return
-        features = feature_row(thumbnail.pixels, image.width, image.height,
-                               exchange.detections, names, self._random,
-                               self._config.drift_image_size)
+        features = exchange.features or feature_row(
+            decoded.rgb, image.width, image.height, exchange.detections, names,
+            self._random, self._config.drift_image_size)
         original = SampleFile(image.encoded, _extension(image.encoded)) \
             if self._config.sample_keep_original and image.encoded is not None else None
         reference = job.shadow.reference if job.shadow is not None else None

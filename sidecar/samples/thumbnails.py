@@ -2,7 +2,9 @@
 
 JPEG inputs are decoded with Pillow's draft mode: libjpeg scales by 1/2, 1/4 or 1/8
 during the inverse DCT, so a 4K frame becomes a 320-pixel thumbnail without ever
-being decoded at full size (bench/thumbnail.py measures the gain). Tensor inputs (a
+being decoded at full size (bench/thumbnail.py measures the gain). In the sidecar the
+analyser has decoded the input already, once for every stage (`pipeline/images.py`,
+never below the thumbnail's size), and the thumbnail is resized from those pixels. Tensor inputs (a
 KServe request that carried pixels) are resized as they are. Boxes of configured
 classes, or the whole image, are pixelated before encoding, and the encoder is handed
 a fresh image so no EXIF (camera serial, GPS position) or ICC metadata survives.
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lookout.sidecar.pipeline.images import DecodedImage
 from lookout.sidecar.pipeline.inputs import InputImage
 
 FORMATS = {"jpeg": ("JPEG", "image/jpeg", "jpg"), "webp": ("WEBP", "image/webp", "webp")}
@@ -54,11 +57,15 @@ def target_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def reduced_image(image: InputImage, longest_side: int) -> Image.Image:
-    """The input at (about) thumbnail size, decoding as little as the format allows.
-    Raises OSError/ValueError for images that do not decode."""
+def reduced_image(image: InputImage, longest_side: int,
+                  decoded: DecodedImage | None = None) -> Image.Image:
+    """The input at (about) thumbnail size, from pixels already `decoded` or decoding as
+    little as the format allows. Raises OSError/ValueError for images that do not
+    decode."""
     size = target_size(image.width, image.height, longest_side)
-    if image.pixels is not None:
+    if decoded is not None:
+        picture = Image.fromarray(decoded.rgb)
+    elif image.pixels is not None:
         picture = Image.fromarray(image.pixels)
     else:
         assert image.encoded is not None
@@ -96,10 +103,12 @@ def _thumbnail_boxes(boxes: np.ndarray, scale: float, size: tuple[int, int]
 
 
 def make_thumbnail(image: InputImage, boxes: np.ndarray, labels: Sequence[str],
-                   settings: ThumbnailSettings) -> Thumbnail:
-    """The thumbnail of `image`; `boxes` (xyxy, original pixels) with their class
-    `labels` decide what is pixelated."""
-    picture = reduced_image(image, settings.longest_side)
+                   settings: ThumbnailSettings, decoded: DecodedImage | None = None
+                   ) -> Thumbnail:
+    """The thumbnail of `image` (from its `decoded` pixels when the caller has them);
+    `boxes` (xyxy, original pixels) with their class `labels` decide what is
+    pixelated."""
+    picture = reduced_image(image, settings.longest_side, decoded)
     pixels = np.asarray(picture)
     scale = picture.width / image.width
     if settings.pixelate_all:

@@ -90,3 +90,53 @@ def test_budget_rejects_nonsense() -> None:
         ComputeBudget(rate_per_second=0, burst=1, max_busy_share=0.5)
     with pytest.raises(ValueError):
         ComputeBudget(rate_per_second=1, burst=1, max_busy_share=1.5)
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_a_saturated_worker_is_busy_as_it_spends_time(share: float) -> None:
+    """300 images, 8 offered a step; the admitted ones are one run of 1 s, and a step
+    with none admitted idles 1 s. A worker busy all the time is busy 1.0, not more, so
+    a share of 1 refuses nothing; 0.5 still refuses some and admits some."""
+    clock = FakeClock()
+    budget = ComputeBudget(rate_per_second=1e6, burst=1e6, max_busy_share=share,
+                           window_seconds=10, clock=clock)
+    admitted = refused = 0
+    for _ in range(300 // 8):
+        taken = [budget.try_acquire() for _ in range(8)]
+        admitted, refused = admitted + sum(taken), refused + taken.count(False)
+        if any(taken):
+            with budget.running():
+                clock.now += 0.5
+                assert budget.busy_share() <= 1.0  # the run counts as it goes
+                clock.now += 0.5
+        else:
+            clock.now += 1.0
+        assert budget.busy_share() <= 1.0
+    if share == 1.0:
+        assert refused == 0 and admitted == 296
+    else:
+        assert refused > 0 and admitted > 0
+
+
+def test_a_run_in_progress_counts_before_it_ends() -> None:
+    clock = FakeClock()
+    budget = ComputeBudget(rate_per_second=1000, burst=1000, max_busy_share=0.5,
+                           window_seconds=10, clock=clock)
+    with budget.running():
+        clock.now = 4.0
+        assert budget.busy_share() == pytest.approx(0.4) and budget.try_acquire()
+        clock.now = 6.0
+        assert not budget.try_acquire()  # 6 s of the last 10 s, still running
+    clock.now = 20.0
+    assert budget.busy_share() == 0 and budget.try_acquire()
+
+
+def test_only_the_part_of_a_run_inside_the_window_counts() -> None:
+    clock = FakeClock()
+    budget = ComputeBudget(rate_per_second=1000, burst=1000, max_busy_share=0.5,
+                           window_seconds=10, clock=clock)
+    clock.now = 30.0
+    budget.spent(30.0)  # busy since 0: only the last 10 s are in the window
+    assert budget.busy_share() == pytest.approx(1.0)
+    clock.now = 35.0
+    assert budget.busy_share() == pytest.approx(0.5)

@@ -27,13 +27,20 @@ from tests.support.processes import free_port, wait_until
 
 
 class Recorder:
-    name = "recorder"
+    """The stage after the reference stage: what reaches it, and with which result."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[Analysis, object]] = []
 
-    def consider(self, analysis: Analysis, reference: object) -> None:
-        self.seen.append((analysis, reference))
+    def take(self, analysis: Analysis) -> None:
+        self.seen.append((analysis, analysis.reference))
+
+    def offer_through(self, evaluator: ShadowEvaluator, analysis: Analysis) -> bool:
+        """As the chain offers: what the evaluator does not keep goes on at once."""
+        held = evaluator.offer(analysis)
+        if not held:
+            self.take(analysis)
+        return held
 
 
 @pytest.fixture
@@ -52,8 +59,7 @@ def _evaluator(url: str, **values: str) -> tuple[ShadowEvaluator, SidecarMetrics
     metrics = SidecarMetrics("m", "v", process_metrics=False)
     evaluator = ShadowEvaluator(of(ShadowSettings, config), metrics, CLASSES)
     recorder = Recorder()
-    evaluator.add_listener(recorder)
-    evaluator.start()
+    evaluator.start(recorder.take)
     return evaluator, metrics, recorder
 
 
@@ -73,7 +79,8 @@ def test_an_unusable_reference_counts_reference_errors_and_passes_every_image_on
                              Detections.empty(), None) for seed in range(4)]
         try:
             offered = iter(analyses * 100)
-            wait_until(lambda: not evaluator.offer(next(offered)) and _errors(metrics) > 0,
+            wait_until(lambda: not recorder.offer_through(evaluator, next(offered))
+                       and _errors(metrics) > 0,
                        10, "a reference_error")
             assert evaluator.state is State.LOADING
             assert all(result is None for _, result in recorder.seen)

@@ -12,6 +12,7 @@ import pytest
 
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
+from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.config import load_config
 from lookout.sidecar.pipeline.analysis import TrafficAnalyzer
 from lookout.sidecar.quality.reference import NoReference
@@ -47,10 +48,11 @@ def _setup(tmp_path, strategies: str, **values: str):
                           "class_names": ",".join(CLASSES), **values}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
     recorder = SampleRecorder(of(SampleSettings, config), metrics, CLASSES, seed=1)
-    reference = NoReference(metrics)  # the chain's shape without a reference model
-    reference.add_listener(recorder)
-    analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics, listeners=[reference])
-    return config, metrics, recorder, analyzer
+    analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics,
+                               decode_size=recorder.decode_size)
+    # the chain's shape without a reference model or drift
+    chain = AnalysisChain(analyzer, NoReference(metrics), None, recorder)
+    return config, metrics, recorder, chain
 
 
 def _dropped(metrics: SidecarMetrics, reason: str) -> float:
@@ -72,10 +74,10 @@ def _exchange(seed: int, status: int = 200, duration: float = 0.01,
 
 
 def test_chosen_samples_are_stored_with_detections_trace_and_features(tmp_path) -> None:
-    _, metrics, recorder, analyzer = _setup(
+    _, metrics, recorder, chain = _setup(
         tmp_path, "close_to_threshold threshold=0.25 eps=0.05 per_minute=100")
     recorder.start()
-    analyzer.analyse_batch([_exchange(seed) for seed in range(3)])
+    chain.analyse_batch([_exchange(seed) for seed in range(3)])
     assert recorder.drain(30)
     assert _stored(metrics, "close_to_threshold") == 3
     page = recorder.store.query(SampleQuery(limit=10))
@@ -90,9 +92,9 @@ def test_chosen_samples_are_stored_with_detections_trace_and_features(tmp_path) 
 
 
 def test_server_errors_are_offered_with_their_image(tmp_path) -> None:
-    _, metrics, recorder, analyzer = _setup(tmp_path, "error per_minute=10")
+    _, metrics, recorder, chain = _setup(tmp_path, "error per_minute=10")
     recorder.start()
-    analyzer.analyse_batch([_exchange(1, status=503), _exchange(2)])
+    chain.analyse_batch([_exchange(1, status=503), _exchange(2)])
     assert recorder.drain(30)
     [sample] = recorder.store.query(SampleQuery(limit=10)).samples
     assert (sample.status, sample.strategy, sample.primary_detections) == (503, "error", None)
@@ -101,13 +103,13 @@ def test_server_errors_are_offered_with_their_image(tmp_path) -> None:
 
 
 def test_quota_and_queue_drops_are_counted_by_reason(tmp_path) -> None:
-    _, metrics, _recorder, analyzer = _setup(
+    _, metrics, _recorder, chain = _setup(
         tmp_path, "slow seconds=0.5 per_minute=4", sample_queue_size="2")
     # the writer is not started: the queue holds 2, then drops. One moment for all, in
     # the middle of a minute: quotas are calendar minutes, and a boundary between the
     # exchanges would give the rule a fresh quota
     now = (time.time() // 60) * 60 + 30
-    analyzer.analyse_batch([_exchange(seed, duration=1.0, at=now) for seed in range(6)]
+    chain.analyse_batch([_exchange(seed, duration=1.0, at=now) for seed in range(6)]
                            + [_exchange(9, duration=0.1, at=now)])
     assert _dropped(metrics, "queue_full") == 2  # quota 4: 2 queued, 2 dropped
     assert _dropped(metrics, "quota") == 2  # the 5th and 6th found no quota
@@ -116,23 +118,23 @@ def test_quota_and_queue_drops_are_counted_by_reason(tmp_path) -> None:
 
 
 def test_the_byte_quota_stops_writing_for_the_day(tmp_path) -> None:
-    _, metrics, recorder, analyzer = _setup(
+    _, metrics, recorder, chain = _setup(
         tmp_path, "random share=1 per_minute=100", sample_bytes_per_day="1")
     recorder.start()
-    analyzer.analyse_batch([_exchange(1)])
+    chain.analyse_batch([_exchange(1)])
     assert recorder.drain(30)
-    analyzer.analyse_batch([_exchange(2), _exchange(3)])
+    chain.analyse_batch([_exchange(2), _exchange(3)])
     assert recorder.drain(30)
     assert _stored(metrics, "random") == 1 and _dropped(metrics, "byte_quota") == 2
     recorder.close()
 
 
 def test_originals_are_kept_only_when_asked(tmp_path) -> None:
-    _, _, recorder, analyzer = _setup(tmp_path, "random share=1 per_minute=100",
+    _, _, recorder, chain = _setup(tmp_path, "random share=1 per_minute=100",
                                       sample_keep_original="true")
     recorder.start()
     body = generate_scene(4).jpeg()
-    analyzer.analyse_batch([_exchange(4)])
+    chain.analyse_batch([_exchange(4)])
     assert recorder.drain(30)
     [sample] = recorder.store.query(SampleQuery(limit=10)).samples
     assert recorder.store.read(sample, original=True) == body
@@ -218,8 +220,6 @@ def test_a_full_then_read_only_volume_pauses_sampling_and_never_touches_requests
 def test_a_jump_in_detections_while_the_input_drifts_is_suspect(tmp_path) -> None:
     """Frames with twice the usual detections while a drift alarm is raised are the
     ones both models may be fooled by alike: counted and kept by `suspect`."""
-    from types import SimpleNamespace
-
     import numpy as np
 
     from lookout.shadow_eval.boxes import Detections
@@ -230,23 +230,21 @@ def test_a_jump_in_detections_while_the_input_drifts_is_suspect(tmp_path) -> Non
                           "sample_dir": str(tmp_path / "store"),
                           "sample_strategies": "suspect per_minute=100"}, env={})
     metrics = SidecarMetrics("m", "v", process_metrics=False)
-    drift = SimpleNamespace(alarming=False)  # the drift monitor's one attribute read here
-    recorder = SampleRecorder(of(SampleSettings, config), metrics, CLASSES, drift, seed=1)
+    recorder = SampleRecorder(of(SampleSettings, config), metrics, CLASSES, seed=1)
     recorder.start()
     image = open_encoded(generate_scene(1).jpeg(), "raw")
 
-    def frame(boxes: int) -> SampledExchange:
+    def frame(boxes: int, drifting: bool = False) -> SampledExchange:
         found = Detections.from_arrays(np.tile([10, 10, 50, 50], (boxes, 1)), [0.9] * boxes,
                                        [0] * boxes)
         return SampledExchange(time.time(), None, "m", "v", "/predict", 200, 0.01, False,
-                               image, found)
+                               image, found, drifting=drifting)  # the drift stage's state
 
     for _ in range(30):
         recorder.decide(frame(2), None)
     recorder.decide(frame(9), None)  # a jump, but no drift: the scene is just busier
-    drift.alarming = True
-    recorder.decide(frame(2), None)
-    recorder.decide(frame(9), None)
+    recorder.decide(frame(2, drifting=True), None)
+    recorder.decide(frame(9, drifting=True), None)
     assert recorder.drain(30)
     recorder.close()
     assert _stored(metrics, "suspect") == 1

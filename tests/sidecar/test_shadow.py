@@ -142,6 +142,52 @@ def test_sampling_budget_and_queue_overflow_are_counted(samples) -> None:
                                              {"queue": "shadow"}) == 1
 
 
+class _VirtualClock:
+    """Time that passes only while the reference model runs: a worker that is never
+    idle while images wait (a CPU-saturated one), independent of this machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("share", ["1", "0.5"])
+def test_a_saturated_reference_is_refused_only_below_a_share_of_1(samples, share) -> None:
+    clock = _VirtualClock()
+    config = _config(shadow_model_path=str(REFERENCE), shadow_sample_share="1",
+                     shadow_max_busy_share=share, shadow_queue_size="16")
+    budget = ComputeBudget(1e6, 1e6, float(share), window_seconds=10, clock=clock)
+    evaluator, metrics = _started(config, budget=budget)
+    assert evaluator.reference is not None
+    run = evaluator.reference.run
+
+    def one_second_run(batch):  # calls the real model through
+        clock.now += 1.0
+        return run(batch)
+
+    evaluator.reference.run = one_second_run  # type: ignore[method-assign]
+    try:
+        for _ in range(20):
+            before = _value(metrics, catalog.SHADOW_EVALUATIONS, outcome="ok")
+            for sample in samples[:8]:
+                evaluator.offer(Analysis(_observation(b""), sample.image, sample.primary,
+                                         None))
+            assert evaluator.drain(60)
+            if _value(metrics, catalog.SHADOW_EVALUATIONS, outcome="ok") == before:
+                clock.now += 1.0  # nothing admitted: the worker idled
+    finally:
+        evaluator.close()
+    over = _value(metrics, catalog.SHADOW_EVALUATIONS, outcome="over_budget")
+    evaluated = _value(metrics, catalog.SHADOW_EVALUATIONS, outcome="ok")
+    assert over + evaluated == 160
+    if share == "1":
+        assert over == 0
+    else:
+        assert over > 0 and evaluated > 0
+
+
 def test_images_without_detections_or_pixels_are_not_offered(samples) -> None:
     config = _config(shadow_model_path=str(REFERENCE), shadow_sample_share="1")
     evaluator = ShadowEvaluator(of(ShadowSettings, config),
