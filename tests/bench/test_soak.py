@@ -13,11 +13,13 @@ from pathlib import Path
 from lookout.slo import catalog
 from tests.support.processes import REPO
 
+SECONDS = 15  # of overload: the counts below hold from the first seconds on
+
 
 def test_overload_fails_nothing_and_drops_nothing_silently(tmp_path: Path) -> None:
     report_path = tmp_path / "soak.json"
     result = subprocess.run([sys.executable, str(REPO / "bench" / "soak.py"), "--duration",
-                             "30", "--json", str(report_path)],
+                             str(SECONDS), "--json", str(report_path)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -26,7 +28,7 @@ def test_overload_fails_nothing_and_drops_nothing_silently(tmp_path: Path) -> No
     assert report["shed_by_client"] > 0  # the offer really was over capacity
     # /metrics was scraped every second throughout, as Prometheus would
     assert report["metrics_scrapes"]["failed"] == 0
-    assert report["metrics_scrapes"]["ok"] >= 25
+    assert report["metrics_scrapes"]["ok"] >= SECONDS - 3
     counters = report["lookout_counters"]
     # lookout counted every answer the client got, by the same status
     requests = counters[catalog.REQUESTS.sample_name]

@@ -89,10 +89,11 @@ def _indistinguishable(hits_a: float, total_a: float, hits_b: float, total_b: fl
     return spread == 0 or abs(hits_a / total_a - hits_b / total_b) / spread < Z_1_PERCENT
 
 
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.xfail(run=False, reason=(
     "the HTTP remote reference stops after one evaluation while three sidecars share the "
     "KServe reference server; fails the same at f74bfe8 with today's packages, on both "
-    "data planes: open, named in issue 34's note"))
+    "data planes: open, named in issue 34's note; not run: it only waits out its 60 s "
+    "deadlines, 85 s of the suite's budget"))
 def test_remote_references_give_the_local_proxies_and_survive_a_restart(fleet) -> None:
     server, sidecars = fleet
     for sidecar in sidecars.values():

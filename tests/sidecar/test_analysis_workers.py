@@ -101,7 +101,7 @@ def test_raw_heads_at_5_per_second_reach_clients_unchanged_and_are_all_accounted
             failures.append(f"request {i}: {response.status}, {len(response.body)} bytes")
 
     try:
-        sent = paced(5, 30, send)
+        sent = paced(5, 12, send)
         assert failures == []
         wait_until(
             lambda: (lambda r: r if r[0] == r[1] == sent else None)(accounted(sidecar)),
