@@ -45,7 +45,10 @@ def shadow_options(model_name: str = "yolo-test", primary: str | None = None) ->
     return ["--model-name", model_name, "--model-path", primary or str(model_path("primary")),
             "--shadow-model-path", str(model_path("reference")), "--shadow-sample-share", "1",
             "--shadow-rate", "1000", "--shadow-burst", "1000", "--shadow-max-busy-share", "1",
-            "--drift-baseline-size", "50", "--drift-window", "20"]
+            "--drift-baseline-size", "50", "--drift-window", "20",
+            # calibrated for a false alarm per 20,000 images (a test sends hundreds), not
+            # the default 100,000: 5x fewer simulated windows at start-up
+            "--drift-false-alarm-images", "20000"]
 
 
 def start_demo_upstream(model: str | None = None) -> tuple[ManagedProcess, int]:
