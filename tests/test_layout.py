@@ -242,3 +242,23 @@ def test_the_sidecar_row_names_every_subpackage_and_top_level_module() -> None:
     anywhere = {path.name for path in sidecar.rglob("*.py")} | {
         f"{path.parent.name}/" for path in sidecar.rglob("__init__.py")}
     assert named <= anywhere, sorted(named - anywhere)  # nothing moved or deleted
+
+
+def test_the_chains_stages_are_the_declared_list() -> None:
+    """Every class of sidecar/ with a stage's `offer(analysis)` has its place in
+    `chain.STAGES`, and STAGES holds nothing else: a stage cannot be wired in beside the
+    declared list (the chain refuses one out of order at run time, test_chain.py)."""
+    from lookout.sidecar.chain import STAGES
+
+    declared = {kind.__name__ for place in STAGES for kind in place}
+    stages = set()
+    for path in sorted((REPO / "sidecar").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef) or any(
+                    isinstance(base, ast.Name) and base.id == "Protocol" for base in node.bases):
+                continue
+            if any(isinstance(item, ast.FunctionDef) and item.name == "offer"
+                   and [a.arg for a in item.args.args][1:2] == ["analysis"]
+                   for item in node.body):
+                stages.add(node.name)
+    assert stages == declared, (stages - declared, declared - stages)
