@@ -48,7 +48,7 @@ from tests.support.shadow_stack import (
 pytestmark = pytest.mark.xdist_group("canary")
 
 MODEL = "yolo-test"
-LOAD_SECONDS = 30  # then more, in steps, while the judge says "too little data"
+LOAD_SECONDS = 60
 EXTRA_LOAD_SECONDS, EXTRA_LOAD_STEPS = 15, 6
 INTERVAL = 5
 SPEC = {
