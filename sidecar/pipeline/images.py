@@ -18,10 +18,9 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from lookout.sidecar.pipeline.inputs import InputImage
-from lookout.sidecar.pipeline.parse_errors import ParseFailure, Reason
+from lookout.sidecar.pipeline.inputs import InputImage, decode_failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +78,5 @@ def decode_at(image: InputImage, size: DecodeSize) -> DecodedImage:
 
 def decode_input(image: InputImage, size: DecodeSize) -> DecodedImage:
     """`decode_at`, its failures named as `open_encoded` names them (ParseFailure)."""
-    try:
+    with decode_failures():
         return decode_at(image, size)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise ParseFailure(Reason.UNDECODABLE_IMAGE, str(error)) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ParseFailure(Reason.TRUNCATED_IMAGE, str(error)) from None

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -60,26 +61,32 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
+@contextmanager
+def decode_failures() -> Iterator[None]:
+    """Pillow's decode errors as the ParseFailure reasons they mean."""
+    try:
+        yield
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ParseFailure(Reason.UNDECODABLE_IMAGE, str(error)) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ParseFailure(Reason.TRUNCATED_IMAGE, str(error)) from None
+
+
 def open_encoded(data: bytes, source: str, check: bool = True) -> InputImage:
     """Read the image's size and check it decodes (cheaply: JPEG draft mode); without
     `check` only its header is read, for a caller that decodes it next anyway. An image
     whose header claims more than MAX_IMAGE_PIXELS is refused before any pixel is
     decoded: a few kilobytes of PNG can otherwise claim gigabytes of RGB."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            limit = MAX_IMAGE_PIXELS if image.format == "JPEG" else MAX_FULL_DECODE_PIXELS
-            if width * height > limit:
-                raise ParseFailure(Reason.UNDECODABLE_IMAGE,
-                                   f"{width}x{height} {image.format} image is over the "
-                                   f"{limit:,}-pixel limit; refused before decoding")
-            if check:
-                image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
-                image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise ParseFailure(Reason.UNDECODABLE_IMAGE, str(error)) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ParseFailure(Reason.TRUNCATED_IMAGE, str(error)) from None
+    with decode_failures(), Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        limit = MAX_IMAGE_PIXELS if image.format == "JPEG" else MAX_FULL_DECODE_PIXELS
+        if width * height > limit:
+            raise ParseFailure(Reason.UNDECODABLE_IMAGE,
+                               f"{width}x{height} {image.format} image is over the "
+                               f"{limit:,}-pixel limit; refused before decoding")
+        if check:
+            image.draft("RGB", (max(width // 8, 1), max(height // 8, 1)))
+            image.load()
     return InputImage(source, width, height, encoded=data)
 
 
