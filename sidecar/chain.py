@@ -11,7 +11,6 @@ holds always reaches the next one."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,7 +83,7 @@ class AnalysisChain:
         analyzer = TrafficAnalyzer(model.analysis, metrics, decode_size=size)
         names = analyzer.model.class_names
         reference = ShadowEvaluator(model.shadow, metrics, names, decode_size=size) \
-            if model.shadowed else NoReference(metrics)
+            if model.shadowed else NoReference()
         drift = DriftMonitor(model.drift, metrics, names) if model.drift else None
         shared = samples is not None
         if samples is None and model.samples.sample_dir:
@@ -106,7 +105,7 @@ class AnalysisChain:
         analyzer = TrafficAnalyzer(model.analysis, metrics, decode_size=size)
         features = DriftFeatures(model.drift, metrics, analyzer.model.class_names,
                                  decode_size=size) if model.drift else None
-        return cls(analyzer, forwarder or NoReference(metrics), None, None, features)
+        return cls(analyzer, forwarder or NoReference(), None, None, features)
 
     @property
     def shadow(self) -> ShadowEvaluator | None:
@@ -169,9 +168,6 @@ class AnalysisChain:
             stage.drain(timeout)
             stage.close()
         self.analyzer.close()
-
-    async def stop(self, timeout: float) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.drain_and_close, timeout)
 
     def abandon(self) -> None:
         for stage in reversed(self._owned):

@@ -1,5 +1,5 @@
 """One analysis chain per served model, in one worker (one thread feeds it: the worker's
-loop, or the embedded proxy's one analysis thread).
+loop).
 
 Observations arrive labelled with their model by the request path (`served_models`).
 Each configured model has its chain from the start; a model discovered in service gets
@@ -12,11 +12,9 @@ samples the pod's GPUs (one NVML collector per pod, off the request path).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from lookout.sidecar.chain import AnalysisChain
 from lookout.sidecar.pipeline.analysis import Analysis, Outcome
@@ -54,7 +52,6 @@ class ModelChains:
             build = self._lead_chain
         self._build = build
         self._started = False
-        self._executor: ThreadPoolExecutor | None = None
         self.chains: dict[str, AnalysisChain] = {
             model.name: build(model, metrics.labelled(model.name, model.version))
             for model in settings.models}
@@ -89,18 +86,6 @@ class ModelChains:
                 self._other.observed(Outcome.NOT_ANALYSED, len(group))
             else:
                 chain.analyse_batch(group)
-
-    async def consume(self, observations: Sequence[Observation]) -> None:
-        """Embedded in the proxy's process (tests, embedding): one thread does it all."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="lookout-analysis")
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.analyse_batch,
-                                                         observations)
-
-    async def stop(self, timeout: float) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.drain_and_close, timeout)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def offer_forwarded(self, analysis: Analysis) -> None:
         """An analysis another worker made: to its model's reference stage."""

@@ -1,6 +1,6 @@
 """Turn observations into detection metrics: find the input image, decode it once for
 the whole chain, decode the primary model's detections, record them. Off the request
-path: in an analysis worker process (or, embedded, a thread of the proxy's). Anything it
+path: in an analysis worker process. Anything it
 cannot parse is counted in lookout_parse_failures_total{reason} and otherwise ignored,
 and every observation it gets is counted once in lookout_observations_total{outcome}.
 
@@ -11,10 +11,8 @@ result and the drift state, which the sample recorder reads instead of recomputi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -144,7 +142,6 @@ class TrafficAnalyzer:
             mapping=ResponseMapping(config.detections_path, config.box_field, config.box_format,
                                     config.score_field, config.class_field),
         )
-        self._executor: ThreadPoolExecutor | None = None  # only when embedded
         labels = (config.model_name, config.model_version)
         self._per_request = metrics[catalog.DETECTIONS_PER_REQUEST].labels(*labels)
         self._confidence = metrics[catalog.DETECTION_CONFIDENCE].labels(*labels)
@@ -168,13 +165,6 @@ class TrafficAnalyzer:
         """Server errors carry no detections, but their inputs are what postmortems need
         (the sampler's `error` rule), so the stages see them too."""
         return observation.status >= 500 and bool(observation.request_body)
-
-    async def consume(self, observations: Sequence[Observation]) -> None:
-        """Embedded in the proxy's process: one thread hand-over per batch."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="lookout-analysis")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.analyse_batch, observations)
 
     def analyse_batch(self, observations: Sequence[Observation]) -> list[Analysis]:
         """Analyse (or pass over) each observation, counting each one's outcome; the
@@ -330,5 +320,4 @@ class TrafficAnalyzer:
         return np.zeros(0)  # no frame size to relate to
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        """Holds nothing that needs closing (the chain calls it at the end)."""

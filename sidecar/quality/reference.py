@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lookout.sidecar.pipeline.stage import HandOn
-from lookout.sidecar.runtime.metrics import SidecarMetrics
 
 if TYPE_CHECKING:
     from lookout.sidecar.pipeline.analysis import Analysis
@@ -20,9 +19,6 @@ class NoReference:
     on at once, without a result."""
 
     name = "reference"
-
-    def __init__(self, metrics: SidecarMetrics) -> None:
-        self._metrics = metrics
 
     def offer(self, analysis: Analysis) -> bool:
         return False

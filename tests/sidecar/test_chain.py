@@ -4,7 +4,6 @@ once and its drift features computed once however many stages use them."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from pathlib import Path
@@ -101,7 +100,7 @@ def test_every_analysis_passes_once_and_a_failing_stage_is_counted_as_itself(
     assert errors == 2
     assert chain.samples.store is not None
     assert len(chain.samples.store.query(SampleQuery(limit=10)).samples) == 2  # recorded
-    asyncio.run(chain.stop(1.0))
+    chain.drain_and_close(1.0)
 
 
 def _scene(seed: int):
@@ -193,4 +192,4 @@ def test_each_image_is_decoded_once_and_its_features_computed_once(
             assert sample.features["brightness"] == pytest.approx(
                 by_trace[sample.trace_id]["brightness"])
     finally:
-        asyncio.run(chain.stop(5.0))
+        chain.drain_and_close(5.0)

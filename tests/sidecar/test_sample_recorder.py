@@ -51,7 +51,7 @@ def _setup(tmp_path, strategies: str, **values: str):
     analyzer = TrafficAnalyzer(of(AnalysisSettings, config), metrics,
                                decode_size=recorder.decode_size)
     # the chain's shape without a reference model or drift
-    chain = AnalysisChain(analyzer, NoReference(metrics), None, recorder)
+    chain = AnalysisChain(analyzer, NoReference(), None, recorder)
     return config, metrics, recorder, chain
 
 
