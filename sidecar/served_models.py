@@ -283,14 +283,17 @@ class ModelSettings:
         """A model found in service, from the pod's settings: its decode settings without
         its model file, class names, reference model or pinned baseline (they belong to
         the default model)."""
-        named = {"model_name": name, "model_version": UNKNOWN_VERSION}
+        version = UNKNOWN_VERSION
         return ModelSettings(
-            dataclasses.replace(self.analysis, **named, model_path="", class_names=(),
+            dataclasses.replace(self.analysis, model_name=name, model_version=version,
+                                model_path="", class_names=(),
                                 input_size=input_size or self.analysis.input_size),
-            dataclasses.replace(self.shadow, **named, model_path="", shadow_model_path="",
+            dataclasses.replace(self.shadow, model_name=name, model_version=version,
+                                model_path="", shadow_model_path="",
                                 shadow_reference_url="", shadow_reference_model=""),
             None if self.drift is None else dataclasses.replace(
-                self.drift, **named, drift_baseline_path=""),
+                self.drift, model_name=name, model_version=version,
+                drift_baseline_path=""),
             self.samples)
 
 
