@@ -96,13 +96,17 @@ def _by_css(driver, selector: str):
 
 
 def _navigating(driver, element) -> None:
-    """Click `element` and wait for the page it leads to: a click does not wait."""
-    from selenium.webdriver.support import expected_conditions
+    """Click `element` and wait for the page it leads to, loaded: a click does not wait.
+    The old document carries a mark the new one lacks (an element of the old page can
+    also read as "not in the document" instead of stale while Chromium navigates)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = driver.find_element("tag name", "html")
+    driver.execute_script("window.lookoutOldPage = true")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return window.lookoutOldPage === undefined && "
+                                   "document.readyState === 'complete'"))
 
 
 def _sign_in(driver, base: str, token: str, next_path: str = "/ui/samples") -> None:
