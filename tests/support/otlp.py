@@ -67,7 +67,7 @@ class _Collector:
         with self._lock:
             return list(self.spans)
 
-    def wait_for_trace(self, trace_id: str, spans: int = 2,
+    def wait_for_trace(self, trace_id: str, spans: int = 1,
                        timeout: float = 20) -> list[ReceivedSpan]:
         """Everything received once `spans` spans of `trace_id` are in."""
         wait_until(lambda: sum(s.trace_id == trace_id for s in self.spans) >= spans,
