@@ -214,12 +214,16 @@ def run_case(harness: str, case: Case, rng: random.Random, tag: str,
         counters = f"/{ident}-cnt"
         rings = [(f"/{ident}-r{i}", os.path.join(tmp, f"fifo{i}"), rng.choice([2, 1000]))
                  for i in range(2)]
+        wake_fds: list[int] = []
         try:
             tapshm.create_counters(counters, 1, rng.choice([4, 64]) if expect is None else 64,
                                    [10**6, 10**7, 10**8, 10**9], [100, 10**4, 10**6])
-            for name, fifo, _ in rings:
+            # ring 0's consumer sleeps (every record wakes it), ring 1's is awake (none do);
+            # the FIFOs stay open here so the wake-up bytes outlive the harness
+            for index, (name, fifo, _) in enumerate(rings):
                 tapshm.create_ring(name, fifo, rng.choice([4096, 8 << 20]) if expect is None
-                                   else 8 << 20)
+                                   else 8 << 20, sleeping=index == 0)
+                wake_fds.append(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
             max_body = rng.choice([0, 100, 65536, 1 << 20]) if expect is None else 1 << 20
             budget = rng.choice([1, 200000, 64 << 20]) if expect is None else 64 << 20
             config_path, case_path = os.path.join(tmp, "config"), os.path.join(tmp, "case")
@@ -239,11 +243,17 @@ def run_case(harness: str, case: Case, rng: random.Random, tag: str,
             if done.stdout.strip() != f"streams {case.streams}":
                 return f"harness said {done.stdout!r}, expected {case.streams} streams"
             records = []
-            for name, _, _ in rings:
+            for index, (name, _, _) in enumerate(rings):
                 reader = tapshm.RingReader(name)
+                before = len(records)
                 while (payload := reader.take()) is not None:
                     records.append(tapshm.parse_record(payload))
                 reader.close()
+                woken = tapshm.pending_bytes(wake_fds[index])
+                if (index == 0 and len(records) > before and not woken) or \
+                        (index == 1 and woken):
+                    return f"ring {index}: {len(records) - before} records, {woken} wake-ups " \
+                           f"(its consumer {'sleeps' if index == 0 else 'is awake'})"
             state = tapshm.read_counters(counters)
             area = state["areas"][0]
             slot_total = sum(slot["count"] for slot in area["slots"])
@@ -260,6 +270,8 @@ def run_case(harness: str, case: Case, rng: random.Random, tag: str,
         except (AssertionError, ValueError) as error:
             return f"{type(error).__name__}: {error}"
         finally:
+            for fd in wake_fds:
+                os.close(fd)
             tapshm.unlink(counters)
             for name, _, _ in rings:
                 tapshm.unlink(name)

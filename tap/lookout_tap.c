@@ -248,7 +248,7 @@ envoy_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
       if (n && line[n - 1] == '\r') line[--n] = '\0';
       if (n) error = config_line(c, line, &layout, &have_body);
     }
-    if (!error && layout != 1) error = "layout must be 1";
+    if (!error && layout != 2) error = "layout must be 2";
     if (!error && !c->cnt) error = "no counters";
     if (!error && (!c->per_thread || c->nrings != c->threads * c->per_thread))
       error = "rings must number threads x ring_workers";
@@ -635,8 +635,8 @@ static bool ring_put(struct ring *r, const struct buf *parts, int nparts, uint64
     if (parts[i].len) memcpy(at, parts[i].p, parts[i].len), at += parts[i].len;
   __atomic_store_n(&h[0], pos + waste + need, __ATOMIC_RELEASE);
   __atomic_store_n(&h[2], written + 1, __ATOMIC_RELEASE);
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);  /* publish, then look at the consumer's position */
-  if (__atomic_load_n(&h[1], __ATOMIC_ACQUIRE) == pos) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);  /* publish, then look at whether it sleeps */
+  if (__atomic_load_n(&h[6], __ATOMIC_ACQUIRE)) {
     ssize_t ignored = write(r->fifo, "", 1);  /* O_NONBLOCK: a full pipe holds a wake-up */
     (void)ignored;
   }

@@ -49,9 +49,22 @@ def create_counters(name: str, threads: int, slots: int, latency_bounds: list[in
     memory.close()
 
 
-def create_ring(name: str, fifo: str, capacity: int) -> None:
-    _create(name, RING_HEADER + capacity).close()
+def create_ring(name: str, fifo: str, capacity: int, sleeping: bool = False) -> None:
+    """`sleeping`: the consumer says it blocks on the FIFO (the header's word 6), so each
+    record put must write a wake-up byte; an awake consumer gets none."""
+    memory = _create(name, RING_HEADER + capacity)
+    struct.pack_into("<Q", memory, 48, int(sleeping))
+    memory.close()
     os.mkfifo(fifo, 0o600)
+
+
+def pending_bytes(fd: int) -> int:
+    """Bytes waiting in a FIFO opened non-blocking (the wake-ups the tap wrote)."""
+    count = 0
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            count += len(chunk)
+    return count
 
 
 def read_counters(name: str) -> dict:
@@ -155,7 +168,7 @@ def parse_record(payload: bytes) -> dict:
 
 def config_text(counters: str, rings: list[tuple[str, str, int]], ring_workers: int,
                 max_body: int, max_buffered: int, routes: list[str]) -> str:
-    lines = ["layout=1", f"counters={counters}", f"ring_workers={ring_workers}",
+    lines = ["layout=2", f"counters={counters}", f"ring_workers={ring_workers}",
              f"max_body={max_body}", f"max_buffered={max_buffered}"]
     lines += [f"ring={name},{fifo},{records}" for name, fifo, records in rings]
     lines += [f"route={route}" for route in routes]

@@ -26,6 +26,7 @@ import os
 import select
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from lookout.sidecar.chain import AnalysisChain
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 NICENESS = 10
 BATCH = 64
 PARENT_CHECK_SECONDS = 1.0
+# after its last record a worker polls its rings this often for this long before it
+# sleeps on their wake pipes: under traffic, records never cost Envoy a wake-up
+POLL_SECONDS, AWAKE_SECONDS = 0.002, 0.25
 STAGE_DRAIN_SECONDS = 10.0
 FORWARD_QUEUE = "lead_worker"
 RECORD_COMPONENT = "record"  # a ring record that does not decode
@@ -99,16 +103,15 @@ class AnalysisWorker:
         self.chains.start()
         decode = self._decoder()
         rings = [*self.inboxes, *(self.forwards if self.spec.lead else [])]
-        fds = [ring.wake_fd for ring in rings]
+        idle_since = time.monotonic()
         while True:
-            for ring in rings:
-                ring.clear_wakeups()
             busy = False
             for inbox in self.inboxes:
                 busy |= self._analyse(inbox, decode)
             if self.spec.lead:
                 busy |= self._take_forwarded()
             if busy:
+                idle_since = time.monotonic()
                 continue
             if self._finished():
                 break
@@ -116,8 +119,23 @@ class AnalysisWorker:
                 log.warning("analysis worker %d: lookout's process is gone; exiting",
                             self.spec.index)
                 return
-            select.select(fds, [], [], PARENT_CHECK_SECONDS)
+            if time.monotonic() - idle_since < AWAKE_SECONDS:
+                time.sleep(POLL_SECONDS)  # awake: the producers make no system call for us
+            else:
+                self._sleep(rings)
         self.stop()
+
+    @staticmethod
+    def _sleep(rings: list[Ring]) -> None:
+        """Block until a producer wakes us (`channel.py`): say so first, then look once
+        more, so a record put in between is not left waiting for the timeout."""
+        for ring in rings:
+            ring.consumer_sleeps(True)
+        if not any(ring.waiting for ring in rings):
+            select.select([ring.wake_fd for ring in rings], [], [], PARENT_CHECK_SECONDS)
+        for ring in rings:
+            ring.consumer_sleeps(False)
+            ring.clear_wakeups()
 
     def _finished(self) -> bool:
         """Told to stop and nothing left: lookout closed (or SIGTERM), and for the lead

@@ -95,16 +95,20 @@ def _pending_wakeups(consumer: Ring) -> int:
     return count
 
 
-def test_the_producer_wakes_only_a_consumer_that_caught_up(ring) -> None:
+def test_the_producer_wakes_only_a_consumer_that_said_it_sleeps(ring) -> None:
     producer, consumer = ring
-    for _ in range(3):
+    for _ in range(3):  # awake (working, or polling): no system call for it
         assert producer.put([b"x" * 16])
-    assert _pending_wakeups(consumer) == 1  # the first found it idle; the rest did not
+    assert _pending_wakeups(consumer) == 0
     while consumer.take() is not None:
         pass
-    assert producer.put([b"y" * 16])
-    assert _pending_wakeups(consumer) == 1  # it had read everything: it may be waiting
-    assert consumer.take() == b"y" * 16
+    consumer.consumer_sleeps(True)
+    assert producer.put([b"y" * 16]) and producer.put([b"z" * 16])
+    assert _pending_wakeups(consumer) == 2  # each put while it sleeps
+    consumer.consumer_sleeps(False)
+    assert producer.put([b"w" * 16])
+    assert _pending_wakeups(consumer) == 0
+    assert [consumer.take() for _ in range(3)] == [b"y" * 16, b"z" * 16, b"w" * 16]
 
 
 def test_raw_header_blocks_read_as_case_insensitive_mappings() -> None:

@@ -68,8 +68,8 @@ def test_buffered_spans_are_flushed_on_shutdown(upstream_port: int) -> None:
         response = request(sidecar.port, "GET", "/echo")
         assert response.status == 200
         assert sidecar.stop() == 0
-        spans = receiver.wait_for(2)
+        spans = receiver.wait_for(1)
     finally:
         receiver.close()
-    assert len({span.trace_id for span in spans}) == 1
+    assert len(spans) == 1  # the request's one span (Envoy makes no upstream span)
 
