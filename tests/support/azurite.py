@@ -37,7 +37,9 @@ class AzuriteServer:
         self.location = tempfile.mkdtemp(prefix="lookout-azurite-")
         self.process = ManagedProcess([str(PROGRAM), "--blobHost", "127.0.0.1", "--blobPort",
                                        str(self.port), "--location", self.location, "--silent",
-                                       "--skipApiVersionCheck"])
+                                       "--skipApiVersionCheck",
+                                       # loopback only: no telemetry to Microsoft
+                                       "--disableTelemetry"])
         process = self.process
         wait_until(lambda: port_accepts(self.port) or not process.alive(), 60, "azurite")
         assert process.alive(), process.output
