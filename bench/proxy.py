@@ -18,7 +18,9 @@ Pinning on a 2-core machine: the proxy under test (nginx: one worker; lookout: o
 process) gets core 1 to itself; wrk, the upstream and the OTLP sink share core 0.
 Printed: added latency p50/p99 over direct, throughput, CPU time per request (of the
 request-path process, and of the whole sidecar with its analysis workers), RSS, and the
-ratios lookout/nginx and lookout/Envoy. Loopback only.
+ratios lookout/nginx, lookout/Envoy and lookout/Envoy traced (Envoy alone with the
+OpenTelemetry tracing lookout's Envoy has: the peer for what tracing costs any Envoy).
+Loopback only.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
+from lookout.sidecar.dataplane.envoy_tracing import envoy_tracing
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
 from lookout.slo import catalog
 
@@ -52,6 +57,8 @@ RATED_FRACTIONS = (0.25, 0.5, 0.75)
 SATURATING_WORKERS = 64  # hey's workers when it measures capacity
 RATE_PER_WORKER = 250.0  # at fixed rates: each worker sends at most every 4 ms
 PROXY_CORE, LOAD_CORE = "1", "0"
+TRACED_ENVOY = "envoy-traced"
+PEERS = ("nginx", "envoy", TRACED_ENVOY)
 
 NGINX_UPSTREAM = """
 worker_processes 1; daemon off; pid {dir}/upstream.pid; error_log {dir}/upstream.err warn;
@@ -125,6 +132,19 @@ def envoy_config(port: int, upstream: int, *, grpc: bool = False) -> str:
                               codec="HTTP2" if grpc else "HTTP1",
                               route=", timeout: 0s" if grpc else "",
                               cluster=ENVOY_HTTP2_UPSTREAM if grpc else "")
+
+
+def envoy_traced_config(port: int, upstream: int, sink_port: int) -> str:
+    """Envoy alone with the tracing lookout's Envoy has (the same OpenTelemetry tracer,
+    sampler, span names and attributes, exporting to the sink): the peer a team that
+    put Envoy in the pod for its traces would run, so the ratio to it prices the rest."""
+    document = yaml.safe_load(envoy_config(port, upstream))
+    tracing = envoy_tracing(tracing_env(sink_port), "bench", "1")
+    assert tracing is not None
+    filters = document["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    filters[0]["typed_config"]["tracing"] = tracing.tracing
+    document["static_resources"]["clusters"].append(tracing.cluster)
+    return json.dumps(document)
 
 
 WRK_SCRIPT = """
@@ -556,11 +576,12 @@ def report(targets: list[TargetInfo]) -> str:
     by_name = {t.name: t for t in targets}
     direct = {(m.size, m.connections): m for m in by_name["direct"].measurements}
     peers = {name: {(m.size, m.connections): m for m in by_name[name].measurements}
-             for name in ("nginx", "envoy") if name in by_name}
+             for name in PEERS if name in by_name}
     lines = ["| target | body | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
              "| CPU us/req: request path | whole | vs nginx: added p50 | added p99 | CPU "
-             "| req/s | vs Envoy: added p50 | added p99 | CPU | req/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| req/s | vs Envoy: added p50 | added p99 | CPU | req/s "
+             "| vs Envoy traced: added p50 | added p99 | CPU | req/s |",
+             "|---" * 22 + "|"]
     for target in targets:
         for m in target.measurements:
             spread = ""
@@ -569,13 +590,13 @@ def report(targets: list[TargetInfo]) -> str:
             row = (f"| {m.target} | {m.size} | {m.connections} | {m.rps:.0f}{spread} "
                    f"| {m.p50_ms:.3f} | {m.p99_ms:.3f} |")
             if target.name == "direct":
-                lines.append(row + " - |" * 12)
+                lines.append(row + " - |" * 16)
                 continue
             add50, add99 = added(m, direct)
             whole = f"{m.cpu_us_per_request:.1f}" if m.cpu_us_per_request else "-"
             path = f"{m.proxy_cpu_us_per_request:.1f}" if m.proxy_cpu_us_per_request else whole
             row += f" {add50:.3f} | {add99:.3f} | {path} | {whole} |"
-            for name in ("nginx", "envoy"):
+            for name in PEERS:
                 ref = peers.get(name, {}).get((m.size, m.connections))
                 row += " - | - | - | - |" if ref is None or target.name == name else \
                     f" {_vs(m, ref, direct)} |"
@@ -600,8 +621,8 @@ def rated_report(targets: list[TargetInfo]) -> list[str]:
         return []
     lines = ["| target | body | offered, of nginx's capacity | req/s offered | achieved "
              "| added p50 ms | added p99 ms | added p99.9 ms | CPU us/req: request path "
-             "| whole | added p99 vs nginx | vs Envoy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| whole | added p99 vs nginx | vs Envoy | vs Envoy traced |",
+             "|---" * 13 + "|"]
     for (name, size, fraction), r in rated.items():
         if name == "direct":
             continue
@@ -609,7 +630,7 @@ def rated_report(targets: list[TargetInfo]) -> list[str]:
         added_ms = [getattr(r, key) - getattr(base, key)
                     for key in ("p50_ms", "p99_ms", "p999_ms")]
         peers = []
-        for peer in ("nginx", "envoy"):
+        for peer in PEERS:
             ref = rated.get((peer, size, fraction))
             peers.append("-" if ref is None or peer == name
                          else _ratio(added_ms[1], ref.p99_ms - base.p99_ms))
@@ -617,7 +638,7 @@ def rated_report(targets: list[TargetInfo]) -> list[str]:
         path = f"{r.proxy_cpu_us_per_request:.1f}" if r.proxy_cpu_us_per_request else whole
         lines.append(f"| {name} | {size} | {fraction:.0%} | {r.offered:.0f} | "
                      f"{r.achieved:.0f} | " + " | ".join(f"{a:.3f}" for a in added_ms)
-                     + f" | {path} | {whole} | {peers[0]} | {peers[1]} |"
+                     + f" | {path} | {whole} | " + " | ".join(peers) + " |"
                      + (f" errors {r.errors}" if r.errors else "")
                      + (f" observations dropped {r.dropped_share:.1%}"
                         if r.dropped_share else ""))
@@ -674,6 +695,8 @@ def main() -> int:
                         help="measure each lookout stack this many times, alternating, and "
                              "report means with the req/s range")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--traced-envoy", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure Envoy alone with lookout's tracing (a peer)")
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")
     args.rated_sizes = [size for size in args.rated_sizes.split(",") if size]
@@ -727,6 +750,17 @@ def main() -> int:
                 "--log-level", "warn", "--disable-hot-restart"]), work / "envoy.log")
             targets.append(_run_target("envoy", process, envoy_port, args, work_for,
                                        capacity))
+            if args.traced_envoy:
+                print("envoy proxy, traced", flush=True)
+                envoy_port = free_port()
+                (work / "envoy-traced.json").write_text(
+                    envoy_traced_config(envoy_port, upstream_port, sink_port))
+                process = start(pinned(PROXY_CORE, [
+                    envoy, "-c", str(work / "envoy-traced.json"), "--concurrency", "1",
+                    "--log-level", "warn", "--disable-hot-restart"]),
+                    work / "envoy-traced.log")
+                targets.append(_run_target(TRACED_ENVOY, process, envoy_port, args,
+                                           work_for, capacity))
 
         # rounds alternate the stacks so slow drifts of the machine hit them all alike
         for stack in args.stacks.split(",") * args.rounds:

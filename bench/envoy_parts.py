@@ -1,0 +1,294 @@
+"""What each part of lookout's Envoy configuration costs on the request path.
+
+    python bench/envoy_parts.py [--duration 4] [--rounds 3] [--size 1KB] [--connections 1]
+
+Envoy is started with the bootstrap `lookout serve` writes (its HTTP port, from the
+default options, the tap into rings this process drains, tracing at the default 10%
+parent-based sampling to an OTLP sink) and with that bootstrap less one part at a time,
+and beside them Envoy alone (`bench/proxy.py`'s: the router and nothing else). Each is
+loaded by wrk (POST, answered with a body of the same size) while pinned to the proxy
+core, and its CPU time per request is read from /proc. The variants alternate within
+each round, so a drift of the machine hits them all alike; the table gives each one's
+median over rounds, as a ratio to Envoy alone, and what removing the part saves.
+Envoy's own process only: lookout's process and its analysis workers are not started.
+Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.proxy import (
+    LOAD_CORE,
+    NGINX_UPSTREAM,
+    PROXY_CORE,
+    SIZES,
+    cpu_seconds,
+    envoy_binary,
+    envoy_config,
+    free_port,
+    pinned,
+    run_wrk,
+    start,
+    start_nginx,
+    start_sink,
+    stop,
+    tracing_env,
+    wait_port,
+    workloads,
+)
+from lookout.sidecar import settings
+from lookout.sidecar.config import load_config
+from lookout.sidecar.dataplane.data_plane import DEFAULT_MODULE, filter_config
+from lookout.sidecar.dataplane.envoy_config import (
+    HTTP_LISTENER,
+    TAP_NAME,
+    DataPlaneSettings,
+    bootstrap,
+)
+from lookout.sidecar.dataplane.tap_counters import TapCounters
+from lookout.sidecar.pipeline.channel import Ring
+from lookout.sidecar.processes.analysis_worker import POLL_SECONDS
+from lookout.slo import catalog
+
+Bootstrap = dict[str, Any]
+
+
+def _manager(document: Bootstrap) -> dict[str, Any]:
+    listener = next(each for each in document["static_resources"]["listeners"]
+                    if each["name"] == HTTP_LISTENER)
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _listener(document: Bootstrap) -> dict[str, Any]:
+    return next(each for each in document["static_resources"]["listeners"]
+                if each["name"] == HTTP_LISTENER)
+
+
+def _without_filter(name: str) -> Callable[[Bootstrap], None]:
+    def change(document: Bootstrap) -> None:
+        manager = _manager(document)
+        manager["http_filters"] = [each for each in manager["http_filters"]
+                                   if each["name"] != name]
+    return change
+
+
+def _tracing(change: Callable[[dict[str, Any]], None]) -> Callable[[Bootstrap], None]:
+    def apply(document: Bootstrap) -> None:
+        change(_manager(document)["tracing"])
+    return apply
+
+
+def _no_tracing(document: Bootstrap) -> None:
+    del _manager(document)["tracing"]
+
+
+def _no_preserve_case(document: Bootstrap) -> None:
+    _manager(document)["http_protocol_options"].pop("header_key_format")
+    for cluster in document["static_resources"]["clusters"]:
+        for options in cluster.get("typed_extension_protocol_options", {}).values():
+            options.get("explicit_http_config", {}).get("http_protocol_options", {}).pop(
+                "header_key_format", None)
+
+
+def _no_forwarded_for(document: Bootstrap) -> None:
+    _manager(document)["route_config"]["virtual_hosts"][0].pop("request_headers_to_add")
+
+
+def _one_route(document: Bootstrap) -> None:
+    host = _manager(document)["route_config"]["virtual_hosts"][0]
+    host["routes"] = host["routes"][-1:]
+
+
+def _no_inspector(document: Bootstrap) -> None:
+    _listener(document)["listener_filters"] = []
+
+
+def _no_local_replies(document: Bootstrap) -> None:
+    del _manager(document)["local_reply_config"]
+
+
+def _no_overload_manager(document: Bootstrap) -> None:
+    del document["overload_manager"]
+
+
+def _root_sampling_by_envoy(tracing: dict[str, Any]) -> None:
+    """Envoy's own 10% decision and an always-on sampler (the spans of unsampled
+    requests are not made)."""
+    tracing["random_sampling"] = {"value": 10}
+    tracing["provider"]["typed_config"].pop("sampler")
+
+
+VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
+    "as shipped": lambda document: None,
+    "no tracing": _no_tracing,
+    "no upstream span": _tracing(lambda t: t.update(spawn_upstream_span=False)),
+    "no custom tags": _tracing(lambda t: t.update(custom_tags=[])),
+    "literal span names": _tracing(lambda t: t.update(operation="ingress",
+                                                      upstream_operation="egress")),
+    "Envoy's 10% decision": _tracing(_root_sampling_by_envoy),
+    "no tap": _without_filter(TAP_NAME),
+    "no buffer filter": _without_filter("envoy.filters.http.buffer"),
+    "no preserve_case": _no_preserve_case,
+    "no X-Forwarded-For": _no_forwarded_for,
+    "one route": _one_route,
+    "no HTTP inspector": _no_inspector,
+    "no local replies": _no_local_replies,
+    "no overload manager": _no_overload_manager,
+}
+
+
+class Drainer:
+    """Reads the tap's rings as a busy analysis worker does, without analysing: polling
+    every 2 ms, never saying it sleeps, so the tap's copies succeed and it is sent no
+    wake-ups (a ring nobody reads is full, and a full ring costs less)."""
+
+    def __init__(self, rings: list[Ring]) -> None:
+        self._rings = rings
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            for ring in self._rings:
+                while ring.take(len) is not None:
+                    ring.finish()
+            time.sleep(POLL_SECONDS)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._thread.join()
+
+
+def lookout_bootstrap(port: int, upstream: int, work: Path, rings: list[Ring],
+                      counters: str, env: dict[str, str]) -> Bootstrap:
+    config = load_config({"listen": f"127.0.0.1:{port}",
+                          "upstream": f"http://127.0.0.1:{upstream}"}, env={})
+    tap = filter_config(counters, rings, 1, config.observe_max_bytes,
+                        config.observation_queue_bytes, config.routes)
+    return bootstrap(settings.of(DataPlaneSettings, config), tap,
+                     str(work / f"admin-{port}.sock"), env, config.routes)
+
+
+def measure(name: str, config: Path, port: int, size: str, connections: int,
+            duration: float, script: Path, work: Path) -> float:
+    """Envoy's CPU microseconds per request under wrk."""
+    binary = envoy_binary()
+    assert binary is not None
+    environment = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(DEFAULT_MODULE.parent)}
+    process = start(pinned(PROXY_CORE, [binary, "-c", str(config), "--concurrency", "1",
+                                        "--log-level", "warning", "--disable-hot-restart"]),
+                    work / f"{name.replace(' ', '-')}.log", env=environment)
+    try:
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/{size}"
+        for _ in range(50):
+            urllib.request.urlopen(url, data=b"warm").read()
+        run_wrk(url, connections, 1, script)  # warm-up
+        before = cpu_seconds(process.pid, children=False)
+        rps, _, _, errors = run_wrk(url, connections, duration, script)
+        spent = cpu_seconds(process.pid, children=False) - before
+        if errors:
+            raise RuntimeError(f"{name}: {errors} failed requests")
+        return spent / (rps * duration) * 1e6
+    finally:
+        stop(process)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size", default="1KB", choices=[s for s in SIZES if s != "jpeg"])
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="which of lookout's bootstraps to measure, by name")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    work = Path(tempfile.mkdtemp(prefix="lookout-envoy-parts-"))
+    work.chmod(0o755)
+    (work / "www").mkdir(mode=0o755)
+    script = workloads(work)[args.size].script
+    processes: list[subprocess.Popen] = []
+    rings = [Ring.create(8 * 1024**2, 4096, str(work / "wake-0-0"))[0]]
+    counters = TapCounters(f"/lookout-bench-{os.getpid()}-counters", 1, 1024,
+                           catalog.LATENCY_BUCKETS, catalog.BYTES_BUCKETS)
+    drainer = Drainer(rings)
+    results: dict[str, list[float]] = {}
+    try:
+        upstream = free_port()
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        processes.append(start_nginx(nginx, NGINX_UPSTREAM.format(dir=work, port=upstream),
+                                     work, "upstream"))
+        sink, sink_port = start_sink(work)
+        processes.append(sink)
+        wait_port(upstream)
+        configs: dict[str, tuple[Path, int]] = {}
+        port = free_port()
+        configs["Envoy alone"] = (work / "envoy-alone.yaml", port)
+        configs["Envoy alone"][0].write_text(envoy_config(port, upstream))
+        for name in args.variants.split(","):
+            port = free_port()
+            document = lookout_bootstrap(port, upstream, work, rings, counters.name,
+                                         tracing_env(sink_port))
+            VARIANTS[name](document)
+            path = work / f"{name.replace(' ', '-')}.json"
+            path.write_text(json.dumps(document, indent=1))
+            configs[name] = (path, port)
+        for round_number in range(args.rounds):
+            for name, (path, port) in configs.items():
+                cost = measure(name, path, port, args.size, args.connections, args.duration,
+                               script, work)
+                results.setdefault(name, []).append(cost)
+                print(f"round {round_number + 1}: {name}: {cost:.1f} us/request", flush=True)
+    finally:
+        for process in processes:
+            stop(process)
+        drainer.stop()
+        for ring in rings:
+            ring.close()
+        counters.close()
+    print(report(results, args))
+    return 0
+
+
+def report(results: dict[str, list[float]], args: argparse.Namespace) -> str:
+    """Each variant's cost as a ratio to Envoy alone in the same round, the median over
+    rounds (the machine's drift between rounds cancels)."""
+    alone = results["Envoy alone"]
+
+    def ratio(name: str) -> float:
+        pairs = zip(results[name], alone, strict=True)
+        return statistics.median(cost / base for cost, base in pairs)
+
+    shipped = ratio("as shipped") if "as shipped" in results else 1.0
+    lines = [f"{args.size}, {args.connections} connection(s), {args.rounds} rounds of "
+             f"{args.duration:g} s: Envoy's CPU per request, the median of each round's "
+             f"ratio to Envoy alone",
+             "", "| bootstrap | us/request (median) | vs Envoy alone | saved vs as shipped |",
+             "| --- | --- | --- | --- |"]
+    for name, costs in results.items():
+        saved = f"{shipped - ratio(name):+.2f}x" if name not in (
+            "Envoy alone", "as shipped") else ""
+        lines.append(f"| {name} | {statistics.median(costs):.1f} | {ratio(name):.2f}x "
+                     f"| {saved} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
