@@ -22,7 +22,7 @@ import json
 import math
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ MODEL_VERSION = "lookout-primary"  # predictions of this version show pre-filled
 CONTROL = "label"  # the RectangleLabels control's name in the config
 IMAGE = "image"  # the task data's image field, and the Image object's name
 PAGE_SIZE = 100
+IMPORT_BYTES = 1_000_000  # JSON per import request
 TIMEOUT = 60.0
 
 
@@ -104,9 +105,31 @@ def send_batch(url: str, token: str, title: str, class_names: Sequence[str],
         "title": title, "label_config": label_config(class_names),
         "show_collab_predictions": True, "model_version": MODEL_VERSION})
     project_id = int(project["id"])
-    if items:
-        api.call("POST", f"/api/projects/{project_id}/import", [_task(i) for i in items])
+    sent = 0
+    for chunk in _chunks([_task(item) for item in items]):
+        try:
+            api.call("POST", f"/api/projects/{project_id}/import", chunk)
+        except LabelStudioError as error:
+            raise LabelStudioError(f"{error} (project {project_id} holds {sent} of the "
+                                   f"{len(items)} tasks)") from None
+        sent += len(chunk)
     return project_id
+
+
+def _chunks(tasks: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Tasks in requests of at most IMPORT_BYTES (one task can be more), which a proxy
+    in front of Label Studio (nginx allows 1 MiB unless told otherwise) may insist on."""
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for task in tasks:
+        length = len(json.dumps(task))
+        if chunk and size + length > IMPORT_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(task)
+        size += length
+    if chunk:
+        yield chunk
 
 
 def read_annotations(url: str, token: str,

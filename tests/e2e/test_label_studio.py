@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from lookout.lookout_demo.scenes import CLASSES, generate_scene
+from lookout.sidecar.samples import label_studio as label_studio_client
 from lookout.sidecar.samples.audit_items import AuditItem, LabelledBox
 from lookout.sidecar.samples.label_studio import (
     MODEL_VERSION,
@@ -131,6 +132,17 @@ def test_annotations_come_back_in_pixels_by_sample_id(label_studio, project, tas
     assert_same_boxes(got[f"sample-{SEEDS[0]}"], truth(SEEDS[0]))
     assert_same_boxes(got[f"sample-{SEEDS[1]}"], truth(SEEDS[1]))
     assert got[f"sample-{SEEDS[2]}"] == ()
+
+
+def test_a_large_batch_goes_in_several_requests(label_studio, items, monkeypatch):
+    monkeypatch.setattr(label_studio_client, "IMPORT_BYTES", 1)  # a request per task
+    project = send_batch(label_studio.url, label_studio.token, "chunked audit", CLASSES,
+                         items[:3])
+    answer = api(label_studio.url, label_studio.token, "GET",
+                 f"/api/tasks?project={project}&fields=all&page_size=100")
+    assert sorted(t["data"]["sample_id"] for t in answer["tasks"]) == sorted(
+        i.sample_id for i in items[:3])
+    assert all(len(t["predictions"]) == 1 for t in answer["tasks"])
 
 
 def test_an_empty_batch_is_a_project_without_tasks(label_studio):
