@@ -93,6 +93,7 @@ def _task(item: AuditItem) -> dict[str, Any]:
     scores = [box.score for box in item.predictions if box.score is not None]
     if scores:  # the task's confidence: Label Studio can queue the least sure first
         prediction["score"] = min(scores)
+    # the size sent is what read_annotations converts with: the thumbnail's own pixels
     return {"data": {IMAGE: image, "sample_id": item.sample_id, "width": item.width,
                      "height": item.height}, "predictions": [prediction]}
 
