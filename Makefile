@@ -31,7 +31,8 @@ demo: $(VENV)/.installed $(TAP)
 system-deps:
 	bash tools/install_system_deps.sh
 
-# the object-store servers the tests start: moto (S3) in .venv-moto, Azurite in .azurite
+# the servers the tests start: moto (S3) in .venv-moto, Azurite in .azurite, Label Studio
+# in .venv-labelstudio
 test-servers:
 	PYTHON=$(PYTHON) bash tools/install_test_servers.sh
 

@@ -67,3 +67,15 @@ def s3_server():
             patch.setenv(name, value)
         yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio():
+    """One Label Studio for the session's labelling tests (each makes its own projects):
+    it takes seconds to start from the installed template, minutes without."""
+    from tests.support.label_studio import LabelStudioServer
+
+    server = LabelStudioServer().start()
+    print(f"label-studio answered after {server.start_seconds:.1f}s")
+    yield server
+    server.stop()
