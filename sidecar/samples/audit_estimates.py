@@ -18,7 +18,6 @@ by confidence, in thumbnail pixels (IoU does not change under the uniform scale)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -39,13 +38,9 @@ QUANTITIES = ("true_positives", "predicted", "truth", "matched", "primary", "ref
 
 
 def predictions(sample: Sample, source: str = "primary") -> tuple[LabelledBox, ...]:
-    """A sample's stored boxes in thumbnail pixels. The reference's boxes are named by
-    the primary's names for the same class id (the recorder stores them by id)."""
-    if source == "reference":
-        names = {d["class_id"]: d["class"] for d in sample.primary_detections or []}
-        renamed = [{**d, "class": names.get(d.get("class_id"), d["class"])}
-                   for d in sample.reference_detections or []]
-        sample = replace(sample, reference_detections=renamed)
+    """A sample's stored boxes in thumbnail pixels, named by class name (the reference's
+    boxes are stored with the names the shadow stage filled in, so both models' boxes
+    and an annotator's meet by name)."""
     return tuple(LabelledBox(label, *box, score=score)
                  for label, box, score in thumbnail_boxes(sample, source))
 
