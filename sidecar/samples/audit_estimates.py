@@ -5,11 +5,18 @@ Each image i of the random stratum was stored with probability p_i (inclusion.py
 is weighted by w_i = 1/p_i. Per class, precision is the ratio estimator
 sum(w TP) / sum(w predicted) and recall sum(w TP) / sum(w truth): consistent for the
 whole window's traffic, whatever the pacing did. Boxes of one image are not
-independent (one bad frame loses all its boxes), so the intervals come from a
-bootstrap over images (percentile, seeded): each resample redraws whole images with
-their weights. The proxies (primary boxes matched by the stored reference boxes, over
-primary or reference boxes) are weighted alike, so audited - proxy is the proxy's
-bias for the same traffic; its interval comes from the same resamples (paired).
+independent (one bad frame loses all its boxes), so the variance is taken over images:
+each image's linearized residual w_i (y_i - R x_i) / sum(w x) (the standard
+design-based variance of a ratio), and the 95% interval is built on the logit scale
+with Student's t on the Kish effective number of images, which keeps it inside [0, 1]
+and asymmetric near 1. Measured against a percentile bootstrap over images on the demo
+models (bench/audit_power.py): coverage 0.93-0.95 from 100 images where the bootstrap
+gave 0.92-0.93, and 0.89-0.92 at 25 where it gave 0.83-0.84. At exactly 0 or 1 the
+logit has no slope, so Wilson's interval on the effective box count is used.
+
+The proxies (primary boxes matched by the stored reference boxes, over primary or
+reference boxes) are weighted alike, so audited - proxy is the proxy's bias for the
+same traffic; its interval is linearized from the paired per-image residuals.
 
 Matching is the sidecar's own (`shadow_eval.matching`): IoU 0.5, same class, greedy
 by confidence, in thumbnail pixels (IoU does not change under the uniform scale).
@@ -21,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.matching import match
@@ -29,7 +37,6 @@ from lookout.sidecar.samples.export import thumbnail_boxes
 from lookout.sidecar.samples.store import Sample
 
 IOU = 0.5
-RESAMPLES = 1000
 LEVEL = 0.95
 ALL = "all"  # the every-class row
 # per image and class: audited counts, then the proxy's counts
@@ -82,62 +89,93 @@ def count_matrix(per_image: Sequence[Mapping[str, np.ndarray]]
     return [*classes, ALL], matrix
 
 
-def _ratios(totals: np.ndarray) -> dict[str, np.ndarray]:
-    """The four rates from weighted totals [..., 6] (NaN where undefined)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        def ratio(numerator: int, denominator: int) -> np.ndarray:
-            d = totals[..., denominator]
-            return np.where(d > 0, totals[..., numerator] / np.where(d > 0, d, 1), np.nan)
-
-        return {"precision": ratio(TP, PREDICTED), "recall": ratio(TP, TRUTH),
-                "precision_proxy": ratio(MATCHED, PRIMARY),
-                "recall_proxy": ratio(MATCHED, REFERENCE)}
+def _ratio(totals: np.ndarray, numerator: int, denominator: int) -> float:
+    return float(totals[numerator] / totals[denominator]) if totals[denominator] > 0 \
+        else float("nan")
 
 
-def _interval(values: np.ndarray) -> list[float] | None:
-    """The percentile interval of bootstrap values, over those defined."""
-    kept = values[~np.isnan(values)]
-    if len(kept) < 0.9 * len(values):  # undefined too often to mean anything
+def _t(weights: np.ndarray) -> float:
+    """Student's t for 95% on the Kish effective number of images, minus one."""
+    effective = weights.sum() ** 2 / (weights ** 2).sum()
+    return float(stats.t.ppf(0.5 + LEVEL / 2, max(effective - 1.0, 1.0)))
+
+
+def _residuals(counts: np.ndarray, weights: np.ndarray, numerator: int, denominator: int,
+               ratio: float) -> np.ndarray:
+    """Each image's share of the ratio's error (Taylor linearization)."""
+    scale = (weights * counts[:, denominator]).sum()
+    return weights * (counts[:, numerator] - ratio * counts[:, denominator]) / scale
+
+
+def _spread(residuals: np.ndarray) -> float:
+    images = len(residuals)
+    return float(np.sqrt(images / max(images - 1, 1) * (residuals ** 2).sum()))
+
+
+def _interval(counts: np.ndarray, weights: np.ndarray, numerator: int, denominator: int,
+              ratio: float) -> list[float] | None:
+    """95% interval of a ratio in [0, 1]: linearized over images on the logit scale;
+    at 0 or 1, where the logit has no slope, Wilson's on the effective box count."""
+    if np.isnan(ratio) or len(weights) < 2:
         return None
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(kept, [tail, 100 - tail])
-    return [float(low), float(high)]
+    t = _t(weights)
+    if 0.0 < ratio < 1.0:
+        spread = _spread(_residuals(counts, weights, numerator, denominator, ratio))
+        centre, half = np.log(ratio / (1 - ratio)), t * spread / (ratio * (1 - ratio))
+        return [float(1 / (1 + np.exp(-(centre + side * half)))) for side in (-1, 1)]
+    boxes = weights * counts[:, denominator]
+    effective = boxes.sum() ** 2 / (boxes ** 2).sum()
+    z2 = t * t
+    middle = (ratio + z2 / (2 * effective)) / (1 + z2 / effective)
+    half = t * np.sqrt(ratio * (1 - ratio) / effective + z2 / (4 * effective ** 2)) \
+        / (1 + z2 / effective)
+    return [float(max(0.0, middle - half)), float(min(1.0, middle + half))]
+
+
+def _bias_interval(counts: np.ndarray, weights: np.ndarray, audited: tuple[int, int, float],
+                   proxy: tuple[int, int, float]) -> list[float] | None:
+    """95% interval of audited - proxy, paired over the same images (linearized)."""
+    if np.isnan(audited[2]) or np.isnan(proxy[2]) or len(weights) < 2:
+        return None
+    spread = _spread(_residuals(counts, weights, *audited) - _residuals(counts, weights, *proxy))
+    difference, half = audited[2] - proxy[2], _t(weights) * spread
+    return [difference - half, difference + half]
 
 
 def _value(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def estimate(classes: Sequence[str], counts: np.ndarray, weights: np.ndarray, seed: int,
-             resamples: int = RESAMPLES) -> dict[str, dict[str, Any]]:
+RATES = {"precision": ((TP, PREDICTED), (MATCHED, PRIMARY)),
+         "recall": ((TP, TRUTH), (MATCHED, REFERENCE))}
+
+
+def estimate(classes: Sequence[str], counts: np.ndarray, weights: np.ndarray
+             ) -> dict[str, dict[str, Any]]:
     """Per class (and `all`): audited precision and recall with 95% intervals, the
     proxies over the same images, the bias (audited - proxy) with its interval."""
-    images = len(weights)
-    if images == 0:
+    if len(weights) == 0:
         return {}
     weights = np.asarray(weights, np.float64)
-    flat = counts.reshape(images, -1)
-    point = _ratios((weights @ flat).reshape(counts.shape[1:]))
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, images, (resamples, images))
-    times = np.zeros((resamples, images))
-    np.add.at(times, (np.arange(resamples)[:, None], drawn), 1.0)
-    boot = _ratios(((times * weights) @ flat).reshape(resamples, *counts.shape[1:]))
     effective = float(weights.sum() ** 2 / (weights ** 2).sum())
     result: dict[str, dict[str, Any]] = {}
     for column, name in enumerate(classes):
-        unweighted = counts[:, column].sum(axis=0)
+        own = counts[:, column]
+        totals = weights @ own
         row: dict[str, Any] = {
-            "images": int((counts[:, column, [PREDICTED, TRUTH]].sum(axis=1) > 0).sum()),
+            "images": int((own[:, [PREDICTED, TRUTH]].sum(axis=1) > 0).sum()),
             "effective_images": effective,
-            "boxes": {q: int(v) for q, v in zip(QUANTITIES, unweighted, strict=True)}}
-        for rate in ("precision", "recall"):
-            audited = point[rate][column]
-            proxy = point[f"{rate}_proxy"][column]
+            "boxes": {q: int(v) for q, v in zip(QUANTITIES, own.sum(axis=0), strict=True)}}
+        for rate, ((numerator, denominator), (proxy_numerator, proxy_denominator)) in \
+                RATES.items():
+            audited = _ratio(totals, numerator, denominator)
+            proxy = _ratio(totals, proxy_numerator, proxy_denominator)
             row[rate] = {
-                "audited": _value(audited), "interval": _interval(boot[rate][:, column]),
+                "audited": _value(audited),
+                "interval": _interval(own, weights, numerator, denominator, audited),
                 "proxy": _value(proxy), "bias": _value(audited - proxy),
-                "bias_interval": _interval(boot[rate][:, column]
-                                           - boot[f"{rate}_proxy"][:, column])}
+                "bias_interval": _bias_interval(
+                    own, weights, (numerator, denominator, audited),
+                    (proxy_numerator, proxy_denominator, proxy))}
         result[name] = row
     return result

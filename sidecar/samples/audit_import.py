@@ -18,7 +18,6 @@ import numpy as np
 
 from lookout.sidecar.samples.audit_estimates import (
     ALL,
-    RESAMPLES,
     count_matrix,
     estimate,
     image_counts,
@@ -56,7 +55,7 @@ def batch_samples(store: SampleStore | FleetStore, ids: Sequence[str]) -> list[S
 
 def complete(record: dict[str, Any], samples: Sequence[Sample],
              annotations: Mapping[str, Sequence[LabelledBox]], source: str,
-             seed: int | None = None, now: float | None = None) -> dict[str, Any]:
+             now: float | None = None) -> dict[str, Any]:
     """The record with the estimates of `annotations` (see the module docstring)."""
     known = set(record["random_ids"]) | set(record["top_up_ids"])
     strangers = sorted(set(annotations) - known)
@@ -69,8 +68,7 @@ def complete(record: dict[str, Any], samples: Sequence[Sample],
     per_image = [image_counts(predictions(by_id[i]), predictions(by_id[i], "reference"),
                               tuple(annotations[i])) for i in random_ids]
     classes, counts = count_matrix(per_image)
-    seed = int(record["seed"]) if seed is None else seed
-    estimates = estimate(classes, counts, weights, seed) if random_ids else {}
+    estimates = estimate(classes, counts, weights) if random_ids else {}
     top_up = [image_counts(predictions(by_id[i]), (), tuple(annotations[i]))
               for i in record["top_up_ids"] if i in annotations]
     _, top_counts = count_matrix(top_up)
@@ -78,7 +76,8 @@ def complete(record: dict[str, Any], samples: Sequence[Sample],
             "labels": {"source": source, "random": len(random_ids),
                        "unlabelled": len(record["random_ids"]) - len(random_ids),
                        "top_up": len(top_up)},
-            "bootstrap": {"resamples": RESAMPLES, "seed": seed, "level": 0.95},
+            "interval": {"level": 0.95, "method": "logit-linearized over images, t on "
+                         "the effective number of images"},
             "estimates": estimates,
             "top_up_boxes": {"true_positives": int(top_counts[:, -1, 0].sum()),
                              "predicted": int(top_counts[:, -1, 1].sum()),
