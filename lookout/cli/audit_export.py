@@ -29,11 +29,13 @@ def add_command(actions: argparse._SubParsersAction) -> None:
     where.add_argument("-o", "--output", help="the zip to write (with --format coco)")
     where.add_argument("--label-studio", metavar="URL", help="create a Label Studio project")
     export.add_argument("--format", choices=("coco",), default="coco")
+    export.add_argument("--classes", default="", help="the labels annotators may use, e.g. "
+                        "car,person (default: those either model found in the batch)")
     label_studio_options(export)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lookout.cli.audit import label_studio_token
+    from lookout.cli.audit import label_studio_client, label_studio_token
     from lookout.cli.samples import SourceError, StoreSource
     from lookout.sidecar.runtime.times import parse_time
     from lookout.sidecar.samples.audit_coco import write_batch
@@ -52,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
         if args.label_studio:
             from lookout.sidecar.samples.audit_estimates import predictions
             from lookout.sidecar.samples.audit_import import audit_items
-            from lookout.sidecar.samples.label_studio import send_batch
 
-            names = sorted({b.label for s in samples for b in predictions(s)})
-            project = send_batch(args.label_studio, label_studio_token(args),
-                                 f"lookout audit {record['batch_id']}", names,
-                                 audit_items(store, samples))
+            names = [n for n in args.classes.split(",") if n] or sorted(
+                {b.label for s in samples for source in ("primary", "reference")
+                 for b in predictions(s, source)})
+            project = label_studio_client().send_batch(
+                args.label_studio, label_studio_token(args),
+                f"lookout audit {record['batch_id']}", names, audit_items(store, samples))
             record["label_studio"] = {"url": args.label_studio, "project": project}
             where = f"Label Studio project {project} at {args.label_studio}"
         else:
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 write_batch(store, record, samples, out)
             where = args.output
         AuditRecords(store).write(record)
-    except (SourceError, DrawError, ValueError, OSError, ImportError) as error:
+    except (SourceError, DrawError, ValueError, OSError) as error:
         print(f"lookout audit export: {error}", file=sys.stderr)
         return 1
     sizes = record["sizes"]

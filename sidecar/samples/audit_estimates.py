@@ -48,8 +48,8 @@ def predictions(sample: Sample, source: str = "primary") -> tuple[LabelledBox, .
     """A sample's stored boxes in thumbnail pixels, named by class name (the reference's
     boxes are stored with the names the shadow stage filled in, so both models' boxes
     and an annotator's meet by name)."""
-    return tuple(LabelledBox(label, *box, score=score)
-                 for label, box, score in thumbnail_boxes(sample, source))
+    return tuple(LabelledBox(label, x1, y1, x2, y2, score)
+                 for label, (x1, y1, x2, y2), score in thumbnail_boxes(sample, source))
 
 
 def _detections(boxes: Sequence[LabelledBox], index: dict[str, int]) -> Detections:
