@@ -6,17 +6,19 @@ is weighted by w_i = 1/p_i. Per class, precision is the ratio estimator
 sum(w TP) / sum(w predicted) and recall sum(w TP) / sum(w truth): consistent for the
 whole window's traffic, whatever the pacing did. Boxes of one image are not
 independent (one bad frame loses all its boxes), so the variance is taken over images:
-each image's linearized residual w_i (y_i - R x_i) / sum(w x) (the standard
-design-based variance of a ratio), and the 95% interval is built on the logit scale
-with Student's t on the Kish effective number of images, which keeps it inside [0, 1]
-and asymmetric near 1. Measured against a percentile bootstrap over images on the demo
-models (bench/audit_power.py): coverage 0.93-0.95 from 100 images where the bootstrap
-gave 0.92-0.93, and 0.89-0.92 at 25 where it gave 0.83-0.84. At exactly 0 or 1 the
-logit has no slope, so Wilson's interval on the effective box count is used.
+a delete-one-image jackknife of the ratio (each replicate drops one whole image with its
+weight), carried to the logit scale by the delta method, and the 95% interval is built
+there with Student's t on the Kish effective number of images, which keeps it inside
+[0, 1] and asymmetric near 1. Measured on the demo models (bench/audit_power.py,
+docs/QUALITY.md): coverage 0.94-0.95 from 100 images, where a percentile bootstrap
+over images gave 0.92-0.93 and the linearized (Taylor) variance 0.92-0.94; the
+jackknife is a little wider where a few images hold many boxes, which is the case it
+must get right. At exactly 0 or 1 the logit has no slope, so Wilson's interval on the
+effective box count is used.
 
 The proxies (primary boxes matched by the stored reference boxes, over primary or
 reference boxes) are weighted alike, so audited - proxy is the proxy's bias for the
-same traffic; its interval is linearized from the paired per-image residuals.
+same traffic; its interval comes from the paired jackknife replicates.
 
 Matching is the sidecar's own (`shadow_eval.matching`): IoU 0.5, same class, greedy
 by confidence, in thumbnail pixels (IoU does not change under the uniform scale).
@@ -100,27 +102,32 @@ def _t(weights: np.ndarray) -> float:
     return float(stats.t.ppf(0.5 + LEVEL / 2, max(effective - 1.0, 1.0)))
 
 
-def _residuals(counts: np.ndarray, weights: np.ndarray, numerator: int, denominator: int,
-               ratio: float) -> np.ndarray:
-    """Each image's share of the ratio's error (Taylor linearization)."""
-    scale = (weights * counts[:, denominator]).sum()
-    return weights * (counts[:, numerator] - ratio * counts[:, denominator]) / scale
+def _leave_one_out(counts: np.ndarray, weights: np.ndarray, numerator: int,
+                   denominator: int, ratio: float) -> np.ndarray:
+    """The ratio without each image in turn (the jackknife's replicates); where an
+    image holds the whole denominator, the ratio itself."""
+    top = weights @ counts[:, numerator] - weights * counts[:, numerator]
+    bottom = weights @ counts[:, denominator] - weights * counts[:, denominator]
+    return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), ratio)
 
 
-def _spread(residuals: np.ndarray) -> float:
-    images = len(residuals)
-    return float(np.sqrt(images / max(images - 1, 1) * (residuals ** 2).sum()))
+def _spread(replicates: np.ndarray) -> float:
+    """The jackknife's standard error from its leave-one-image-out replicates."""
+    images = len(replicates)
+    return float(np.sqrt((images - 1) / images
+                         * ((replicates - replicates.mean()) ** 2).sum()))
 
 
 def _interval(counts: np.ndarray, weights: np.ndarray, numerator: int, denominator: int,
               ratio: float) -> list[float] | None:
-    """95% interval of a ratio in [0, 1]: linearized over images on the logit scale;
-    at 0 or 1, where the logit has no slope, Wilson's on the effective box count."""
+    """95% interval of a ratio in [0, 1]: the jackknife's standard error carried to the
+    logit scale; at 0 or 1, where the logit has no slope, Wilson's on the effective box
+    count."""
     if np.isnan(ratio) or len(weights) < 2:
         return None
     t = _t(weights)
     if 0.0 < ratio < 1.0:
-        spread = _spread(_residuals(counts, weights, numerator, denominator, ratio))
+        spread = _spread(_leave_one_out(counts, weights, numerator, denominator, ratio))
         centre, half = np.log(ratio / (1 - ratio)), t * spread / (ratio * (1 - ratio))
         return [float(1 / (1 + np.exp(-(centre + side * half)))) for side in (-1, 1)]
     boxes = weights * counts[:, denominator]
@@ -134,10 +141,11 @@ def _interval(counts: np.ndarray, weights: np.ndarray, numerator: int, denominat
 
 def _bias_interval(counts: np.ndarray, weights: np.ndarray, audited: tuple[int, int, float],
                    proxy: tuple[int, int, float]) -> list[float] | None:
-    """95% interval of audited - proxy, paired over the same images (linearized)."""
+    """95% interval of audited - proxy, paired over the same images (jackknife)."""
     if np.isnan(audited[2]) or np.isnan(proxy[2]) or len(weights) < 2:
         return None
-    spread = _spread(_residuals(counts, weights, *audited) - _residuals(counts, weights, *proxy))
+    spread = _spread(_leave_one_out(counts, weights, *audited)
+                     - _leave_one_out(counts, weights, *proxy))
     difference, half = audited[2] - proxy[2], _t(weights) * spread
     return [difference - half, difference + half]
 

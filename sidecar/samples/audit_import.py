@@ -76,8 +76,8 @@ def complete(record: dict[str, Any], samples: Sequence[Sample],
             "labels": {"source": source, "random": len(random_ids),
                        "unlabelled": len(record["random_ids"]) - len(random_ids),
                        "top_up": len(top_up)},
-            "interval": {"level": 0.95, "method": "logit-linearized over images, t on "
-                         "the effective number of images"},
+            "interval": {"level": 0.95, "method": "delete-one-image jackknife on the logit "
+                         "scale, t on the effective number of images"},
             "estimates": estimates,
             "top_up_boxes": {"true_positives": int(top_counts[:, -1, 0].sum()),
                              "predicted": int(top_counts[:, -1, 1].sum()),
