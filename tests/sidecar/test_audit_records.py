@@ -145,3 +145,45 @@ def test_labels_of_images_outside_the_batch_are_refused() -> None:
         complete(record, [sample()], {"f" * 32: ()}, "coco")
     done = complete(record, [sample(inclusion_probability=0.5)], {}, "coco")
     assert done["labels"]["unlabelled"] == 1 and done["estimates"] == {}
+
+
+def test_a_batch_is_drawn_and_estimated_from_the_fleets_store(tmp_path) -> None:
+    """Manifests and thumbnails as the sink lays them out; the draw, the import and the
+    record through the fleet store's read interface."""
+    from lookout.sidecar.samples.audit_draw import draw_batch
+    from lookout.sidecar.samples.audit_import import batch_samples
+    from lookout.sidecar.samples.layout import Partition
+
+    url = parse_store_url(f"file://{tmp_path}/bucket")
+    fleet = FleetStore(open_bucket(url), url)
+    partition = Partition.of("m", "v", T0)
+    box = {"box": [0, 0, 20, 20], "score": 0.9, "class_id": 0, "class": "car"}
+    stored = []
+    for number in range(12):
+        sample_id = f"{int((T0 + number) * 1000):012x}" + f"{number:020x}"
+        key = partition.image_key(sample_id, "jpg")
+        fleet.write_object(key, b"jpeg")
+        strategy = "random" if number < 10 else "error"
+        stored.append(sample(id=sample_id, time=T0 + number, file=key, strategy=strategy,
+                             inclusion_probability=0.1 if strategy == "random" else None,
+                             primary_detections=[box], reference_detections=[box]))
+    fleet.write_object(partition.manifest_key("pod-a", stored[0].id),
+                       manifest.encode(stored))
+    record, drawn = draw_batch(fleet, "m", "v", T0, T0 + 60, size=6, seed=3, top_up=1,
+                               now=T0 + 100)
+    again, _ = draw_batch(fleet, "m", "v", T0, T0 + 60, size=6, seed=3, top_up=1)
+    assert record["random_ids"] == again["random_ids"]  # seeded
+    assert len(set(record["random_ids"])) == 6 and record["sizes"]["stratum"] == 10
+    assert [s.id for s in drawn] == [*record["random_ids"], *record["top_up_ids"]]
+    assert [fleet.get(i).strategy for i in record["top_up_ids"]] == ["error"]
+    # the annotator finds the car on every image but the first, which holds nothing
+    labels = {i: (LabelledBox("car", 0, 0, 10, 10),) for i in record["random_ids"]}
+    labels[record["random_ids"][0]] = ()
+    samples = batch_samples(fleet, [*record["random_ids"], *record["top_up_ids"]])
+    done = complete(record, samples, labels, "coco", now=T0 + 200)
+    AuditRecords(fleet).write(done)
+    read = AuditRecords(fleet).read(record["batch_id"])
+    assert read is not None and read["estimates"]["car"]["precision"]["audited"] == 5 / 6
+    assert read["estimates"]["all"]["recall"]["audited"] == 1.0
+    assert read["estimates"]["all"]["precision"]["proxy"] == 1.0
+    assert read["labels"] == {"source": "coco", "random": 6, "unlabelled": 0, "top_up": 0}
