@@ -1,11 +1,13 @@
-"""The audit's draw: a uniform random batch of one model version's `random` samples in
-a time window, optionally topped up from other strata for error hunting.
+"""The audit's draw: a uniform random batch of one model version's random stratum in a
+time window (the samples the `random` draw took, which carry their inclusion
+probability, whichever rule filed them: policy.py), optionally topped up from the other
+samples for error hunting.
 
 Uniform over the stratum, so each drawn image's inclusion probability is its recorded
 one times n/M (M: the stratum's usable samples in the window); the constant cancels in
-the ratio estimates, which weight by 1/recorded probability alone. Samples stored
-before probabilities were recorded cannot be weighted and are not drawn (counted as
-`unweighted`). Top-ups are marked in the record and never enter the estimates: they
+the ratio estimates, which weight by 1/recorded probability alone. `random` samples
+stored before probabilities were recorded cannot be weighted and are not drawn (counted
+as `unweighted`). Top-ups are marked in the record and never enter the estimates: they
 are chosen for being interesting, so they say nothing of the traffic as a whole.
 """
 
@@ -45,33 +47,28 @@ def draw_batch(store: SampleStore | FleetStore, model: str, version: str, since:
     if size < 1:
         raise DrawError("size: at least one image")
     now = time.time() if now is None else now
-    window = SampleQuery(since=since, until=until, model=model, version=version)
-    stratum = list(store.iterate(_with(window, Strategy.RANDOM.value), MOST))
-    usable = sorted((s for s in stratum if s.inclusion_probability), key=lambda s: s.id)
+    window = SampleQuery(since=since, until=until, model=model, version=version, limit=1000)
+    every = sorted(store.iterate(window, MOST), key=lambda s: s.id)
+    usable = [s for s in every if s.inclusion_probability]
+    unweighted = sum(s.strategy == Strategy.RANDOM.value and not s.inclusion_probability
+                     for s in every)
     if not usable:
         raise DrawError(f"no random samples with an inclusion probability for {model} "
-                        f"{version} in the window ({len(stratum)} without one)")
+                        f"{version} in the window ({unweighted} without one)")
     chooser = random.Random(seed)
     chosen = chooser.sample(usable, min(size, len(usable)))
     extra: list[Sample] = []
     if top_up:
-        others = [s for strategy in top_up_strategies or [
-                  s.value for s in Strategy if s is not Strategy.RANDOM]
-                  for s in store.iterate(_with(window, strategy), MOST)]
-        others.sort(key=lambda s: s.id)
+        strata = set(top_up_strategies) or {s.value for s in Strategy} - {Strategy.RANDOM.value}
+        others = [s for s in every if not s.inclusion_probability and s.strategy in strata]
         extra = chooser.sample(others, min(top_up, len(others)))
     record: dict[str, Any] = {
         "format": AUDIT_FORMAT, "batch_id": new_batch_id(now), "created": now,
         "status": "drawn", "model": model, "version": version,
         "window": {"since": since, "until": until}, "seed": seed,
         "sizes": {"wanted": size, "random": len(chosen), "top_up": len(extra),
-                  "stratum": len(usable), "unweighted": len(stratum) - len(usable)},
+                  "stratum": len(usable), "unweighted": unweighted},
         "random_ids": [s.id for s in chosen], "top_up_ids": [s.id for s in extra],
     }
     return record, [*chosen, *extra]
 
-
-def _with(query: SampleQuery, strategy: str) -> SampleQuery:
-    from dataclasses import replace
-
-    return replace(query, strategy=strategy, limit=1000)

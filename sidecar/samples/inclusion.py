@@ -5,9 +5,9 @@ An audit weights each random sample by 1/p (Horvitz-Thompson) to estimate precis
 and recall over *all* traffic. That needs p to be the exchange's true probability of
 entering the stratum, for every exchange:
 
-- The draw is made for every exchange, before and independently of the other rules (an
-  error or a slow request is as likely to be drawn as an easy one), and an exchange it
-  draws is stored as `random` whatever else it would have matched.
+- The draw is made for every exchange, independently of the other rules (an error or a
+  slow request is as likely to be drawn as an easy one), and an exchange it draws is
+  always stored with its probability, under whichever rule files it (policy.py).
 - A quota that cuts the draws when traffic is high would make p depend on how many
   others were drawn in the same window, which is only known when the window ends. So the
   draw is paced instead: p is the share, lowered to spend `HEADROOM` of each window's

@@ -11,11 +11,13 @@ hh:mm:59). An input is offered to the rules in order and the first rule that mat
 *and* has quota left takes it; a rule whose quota is spent lets later rules try. An
 input that some rule wanted but none could take counts as a quota drop.
 
-`random` is the exception, wherever it is written: its draw is made first, for every
-input, and paced so that its quota never cuts it (`inclusion.py`), and an input it draws
-is taken as `random` with the probability it had of being drawn. That stratum is then a
-probability sample of all traffic, errors and slow requests included, which an audit
-can weight back to the whole (`audit_estimates.py`).
+`random` is the exception, wherever it is written: its draw is made for every input,
+whatever the other rules do, and paced so that its quota never cuts it (`inclusion.py`).
+A drawn input is always taken, with the probability it had of being drawn: under the
+first other rule that takes it (an error drawn at random is still filed as `error`),
+else as `random`. The samples carrying a probability are the random stratum, a
+probability sample of all traffic that an audit weights back to the whole
+(`audit_estimates.py`).
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ class Quota:
 class Decision:
     strategy: Strategy | None  # the rule that took the input
     wanted: bool  # some rule matched (a None strategy then means: out of quota)
-    # `random` only: the probability this input had of being drawn (inclusion.py)
+    # drawn by `random` (whichever rule files it): its probability of being drawn
     inclusion_probability: float | None = None
 
 
@@ -239,10 +241,8 @@ class SamplingPolicy:
     def decide(self, candidate: Candidate, now: float) -> Decision:
         wanted = False
         with self._lock:
-            if self.random_draw is not None:
-                probability = self.random_draw.draw(now, self._random)
-                if probability is not None:
-                    return Decision(Strategy.RANDOM, True, probability)
+            drawn = self.random_draw.draw(now, self._random) \
+                if self.random_draw is not None else None
             for rule, quota in zip(self.rules, self._quotas, strict=True):
                 if rule.strategy is Strategy.RANDOM or \
                         not rule.matches(candidate, self._random):
@@ -250,5 +250,7 @@ class SamplingPolicy:
                 wanted = True
                 if quota.available(now):
                     quota.take(now)
-                    return Decision(rule.strategy, True)
+                    return Decision(rule.strategy, True, drawn)
+        if drawn is not None:
+            return Decision(Strategy.RANDOM, True, drawn)
         return Decision(None, wanted)

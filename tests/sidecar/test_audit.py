@@ -41,15 +41,17 @@ def thumbnail(scene: Scene) -> bytes:
 
 def store_scenes(store: SampleStore, scenes: list[Scene], version: str, start: float,
                  primary, reference) -> dict[str, Scene]:
-    """Every scene as a random sample (and every fifth also as an error sample), stored
-    as the recorder stores them; returns sample id -> scene."""
+    """Every scene drawn at random (every third filed as `slow`, the rule before random
+    that took it) and every fifth also as an error sample not drawn, stored as the
+    recorder stores them; returns sample id -> scene."""
     by_id = {}
     pixels = [scene.image for scene in scenes]
     for number, (scene, found, pseudo) in enumerate(zip(
             scenes, primary.detect_batch(pixels), reference.detect_batch(pixels),
             strict=True)):
         moment = start + number
-        strategy_probability = [("random", PROBABILITIES[number % 2])]
+        strategy_probability = [("slow" if number % 3 == 0 else "random",
+                                 PROBABILITIES[number % 2])]
         if number % 5 == 0:
             strategy_probability.append(("error", None))
         for strategy, probability in strategy_probability:
@@ -163,7 +165,9 @@ def test_a_coco_round_trip_gives_the_truth_of_the_batch(world, tmp_path, capsys)
     assert old not in record["random_ids"]
     assert record["labels"] == {"source": "coco", "random": 30, "unlabelled": 0, "top_up": 4}
     store = SampleStore(directory, repair=False)
-    assert all(store.get(i).strategy == "random" for i in record["random_ids"])
+    drawn = [store.get(i) for i in record["random_ids"]]
+    assert all(s.inclusion_probability in PROBABILITIES for s in drawn)
+    assert {s.strategy for s in drawn} == {"random", "slow"}  # the stratum, however filed
     assert all(store.get(i).strategy == "error" for i in record["top_up_ids"])
     truth = direct(store, record["random_ids"], scenes)
     every = record["estimates"]["all"]
