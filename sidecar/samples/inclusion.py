@@ -65,7 +65,9 @@ class RandomDraw:
             if left <= 0:
                 return 0.0
             expected = rate * ((int(now // seconds) + 1) * seconds - now)
-            p = min(p, HEADROOM * left / max(expected, 1.0))
+            # traffic counted a little high (1/HEADROOM), never under one exchange: a
+            # quiet window keeps the share, a busy one is paced with room to spare
+            p = min(p, left / max(expected / HEADROOM, 1.0))
         return p
 
     def draw(self, now: float, chooser: random.Random) -> float | None:
