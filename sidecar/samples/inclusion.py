@@ -30,6 +30,7 @@ import random
 
 MINUTE = 60
 HEADROOM = 0.8  # of a window's remaining quota paced over its expected traffic
+SHORTEST_SPAN = 5.0  # seconds: a minute's first seconds are not extrapolated from less
 
 
 class RandomDraw:
@@ -52,7 +53,7 @@ class RandomDraw:
         if minute != self._minute:
             self._last_minute = self._this_minute if minute == self._minute + 1 else 0
             self._minute, self._this_minute = minute, 0
-        elapsed = max(now - minute * MINUTE, 1.0)
+        elapsed = max(now - minute * MINUTE, SHORTEST_SPAN)
         rate = max(self._last_minute / MINUTE, self._this_minute / elapsed)
         self._this_minute += 1
         return rate
