@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lookout.cli import canary, demo, generate, kubernetes, samples, serve, shadow
+from lookout.cli import audit, canary, demo, generate, kubernetes, samples, serve, shadow
 from lookout.sidecar import __version__
 
-GROUPS = (serve, demo, shadow, samples, generate, kubernetes, canary)
+GROUPS = (serve, demo, shadow, samples, audit, generate, kubernetes, canary)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,8 +51,10 @@ def thumbnail_boxes(sample: Sample, source: str) -> list[tuple[str, list[float],
 
 def write_export(store: SampleStore, samples: Iterable[Sample], destination: IO[bytes],
                  export_format: str, source: str = "primary",
-                 progress: Callable[[int], None] | None = None) -> int:
-    """Write the zip to `destination`; returns how many samples it holds."""
+                 progress: Callable[[int], None] | None = None,
+                 info: dict[str, Any] | None = None) -> int:
+    """Write the zip to `destination`; returns how many samples it holds. `info` is
+    added to a COCO document's `info` (an audit's batch)."""
     if export_format not in FORMATS:
         raise ExportError(f"format: expected one of {', '.join(FORMATS)}")
     if source not in SOURCES:
@@ -89,7 +91,7 @@ def write_export(store: SampleStore, samples: Iterable[Sample], destination: IO[
                 annotation["category_id"] = category[annotation.pop("category")]
             document = {
                 "info": {"description": f"lookout samples ({source} detections)",
-                         "date_created": _utc(datetime.now(UTC).timestamp())},
+                         "date_created": _utc(datetime.now(UTC).timestamp()), **(info or {})},
                 "images": images, "annotations": annotations,
                 "categories": [{"id": i, "name": n, "supercategory": "object"}
                                for n, i in category.items()],

@@ -137,6 +137,27 @@ class FleetStore:
         self.requests += 1
         return bytes(obstore.get(self._bucket, key).bytes())
 
+    def read_object(self, key: str) -> bytes:
+        """Any object under the URL's prefix (audit records); FileNotFoundError if none."""
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        self.requests += 1
+        try:
+            return bytes(obstore.get(self._bucket, key).bytes())
+        except NotFoundError:
+            raise FileNotFoundError(key) from None
+
+    def write_object(self, key: str, data: bytes) -> None:
+        """An object under the URL's prefix, whole (audit records)."""
+        import obstore
+
+        self.requests += 1
+        obstore.put(self._bucket, key, data)
+
+    def object_keys(self, prefix: str) -> list[str]:
+        return self._keys(prefix)
+
     # -- partitions -----------------------------------------------------------------------
 
     def _models(self, query: SampleQuery) -> list[str]:

@@ -10,6 +10,14 @@ Each rule is a strategy with its parameters and its own per-minute/hour/day quot
 hh:mm:59). An input is offered to the rules in order and the first rule that matches
 *and* has quota left takes it; a rule whose quota is spent lets later rules try. An
 input that some rule wanted but none could take counts as a quota drop.
+
+`random` is the exception, wherever it is written: its draw is made for every input,
+whatever the other rules do, and paced so that its quota never cuts it (`inclusion.py`).
+A drawn input is always taken, with the probability it had of being drawn: under the
+first other rule that takes it (an error drawn at random is still filed as `error`),
+else as `random`. The samples carrying a probability are the random stratum, a
+probability sample of all traffic that an audit weights back to the whole
+(`audit_estimates.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from lookout.sidecar.samples.inclusion import RandomDraw
 
 if TYPE_CHECKING:  # the configuration loader parses policies without importing numpy
     import numpy as np
@@ -211,6 +221,8 @@ class Quota:
 class Decision:
     strategy: Strategy | None  # the rule that took the input
     wanted: bool  # some rule matched (a None strategy then means: out of quota)
+    # drawn by `random` (whichever rule files it): its probability of being drawn
+    inclusion_probability: float | None = None
 
 
 class SamplingPolicy:
@@ -221,15 +233,24 @@ class SamplingPolicy:
         self._quotas = [Quota(rule.quota) for rule in self.rules]
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self.random_draw = next(
+            (RandomDraw(float(rule.parameters["share"]),
+                        {QUOTA_WINDOWS[name]: limit for name, limit in rule.quota.items()})
+             for rule in self.rules if rule.strategy is Strategy.RANDOM), None)
 
     def decide(self, candidate: Candidate, now: float) -> Decision:
         wanted = False
         with self._lock:
+            drawn = self.random_draw.draw(now, self._random) \
+                if self.random_draw is not None else None
             for rule, quota in zip(self.rules, self._quotas, strict=True):
-                if not rule.matches(candidate, self._random):
+                if rule.strategy is Strategy.RANDOM or \
+                        not rule.matches(candidate, self._random):
                     continue
                 wanted = True
                 if quota.available(now):
                     quota.take(now)
-                    return Decision(rule.strategy, True)
+                    return Decision(rule.strategy, True, drawn)
+        if drawn is not None:
+            return Decision(Strategy.RANDOM, True, drawn)
         return Decision(None, wanted)

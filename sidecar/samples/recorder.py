@@ -122,6 +122,7 @@ class Job:
     strategy: str
     shadow: ShadowResult | None
     agreement: float | None  # with the reference model, when it evaluated the image
+    inclusion_probability: float | None = None  # `random` only: the draw's probability
 
 
 def detections_json(detections: Detections | None, names: Sequence[str]
@@ -258,7 +259,7 @@ class SampleRecorder:
         else:
             try:
                 self._queue.put_nowait(Job(exchange, decision.strategy.value, shadow,
-                                           agreement))
+                                           agreement, decision.inclusion_probability))
             except queue.Full:
                 self._drop(DropReason.QUEUE_FULL)
                 self._metrics.queue_dropped(SAMPLE_QUEUE)
@@ -336,7 +337,7 @@ class SampleRecorder:
             thumbnail_height=thumbnail.height, media_type=thumbnail.media_type, file="",
             file_bytes=0, primary_detections=detections_json(exchange.detections, names),
             reference_detections=detections_json(reference, ()),
-            agreement=job.agreement,
+            agreement=job.agreement, inclusion_probability=job.inclusion_probability,
             features={k: _plain(v) for k, v in features.items()},
             classes=tuple(detections.labels(names)))
         size = len(thumbnail.data) + (len(original.data) if original else 0)

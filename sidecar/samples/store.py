@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS samples (
     primary_detections TEXT,
     reference_detections TEXT,
     agreement REAL,
-    features TEXT
+    features TEXT,
+    inclusion_probability REAL
 );
 CREATE INDEX IF NOT EXISTS samples_by_time ON samples (time DESC, id DESC);
 CREATE INDEX IF NOT EXISTS samples_by_trace ON samples (trace_id);
@@ -135,7 +136,10 @@ class Sample:
     features: dict[str, Any] | None = None
     classes: tuple[str, ...] = field(default=())
     pod: str | None = None  # set by the fleet store: which pod took it
-
+    # `random` samples: the probability the exchange had of being drawn (inclusion.py).
+    # None in stores written before it was recorded: such samples cannot be weighted,
+    # so audits leave them out of their estimates.
+    inclusion_probability: float | None = None
 
     @property
     def bytes(self) -> int:
@@ -161,6 +165,7 @@ class Sample:
             "primary_detections": self.primary_detections,
             "reference_detections": self.reference_detections,
             "agreement": self.agreement,
+            "inclusion_probability": self.inclusion_probability,
             "features": self.features,
             "pod": self.pod,
         }
@@ -171,7 +176,8 @@ _COLUMNS = tuple(f for f in Sample.__dataclass_fields__ if f not in ("classes", 
 
 
 def _row_to_sample(row: sqlite3.Row) -> Sample:
-    values = {key: row[key] for key in _COLUMNS}
+    present = row.keys()  # a store written before a column was added lacks it
+    values = {key: row[key] for key in _COLUMNS if key in present}
     for key in _JSON_COLUMNS:
         values[key] = json.loads(values[key]) if values[key] is not None else None
     return Sample(**values)
@@ -200,6 +206,16 @@ def _classify(error: OSError | sqlite3.Error) -> OSError:
 
 
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+# columns added since the first schema: a store written before gains them (NULL)
+_ADDED_COLUMNS = {"inclusion_probability": "REAL"}
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(samples)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            with contextlib.suppress(sqlite3.OperationalError):  # another opener added it
+                connection.execute(f"ALTER TABLE samples ADD COLUMN {name} {kind}")
 
 
 class SampleStore:
@@ -223,6 +239,8 @@ class SampleStore:
             self.images.mkdir(mode=PRIVATE_DIR, exist_ok=True)
             connection = self._connection()
             connection.executescript(_SCHEMA)
+            if repair:  # the writer's open; a copy opened as evidence is left as it is
+                _add_missing_columns(connection)
             with contextlib.suppress(PermissionError):  # a store another user opened first
                 for private, mode in ((self.directory, PRIVATE_DIR),
                                       (self.directory / INDEX_NAME, PRIVATE_FILE)):

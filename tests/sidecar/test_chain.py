@@ -157,7 +157,8 @@ def test_each_image_is_decoded_once_and_its_features_computed_once(
     chain, _ = _chain(
         tmp_path, shadow_model_path=str(REFERENCE), shadow_sample_share="1",
         shadow_rate="1000", shadow_burst="1000", shadow_max_busy_share="1",
-        sample_dir=str(tmp_path / "s"), sample_strategies="random share=1 per_minute=100",
+        # every image kept: a quota the pacing of the random draw never reaches
+        sample_dir=str(tmp_path / "s"), sample_strategies="random share=1 per_minute=100000",
         drift_baseline_size="1000")
     exchanges = [_scene(seed) for seed in range(count)]  # encoded before counting
     decodes = _Calls(images.decode_rgb)

@@ -250,3 +250,19 @@ def test_a_jump_in_detections_while_the_input_drifts_is_suspect(tmp_path) -> Non
     assert _stored(metrics, "suspect") == 1
     assert metrics.registry.get_sample_value(catalog.SUSPECT_DETECTIONS.sample_name, {
         "model": "m", "version": "v", "reason": "drift_jump"}) == 9
+
+
+def test_a_random_sample_carries_its_inclusion_probability(tmp_path) -> None:
+    _, _, recorder, chain = _setup(
+        tmp_path, "error per_minute=10; random share=0.5 per_day=10000000")  # never paced
+    recorder.start()
+    now = (time.time() // 60) * 60 + 30  # one calendar minute: the error quota's
+    chain.analyse_batch([_exchange(seed, status=503, at=now) for seed in range(40)])
+    assert recorder.drain(30)
+    samples = recorder.store.query(SampleQuery(limit=100)).samples
+    drawn = [s for s in samples if s.inclusion_probability is not None]
+    assert 5 < len(drawn) < 35 and {s.inclusion_probability for s in drawn} == {0.5}
+    # the first ten filed as errors whether drawn or not, the drawn rest as random
+    assert {s.strategy for s in drawn} == {"error", "random"}
+    assert sum(s.strategy == "error" for s in samples) == 10
+    recorder.close()

@@ -30,7 +30,7 @@ from lookout.sidecar.served_models import (
 from lookout.slo import catalog
 
 COARSE = (f"[{{name: coarse, version: '1', model_path: {model_path('coarse')}, "
-          f"drift_baseline_size: 60, sample_strategies: 'random share=1 per_minute=1'}}]")
+          f"drift_baseline_size: 60, sample_strategies: 'slow seconds=0 per_minute=1'}}]")
 
 
 def test_path_names_the_model_on_v2_and_v1_routes() -> None:
@@ -156,7 +156,7 @@ def chains(tmp_path):
     config = load_config({"model_name": "primary", "model_version": "3", "models": COARSE,
                           "drift_baseline_size": "50", "drift_window": "10",
                           "sample_dir": str(tmp_path / "samples"),
-                          "sample_strategies": "random share=1 per_minute=3"}, env={})
+                          "sample_strategies": "slow seconds=0 per_minute=3"}, env={})
     metrics = SidecarMetrics("primary", "3", process_metrics=False)
     chains = ModelChains(chain_settings(config), metrics)
     chains.start()
@@ -184,8 +184,9 @@ def test_each_model_has_its_own_chain_drift_and_sampling_quota(chains) -> None:
     assert _value(metrics, catalog.OBSERVATIONS, model=OTHER_MODEL, version="unknown",
                   outcome=Outcome.NOT_ANALYSED) == 1
     assert chains.samples.drain(30)
-    # one store; quotas of their own: 3 a minute for primary, 1 for coarse
-    assert _value(metrics, catalog.SAMPLES_STORED, strategy="random") == 4
+    # one store; quotas of their own: 3 a minute for primary, 1 for coarse (a rule that
+    # takes every exchange: random's draw would pace itself below its quota)
+    assert _value(metrics, catalog.SAMPLES_STORED, strategy="slow") == 4
 
 
 def test_compressed_bodies_are_inflated_and_a_bomb_is_counted(chains) -> None:
