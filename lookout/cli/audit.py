@@ -51,19 +51,6 @@ def label_studio_token(args: argparse.Namespace) -> str:
     return token
 
 
-def label_studio_client() -> Any:
-    """The Label Studio client module (`send_batch`, `read_annotations`), loaded only
-    by the commands that name `--label-studio`."""
-    import importlib
-
-    name = "lookout.sidecar.samples.label_studio"
-    try:
-        return importlib.import_module(name)
-    except ImportError as error:
-        raise ValueError(f"--label-studio: the client ({name}) cannot be loaded: "
-                         f"{error}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     if args.audit_command == "export":
         return audit_export.run(args)

@@ -35,12 +35,13 @@ def add_command(actions: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lookout.cli.audit import label_studio_client, label_studio_token
+    from lookout.cli.audit import label_studio_token
     from lookout.cli.samples import SourceError, StoreSource
     from lookout.sidecar.runtime.times import parse_time
     from lookout.sidecar.samples.audit_coco import write_batch
     from lookout.sidecar.samples.audit_draw import DrawError, draw_batch
     from lookout.sidecar.samples.audit_records import AuditRecords
+    from lookout.sidecar.samples.label_studio import LabelStudioError, send_batch
 
     now = time.time()
     try:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             names = [n for n in args.classes.split(",") if n] or sorted(
                 {b.label for s in samples for source in ("primary", "reference")
                  for b in predictions(s, source)})
-            project = label_studio_client().send_batch(
+            project = send_batch(
                 args.label_studio, label_studio_token(args),
                 f"lookout audit {record['batch_id']}", names, audit_items(store, samples))
             record["label_studio"] = {"url": args.label_studio, "project": project}
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 write_batch(store, record, samples, out)
             where = args.output
         AuditRecords(store).write(record)
-    except (SourceError, DrawError, ValueError, OSError) as error:
+    except (SourceError, DrawError, LabelStudioError, ValueError, OSError) as error:
         print(f"lookout audit export: {error}", file=sys.stderr)
         return 1
     sizes = record["sizes"]

@@ -25,11 +25,12 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from lookout.cli.audit import label_studio_client, label_studio_token, summary_line
+    from lookout.cli.audit import label_studio_token, summary_line
     from lookout.cli.samples import SourceError, StoreSource
     from lookout.sidecar.samples.audit_coco import read_coco
     from lookout.sidecar.samples.audit_import import batch_samples, complete
     from lookout.sidecar.samples.audit_records import AuditRecords
+    from lookout.sidecar.samples.label_studio import LabelStudioError, read_annotations
 
     try:
         store = StoreSource(args.store).store
@@ -51,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
             project = (record.get("label_studio") or {}).get("project")
             if project is None:
                 raise ValueError(f"batch {batch_id} was not sent to Label Studio")
-            annotations = label_studio_client().read_annotations(
+            annotations = read_annotations(
                 args.label_studio, label_studio_token(args), int(project))
         samples = batch_samples(store, [*record["random_ids"], *record["top_up_ids"]])
         record = complete(record, samples, annotations, source)
         records.write(record)
-    except (SourceError, ValueError, OSError) as error:
+    except (SourceError, LabelStudioError, ValueError, OSError) as error:
         print(f"lookout audit import: {error}", file=sys.stderr)
         return 1
     print(json.dumps(record, indent=1) if args.json else summary_line(record))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
@@ -20,12 +19,10 @@ from lookout.lookout_demo import outcomes
 from lookout.lookout_demo.field_conditions import rain
 from lookout.lookout_demo.scenes import CLASSES, Scene
 from lookout.shadow_eval.boxes import Detections
-from lookout.shadow_eval.matching import match
-from lookout.sidecar.samples.audit_estimates import predictions
-from lookout.sidecar.samples.audit_items import LabelledBox
 from lookout.sidecar.samples.audit_records import AuditRecords
 from lookout.sidecar.samples.recorder import detections_json
 from lookout.sidecar.samples.store import Sample, SampleFile, SampleStore, new_id
+from tests.support.audit_truth import direct
 
 T0 = 1_800_000_000.0
 MODEL = "yolo"
@@ -116,32 +113,6 @@ def label_from_ground_truth(zip_path: Path, scenes: dict[str, Scene], out: Path)
     out.write_text(json.dumps(document))
 
 
-def direct(store: SampleStore, ids: list[str], scenes: dict[str, Scene]) -> dict[str, float]:
-    """The batch's weighted truth and proxies straight from the stored detections and
-    the scenes (original pixels, boxes inside the frame), not through the audit code."""
-    totals = np.zeros(6)
-    for sample_id in ids:
-        sample = store.get(sample_id)
-        assert sample is not None and sample.inclusion_probability is not None
-        scene = scenes[sample_id]
-
-        def detections(rows) -> Detections:
-            boxes = np.clip(np.array([r["box"] for r in rows], np.float32).reshape(-1, 4),
-                            0, [384, 288, 384, 288])
-            classes = [CLASSES.index(r["class"]) for r in rows]
-            return Detections.from_arrays(boxes, [r["score"] for r in rows], classes)
-
-        found = detections(sample.primary_detections or [])
-        pseudo = detections(sample.reference_detections or [])
-        truth = Detections.from_arrays(np.clip(scene.boxes, 0, [384, 288, 384, 288]),
-                                       np.ones(len(scene.classes)), scene.classes)
-        audited, proxy = match(found, truth), match(found, pseudo)
-        totals += np.array([audited.matched, len(found), len(truth), proxy.matched,
-                            len(found), len(pseudo)]) / sample.inclusion_probability
-    return {"precision": totals[0] / totals[1], "recall": totals[0] / totals[2],
-            "precision_proxy": totals[3] / totals[4], "recall_proxy": totals[3] / totals[5]}
-
-
 def audit(capsys, tmp_path: Path, directory: Path, scenes, version: str, size: int,
           top_up: int = 0) -> dict:
     exported = tmp_path / f"{version}.zip"
@@ -196,66 +167,3 @@ def test_under_rain_the_measured_bias_is_truth_minus_proxy(world, tmp_path, caps
     assert recall["bias"] > 0.1
     low, high = recall["bias_interval"]
     assert low > 0 and low <= recall["bias"] <= high
-
-
-def test_the_label_studio_path_gives_the_numbers_of_the_coco_path(
-        world, tmp_path, capsys, monkeypatch) -> None:
-    """The CLI calls the client's two functions (`label_studio.py`, another module's
-    job): a stand-in tool labels each item it was sent from the ground truth, as the
-    COCO script does. Same draw, same labels: the same estimates."""
-    import types
-
-    directory, scenes, _ = world
-    projects: dict[int, list] = {}
-
-    def send_batch(url, token, title, class_names, items):
-        assert (url, token) == ("http://ls.example:8080", "secret") and "lookout" in title
-        assert set(class_names) <= set(CLASSES)
-        projects[len(projects) + 1] = list(items)
-        return len(projects)
-
-    def read_annotations(url, token, project_id):
-        labelled = {}
-        for item in projects[project_id]:
-            scene = scenes[item.sample_id]
-            assert (item.width, item.height, item.media_type) == (320, 240, "image/jpeg")
-            assert Image.open(io.BytesIO(item.image)).size == (320, 240)
-            labelled[item.sample_id] = tuple(
-                LabelledBox(CLASSES[c], *(min(max(v * SCALE, 0.0), limit) for v, limit in
-                                          zip(b, (320, 240, 320, 240), strict=True)))
-                for b, c in zip(scene.boxes.tolist(), scene.classes.tolist(), strict=True))
-        return labelled
-
-    client = types.ModuleType("lookout.sidecar.samples.label_studio")
-    client.send_batch, client.read_annotations = send_batch, read_annotations  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lookout.sidecar.samples.label_studio", client)
-    window = ["--store", str(directory), "--model", MODEL, "--version", "rain", "--since",
-              str(T0), "--until", str(T0 + 2000), "--size", "25", "--seed", "11"]
-    out = lookout(capsys, "audit", "export", *window, "--label-studio",
-                  "http://ls.example:8080", "--token", "secret")
-    batch = out.split()[1].rstrip(":")
-    [items] = projects.values()
-    store = SampleStore(directory, repair=False)
-    assert all(item.predictions == predictions(store.get(item.sample_id)) for item in items)
-    via_label_studio = json.loads(lookout(
-        capsys, "audit", "import", "--store", str(directory), "--label-studio",
-        "http://ls.example:8080", "--token", "secret", "--batch", batch, "--json"))
-    assert via_label_studio["labels"]["source"] == "label_studio"
-    exported = tmp_path / "same.zip"
-    lookout(capsys, "audit", "export", *window, "-o", str(exported))
-    labels = tmp_path / "same.json"
-    label_from_ground_truth(exported, scenes, labels)
-    via_coco = json.loads(lookout(capsys, "audit", "import", "--store", str(directory),
-                                  "--coco", str(labels), "--json"))
-    assert via_coco["random_ids"] == via_label_studio["random_ids"]
-    assert via_coco["estimates"] == via_label_studio["estimates"]  # same counts: exact
-
-
-def test_without_the_label_studio_client_the_command_says_so(world, capsys,
-                                                             monkeypatch) -> None:
-    directory, _, _ = world
-    monkeypatch.setitem(sys.modules, "lookout.sidecar.samples.label_studio", None)
-    assert main(["audit", "export", "--store", str(directory), "--model", MODEL,
-                 "--version", "clean", "--since", str(T0), "--until", str(T0 + 2000),
-                 "--label-studio", "http://ls.example:8080", "--token", "t"]) == 1
-    assert "label_studio" in capsys.readouterr().err
