@@ -144,7 +144,8 @@ class EnvoyDataPlane:
                                     lambda: metrics.component_error(COMPONENT),
                                     abi.check_log_line,
                                     quiet=() if exporting else (UNEXPORTED_SPANS,),
-                                    span_flush=exporting and tracing_on(env))
+                                    span_flushers=threads + 1 if exporting and tracing_on(env)
+                                    else 0)
 
     def start(self) -> None:
         """Refuses a module built for another ABI before Envoy ever loads it."""

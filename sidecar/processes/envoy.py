@@ -31,6 +31,7 @@ from pathlib import Path
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_admin import admin_request
 from lookout.sidecar.dataplane.envoy_config import GRPC_LISTENER, HTTP_LISTENER
+from lookout.sidecar.dataplane.envoy_tracing import OTLP_CLUSTER
 from lookout.sidecar.runtime.logs import FailureLog
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
 
-FLUSHES = "tracing.opentelemetry.timer_flushed"  # the tracer's periodic exports
+FLUSHES = "tracing.opentelemetry.timer_flushed"  # every tracer's periodic exports, summed
+EXPORTS_IN_FLIGHT = f"cluster.{OTLP_CLUSTER}.upstream_rq_active"
 
 
 class EnvoyStartError(RuntimeError):
@@ -63,17 +65,19 @@ class EnvoyProcess:
     def __init__(self, command: Sequence[str], environment: dict[str, str],
                  admin_socket: str, on_death: Callable[[], None],
                  check_line: Callable[[str], str | None],
-                 quiet: Sequence[str] = (), span_flush: bool = False) -> None:
+                 quiet: Sequence[str] = (), span_flushers: int = 0) -> None:
         """`check_line` reads each log line; a message it returns stops this Envoy
-        from serving (the ABI guard). `span_flush`: Envoy's tracer exports spans, and
-        at shutdown it waits for the tracer's next flush (Envoy has no flush on exit)."""
+        from serving (the ABI guard). `span_flushers`: Envoy's tracers that export spans
+        (one per thread, its main thread's included; 0: none), each flushing on its own
+        timer: at shutdown every one of them flushes once more, and those exports
+        finish, before Envoy is stopped (Envoy has no flush on exit)."""
         self._command = list(command)
         self._environment = environment
         self.admin_socket = admin_socket
         self._on_death = on_death
         self._check_line = check_line
         self._quiet = tuple(quiet)
-        self._span_flush = span_flush
+        self._span_flushers = span_flushers
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
@@ -210,9 +214,15 @@ class EnvoyProcess:
             admin_request(self.admin_socket, "POST", "/drain_listeners")
             while time.monotonic() < deadline and self._active_requests() > 0:
                 time.sleep(0.05)
-            if self._span_flush:  # the last requests' spans leave with the next flush
+            if self._span_flushers:
+                # the tracers share one interval, so they flush in turn: the next
+                # `span_flushers` flushes are one of each, the one holding the last
+                # requests' spans among them; then its export has to arrive
                 flushes = self._stat(FLUSHES)
-                while time.monotonic() < deadline and self._stat(FLUSHES) <= flushes:
+                while time.monotonic() < deadline and \
+                        self._stat(FLUSHES) < flushes + self._span_flushers:
+                    time.sleep(0.05)
+                while time.monotonic() < deadline and self._stat(EXPORTS_IN_FLIGHT) > 0:
                     time.sleep(0.05)
         process.terminate()
         try:
