@@ -31,6 +31,11 @@ class AuditMark:
     boxes: tuple[tuple[str, float, float, float, float], ...] = ()
 
 
+def _box(box: Sequence[Any]) -> tuple[str, float, float, float, float]:
+    label, x1, y1, x2, y2 = box
+    return str(label), float(x1), float(y1), float(x2), float(y2)
+
+
 def audit_marks(records: Iterable[Mapping[str, Any]]) -> dict[str, AuditMark]:
     """Sample id -> its mark; the newest record wins where batches share a sample."""
     marks: dict[str, AuditMark] = {}
@@ -38,9 +43,8 @@ def audit_marks(records: Iterable[Mapping[str, Any]]) -> dict[str, AuditMark]:
         annotations = record.get("annotations") or {}
         for sample_id in (*record.get("random_ids", ()), *record.get("top_up_ids", ())):
             boxes = annotations.get(sample_id)
-            marks[sample_id] = AuditMark(
-                str(record["batch_id"]), boxes is not None,
-                tuple((str(b[0]), *(float(v) for v in b[1:5])) for b in boxes or ()))
+            marks[sample_id] = AuditMark(str(record["batch_id"]), boxes is not None,
+                                         tuple(_box(box) for box in boxes or ()))
     return marks
 
 
