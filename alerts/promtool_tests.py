@@ -27,9 +27,11 @@ from lookout.alerts.rules import min_events, slo_labels
 from lookout.slo import catalog
 from lookout.slo.burn import CounterSample, evaluate_tiers
 from lookout.slo.names import (
+    AUDIT_AGE,
     BURN_ALERTS,
     ERROR_RATIO,
     PROXY_BIAS_HIGH,
+    PROXY_CORRECTED,
     REFERENCE_OUT_OF_DISTRIBUTION,
 )
 from lookout.slo.sli import QUALITY_PROXIES
@@ -267,10 +269,10 @@ def _untrusted_burn(spec: ServiceSpec, slo: SLO) -> dict[str, Any] | None:
 
 
 def _audit_series(spec: ServiceSpec, version: str, lower: float, upper: float,
-                  proxy: float) -> list[dict[str, str]]:
+                  proxy: float, minutes: int = 30) -> list[dict[str, str]]:
     base = f'model="{spec.model}",version="{version}",class="all",rate="precision"'
     return [{"series": f'{catalog.AUDIT_ESTIMATE.name}{{{base},quantity="{quantity}"}}',
-             "values": f"{value:.10g}+0x30"}
+             "values": f"{value:.10g}+0x{minutes}"}
             for quantity, value in (("audited", (lower + upper) / 2), ("lower", lower),
                                     ("upper", upper), ("proxy", proxy))]
 
@@ -309,6 +311,27 @@ def _proxy_bias(spec: ServiceSpec) -> list[dict[str, Any]]:
     return [fires, quiet]
 
 
+def _corrected_proxy(spec: ServiceSpec) -> dict[str, Any]:
+    """A precision proxy of 1/2 whose audit measured a bias of +1/8 records 5/8, and the
+    audit's age beside it (values exact in binary)."""
+    version = spec.version or "v1"
+    base = f'model="{spec.model}",version="{version}"'
+    boxes = [{"series": f'{catalog.SHADOW_MATCHED_BOXES.sample_name}{{{base},class="person"}}',
+              "values": "0+60x70"},
+             {"series": f'{catalog.SHADOW_PRIMARY_BOXES.sample_name}{{{base},class="person"}}',
+              "values": "0+120x70"},
+             {"series": f"{catalog.AUDIT_TIMESTAMP.name}{{{base}}}", "values": "600+0x70"}]
+    return {"name": f"{spec.model}: the precision proxy corrected by its audit's bias",
+            "interval": "1m",
+            "input_series": [*boxes, *_audit_series(spec, version, 0.5, 0.75, 0.5, 70)],
+            "promql_expr_test": [
+                {"expr": f'{PROXY_CORRECTED}{{rate="precision"}}', "eval_time": "60m",
+                 "exp_samples": [{"labels": f'{PROXY_CORRECTED}{{{base},rate="precision"}}',
+                                  "value": 0.625}]},
+                {"expr": AUDIT_AGE, "eval_time": "60m",
+                 "exp_samples": [{"labels": f"{AUDIT_AGE}{{{base}}}", "value": 3000}]}]}
+
+
 def promtool_tests(spec: ServiceSpec, rule_files: list[str]) -> dict[str, Any]:
     """Each model's scenarios on its own series: the other models' rules see no data."""
     tests = [test for one in map(spec.for_model, spec.all_models) for slo in one.slos
@@ -318,6 +341,7 @@ def promtool_tests(spec: ServiceSpec, rule_files: list[str]) -> dict[str, Any]:
     tests += [test for one in map(spec.for_model, spec.all_models)
               if any(slo.kind is Kind.QUALITY for slo in one.slos)
               for test in _proxy_bias(one)]
+    tests += [_corrected_proxy(one) for one in map(spec.for_model, spec.all_models)]
     return {"rule_files": rule_files, "evaluation_interval": "1m", "tests": tests}
 
 

@@ -37,6 +37,8 @@ from lookout.slo.burn import TIERS
 from lookout.slo.spec import ServiceSpec, format_duration
 
 SLO_SELECTOR = 'model=~"$model"'
+# recorded per model version (alerts/audit_rules.py): no namespace left to filter on
+AUDITED_SELECTOR = 'model=~"$model",version=~"$version"'
 # kube-state-metrics' restarts counter: not lookout's, so not in its catalog
 KUBE_RESTARTS = "kube_pod_container_status_restarts_total"
 TRACES = "${traces}"
@@ -177,15 +179,19 @@ def _audit_panels(grid: Grid) -> None:
         (_audited("upper"), "{{version}} {{rate}} 95% upper"),
         (_audited("proxy"), "{{version}} {{rate}} proxy on the audited images"),
         (_proxy(catalog.SHADOW_PRIMARY_BOXES), "precision proxy (live)"),
-        (_proxy(catalog.SHADOW_REFERENCE_BOXES), "recall proxy (live)")],
+        (_proxy(catalog.SHADOW_REFERENCE_BOXES), "recall proxy (live)"),
+        (f"max by (version, rate) ({names.PROXY_CORRECTED}{{{AUDITED_SELECTOR}}})",
+         "{{version}} {{rate}} proxy corrected by its audit (1h)")],
         unit="percentunit",
         description="From `lookout audit import`: every class, with its 95% interval. A "
                     "proxy on the audited images outside the interval is biased by the "
-                    "difference (alert LookoutProxyBiasHigh); empty until a version of the "
-                    "selected models is audited."), width=18)
+                    "difference (alert LookoutProxyBiasHigh); the corrected proxy is the "
+                    "live one plus that bias, as good as the audit is recent (its age "
+                    "beside). Empty until a version of the selected models is audited."),
+        width=18)
     grid.add(stat("Age of the newest audit", [(
-        f"time() - max by (version) ({catalog.AUDIT_TIMESTAMP.name}{{{SELECTOR}}})",
-        "{{version}}")], unit="s",
+        f"max by (version) ({names.AUDIT_AGE}{{{AUDITED_SELECTOR}}})", "{{version}}")],
+        unit="s",
         description="Since the end of the traffic window its images were drawn from."),
         width=6)
 

@@ -10,6 +10,9 @@ BURN_RATE = "lookout:slo_burn_rate:rate{window}"
 EVENTS = "lookout:slo_events:increase{window}"
 BUDGET_REMAINING = "lookout:slo_error_budget_remaining:ratio"
 OBJECTIVE = "lookout:slo_objective:ratio"
+# a plain proxy plus the bias its newest audit measured (label rate), and that audit's age
+PROXY_CORRECTED = "lookout:proxy_audit_corrected:ratio_rate1h"
+AUDIT_AGE = "lookout:audit_age:seconds"
 
 BURN_ALERTS = {
     Kind.AVAILABILITY: "LookoutAvailabilityBudgetBurn",
