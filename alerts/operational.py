@@ -49,6 +49,22 @@ def gpu_process_memory_rising(window: str = "30m", horizon_seconds: int = 3600) 
             f"> on (instance, gpu) {by} ({total})")
 
 
+def proxy_bias_high(selector: str, margin: float) -> str:
+    """Per model version in service, class and rate: how far the proxy measured on the
+    newest audit's images lies outside the audit's 95% interval, where that is more than
+    `margin`. Versions no longer in service are left out: their audits describe old
+    weights."""
+    estimate = catalog.AUDIT_ESTIMATE.name
+
+    def quantity(name: str) -> str:
+        return f'max by (model, version, class, rate) ({estimate}{{{selector},quantity="{name}"}})'
+
+    primary = f'{catalog.MODEL_INFO.name}{{{selector},role="primary"}}'
+    return (f"(\n  {quantity('lower')}\n  - {quantity('proxy')} > {margin:.6g}\n"
+            f"or\n  {quantity('proxy')}\n  - {quantity('upper')} > {margin:.6g}\n)\n"
+            f"and on (model, version) {primary}")
+
+
 def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
     model = spec.selector()
     primary = f'{catalog.MODEL_INFO.name}{{{model},role="primary"}}'
@@ -169,6 +185,18 @@ def operational_alerts(spec: ServiceSpec) -> list[OperationalAlert]:
                 "Shadow evaluation fails on {{ $labels.instance }}",
                 "{{ $value | printf \"%.0f\" }} shadow evaluation failures in 15 minutes: "
                 "the reference model did not load, or it throws at inference."),
+            OperationalAlert(
+                names.PROXY_BIAS_HIGH, proxy_bias_high(model, spec.proxy_bias_margin),
+                "5m", "ticket",
+                "{{ $labels.model }} {{ $labels.version }}: the {{ $labels.rate }} proxy "
+                "({{ $labels.class }}) lies {{ $value | printf \"%.2f\" }} outside its "
+                "audited interval",
+                f"The newest labelled audit of this version (lookout audit import) puts its "
+                f"{{{{ $labels.rate }}}} for class {{{{ $labels.class }}}} in a 95% interval "
+                f"that the shadow proxy, measured on the same images, misses by more than "
+                f"{spec.proxy_bias_margin:.2g}: the reference model agrees with the primary "
+                f"where the labels do not (or the other way round), so the proxy and the "
+                f"quality SLO built on it are biased on this traffic."),
         ]
     return alerts
 

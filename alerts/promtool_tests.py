@@ -26,7 +26,14 @@ from prometheus_client.utils import floatToGoString
 from lookout.alerts.rules import min_events, slo_labels
 from lookout.slo import catalog
 from lookout.slo.burn import CounterSample, evaluate_tiers
-from lookout.slo.names import BURN_ALERTS, ERROR_RATIO, REFERENCE_OUT_OF_DISTRIBUTION
+from lookout.slo.names import (
+    AUDIT_AGE,
+    BURN_ALERTS,
+    ERROR_RATIO,
+    PROXY_BIAS_HIGH,
+    PROXY_CORRECTED,
+    REFERENCE_OUT_OF_DISTRIBUTION,
+)
 from lookout.slo.sli import QUALITY_PROXIES
 from lookout.slo.spec import SLO, Kind, ServiceSpec
 
@@ -261,12 +268,80 @@ def _untrusted_burn(spec: ServiceSpec, slo: SLO) -> dict[str, Any] | None:
                                   "exp_samples": [{"labels": "{}", "value": 1}]}]}
 
 
+def _audit_series(spec: ServiceSpec, version: str, lower: float, upper: float,
+                  proxy: float, minutes: int = 30) -> list[dict[str, str]]:
+    base = f'model="{spec.model}",version="{version}",class="all",rate="precision"'
+    return [{"series": f'{catalog.AUDIT_ESTIMATE.name}{{{base},quantity="{quantity}"}}',
+             "values": f"{value:.10g}+0x{minutes}"}
+            for quantity, value in (("audited", (lower + upper) / 2), ("lower", lower),
+                                    ("upper", upper), ("proxy", proxy))]
+
+
+def _proxy_bias(spec: ServiceSpec) -> list[dict[str, Any]]:
+    """An audit whose proxy lies twice the margin above its interval opens the ticket;
+    one within the margin does not, nor one of a version no longer in service."""
+    version = spec.version or "v1"
+    lower, upper = 0.625, 0.75  # exact in binary, so is every difference below
+    info = {"series": f'{catalog.MODEL_INFO.name}{{model="{spec.model}",version="{version}",'
+                      f'sha256="",role="primary",served_name="",served_version=""}}',
+            "values": "1+0x30"}
+    margin = spec.proxy_bias_margin
+    matcher = f'ALERTS{{alertname="{PROXY_BIAS_HIGH}",alertstate="firing"}}'
+    pairs = {"alertname": PROXY_BIAS_HIGH, "alertstate": "firing", "model": spec.model,
+             "version": version, "class": "all", "rate": "precision", "severity": "ticket",
+             "service": spec.service, **spec.labels}
+    text = ",".join(f'{k}="{v}"' for k, v in sorted(pairs.items()))
+    fires = {"name": f"{spec.model}: an audit's proxy {2 * margin:.3g} above its interval "
+                     f"opens {PROXY_BIAS_HIGH}",
+             "interval": "1m",
+             "input_series": [info, *_audit_series(spec, version, lower, upper,
+                                                   upper + 2 * margin)],
+             "promql_expr_test": [
+                 {"expr": matcher, "eval_time": "3m", "exp_samples": []},  # `for: 5m`
+                 {"expr": matcher, "eval_time": "10m",
+                  "exp_samples": [{"labels": f"ALERTS{{{text}}}", "value": 1}]}]}
+    quiet = {"name": f"{spec.model}: a proxy within {margin:.3g} of its interval, or the "
+                     f"audit of a version out of service, opens nothing",
+             "interval": "1m",
+             "input_series": [info, *_audit_series(spec, version, lower, upper,
+                                                   lower - margin / 2),
+                              *_audit_series(spec, f"{version}-old", lower, upper,
+                                             upper + 2 * margin)],
+             "promql_expr_test": [{"expr": matcher, "eval_time": "10m", "exp_samples": []}]}
+    return [fires, quiet]
+
+
+def _corrected_proxy(spec: ServiceSpec) -> dict[str, Any]:
+    """A precision proxy of 1/2 whose audit measured a bias of +1/8 records 5/8, and the
+    audit's age beside it (values exact in binary)."""
+    version = spec.version or "v1"
+    base = f'model="{spec.model}",version="{version}"'
+    boxes = [{"series": f'{catalog.SHADOW_MATCHED_BOXES.sample_name}{{{base},class="person"}}',
+              "values": "0+60x70"},
+             {"series": f'{catalog.SHADOW_PRIMARY_BOXES.sample_name}{{{base},class="person"}}',
+              "values": "0+120x70"},
+             {"series": f"{catalog.AUDIT_TIMESTAMP.name}{{{base}}}", "values": "600+0x70"}]
+    return {"name": f"{spec.model}: the precision proxy corrected by its audit's bias",
+            "interval": "1m",
+            "input_series": [*boxes, *_audit_series(spec, version, 0.5, 0.75, 0.5, 70)],
+            "promql_expr_test": [
+                {"expr": f'{PROXY_CORRECTED}{{rate="precision"}}', "eval_time": "60m",
+                 "exp_samples": [{"labels": f'{PROXY_CORRECTED}{{{base},rate="precision"}}',
+                                  "value": 0.625}]},
+                {"expr": AUDIT_AGE, "eval_time": "60m",
+                 "exp_samples": [{"labels": f"{AUDIT_AGE}{{{base}}}", "value": 3000}]}]}
+
+
 def promtool_tests(spec: ServiceSpec, rule_files: list[str]) -> dict[str, Any]:
     """Each model's scenarios on its own series: the other models' rules see no data."""
     tests = [test for one in map(spec.for_model, spec.all_models) for slo in one.slos
              if slo.kind is not Kind.RATIO for test in _scenarios(one, slo)]
     tests += [test for one in map(spec.for_model, spec.all_models) for slo in one.slos
               if slo.kind is Kind.QUALITY and (test := _untrusted_burn(one, slo)) is not None]
+    tests += [test for one in map(spec.for_model, spec.all_models)
+              if any(slo.kind is Kind.QUALITY for slo in one.slos)
+              for test in _proxy_bias(one)]
+    tests += [_corrected_proxy(one) for one in map(spec.for_model, spec.all_models)]
     return {"rule_files": rule_files, "evaluation_interval": "1m", "tests": tests}
 
 

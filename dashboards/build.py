@@ -37,6 +37,8 @@ from lookout.slo.burn import TIERS
 from lookout.slo.spec import ServiceSpec, format_duration
 
 SLO_SELECTOR = 'model=~"$model"'
+# recorded per model version (alerts/audit_rules.py): no namespace left to filter on
+AUDITED_SELECTOR = 'model=~"$model",version=~"$version"'
 # kube-state-metrics' restarts counter: not lookout's, so not in its catalog
 KUBE_RESTARTS = "kube_pod_container_status_restarts_total"
 TRACES = "${traces}"
@@ -151,6 +153,7 @@ def executive(spec: ServiceSpec) -> Dashboard:
         description="Quality unknown: the share of shadow-evaluated images in windows where "
                     "the reference model left its normal behaviour; the quality SLOs do not "
                     "count them."))
+    _audit_panels(grid)
     grid.add(timeseries("Drift alarms by feature", [(
         f"max by (feature) ({catalog.DRIFT_ALARM.name}{{{SELECTOR}}})", "{{feature}}")]))
     grid.add(timeseries("Cost proxy: GPU-seconds per 1k inferences", [(
@@ -160,6 +163,37 @@ def executive(spec: ServiceSpec) -> Dashboard:
                     "their request rate (a MIG instance reports no utilisation)."))
     return _dashboard(spec, "executive", f"lookout-{spec.service}-executive", grid,
                       _links(spec))
+
+
+def _audited(quantity: str, by: str = "version, rate") -> str:
+    return (f"max by ({by}) ({catalog.AUDIT_ESTIMATE.name}{{{SELECTOR},"
+            f'class="all",quantity="{quantity}"}})')
+
+
+def _audit_panels(grid: Grid) -> None:
+    """What the newest labelled audit found, beside the live proxies: the proxies are
+    only as good as their measured bias, and an old audit says little of today."""
+    grid.add(timeseries("Audited precision and recall (labelled) beside the proxies", [
+        (_audited("audited"), "{{version}} audited {{rate}}"),
+        (_audited("lower"), "{{version}} {{rate}} 95% lower"),
+        (_audited("upper"), "{{version}} {{rate}} 95% upper"),
+        (_audited("proxy"), "{{version}} {{rate}} proxy on the audited images"),
+        (_proxy(catalog.SHADOW_PRIMARY_BOXES), "precision proxy (live)"),
+        (_proxy(catalog.SHADOW_REFERENCE_BOXES), "recall proxy (live)"),
+        (f"max by (version, rate) ({names.PROXY_CORRECTED}{{{AUDITED_SELECTOR}}})",
+         "{{version}} {{rate}} proxy corrected by its audit (1h)")],
+        unit="percentunit",
+        description="From `lookout audit import`: every class, with its 95% interval. A "
+                    "proxy on the audited images outside the interval is biased by the "
+                    "difference (alert LookoutProxyBiasHigh); the corrected proxy is the "
+                    "live one plus that bias, as good as the audit is recent (its age "
+                    "beside). Empty until a version of the selected models is audited."),
+        width=18)
+    grid.add(stat("Age of the newest audit", [(
+        f"max by (version) ({names.AUDIT_AGE}{{{AUDITED_SELECTOR}}})", "{{version}}")],
+        unit="s",
+        description="Since the end of the traffic window its images were drawn from."),
+        width=6)
 
 
 def _of_pods(expr: str) -> str:
@@ -245,6 +279,11 @@ def debug(spec: ServiceSpec) -> Dashboard:
         _proxy(catalog.SHADOW_REFERENCE_BOXES, "class"), "{{class}}")], unit="percentunit"))
     grid.add(timeseries("Robust recall proxy by class (flip-confirmed reference boxes)", [(
         _robust_recall("class"), "{{class}}")], unit="percentunit"))
+    grid.add(table("Newest audit by class: audited, 95% interval, proxy", [(
+        f"max by (version, class, rate, quantity) "
+        f"({catalog.AUDIT_ESTIMATE.name}{{{SELECTOR}}})", "")],
+        description="From `lookout audit import` (quantity: audited, lower, upper, proxy on "
+                    "the same images)."), width=12)
     grid.add(timeseries("Proxy trust and why not", [
         (f"min by (instance) ({catalog.PROXY_TRUST.name}{{{SELECTOR}}})", "trust {{instance}}"),
         (f"max by (reason) ({catalog.PROXY_DISTRUST.name}{{{SELECTOR}}})", "{{reason}}")],

@@ -250,6 +250,35 @@ def _guides(spec: ServiceSpec) -> dict[str, Guide]:
             (f'increase({catalog.COMPONENT_ERRORS.sample_name}{{component="shadow"}}[15m])',),
             ("reference model failed to load", "CUDA errors at inference"),
             ("read the sidecar's error log; the proxy is unaffected",)),
+        names.PROXY_BIAS_HIGH: Guide(
+            "The newest labelled audit of a model version (`lookout audit import`) measured "
+            "its precision or recall with a 95% interval, and the shadow proxy on the same "
+            "images lies outside that interval by more than the spec's `proxy_bias_margin`: "
+            "the proxy, and the quality SLO built on it, are biased on this traffic. The "
+            "alert's `class` and `rate` labels say which.",
+            (f'{catalog.AUDIT_ESTIMATE.name}{{{sel},rate="$RATE",class="$CLASS"}}',
+             f"time() - {catalog.AUDIT_TIMESTAMP.name}{{{sel}}}",
+             f"{catalog.AUDIT_IMAGES.name}{{{sel}}}",
+             f"min by (version) ({catalog.PROXY_TRUST.name}{{{sel}}})",
+             "lookout audit show --store $STORE --model $MODEL"),
+            ("the reference model shares the primary's blind spots (both miss the same "
+             "objects: the recall proxy reads too high) or disagrees with it where the "
+             "labels agree with the primary (the proxy reads too low)",
+             "a class the reference was trained with other definitions of (its boxes, or "
+             "its names, do not match the annotators')",
+             "input the reference was not built for (night, weather, a new site): see the "
+             "drift alarms and the proxy trust",
+             "an audit too small for its class: look at the interval's width and the "
+             "labelled images before acting"),
+            ("read the audited numbers, not the proxy, for this version and class until "
+             "the bias is understood (the dashboards show both side by side)",
+             "look at the audited images where the boxes disagree (the gallery marks the "
+             "audited samples and draws the annotators' boxes)",
+             "if the bias is stable, move the quality SLO's objective by it, or give the "
+             "reference model the missing training; if it is new, audit again after "
+             "fixing the input"),
+            "Nothing to roll back: the primary model may be fine. Roll it back only if the "
+            "audited rates themselves are below what the service needs."),
     }
 
 

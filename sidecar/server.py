@@ -45,6 +45,9 @@ from lookout.sidecar.runtime.event_loop import run_event_loop
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.admin_token import AdminToken
 from lookout.sidecar.samples.api import SampleApi
+from lookout.sidecar.samples.audit_metrics import AUDIT_REFRESH_SECONDS, AuditGauges
+from lookout.sidecar.samples.audit_metrics import COMPONENT as AUDIT_COMPONENT
+from lookout.sidecar.samples.audit_records import AuditRecords
 from lookout.sidecar.samples.door import API, GALLERY, LIMITED, WRONG, Door
 from lookout.sidecar.samples.guesses import GuessLimiter, GuessSettings
 from lookout.sidecar.samples.store import SampleStore, StoreError
@@ -101,6 +104,7 @@ class Sidecar:
         self.admin_gate: ConnectionGate | None = None
         self.door: Door | None = None
         self._labels_task: asyncio.Task[None] | None = None
+        self._audits_task: asyncio.Task[None] | None = None
         self._store: SampleStore | None = None
         self._fleet: FleetStore | None = None
         self._private = ""
@@ -148,6 +152,8 @@ class Sidecar:
             raise StartupError(str(error)) from None
         if config.discover_models:
             self._labels_task = loop.create_task(self._refresh_labels(self.data_plane))
+        if config.sample_dir or config.sample_url:
+            self._audits_task = loop.create_task(self._refresh_audits(self._audit_gauges()))
         self.probe = UpstreamProbe(of(UpstreamSettings, config), self.metrics,
                                    GrpcUpstream(config.grpc_upstream)
                                    if config.grpc_listen is not None else None)
@@ -194,6 +200,43 @@ class Sidecar:
             await asyncio.sleep(LABEL_REFRESH_SECONDS)
             data_plane.labels.refresh()
 
+    def _audit_gauges(self) -> AuditGauges:
+        """The store's newest audits on /metrics (`samples/audit_metrics.py`)."""
+        gauges = AuditGauges(
+            {m.name: m.analysis.class_names for m in self.models},
+            lambda: self.metrics.component_error(AUDIT_COMPONENT))
+        self.metrics.initialise(components=[AUDIT_COMPONENT])
+        self.metrics.add_source(gauges)
+        return gauges
+
+    async def _refresh_audits(self, gauges: AuditGauges) -> None:
+        """Off the request path: the records are read in a thread, once a minute."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                store = self._audit_store()
+            except Exception as error:  # a fleet store that cannot be opened: fail-open
+                self.metrics.component_error(AUDIT_COMPONENT)
+                log.warning("audit gauges: cannot open the sample store: %s", error)
+            else:
+                if store is not None:
+                    records = AuditRecords(store)
+                    await loop.run_in_executor(None, gauges.refresh_from, records.all)
+            await asyncio.sleep(AUDIT_REFRESH_SECONDS)
+
+    def _audit_store(self) -> SampleStore | FleetStore | None:
+        """Where the audit records are: the fleet's store with `sample_url`, else the
+        local one once the lead worker has made it."""
+        if self.config.sample_url:
+            if self._fleet is None:
+                from lookout.sidecar.samples.fleet_store import open_fleet
+
+                self._fleet = open_fleet(of(SampleSettings, self.config))
+            return self._fleet
+        if not os.path.isdir(self.config.sample_dir):
+            return None
+        return self._open_store()
+
     def _data_plane_running(self) -> bool:
         return self.data_plane is not None and self.data_plane.running
 
@@ -217,8 +260,9 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         if self.probe is not None:
             await self.probe.stop()
-        if self._labels_task is not None:
-            self._labels_task.cancel()
+        for task in (self._labels_task, self._audits_task):
+            if task is not None:
+                task.cancel()
         if self.data_plane is not None:
             await loop.run_in_executor(None, self.data_plane.stop, grace)
         if self.workers is not None:

@@ -191,6 +191,23 @@ SHADOW_UNTRUSTED = MetricSpec(
     "quality SLOs subtract it, so time the reference is out of its distribution burns "
     "no budget and counts as unknown.", (*_MV, "count"),
 )
+AUDIT_ESTIMATE = MetricSpec(
+    "lookout_audit_estimate", MetricType.GAUGE,
+    "The newest labelled audit of a model version (lookout audit import), per class and "
+    "'all': for rate precision or recall, quantity audited (the estimate from the labels), "
+    "lower and upper (its 95% interval), proxy (the shadow proxy over the same images). A "
+    "proxy outside [lower, upper] is biased on this traffic.",
+    (*_MVC, "rate", "quantity"),
+)
+AUDIT_TIMESTAMP = MetricSpec(
+    "lookout_audit_timestamp_seconds", MetricType.GAUGE,
+    "End of the traffic window the newest audit of a model version drew its images from "
+    "(unix seconds): time() minus it is the audit's age.", _MV,
+)
+AUDIT_IMAGES = MetricSpec(
+    "lookout_audit_images", MetricType.GAUGE,
+    "Labelled random images behind the newest audit of a model version.", _MV,
+)
 SUSPECT_DETECTIONS = MetricSpec(
     "lookout_suspect_detections", MetricType.COUNTER,
     "Boxes both models agree on where both may be wrong alike (reason: border, "
@@ -365,7 +382,7 @@ ALL: tuple[MetricSpec, ...] = (
     SHADOW_EVALUATIONS, SHADOW_DURATION, SHADOW_MATCH_IOU, SHADOW_CONFIDENCE_GAP,
     FLIP_BOXES, FLIP_MATCHED_BOXES, SHADOW_CONFIRMED_REFERENCE_BOXES,
     SHADOW_CONFIRMED_MATCHED_BOXES, PROXY_TRUST, PROXY_DISTRUST, SHADOW_UNTRUSTED,
-    SUSPECT_DETECTIONS,
+    SUSPECT_DETECTIONS, AUDIT_ESTIMATE, AUDIT_TIMESTAMP, AUDIT_IMAGES,
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
     SAMPLES_UPLOADED, SAMPLE_UPLOAD_FAILURES, SAMPLE_SPOOL_BYTES, SAMPLE_SPOOL_OLDEST_AGE,

@@ -10,6 +10,9 @@ BURN_RATE = "lookout:slo_burn_rate:rate{window}"
 EVENTS = "lookout:slo_events:increase{window}"
 BUDGET_REMAINING = "lookout:slo_error_budget_remaining:ratio"
 OBJECTIVE = "lookout:slo_objective:ratio"
+# a plain proxy plus the bias its newest audit measured (label rate), and that audit's age
+PROXY_CORRECTED = "lookout:proxy_audit_corrected:ratio_rate1h"
+AUDIT_AGE = "lookout:audit_age:seconds"
 
 BURN_ALERTS = {
     Kind.AVAILABILITY: "LookoutAvailabilityBudgetBurn",
@@ -31,11 +34,12 @@ REFERENCE_MODEL_MISSING = "LookoutReferenceModelMissing"
 REFERENCE_OUT_OF_DISTRIBUTION = "LookoutReferenceOutOfDistribution"
 SHADOW_STALLED = "LookoutShadowStalled"
 SHADOW_DISABLED = "LookoutShadowDisabled"
+PROXY_BIAS_HIGH = "LookoutProxyBiasHigh"
 ALWAYS = (UPSTREAM_DOWN, OBSERVATIONS_DROPPED, SAMPLES_DROPPED, METRICS_ABSENT,
           MODEL_VERSION_CHANGED, SERVED_VERSION_MISMATCH, GPU_MEMORY_NEAR_FULL,
           GPU_PROCESS_MEMORY_RISING, GPU_XID_ERRORS)
 WITH_QUALITY_SLO = (REFERENCE_MODEL_MISSING, REFERENCE_OUT_OF_DISTRIBUTION, SHADOW_STALLED,
-                    SHADOW_DISABLED)
+                    SHADOW_DISABLED, PROXY_BIAS_HIGH)
 
 
 def alert_names(kinds: set[Kind]) -> list[str]:

@@ -90,6 +90,8 @@ class ServiceSpec:
     version: str = ""  # restrict to one version label value; empty: all
     period_seconds: int = 28 * 86400
     low_traffic_min_events: int = 100
+    # LookoutProxyBiasHigh: how far outside an audit's 95% interval a proxy may lie
+    proxy_bias_margin: float = 0.05
     window_scale: float = 1.0  # tests only: shrink every window (the period too)
     runbook_base_url: str = "https://github.com/lookout-sre/lookout/blob/main/runbooks"
     # where people reach a sidecar's admin port, for the gallery links (slo/links.py)
@@ -204,7 +206,8 @@ def parse_spec(document: Any, source: str = "slo.yaml") -> ServiceSpec:
     if duplicates:
         raise SpecError(f"slos: duplicate name(s) {', '.join(duplicates)}")
     known = {"service", "model", "version", "period", "slos", "low_traffic_min_events",
-             "window_scale", "runbook_base_url", "gallery_url", "traces", "labels"}
+             "proxy_bias_margin", "window_scale", "runbook_base_url", "gallery_url", "traces",
+             "labels"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise SpecError(f"{source}: unknown field(s) {', '.join(unknown)}; "
@@ -235,6 +238,13 @@ def _common(document: Mapping[str, Any], source: str) -> dict[str, Any]:
         if not isinstance(minimum, int) or minimum < 0:
             raise SpecError(f"low_traffic_min_events: {minimum!r} must be a whole number >= 0")
         values["low_traffic_min_events"] = minimum
+    if "proxy_bias_margin" in document:
+        margin = document["proxy_bias_margin"]
+        if isinstance(margin, bool) or not isinstance(margin, int | float) \
+                or not 0 <= margin < 1:
+            raise SpecError(f"proxy_bias_margin: {margin!r} must be a number in [0, 1), "
+                            f"e.g. 0.05")
+        values["proxy_bias_margin"] = float(margin)
     if "window_scale" in document:
         scale = document["window_scale"]
         if not isinstance(scale, int | float) or not 0 < scale <= 1:

@@ -13,6 +13,7 @@ from lookout.slo.spec import SpecError, load_spec, parse_duration
 
 if TYPE_CHECKING:
     from lookout.canary.comparison import CanaryComparison
+    from lookout.slo.judge import Judgement
 
 ERROR_EXIT = 3  # 0 pass, 1 fail, 2 inconclusive: the verdicts; 3: could not judge
 
@@ -29,6 +30,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     judge.add_argument("--at", type=float, default=None, metavar="UNIX_SECONDS",
                        help="judge the window ending then (default: now)")
     judge.add_argument("--json", action="store_true", help="print the judgement as JSON")
+    judge.add_argument("--store", metavar="DIR|URL", help="a sample store with audits "
+                       "(`lookout audit import`): an audit of the canary version judges its "
+                       "precision and recall in place of the proxies")
 
     watch = actions.add_parser("watch", help="judge every interval; on fail roll the canary "
                                              "back through the Kubernetes API")
@@ -142,6 +146,24 @@ def prometheus_from(args: argparse.Namespace):
     return Prometheus(args.prometheus, bearer_token=token)
 
 
+def apply_audits(judgement: Judgement, store: str, comparison: CanaryComparison,
+                 settings: JudgeSettings) -> Judgement:
+    """The judgement with the store's newest audits of both versions (`canary/audited.py`).
+    Raises ValueError or OSError when the store or its records cannot be read."""
+    from lookout.canary.audited import audited_rates, newest_audit, with_audits
+    from lookout.cli.samples import SourceError, StoreSource
+    from lookout.sidecar.samples.audit_records import AuditRecords
+
+    try:
+        records = AuditRecords(StoreSource(store).store).all()
+    except SourceError as error:
+        raise ValueError(str(error)) from None
+    canary, baseline = (audited_rates(newest_audit(records, comparison.model, version))
+                        for version in (comparison.canary_version,
+                                        comparison.baseline_version))
+    return with_audits(judgement, settings, canary, baseline)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.canary_command == "manifests":
         from lookout.canary.manifests import run_manifests
@@ -169,6 +191,12 @@ def run(args: argparse.Namespace) -> int:
     except PrometheusError as error:
         print(f"lookout canary: {error}", file=sys.stderr)
         return ERROR_EXIT
+    if args.store:
+        try:
+            judgement = apply_audits(judgement, args.store, comparison, settings_from(args))
+        except (ValueError, OSError) as error:
+            print(f"lookout canary: the audits of {args.store}: {error}", file=sys.stderr)
+            return ERROR_EXIT
     frames = gallery_link(args, comparison, end)
     if args.json:
         print(to_json(judgement, model=comparison.model,

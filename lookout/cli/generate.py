@@ -44,6 +44,7 @@ def dump(document: Any) -> str:
 def artefacts(spec: Any) -> dict[str, str]:
     """Relative path -> file content, for a parsed spec."""
     from lookout.alerts.alertmanager import alertmanager_config
+    from lookout.alerts.audit_rules import audit_rule_group
     from lookout.alerts.operational import operational_rule_group
     from lookout.alerts.promtool_tests import promtool_tests
     from lookout.alerts.rules import slo_rule_groups
@@ -53,7 +54,7 @@ def artefacts(spec: Any) -> dict[str, str]:
 
     files = {
         RULES: dump({"groups": slo_rule_groups(spec)}),
-        OPERATIONAL: dump({"groups": [operational_rule_group(spec)]}),
+        OPERATIONAL: dump({"groups": [operational_rule_group(spec), audit_rule_group(spec)]}),
         RULE_TESTS: dump(promtool_tests(spec, [Path(RULES).name, Path(OPERATIONAL).name])),
         ALERTMANAGER: dump(alertmanager_config(spec)),
     }

@@ -53,6 +53,14 @@ def batch_samples(store: SampleStore | FleetStore, ids: Sequence[str]) -> list[S
     return samples
 
 
+def compact_annotations(annotations: Mapping[str, Sequence[LabelledBox]]
+                        ) -> dict[str, list[list[str | float]]]:
+    """The annotators' boxes as the record keeps them, so the gallery can draw them:
+    sample id -> [[label, x1, y1, x2, y2], ...] in thumbnail pixels (0.1 px is enough)."""
+    return {sample_id: [[b.label, *(round(float(v), 1) for v in (b.x1, b.y1, b.x2, b.y2))]
+                        for b in boxes] for sample_id, boxes in sorted(annotations.items())}
+
+
 def complete(record: dict[str, Any], samples: Sequence[Sample],
              annotations: Mapping[str, Sequence[LabelledBox]], source: str,
              now: float | None = None) -> dict[str, Any]:
@@ -79,6 +87,7 @@ def complete(record: dict[str, Any], samples: Sequence[Sample],
             "interval": {"level": 0.95, "method": "delete-one-image jackknife on the logit "
                          "scale, t on the effective number of images"},
             "estimates": estimates,
+            "annotations": compact_annotations(annotations),
             "top_up_boxes": {"true_positives": int(top_counts[:, -1, 0].sum()),
                              "predicted": int(top_counts[:, -1, 1].sum()),
                              "truth": int(top_counts[:, -1, 2].sum())} if top_up else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -22,6 +22,8 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from lookout.sidecar.samples.audit_marks import AuditMark, AuditMarkCache, marks_of
+from lookout.sidecar.samples.audit_records import AuditRecords
 from lookout.sidecar.samples.door import GALLERY, Door, Verdict
 from lookout.sidecar.samples.query import EXPORT_MAX, QueryError, SampleQuery
 from lookout.sidecar.samples.store import Sample, SampleStore
@@ -120,6 +122,8 @@ class SampleUi:
         self._sampling_on = sampling_on
         self._trace_url = trace_url_template
         self._features = FeatureReference(baseline_path)
+        # the marks of the store last shown (its opener may hand out another)
+        self._marks: tuple[SampleStore, AuditMarkCache] | None = None
 
     def add_routes(self, app: web.Application) -> None:
         app.middlewares.append(self._security_headers)
@@ -272,6 +276,12 @@ class SampleUi:
     async def _in_thread(function: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, partial(function, *args))
 
+    def _audit_marks(self, store: SampleStore, ids: Sequence[str]) -> dict[str, AuditMark]:
+        """The audited ones among `ids` (a blocking read: call it in a thread)."""
+        if self._marks is None or self._marks[0] is not store:
+            self._marks = (store, AuditMarkCache(AuditRecords(store).all))
+        return marks_of(self._marks[1], ids)
+
     async def gallery(self, request: web.Request, store: SampleStore) -> web.Response:
         from lookout.sidecar.samples.ui_pages import gallery_page
 
@@ -279,7 +289,9 @@ class SampleUi:
         query = _query(params, PAGE_SIZE)
         page = await self._in_thread(store.query, query)
         counts, missing = await self._in_thread(store.agreement_counts, query)
-        return _html(gallery_page(page, params, sum(counts) + missing))
+        marks = await self._in_thread(self._audit_marks, store,
+                                      [sample.id for sample in page.samples])
+        return _html(gallery_page(page, params, sum(counts) + missing, marks))
 
     async def _sample(self, request: web.Request, store: SampleStore) -> Sample:
         sample = await self._in_thread(store.get, request.match_info["id"])
@@ -292,9 +304,10 @@ class SampleUi:
 
         sample = await self._sample(request, store)
         standing, against = await self._in_thread(self._features.standing, store, sample)
+        marks = await self._in_thread(self._audit_marks, store, [sample.id])
         return _html(sample_page(sample, request.query.get("back", "/ui/samples"),
                                  trace_link(self._trace_url, sample.trace_id), standing,
-                                 against))
+                                 against, marks.get(sample.id)))
 
     async def thumbnail(self, request: web.Request, store: SampleStore) -> web.Response:
         return await self._file(request, store, original=False)

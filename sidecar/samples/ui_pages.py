@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from lookout.sidecar.samples.audit_marks import AuditMark
 from lookout.sidecar.samples.query import FORMATS
 from lookout.sidecar.samples.store import Page, Sample
 from lookout.sidecar.samples.ui_overlay import overlay
@@ -71,9 +72,19 @@ def login_page(next_path: str, error: str = "") -> str:
 the sample API. The session lasts 8 hours.</p></section>''', signed_in=False)
 
 
-def legend() -> str:
+def legend(audit: bool = False) -> str:
+    """The box styles' key; `audit`: with the annotators' (a page showing audits)."""
+    annotators = '<span class="key audit">annotators (audit)</span>' if audit else ""
     return ('<p class="legend"><span class="key primary">primary</span>'
-            '<span class="key reference">reference</span></p>')
+            f'<span class="key reference">reference</span>{annotators}</p>')
+
+
+def _audit_badge(mark: AuditMark | None) -> str:
+    if mark is None:
+        return ""
+    state = "labelled" if mark.labelled else "sent for labelling"
+    return (f'<dt>audit</dt><dd class="audit" title="batch {escape(mark.batch_id)}">'
+            f'{state}</dd>')
 
 
 def filter_form(params: Mapping[str, str], action: str = "/ui/samples",
@@ -87,18 +98,24 @@ def filter_form(params: Mapping[str, str], action: str = "/ui/samples",
             f'<button type="submit">filter</button> <a href="{action}">clear</a></form>')
 
 
-def card(sample: Sample, back: str) -> str:
+def card(sample: Sample, back: str, mark: AuditMark | None = None) -> str:
+    """One sample in the list; an audited one is marked (class `audited`, an audit row)
+    and shows its annotators' boxes."""
     agreement = "-" if sample.agreement is None else f"{sample.agreement:.2f}"
     link = f"/ui/samples/{sample.id}?{urllib.parse.urlencode({'back': back})}"
-    return (f'<a class="card" href="{escape(link)}" data-sample="{sample.id}">'
+    audited = " audited" if mark is not None else ""
+    boxes = mark.boxes if mark is not None else ()
+    return (f'<a class="card{audited}" href="{escape(link)}" data-sample="{sample.id}">'
             f'<div class="frame"><img src="/ui/samples/{sample.id}/thumbnail" '
             f'width="{sample.thumbnail_width}" height="{sample.thumbnail_height}" '
-            f'loading="lazy" alt="sample {sample.id}">{overlay(sample, labels=False)}</div>'
+            f'loading="lazy" alt="sample {sample.id}">'
+            f'{overlay(sample, labels=False, audit=boxes)}</div>'
             f'<dl><dt>time</dt><dd>{_when(sample.time)}</dd>'
             f'<dt>model</dt><dd>{escape(sample.model)} {escape(sample.version)}</dd>'
             f'<dt>strategy</dt><dd>{escape(sample.strategy)}</dd>'
             f'<dt>status</dt><dd>{sample.status}</dd>'
-            f'<dt>agreement</dt><dd>{agreement}</dd>{_pod(sample)}</dl></a>')
+            f'<dt>agreement</dt><dd>{agreement}</dd>{_pod(sample)}{_audit_badge(mark)}'
+            f'</dl></a>')
 
 
 def _pod(sample: Sample) -> str:
@@ -106,9 +123,12 @@ def _pod(sample: Sample) -> str:
     return f'<dt>pod</dt><dd class="pod">{escape(sample.pod)}</dd>' if sample.pod else ""
 
 
-def gallery_page(page: Page, params: Mapping[str, str], total: int) -> str:
+def gallery_page(page: Page, params: Mapping[str, str], total: int,
+                 marks: Mapping[str, AuditMark] | None = None) -> str:
+    """`marks`: the audited samples of the page (`audit_marks.py`)."""
+    marks = marks or {}
     here = f"/ui/samples?{_query_string(params)}"
-    cards = "".join(card(sample, here) for sample in page.samples) or \
+    cards = "".join(card(sample, here, marks.get(sample.id)) for sample in page.samples) or \
         '<p class="empty">No sample matches these filters.</p>'
     paging = []
     if params.get("cursor"):
@@ -122,7 +142,7 @@ def gallery_page(page: Page, params: Mapping[str, str], total: int) -> str:
         f'<a class="export" href="/ui/export?{escape(_query_string(params, format=kind))}">'
         f'{kind.upper()} export</a>' for kind in FORMATS)
     body = (f'<h1>Samples</h1>{filter_form(params)}'
-            f'<div class="toolbar">{legend()}<p class="count">{total} matching, '
+            f'<div class="toolbar">{legend(bool(marks))}<p class="count">{total} matching, '
             f'{len(page.samples)} shown</p><p class="exports">{exports}</p>'
             f'<p><a href="/ui/compare?{escape(filters)}">compare versions</a></p></div>'
             f'<section class="grid">{cards}</section>'
@@ -166,13 +186,31 @@ def _features_table(features: Mapping[str, Any] | None,
             f'</thead><tbody>{"".join(rows)}</tbody></table></section>')
 
 
+def _annotations_table(mark: AuditMark) -> str:
+    if not mark.labelled:
+        return (f'<section class="detections audit"><h2>Annotators (audit '
+                f'{escape(mark.batch_id)})</h2><p>not labelled yet</p></section>')
+    rows = "".join(f'<tr><td>{escape(label)}</td>'
+                   f'<td>{", ".join(f"{v:.0f}" for v in box)}</td></tr>'
+                   for label, *box in mark.boxes)
+    return (f'<section class="detections audit"><h2>Annotators (audit '
+            f'{escape(mark.batch_id)}, {len(mark.boxes)})</h2><table><thead><tr>'
+            f'<th>class</th><th>box (x1, y1, x2, y2 thumbnail px)</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table></section>')
+
+
 def sample_page(sample: Sample, back: str, trace_url: str | None,
-                standing: Mapping[str, float], against: str) -> str:
+                standing: Mapping[str, float], against: str,
+                mark: AuditMark | None = None) -> str:
+    """`mark`: the sample's audit, if it was drawn for one: its annotators' boxes are
+    drawn as a third style, with a toggle, a legend entry and a table of their own."""
+    layers = [("primary", "primary boxes"), ("reference", "reference boxes")]
+    if mark is not None:
+        layers.append(("audit", "annotators' boxes"))
     toggles = "".join(
         f'<input type="checkbox" id="show-{name}" checked>'
         f'<label for="show-{name}" class="toggle {name}">{label}</label>'
-        for name, label in (("primary", "primary boxes"), ("reference", "reference boxes"),
-                            ("labels", "labels")))
+        for name, label in (*layers, ("labels", "labels")))
     agreement = "not measured" if sample.agreement is None else f"{sample.agreement:.3f}"
     if sample.trace_id and trace_url:
         trace = (f'<a class="trace" href="{escape(trace_url)}" rel="noreferrer">'
@@ -192,17 +230,20 @@ def sample_page(sample: Sample, back: str, trace_url: str | None,
              f'<dt>latency</dt><dd>{sample.latency * 1000:.1f} ms</dd>'
              f'<dt>agreement</dt><dd class="agreement">{agreement}</dd>'
              f'<dt>trace</dt><dd>{trace}</dd>'
-             f'<dt>image</dt><dd>{sample.width}x{sample.height}</dd>{_pod(sample)}</dl>')
+             f'<dt>image</dt><dd>{sample.width}x{sample.height}</dd>{_pod(sample)}'
+             f'{_audit_badge(mark)}</dl>')
     safe_back = gallery_path(back)
     body = (f'<p><a href="{escape(safe_back)}">back to the gallery</a></p>'
             f'<h1>Sample {sample.id}</h1><div class="sample">'
-            f'<div class="viewer">{toggles}{legend()}<div class="frame large">'
+            f'<div class="viewer">{toggles}{legend(mark is not None)}<div class="frame large">'
             f'<img src="/ui/samples/{sample.id}/thumbnail" width="{sample.thumbnail_width}" '
-            f'height="{sample.thumbnail_height}" alt="sample {sample.id}">{overlay(sample)}'
+            f'height="{sample.thumbnail_height}" alt="sample {sample.id}">'
+            f'{overlay(sample, audit=mark.boxes if mark is not None else ())}'
             f'</div><p class="downloads">download: {" ".join(downloads)}</p></div>'
             f'<div class="about">{facts}</div></div><div class="side-by-side">'
             f'{_detections_table("Primary", "primary", sample.primary_detections)}'
             f'{_detections_table("Reference", "reference", sample.reference_detections)}'
+            f'{_annotations_table(mark) if mark is not None else ""}'
             f'</div>{_features_table(sample.features, standing, against)}')
     return layout(f"sample {sample.id}", body)
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 from lookout.cli.generate import OPERATIONAL, RULES, artefacts
 from lookout.dashboards.build import KUBE_RESTARTS
+from lookout.sidecar.samples.audit_records import AuditRecords
+from lookout.sidecar.samples.store import SampleStore
 from lookout.slo import catalog
 from lookout.slo.spec import load_spec
+from tests.sidecar.test_audit_metrics import audit
 from tests.support.processes import (
     request,
     require_tool,
@@ -97,7 +100,11 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
         path = tmp_path / Path(name).name
         path.write_text(files[name])
         rule_files.append(path)
-    stack = start_shadow_stack("yolo11n", "--sample-dir", str(tmp_path / "samples"),
+    samples = tmp_path / "samples"
+    store = SampleStore(samples)  # with an audit of the model, for the audit panels
+    AuditRecords(store).write(audit("b1", model="yolo11n"))
+    store.close()
+    stack = start_shadow_stack("yolo11n", "--sample-dir", str(samples),
                                # the trust band learnt from 20 images: judged in this run
                                "--proxy-trust-window", "5",
                                "--proxy-trust-baseline-windows", "4")
