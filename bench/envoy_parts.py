@@ -153,7 +153,7 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
 
 class Drainer:
     """Reads the tap's rings as a busy analysis worker does, without analysing: polling
-    every 2 ms, never saying it sleeps, so the tap's copies succeed and it is sent no
+    every 5 ms, never saying it sleeps, so the tap's copies succeed and it is sent no
     wake-ups (a ring nobody reads is full, and a full ring costs less)."""
 
     def __init__(self, rings: list[Ring]) -> None:

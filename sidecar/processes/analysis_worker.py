@@ -50,8 +50,9 @@ NICENESS = 10
 BATCH = 64
 PARENT_CHECK_SECONDS = 1.0
 # after its last record a worker polls its rings this often for this long before it
-# sleeps on their wake pipes: under traffic, records never cost Envoy a wake-up
-POLL_SECONDS, AWAKE_SECONDS = 0.002, 0.25
+# sleeps on their wake pipes: under traffic, records never cost Envoy a wake-up (a
+# record waits at most 5 ms: 50 of them at 10,000 requests a second)
+POLL_SECONDS, AWAKE_SECONDS = 0.005, 0.25
 STAGE_DRAIN_SECONDS = 10.0
 FORWARD_QUEUE = "lead_worker"
 RECORD_COMPONENT = "record"  # a ring record that does not decode
