@@ -75,10 +75,15 @@ class WindowTally:
 
 @dataclass(slots=True)
 class TrustBand:
-    """The normal range of each statistic, learnt from windows of normal traffic."""
+    """The normal range of each statistic, learnt from windows of normal traffic: the
+    lowest and highest seen and their spread, kept raw so that the margin (widening the
+    range by margin x spread either way) can be scaled later without relearning; an
+    audit that finds the proxies wrong where they were trusted narrows it."""
 
     low: np.ndarray
     high: np.ndarray
+    spread: np.ndarray
+    margin: float
 
     @classmethod
     def learn(cls, windows: np.ndarray, margin: float) -> TrustBand:
@@ -87,16 +92,23 @@ class TrustBand:
             low, high = np.nanmin(windows, axis=0), np.nanmax(windows, axis=0)
         # a statistic that never moved still gets rounding room
         spread = np.maximum(np.nan_to_num(high - low), 1e-6 * np.abs(np.nan_to_num(high)))
-        return cls(low - margin * spread, high + margin * spread)
+        return cls(low, high, spread, margin)
 
-    def reasons(self, statistics: np.ndarray) -> list[Distrust]:
-        """The judged statistics outside the band; a NaN (no flip-checked image) says
-        nothing. A band that could not be learnt (NaN) judges nothing either."""
+    def bounds(self, factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """The band judged against, its margin scaled by `factor`."""
+        room = self.margin * factor * self.spread
+        return self.low - room, self.high + room
+
+    def reasons(self, statistics: np.ndarray, factor: float = 1.0) -> list[Distrust]:
+        """The judged statistics outside the band (its margin scaled by `factor`); a NaN
+        (no flip-checked image) says nothing. A band that could not be learnt (NaN)
+        judges nothing either."""
+        low, high = self.bounds(factor)
         found = []
         with np.errstate(invalid="ignore"):
             for reason, column, side in JUDGED:
                 value = statistics[column]
-                if value < self.low[column] or (side == "both" and value > self.high[column]):
+                if value < low[column] or (side == "both" and value > high[column]):
                     found.append(reason)
         return found
 
@@ -109,6 +121,7 @@ class TrustJudge:
     baseline_windows: int
     margin: float
     band: TrustBand | None = None
+    factor: float = 1.0  # scales the band's margin from the next judged window on
     current: WindowTally = field(default_factory=WindowTally)
     _learnt: list[np.ndarray] = field(default_factory=list)
 
@@ -130,7 +143,7 @@ class TrustJudge:
             if len(self._learnt) >= self.baseline_windows:
                 self.band = TrustBand.learn(np.array(self._learnt), self.margin)
             return None
-        return self.band.reasons(statistics)
+        return self.band.reasons(statistics, self.factor)
 
 
 def confirmed(detections: Detections, mirrored: Detections, width: float, floor: float,

@@ -12,7 +12,7 @@ holds always reaches the next one."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lookout.sidecar.pipeline.analysis import Analysis, TrafficAnalyzer
@@ -76,14 +76,16 @@ class AnalysisChain:
 
     @classmethod
     def build(cls, model: ModelSettings, metrics: SidecarMetrics,
-              samples: SampleRecorder | None = None) -> AnalysisChain:
+              samples: SampleRecorder | None = None,
+              margins: Callable[[str], float] | None = None) -> AnalysisChain:
         """The whole chain for one model, as the lead worker runs it. `samples` is a
-        recorder shared with other models' chains (one store, one writer)."""
+        recorder shared with other models' chains (one store, one writer); `margins`
+        the trust bands' factors the lookout process publishes."""
         size = DecodeSize()  # raised by every stage that needs the pixels
         analyzer = TrafficAnalyzer(model.analysis, metrics, decode_size=size)
         names = analyzer.model.class_names
-        reference = ShadowEvaluator(model.shadow, metrics, names, decode_size=size) \
-            if model.shadowed else NoReference()
+        reference = ShadowEvaluator(model.shadow, metrics, names, decode_size=size,
+                                    margins=margins) if model.shadowed else NoReference()
         drift = DriftMonitor(model.drift, metrics, names) if model.drift else None
         shared = samples is not None
         if samples is None and model.samples.sample_dir:

@@ -39,9 +39,12 @@ class ModelChains:
     name = "analysis"  # the `component` label of a failed batch
 
     def __init__(self, settings: ChainSettings, metrics: SidecarMetrics,
-                 build: ChainBuilder | None = None) -> None:
-        """`build` makes one model's chain (the lead's full chain by default)."""
+                 build: ChainBuilder | None = None,
+                 margins: Callable[[str], float] | None = None) -> None:
+        """`build` makes one model's chain (the lead's full chain by default, whose
+        trust bands follow `margins`)."""
         self._settings = settings
+        self._margins = margins
         self._metrics = metrics
         self.samples: SampleRecorder | None = None
         self.gpu: GpuCollector | None = None
@@ -59,7 +62,7 @@ class ModelChains:
         self._other = metrics.labelled(OTHER_MODEL, UNKNOWN_VERSION)
 
     def _lead_chain(self, model: ModelSettings, metrics: SidecarMetrics) -> AnalysisChain:
-        return AnalysisChain.build(model, metrics, self.samples)
+        return AnalysisChain.build(model, metrics, self.samples, self._margins)
 
     def chain_for(self, model: str) -> AnalysisChain | None:
         chain = self.chains.get(model)

@@ -41,6 +41,7 @@ from lookout.sidecar.processes.analysis_pool import (
 )
 from lookout.sidecar.processes.envoy import EnvoyStartError
 from lookout.sidecar.processes.label_file import LABELS_FILE
+from lookout.sidecar.processes.margin_file import MARGINS_FILE, write_margins
 from lookout.sidecar.runtime.event_loop import run_event_loop
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.admin_token import AdminToken
@@ -48,6 +49,7 @@ from lookout.sidecar.samples.api import SampleApi
 from lookout.sidecar.samples.audit_metrics import AUDIT_REFRESH_SECONDS, AuditGauges
 from lookout.sidecar.samples.audit_metrics import COMPONENT as AUDIT_COMPONENT
 from lookout.sidecar.samples.audit_records import AuditRecords
+from lookout.sidecar.samples.audit_trust import margin_factors
 from lookout.sidecar.samples.door import API, GALLERY, LIMITED, WRONG, Door
 from lookout.sidecar.samples.guesses import GuessLimiter, GuessSettings
 from lookout.sidecar.samples.store import SampleStore, StoreError
@@ -108,6 +110,7 @@ class Sidecar:
         self._store: SampleStore | None = None
         self._fleet: FleetStore | None = None
         self._private = ""
+        self._published_margins: dict[str, float] | None = None
 
     async def start(self) -> None:
         """Envoy serves both data ports; the tap hands exchanges to the analysis
@@ -127,7 +130,7 @@ class Sidecar:
         try:
             self.workers = AnalysisPool(channel, worker_settings(config, self.models),
                                         self.metrics, count, wake_dir=self._private,
-                                        labels_path=labels_path)
+                                        labels_path=labels_path, margins_path=self._margins)
             self.model_labels = ModelLabels.of(
                 of(LabelSettings, config),
                 turned_away=self.metrics[catalog.MODEL_LABELS_REFUSED].inc)
@@ -221,8 +224,30 @@ class Sidecar:
             else:
                 if store is not None:
                     records = AuditRecords(store)
-                    await loop.run_in_executor(None, gauges.refresh_from, records.all)
+                    await loop.run_in_executor(None, self._read_audits, gauges, records)
             await asyncio.sleep(AUDIT_REFRESH_SECONDS)
+
+    @property
+    def _margins(self) -> str:
+        """Where the trust bands' margin factors are published for the lead worker."""
+        return os.path.join(self._private, MARGINS_FILE)
+
+    def _read_audits(self, gauges: AuditGauges, records: AuditRecords) -> None:
+        """One read of the records: the audit gauges, then what each model's newest
+        audit teaches its trust band (`samples/audit_trust.py`), published when it
+        changed."""
+        found = gauges.refresh_from(records.all)
+        if found is None:
+            return
+        factors = margin_factors(found, [model.name for model in self.models])
+        if factors != self._published_margins:
+            try:
+                write_margins(self._margins, factors)
+            except OSError as error:
+                self.metrics.component_error(AUDIT_COMPONENT)
+                log.warning("trust margins: cannot publish them: %s", error)
+                return
+            self._published_margins = factors
 
     def _audit_store(self) -> SampleStore | FleetStore | None:
         """Where the audit records are: the fleet's store with `sample_url`, else the

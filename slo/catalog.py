@@ -184,6 +184,12 @@ PROXY_DISTRUST = MetricSpec(
     "reference_boxes, reference_flip_consistency), else 0.",
     (*_MV, "reason"),
 )
+PROXY_TRUST_MARGIN_FACTOR = MetricSpec(
+    "lookout_proxy_trust_margin_factor", MetricType.GAUGE,
+    "What the trust band's margin is multiplied by: 1 normally, less while the model's "
+    "newest audit found a proxy outside its interval (by more than the bias alert's "
+    "margin) that the trust signal had called trusted. Set at each judged window.", _MV,
+)
 SHADOW_UNTRUSTED = MetricSpec(
     "lookout_shadow_untrusted", MetricType.COUNTER,
     "What was evaluated in windows whose proxies are not to be believed (count: images, "
@@ -381,7 +387,8 @@ ALL: tuple[MetricSpec, ...] = (
     SHADOW_PRIMARY_BOXES, SHADOW_REFERENCE_BOXES, SHADOW_MATCHED_BOXES,
     SHADOW_EVALUATIONS, SHADOW_DURATION, SHADOW_MATCH_IOU, SHADOW_CONFIDENCE_GAP,
     FLIP_BOXES, FLIP_MATCHED_BOXES, SHADOW_CONFIRMED_REFERENCE_BOXES,
-    SHADOW_CONFIRMED_MATCHED_BOXES, PROXY_TRUST, PROXY_DISTRUST, SHADOW_UNTRUSTED,
+    SHADOW_CONFIRMED_MATCHED_BOXES, PROXY_TRUST, PROXY_DISTRUST, PROXY_TRUST_MARGIN_FACTOR,
+    SHADOW_UNTRUSTED,
     SUSPECT_DETECTIONS, AUDIT_ESTIMATE, AUDIT_TIMESTAMP, AUDIT_IMAGES,
     DRIFT_STATISTIC, DRIFT_ALARM, DRIFT_THRESHOLD, DRIFT_PSI, DRIFT_WINDOWS,
     SAMPLES_STORED, SAMPLES_DROPPED, SAMPLE_STORE_BYTES,
@@ -392,6 +399,11 @@ ALL: tuple[MetricSpec, ...] = (
     GPU_THROTTLE_SECONDS, GPU_ECC_ERRORS, GPU_XID_ERRORS, GPU_COLLECTOR_FAILURES,
     MODEL_INFO, SERVED_RESPONSES,
 )
+
+# How far outside an audit's 95% interval a proxy may lie (LookoutProxyBiasHigh's default
+# `proxy_bias_margin`, and the sidecar's rule for an audit that disagrees with the trust
+# signal): one number, so the alert and the trust band cannot judge an audit differently.
+PROXY_BIAS_MARGIN = 0.05
 
 # Response codes the sidecar generates itself are exported as e.g. `sidecar_502`, so
 # PromQL can tell them from the upstream's own `502` while one regex still counts both.

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from lookout.slo.catalog import REQUEST_DURATION
+from lookout.slo.catalog import PROXY_BIAS_MARGIN, REQUEST_DURATION
 from lookout.slo.promql import QueryError, check_counter_query
 
 
@@ -91,7 +91,7 @@ class ServiceSpec:
     period_seconds: int = 28 * 86400
     low_traffic_min_events: int = 100
     # LookoutProxyBiasHigh: how far outside an audit's 95% interval a proxy may lie
-    proxy_bias_margin: float = 0.05
+    proxy_bias_margin: float = PROXY_BIAS_MARGIN
     window_scale: float = 1.0  # tests only: shrink every window (the period too)
     runbook_base_url: str = "https://github.com/lookout-sre/lookout/blob/main/runbooks"
     # where people reach a sidecar's admin port, for the gallery links (slo/links.py)

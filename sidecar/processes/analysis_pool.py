@@ -129,11 +129,12 @@ class AnalysisPool:
 
     def __init__(self, config: ChannelSettings, workers: WorkerSettings,
                  metrics: SidecarMetrics, count: int, wake_dir: str | None = None,
-                 labels_path: str = "") -> None:
+                 labels_path: str = "", margins_path: str = "") -> None:
         """`workers`: what each worker is made of. `wake_dir`: the rings wake their
         consumers through FIFOs made there, which a producer that is not our child (the
         tap in Envoy) opens by name. `labels_path`: the discovered model labels the
-        lookout process publishes."""
+        lookout process publishes; `margins_path`: the trust bands' margin factors it
+        publishes for the lead."""
         check_channel(config, count)
         producer_count = producers(config)
         forward_bytes = FORWARD_RING_BYTES * (count - 1)
@@ -169,7 +170,8 @@ class AnalysisPool:
         self._supervisor = Supervisor("analysis worker", main, [(WorkerSpec(
             index, workers, tuple(inboxes[index]),
             tuple(forwards) if index == 0 else (forwards[index - 1],),
-            self.files.path, os.getpid(), labels_path),) for index in range(count)],
+            self.files.path, os.getpid(), labels_path, margins_path if index == 0 else ""),)
+            for index in range(count)],
             self._died)
 
     @property

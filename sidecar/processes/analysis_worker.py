@@ -39,6 +39,8 @@ from lookout.sidecar.processes import wire
 from lookout.sidecar.processes.child_metrics import record_into
 from lookout.sidecar.processes.label_file import FollowedLabels
 from lookout.sidecar.processes.lead_forward import Forwarder
+from lookout.sidecar.processes.margin_file import COMPONENT as MARGINS_COMPONENT
+from lookout.sidecar.processes.margin_file import FollowedMargins
 from lookout.sidecar.processes.worker_spec import WorkerSpec
 from lookout.sidecar.runtime.logs import FailureLog, configure_logging
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -68,9 +70,14 @@ class AnalysisWorker:
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
+        components: list[str] = []
         if spec.lead:
-            self.chains = ModelChains(settings.chains, self.metrics)
+            margins = FollowedMargins(
+                spec.margins_path, lambda: self.metrics.component_error(MARGINS_COMPONENT)
+            ).factor if spec.margins_path else None
+            self.chains = ModelChains(settings.chains, self.metrics, margins=margins)
             queues = [*self.chains.queues, FORWARD_QUEUE]
+            components = [MARGINS_COMPONENT] if spec.margins_path else []
         else:
             forwarder = Forwarder(self.forwards[0],
                                   lambda: self.metrics.queue_dropped(FORWARD_QUEUE)) \
@@ -79,7 +86,7 @@ class AnalysisWorker:
                                       AnalysisChain.forwarding(model, metrics, forwarder))
             queues = [FORWARD_QUEUE]
         self.metrics.initialise(queues=queues,
-                                components=self.chains.components)
+                                components=[*self.chains.components, *components])
         for model in settings.chains.models:  # each model's series from 0
             self.metrics.labelled(model.name, model.version).initialise(
                 reasons=list(Reason), outcomes=list(Outcome))

@@ -1,6 +1,7 @@
 """The one serialisation between lookout's Python processes: pickle, at its highest
 protocol. What crosses: an analysis a worker forwards to the lead (a ring record), the
-discovered labels lookout's process publishes to the workers (a file), and each
+discovered labels lookout's process publishes to the workers (a file), the trust bands'
+margin factors it publishes to the lead (a file), and each
 worker's spec (pickled by multiprocessing at spawn). The tap's records and counters are
 not Python's: they are the C layouts of `tap/PROTOCOL.md`.
 

@@ -33,6 +33,7 @@ class WorkerSpec:
     metrics_dir: str
     parent_pid: int
     labels_path: str = ""  # the lookout process's discovered labels (label_file.py)
+    margins_path: str = ""  # the trust bands' margin factors (margin_file.py), lead only
 
     @property
     def lead(self) -> bool:

@@ -131,7 +131,9 @@ class ShadowEvaluator:
     def __init__(self, config: ShadowSettings, metrics: SidecarMetrics,
                  primary_names: Sequence[str] = (),
                  budget: ComputeBudget | None = None, seed: int | None = None,
-                 decode_size: DecodeSize | None = None) -> None:
+                 decode_size: DecodeSize | None = None,
+                 margins: Callable[[str], float] | None = None) -> None:
+        """`margins`: each model's trust-band margin factor (`quality/trust.py`)."""
         self._config = config
         self.decode_size = decode_size or DecodeSize()
         self._hand_on: HandOn = end_of_chain
@@ -142,7 +144,7 @@ class ShadowEvaluator:
                                                config.shadow_max_busy_share)
         self._random = random.Random(seed)
         self._flip_random = random.Random(None if seed is None else seed + 1)
-        self.trust = ProxyTrust(config, metrics)
+        self.trust = ProxyTrust(config, metrics, margins)
         self._queue: queue.Queue[ShadowSample | None] = queue.Queue(config.shadow_queue_size)
         self._thread = threading.Thread(target=self._run, name="lookout-shadow", daemon=True)
         self.state = State.LOADING

@@ -108,13 +108,18 @@ class AuditGauges:
         self._failed = failed
         self._families: list[Metric] = audit_families((), self._models)
 
-    def refresh_from(self, read: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
-        """The gauges of the records `read` returns now; never raises (fail-open)."""
+    def refresh_from(self, read: Callable[[], Iterable[Mapping[str, Any]]]
+                     ) -> list[Mapping[str, Any]] | None:
+        """The gauges of the records `read` returns now, and those records for other
+        readers (None when they could not be read); never raises (fail-open)."""
         try:
-            self._families = audit_families(read(), self._models)
+            records = list(read())
+            self._families = audit_families(records, self._models)
         except Exception as error:  # any failure is counted, never raised (fail-open)
             self._failed()
             log.warning("audit gauges: cannot read the audit records: %s", error)
+            return None
+        return records
 
     def collect(self) -> list[Metric]:
         return self._families

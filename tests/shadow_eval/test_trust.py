@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lookout.shadow_eval.boxes import Detections
-from lookout.shadow_eval.trust import Distrust, TrustJudge, WindowTally, confirmed
+from lookout.shadow_eval.trust import Distrust, TrustBand, TrustJudge, WindowTally, confirmed
 
 
 def _feed(judge: TrustJudge, boxes_per_image: int, score: float, flip=None):
@@ -47,3 +47,28 @@ def test_confirmed_boxes_are_sure_and_survive_their_flip() -> None:
     sure, survived = confirmed(detections, mirrored, width, floor=0.35, iou=0.5)
     assert survived == 2
     assert len(sure) == 1 and sure.scores.tolist() == [np.float32(0.9)]
+
+
+def test_a_factor_narrows_the_margin_without_relearning() -> None:
+    # boxes per image 3..5 learnt: spread 2, margin 0.25 -> [2.5, 5.5]; at 0.5 [2.75, 5.25]
+    band = TrustBand.learn(np.array([[3.0, 0.6, 1.0], [5.0, 0.8, 1.0]]), margin=0.25)
+    assert band.low[0] == 3 and band.high[0] == 5 and band.spread[0] == 2  # kept raw
+    just_inside = np.array([5.4, 0.7, 1.0])
+    assert band.reasons(just_inside) == []
+    assert band.reasons(just_inside, factor=0.5) == [Distrust.BOXES]
+    assert band.reasons(np.array([2.6, 0.7, 1.0]), factor=0.5) == [Distrust.BOXES]
+    assert band.reasons(just_inside) == []  # nothing learnt was changed
+
+
+def test_the_judge_judges_with_its_current_factor() -> None:
+    judge = TrustJudge(window=1, baseline_windows=2, margin=0.25)
+    _feed(judge, 3, 0.6, (3, 3, 3))
+    _feed(judge, 5, 0.6, (5, 5, 5))
+    # 5.4 boxes per image is not an integer count: feed a window of 5 images instead
+    judge.window = 5
+    scores = [np.full(n, 0.6, np.float32) for n in (5, 5, 6, 6, 5)]  # 5.4 per image
+    assert [judge.add(s) for s in scores][-1] == []
+    judge.factor = 0.5
+    assert [judge.add(s) for s in scores][-1] == [Distrust.BOXES]
+    judge.factor = 1.0
+    assert [judge.add(s) for s in scores][-1] == []
