@@ -60,10 +60,11 @@ def _consume(address, out) -> None:
     records = []
     while len(records) < 100:
         record = ring.take()
-        if record is None:
-            import select
-
-            select.select([ring.wake_fd], [], [], 5)
+        if record is None:  # as a worker sleeps: say so, look again, then block
+            ring.consumer_sleeps(True)
+            if not ring.waiting:
+                select.select([ring.wake_fd], [], [], 5)
+            ring.consumer_sleeps(False)
             ring.clear_wakeups()
             continue
         records.append(record)
