@@ -78,6 +78,7 @@ class SampleSink:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._pending = 0
+        self._left_over = False
         self._thread = threading.Thread(target=self._run, name="lookout-sample-sink",
                                         daemon=True)
         self.spool: Spool | None = None
@@ -92,6 +93,9 @@ class SampleSink:
 
     def start(self, store: SampleStore) -> None:
         self.spool = Spool(store, self._lost.inc)
+        # what a restarted pod left unsent goes at once; a fresh spool's first samples
+        # wait for a whole batch or the interval, like any later ones
+        self._left_over = bool(self.spool.unsent(1))
         self._thread.start()
 
     def notify(self) -> None:
@@ -121,7 +125,9 @@ class SampleSink:
         try:
             loop.run_until_complete(self._probe(bucket))
             deadline: float | None = None
-            due = 0.0  # the next flush by the interval (a full batch goes sooner)
+            # the next flush by the interval (a full batch goes sooner)
+            due = 0.0 if self._left_over else \
+                time.monotonic() + self._settings.sample_upload_interval
             while True:
                 if self._stopping.is_set() and deadline is None:
                     deadline = time.monotonic() + FLUSH_ON_CLOSE

@@ -96,40 +96,59 @@ def lookout(*args: str, server: S3Server | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(server.env() if server else {})}, check=False)
 
 
+def _uploaded(side: SidecarProcess, count: int) -> None:
+    """Until `count` samples are uploaded; failing, says what was stored and logged."""
+    try:
+        wait_until(lambda: metric(side, catalog.SAMPLES_UPLOADED) == count, 60,
+                   f"{count} samples uploaded")
+    except AssertionError as error:
+        raise AssertionError(
+            f"{error}: stored {metric(side, catalog.SAMPLES_STORED)}, uploaded "
+            f"{metric(side, catalog.SAMPLES_UPLOADED)}; {side.process.output[-3000:]}") from None
+
+
 @pytest.fixture(scope="module")
 def fleet(s3_server, demo_upstream, tmp_path_factory):
     """pod-a (v1) killed with samples unsent and restarted on its volume; pod-b (v2)
     deleted. Both volumes are read afterwards: what each sidecar wrote."""
     url = f"s3://{s3_server.create_bucket('fleet-e2e')}/team"
     spool_a, spool_b = (tmp_path_factory.mktemp(pod) / "spool" for pod in ("a", "b"))
-    pod_a = sidecar(demo_upstream, spool_a, url, "pod-a", "v1", server=s3_server)
-    pod_b = sidecar(demo_upstream, spool_b, url, "pod-b", "v2", server=s3_server)
-    for seed in range(BATCH):
-        send(demo_upstream, pod_a, seed)
-        send(demo_upstream, pod_b, 100 + seed)
-    for side in (pod_a, pod_b):
-        wait_until(lambda s=side: metric(s, catalog.SAMPLES_UPLOADED) == BATCH, 60,
-                   "a first batch uploaded")
-    for seed in range(BATCH, BATCH + 2):
-        send(demo_upstream, pod_a, seed)
-        send(demo_upstream, pod_b, 100 + seed)
-    for side in (pod_a, pod_b):
-        wait_until(lambda s=side: metric(s, catalog.SAMPLES_STORED) == BATCH + 2, 60,
-                   "every frame stored")
-    # two samples wait in each spool (the interval is 10 minutes): kill one pod now
-    wait_until(lambda: metric(pod_a, catalog.SAMPLE_SPOOL_BYTES) > 0, 30, "the spool gauge")
-    assert metric(pod_a, catalog.SAMPLES_UPLOADED) == BATCH
-    for pid in process_tree(pod_a.process.popen.pid):
-        os.kill(pid, signal.SIGKILL)
-    pod_a.process.popen.wait(30)
-    assert pod_b.stop() == 0  # deleted: its shutdown flushes the spool
-    restarted = sidecar(demo_upstream, spool_a, url, "pod-a", "v1",  # the same emptyDir
-                        server=s3_server)
-    wait_until(lambda: metric(restarted, catalog.SAMPLES_UPLOADED) == 2, 60,
-               "the restarted pod to upload what it had left")
-    assert restarted.stop() == 0
-    return {"url": url, "wrote": {"pod-a": spooled(spool_a), "pod-b": spooled(spool_b)},
-            "outputs": pod_a.process.output + pod_b.process.output}
+    started = []  # stopped whatever happens: a failed wait must not leak sidecars
+    try:
+        pod_a = sidecar(demo_upstream, spool_a, url, "pod-a", "v1", server=s3_server)
+        started.append(pod_a)
+        pod_b = sidecar(demo_upstream, spool_b, url, "pod-b", "v2", server=s3_server)
+        started.append(pod_b)
+        for seed in range(BATCH):
+            send(demo_upstream, pod_a, seed)
+            send(demo_upstream, pod_b, 100 + seed)
+        for side in (pod_a, pod_b):
+            _uploaded(side, BATCH)
+        for seed in range(BATCH, BATCH + 2):
+            send(demo_upstream, pod_a, seed)
+            send(demo_upstream, pod_b, 100 + seed)
+        for side in (pod_a, pod_b):
+            wait_until(lambda s=side: metric(s, catalog.SAMPLES_STORED) == BATCH + 2, 60,
+                       "every frame stored")
+        # two samples wait in each spool (the interval is 10 minutes): kill one pod now
+        wait_until(lambda: metric(pod_a, catalog.SAMPLE_SPOOL_BYTES) > 0, 30, "the spool gauge")
+        assert metric(pod_a, catalog.SAMPLES_UPLOADED) == BATCH
+        for pid in process_tree(pod_a.process.popen.pid):
+            os.kill(pid, signal.SIGKILL)
+        pod_a.process.popen.wait(30)
+        assert pod_b.stop() == 0  # deleted: its shutdown flushes the spool
+        restarted = sidecar(demo_upstream, spool_a, url, "pod-a", "v1",  # the same emptyDir
+                            server=s3_server)
+        started.append(restarted)
+        wait_until(lambda: metric(restarted, catalog.SAMPLES_UPLOADED) == 2, 60,
+                   "the restarted pod to upload what it had left")
+        assert restarted.stop() == 0
+        yield {"url": url, "wrote": {"pod-a": spooled(spool_a), "pod-b": spooled(spool_b)},
+               "outputs": pod_a.process.output + pod_b.process.output}
+    finally:
+        for side in started:
+            if side.process.alive():
+                side.stop()
 
 
 def test_every_sample_either_pod_wrote_is_listed_once_with_its_facts(fleet) -> None:
@@ -261,7 +280,7 @@ def test_the_same_through_azure_blob_storage(demo_upstream, tmp_path) -> None:
         side = start_sidecar(f"http://127.0.0.1:{demo_upstream}", *options, env=env)
         for seed in range(BATCH):
             send(demo_upstream, side, 300 + seed)
-        wait_until(lambda: metric(side, catalog.SAMPLES_UPLOADED) == BATCH, 60, "a batch")
+        _uploaded(side, BATCH)
         for seed in range(BATCH, BATCH + 2):  # these two wait: the interval is 10 minutes
             send(demo_upstream, side, 300 + seed)
         wait_until(lambda: metric(side, catalog.SAMPLES_STORED) == BATCH + 2, 60, "stored")
