@@ -35,12 +35,12 @@ from scipy import stats
 from lookout.shadow_eval.boxes import Detections
 from lookout.shadow_eval.matching import match
 from lookout.sidecar.samples.audit_items import LabelledBox
+from lookout.sidecar.samples.audit_records import ALL_CLASSES
 from lookout.sidecar.samples.export import thumbnail_boxes
 from lookout.sidecar.samples.store import Sample
 
 IOU = 0.5
 LEVEL = 0.95
-ALL = "all"  # the every-class row
 # per image and class: audited counts, then the proxy's counts
 TP, PREDICTED, TRUTH, MATCHED, PRIMARY, REFERENCE = range(6)
 QUANTITIES = ("true_positives", "predicted", "truth", "matched", "primary", "reference")
@@ -88,7 +88,7 @@ def count_matrix(per_image: Sequence[Mapping[str, np.ndarray]]
             if name in counts:
                 matrix[row, column] = counts[name]
     matrix[:, -1] = matrix[:, :-1].sum(axis=1)
-    return [*classes, ALL], matrix
+    return [*classes, ALL_CLASSES], matrix
 
 
 def _ratio(totals: np.ndarray, numerator: int, denominator: int) -> float:

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookout.sidecar.samples.audit_estimates import (
-    ALL,
     count_matrix,
     estimate,
     image_counts,
     predictions,
 )
 from lookout.sidecar.samples.audit_items import AuditItem, LabelledBox
+from lookout.sidecar.samples.audit_records import ALL_CLASSES, RATES
 from lookout.sidecar.samples.store import Sample
 
 if TYPE_CHECKING:
@@ -91,5 +91,5 @@ def complete(record: dict[str, Any], samples: Sequence[Sample],
             "top_up_boxes": {"true_positives": int(top_counts[:, -1, 0].sum()),
                              "predicted": int(top_counts[:, -1, 1].sum()),
                              "truth": int(top_counts[:, -1, 2].sum())} if top_up else None,
-            "summary": {rate: (estimates.get(ALL) or {}).get(rate)
-                        for rate in ("precision", "recall")}}
+            "summary": {rate: (estimates.get(ALL_CLASSES) or {}).get(rate)
+                        for rate in RATES}}

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from lookout.sidecar.samples.audit_records import ALL_CLASSES, RATES
 from lookout.slo import catalog
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,6 @@ COMPONENT = "audit"
 AUDIT_REFRESH_SECONDS = 60.0
 MAX_AUDITED_VERSIONS = 3
 MAX_AUDIT_CLASSES = 100
-ALL_CLASSES = "all"  # the record's every-class row (audit_estimates.ALL)
-RATES = ("precision", "recall")
 # quantity label -> how it is read from one rate's entry of the record
 QUANTITIES = ("audited", "lower", "upper", "proxy")
 

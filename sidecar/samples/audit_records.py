@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 AUDITS = "audits"
 AUDIT_FORMAT = 1
+ALL_CLASSES = "all"  # the estimates' every-class row
+RATES = ("precision", "recall")  # each estimates row's rates
 BATCH_ID = re.compile(r"[0-9a-z][0-9a-z-]{0,63}")
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from lookout.sidecar.samples.audit_metrics import ALL_CLASSES, RATES, newest_audits
+from lookout.sidecar.samples.audit_metrics import newest_audits
+from lookout.sidecar.samples.audit_records import ALL_CLASSES, RATES
 from lookout.slo.catalog import PROXY_BIAS_MARGIN
 
 NARROWED = 0.5  # the band's margin while the newest audit disagrees
