@@ -67,15 +67,13 @@ from lookout.slo import catalog
 Bootstrap = dict[str, Any]
 
 
-def _manager(document: Bootstrap) -> dict[str, Any]:
-    listener = next(each for each in document["static_resources"]["listeners"]
-                    if each["name"] == HTTP_LISTENER)
-    return listener["filter_chains"][0]["filters"][0]["typed_config"]
-
-
 def _listener(document: Bootstrap) -> dict[str, Any]:
     return next(each for each in document["static_resources"]["listeners"]
                 if each["name"] == HTTP_LISTENER)
+
+
+def _manager(document: Bootstrap) -> dict[str, Any]:
+    return _listener(document)["filter_chains"][0]["filters"][0]["typed_config"]
 
 
 def _without_filter(name: str) -> Callable[[Bootstrap], None]:
