@@ -10,7 +10,7 @@ from lookout.sidecar.samples.audit_records import AuditRecords
 from lookout.sidecar.samples.store import SampleStore
 from lookout.slo.canary import DEFAULT_METRICS
 from lookout.slo.judge import JudgeSettings, MetricJudgement, MetricOutcome, Verdict, overall
-from tests.sidecar.test_audit_metrics import audit
+from tests.support.audit_records import audit
 
 SETTINGS = JudgeSettings()
 COMPARISON = CanaryComparison("m", "v1", "v2", DEFAULT_METRICS)

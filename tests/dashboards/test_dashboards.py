@@ -14,7 +14,7 @@ from lookout.sidecar.samples.audit_records import AuditRecords
 from lookout.sidecar.samples.store import SampleStore
 from lookout.slo import catalog
 from lookout.slo.spec import load_spec
-from tests.sidecar.test_audit_metrics import audit
+from tests.support.audit_records import audit
 from tests.support.processes import (
     request,
     require_tool,

@@ -14,24 +14,8 @@ from lookout.sidecar.samples.fleet_store import FleetStore
 from lookout.sidecar.samples.layout import parse_store_url
 from lookout.sidecar.samples.store import SampleStore
 from lookout.slo import catalog
+from tests.support.audit_records import T0, audit
 from tests.support.processes import start_sidecar
-
-T0 = 1_800_000_000.0
-
-
-def rate(audited: float, interval: list[float] | None, proxy: float) -> dict:
-    return {"audited": audited, "interval": interval, "proxy": proxy,
-            "bias": audited - proxy, "bias_interval": None}
-
-
-def audit(batch: str, model: str = "m", version: str = "v1", at: float = T0,
-          status: str = "estimated", precision: float = 0.8) -> dict:
-    row = {"precision": rate(precision, [precision - 0.1, precision + 0.05], 0.9),
-           "recall": rate(0.6, [0.5, 0.7], 0.75)}
-    return {"batch_id": batch, "created": at, "estimated": at + 60, "status": status,
-            "model": model, "version": version, "window": {"since": at - 3600, "until": at},
-            "labels": {"random": 40}, "random_ids": [], "top_up_ids": [],
-            "estimates": {"all": row, "car": row, "zebra": row}}
 
 
 def samples(families) -> dict[tuple, float]:
