@@ -10,6 +10,8 @@ BURN_RATE = "lookout:slo_burn_rate:rate{window}"
 EVENTS = "lookout:slo_events:increase{window}"
 BUDGET_REMAINING = "lookout:slo_error_budget_remaining:ratio"
 OBJECTIVE = "lookout:slo_objective:ratio"
+# a drift SLO's time slices: 1 where the model's drift alarm was up that minute, else 0
+DRIFT_SLICES = "lookout:slo_drift_alarm:max"
 # a plain proxy plus the bias its newest audit measured (label rate), and that audit's age
 PROXY_CORRECTED = "lookout:proxy_audit_corrected:ratio_rate1h"
 AUDIT_AGE = "lookout:audit_age:seconds"

@@ -95,8 +95,16 @@ def _quality(slo: SLO, selector: str, window: str) -> SLIQueries:
                       trusted("increase", metric, count, selector, window))
 
 
-def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:
-    """The error ratio of `slo` over `window` (a Prometheus duration)."""
+def drift_slices(spec: ServiceSpec, slo: SLO) -> str:
+    """A drift SLO's time slice: whether any of its series alarms now."""
+    return f"max({catalog.DRIFT_ALARM.name}{{{spec.selector(slo.route)}}})"
+
+
+def sli(spec: ServiceSpec, slo: SLO, window: str, slices: str | None = None) -> SLIQueries:
+    """The error ratio of `slo` over `window` (a Prometheus duration). `slices`: a drift
+    SLO's slices as a recorded series (a selector of `drift_slices` recorded every
+    DRIFT_SLICE), read over the window as a plain range; without it, a subquery
+    evaluates the slices anew over the whole window (ad-hoc queries: the canary's)."""
     selector = spec.selector(slo.route)
     if slo.kind is Kind.AVAILABILITY:
         requests = catalog.REQUESTS.sample_name
@@ -117,8 +125,8 @@ def sli(spec: ServiceSpec, slo: SLO, window: str) -> SLIQueries:
     if slo.kind is Kind.QUALITY:
         return _quality(slo, selector, window)
     if slo.kind is Kind.DRIFT:
-        alarm = f"max({catalog.DRIFT_ALARM.name}{{{selector}}})"
-        return SLIQueries(f"avg_over_time({alarm}[{window}:{DRIFT_SLICE}])",
-                          f"count_over_time({alarm}[{window}:{DRIFT_SLICE}])")
+        over = f"{slices}[{window}]" if slices else \
+            f"{drift_slices(spec, slo)}[{window}:{DRIFT_SLICE}]"
+        return SLIQueries(f"avg_over_time({over})", f"count_over_time({over})")
     assert slo.ratio is not None
     return _ratio(slo.ratio, window)
