@@ -24,6 +24,7 @@ import yaml
 from onnx import helper, numpy_helper
 
 from lookout.canary import templates
+from lookout.lookout_demo.baseline import DRIFT_BASELINE
 from lookout.lookout_demo.models import model_path
 from lookout.lookout_demo.scenes import generate_scene
 from lookout.slo import catalog
@@ -165,11 +166,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryLab]:
         good, good_port = start_demo_upstream()
         bad, bad_port = start_demo_upstream(str(worse))
         processes += [good, bad]
+        # the demo's shipped drift baseline (clean scenes, as this traffic): calibrated
+        # while the reference loads, where learning one from traffic took two minutes
         for version, port, primary in (("v1", good_port, None), ("v1b", good_port, None),
                                        ("v2", bad_port, str(worse))):
             sidecars[version] = start_sidecar(
                 f"http://127.0.0.1:{port}", *shadow_options(MODEL, primary),
-                "--model-version", version, wait_ready=False)
+                "--model-version", version, "--drift-baseline-path", str(DRIFT_BASELINE),
+                wait_ready=False)
         for sidecar in sidecars.values():
             wait_for_reference_model(sidecar)
         prometheus = PrometheusServer(binary, [f"127.0.0.1:{s.admin_port}"
@@ -180,7 +184,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryLab]:
         sparse_end = time.time()
         seed = 5_500_000
         while not all(s.metric(catalog.DRIFT_THRESHOLD.name) > 0
-                      for s in sidecars.values()):  # drift learns its baseline first
+                      for s in sidecars.values()):  # drift calibrates first
             _drive(sidecars, 2, first_seed=seed)
             seed += 1000
         load_start = time.time()
