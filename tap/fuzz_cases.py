@@ -126,8 +126,9 @@ def random_headers(rng: random.Random, c: Case, sid: int, t: int) -> None:
             c.hdr(sid, t, bytes(rng.randrange(256) for _ in range(rng.randrange(40))),
                   bytes(rng.randrange(256) for _ in range(rng.randrange(200))))
         else:
-            c.hdr(sid, t, rng.choice(["a", "x-b", "", "\0\0", "grpc-status", "lookout-error"]),
-                  rng.choice(["", "1", "\0", "999999999999", "-3", "x" * 300]))
+            c.hdr(sid, t, rng.choice(["a", "x-b", "", "\0\0", "grpc-status", "lookout-error",
+                                      "content-length"]),
+                  rng.choice(["", "1", "\0", "999999999999", "-3", "x" * 300, "300000"]))
 
 
 def random_path(rng: random.Random) -> bytes:

@@ -61,6 +61,7 @@ struct stream {
   uint64_t held;                       /* bytes of copies counted against the thread budget */
   uint64_t t0_real, t0_mono, req_end, resp_end, req_bytes, resp_bytes;
   uint32_t flags, route, status, body_truncs;
+  uint64_t hint[2];                    /* the bodies' sizes as announced (content-length) */
   int32_t grpc_status;
   bool budget_trunc, req_heads_done, got_response, compressed_ok, finished, model_published;
   uint8_t trace[16]; bool sampled;
@@ -482,6 +483,8 @@ int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f
   s->t0_real = now(CLOCK_REALTIME), s->t0_mono = now(CLOCK_MONOTONIC);
   s->req_end = s->t0_mono;
   if (header(f, ENVOY_REQUEST_HEADER, ":path", &v, &n)) read_path(s, v, n);
+  if (header(f, ENVOY_REQUEST_HEADER, "content-length", &v, &n) && number(v, n) > 0)
+    s->hint[0] = (uint64_t)number(v, n);
   if (header(f, ENVOY_REQUEST_HEADER, "content-type", &v, &n) && prefix(v, n, "application/grpc")) {
     s->flags |= F_GRPC;
     s->model[0] = '\0';  /* a gRPC call names its model in the body */
@@ -491,6 +494,19 @@ int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f
   publish_model(s, f);
   (void)eos;
   return ENVOY_CONTINUE;
+}
+
+/* A body's whole size reserved at its first bytes when it was announced (content-length,
+ * or a gRPC message's length prefix): one copy in, not a copy per doubling. A hint the
+ * budget refuses is dropped, never counted as a truncation. */
+static void presize(struct stream *s, struct buf *b, int which, envoy_dynamic_module_type_envoy_buffer first) {
+  uint64_t want = s->hint[which];
+  const uint8_t *p = (const uint8_t *)first.ptr;
+  if (b->cap || !p) return;
+  if (!want && (s->flags & F_GRPC) && first.length >= 5)
+    want = 5 + ((uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 8 | p[4]);
+  if (want > s->c->max_body) want = s->c->max_body;
+  if (want > 256) grow(s, b, want);
 }
 
 static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int sec, uint32_t cut) {
@@ -503,6 +519,7 @@ static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int 
   }
   if (!envoy_dynamic_module_callback_http_get_body_chunks(f, type, chunks)) n = 0;
   struct buf *b = &s->sec[sec];
+  presize(s, b, sec == SEC_REQ_BODY ? 0 : 1, n ? chunks[0] : (envoy_dynamic_module_type_envoy_buffer){0});
   for (size_t i = 0; i < n; i++) {
     const uint8_t *p = (const uint8_t *)chunks[i].ptr;
     size_t len = p ? chunks[i].length : 0;
@@ -565,6 +582,8 @@ int envoy_dynamic_module_on_http_filter_response_headers(envoy_filter_envoy_ptr 
   s->resp_end = now(CLOCK_MONOTONIC);
   if (header(f, ENVOY_RESPONSE_HEADER, ":status", &v, &n) && number(v, n) >= 0)
     s->status = (uint32_t)number(v, n);
+  if (header(f, ENVOY_RESPONSE_HEADER, "content-length", &v, &n) && number(v, n) > 0)
+    s->hint[1] = (uint64_t)number(v, n);
   if (has_header(f, ENVOY_RESPONSE_HEADER, "x-lookout-error")) s->flags |= F_LOCAL;
   grpc_status_from(s, f, ENVOY_RESPONSE_HEADER);
   copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);  /* with the tracer's traceparent */
