@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -123,6 +124,25 @@ def _no_overload_manager(document: Bootstrap) -> None:
     del document["overload_manager"]
 
 
+def _connection_buffers(size: int, *, downstream: bool) -> Callable[[Bootstrap], None]:
+    """Every upstream connection's buffer limit (and the listener's, with `downstream`)
+    at `size` instead of the edge guidance's 32 KiB."""
+    def change(document: Bootstrap) -> None:
+        for cluster in document["static_resources"]["clusters"]:
+            if "per_connection_buffer_limit_bytes" in cluster:
+                cluster["per_connection_buffer_limit_bytes"] = size
+        if downstream:
+            _listener(document)["per_connection_buffer_limit_bytes"] = size
+    return change
+
+
+def _tap_without_bodies(document: Bootstrap) -> None:
+    for each in _manager(document)["http_filters"]:
+        if each["name"] == TAP_NAME:
+            config = each["typed_config"]["filter_config"]
+            config["value"] = re.sub(r"max_body=\d+", "max_body=0", config["value"])
+
+
 def _root_sampling_by_envoy(tracing: dict[str, Any]) -> None:
     """Envoy's own 10% decision and an always-on sampler (the spans of unsampled
     requests are not made)."""
@@ -146,6 +166,11 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "no HTTP inspector": _no_inspector,
     "no local replies": _no_local_replies,
     "no overload manager": _no_overload_manager,
+    "1 MiB upstream buffers": _connection_buffers(1024**2, downstream=False),
+    "1 MiB buffers": _connection_buffers(1024**2, downstream=True),
+    "256 KiB buffers": _connection_buffers(256 * 1024, downstream=True),
+    "128 KiB buffers": _connection_buffers(128 * 1024, downstream=True),
+    "tap copies no bodies": _tap_without_bodies,
 }
 
 
