@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_SAMPLE_RATIO = 0.1  # root traces kept when OTEL_TRACES_SAMPLER names none
 OTLP_CLUSTER = "otlp_collector"
+EXPORT_TIMEOUT_S = 2  # an OTLP export that has not been answered by then has failed
 _RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 
 
@@ -99,11 +100,11 @@ def envoy_tracing(env: Mapping[str, str], model: str, version: str, *,
     }
     if otlp_grpc and export:
         config["grpc_service"] = {"envoy_grpc": {"cluster_name": OTLP_CLUSTER},
-                                  "timeout": "2s"}
+                                  "timeout": f"{EXPORT_TIMEOUT_S}s"}
     else:
         config["http_service"] = {
             "http_uri": {"uri": f"{'https' if tls else 'http'}://{host}:{port}{path}",
-                         "cluster": OTLP_CLUSTER, "timeout": "2s"}}
+                         "cluster": OTLP_CLUSTER, "timeout": f"{EXPORT_TIMEOUT_S}s"}}
     tracing = {
         "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
         "random_sampling": {"value": 100},

@@ -31,7 +31,7 @@ from pathlib import Path
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_admin import admin_request
 from lookout.sidecar.dataplane.envoy_config import GRPC_LISTENER, HTTP_LISTENER
-from lookout.sidecar.dataplane.envoy_tracing import OTLP_CLUSTER
+from lookout.sidecar.dataplane.envoy_tracing import EXPORT_TIMEOUT_S, OTLP_CLUSTER
 from lookout.sidecar.runtime.logs import FailureLog
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,11 @@ class EnvoyProcess:
                 while time.monotonic() < deadline and \
                         self._stat(FLUSHES) < flushes + self._span_flushers:
                     time.sleep(0.05)
-                while time.monotonic() < deadline and self._stat(EXPORTS_IN_FLIGHT) > 0:
+                # those exports end within their timeout, answered or not; later
+                # flushes keep starting others (a collector that never answers would
+                # hold every shutdown for the whole grace), so the wait ends by then
+                exported = min(deadline, time.monotonic() + EXPORT_TIMEOUT_S + 0.5)
+                while time.monotonic() < exported and self._stat(EXPORTS_IN_FLIGHT) > 0:
                     time.sleep(0.05)
         process.terminate()
         try:
