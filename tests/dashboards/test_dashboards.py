@@ -8,8 +8,11 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 from lookout.cli.generate import OPERATIONAL, RULES, artefacts
 from lookout.dashboards.build import KUBE_RESTARTS
+from lookout.lookout_demo.baseline import DRIFT_BASELINE
 from lookout.sidecar.samples.audit_records import AuditRecords
 from lookout.sidecar.samples.store import SampleStore
 from lookout.slo import catalog
@@ -97,8 +100,13 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
     files = artefacts(load_spec(REPO / "slo.yaml"))
     rule_files = []
     for name in (RULES, OPERATIONAL):
+        # every group at the global 1 s: the drift slices' own 1m group would first run
+        # anywhere in its first minute
+        document = yaml.safe_load(files[name])
+        for group in document["groups"]:
+            group.pop("interval", None)
         path = tmp_path / Path(name).name
-        path.write_text(files[name])
+        path.write_text(yaml.safe_dump(document))
         rule_files.append(path)
     samples = tmp_path / "samples"
     store = SampleStore(samples)  # with an audit of the model, for the audit panels
@@ -107,15 +115,16 @@ def test_every_query_returns_series_from_a_live_sidecar(tmp_path) -> None:
     stack = start_shadow_stack("yolo11n", "--sample-dir", str(samples),
                                # the trust band learnt from 20 images: judged in this run
                                "--proxy-trust-window", "5",
-                               "--proxy-trust-baseline-windows", "4")
+                               "--proxy-trust-baseline-windows", "4",
+                               # calibrated at start from the demo's clean scenes
+                               "--drift-baseline-path", str(DRIFT_BASELINE))
     sidecar = stack.sidecar
     prometheus = PrometheusServer(binary, [f"127.0.0.1:{sidecar.admin_port}"], rule_files)
     try:
         send = stack.send_frames
-        send(range(50))  # the drift baseline
         wait_until(lambda: f"{catalog.DRIFT_THRESHOLD.name}{{" in sidecar.metrics_text(), 120,
                    "the drift detector to be calibrated")
-        send(range(50, 80))  # more than one drift window
+        send(range(30))  # more than one drift window, and the trust band's 20 images
         assert request(sidecar.port, "POST", "/predict", body=b"not an image",
                        headers={"Content-Type": "image/jpeg"}).status == 400
         wait_until(lambda: f"{catalog.DRIFT_STATISTIC.name}{{" in sidecar.metrics_text(), 60,
