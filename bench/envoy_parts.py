@@ -126,7 +126,7 @@ def _no_overload_manager(document: Bootstrap) -> None:
 
 def _connection_buffers(size: int, *, downstream: bool) -> Callable[[Bootstrap], None]:
     """Every upstream connection's buffer limit (and the listener's, with `downstream`)
-    at `size` instead of the edge guidance's 32 KiB."""
+    at `size` instead of lookout's 256 KiB (the edge guidance says 32 KiB)."""
     def change(document: Bootstrap) -> None:
         for cluster in document["static_resources"]["clusters"]:
             if "per_connection_buffer_limit_bytes" in cluster:
@@ -150,6 +150,21 @@ def _root_sampling_by_envoy(tracing: dict[str, Any]) -> None:
     tracing["provider"]["typed_config"].pop("sampler")
 
 
+def _no_protections(document: Bootstrap) -> None:
+    """Every part that hardens the port gone at once (each alone is within the noise):
+    the buffer filter, header case, X-Forwarded-For, the refusing routes, the inspector,
+    local replies, the overload manager, the timeouts and header checks lookout adds."""
+    for change in (_without_filter("envoy.filters.http.buffer"), _no_preserve_case,
+                   _no_forwarded_for, _one_route, _no_inspector, _no_local_replies,
+                   _no_overload_manager):
+        change(document)
+    manager = _manager(document)
+    for key in ("request_headers_timeout", "stream_idle_timeout", "request_timeout",
+                "max_request_headers_kb", "common_http_protocol_options"):
+        manager.pop(key, None)
+    _listener(document).pop("per_connection_buffer_limit_bytes", None)
+
+
 VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "as shipped": lambda document: None,
     "no tracing": _no_tracing,
@@ -170,7 +185,9 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "1 MiB buffers": _connection_buffers(1024**2, downstream=True),
     "256 KiB buffers": _connection_buffers(256 * 1024, downstream=True),
     "128 KiB buffers": _connection_buffers(128 * 1024, downstream=True),
+    "32 KiB buffers": _connection_buffers(32 * 1024, downstream=True),
     "tap copies no bodies": _tap_without_bodies,
+    "no protections": _no_protections,
 }
 
 
