@@ -69,9 +69,18 @@ def start_shadow_stack(model_name: str = "yolo-test", *extra: str,
                        env: dict[str, str] | None = None) -> ShadowStack:
     """Returns once the reference model is loaded: images offered earlier are skipped."""
     upstream, port = start_demo_upstream()
-    sidecar = start_sidecar(f"http://127.0.0.1:{port}", *shadow_options(model_name),
-                            "--flip-share", "1", *extra, env=env)
-    wait_for_reference_model(sidecar)
+    try:
+        sidecar = start_sidecar(f"http://127.0.0.1:{port}", *shadow_options(model_name),
+                                "--flip-share", "1", *extra, env=env)
+    except BaseException:  # a sidecar that cannot start leaves no upstream running
+        upstream.terminate()
+        raise
+    try:
+        wait_for_reference_model(sidecar)
+    except BaseException:
+        sidecar.stop()
+        upstream.terminate()
+        raise
     return ShadowStack(upstream, sidecar)
 
 
