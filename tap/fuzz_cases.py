@@ -177,7 +177,7 @@ def random_case(rng: random.Random) -> Case:
         for _ in range(rng.choice([0, 1, 2, 5])):
             chunks = rng.choice([[b""], ["rep:61:100000"] * 100, [os.urandom(100)] * 3,
                                  ["rep:00:1048576"] * 10, []])
-            c.body(sid, 0, 0, chunks)
+            c.body(sid, 0, rng.randrange(2), chunks)  # eos: a body handed over whole
         if rng.random() < 0.3:
             random_headers(rng, c, sid, 1)
             c.do(sid, "reqt")
@@ -195,7 +195,8 @@ def random_case(rng: random.Random) -> Case:
             random_headers(rng, c, sid, 2)
             c.do(sid, "resph", rng.randrange(2))
             for _ in range(rng.choice([0, 1, 3])):
-                c.body(sid, 2, 0, rng.choice([[os.urandom(1000)], ["rep:62:1048576"] * 10, [b""]]))
+                c.body(sid, 2, rng.randrange(2),
+                       rng.choice([[os.urandom(1000)], ["rep:62:1048576"] * 10, [b""]]))
             if rng.random() < 0.5:
                 c.hdr(sid, 3, "grpc-status", rng.choice(["0", "14", "", "x"]))
                 random_headers(rng, c, sid, 3)

@@ -61,7 +61,7 @@ struct stream {
   uint64_t held;                       /* bytes of copies counted against the thread budget */
   uint64_t t0_real, t0_mono, req_end, resp_end, req_bytes, resp_bytes;
   uint32_t flags, route, status, body_truncs;
-  uint64_t hint[2];                    /* the bodies' sizes as announced (content-length) */
+  uint64_t resp_size;                  /* the response body's size as the upstream announced it */
   int32_t grpc_status;
   bool budget_trunc, req_heads_done, got_response, compressed_ok, finished, model_published;
   uint8_t trace[16]; bool sampled;
@@ -430,9 +430,14 @@ static void proto_field1(const uint8_t *p, size_t n, char *model) {
   }
 }
 
+/* A gRPC message's length, from its 5-byte prefix (a flag byte, then big-endian u32). */
+static uint32_t grpc_length(const uint8_t *prefix) {
+  return (uint32_t)prefix[1] << 24 | (uint32_t)prefix[2] << 16 | (uint32_t)prefix[3] << 8 | prefix[4];
+}
+
 static void grpc_model(struct stream *s) {
   if (s->gp_len < 5) return;
-  uint32_t len = (uint32_t)s->gp[1] << 24 | (uint32_t)s->gp[2] << 16 | (uint32_t)s->gp[3] << 8 | s->gp[4];
+  uint32_t len = grpc_length(s->gp);
   size_t avail = s->gp_len - 5 < len ? s->gp_len - 5 : len;
   if (!(s->gp[0] & 1)) {
     proto_field1(s->gp + 5, avail, s->model);
@@ -483,8 +488,6 @@ int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f
   s->t0_real = now(CLOCK_REALTIME), s->t0_mono = now(CLOCK_MONOTONIC);
   s->req_end = s->t0_mono;
   if (header(f, ENVOY_REQUEST_HEADER, ":path", &v, &n)) read_path(s, v, n);
-  if (header(f, ENVOY_REQUEST_HEADER, "content-length", &v, &n) && number(v, n) > 0)
-    s->hint[0] = (uint64_t)number(v, n);
   if (header(f, ENVOY_REQUEST_HEADER, "content-type", &v, &n) && prefix(v, n, "application/grpc")) {
     s->flags |= F_GRPC;
     s->model[0] = '\0';  /* a gRPC call names its model in the body */
@@ -496,20 +499,29 @@ int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f
   return ENVOY_CONTINUE;
 }
 
-/* A body's whole size reserved at its first bytes when it was announced (content-length,
- * or a gRPC message's length prefix): one copy in, not a copy per doubling. A hint the
- * budget refuses is dropped, never counted as a truncation. */
-static void presize(struct stream *s, struct buf *b, int which, envoy_dynamic_module_type_envoy_buffer first) {
-  uint64_t want = s->hint[which];
-  const uint8_t *p = (const uint8_t *)first.ptr;
-  if (b->cap || !p) return;
-  if (!want && (s->flags & F_GRPC) && first.length >= 5)
-    want = 5 + ((uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 8 | p[4]);
+/* A body's size reserved at its first bytes when it is known: one copy in, not a copy per
+ * doubling. Known means here (a callback that ends the body: the HTTP port's buffer filter
+ * hands the request over whole) or announced by the upstream (content-length, a gRPC
+ * message's length prefix). A client's announcement is not taken: a gRPC call could then
+ * hold the thread's budget with five bytes. A reservation the budget refuses is dropped. */
+static void presize(struct stream *s, struct buf *b, int sec, bool eos,
+                    const envoy_dynamic_module_type_envoy_buffer *chunks, size_t n) {
+  uint64_t want = 0;
+  if (b->cap || !n) return;
+  if (eos)
+    for (size_t i = 0; i < n; i++) want += chunks[i].ptr ? chunks[i].length : 0;
+  if (sec == SEC_RESP_BODY) {
+    uint64_t announced = s->resp_size;
+    if (!announced && (s->flags & F_GRPC) && chunks[0].ptr && chunks[0].length >= 5)
+      announced = 5 + (uint64_t)grpc_length((const uint8_t *)chunks[0].ptr);
+    if (announced > want) want = announced;
+  }
   if (want > s->c->max_body) want = s->c->max_body;
   if (want > 256) grow(s, b, want);
 }
 
-static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int sec, uint32_t cut) {
+static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int sec, uint32_t cut,
+                      bool eos) {
   envoy_dynamic_module_type_envoy_buffer local[64], *chunks = local;
   size_t n = envoy_dynamic_module_callback_http_get_body_chunks_size(f, type);
   if (!n) return;
@@ -519,7 +531,7 @@ static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int 
   }
   if (!envoy_dynamic_module_callback_http_get_body_chunks(f, type, chunks)) n = 0;
   struct buf *b = &s->sec[sec];
-  presize(s, b, sec == SEC_REQ_BODY ? 0 : 1, n ? chunks[0] : (envoy_dynamic_module_type_envoy_buffer){0});
+  presize(s, b, sec, eos, chunks, n);
   for (size_t i = 0; i < n; i++) {
     const uint8_t *p = (const uint8_t *)chunks[i].ptr;
     size_t len = p ? chunks[i].length : 0;
@@ -544,14 +556,13 @@ int envoy_dynamic_module_on_http_filter_request_body(envoy_filter_envoy_ptr f,
                                                      envoy_filter_module_ptr m, bool eos) {
   struct stream *s = (struct stream *)m;
   if (!s) return ENVOY_CONTINUE;
-  copy_body(s, f, ENVOY_RECEIVED_REQUEST_BODY, SEC_REQ_BODY, F_REQ_TRUNC);
+  copy_body(s, f, ENVOY_RECEIVED_REQUEST_BODY, SEC_REQ_BODY, F_REQ_TRUNC, eos);
   s->req_end = now(CLOCK_MONOTONIC);
   if ((s->flags & F_GRPC) && !s->model_published && s->gp_len > s->gp_tried) {
     s->gp_tried = s->gp_len;  /* each new prefix byte tried once: at most GRPC_PREFIX */
     grpc_model(s);
     publish_model(s, f);
   }
-  (void)eos;
   return ENVOY_CONTINUE;
 }
 
@@ -583,7 +594,7 @@ int envoy_dynamic_module_on_http_filter_response_headers(envoy_filter_envoy_ptr 
   if (header(f, ENVOY_RESPONSE_HEADER, ":status", &v, &n) && number(v, n) >= 0)
     s->status = (uint32_t)number(v, n);
   if (header(f, ENVOY_RESPONSE_HEADER, "content-length", &v, &n) && number(v, n) > 0)
-    s->hint[1] = (uint64_t)number(v, n);
+    s->resp_size = (uint64_t)number(v, n);
   if (has_header(f, ENVOY_RESPONSE_HEADER, "x-lookout-error")) s->flags |= F_LOCAL;
   grpc_status_from(s, f, ENVOY_RESPONSE_HEADER);
   copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);  /* with the tracer's traceparent */
@@ -597,9 +608,8 @@ int envoy_dynamic_module_on_http_filter_response_body(envoy_filter_envoy_ptr f,
                                                       envoy_filter_module_ptr m, bool eos) {
   struct stream *s = (struct stream *)m;
   if (!s) return ENVOY_CONTINUE;
-  copy_body(s, f, ENVOY_RECEIVED_RESPONSE_BODY, SEC_RESP_BODY, F_RESP_TRUNC);
+  copy_body(s, f, ENVOY_RECEIVED_RESPONSE_BODY, SEC_RESP_BODY, F_RESP_TRUNC, eos);
   s->resp_end = now(CLOCK_MONOTONIC);
-  (void)eos;
   return ENVOY_CONTINUE;
 }
 
