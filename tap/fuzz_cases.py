@@ -94,14 +94,26 @@ def known_case() -> tuple[Case, dict]:
     c.new(2)  # no response at all
     c.hdr(2, 0, ":path", "/v2/models/m/versions/7/infer/")
     c.do(2, "reqh", 1)
-    expect = {"models": {b"resnet-50", b"yolo", b"m"}, "trace": trace}
+    c.new(3)  # large bodies of odd lengths: the ring's streaming copy, its ends unaligned
+    c.hdr(3, 0, ":path", "/elsewhere")
+    c.do(3, "reqh", 0)
+    request, response = random.Random(3).randbytes(70_001), random.Random(4).randbytes(100_003)
+    c.body(3, 0, 1, [request[:1], request[1:40_000], request[40_000:]])
+    c.hdr(3, 2, ":status", "200")
+    c.hdr(3, 2, "content-length", str(len(response)))
+    c.do(3, "resph", 0)
+    c.body(3, 2, 0, [response[:16_387]])
+    c.body(3, 2, 1, [response[16_387:]])
+    expect = {"models": {b"resnet-50", b"yolo", b"m"}, "trace": trace,
+              "large": (request, response)}
     return c, expect
 
 
 def check_known(records: list[dict], counters: dict, expect: dict) -> None:
     slots = counters["areas"][0]["slots"]
     got = {(s["model"], s["route"], s["code"], s["flags"]) for s in slots}
-    want = {(b"resnet-50", 0, 200, 0), (b"yolo", 4, 5, 1), (b"m", 1, 0, 4)}
+    want = {(b"resnet-50", 0, 200, 0), (b"yolo", 4, 5, 1), (b"m", 1, 0, 4),
+            (b"", len(ROUTES), 200, 0)}
     assert got == want, f"slots {got} != {want}"
     resnet = next(s for s in slots if s["model"] == b"resnet-50")
     assert resnet["exemplar_trace_id"] == expect["trace"] and resnet["exemplar_seq"] == 1, resnet
@@ -115,6 +127,10 @@ def check_known(records: list[dict], counters: dict, expect: dict) -> None:
     assert grpc["flags"] == 4 and grpc["grpc_status"] == 5, grpc
     assert grpc["response_trailers"] == [(b"grpc-status", b"5")], grpc
     assert records[2]["flags"] == 16 and records[2]["status"] == 0, records[2]
+    request, response = expect["large"]
+    large = records[3]
+    assert large["flags"] == 0 and large["request_body"] == request and \
+        large["response_body"] == response, "the large bodies were not copied byte-exact"
 
 
 def random_headers(rng: random.Random, c: Case, sid: int, t: int) -> None:

@@ -15,6 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "envoy_abi.h"
 
@@ -37,6 +40,7 @@
 #define GRPC_PREFIX 1024u  /* request body bytes kept for the gRPC model: 5-byte prefix + message */
 #define INFLATE_MAX 512u   /* bounded decompression of that message's start */
 #define MODEL_MAX 63u
+#define STREAM_MIN 4096u   /* parts at least this long go into a ring by streaming stores */
 enum { SEC_REQ_HEAD, SEC_REQ_BODY, SEC_REQ_TRAIL, SEC_RESP_HEAD, SEC_RESP_BODY, SEC_RESP_TRAIL };
 enum { F_REQ_TRUNC = 1, F_RESP_TRUNC = 2, F_GRPC = 4, F_LOCAL = 8, F_NO_RESPONSE = 16 };
 /* area header words (PROTOCOL.md) */
@@ -648,6 +652,29 @@ static void traceparent(struct stream *s) {
   }
 }
 
+/* A part into the ring. The ring is larger than the caches and its lines were last touched
+ * by the reader on another core, so a plain copy reads each line in before writing it:
+ * at 100 KB that was 14 us against 4 with streaming stores, which bypass the cache (the
+ * reader, not Envoy, reads the bytes next). Ordered before the record is published by the
+ * caller's fence (ring_put). */
+static void copy_out(uint8_t *to, const uint8_t *from, size_t n) {
+#if defined(__SSE2__)
+  if (n >= STREAM_MIN) {
+    size_t lead = (16 - ((uintptr_t)to & 15)) & 15;
+    memcpy(to, from, lead), to += lead, from += lead, n -= lead;
+    for (; n >= 64; n -= 64, to += 64, from += 64) {
+      __m128i a = _mm_loadu_si128((const __m128i *)(const void *)from);
+      __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(from + 16));
+      __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(from + 32));
+      __m128i d = _mm_loadu_si128((const __m128i *)(const void *)(from + 48));
+      _mm_stream_si128((__m128i *)(void *)to, a), _mm_stream_si128((__m128i *)(void *)(to + 16), b);
+      _mm_stream_si128((__m128i *)(void *)(to + 32), c), _mm_stream_si128((__m128i *)(void *)(to + 48), d);
+    }
+  }
+#endif
+  memcpy(to, from, n);
+}
+
 static bool ring_put(struct ring *r, const struct buf *parts, int nparts, uint64_t size) {
   uint64_t *h = word(r->base);
   uint64_t written = __atomic_load_n(&h[2], RLX), taken = __atomic_load_n(&h[3], __ATOMIC_ACQUIRE);
@@ -661,7 +688,10 @@ static bool ring_put(struct ring *r, const struct buf *parts, int nparts, uint64
   at += offset;
   memcpy(at, &size, 8), at += 8;
   for (int i = 0; i < nparts; i++)
-    if (parts[i].len) memcpy(at, parts[i].p, parts[i].len), at += parts[i].len;
+    if (parts[i].len) copy_out(at, parts[i].p, parts[i].len), at += parts[i].len;
+#if defined(__SSE2__)
+  _mm_sfence();  /* streaming stores are weakly ordered: done before `write` says so */
+#endif
   __atomic_store_n(&h[0], pos + waste + need, __ATOMIC_RELEASE);
   __atomic_store_n(&h[2], written + 1, __ATOMIC_RELEASE);
   __atomic_thread_fence(__ATOMIC_SEQ_CST);  /* publish, then look at whether it sleeps */
