@@ -32,6 +32,7 @@
 #define RLX __ATOMIC_RELAXED
 #define CNT_MAGIC 0x31544e434b4f4f4cULL /* "LOOKCNT1" */
 #define REC_MAGIC 0x3154504cU           /* "LPT1" */
+#define PIECE_MAGIC 0x3150504cU         /* "LPP1" */
 #define CNT_HEADER 1024u
 #define AREA_HEADER 128u
 #define SLOT 1216u
@@ -41,8 +42,11 @@
 #define INFLATE_MAX 512u   /* bounded decompression of that message's start */
 #define MODEL_MAX 63u
 #define STREAM_MIN 4096u   /* parts at least this long go into a ring by streaming stores */
+#define PIECE_MIN 8192u    /* a body whose first callback brings this much goes by pieces */
+#define PIECE_HEAD 16u
 enum { SEC_REQ_HEAD, SEC_REQ_BODY, SEC_REQ_TRAIL, SEC_RESP_HEAD, SEC_RESP_BODY, SEC_RESP_TRAIL };
-enum { F_REQ_TRUNC = 1, F_RESP_TRUNC = 2, F_GRPC = 4, F_LOCAL = 8, F_NO_RESPONSE = 16 };
+enum { F_REQ_TRUNC = 1, F_RESP_TRUNC = 2, F_GRPC = 4, F_LOCAL = 8, F_NO_RESPONSE = 16,
+       F_REQ_PIECES = 32, F_RESP_PIECES = 64 };
 /* area header words (PROTOCOL.md) */
 enum { A_RECORDS, A_RING_FULL, A_TRUNC_BUDGET, A_TRUNC_BODY, A_UNRECORDED, A_EXCHANGES, A_SLOTS_USED };
 
@@ -59,6 +63,7 @@ struct cfg {
 };
 
 struct buf { uint8_t *p; size_t len, cap; };
+struct part { const void *p; size_t len; };  /* bytes a ring record is written from */
 struct stream {
   const struct cfg *c;
   struct buf sec[6];
@@ -71,10 +76,14 @@ struct stream {
   uint8_t trace[16]; bool sampled;
   char model[MODEL_MAX + 1];
   uint8_t gp[GRPC_PREFIX]; size_t gp_len, gp_tried;
+  uint64_t id;                         /* names the stream's pieces; 0 until its first */
+  int64_t ring;                        /* the ring its pieces went to (its record follows); -1 */
+  uint64_t piece_bytes[2];             /* request, response body bytes put as pieces */
 };
 
 static uint32_t next_thread;            /* thread indices handed out (atomic) */
-static __thread int64_t my_thread = -1; /* this worker's index, claimed at its first finish */
+static __thread int64_t my_thread = -1; /* this worker's index, claimed when it first taps */
+static __thread uint64_t next_id;       /* stream ids: from the clock at the claim, then +1 */
 static __thread uint64_t thread_held;   /* bytes all this worker's streams hold in copies */
 static __thread uint32_t next_ring;     /* round-robin position among this worker's rings */
 
@@ -253,7 +262,7 @@ envoy_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
       if (n && line[n - 1] == '\r') line[--n] = '\0';
       if (n) error = config_line(c, line, &layout, &have_body);
     }
-    if (!error && layout != 2) error = "layout must be 2";
+    if (!error && layout != 3) error = "layout must be 3";
     if (!error && !c->cnt) error = "no counters";
     if (!error && (!c->per_thread || c->nrings != c->threads * c->per_thread))
       error = "rings must number threads x ring_workers";
@@ -479,7 +488,7 @@ envoy_filter_module_ptr envoy_dynamic_module_on_http_filter_new(envoy_filter_con
   if (!s) return NULL;
   s->c = c;
   s->t0_real = now(CLOCK_REALTIME), s->t0_mono = now(CLOCK_MONOTONIC);
-  s->route = s->c->nroutes, s->grpc_status = -1;
+  s->route = s->c->nroutes, s->grpc_status = -1, s->ring = -1;
   return s;
 }
 
@@ -524,6 +533,65 @@ static void presize(struct stream *s, struct buf *b, int sec, bool eos,
   if (want > 256) grow(s, b, want);
 }
 
+/* This worker's index, claimed the first time it taps; false past the configured threads
+ * (it then taps nothing: finish counts it untapped). */
+static bool tapping(const struct cfg *c) {
+  if (my_thread < 0) {
+    my_thread = __atomic_fetch_add(&next_thread, 1, RLX);
+    __atomic_fetch_add(word(c->cnt) + 7, 1, RLX);
+    next_id = now(CLOCK_REALTIME);  /* a restarted Envoy's ids do not meet its last ones */
+  }
+  return (uint64_t)my_thread < c->threads;
+}
+
+static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size);
+
+/* A record into the stream's ring: once its first piece has chosen one, that ring (the
+ * reader joins a stream's pieces and its record there); else the thread's rings in turn. */
+static bool put(struct stream *s, const struct part *parts, size_t nparts, uint64_t size) {
+  const struct cfg *c = s->c;
+  struct ring *mine = &c->rings[(uint64_t)my_thread * c->per_thread];
+  if (s->ring >= 0) return ring_put(&mine[s->ring], parts, nparts, size);
+  for (uint64_t i = 0; i < c->per_thread; i++) {
+    uint64_t k = (next_ring + i) % c->per_thread;
+    if (ring_put(&mine[k], parts, nparts, size)) {
+      next_ring = (uint32_t)((k + 1) % c->per_thread);
+      s->ring = (int64_t)k;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* A body callback's bytes straight from Envoy's buffer into the ring, as one piece record
+ * (PROTOCOL.md): no copy of the tap's own, nothing held against the budget. A piece the
+ * ring refuses cuts the body (the reader must not take the rest for the whole). */
+static void put_piece(struct stream *s, int sec, uint32_t cut, uint64_t total,
+                      const envoy_dynamic_module_type_envoy_buffer *chunks, size_t n) {
+  int which = sec == SEC_RESP_BODY;
+  uint64_t room = s->c->max_body - s->piece_bytes[which], take = total < room ? total : room;
+  struct part local[65], *parts = n < 65 ? local : calloc(n + 1, sizeof *parts);
+  if (!parts) {
+    s->flags |= cut, s->body_truncs++;
+    return;
+  }
+  if (!s->id) s->id = next_id++;
+  uint8_t head[PIECE_HEAD];
+  uint32_t magic = PIECE_MAGIC, side = (uint32_t)which;
+  memcpy(head, &magic, 4), memcpy(head + 4, &side, 4), memcpy(head + 8, &s->id, 8);
+  parts[0] = (struct part){head, sizeof head};
+  size_t k = 1;
+  for (uint64_t left = take, i = 0; i < n && left; i++) {
+    size_t len = chunks[i].ptr ? chunks[i].length : 0;
+    if (len > left) len = (size_t)left;
+    if (len) parts[k++] = (struct part){chunks[i].ptr, len}, left -= len;
+  }
+  if (take && put(s, parts, k, PIECE_HEAD + take)) s->piece_bytes[which] += take;
+  else take = 0;
+  if (take < total) s->flags |= cut, s->body_truncs++;
+  if (parts != local) free(parts);
+}
+
 static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int sec, uint32_t cut,
                       bool eos) {
   envoy_dynamic_module_type_envoy_buffer local[64], *chunks = local;
@@ -534,24 +602,37 @@ static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int 
     return;
   }
   if (!envoy_dynamic_module_callback_http_get_body_chunks(f, type, chunks)) n = 0;
-  struct buf *b = &s->sec[sec];
-  presize(s, b, sec, eos, chunks, n);
+  uint64_t total = 0;
   for (size_t i = 0; i < n; i++) {
     const uint8_t *p = (const uint8_t *)chunks[i].ptr;
     size_t len = p ? chunks[i].length : 0;
-    if (sec == SEC_REQ_BODY) s->req_bytes += len; else s->resp_bytes += len;
+    total += len;
     if (sec == SEC_REQ_BODY && (s->flags & F_GRPC) && s->gp_len < GRPC_PREFIX && len) {
       size_t k = GRPC_PREFIX - s->gp_len < len ? GRPC_PREFIX - s->gp_len : len;
       memcpy(s->gp + s->gp_len, p, k), s->gp_len += k;
     }
-    if ((s->flags & cut) || !len) continue;
-    size_t room = s->c->max_body - b->len, take = len < room ? len : room;
-    if (take && !grow(s, b, b->len + take)) {
-      s->flags |= F_REQ_TRUNC | F_RESP_TRUNC, s->budget_trunc = true;
-      continue;
+  }
+  if (sec == SEC_REQ_BODY) s->req_bytes += total; else s->resp_bytes += total;
+  struct buf *b = &s->sec[sec];
+  uint32_t pieces = sec == SEC_REQ_BODY ? F_REQ_PIECES : F_RESP_PIECES;
+  if (!(s->flags & (pieces | cut)) && !b->len && total >= PIECE_MIN && s->c->max_body &&
+      tapping(s->c))
+    s->flags |= pieces;  /* a large body: by pieces from its first bytes to its end */
+  if (total && !(s->flags & cut) && (s->flags & pieces)) put_piece(s, sec, cut, total, chunks, n);
+  else if (total && !(s->flags & cut)) {
+    presize(s, b, sec, eos, chunks, n);
+    for (size_t i = 0; i < n; i++) {
+      const uint8_t *p = (const uint8_t *)chunks[i].ptr;
+      size_t len = p ? chunks[i].length : 0;
+      if ((s->flags & cut) || !len) continue;
+      size_t room = s->c->max_body - b->len, take = len < room ? len : room;
+      if (take && !grow(s, b, b->len + take)) {
+        s->flags |= F_REQ_TRUNC | F_RESP_TRUNC, s->budget_trunc = true;
+        continue;
+      }
+      if (take) memcpy(b->p + b->len, p, take), b->len += take;
+      if (take < len) s->flags |= cut, s->body_truncs++;
     }
-    if (take) memcpy(b->p + b->len, p, take), b->len += take;
-    if (take < len) s->flags |= cut, s->body_truncs++;
   }
   if (chunks != local) free(chunks);
 }
@@ -675,7 +756,7 @@ static void copy_out(uint8_t *to, const uint8_t *from, size_t n) {
   memcpy(to, from, n);
 }
 
-static bool ring_put(struct ring *r, const struct buf *parts, int nparts, uint64_t size) {
+static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size) {
   uint64_t *h = word(r->base);
   uint64_t written = __atomic_load_n(&h[2], RLX), taken = __atomic_load_n(&h[3], __ATOMIC_ACQUIRE);
   if (written - taken >= r->max_records || __atomic_load_n(&h[5], __ATOMIC_ACQUIRE)) return false;
@@ -687,7 +768,7 @@ static bool ring_put(struct ring *r, const struct buf *parts, int nparts, uint64
   if (waste) memset(at + offset, 0xff, 8), offset = 0;
   at += offset;
   memcpy(at, &size, 8), at += 8;
-  for (int i = 0; i < nparts; i++)
+  for (size_t i = 0; i < nparts; i++)
     if (parts[i].len) copy_out(at, parts[i].p, parts[i].len), at += parts[i].len;
 #if defined(__SSE2__)
   _mm_sfence();  /* streaming stores are weakly ordered: done before `write` says so */
@@ -772,11 +853,7 @@ static void finish(struct stream *s, envoy_filter_envoy_ptr f) {
   s->finished = true;
   uint64_t end_mono = now(CLOCK_MONOTONIC), end_real = now(CLOCK_REALTIME);
   if (f && !s->req_heads_done) copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);
-  if (my_thread < 0) {
-    my_thread = __atomic_fetch_add(&next_thread, 1, RLX);
-    __atomic_fetch_add(word(c->cnt) + 7, 1, RLX);
-  }
-  if ((uint64_t)my_thread >= c->threads) {
+  if (!tapping(c)) {
     __atomic_fetch_add(word(c->cnt) + 6, 1, RLX);
     return;
   }
@@ -794,21 +871,17 @@ static void finish(struct stream *s, envoy_filter_envoy_ptr f) {
   memcpy(head, &magic, 4), memcpy(head + 4, &s->flags, 4), memcpy(head + 8, fields, 24);
   memcpy(head + 32, &st, 4), memcpy(head + 36, &s->grpc_status, 4);
   memcpy(head + 40, &s->req_bytes, 8), memcpy(head + 48, &s->resp_bytes, 8);
-  struct buf parts[7] = {{head, sizeof head, 0}};
+  memcpy(head + 56, &s->id, 8);
+  struct part parts[7] = {{head, sizeof head}};
   uint64_t size = sizeof head;
   for (int i = 0; i < 6; i++) {
     uint32_t len = (uint32_t)s->sec[i].len;
     memcpy(head + 64 + 4 * i, &len, 4);
-    parts[i + 1] = s->sec[i], size += len;
+    parts[i + 1] = (struct part){s->sec[i].p, s->sec[i].len}, size += len;
   }
-  bool put = false;
-  for (uint64_t i = 0; i < c->per_thread && !put; i++) {
-    uint64_t k = (next_ring + i) % c->per_thread;
-    if ((put = ring_put(&c->rings[(uint64_t)my_thread * c->per_thread + k], parts, 7, size)))
-      next_ring = (uint32_t)((k + 1) % c->per_thread);
-  }
+  bool sent = put(s, parts, 7, size);
   uint64_t *a = word(area);
-  bump(&a[put ? A_RECORDS : A_RING_FULL], 1);
+  bump(&a[sent ? A_RECORDS : A_RING_FULL], 1);
   bump(&a[A_TRUNC_BUDGET], s->budget_trunc), bump(&a[A_TRUNC_BODY], s->body_truncs);
   bump(&a[A_EXCHANGES], 1);
   /* counters' flags: 1 gRPC, 2 local reply, 4 no response; code: the HTTP status, or for

@@ -10,6 +10,8 @@ import struct
 
 CNT_MAGIC = 0x31544E434B4F4F4C
 REC_MAGIC = 0x3154504C
+PIECE_MAGIC = 0x3150504C
+REQUEST_PIECES, RESPONSE_PIECES = 32, 64
 CNT_HEADER, AREA_HEADER, SLOT, RING_HEADER = 1024, 128, 1216, 64
 WRAP = 2**64 - 1
 AREA_WORDS = ("records", "ring_full", "truncated_budget", "truncated_body", "unrecorded",
@@ -146,8 +148,8 @@ def parse_headers(section: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def parse_record(payload: bytes) -> dict:
-    magic, flags, start, duration, upstream, status, grpc_status, req_bytes, resp_bytes = \
-        struct.unpack_from("<IIQQQIiQQ", payload, 0)
+    magic, flags, start, duration, upstream, status, grpc_status, req_bytes, resp_bytes, \
+        stream = struct.unpack_from("<IIQQQIiQQQ", payload, 0)
     if magic != REC_MAGIC:
         raise ValueError(f"bad record magic {magic:#x}")
     lengths = struct.unpack_from("<6I", payload, 64)
@@ -157,7 +159,8 @@ def parse_record(payload: bytes) -> dict:
     for length in lengths:
         sections.append(payload[at:at + length])
         at += length
-    return dict(flags=flags, start_unix_ns=start, duration_ns=duration, upstream_ns=upstream,
+    return dict(flags=flags, stream=stream, start_unix_ns=start, duration_ns=duration,
+                upstream_ns=upstream,
                 status=status, grpc_status=grpc_status, request_bytes=req_bytes,
                 response_bytes=resp_bytes,
                 request_headers=parse_headers(sections[0]), request_body=sections[1],
@@ -166,9 +169,34 @@ def parse_record(payload: bytes) -> dict:
                 response_trailers=parse_headers(sections[5]))
 
 
+def read_exchanges(reader: RingReader) -> tuple[list[dict], dict[int, list[bytes]]]:
+    """A ring's exchange records, each body sent by pieces joined back into its record;
+    and the pieces no record claimed (its record was dropped), by stream id."""
+    records, pending = [], {}
+    while (payload := reader.take()) is not None:
+        magic = struct.unpack_from("<I", payload)[0]
+        if magic == PIECE_MAGIC:
+            side, stream = struct.unpack_from("<IQ", payload, 4)
+            if side not in (0, 1) or not stream:
+                raise ValueError(f"a piece of side {side}, stream {stream}")
+            pending.setdefault(stream, [b"", b""])[side] += payload[16:]
+            continue
+        record = parse_record(payload)
+        if record["flags"] & (REQUEST_PIECES | RESPONSE_PIECES):
+            request, response = pending.pop(record["stream"], [b"", b""])
+            if record["flags"] & REQUEST_PIECES:
+                assert not record["request_body"], "a body both in pieces and in its record"
+                record["request_body"] = request
+            if record["flags"] & RESPONSE_PIECES:
+                assert not record["response_body"], "a body both in pieces and in its record"
+                record["response_body"] = response
+        records.append(record)
+    return records, pending
+
+
 def config_text(counters: str, rings: list[tuple[str, str, int]], ring_workers: int,
                 max_body: int, max_buffered: int, routes: list[str]) -> str:
-    lines = ["layout=2", f"counters={counters}", f"ring_workers={ring_workers}",
+    lines = ["layout=3", f"counters={counters}", f"ring_workers={ring_workers}",
              f"max_body={max_body}", f"max_buffered={max_buffered}"]
     lines += [f"ring={name},{fifo},{records}" for name, fifo, records in rings]
     lines += [f"route={route}" for route in routes]

@@ -77,7 +77,7 @@ def tap_routes(config: TapSettings) -> tuple[str, ...]:
 def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: int,
                   max_buffered: int, routes: Sequence[str]) -> str:
     """The tap's configuration text (`tap/PROTOCOL.md`): rings Envoy-worker major."""
-    lines = ["layout=2", f"counters={counters}", f"ring_workers={workers}",
+    lines = ["layout=3", f"counters={counters}", f"ring_workers={workers}",
              f"max_body={max_body}", f"max_buffered={max_buffered}"]
     lines += [f"ring={ring.name},{ring.wake_path},{ring.max_records}" for ring in rings]
     lines += [f"route={route}" for route in routes]

@@ -6,7 +6,8 @@ blocks, the route and model labels, the trace context Envoy's tracer injected, a
 gRPC the length-prefixed messages (a unary call is one observation; a `ModelStreamInfer`
 stream is one per answered request, paired in order, as the Python port handed them).
 A compressed gRPC message is not analysed (its bytes stay as they came), a cut body is
-flagged, never decoded as a prefix.
+flagged, never decoded as a prefix. A large body comes ahead of its record, in pieces
+(`BodyPieces`), which the record claims by its stream id.
 """
 
 from __future__ import annotations
@@ -27,9 +28,15 @@ from lookout.sidecar.pipeline.raw_headers import RawHeaders
 from lookout.sidecar.served_models import OTHER_MODEL, ModelLabels, path_model
 
 MAGIC = 0x3154504C  # "LPT1"
+PIECE_MAGIC = 0x3150504C  # "LPP1"
 FLAG_REQUEST_CUT, FLAG_RESPONSE_CUT, FLAG_GRPC, FLAG_LOCAL, FLAG_NO_RESPONSE = \
     1, 2, 4, 8, 16
-_HEAD = struct.Struct("<IIQQQIiQQ8x6I")
+FLAG_REQUEST_PIECES, FLAG_RESPONSE_PIECES = 32, 64
+# pieces waiting for their record, per ring: the in-flight large bodies of one Envoy worker
+PENDING_BYTES = 64 * 1024**2
+PENDING_STREAMS = 4096
+_HEAD = struct.Struct("<IIQQQIiQQQ6I")
+_PIECE = struct.Struct("<IIQ")
 _PAIR = struct.Struct("<II")
 _GRPC_PREFIX = struct.Struct(">BI")
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
@@ -37,6 +44,48 @@ _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 class TapRecordError(ValueError):
     """A record that does not follow the layout: counted, never analysed."""
+
+
+class BodyPieces:
+    """The bodies the tap sent ahead of their records, from one ring (one Envoy worker
+    writes it, in order: a stream's pieces, then its record). A stream whose record the
+    tap dropped leaves pieces nobody claims: past the bounds the oldest stream's go, and
+    a record that finds none of its pieces has its body cut."""
+
+    def __init__(self, max_bytes: int = PENDING_BYTES,
+                 max_streams: int = PENDING_STREAMS) -> None:
+        self._pending: dict[int, tuple[list[bytes], list[bytes]]] = {}
+        self._max_bytes, self._max_streams = max_bytes, max_streams
+        self.bytes = 0
+        self.unclaimed = 0  # streams whose pieces were let go without their record
+
+    def add(self, view: memoryview) -> None:
+        if len(view) < _PIECE.size:
+            raise TapRecordError(f"a piece of {len(view)} bytes is shorter than its head")
+        _, side, stream = _PIECE.unpack_from(view)
+        if side not in (0, 1) or not stream:
+            raise TapRecordError(f"a piece for side {side} of stream {stream}")
+        if stream not in self._pending:
+            self._pending[stream] = ([], [])
+        piece = bytes(view[_PIECE.size:])
+        self._pending[stream][side].append(piece)
+        self.bytes += len(piece)
+        while len(self._pending) > 1 and (self.bytes > self._max_bytes or
+                                          len(self._pending) > self._max_streams):
+            self._drop(next(iter(self._pending)))
+            self.unclaimed += 1
+
+    def claim(self, stream: int) -> tuple[bytes, bytes] | None:
+        """A stream's request and response bodies, None when nothing of it is here."""
+        if stream not in self._pending:
+            return None
+        request, response = self._drop(stream)
+        return b"".join(request), b"".join(response)
+
+    def _drop(self, stream: int) -> tuple[list[bytes], list[bytes]]:
+        request, response = self._pending.pop(stream)
+        self.bytes -= sum(map(len, request)) + sum(map(len, response))
+        return request, response
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +123,14 @@ def header_pairs(section: memoryview) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def parse(record: memoryview | bytes) -> TapExchange:
+def parse(record: memoryview | bytes, pieces: BodyPieces | None = None) -> TapExchange:
+    """`pieces`: where the bodies sent ahead of this record wait (a record that says it
+    has some and finds none has those bodies cut)."""
     view = memoryview(record)
     if len(view) < _HEAD.size:
         raise TapRecordError(f"a record of {len(view)} bytes is shorter than its head")
     (magic, flags, started, duration, upstream, status, grpc_status, request_bytes,
-     response_bytes, *lengths) = _HEAD.unpack_from(view)
+     response_bytes, stream, *lengths) = _HEAD.unpack_from(view)
     if magic != MAGIC:
         raise TapRecordError(f"bad magic {magic:#x}: the tap's layout is not this one")
     if _HEAD.size + sum(lengths) != len(view):
@@ -88,10 +139,23 @@ def parse(record: memoryview | bytes) -> TapExchange:
     for length in lengths:
         sections.append(view[at:at + length])
         at += length
+    request_body, response_body = bytes(sections[1]), bytes(sections[4])
+    if flags & (FLAG_REQUEST_PIECES | FLAG_RESPONSE_PIECES):
+        claimed = pieces.claim(stream) if pieces is not None else None
+        request_pieces, response_pieces = claimed or (b"", b"")
+        for has, cut, body, size in (
+                (FLAG_REQUEST_PIECES, FLAG_REQUEST_CUT, request_pieces, request_bytes),
+                (FLAG_RESPONSE_PIECES, FLAG_RESPONSE_CUT, response_pieces, response_bytes)):
+            if flags & has and len(body) != size:
+                flags |= cut  # a piece was let go here: what is left is not the body
+        if flags & FLAG_REQUEST_PIECES:
+            request_body = request_pieces
+        if flags & FLAG_RESPONSE_PIECES:
+            response_body = response_pieces
     return TapExchange(
         flags, started, duration, upstream, status, grpc_status, request_bytes,
-        response_bytes, header_pairs(sections[0]), bytes(sections[1]),
-        header_pairs(sections[2]), header_pairs(sections[3]), bytes(sections[4]),
+        response_bytes, header_pairs(sections[0]), request_body,
+        header_pairs(sections[2]), header_pairs(sections[3]), response_body,
         header_pairs(sections[5]))
 
 
@@ -124,14 +188,20 @@ def _trace(headers: RawHeaders) -> tuple[str | None, str | None, bool]:
 
 
 class TapDecoder:
-    """Turns records into observations with the labels the request path gave before."""
+    """Turns one ring's records into observations with the labels the request path gave
+    before (one decoder per ring: the bodies sent ahead wait in it)."""
 
     def __init__(self, routes: tuple[str, ...], models: ModelLabels) -> None:
         self._routes = RouteTemplates(routes)
         self._models = models
+        self.pieces = BodyPieces()
 
     def decode(self, record: memoryview | bytes) -> list[Observation]:
-        exchange = parse(record)
+        view = memoryview(record)
+        if len(view) >= 4 and int.from_bytes(view[:4], "little") == PIECE_MAGIC:
+            self.pieces.add(view)
+            return []
+        exchange = parse(view, self.pieces)
         request_headers = RawHeaders(exchange.request_headers)
         response_headers = RawHeaders(exchange.response_headers
                                       + exchange.response_trailers)

@@ -99,22 +99,22 @@ class AnalysisWorker:
             for ring in self.forwards:
                 ring.abandon_claimed()
 
-    def _decoder(self) -> Callable[[memoryview], list]:
-        """How a tap record becomes observations (`tap/PROTOCOL.md`)."""
+    def _decoders(self) -> list[Callable[[memoryview], list]]:
+        """How each inbox's tap records become observations (`tap/PROTOCOL.md`): one
+        decoder per ring, where the bodies sent ahead of their records wait."""
         settings = self.spec.settings
         labels = FollowedLabels.of(settings.labels, path=self.spec.labels_path) \
             if self.spec.labels_path else ModelLabels.of(settings.labels)
-        decoder = TapDecoder(settings.routes, labels)
-        return decoder.decode
+        return [TapDecoder(settings.routes, labels).decode for _ in self.inboxes]
 
     def run(self) -> None:
         self.chains.start()
-        decode = self._decoder()
+        decoders = self._decoders()
         rings = [*self.inboxes, *(self.forwards if self.spec.lead else [])]
         idle_since = time.monotonic()
         while True:
             busy = False
-            for inbox in self.inboxes:
+            for inbox, decode in zip(self.inboxes, decoders, strict=True):
                 busy |= self._analyse(inbox, decode)
             if self.spec.lead:
                 busy |= self._take_forwarded()

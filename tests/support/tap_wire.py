@@ -27,13 +27,23 @@ def record(*, request_headers: Headers = (), request_body: bytes = b"",
            response_body: bytes = b"", response_trailers: Headers = (), flags: int = 0,
            start_unix_ns: int = 1_700_000_000_000_000_000, duration_ns: int = 5_000_000,
            upstream_ns: int = 4_000_000, status: int = 200, grpc_status: int = -1,
-           magic: int = 0x3154504C) -> bytes:
+           magic: int = 0x3154504C, stream: int = 0, request_bytes: int | None = None,
+           response_bytes: int | None = None) -> bytes:
+    """`request_bytes`, `response_bytes`: the sizes passed, when the bodies went ahead
+    in pieces (else the bodies' lengths)."""
     sections = [headers(request_headers), request_body, headers(request_trailers),
                 headers(response_headers), response_body, headers(response_trailers)]
-    head = struct.pack("<IIQQQIiQQ8x6I", magic, flags, start_unix_ns, duration_ns,
-                       upstream_ns, status, grpc_status, len(request_body),
-                       len(response_body), *(len(section) for section in sections))
+    head = struct.pack("<IIQQQIiQQQ6I", magic, flags, start_unix_ns, duration_ns,
+                       upstream_ns, status, grpc_status,
+                       len(request_body) if request_bytes is None else request_bytes,
+                       len(response_body) if response_bytes is None else response_bytes,
+                       stream, *(len(section) for section in sections))
     return head + b"".join(sections)
+
+
+def piece(stream: int, side: int, data: bytes) -> bytes:
+    """A body's bytes sent ahead of its record (side 0 the request, 1 the response)."""
+    return struct.pack("<IIQ", 0x3150504C, side, stream) + data
 
 
 def grpc_frame(message: bytes, compressed: bool = False) -> bytes:

@@ -11,13 +11,16 @@ from lookout.sidecar.config import DEFAULT_ROUTES
 from lookout.sidecar.dataplane.tap_record import (
     FLAG_GRPC,
     FLAG_LOCAL,
+    FLAG_REQUEST_PIECES,
     FLAG_RESPONSE_CUT,
+    FLAG_RESPONSE_PIECES,
+    BodyPieces,
     TapDecoder,
     TapRecordError,
     parse,
 )
 from lookout.sidecar.served_models import ModelLabels
-from tests.support.tap_wire import grpc_frame, record
+from tests.support.tap_wire import grpc_frame, piece, record
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
@@ -141,3 +144,49 @@ def test_a_header_entry_that_runs_past_its_section_is_refused() -> None:
     struct.pack_into("<I", head, 64 + 24, 999)  # the first entry's name length
     with pytest.raises(TapRecordError, match="runs past"):
         parse(bytes(head))
+
+
+PIECES = FLAG_REQUEST_PIECES | FLAG_RESPONSE_PIECES
+
+
+def test_bodies_sent_ahead_in_pieces_are_joined_into_their_record() -> None:
+    reader = decoder().decode
+    image, detections = b"\xff\xd8" + bytes(range(256)) * 80, b'{"outputs": []}' * 900
+    interleaved = [piece(7, 0, image[:9000]), piece(8, 0, b"other"), piece(7, 0, image[9000:]),
+                   piece(7, 1, detections)]
+    assert all(reader(each) == [] for each in interleaved)
+    [observation] = reader(record(
+        request_headers=infer_request(), response_headers=[(b":status", b"200")],
+        flags=PIECES, stream=7, request_bytes=len(image), response_bytes=len(detections)))
+    assert (observation.request_body, observation.response_body) == (image, detections)
+    assert not observation.request_truncated and not observation.response_truncated
+
+
+def test_a_record_whose_pieces_are_missing_or_short_has_those_bodies_cut() -> None:
+    reader = decoder().decode
+    [missing] = reader(record(request_headers=infer_request(), flags=FLAG_REQUEST_PIECES,
+                              stream=9, request_bytes=20_000, response_body=b"{}"))
+    assert missing.request_truncated and missing.request_body == b""
+    assert not missing.response_truncated and missing.response_body == b"{}"
+    reader(piece(10, 1, b"x" * 100))
+    [short] = reader(record(request_headers=infer_request(), flags=FLAG_RESPONSE_PIECES,
+                            stream=10, response_bytes=200))
+    assert short.response_truncated
+
+
+def test_pieces_no_record_claims_are_let_go_oldest_first_within_the_bounds() -> None:
+    pieces = BodyPieces(max_bytes=10_000, max_streams=3)
+    for stream in range(1, 6):  # five streams of 3,000 bytes: the records were dropped
+        pieces.add(memoryview(piece(stream, 0, b"a" * 3000)))
+    assert pieces.bytes == 9000 and pieces.unclaimed == 2
+    assert pieces.claim(1) is None and pieces.claim(2) is None
+    assert pieces.claim(5) == (b"a" * 3000, b"")
+    assert pieces.bytes == 6000
+    pieces.add(memoryview(piece(6, 1, b"b" * 50_000)))  # one body past the bound: kept alone
+    assert pieces.claim(6) == (b"", b"b" * 50_000) and pieces.bytes == 0
+
+
+@pytest.mark.parametrize("broken", [piece(0, 0, b"x"), piece(3, 2, b"x"), piece(3, 0, b"")[:10]])
+def test_a_piece_off_the_layout_is_refused(broken: bytes) -> None:
+    with pytest.raises(TapRecordError):
+        decoder().decode(broken)
