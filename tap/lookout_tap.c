@@ -79,6 +79,7 @@ struct stream {
   uint64_t id;                         /* names the stream's pieces; 0 until its first */
   int64_t ring;                        /* the ring its pieces went to (its record follows); -1 */
   uint64_t piece_bytes[2];             /* request, response body bytes put as pieces */
+  uint64_t pieces_sent;                /* records of its own ahead of its record: not counted */
 };
 
 static uint32_t next_thread;            /* thread indices handed out (atomic) */
@@ -544,17 +545,19 @@ static bool tapping(const struct cfg *c) {
   return (uint64_t)my_thread < c->threads;
 }
 
-static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size);
+static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size,
+                     uint64_t slack);
 
 /* A record into the stream's ring: once its first piece has chosen one, that ring (the
- * reader joins a stream's pieces and its record there); else the thread's rings in turn. */
+ * reader joins a stream's pieces and its record there); else the thread's rings in turn.
+ * An exchange counts as one record against a ring's MAX_RECORDS, however many pieces. */
 static bool put(struct stream *s, const struct part *parts, size_t nparts, uint64_t size) {
   const struct cfg *c = s->c;
   struct ring *mine = &c->rings[(uint64_t)my_thread * c->per_thread];
-  if (s->ring >= 0) return ring_put(&mine[s->ring], parts, nparts, size);
+  if (s->ring >= 0) return ring_put(&mine[s->ring], parts, nparts, size, s->pieces_sent);
   for (uint64_t i = 0; i < c->per_thread; i++) {
     uint64_t k = (next_ring + i) % c->per_thread;
-    if (ring_put(&mine[k], parts, nparts, size)) {
+    if (ring_put(&mine[k], parts, nparts, size, 0)) {
       next_ring = (uint32_t)((k + 1) % c->per_thread);
       s->ring = (int64_t)k;
       return true;
@@ -586,10 +589,40 @@ static void put_piece(struct stream *s, int sec, uint32_t cut, uint64_t total,
     if (len > left) len = (size_t)left;
     if (len) parts[k++] = (struct part){chunks[i].ptr, len}, left -= len;
   }
-  if (take && put(s, parts, k, PIECE_HEAD + take)) s->piece_bytes[which] += take;
+  if (take && put(s, parts, k, PIECE_HEAD + take)) s->piece_bytes[which] += take, s->pieces_sent++;
   else take = 0;
   if (take < total) s->flags |= cut, s->body_truncs++;
   if (parts != local) free(parts);
+}
+
+/* A callback's bytes into the tap's own buffer of the body, up to the copy limit (less what
+ * went ahead in pieces) and the thread's budget. */
+static void keep(struct stream *s, struct buf *b, int sec, uint32_t cut,
+                 const envoy_dynamic_module_type_envoy_buffer *chunks, size_t n) {
+  uint64_t sent = s->piece_bytes[sec == SEC_RESP_BODY];
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t *p = (const uint8_t *)chunks[i].ptr;
+    size_t len = p ? chunks[i].length : 0;
+    if ((s->flags & cut) || !len) continue;
+    size_t room = s->c->max_body - sent - b->len, take = len < room ? len : room;
+    if (take && !grow(s, b, b->len + take)) {
+      s->flags |= F_REQ_TRUNC | F_RESP_TRUNC, s->budget_trunc = true;
+      continue;
+    }
+    if (take) memcpy(b->p + b->len, p, take), b->len += take;
+    if (take < len) s->flags |= cut, s->body_truncs++;
+  }
+}
+
+/* What a body going by pieces has gathered from small callbacks, as one piece. */
+static void flush(struct stream *s, int sec, uint32_t cut) {
+  struct buf *b = &s->sec[sec];
+  if (!b->len) return;
+  if (!(s->flags & cut)) {
+    envoy_dynamic_module_type_envoy_buffer gathered = {(const char *)b->p, b->len};
+    put_piece(s, sec, cut, b->len, &gathered, 1);
+  }
+  b->len = 0;
 }
 
 static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int sec, uint32_t cut,
@@ -618,21 +651,17 @@ static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int 
   if (!(s->flags & (pieces | cut)) && !b->len && total >= PIECE_MIN && s->c->max_body &&
       tapping(s->c))
     s->flags |= pieces;  /* a large body: by pieces from its first bytes to its end */
-  if (total && !(s->flags & cut) && (s->flags & pieces)) put_piece(s, sec, cut, total, chunks, n);
-  else if (total && !(s->flags & cut)) {
+  if (!total || (s->flags & cut)) {
+    /* nothing to copy */
+  } else if (!(s->flags & pieces)) {
     presize(s, b, sec, eos, chunks, n);
-    for (size_t i = 0; i < n; i++) {
-      const uint8_t *p = (const uint8_t *)chunks[i].ptr;
-      size_t len = p ? chunks[i].length : 0;
-      if ((s->flags & cut) || !len) continue;
-      size_t room = s->c->max_body - b->len, take = len < room ? len : room;
-      if (take && !grow(s, b, b->len + take)) {
-        s->flags |= F_REQ_TRUNC | F_RESP_TRUNC, s->budget_trunc = true;
-        continue;
-      }
-      if (take) memcpy(b->p + b->len, p, take), b->len += take;
-      if (take < len) s->flags |= cut, s->body_truncs++;
-    }
+    keep(s, b, sec, cut, chunks, n);
+  } else if (total >= PIECE_MIN) {  /* straight from Envoy's buffer, after what was gathered */
+    flush(s, sec, cut);
+    put_piece(s, sec, cut, total, chunks, n);
+  } else {  /* small callbacks are gathered into pieces of PIECE_MIN: a piece per byte never */
+    keep(s, b, sec, cut, chunks, n);
+    if (b->len >= PIECE_MIN || eos) flush(s, sec, cut);
   }
   if (chunks != local) free(chunks);
 }
@@ -756,10 +785,13 @@ static void copy_out(uint8_t *to, const uint8_t *from, size_t n) {
   memcpy(to, from, n);
 }
 
-static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size) {
+/* `slack`: records of the same exchange already in the ring (its pieces), not counted. */
+static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size,
+                     uint64_t slack) {
   uint64_t *h = word(r->base);
   uint64_t written = __atomic_load_n(&h[2], RLX), taken = __atomic_load_n(&h[3], __ATOMIC_ACQUIRE);
-  if (written - taken >= r->max_records || __atomic_load_n(&h[5], __ATOMIC_ACQUIRE)) return false;
+  if (written - taken >= r->max_records + slack || __atomic_load_n(&h[5], __ATOMIC_ACQUIRE))
+    return false;
   uint64_t need = 8 + ((size + 7) & ~(uint64_t)7), pos = __atomic_load_n(&h[0], RLX);
   uint64_t offset = pos % r->cap, waste = offset + need > r->cap ? r->cap - offset : 0;
   uint64_t read = __atomic_load_n(&h[1], __ATOMIC_ACQUIRE);
@@ -859,6 +891,8 @@ static void finish(struct stream *s, envoy_filter_envoy_ptr f) {
   }
   uint8_t *area = c->cnt + CNT_HEADER + (uint64_t)my_thread * (AREA_HEADER + c->slots * SLOT);
   if (s->flags & F_GRPC) grpc_model(s);
+  if (s->flags & F_REQ_PIECES) flush(s, SEC_REQ_BODY, F_REQ_TRUNC);
+  if (s->flags & F_RESP_PIECES) flush(s, SEC_RESP_BODY, F_RESP_TRUNC);
   traceparent(s);
   if (!s->got_response) s->flags |= F_NO_RESPONSE;
   bool local = s->flags & F_LOCAL, upstream = s->got_response && !local;

@@ -170,8 +170,9 @@ def parse_record(payload: bytes) -> dict:
 
 
 def read_exchanges(reader: RingReader) -> tuple[list[dict], dict[int, list[bytes]]]:
-    """A ring's exchange records, each body sent by pieces joined back into its record;
-    and the pieces no record claimed (its record was dropped), by stream id."""
+    """A ring's exchange records, each body sent by pieces joined back into its record
+    (the pieces' sizes in `request_pieces`, `response_pieces`); and the pieces no record
+    claimed (its record was dropped), by stream id."""
     records, pending = [], {}
     while (payload := reader.take()) is not None:
         magic = struct.unpack_from("<I", payload)[0]
@@ -179,11 +180,13 @@ def read_exchanges(reader: RingReader) -> tuple[list[dict], dict[int, list[bytes
             side, stream = struct.unpack_from("<IQ", payload, 4)
             if side not in (0, 1) or not stream:
                 raise ValueError(f"a piece of side {side}, stream {stream}")
-            pending.setdefault(stream, [b"", b""])[side] += payload[16:]
+            pending.setdefault(stream, [b"", b"", [], []])[side] += payload[16:]
+            pending[stream][2 + side].append(len(payload) - 16)
             continue
         record = parse_record(payload)
         if record["flags"] & (REQUEST_PIECES | RESPONSE_PIECES):
-            request, response = pending.pop(record["stream"], [b"", b""])
+            request, response, record["request_pieces"], record["response_pieces"] = \
+                pending.pop(record["stream"], [b"", b"", [], []])
             if record["flags"] & REQUEST_PIECES:
                 assert not record["request_body"], "a body both in pieces and in its record"
                 record["request_body"] = request
