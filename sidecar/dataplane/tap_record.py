@@ -33,6 +33,7 @@ FLAG_REQUEST_CUT, FLAG_RESPONSE_CUT, FLAG_GRPC, FLAG_LOCAL, FLAG_NO_RESPONSE = \
     1, 2, 4, 8, 16
 FLAG_REQUEST_PIECES, FLAG_RESPONSE_PIECES = 32, 64
 # pieces waiting for their record, per ring: the in-flight large bodies of one Envoy worker
+# (a worker's decoders hold at most what its rings do: see TapDecoder)
 PENDING_BYTES = 64 * 1024**2
 PENDING_STREAMS = 4096
 _HEAD = struct.Struct("<IIQQQIiQQQ6I")
@@ -191,10 +192,14 @@ class TapDecoder:
     """Turns one ring's records into observations with the labels the request path gave
     before (one decoder per ring: the bodies sent ahead wait in it)."""
 
-    def __init__(self, routes: tuple[str, ...], models: ModelLabels) -> None:
+    def __init__(self, routes: tuple[str, ...], models: ModelLabels,
+                 pending_bytes: int = PENDING_BYTES) -> None:
+        """`pending_bytes`: the pieces kept waiting, at most (the ring's capacity: a
+        worker then holds no more than its rings do, and one body of `max_body` fits,
+        as the channel's check makes every ring hold two)."""
         self._routes = RouteTemplates(routes)
         self._models = models
-        self.pieces = BodyPieces()
+        self.pieces = BodyPieces(pending_bytes)
 
     def decode(self, record: memoryview | bytes) -> list[Observation]:
         view = memoryview(record)

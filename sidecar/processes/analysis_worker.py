@@ -105,7 +105,8 @@ class AnalysisWorker:
         settings = self.spec.settings
         labels = FollowedLabels.of(settings.labels, path=self.spec.labels_path) \
             if self.spec.labels_path else ModelLabels.of(settings.labels)
-        return [TapDecoder(settings.routes, labels).decode for _ in self.inboxes]
+        return [TapDecoder(settings.routes, labels, pending_bytes=inbox.capacity).decode
+                for inbox in self.inboxes]
 
     def run(self) -> None:
         self.chains.start()
