@@ -10,7 +10,8 @@ loaded by wrk (POST, answered with a body of the same size) while pinned to the 
 core, and its CPU time per request is read from /proc. The variants alternate within
 each round, so a drift of the machine hits them all alike; the table gives each one's
 median over rounds, as a ratio to Envoy alone, and what removing the part saves.
-Envoy's own process only: lookout's process and its analysis workers are not started.
+Envoy's own process only: lookout's process and its analysis workers are not started;
+the ring is as large as the sidecar's by default.
 Loopback only.
 """
 
@@ -265,7 +266,12 @@ def main() -> int:
     (work / "www").mkdir(mode=0o755)
     script = workloads(work)[args.size].script
     processes: list[subprocess.Popen] = []
-    rings = [Ring.create(8 * 1024**2, 4096, str(work / "wake-0-0"))[0]]
+    # sized as `lookout serve` sizes its one ring here by default (one Envoy worker, one
+    # analysis worker: the whole channel): a ring that fits the caches is cheaper to fill
+    defaults = load_config({"listen": "127.0.0.1:1", "upstream": "http://127.0.0.1:1"},
+                           env={})
+    rings = [Ring.create(defaults.observation_queue_bytes, defaults.observation_queue_size,
+                         str(work / "wake-0-0"))[0]]
     counters = TapCounters(f"/lookout-bench-{os.getpid()}-counters", 1, 1024,
                            catalog.LATENCY_BUCKETS, catalog.BYTES_BUCKETS)
     drainer = Drainer(rings)
