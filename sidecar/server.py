@@ -42,6 +42,7 @@ from lookout.sidecar.processes.analysis_pool import (
 from lookout.sidecar.processes.envoy import EnvoyStartError
 from lookout.sidecar.processes.label_file import LABELS_FILE
 from lookout.sidecar.processes.margin_file import MARGINS_FILE, write_margins
+from lookout.sidecar.processes.shm_segments import SegmentOwner
 from lookout.sidecar.runtime.event_loop import run_event_loop
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.samples.admin_token import AdminToken
@@ -110,6 +111,7 @@ class Sidecar:
         self._store: SampleStore | None = None
         self._fleet: FleetStore | None = None
         self._private = ""
+        self._segments: SegmentOwner | None = None
         self._published_margins: dict[str, float] | None = None
 
     async def start(self) -> None:
@@ -128,15 +130,18 @@ class Sidecar:
         count = worker_count(channel)
         labels_path = os.path.join(self._private, LABELS_FILE)
         try:
+            self._segments = SegmentOwner()
             self.workers = AnalysisPool(channel, worker_settings(config, self.models),
                                         self.metrics, count, wake_dir=self._private,
-                                        labels_path=labels_path, margins_path=self._margins)
+                                        labels_path=labels_path, margins_path=self._margins,
+                                        segments=self._segments)
             self.model_labels = ModelLabels.of(
                 of(LabelSettings, config),
                 turned_away=self.metrics[catalog.MODEL_LABELS_REFUSED].inc)
             self.data_plane = EnvoyDataPlane(
                 of(DataPlaneSettings, config), of(TapSettings, config), self.metrics,
-                self.workers.inboxes, count, self._private, self.model_labels, labels_path)
+                self.workers.inboxes, count, self._private, self.model_labels, labels_path,
+                segments=self._segments)
         except WorkerStartError as error:
             await self._abandon()
             raise StartupError(str(error)) from None
@@ -302,6 +307,8 @@ class Sidecar:
             self._store.close()
         if self._private:
             shutil.rmtree(self._private, ignore_errors=True)
+        if self._segments is not None:
+            self._segments.close()
 
     @property
     def analysis_running(self) -> bool:

@@ -29,6 +29,7 @@ from lookout.sidecar.fd_budget import raise_file_limit
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
 from lookout.sidecar.processes.envoy import EnvoyProcess, envoy_binary, envoy_version
+from lookout.sidecar.processes.shm_segments import SegmentOwner
 from lookout.sidecar.runtime.logs import TallyLog
 from lookout.sidecar.runtime.metrics import SidecarMetrics
 from lookout.sidecar.served_models import ModelLabels
@@ -108,14 +109,16 @@ class EnvoyDataPlane:
     def __init__(self, network: DataPlaneSettings, config: TapSettings,
                  metrics: SidecarMetrics, rings: Sequence[Ring], workers: int,
                  directory: str, models: ModelLabels, labels_path: str,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 segments: SegmentOwner | None = None) -> None:
         """`labels_path`: where the discovered model labels are published for the
-        analysis workers (`label_publisher.py`)."""
+        analysis workers (`label_publisher.py`); `segments`: names the counters'."""
         env = os.environ if env is None else env
         self.module = Path(config.tap_module) if config.tap_module else DEFAULT_MODULE
         self.binary = envoy_binary()
         threads = config.envoy_concurrency
-        name = f"/lookout-{os.getpid()}-{secrets.token_hex(4)}-counters"
+        name = segments.name("counters") if segments is not None else \
+            f"/lookout-{os.getpid()}-{secrets.token_hex(4)}-counters"
         self.counters = TapCounters(name, threads, COUNTER_SLOTS, catalog.LATENCY_BUCKETS,
                                     catalog.BYTES_BUCKETS)
         routes = tap_routes(config)

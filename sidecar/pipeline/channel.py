@@ -92,12 +92,14 @@ class Ring:
         self._owner = owner
 
     @classmethod
-    def create(cls, capacity: int, max_records: int,
-               wake_path: str = "") -> tuple[Ring, RingAddress]:
+    def create(cls, capacity: int, max_records: int, wake_path: str = "",
+               name: str | None = None) -> tuple[Ring, RingAddress]:
         """With `wake_path`, the wake-ups go through a FIFO made there, so a producer
-        that is not our child (the tap in Envoy) can open it by name."""
+        that is not our child (the tap in Envoy) can open it by name. `name`: the
+        segment's (`shm_segments.SegmentOwner`), else a random one."""
         capacity = _padded(max(capacity, 4 * ALIGN))
-        memory = shared_memory.SharedMemory(create=True, size=HEADER_BYTES + capacity)
+        memory = shared_memory.SharedMemory(name=name, create=True,
+                                            size=HEADER_BYTES + capacity)
         memory.buf[:HEADER_BYTES] = bytes(HEADER_BYTES)
         if wake_path:
             os.mkfifo(wake_path, 0o600)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lookout.sidecar.pipeline.channel import Ring, RingAddress
 from lookout.sidecar.processes.child_metrics import WorkerMetricFiles
+from lookout.sidecar.processes.shm_segments import SegmentOwner
 from lookout.sidecar.processes.supervisor import Supervisor
 from lookout.sidecar.processes.worker_spec import WorkerSettings, WorkerSpec, main
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -94,6 +95,11 @@ def worker_count(config: ChannelSettings) -> int:
     return max(1, min(by_cpu, MAX_AUTO_WORKERS, by_bytes))
 
 
+def _segment(segments: SegmentOwner | None, what: str) -> str | None:
+    """`SharedMemory` takes a name without its leading slash."""
+    return segments.name(what).lstrip("/") if segments is not None else None
+
+
 def check_channel(config: ChannelSettings, workers: int) -> None:
     rings = workers * producers(config)
     per_ring = config.observation_queue_bytes // rings
@@ -129,7 +135,8 @@ class AnalysisPool:
 
     def __init__(self, config: ChannelSettings, workers: WorkerSettings,
                  metrics: SidecarMetrics, count: int, wake_dir: str | None = None,
-                 labels_path: str = "", margins_path: str = "") -> None:
+                 labels_path: str = "", margins_path: str = "",
+                 segments: SegmentOwner | None = None) -> None:
         """`workers`: what each worker is made of. `wake_dir`: the rings wake their
         consumers through FIFOs made there, which a producer that is not our child (the
         tap in Envoy) opens by name. `labels_path`: the discovered model labels the
@@ -152,11 +159,14 @@ class AnalysisPool:
                 for worker in range(count):
                     wake = os.path.join(wake_dir, f"wake-{producer}-{worker}") \
                         if wake_dir else ""
-                    ring, address = Ring.create(per_ring, per_records, wake)
+                    ring, address = Ring.create(
+                        per_ring, per_records, wake,
+                        _segment(segments, f"ring-{producer}-{worker}"))
                     self._rings.append(ring)
                     inboxes[worker].append(address)
-            for _ in range(count - 1):
-                ring, address = Ring.create(FORWARD_RING_BYTES, FORWARD_RING_RECORDS)
+            for index in range(count - 1):
+                ring, address = Ring.create(FORWARD_RING_BYTES, FORWARD_RING_RECORDS,
+                                            name=_segment(segments, f"forward-{index}"))
                 self._rings.append(ring)
                 forwards.append(address)
             for ring in self._rings:

@@ -105,6 +105,46 @@ def test_a_killed_envoy_is_started_again_counted_and_its_counts_kept(
         assert sidecar.stop() == 0
 
 
+def _segments(pid: int) -> list[str]:
+    """The shared-memory entries of the lookout whose process is `pid`."""
+    return sorted(entry for entry in os.listdir("/dev/shm")
+                  if entry.startswith(f"lookout-{pid}-"))
+
+
+def test_a_killed_sidecars_shared_memory_is_removed_by_the_next_one(
+        upstream_port: int) -> None:
+    """SIGKILL (the OOM killer, a liveness probe) leaves lookout no chance to clean up,
+    and in a pod /dev/shm is an emptyDir that outlives the container: the next lookout
+    removes what the dead one left (its rings would fill the volume), and nothing of a
+    living one."""
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    living = start_sidecar(upstream, "--analysis-workers", "1")
+    successor = None
+    try:
+        killed = start_sidecar(upstream, "--analysis-workers", "1")
+        pid = killed.process.popen.pid
+        left = _segments(pid)
+        assert any(entry.endswith("-counters") for entry in left), left
+        assert any("-ring-" in entry for entry in left), left
+        assert any(entry.endswith(".lock") for entry in left), left
+        killed.process.popen.send_signal(signal.SIGKILL)
+        killed.process.terminate()
+        assert _segments(pid) == left  # a dead process cleans nothing up
+        kept = _segments(living.process.popen.pid)
+        successor = start_sidecar(upstream, "--analysis-workers", "1")
+        assert _segments(pid) == []
+        assert _segments(living.process.popen.pid) == kept
+        for sidecar in (living, successor):
+            assert request(sidecar.port, "GET", "/status/200").status == 200
+        wait_until(lambda: living.metric(REQUESTS, code="200") == 1, 10,
+                   "the living sidecar's counters still read")
+    finally:
+        for sidecar in (living, successor):
+            if sidecar is not None:
+                assert sidecar.stop() == 0
+    assert _segments(living.process.popen.pid) == []  # a clean stop leaves nothing
+
+
 def test_a_full_ring_drops_analysis_and_counts_every_request(upstream_port: int) -> None:
     """The one worker stopped (SIGSTOP): its ring of 4 records fills, the rest are
     dropped and counted, and lookout_requests_total still counts every request."""
