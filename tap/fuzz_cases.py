@@ -105,16 +105,25 @@ def known_case() -> tuple[Case, dict]:
     c.body(3, 2, 0, [response[:16_387]])
     c.body(3, 2, 0, [response[16_387:16_487]])  # small: gathered, then sent before the next
     c.body(3, 2, 1, [response[16_487:]])
+    c.new(4)  # a body that starts small: kept, then sent ahead once it passes 8 KiB
+    c.hdr(4, 0, ":path", "/elsewhere")
+    c.do(4, "reqh", 1)
+    c.hdr(4, 2, ":status", "200")
+    c.do(4, "resph", 0)
+    growing = random.Random(7).randbytes(51_000)
+    c.body(4, 2, 0, [growing[:1000]])
+    c.body(4, 2, 1, [growing[1000:]])
     expect = {"models": {b"resnet-50", b"yolo", b"m"}, "trace": trace,
-              "large": (request, response)}
+              "large": (request, response), "growing": growing}
     return c, expect
 
 
 def lying_prefix_case() -> tuple[Case, dict]:
     """A gRPC call whose first five bytes announce 250,000 and send nothing more while an
-    honest exchange beside it, on the same thread, sends a 200,000-byte body.
-    Under a 300,000-byte budget the honest body is copied only if the announcement
-    reserved nothing: a client's word must not hold the thread's budget."""
+    honest exchange beside it, on the same thread, sends 20,000 bytes in 500-byte
+    callbacks (gathered in the tap's budgeted buffer into pieces of 8 KiB). Under a
+    255,000-byte budget the honest body is copied only if the announcement reserved
+    nothing: a client's word must not hold the thread's budget."""
     c = Case()
     c.new(0)
     c.hdr(0, 0, ":path", "/inference.GRPCInferenceService/ModelInfer")
@@ -124,16 +133,16 @@ def lying_prefix_case() -> tuple[Case, dict]:
     c.new(1)
     c.hdr(1, 0, ":path", "/v2/models/honest/infer")
     c.do(1, "reqh", 0)
-    body = random.Random(5).randbytes(200_000)
-    c.body(1, 0, 0, [body[:1000]])  # a small first callback: the tap's own buffer, budgeted
-    c.body(1, 0, 1, [body[1000:]])
+    body = random.Random(5).randbytes(20_000)
+    for at in range(0, len(body), 500):
+        c.body(1, 0, int(at + 500 == len(body)), [body[at:at + 500]])
     c.hdr(1, 2, ":status", "200")
     c.do(1, "resph", 1)
     c.do(1, "complete")
     c.do(1, "destroy")
     c.body(0, 0, 1, [b"\x0a\x01m"])
     c.do(0, "complete")
-    return c, {"budget": 300_000, "body": body, "check": check_lying_prefix}
+    return c, {"budget": 255_000, "body": body, "check": check_lying_prefix}
 
 
 def trickle_case() -> tuple[Case, dict]:
@@ -166,7 +175,8 @@ def check_trickle(records: list[dict], counters: dict, expect: dict) -> None:
 
 def check_lying_prefix(records: list[dict], counters: dict, expect: dict) -> None:
     honest = next(r for r in records if r["status"] == 200)
-    assert honest["flags"] == 0 and honest["request_body"] == expect["body"], \
+    assert honest["flags"] == tapshm.REQUEST_PIECES and \
+        honest["request_body"] == expect["body"], \
         f"the honest body was cut (flags {honest['flags']}): the lie held the budget"
     assert counters["areas"][0]["truncated_budget"] == 0, counters["areas"][0]
 
@@ -196,6 +206,10 @@ def check_known(records: list[dict], counters: dict, expect: dict) -> None:
         "the large bodies were not copied byte-exact"
     assert large["request_pieces"] == [70_001], large["request_pieces"]
     assert large["response_pieces"] == [16_387, 100, 100_003 - 16_487], large["response_pieces"]
+    grown = records[4]
+    assert grown["flags"] == tapshm.RESPONSE_PIECES, grown["flags"]
+    assert grown["response_body"] == expect["growing"]
+    assert grown["response_pieces"] == [1000, 50_000], grown["response_pieces"]
 
 
 def random_headers(rng: random.Random, c: Case, sid: int, t: int) -> None:

@@ -42,7 +42,7 @@
 #define INFLATE_MAX 512u   /* bounded decompression of that message's start */
 #define MODEL_MAX 63u
 #define STREAM_MIN 4096u   /* parts at least this long go into a ring by streaming stores */
-#define PIECE_MIN 8192u    /* a body whose first callback brings this much goes by pieces */
+#define PIECE_MIN 8192u    /* a body goes by pieces from this many bytes on */
 #define PIECE_HEAD 16u
 enum { SEC_REQ_HEAD, SEC_REQ_BODY, SEC_REQ_TRAIL, SEC_RESP_HEAD, SEC_RESP_BODY, SEC_RESP_TRAIL };
 enum { F_REQ_TRUNC = 1, F_RESP_TRUNC = 2, F_GRPC = 4, F_LOCAL = 8, F_NO_RESPONSE = 16,
@@ -70,7 +70,6 @@ struct stream {
   uint64_t held;                       /* bytes of copies counted against the thread budget */
   uint64_t t0_real, t0_mono, req_end, resp_end, req_bytes, resp_bytes;
   uint32_t flags, route, status, body_truncs;
-  uint64_t resp_size;                  /* the response body's size as the upstream announced it */
   int32_t grpc_status;
   bool budget_trunc, req_heads_done, got_response, compressed_ok, finished, model_published;
   uint8_t trace[16]; bool sampled;
@@ -513,27 +512,6 @@ int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f
   return ENVOY_CONTINUE;
 }
 
-/* A body's size reserved at its first bytes when it is known: one copy in, not a copy per
- * doubling. Known means here (a callback that ends the body: the HTTP port's buffer filter
- * hands the request over whole) or announced by the upstream (content-length, a gRPC
- * message's length prefix). A client's announcement is not taken: a gRPC call could then
- * hold the thread's budget with five bytes. A reservation the budget refuses is dropped. */
-static void presize(struct stream *s, struct buf *b, int sec, bool eos,
-                    const envoy_dynamic_module_type_envoy_buffer *chunks, size_t n) {
-  uint64_t want = 0;
-  if (b->cap || !n) return;
-  if (eos)
-    for (size_t i = 0; i < n; i++) want += chunks[i].ptr ? chunks[i].length : 0;
-  if (sec == SEC_RESP_BODY) {
-    uint64_t announced = s->resp_size;
-    if (!announced && (s->flags & F_GRPC) && chunks[0].ptr && chunks[0].length >= 5)
-      announced = 5 + (uint64_t)grpc_length((const uint8_t *)chunks[0].ptr);
-    if (announced > want) want = announced;
-  }
-  if (want > s->c->max_body) want = s->c->max_body;
-  if (want > 256) grow(s, b, want);
-}
-
 /* This worker's index, claimed the first time it taps; false past the configured threads
  * (it then taps nothing: finish counts it untapped). */
 static bool tapping(const struct cfg *c) {
@@ -595,8 +573,9 @@ static void put_piece(struct stream *s, int sec, uint32_t cut, uint64_t total,
   if (parts != local) free(parts);
 }
 
-/* A callback's bytes into the tap's own buffer of the body, up to the copy limit (less what
- * went ahead in pieces) and the thread's budget. */
+/* A callback's bytes into the tap's own buffer of the body (under PIECE_MIN, or gathering
+ * small callbacks into a piece), up to the copy limit (less what went ahead in pieces) and
+ * the thread's budget. */
 static void keep(struct stream *s, struct buf *b, int sec, uint32_t cut,
                  const envoy_dynamic_module_type_envoy_buffer *chunks, size_t n) {
   uint64_t sent = s->piece_bytes[sec == SEC_RESP_BODY];
@@ -648,13 +627,12 @@ static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int 
   if (sec == SEC_REQ_BODY) s->req_bytes += total; else s->resp_bytes += total;
   struct buf *b = &s->sec[sec];
   uint32_t pieces = sec == SEC_REQ_BODY ? F_REQ_PIECES : F_RESP_PIECES;
-  if (!(s->flags & (pieces | cut)) && !b->len && total >= PIECE_MIN && s->c->max_body &&
+  if (!(s->flags & (pieces | cut)) && b->len + total >= PIECE_MIN && s->c->max_body &&
       tapping(s->c))
-    s->flags |= pieces;  /* a large body: by pieces from its first bytes to its end */
+    s->flags |= pieces;  /* a large body: by pieces from here to its end */
   if (!total || (s->flags & cut)) {
     /* nothing to copy */
   } else if (!(s->flags & pieces)) {
-    presize(s, b, sec, eos, chunks, n);
     keep(s, b, sec, cut, chunks, n);
   } else if (total >= PIECE_MIN) {  /* straight from Envoy's buffer, after what was gathered */
     flush(s, sec, cut);
@@ -707,8 +685,6 @@ int envoy_dynamic_module_on_http_filter_response_headers(envoy_filter_envoy_ptr 
   s->resp_end = now(CLOCK_MONOTONIC);
   if (header(f, ENVOY_RESPONSE_HEADER, ":status", &v, &n) && number(v, n) >= 0)
     s->status = (uint32_t)number(v, n);
-  if (header(f, ENVOY_RESPONSE_HEADER, "content-length", &v, &n) && number(v, n) > 0)
-    s->resp_size = (uint64_t)number(v, n);
   if (has_header(f, ENVOY_RESPONSE_HEADER, "x-lookout-error")) s->flags |= F_LOCAL;
   grpc_status_from(s, f, ENVOY_RESPONSE_HEADER);
   copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);  /* with the tracer's traceparent */
