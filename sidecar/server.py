@@ -141,7 +141,7 @@ class Sidecar:
             self.data_plane = EnvoyDataPlane(
                 of(DataPlaneSettings, config), of(TapSettings, config), self.metrics,
                 self.workers.inboxes, count, self._private, self.model_labels, labels_path,
-                segments=self._segments)
+                self._segments)
         except WorkerStartError as error:
             await self._abandon()
             raise StartupError(str(error)) from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,16 +108,14 @@ class EnvoyDataPlane:
     def __init__(self, network: DataPlaneSettings, config: TapSettings,
                  metrics: SidecarMetrics, rings: Sequence[Ring], workers: int,
                  directory: str, models: ModelLabels, labels_path: str,
-                 env: Mapping[str, str] | None = None,
-                 segments: SegmentOwner | None = None) -> None:
+                 segments: SegmentOwner, env: Mapping[str, str] | None = None) -> None:
         """`labels_path`: where the discovered model labels are published for the
         analysis workers (`label_publisher.py`); `segments`: names the counters'."""
         env = os.environ if env is None else env
         self.module = Path(config.tap_module) if config.tap_module else DEFAULT_MODULE
         self.binary = envoy_binary()
         threads = config.envoy_concurrency
-        name = segments.name("counters") if segments is not None else \
-            f"/lookout-{os.getpid()}-{secrets.token_hex(4)}-counters"
+        name = segments.name("counters")
         self.counters = TapCounters(name, threads, COUNTER_SLOTS, catalog.LATENCY_BUCKETS,
                                     catalog.BYTES_BUCKETS)
         routes = tap_routes(config)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lookout.sidecar.pipeline.channel import Ring, RingAddress
 from lookout.sidecar.processes.child_metrics import WorkerMetricFiles
-from lookout.sidecar.processes.shm_segments import SegmentOwner
+from lookout.sidecar.processes.shm_segments import SHM_PATH, SegmentOwner
 from lookout.sidecar.processes.supervisor import Supervisor
 from lookout.sidecar.processes.worker_spec import WorkerSettings, WorkerSpec, main
 from lookout.sidecar.runtime.metrics import SidecarMetrics
@@ -36,7 +36,6 @@ MAX_AUTO_WORKERS = 4
 RECORD_OVERHEAD = 64 * 1024  # the pickled facts and headers of one exchange, at most
 FORWARD_RING_BYTES = 32 * 1024**2  # analyses a worker hands the lead: images, not bodies
 FORWARD_RING_RECORDS = 256
-SHM_PATH = "/dev/shm"
 WORKER_COMPONENT = "analysis_worker"
 
 
