@@ -41,6 +41,7 @@ from bench.proxy import (
     cpu_seconds,
     envoy_binary,
     envoy_config,
+    envoy_tracing,
     free_port,
     pinned,
     run_wrk,
@@ -62,11 +63,13 @@ from lookout.sidecar.dataplane.envoy_config import (
     bootstrap,
 )
 from lookout.sidecar.dataplane.tap_counters import TapCounters
+from lookout.sidecar.dataplane.trace_settings import TraceSettings
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.processes.analysis_worker import POLL_SECONDS
 from lookout.slo import catalog
 
 Bootstrap = dict[str, Any]
+SINK_ENV: dict[str, str] = {}  # the OTLP sink's variables, once main has started it
 
 
 def _listener(document: Bootstrap) -> dict[str, Any]:
@@ -86,14 +89,24 @@ def _without_filter(name: str) -> Callable[[Bootstrap], None]:
     return change
 
 
-def _tracing(change: Callable[[dict[str, Any]], None]) -> Callable[[Bootstrap], None]:
-    def apply(document: Bootstrap) -> None:
-        change(_manager(document)["tracing"])
-    return apply
+def _tap_config(document: Bootstrap) -> dict[str, Any]:
+    return next(each for each in _manager(document)["http_filters"]
+                if each["name"] == TAP_NAME)["typed_config"]["filter_config"]
 
 
 def _no_tracing(document: Bootstrap) -> None:
-    del _manager(document)["tracing"]
+    """The tap makes no trace context (OTEL_SDK_DISABLED=true)."""
+    config = _tap_config(document)
+    config["value"] = re.sub(r"trace_sampling_ppm=\d+\n", "", config["value"])
+
+
+def _envoys_tracer(document: Bootstrap) -> None:
+    """Tracing as lookout's Envoy did it before the tap made the trace context: Envoy's
+    OpenTelemetry tracer, a span object per request, sampled or not."""
+    _no_tracing(document)
+    tracing, cluster = envoy_tracing(SINK_ENV)
+    _manager(document)["tracing"] = tracing
+    document["static_resources"]["clusters"].append(cluster)
 
 
 def _no_preserve_case(document: Bootstrap) -> None:
@@ -144,13 +157,6 @@ def _tap_without_bodies(document: Bootstrap) -> None:
             config["value"] = re.sub(r"max_body=\d+", "max_body=0", config["value"])
 
 
-def _root_sampling_by_envoy(tracing: dict[str, Any]) -> None:
-    """Envoy's own 10% decision and an always-on sampler (the spans of unsampled
-    requests are not made)."""
-    tracing["random_sampling"] = {"value": 10}
-    tracing["provider"]["typed_config"].pop("sampler")
-
-
 def _no_protections(document: Bootstrap) -> None:
     """Every part that hardens the port gone at once (each alone is within the noise):
     the buffer filter, header case, X-Forwarded-For, the refusing routes, the inspector,
@@ -169,11 +175,7 @@ def _no_protections(document: Bootstrap) -> None:
 VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "as shipped": lambda document: None,
     "no tracing": _no_tracing,
-    "no upstream span": _tracing(lambda t: t.update(spawn_upstream_span=False)),
-    "no custom tags": _tracing(lambda t: t.update(custom_tags=[])),
-    "literal span names": _tracing(lambda t: t.update(operation="ingress",
-                                                      upstream_operation="egress")),
-    "Envoy's 10% decision": _tracing(_root_sampling_by_envoy),
+    "Envoy's tracer instead": _envoys_tracer,
     "no tap": _without_filter(TAP_NAME),
     "no buffer filter": _without_filter("envoy.filters.http.buffer"),
     "no preserve_case": _no_preserve_case,
@@ -220,9 +222,10 @@ def lookout_bootstrap(port: int, upstream: int, work: Path, rings: list[Ring],
     config = load_config({"listen": f"127.0.0.1:{port}",
                           "upstream": f"http://127.0.0.1:{upstream}"}, env={})
     tap = filter_config(counters, rings, 1, config.observe_max_bytes,
-                        config.observation_queue_bytes, config.routes)
+                        config.observation_queue_bytes, config.routes,
+                        TraceSettings.from_env(env))
     return bootstrap(settings.of(DataPlaneSettings, config), tap,
-                     str(work / f"admin-{port}.sock"), env, config.routes)
+                     str(work / f"admin-{port}.sock"), config.routes)
 
 
 def measure(name: str, config: Path, port: int, size: str, connections: int,
@@ -283,6 +286,7 @@ def main() -> int:
                                      work, "upstream"))
         sink, sink_port = start_sink(work)
         processes.append(sink)
+        SINK_ENV.update(tracing_env(sink_port))
         wait_port(upstream)
         configs: dict[str, tuple[Path, int]] = {}
         port = free_port()

@@ -18,8 +18,8 @@ Pinning on a 2-core machine: the proxy under test (nginx: one worker; lookout: o
 process) gets core 1 to itself; wrk, the upstream and the OTLP sink share core 0.
 Printed: added latency p50/p99 over direct, throughput, CPU time per request (of the
 request-path process, and of the whole sidecar with its analysis workers), RSS, and the
-ratios lookout/nginx, lookout/Envoy and lookout/Envoy traced (Envoy alone with the
-OpenTelemetry tracing lookout's Envoy has: the peer for what tracing costs any Envoy).
+ratios lookout/nginx, lookout/Envoy and lookout/Envoy traced (Envoy alone with its own
+OpenTelemetry tracer at lookout's sampling: the peer for what tracing costs any Envoy).
 Loopback only.
 """
 
@@ -43,10 +43,11 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from lookout.sidecar.dataplane.envoy_tracing import envoy_tracing
+from lookout.sidecar.dataplane.trace_settings import TraceSettings, endpoint
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
 from lookout.slo import catalog
 
@@ -134,16 +135,57 @@ def envoy_config(port: int, upstream: int, *, grpc: bool = False) -> str:
                               cluster=ENVOY_HTTP2_UPSTREAM if grpc else "")
 
 
+OTLP_CLUSTER = "otlp_collector"
+EXPORT_TIMEOUT_S = 2
+
+
+def envoy_tracing(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Envoy's own OpenTelemetry tracer, as a team that put Envoy in the pod for its
+    traces would configure it (lookout's Envoy has none: the tap makes the trace
+    context): the connection manager's `tracing` and the collector's cluster. The
+    variables are read as lookout reads them: parent-based, a root kept at the ratio."""
+    settings = TraceSettings.from_env(env)
+    _, host, port, _, path = endpoint(env, grpc=False)
+    sampler = {
+        "name": "envoy.tracers.opentelemetry.samplers.parent_based",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3."
+                     "ParentBasedSamplerConfig",
+            "wrapped_sampler": {
+                "name": "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.tracers.opentelemetry."
+                             "samplers.v3.TraceIdRatioBasedSamplerConfig",
+                    "sampling_percentage": {"numerator": settings.sample_ppm,
+                                            "denominator": "MILLION"}}}}}
+    config = {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "service_name": env.get("OTEL_SERVICE_NAME", "envoy"),
+        "sampler": sampler,
+        "http_service": {"http_uri": {"uri": f"http://{host}:{port}{path}",
+                                      "cluster": OTLP_CLUSTER,
+                                      "timeout": f"{EXPORT_TIMEOUT_S}s"}},
+    }
+    tracing = {"provider": {"name": "envoy.tracers.opentelemetry", "typed_config": config},
+               "random_sampling": {"value": 100}, "spawn_upstream_span": False}
+    cluster = {
+        "name": OTLP_CLUSTER, "type": "STATIC", "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": OTLP_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host,
+                                                          "port_value": port}}}}]}]},
+    }
+    return tracing, cluster
+
+
 def envoy_traced_config(port: int, upstream: int, sink_port: int) -> str:
-    """Envoy alone with the tracing lookout's Envoy has (the same OpenTelemetry tracer,
-    sampler, span names and attributes, exporting to the sink): the peer a team that
-    put Envoy in the pod for its traces would run, so the ratio to it prices the rest."""
+    """Envoy alone with its own OpenTelemetry tracer (the same sampling as lookout's,
+    exporting to the sink): the peer a team that put Envoy in the pod for its traces
+    would run."""
     document = yaml.safe_load(envoy_config(port, upstream))
-    tracing = envoy_tracing(tracing_env(sink_port), "bench", "1")
-    assert tracing is not None
+    tracing, cluster = envoy_tracing(tracing_env(sink_port))
     filters = document["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
-    filters[0]["typed_config"]["tracing"] = tracing.tracing
-    document["static_resources"]["clusters"].append(tracing.cluster)
+    filters[0]["typed_config"]["tracing"] = tracing
+    document["static_resources"]["clusters"].append(cluster)
     return json.dumps(document)
 
 

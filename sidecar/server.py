@@ -29,7 +29,7 @@ from lookout.sidecar.config import Address, Config
 from lookout.sidecar.dataplane.abi import AbiError
 from lookout.sidecar.dataplane.data_plane import COMPONENT, EnvoyDataPlane, TapSettings
 from lookout.sidecar.dataplane.envoy_config import DataPlaneSettings
-from lookout.sidecar.dataplane.envoy_tracing import TracingConfigError
+from lookout.sidecar.dataplane.trace_settings import TracingConfigError
 from lookout.sidecar.dataplane.upstream_probe import GrpcUpstream, UpstreamProbe
 from lookout.sidecar.fd_budget import BudgetError, BudgetSettings, check_budget, raise_file_limit
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE

@@ -12,6 +12,7 @@
  *   callback_http_get_body_chunks_size rdi, esi=type (2 args; returns the slice count
  *                                  in rax, no out-pointer)                   -> size_t
  *   callback_http_get_body_chunks  rdi, esi=type, rdx=array*                 -> bool
+ *   callback_http_set_header       rdi, esi=type, rdx:rcx=key, r8:r9=value     -> bool
  * Enum orders were checked on the jump tables of those callbacks: header types
  * 0 request headers, 1 request trailers, 2 response headers, 3 response trailers; body types
  * 0 received request, 1 buffered request, 2 received response, 3 buffered response.
@@ -63,11 +64,10 @@ WEAK size_t envoy_dynamic_module_callback_http_get_body_chunks_size(envoy_filter
                                                                     int body_type);
 WEAK bool envoy_dynamic_module_callback_http_get_body_chunks(
     envoy_filter_envoy_ptr f, int body_type, envoy_dynamic_module_type_envoy_buffer *out);
-/* rdi, rsi:rdx=namespace{ptr,len}, rcx:r8=key{ptr,len}, value{ptr,len} on the stack (no
- * two registers left for it); returns what the setter returns (checked by disassembly) */
-WEAK bool envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-    envoy_filter_envoy_ptr f, envoy_dynamic_module_type_module_buffer ns,
-    envoy_dynamic_module_type_module_buffer key, envoy_dynamic_module_type_module_buffer value);
+/* rdi, esi=type, rdx:rcx=key{ptr,len}, r8:r9=value{ptr,len} (checked by disassembly) */
+WEAK bool envoy_dynamic_module_callback_http_set_header(
+    envoy_filter_envoy_ptr f, int header_type, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_module_buffer value);
 #undef WEAK
 
 /* Hooks (the module implements them; 1.40.0 refuses the filter when one is missing). */

@@ -63,6 +63,9 @@ def infer_request(model: bytes) -> bytes:
     return b"\x0a" + bytes([len(model)]) + model + b"\x12\x011" + b"\x22\x05abcde"
 
 
+TRACE_FLAGS = tapshm.TRACED | tapshm.SAMPLED | tapshm.PARENT
+
+
 def known_case() -> tuple[Case, dict]:
     """A few exchanges whose records and counters are checked field by field."""
     c = Case()
@@ -71,9 +74,9 @@ def known_case() -> tuple[Case, dict]:
     for name, value in [(":method", "POST"), (":path", "/v2/models/resnet%2D50/infer?x=1"),
                         ("content-type", "application/json")]:
         c.hdr(0, 0, name, value)
+    c.hdr(0, 0, "traceparent", f"00-{trace}-b7ad6b7169203331-01")  # the caller's, sampled
     c.do(0, "reqh", 0)
     c.body(0, 0, 0, [b'{"inputs"', b": []}"])
-    c.hdr(0, 0, "traceparent", f"00-{trace}-b7ad6b7169203331-01")
     c.hdr(0, 2, ":status", "200")
     c.do(0, "resph", 0)
     c.body(0, 2, 1, [b'{"outputs": []}'])
@@ -91,8 +94,9 @@ def known_case() -> tuple[Case, dict]:
     c.body(1, 2, 0, [grpc_frame(b"")])
     c.hdr(1, 3, "grpc-status", "5")
     c.do(1, "respt")
-    c.new(2)  # no response at all
+    c.new(2)  # no response at all; an invalid trace context (upper case): a new trace
     c.hdr(2, 0, ":path", "/v2/models/m/versions/7/infer/")
+    c.hdr(2, 0, "traceparent", f"00-{trace.upper()}-b7ad6b7169203331-01")
     c.do(2, "reqh", 1)
     c.new(3)  # large bodies of odd lengths: the ring's streaming copy, its ends unaligned
     c.hdr(3, 0, ":path", "/elsewhere")
@@ -113,7 +117,7 @@ def known_case() -> tuple[Case, dict]:
     growing = random.Random(7).randbytes(51_000)
     c.body(4, 2, 0, [growing[:1000]])
     c.body(4, 2, 1, [growing[1000:]])
-    expect = {"models": {b"resnet-50", b"yolo", b"m"}, "trace": trace,
+    expect = {"models": {b"resnet-50", b"yolo", b"m"}, "trace": trace, "ppm": 0,
               "large": (request, response), "growing": growing}
     return c, expect
 
@@ -181,6 +185,21 @@ def check_lying_prefix(records: list[dict], counters: dict, expect: dict) -> Non
     assert counters["areas"][0]["truncated_budget"] == 0, counters["areas"][0]
 
 
+def trace_problem(record: dict) -> str | None:
+    """A traced record's context is whole, and is what its upstream was sent."""
+    flags = record["flags"]
+    if not flags & tapshm.TRACED:
+        return "untraced, yet sampled or with a parent" if flags & TRACE_FLAGS else None
+    if record["trace_id"] == "0" * 32 or record["span_id"] == "0" * 16 or \
+            (record["parent_span_id"] == "0" * 16) == bool(flags & tapshm.PARENT):
+        return f"a trace context with a zero id: {record}"
+    sent = [v for k, v in record["request_headers"] if k == b"traceparent"]
+    want = f"00-{record['trace_id']}-{record['span_id']}-0{int(bool(flags & tapshm.SAMPLED))}"
+    if sent and sent != [want.encode()]:
+        return f"the upstream was sent {sent}, the record says {want}"
+    return None
+
+
 def check_known(records: list[dict], counters: dict, expect: dict) -> None:
     slots = counters["areas"][0]["slots"]
     got = {(s["model"], s["route"], s["code"], s["flags"]) for s in slots}
@@ -193,21 +212,29 @@ def check_known(records: list[dict], counters: dict, expect: dict) -> None:
     records = sorted(records, key=lambda r: r["start_unix_ns"])
     first = records[0]
     assert first["request_body"] == b'{"inputs": []}' and first["status"] == 200, first
-    assert (b"traceparent", f"00-{expect['trace']}-b7ad6b7169203331-01".encode()) \
-        in first["request_headers"], first["request_headers"]
+    # the caller's sampled trace goes on; the upstream's parent is the tap's new span
+    assert first["flags"] & TRACE_FLAGS == tapshm.TRACED | tapshm.SAMPLED | tapshm.PARENT
+    assert (first["trace_id"], first["parent_span_id"]) == (expect["trace"], "b7ad6b7169203331")
+    assert first["span_id"] != "b7ad6b7169203331", first
     grpc = records[1]
-    assert grpc["flags"] == 4 and grpc["grpc_status"] == 5, grpc
+    assert grpc["flags"] & ~TRACE_FLAGS == 4 and grpc["grpc_status"] == 5, grpc
     assert grpc["response_trailers"] == [(b"grpc-status", b"5")], grpc
-    assert records[2]["flags"] == 16 and records[2]["status"] == 0, records[2]
+    # no caller context, no root kept (ppm 0): a new trace, not sampled
+    assert grpc["flags"] & TRACE_FLAGS == tapshm.TRACED and grpc["parent_span_id"] == "0" * 16
+    assert records[2]["flags"] & ~TRACE_FLAGS == 16 and records[2]["status"] == 0, records[2]
+    # an upper-case caller context is invalid: a new trace, never the caller's id
+    assert records[2]["flags"] & TRACE_FLAGS == tapshm.TRACED and \
+        records[2]["trace_id"] not in (expect["trace"], "0" * 32), records[2]
     request, response = expect["large"]
     large = records[3]
-    assert large["flags"] == tapshm.REQUEST_PIECES | tapshm.RESPONSE_PIECES, large["flags"]
+    assert large["flags"] & ~TRACE_FLAGS == tapshm.REQUEST_PIECES | tapshm.RESPONSE_PIECES, \
+        large["flags"]
     assert large["request_body"] == request and large["response_body"] == response, \
         "the large bodies were not copied byte-exact"
     assert large["request_pieces"] == [70_001], large["request_pieces"]
     assert large["response_pieces"] == [16_387, 100, 100_003 - 16_487], large["response_pieces"]
     grown = records[4]
-    assert grown["flags"] == tapshm.RESPONSE_PIECES, grown["flags"]
+    assert grown["flags"] & ~TRACE_FLAGS == tapshm.RESPONSE_PIECES, grown["flags"]
     assert grown["response_body"] == expect["growing"]
     assert grown["response_pieces"] == [1000, 50_000], grown["response_pieces"]
 
@@ -266,6 +293,8 @@ def random_case(rng: random.Random) -> Case:
                   rng.choice(["application/grpc", "application/grpc+proto"]))
             c.hdr(sid, 0, "grpc-encoding", rng.choice(["gzip", "deflate", "identity", "GZIP"]))
         random_headers(rng, c, sid, 0)
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            c.hdr(sid, 0, "traceparent", random_traceparent(rng))
         c.do(sid, "reqh", rng.randrange(2))
         if grpc:
             c.body(sid, 0, 0, random_grpc_body(rng))
@@ -276,7 +305,6 @@ def random_case(rng: random.Random) -> Case:
         if rng.random() < 0.3:
             random_headers(rng, c, sid, 1)
             c.do(sid, "reqt")
-        c.hdr(sid, 0, "traceparent", random_traceparent(rng))
         end = rng.random()
         if end < 0.1:
             c.do(sid, "destroy")  # reset before any response, and no stream_complete
@@ -327,7 +355,9 @@ def run_case(harness: str, case: Case, rng: random.Random, tag: str,
                 else expect.get("budget", 64 << 20)
             config_path, case_path = os.path.join(tmp, "config"), os.path.join(tmp, "case")
             with open(config_path, "w") as f:
-                f.write(tapshm.config_text(counters, rings, 2, max_body, budget, ROUTES))
+                f.write(tapshm.config_text(counters, rings, 2, max_body, budget, ROUTES,
+                                           rng.choice([None, 0, 500_000, 1_000_000])
+                                           if expect is None else expect.get("ppm")))
             with open(case_path, "w") as f:
                 f.write(case.text())
             env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
@@ -373,6 +403,9 @@ def run_case(harness: str, case: Case, rng: random.Random, tag: str,
                     if not record["flags"] & cut and len(record[body]) != record[size]:
                         return f"a body not marked cut is not whole: {len(record[body])} " \
                                f"of {record[size]} bytes ({body}, flags {record['flags']})"
+            for record in records:
+                if (why := trace_problem(record)) is not None:
+                    return why
             if expect is not None:
                 expect.get("check", check_known)(records, state, expect)
             return None

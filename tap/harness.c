@@ -38,6 +38,7 @@ struct fake {
   int alive, skip_complete;
 };
 static struct fake streams[256];
+static void add(struct map *m, char *k, size_t kl, char *v, size_t vl);
 
 void envoy_dynamic_module_callback_log(int level, envoy_dynamic_module_type_module_buffer msg) {
   fprintf(stderr, "[tap %d] %.*s\n", level, (int)msg.length, msg.ptr);
@@ -73,6 +74,33 @@ bool envoy_dynamic_module_callback_http_get_headers(envoy_filter_envoy_ptr f, in
   if (!m) return false;
   for (size_t i = 0; i < m->n; i++)
     out[i] = (envoy_dynamic_module_type_envoy_http_header){m->h[i].k, m->h[i].kl, m->h[i].v, m->h[i].vl};
+  return true;
+}
+
+/* Envoy's setHeaderValueImpl: every value of the key replaced by one (the first kept). */
+bool envoy_dynamic_module_callback_http_set_header(envoy_filter_envoy_ptr f, int type,
+                                                   envoy_dynamic_module_type_module_buffer key,
+                                                   envoy_dynamic_module_type_module_buffer value) {
+  struct map *m = map_of(f, type);
+  if (!m || !key.ptr || !value.ptr) return false;
+  char *v = malloc(value.length + 1);
+  if (!v) return false;
+  memcpy(v, value.ptr, value.length);
+  for (size_t i = 0; i < m->n; i++)
+    if (m->h[i].kl == key.length && !memcmp(m->h[i].k, key.ptr, key.length)) {
+      free(m->h[i].v);
+      m->h[i].v = v, m->h[i].vl = value.length;
+      for (size_t j = m->n; j-- > i + 1;)
+        if (m->h[j].kl == key.length && !memcmp(m->h[j].k, key.ptr, key.length)) {
+          free(m->h[j].k), free(m->h[j].v);
+          memmove(&m->h[j], &m->h[j + 1], (m->n - j - 1) * sizeof *m->h), m->n--;
+        }
+      return true;
+    }
+  char *k = malloc(key.length + 1);
+  if (!k) return free(v), false;
+  memcpy(k, key.ptr, key.length);
+  add(m, k, key.length, v, value.length);
   return true;
 }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,7 +47,8 @@
 #define PIECE_HEAD 16u
 enum { SEC_REQ_HEAD, SEC_REQ_BODY, SEC_REQ_TRAIL, SEC_RESP_HEAD, SEC_RESP_BODY, SEC_RESP_TRAIL };
 enum { F_REQ_TRUNC = 1, F_RESP_TRUNC = 2, F_GRPC = 4, F_LOCAL = 8, F_NO_RESPONSE = 16,
-       F_REQ_PIECES = 32, F_RESP_PIECES = 64 };
+       F_REQ_PIECES = 32, F_RESP_PIECES = 64, F_TRACED = 128, F_SAMPLED = 256, F_PARENT = 512 };
+#define HEAD 120u          /* a record's fixed head: facts, trace context, section lengths */
 /* area header words (PROTOCOL.md) */
 enum { A_RECORDS, A_RING_FULL, A_TRUNC_BUDGET, A_TRUNC_BODY, A_UNRECORDED, A_EXCHANGES, A_SLOTS_USED };
 
@@ -60,6 +62,7 @@ struct cfg {
   struct ring *rings; size_t nrings; uint64_t per_thread;
   uint64_t max_body, max_buffered;
   struct route *routes; uint32_t nroutes;
+  bool tracing; uint64_t sample_ppm;  /* root traces kept, parts per million */
 };
 
 struct buf { uint8_t *p; size_t len, cap; };
@@ -71,8 +74,8 @@ struct stream {
   uint64_t t0_real, t0_mono, req_end, resp_end, req_bytes, resp_bytes;
   uint32_t flags, route, status, body_truncs;
   int32_t grpc_status;
-  bool budget_trunc, req_heads_done, got_response, compressed_ok, finished, model_published;
-  uint8_t trace[16]; bool sampled;
+  bool budget_trunc, req_heads_done, got_response, compressed_ok, finished;
+  uint8_t trace[16], span[8], parent[8]; /* the W3C context the upstream was sent */
   char model[MODEL_MAX + 1];
   uint8_t gp[GRPC_PREFIX]; size_t gp_len, gp_tried;
   uint64_t id;                         /* names the stream's pieces; 0 until its first */
@@ -86,6 +89,7 @@ static __thread int64_t my_thread = -1; /* this worker's index, claimed when it 
 static __thread uint64_t next_id;       /* stream ids: from the clock at the claim, then +1 */
 static __thread uint64_t thread_held;   /* bytes all this worker's streams hold in copies */
 static __thread uint32_t next_ring;     /* round-robin position among this worker's rings */
+static __thread uint64_t rng;           /* trace and span ids: splitmix64, seeded per thread */
 
 /* lookout reads this marker from the file, without loading it (sidecar/dataplane/abi.py) */
 EXPORT const char lookout_tap_abi_marker[] = "lookout-tap-abi:" LOOKOUT_TAP_ABI;
@@ -224,6 +228,9 @@ static const char *config_line(struct cfg *c, char *line, uint64_t *layout, bool
   if (!strcmp(line, "ring_workers")) return parse_u64(v, &c->per_thread) ? NULL : "bad ring_workers";
   if (!strcmp(line, "max_body")) return (*have = parse_u64(v, &c->max_body)) ? NULL : "bad max_body";
   if (!strcmp(line, "max_buffered")) return parse_u64(v, &c->max_buffered) ? NULL : "bad max_buffered";
+  if (!strcmp(line, "trace_sampling_ppm"))
+    return (c->tracing = parse_u64(v, &c->sample_ppm)) && c->sample_ppm <= 1000000u
+           ? NULL : "bad trace_sampling_ppm (0..1000000)";
   if (!strcmp(line, "route")) {
     struct route *r = realloc(c->routes, (c->nroutes + 1) * sizeof *r);
     if (!r) return "out of memory";
@@ -241,7 +248,8 @@ envoy_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
   if (!envoy_dynamic_module_callback_http_get_header || !envoy_dynamic_module_callback_http_get_headers ||
       !envoy_dynamic_module_callback_http_get_headers_size ||
       !envoy_dynamic_module_callback_http_get_body_chunks ||
-      !envoy_dynamic_module_callback_http_get_body_chunks_size) {
+      !envoy_dynamic_module_callback_http_get_body_chunks_size ||
+      !envoy_dynamic_module_callback_http_set_header) {
     tap_log(ENVOY_LOG_ERROR, "refused: this Envoy lacks a callback the tap needs");
     return NULL;
   }
@@ -262,7 +270,7 @@ envoy_filter_config_module_ptr envoy_dynamic_module_on_http_filter_config_new(
       if (n && line[n - 1] == '\r') line[--n] = '\0';
       if (n) error = config_line(c, line, &layout, &have_body);
     }
-    if (!error && layout != 3) error = "layout must be 3";
+    if (!error && layout != 4) error = "layout must be 4";
     if (!error && !c->cnt) error = "no counters";
     if (!error && (!c->per_thread || c->nrings != c->threads * c->per_thread))
       error = "rings must number threads x ring_workers";
@@ -467,16 +475,77 @@ static void grpc_model(struct stream *s) {
   if (rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR) proto_field1(out, got, s->model);
 }
 
-/* The model, once known, as dynamic metadata `lookout.model`: the span's model tag. */
-static void publish_model(struct stream *s, envoy_filter_envoy_ptr f) {
-  if (s->model_published || !s->model[0] || !f ||
-      !envoy_dynamic_module_callback_http_set_dynamic_metadata_string)
-    return;
-  s->model_published = true;
-  envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-      f, (envoy_dynamic_module_type_module_buffer){"lookout", 7},
-      (envoy_dynamic_module_type_module_buffer){"model", 5},
-      (envoy_dynamic_module_type_module_buffer){s->model, strlen(s->model)});
+/* ---------------------------------------------------------------- trace context */
+
+static uint64_t random64(void) {
+  if (!rng && getrandom(&rng, sizeof rng, GRND_NONBLOCK) != sizeof rng)
+    rng = now(CLOCK_REALTIME) ^ (uint64_t)(uintptr_t)&rng;  /* no entropy yet: still unique */
+  uint64_t z = (rng += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/* n bytes from 2n lower-case hex digits (W3C trace context allows no other). */
+static bool lower_hex(const uint8_t *v, size_t n, uint8_t *out) {
+  for (size_t j = 0; j < 2 * n; j++)
+    if (!((v[j] >= '0' && v[j] <= '9') || (v[j] >= 'a' && v[j] <= 'f'))) return false;
+  for (size_t j = 0; j < n; j++) out[j] = (uint8_t)(hexval(v[2 * j]) << 4 | hexval(v[2 * j + 1]));
+  return true;
+}
+
+static bool zero(const uint8_t *p, size_t n) {
+  uint8_t any = 0;
+  for (size_t i = 0; i < n; i++) any |= p[i];
+  return !any;
+}
+
+/* The caller's W3C `traceparent`: version 00 is exactly 55 bytes, a later version at
+ * least that with a '-' next; version ff, upper-case hex and zero ids are invalid. */
+static bool caller_context(const uint8_t *v, size_t n, uint8_t trace[16], uint8_t parent[8],
+                           uint8_t *flags) {
+  uint8_t version;
+  if (n < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || !lower_hex(v, 1, &version) ||
+      version == 0xff || (version == 0 ? n != 55 : n > 55 && v[55] != '-'))
+    return false;
+  return lower_hex(v + 3, 16, trace) && !zero(trace, 16) && lower_hex(v + 36, 8, parent) &&
+         !zero(parent, 8) && lower_hex(v + 53, 1, flags);
+}
+
+static void to_hex(char *out, const uint8_t *p, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) out[2 * i] = digits[p[i] >> 4], out[2 * i + 1] = digits[p[i] & 15];
+}
+
+/* Envoy's tracer made a span per request, sampled or not, at 0.12-0.18x of Envoy's CPU;
+ * the tap only decides, as OpenTelemetry's ParentBased(TraceIdRatioBased) does, and sends
+ * the upstream its span's context. The worker makes the span from the record. */
+static void trace_context(struct stream *s, envoy_filter_envoy_ptr f) {
+  const uint8_t *v;
+  size_t n;
+  uint8_t flags = 0;
+  if (header(f, ENVOY_REQUEST_HEADER, "traceparent", &v, &n) &&
+      caller_context(v, n, s->trace, s->parent, &flags)) {
+    s->flags |= F_PARENT | (flags & 1 ? F_SAMPLED : 0);
+  } else {
+    uint64_t high = random64(), low = random64() | 1;
+    for (int i = 0; i < 8; i++) s->trace[i] = (uint8_t)(high >> (56 - 8 * i)),
+                                s->trace[8 + i] = (uint8_t)(low >> (56 - 8 * i));
+    memset(s->parent, 0, sizeof s->parent);
+    /* TraceIdRatioBased: the id's low 64 bits below ratio x 2^64 */
+    if ((unsigned __int128)low < ((unsigned __int128)s->c->sample_ppm << 64) / 1000000u)
+      s->flags |= F_SAMPLED;
+  }
+  uint64_t span = random64() | 1;
+  memcpy(s->span, &span, 8);
+  char value[55] = "00-";
+  to_hex(value + 3, s->trace, 16), value[35] = '-';
+  to_hex(value + 36, s->span, 8), value[52] = '-';
+  value[53] = '0', value[54] = s->flags & F_SAMPLED ? '1' : '0';
+  s->flags |= F_TRACED;
+  envoy_dynamic_module_callback_http_set_header(
+      f, ENVOY_REQUEST_HEADER, (envoy_dynamic_module_type_module_buffer){"traceparent", 11},
+      (envoy_dynamic_module_type_module_buffer){value, sizeof value});
 }
 
 /* ---------------------------------------------------------------- per stream */
@@ -507,7 +576,7 @@ int envoy_dynamic_module_on_http_filter_request_headers(envoy_filter_envoy_ptr f
     s->compressed_ok = header(f, ENVOY_REQUEST_HEADER, "grpc-encoding", &v, &n) &&
                        ((n == 4 && prefix(v, n, "gzip")) || (n == 7 && prefix(v, n, "deflate")));
   }
-  publish_model(s, f);
+  if (s->c->tracing) trace_context(s, f);
   (void)eos;
   return ENVOY_CONTINUE;
 }
@@ -650,10 +719,9 @@ int envoy_dynamic_module_on_http_filter_request_body(envoy_filter_envoy_ptr f,
   if (!s) return ENVOY_CONTINUE;
   copy_body(s, f, ENVOY_RECEIVED_REQUEST_BODY, SEC_REQ_BODY, F_REQ_TRUNC, eos);
   s->req_end = now(CLOCK_MONOTONIC);
-  if ((s->flags & F_GRPC) && !s->model_published && s->gp_len > s->gp_tried) {
+  if ((s->flags & F_GRPC) && !s->model[0] && s->gp_len > s->gp_tried) {
     s->gp_tried = s->gp_len;  /* each new prefix byte tried once: at most GRPC_PREFIX */
     grpc_model(s);
-    publish_model(s, f);
   }
   return ENVOY_CONTINUE;
 }
@@ -687,7 +755,7 @@ int envoy_dynamic_module_on_http_filter_response_headers(envoy_filter_envoy_ptr 
     s->status = (uint32_t)number(v, n);
   if (has_header(f, ENVOY_RESPONSE_HEADER, "x-lookout-error")) s->flags |= F_LOCAL;
   grpc_status_from(s, f, ENVOY_RESPONSE_HEADER);
-  copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);  /* with the tracer's traceparent */
+  copy_headers(s, f, ENVOY_REQUEST_HEADER, SEC_REQ_HEAD);  /* as the upstream was sent them */
   s->req_heads_done = true;
   copy_headers(s, f, ENVOY_RESPONSE_HEADER, SEC_RESP_HEAD);
   (void)eos;
@@ -714,29 +782,6 @@ int envoy_dynamic_module_on_http_filter_response_trailers(envoy_filter_envoy_ptr
 }
 
 /* ---------------------------------------------------------------- finishing */
-
-static void traceparent(struct stream *s) {
-  const struct buf *b = &s->sec[SEC_REQ_HEAD];
-  for (size_t i = 0; i + 8 <= b->len;) {
-    uint32_t kl, vl;
-    memcpy(&kl, b->p + i, 4), memcpy(&vl, b->p + i + 4, 4);
-    const uint8_t *k = b->p + i + 8, *v = k + kl;
-    i += 8 + (size_t)kl + vl;
-    if (kl != 11 || memcmp(k, "traceparent", 11) || vl != 55) continue;
-    if (v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-') return;
-    uint8_t id[16], any = 0;
-    for (int j = 0; j < 16; j++) {
-      int hi = hexval(v[3 + 2 * j]), lo = hexval(v[4 + 2 * j]);
-      if (hi < 0 || lo < 0) return;
-      any |= id[j] = (uint8_t)(hi << 4 | lo);
-    }
-    for (int j = 36; j < 52; j++) if (hexval(v[j]) < 0) return;
-    int f1 = hexval(v[53]), f2 = hexval(v[54]);
-    if (!any || f1 < 0 || f2 < 0) return;
-    if ((f2 & 1) && (s->sampled = true)) memcpy(s->trace, id, 16);
-    return;
-  }
-}
 
 /* A part into the ring. The ring is larger than the caches and its lines were last touched
  * by the reader on another core, so a plain copy reads each line in before writing it:
@@ -846,7 +891,7 @@ static void count(struct stream *s, uint8_t *area, uint32_t code, uint32_t kflag
     bump(&w[14], 1), bump(&w[15], upstream);
     bump(&w[50 + bucket(c->lat_bounds, c->nlat, upstream)], 1);
   }
-  if (s->sampled) {
+  if (s->flags & F_SAMPLED) {
     memcpy(slot + 1168, s->trace, 16);
     __atomic_store_n(&w[148], duration, RLX), __atomic_store_n(&w[149], end_real, RLX);
     __atomic_store_n(&w[150], __atomic_load_n(&w[150], RLX) + 1, __ATOMIC_RELEASE);
@@ -869,24 +914,24 @@ static void finish(struct stream *s, envoy_filter_envoy_ptr f) {
   if (s->flags & F_GRPC) grpc_model(s);
   if (s->flags & F_REQ_PIECES) flush(s, SEC_REQ_BODY, F_REQ_TRUNC);
   if (s->flags & F_RESP_PIECES) flush(s, SEC_RESP_BODY, F_RESP_TRUNC);
-  traceparent(s);
   if (!s->got_response) s->flags |= F_NO_RESPONSE;
   bool local = s->flags & F_LOCAL, upstream = s->got_response && !local;
   uint64_t duration = end_mono - s->t0_mono;
   uint64_t up = upstream && s->resp_end > s->req_end ? s->resp_end - s->req_end : 0;
 
-  uint8_t head[88] = {0};
+  uint8_t head[HEAD] = {0};
   uint32_t magic = REC_MAGIC, st = s->status;
   uint64_t fields[3] = {s->t0_real, duration, up};
   memcpy(head, &magic, 4), memcpy(head + 4, &s->flags, 4), memcpy(head + 8, fields, 24);
   memcpy(head + 32, &st, 4), memcpy(head + 36, &s->grpc_status, 4);
   memcpy(head + 40, &s->req_bytes, 8), memcpy(head + 48, &s->resp_bytes, 8);
   memcpy(head + 56, &s->id, 8);
+  memcpy(head + 64, s->trace, 16), memcpy(head + 80, s->span, 8), memcpy(head + 88, s->parent, 8);
   struct part parts[7] = {{head, sizeof head}};
   uint64_t size = sizeof head;
   for (int i = 0; i < 6; i++) {
     uint32_t len = (uint32_t)s->sec[i].len;
-    memcpy(head + 64 + 4 * i, &len, 4);
+    memcpy(head + 96 + 4 * i, &len, 4);
     parts[i + 1] = (struct part){s->sec[i].p, s->sec[i].len}, size += len;
   }
   bool sent = put(s, parts, 7, size);

@@ -12,6 +12,8 @@ CNT_MAGIC = 0x31544E434B4F4F4C
 REC_MAGIC = 0x3154504C
 PIECE_MAGIC = 0x3150504C
 REQUEST_PIECES, RESPONSE_PIECES = 32, 64
+TRACED, SAMPLED, PARENT = 128, 256, 512
+HEAD = 120
 CNT_HEADER, AREA_HEADER, SLOT, RING_HEADER = 1024, 128, 1216, 64
 WRAP = 2**64 - 1
 AREA_WORDS = ("records", "ring_full", "truncated_budget", "truncated_body", "unrecorded",
@@ -152,14 +154,16 @@ def parse_record(payload: bytes) -> dict:
         stream = struct.unpack_from("<IIQQQIiQQQ", payload, 0)
     if magic != REC_MAGIC:
         raise ValueError(f"bad record magic {magic:#x}")
-    lengths = struct.unpack_from("<6I", payload, 64)
-    if 88 + sum(lengths) != len(payload):
+    trace, span, parent = struct.unpack_from("<16s8s8s", payload, 64)
+    lengths = struct.unpack_from("<6I", payload, 96)
+    if HEAD + sum(lengths) != len(payload):
         raise ValueError("section lengths do not add up to the record")
-    sections, at = [], 88
+    sections, at = [], HEAD
     for length in lengths:
         sections.append(payload[at:at + length])
         at += length
     return dict(flags=flags, stream=stream, start_unix_ns=start, duration_ns=duration,
+                trace_id=trace.hex(), span_id=span.hex(), parent_span_id=parent.hex(),
                 upstream_ns=upstream,
                 status=status, grpc_status=grpc_status, request_bytes=req_bytes,
                 response_bytes=resp_bytes,
@@ -198,9 +202,12 @@ def read_exchanges(reader: RingReader) -> tuple[list[dict], dict[int, list[bytes
 
 
 def config_text(counters: str, rings: list[tuple[str, str, int]], ring_workers: int,
-                max_body: int, max_buffered: int, routes: list[str]) -> str:
-    lines = ["layout=3", f"counters={counters}", f"ring_workers={ring_workers}",
+                max_body: int, max_buffered: int, routes: list[str],
+                trace_sampling_ppm: int | None = None) -> str:
+    lines = ["layout=4", f"counters={counters}", f"ring_workers={ring_workers}",
              f"max_body={max_body}", f"max_buffered={max_buffered}"]
+    if trace_sampling_ppm is not None:
+        lines.append(f"trace_sampling_ppm={trace_sampling_ppm}")
     lines += [f"ring={name},{fifo},{records}" for name, fifo, records in rings]
     lines += [f"route={route}" for route in routes]
     return "\n".join(lines) + "\n"

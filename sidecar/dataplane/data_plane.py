@@ -21,9 +21,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_config import TAP_LIBRARY, DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.envoy_refusals import EnvoyRefusals
-from lookout.sidecar.dataplane.envoy_tracing import tracing_on
 from lookout.sidecar.dataplane.label_publisher import LabelPublisher
 from lookout.sidecar.dataplane.tap_counters import RedCollector, TapCounters
+from lookout.sidecar.dataplane.trace_settings import TraceSettings
 from lookout.sidecar.fd_budget import raise_file_limit
 from lookout.sidecar.pipeline.channel import Ring
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
@@ -40,9 +40,6 @@ COUNTER_SLOTS = 1024  # per Envoy worker: (model, route, code) keys; full: `othe
 READY_TIMEOUT = 30.0
 DEFAULT_MODULE = Path(__file__).with_name(TAP_LIBRARY)
 COMPONENT = EnvoyProcess.name
-# with OTEL_TRACES_EXPORTER=none spans go to a cluster of no hosts (Envoy's tracer needs an
-# exporter; trace context and exemplars still work): its failures are not news
-UNEXPORTED_SPANS = "OTLP HTTP exporter received a non-success status code: 503"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +72,12 @@ def tap_routes(config: TapSettings) -> tuple[str, ...]:
 
 
 def filter_config(counters: str, rings: Sequence[Ring], workers: int, max_body: int,
-                  max_buffered: int, routes: Sequence[str]) -> str:
+                  max_buffered: int, routes: Sequence[str], tracing: TraceSettings) -> str:
     """The tap's configuration text (`tap/PROTOCOL.md`): rings Envoy-worker major."""
-    lines = ["layout=3", f"counters={counters}", f"ring_workers={workers}",
+    lines = ["layout=4", f"counters={counters}", f"ring_workers={workers}",
              f"max_body={max_body}", f"max_buffered={max_buffered}"]
+    if tracing.enabled:
+        lines.append(f"trace_sampling_ppm={tracing.sample_ppm}")
     lines += [f"ring={ring.name},{ring.wake_path},{ring.max_records}" for ring in rings]
     lines += [f"route={route}" for route in routes]
     return "\n".join(lines) + "\n"
@@ -123,11 +122,10 @@ class EnvoyDataPlane:
         metrics.add_source(RedCollector(self.counters, routes, models, self.labels.readings))
         metrics.add_source(TapStats(self.counters))
         tap = filter_config(name, rings, workers, config.observe_max_bytes,
-                            config.observation_queue_bytes, routes)
+                            config.observation_queue_bytes, routes, TraceSettings.from_env(env))
         self.admin_socket = os.path.join(directory, "envoy-admin.sock")
         self.bootstrap_path = os.path.join(directory, "envoy.json")
-        document = bootstrap(network, tap, self.admin_socket, env,
-                             config.routes, grpc_methods(config))
+        document = bootstrap(network, tap, self.admin_socket, config.routes)
         Path(self.bootstrap_path).write_text(json.dumps(document, indent=1))
         environment = {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.module.parent)}
         command = [str(self.binary), "-c", self.bootstrap_path,
@@ -136,16 +134,12 @@ class EnvoyDataPlane:
                    "--component-log-level", "dynamic_modules:info",
                    "--drain-time-s", str(max(1, int(config.shutdown_grace))),
                    "--drain-strategy", "immediate"]
-        exporting = "otlp" in env.get("OTEL_TRACES_EXPORTER", "otlp")
         self.refusals = EnvoyRefusals(self.admin_socket, TallyLog(
             log, "refused client requests or connections"))
         metrics.add_source(self.refusals)
         self.process = EnvoyProcess(command, environment, self.admin_socket,
                                     lambda: metrics.component_error(COMPONENT),
-                                    abi.check_log_line,
-                                    quiet=() if exporting else (UNEXPORTED_SPANS,),
-                                    span_flushers=threads + 1 if exporting and tracing_on(env)
-                                    else 0)
+                                    abi.check_log_line)
 
     def start(self) -> None:
         """Refuses a module built for another ABI before Envoy ever loads it."""

@@ -14,12 +14,11 @@ only their own bytes, never the upstream pool. lookout's own refusals carry
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from lookout.sidecar.dataplane.envoy_tracing import envoy_tracing
 from lookout.sidecar.dataplane.routes import OTHER_ROUTE
 
 # Envoy's own object names (its stats carry them: http.data_http.*), never metric names
@@ -250,8 +249,7 @@ def _http2_listener_options(settings: DataPlaneSettings) -> dict[str, Any]:
 
 
 def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str, Any],
-                        filters: list[dict[str, Any]], *, grpc: bool,
-                        env: Mapping[str, str]) -> dict[str, Any]:
+                        filters: list[dict[str, Any]], *, grpc: bool) -> dict[str, Any]:
     manager: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
                  "http_connection_manager.v3.HttpConnectionManager",
@@ -262,10 +260,6 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
         # x-envoy-internal, no x-request-id of Envoy's making
         "use_remote_address": False,
         "generate_request_id": False,
-        # the tracing decision is the sampler's (parent-based), not a request id's
-        "request_id_extension": {"typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3."
-                     "UuidRequestIdConfig", "use_request_id_for_trace_sampling": False}},
         "server_header_transformation": "PASS_THROUGH",
         "request_headers_timeout": _seconds(settings.client_head_timeout),
         "stream_idle_timeout": _seconds(max(settings.client_body_timeout,
@@ -290,9 +284,6 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
     }
     if not grpc:
         manager["upgrade_configs"] = [{"upgrade_type": "websocket"}]
-    tracing = envoy_tracing(env, settings.model_name, settings.model_version, grpc=grpc)
-    if tracing is not None:
-        manager["tracing"] = tracing.tracing
     return manager
 
 
@@ -359,21 +350,15 @@ def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[
             "append_action": "APPEND_IF_EXISTS_OR_ADD"}]}]}
 
 
-def _grpc_routes(methods: Sequence[str]) -> dict[str, Any]:
-    """Each method lookout knows a route named `service/method` (gRPC's span name), the
-    rest `grpc`. A call's deadline is the client's `grpc-timeout`, kept by Envoy too;
-    streams live as long as they move."""
+def _grpc_routes() -> dict[str, Any]:
+    """Every call to the one gRPC upstream (the tap tells the methods apart). A call's
+    deadline is the client's `grpc-timeout`, kept by Envoy too; streams live as long as
+    they move."""
     action = {"cluster": GRPC_CLUSTER, "timeout": "0s",
               "max_stream_duration": {"grpc_timeout_header_max": "0s",
                                       "grpc_timeout_header_offset": _seconds(DEADLINE_LEAD_S)}}
-    routes = [{"name": method[1:], "match": {"path": method}, "route": action,
-               "tracing": {"custom_tags": [
-                   {"tag": "rpc.service", "literal": {"value": method[1:].partition("/")[0]}},
-                   {"tag": "rpc.method", "literal": {"value": method.rpartition("/")[2]}}]}}
-              for method in methods]
-    routes.append({"name": "grpc", "match": {"prefix": "/"}, "route": action})
     return {"name": GRPC_LISTENER, "virtual_hosts": [{"name": "upstream", "domains": ["*"],
-            "routes": routes}]}
+            "routes": [{"name": "grpc", "match": {"prefix": "/"}, "route": action}]}]}
 
 
 def _buffer_filter(settings: DataPlaneSettings) -> dict[str, Any]:
@@ -389,8 +374,7 @@ def _upstream_target(settings: DataPlaneSettings) -> tuple[str, int, bool]:
 
 
 def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
-              env: Mapping[str, str], templates: Sequence[str] = (),
-              methods: Sequence[str] = ()) -> dict[str, Any]:
+              templates: Sequence[str] = ()) -> dict[str, Any]:
     """The whole bootstrap, as a mapping to write as JSON (which Envoy reads as YAML)."""
     host, port, tls = _upstream_target(settings)
     listeners = [_listener(HTTP_LISTENER, settings.listen.host, settings.listen.port,
@@ -398,19 +382,16 @@ def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
                                                _http_routes(settings, templates),
                                                [_buffer_filter(settings),
                                                 _tap_filter(tap_config)],
-                                               grpc=False, env=env), settings)]
+                                               grpc=False), settings)]
     clusters = [_cluster(HTTP_CLUSTER, host, port, settings, http2=False, tls=tls)]
     if settings.grpc_listen is not None:
         listeners.append(_listener(
             GRPC_LISTENER, settings.grpc_listen.host, settings.grpc_listen.port,
-            _connection_manager(GRPC_LISTENER, settings, _grpc_routes(methods),
-                                [_tap_filter(tap_config)], grpc=True, env=env), settings))
+            _connection_manager(GRPC_LISTENER, settings, _grpc_routes(),
+                                [_tap_filter(tap_config)], grpc=True), settings))
         grpc_host, _, grpc_port = settings.grpc_upstream.rpartition(":")
         clusters.append(_cluster(GRPC_CLUSTER, grpc_host.strip("[]"), int(grpc_port),
                                  settings, http2=True, tls=False))
-    tracing = envoy_tracing(env, settings.model_name, settings.model_version)
-    if tracing is not None:
-        clusters.append(tracing.cluster)
     connections = settings.max_client_connections
     runtime = {
         # a stream reset before it lived this long is premature; this many of them
@@ -419,7 +400,6 @@ def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
         "overload.premature_reset_total_stream_count": RESET_STREAM_COUNT,
         f"envoy.resource_limits.listener.{HTTP_LISTENER}.connection_limit": connections,
         f"envoy.resource_limits.listener.{GRPC_LISTENER}.connection_limit": connections,
-        **(tracing.runtime if tracing is not None else {}),
     }
     return {
         "node": {"id": "lookout", "cluster": "lookout"},

@@ -2,7 +2,7 @@
 `Observation`s, in the analysis worker.
 
 The C filter copied bytes and counted; everything that reads them is here: the header
-blocks, the route and model labels, the trace context Envoy's tracer injected, and for
+blocks, the route and model labels, the exchange's span (`exchange_spans.py`), and for
 gRPC the length-prefixed messages (a unary call is one observation; a `ModelStreamInfer`
 stream is one per answered request, paired in order, as the Python port handed them).
 A compressed gRPC message is not analysed (its bytes stay as they came), a cut body is
@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry.util.types import AttributeValue
 
+from lookout.sidecar.dataplane.exchange_spans import (
+    GRPC_SERVER_ERRORS,
+    ExchangeFacts,
+    ExchangeSpans,
+)
 from lookout.sidecar.dataplane.grpc_status import HTTP_EQUIVALENT
 from lookout.sidecar.dataplane.routes import OTHER_ROUTE, RouteTemplates
 from lookout.sidecar.dataplane.tap_counters import code_label
@@ -32,11 +38,12 @@ PIECE_MAGIC = 0x3150504C  # "LPP1"
 FLAG_REQUEST_CUT, FLAG_RESPONSE_CUT, FLAG_GRPC, FLAG_LOCAL, FLAG_NO_RESPONSE = \
     1, 2, 4, 8, 16
 FLAG_REQUEST_PIECES, FLAG_RESPONSE_PIECES = 32, 64
+FLAG_TRACED, FLAG_SAMPLED, FLAG_PARENT = 128, 256, 512
 # pieces waiting for their record, per ring: the in-flight large bodies of one Envoy worker
 # (a worker's decoders hold at most what its rings do: see TapDecoder)
 PENDING_BYTES = 64 * 1024**2
 PENDING_STREAMS = 4096
-_HEAD = struct.Struct("<IIQQQIiQQQ6I")
+_HEAD = struct.Struct("<IIQQQIiQQQ16s8s8s6I")
 _PIECE = struct.Struct("<IIQ")
 _PAIR = struct.Struct("<II")
 _GRPC_PREFIX = struct.Struct(">BI")
@@ -101,6 +108,9 @@ class TapExchange:
     grpc_status: int
     request_bytes: int
     response_bytes: int
+    trace_id: bytes  # the W3C context the upstream was sent (flag 128: the tap made one)
+    span_id: bytes
+    parent_span_id: bytes  # the caller's span; zeros when the trace began here
     request_headers: list[tuple[bytes, bytes]]
     request_body: bytes
     request_trailers: list[tuple[bytes, bytes]]
@@ -131,7 +141,8 @@ def parse(record: memoryview | bytes, pieces: BodyPieces | None = None) -> TapEx
     if len(view) < _HEAD.size:
         raise TapRecordError(f"a record of {len(view)} bytes is shorter than its head")
     (magic, flags, started, duration, upstream, status, grpc_status, request_bytes,
-     response_bytes, stream, *lengths) = _HEAD.unpack_from(view)
+     response_bytes, stream, trace_id, span_id, parent_span_id, *lengths) = \
+        _HEAD.unpack_from(view)
     if magic != MAGIC:
         raise TapRecordError(f"bad magic {magic:#x}: the tap's layout is not this one")
     if _HEAD.size + sum(lengths) != len(view):
@@ -155,7 +166,8 @@ def parse(record: memoryview | bytes, pieces: BodyPieces | None = None) -> TapEx
             response_body = response_pieces
     return TapExchange(
         flags, started, duration, upstream, status, grpc_status, request_bytes,
-        response_bytes, header_pairs(sections[0]), request_body,
+        response_bytes, trace_id, span_id, parent_span_id, header_pairs(sections[0]),
+        request_body,
         header_pairs(sections[2]), header_pairs(sections[3]), response_body,
         header_pairs(sections[5]))
 
@@ -175,31 +187,20 @@ def grpc_messages(body: bytes) -> tuple[list[bytes], bool]:
     return messages, spoiled or at != len(body)
 
 
-def _trace(headers: RawHeaders) -> tuple[str | None, str | None, bool]:
-    """The W3C context Envoy's tracer sent upstream: (trace id, span id, sampled)."""
-    value = headers.get("traceparent", "")
-    parts = value.split("-")
-    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None, None, False
-    try:
-        sampled = bool(int(parts[3], 16) & 1)
-    except ValueError:
-        return None, None, False
-    return parts[1], parts[2], sampled
-
-
 class TapDecoder:
     """Turns one ring's records into observations with the labels the request path gave
     before (one decoder per ring: the bodies sent ahead wait in it)."""
 
     def __init__(self, routes: tuple[str, ...], models: ModelLabels,
-                 pending_bytes: int = PENDING_BYTES) -> None:
+                 pending_bytes: int = PENDING_BYTES, spans: ExchangeSpans | None = None
+                 ) -> None:
         """`pending_bytes`: the pieces kept waiting, at most (the ring's capacity: a
         worker then holds no more than its rings do, and one body of `max_body` fits,
         as the channel's check makes every ring hold two)."""
         self._routes = RouteTemplates(routes)
         self._models = models
         self.pieces = BodyPieces(pending_bytes)
+        self._spans = spans
 
     def decode(self, record: memoryview | bytes) -> list[Observation]:
         view = memoryview(record)
@@ -215,7 +216,10 @@ class TapDecoder:
         grpc_call = bool(exchange.flags & FLAG_GRPC) or \
             request_headers.get("content-type", "").startswith(GRPC_CONTENT_TYPE)
         status, code = self._status(exchange, grpc_call)
-        trace_id, span_id, sampled = _trace(request_headers)
+        traced = bool(exchange.flags & FLAG_TRACED)
+        if traced and self._spans is not None:
+            self._spans.add(self._facts(exchange, request_headers, response_headers, method,
+                                        path, grpc_call, code))
         base = dict(
             started_at=exchange.start_unix_ns / 1e9, method=method, path=path,
             route=(path if path in KNOWN_METHODS else OTHER_ROUTE) if grpc_call
@@ -223,7 +227,9 @@ class TapDecoder:
             request_headers=request_headers, response_headers=response_headers,
             duration=exchange.duration_ns / 1e9,
             upstream_duration=exchange.upstream_ns / 1e9 if exchange.upstream_ns else None,
-            trace_id=trace_id, span_id=span_id, trace_sampled=sampled)
+            trace_id=exchange.trace_id.hex() if traced else None,
+            span_id=exchange.span_id.hex() if traced else None,
+            trace_sampled=bool(exchange.flags & FLAG_SAMPLED))
         if not grpc_call:
             model, version = self._labels(None if self._models.single else
                                           path_model(path), status)
@@ -233,6 +239,54 @@ class TapDecoder:
                 response_truncated=bool(exchange.flags & FLAG_RESPONSE_CUT),
                 model=model, version=version, **base)]
         return list(self._grpc(exchange, base, path))
+
+    def _facts(self, exchange: TapExchange, request_headers: RawHeaders,
+               response_headers: RawHeaders, method: str, path: str, grpc_call: bool,
+               code: str) -> ExchangeFacts:
+        """The span's name, attributes and outcome, under OpenTelemetry's HTTP and RPC
+        conventions; the model as the request named it (a span is not a metric: no label
+        bound applies)."""
+        if grpc_call:
+            model = _first_model(grpc_messages(exchange.request_body)[0])
+            service, _, rpc_method = path[1:].partition("/")
+            name = path[1:] if path in KNOWN_METHODS else OTHER_ROUTE
+            number = exchange.grpc_status if exchange.grpc_status >= 0 else \
+                (0 if exchange.status == 200 else 2)
+            attributes: dict[str, AttributeValue] = {
+                "rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc_method,
+                "rpc.grpc.status_code": number}
+            failed = number in GRPC_SERVER_ERRORS and not exchange.flags & FLAG_NO_RESPONSE
+            error = response_headers.get("grpc-message", "")
+        else:
+            model = path_model(path)
+            route = self._routes.label(path)
+            name = f"{method} {route}"
+            attributes = {"http.request.method": method, "url.path": path,
+                          "http.route": route}
+            if exchange.status:
+                attributes["http.response.status_code"] = exchange.status
+            failed = exchange.status >= 500
+            error = response_headers.get("x-lookout-error", "")
+        label, version = self._models.label_name(model)
+        attributes.update({
+            "lookout.model.name": model or label, "lookout.model.version": version,
+            "http.request.body.size": exchange.request_bytes,
+            "http.response.body.size": exchange.response_bytes})
+        if exchange.upstream_ns:
+            attributes["lookout.upstream.duration"] = exchange.upstream_ns / 1e9
+        if agent := request_headers.get("user-agent", ""):
+            attributes["user_agent.original"] = agent
+        if failed:
+            attributes["error.type"] = code
+        return ExchangeFacts(
+            trace_id=int.from_bytes(exchange.trace_id, "big"),
+            span_id=int.from_bytes(exchange.span_id, "big"),
+            parent_span_id=int.from_bytes(exchange.parent_span_id, "big")
+            if exchange.flags & FLAG_PARENT else 0,
+            sampled=bool(exchange.flags & FLAG_SAMPLED), name=name,
+            start_ns=exchange.start_unix_ns,
+            end_ns=exchange.start_unix_ns + exchange.duration_ns,
+            attributes=attributes, failed=failed, error=error)
 
     def _labels(self, name: str | None, status: int = 0) -> tuple[str, str]:
         """As the counters label it: a discovered model once the server answered it."""

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 from lookout.sidecar.chain import AnalysisChain
+from lookout.sidecar.dataplane.exchange_spans import ExchangeSpans
 from lookout.sidecar.dataplane.tap_record import TapDecoder
 from lookout.sidecar.model_chains import ModelChains
 from lookout.sidecar.pipeline.analysis import Analysis, Outcome
@@ -70,6 +71,7 @@ class AnalysisWorker:
         self.forwards = [Ring.attach(address) for address in spec.forwards]
         self.stopping = threading.Event()
         self._failures = FailureLog(log)
+        self.spans = ExchangeSpans.from_env(os.environ)  # checked by lookout at start-up
         components: list[str] = []
         if spec.lead:
             margins = FollowedMargins(
@@ -105,8 +107,8 @@ class AnalysisWorker:
         settings = self.spec.settings
         labels = FollowedLabels.of(settings.labels, path=self.spec.labels_path) \
             if self.spec.labels_path else ModelLabels.of(settings.labels)
-        return [TapDecoder(settings.routes, labels, pending_bytes=inbox.capacity).decode
-                for inbox in self.inboxes]
+        return [TapDecoder(settings.routes, labels, pending_bytes=inbox.capacity,
+                           spans=self.spans).decode for inbox in self.inboxes]
 
     def run(self) -> None:
         self.chains.start()
@@ -201,6 +203,8 @@ class AnalysisWorker:
 
     def stop(self) -> None:
         self.chains.drain_and_close(STAGE_DRAIN_SECONDS)
+        if self.spans is not None:
+            self.spans.close()
         if not self.spec.lead:
             self.forwards[0].close_writing()
 

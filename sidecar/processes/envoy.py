@@ -31,7 +31,6 @@ from pathlib import Path
 from lookout.sidecar.dataplane import abi
 from lookout.sidecar.dataplane.envoy_admin import admin_request
 from lookout.sidecar.dataplane.envoy_config import GRPC_LISTENER, HTTP_LISTENER
-from lookout.sidecar.dataplane.envoy_tracing import EXPORT_TIMEOUT_S, OTLP_CLUSTER
 from lookout.sidecar.runtime.logs import FailureLog
 
 log = logging.getLogger(__name__)
@@ -49,8 +48,6 @@ _LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
            "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
 
-FLUSHES = "tracing.opentelemetry.timer_flushed"  # every tracer's periodic exports, summed
-EXPORTS_IN_FLIGHT = f"cluster.{OTLP_CLUSTER}.upstream_rq_active"
 
 
 class EnvoyStartError(RuntimeError):
@@ -64,20 +61,14 @@ class EnvoyProcess:
 
     def __init__(self, command: Sequence[str], environment: dict[str, str],
                  admin_socket: str, on_death: Callable[[], None],
-                 check_line: Callable[[str], str | None],
-                 quiet: Sequence[str] = (), span_flushers: int = 0) -> None:
+                 check_line: Callable[[str], str | None]) -> None:
         """`check_line` reads each log line; a message it returns stops this Envoy
-        from serving (the ABI guard). `span_flushers`: Envoy's tracers that export spans
-        (one per thread, its main thread's included; 0: none), each flushing on its own
-        timer: at shutdown every one of them flushes once more, and those exports
-        finish, before Envoy is stopped (Envoy has no flush on exit)."""
+        from serving (the ABI guard)."""
         self._command = list(command)
         self._environment = environment
         self.admin_socket = admin_socket
         self._on_death = on_death
         self._check_line = check_line
-        self._quiet = tuple(quiet)
-        self._span_flushers = span_flushers
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
@@ -107,7 +98,7 @@ class EnvoyProcess:
 
     def _read_log(self, process: subprocess.Popen[bytes]) -> None:
         """Each line at its own level, a line said again within the minute only counted
-        (a collector that is down cannot flood the log), what `quiet` names not at all."""
+        (an upstream that is down cannot flood the log)."""
         assert process.stderr is not None
         repeats = FailureLog(log, interval=REPEAT_INTERVAL)
         for raw in process.stderr:
@@ -121,8 +112,6 @@ class EnvoyProcess:
             match = _LEVEL.search(line)
             level = _LEVELS[match.group(1)] if match else logging.INFO
             text = line.split("] ", 2)[-1] if match else line
-            if any(words in text for words in self._quiet):
-                continue
             if level >= logging.WARNING:
                 repeats.at(level, text[:KEY_CHARS], "envoy: %s", text)
             else:
@@ -214,20 +203,6 @@ class EnvoyProcess:
             admin_request(self.admin_socket, "POST", "/drain_listeners")
             while time.monotonic() < deadline and self._active_requests() > 0:
                 time.sleep(0.05)
-            if self._span_flushers:
-                # the tracers share one interval, so they flush in turn: the next
-                # `span_flushers` flushes are one of each, the one holding the last
-                # requests' spans among them; then its export has to arrive
-                flushes = self._stat(FLUSHES)
-                while time.monotonic() < deadline and \
-                        self._stat(FLUSHES) < flushes + self._span_flushers:
-                    time.sleep(0.05)
-                # those exports end within their timeout, answered or not; later
-                # flushes keep starting others (a collector that never answers would
-                # hold every shutdown for the whole grace), so the wait ends by then
-                exported = min(deadline, time.monotonic() + EXPORT_TIMEOUT_S + 0.5)
-                while time.monotonic() < exported and self._stat(EXPORTS_IN_FLIGHT) > 0:
-                    time.sleep(0.05)
         process.terminate()
         try:
             process.wait(KILL_MARGIN)
@@ -236,11 +211,6 @@ class EnvoyProcess:
             process.wait()
         if self._watcher is not None:
             self._watcher.join(1.0)
-
-    def _stat(self, name: str) -> int:
-        status, body = admin_request(self.admin_socket, "GET", f"/stats?filter=^{name}$")
-        found = re.search(rf"^{re.escape(name)}: (\d+)$", body, re.MULTILINE)
-        return int(found.group(1)) if status == 200 and found else 0
 
     def _active_requests(self) -> int:
         status, body = admin_request(self.admin_socket, "GET",

@@ -208,11 +208,11 @@ def test_the_upstream_killed_and_restarted_leaves_the_same_grpc_client_working()
         upstream.terminate()
 
 
-def test_envoy_traces_http_with_the_callers_decision_and_lookouts_attributes(
+def test_http_is_traced_with_the_callers_decision_and_lookouts_attributes(
         upstream_port: int) -> None:
     """OTLP/HTTP to a receiver: a sampled caller's request gives a SERVER span named by
     its route template in the caller's trace (the upstream's parent: no CLIENT span); an
-    unsampled caller's gives none (parent-based, as the SDK sampler was)."""
+    unsampled caller's gives none (parent-based, decided by the tap in Envoy)."""
     receiver = HttpOtlpReceiver()
     sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", env=receiver.env)
     try:

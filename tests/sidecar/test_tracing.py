@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from lookout.sidecar.dataplane.envoy_config import HTTP_CLUSTER
 from tests.support.otlp import (
     SERVER,
     GrpcOtlpReceiver,
@@ -57,12 +56,13 @@ def test_one_server_span_is_the_callers_child_and_the_upstreams_parent(
     # the upstream's parent is the sidecar's span, in the same trace
     assert upstream_saw["traceparent"] == f"00-{trace_id}-{server.span_id}-01"
     assert server.name == "POST /v2/models/{model}/infer"
-    assert server.attributes["http.route"] == "/v2/models/{model}/infer"
-    # Envoy's own tags, written as strings
-    assert server.attributes["http.method"] == "POST"
-    assert server.attributes["http.status_code"] == "200"
-    assert server.attributes["http.url"].endswith("/v2/models/yolo11n/infer")
-    assert server.attributes["upstream_cluster"] == HTTP_CLUSTER  # the one upstream
+    # OpenTelemetry's HTTP server conventions
+    assert {key: server.attributes[key] for key in (
+        "http.route", "http.request.method", "http.response.status_code", "url.path",
+        "http.request.body.size")} == {
+        "http.route": "/v2/models/{model}/infer", "http.request.method": "POST",
+        "http.response.status_code": 200, "url.path": "/v2/models/yolo11n/infer",
+        "http.request.body.size": 2}
     # the model the request names (a span is not a metric: no label bound applies)
     assert server.attributes["lookout.model.name"] == "yolo11n"
     assert server.attributes["lookout.model.version"] == "v1"
@@ -139,3 +139,46 @@ def test_a_disabled_sdk_adds_no_trace_context(upstream_port: int) -> None:
     assert "traceparent" not in {k.lower() for k, _ in plain.json()["headers"]}
     assert failed.status == 502 and "trace_id" not in failed.json()
     assert receiver.spans == []
+
+
+def test_a_root_request_gets_a_trace_of_lookouts_making(upstream_port: int) -> None:
+    """No caller context, or one W3C calls invalid (upper-case hex): the tap begins a
+    trace, sends the upstream its span as the parent, and the span has no parent."""
+    receiver = HttpOtlpReceiver()
+    sidecar = _traced_sidecar(upstream_port, receiver, OTEL_TRACES_SAMPLER="always_on")
+    try:
+        plain = request(sidecar.port, "GET", "/echo")
+        invalid = "00-" + secrets.token_hex(16).upper() + "-" + secrets.token_hex(8) + "-01"
+        restarted = request(sidecar.port, "GET", "/echo", headers={"traceparent": invalid})
+        sent = [{k.lower(): v for k, v in response.json()["headers"]}["traceparent"]
+                for response in (plain, restarted)]
+        traces = [value.split("-")[1] for value in sent]
+        spans = {span.trace_id: span for trace in traces
+                 for span in receiver.wait_for_trace(trace)}
+    finally:
+        sidecar.stop()
+        receiver.close()
+    assert invalid not in sent and traces[1] != invalid.split("-")[1].lower()
+    for value, trace in zip(sent, traces, strict=True):
+        version, _, span_id, flags = value.split("-")
+        assert (version, flags) == ("00", "01")
+        assert spans[trace].span_id == span_id and spans[trace].parent_span_id == ""
+
+
+def test_a_failed_request_is_traced_though_its_caller_did_not_sample(
+        upstream_port: int) -> None:
+    """Errors are always traced: the span of an unsampled request that ended in a 5xx
+    is exported, with the ids the upstream was sent."""
+    receiver = HttpOtlpReceiver()
+    sidecar = _traced_sidecar(upstream_port, receiver)
+    try:
+        trace_id, parent_id, unsampled = _traceparent(sampled=False)
+        failed = request(sidecar.port, "GET", "/reset", headers={"traceparent": unsampled})
+        [span] = [s for s in receiver.wait_for_trace(trace_id) if s.trace_id == trace_id]
+    finally:
+        sidecar.stop()
+        receiver.close()
+    assert failed.status == 502
+    assert span.parent_span_id == parent_id
+    assert span.attributes["error.type"] == "sidecar_502"
+    assert span.status_code == 2  # ERROR

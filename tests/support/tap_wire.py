@@ -28,16 +28,19 @@ def record(*, request_headers: Headers = (), request_body: bytes = b"",
            start_unix_ns: int = 1_700_000_000_000_000_000, duration_ns: int = 5_000_000,
            upstream_ns: int = 4_000_000, status: int = 200, grpc_status: int = -1,
            magic: int = 0x3154504C, stream: int = 0, request_bytes: int | None = None,
-           response_bytes: int | None = None) -> bytes:
+           response_bytes: int | None = None, trace: str = "", span: str = "",
+           parent: str = "") -> bytes:
     """`request_bytes`, `response_bytes`: the sizes passed, when the bodies went ahead
-    in pieces (else the bodies' lengths)."""
+    in pieces (else the bodies' lengths); `trace`, `span`, `parent`: the trace context
+    in hex (the caller sets flags 128, 256 and 512 to match)."""
     sections = [headers(request_headers), request_body, headers(request_trailers),
                 headers(response_headers), response_body, headers(response_trailers)]
-    head = struct.pack("<IIQQQIiQQQ6I", magic, flags, start_unix_ns, duration_ns,
+    head = struct.pack("<IIQQQIiQQQ16s8s8s6I", magic, flags, start_unix_ns, duration_ns,
                        upstream_ns, status, grpc_status,
                        len(request_body) if request_bytes is None else request_bytes,
                        len(response_body) if response_bytes is None else response_bytes,
-                       stream, *(len(section) for section in sections))
+                       stream, bytes.fromhex(trace), bytes.fromhex(span),
+                       bytes.fromhex(parent), *(len(section) for section in sections))
     return head + b"".join(sections)
 
 

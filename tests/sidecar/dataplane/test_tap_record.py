@@ -1,19 +1,28 @@
-"""The worker's reading of tap records: labels, trace context, bodies, gRPC messages,
-and records that do not follow the layout."""
+"""The worker's reading of tap records: labels, trace context and spans, bodies, gRPC
+messages, and records that do not follow the layout."""
 
 from __future__ import annotations
 
 import struct
 
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from lookout.sidecar.config import DEFAULT_ROUTES
+from lookout.sidecar.dataplane.exchange_spans import ExchangeSpans
 from lookout.sidecar.dataplane.tap_record import (
     FLAG_GRPC,
     FLAG_LOCAL,
+    FLAG_PARENT,
     FLAG_REQUEST_PIECES,
     FLAG_RESPONSE_CUT,
     FLAG_RESPONSE_PIECES,
+    FLAG_SAMPLED,
+    FLAG_TRACED,
     BodyPieces,
     TapDecoder,
     TapRecordError,
@@ -24,17 +33,20 @@ from tests.support.tap_wire import grpc_frame, piece, record
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
+CALLER = "00f067aa0ba902b7"
+SAMPLED = FLAG_TRACED | FLAG_SAMPLED
 
 
-def decoder(models: dict[str, str] | None = None) -> TapDecoder:
+def decoder(models: dict[str, str] | None = None,
+            spans: ExchangeSpans | None = None) -> TapDecoder:
     return TapDecoder(DEFAULT_ROUTES, ModelLabels("yolo", "v1", models or {},
-                                                  discover=False, max_models=16))
+                                                  discover=False, max_models=16),
+                      spans=spans)
 
 
 def infer_request(path: bytes = b"/v2/models/yolo/infer", **extra: bytes) -> list:
     return [(b":method", b"POST"), (b":path", path), (b":authority", b"pod"),
             (b"content-type", b"application/json"),
-            (b"traceparent", f"00-{TRACE}-{SPAN}-01".encode()),
             *((name.encode(), value) for name, value in extra.items())]
 
 
@@ -43,7 +55,7 @@ def test_an_http_exchange_becomes_one_observation_with_the_labels_and_trace() ->
         request_headers=infer_request(b"/v2/models/yolo/infer?x=1"), request_body=b'{"a":1}',
         response_headers=[(b":status", b"200"), (b"content-type", b"application/json")],
         response_body=b'{"outputs":[]}', status=200, duration_ns=7_000_000,
-        upstream_ns=6_000_000))
+        upstream_ns=6_000_000, flags=SAMPLED, trace=TRACE, span=SPAN))
     assert (observation.method, observation.path, observation.route) == \
         ("POST", "/v2/models/yolo/infer", "/v2/models/{model}/infer")
     assert (observation.status, observation.code) == (200, "200")
@@ -141,7 +153,7 @@ def test_a_record_off_the_layout_is_refused_with_a_reason(broken: bytes) -> None
 def test_a_header_entry_that_runs_past_its_section_is_refused() -> None:
     good = record(request_headers=[(b"name", b"value")])
     head = bytearray(good)
-    struct.pack_into("<I", head, 64 + 24, 999)  # the first entry's name length
+    struct.pack_into("<I", head, 120, 999)  # the first entry's name length
     with pytest.raises(TapRecordError, match="runs past"):
         parse(bytes(head))
 
@@ -190,3 +202,103 @@ def test_pieces_no_record_claims_are_let_go_oldest_first_within_the_bounds() -> 
 def test_a_piece_off_the_layout_is_refused(broken: bytes) -> None:
     with pytest.raises(TapRecordError):
         decoder().decode(broken)
+
+
+def test_a_record_without_trace_context_has_none() -> None:
+    [observation] = decoder().decode(record(request_headers=infer_request()))
+    assert (observation.trace_id, observation.span_id, observation.trace_sampled) == \
+        (None, None, False)
+
+
+@pytest.fixture
+def exported() -> tuple[ExchangeSpans, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    return ExchangeSpans([SimpleSpanProcessor(exporter)],
+                         Resource.create({"service.name": "lookout-test"})), exporter
+
+
+def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
+    [span] = exporter.get_finished_spans()
+    return span
+
+
+def test_a_sampled_exchange_is_one_server_span_under_the_callers(exported) -> None:
+    spans, exporter = exported
+    decoder(spans=spans).decode(record(
+        request_headers=infer_request(b"/v2/models/yolo11n/infer?x=1",
+                                      **{"user-agent": b"curl/8"}),
+        request_body=b"{}", response_body=b'{"outputs": []}', status=200,
+        start_unix_ns=1_700_000_000_000_000_000, duration_ns=7_000_000,
+        upstream_ns=6_000_000, flags=SAMPLED | FLAG_PARENT, trace=TRACE, span=SPAN,
+        parent=CALLER))
+    span = only_span(exporter)
+    assert (span.name, span.kind) == ("POST /v2/models/{model}/infer", SpanKind.SERVER)
+    assert (f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}") == (TRACE, SPAN)
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == CALLER
+    assert span.parent.is_remote and span.context.trace_flags.sampled
+    assert (span.start_time, span.end_time) == (1_700_000_000_000_000_000,
+                                                1_700_000_000_007_000_000)
+    assert span.status.status_code == StatusCode.UNSET
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "POST", "url.path": "/v2/models/yolo11n/infer",
+        "http.route": "/v2/models/{model}/infer", "http.response.status_code": 200,
+        # the model the request names: a span is not a metric, no label bound applies
+        "lookout.model.name": "yolo11n", "lookout.model.version": "v1",
+        "http.request.body.size": 2, "http.response.body.size": 15,
+        "lookout.upstream.duration": 0.006, "user_agent.original": "curl/8"}
+    assert span.resource.attributes["service.name"] == "lookout-test"
+
+
+def test_unsampled_exchanges_make_no_span_unless_they_failed(exported) -> None:
+    """Errors are always traced: the ids are those the upstream was sent."""
+    spans, exporter = exported
+    decode = decoder(spans=spans).decode
+    decode(record(request_headers=infer_request(), status=200, flags=FLAG_TRACED,
+                  trace=TRACE, span=SPAN))
+    decode(record(request_headers=infer_request(), status=404, flags=FLAG_TRACED,
+                  trace=TRACE, span=SPAN))
+    assert exporter.get_finished_spans() == ()
+    decode(record(request_headers=infer_request(),
+                  response_headers=[(b":status", b"502"),
+                                    (b"x-lookout-error", b"upstream unreachable")],
+                  status=502, upstream_ns=0, flags=FLAG_TRACED | FLAG_LOCAL,
+                  trace=TRACE, span=SPAN))
+    span = only_span(exporter)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.status.description == "upstream unreachable"
+    assert span.attributes is not None and span.attributes["error.type"] == "sidecar_502"
+    assert span.parent is None  # the trace began here
+
+
+def test_an_untraced_record_makes_no_span(exported) -> None:
+    spans, exporter = exported
+    decoder(spans=spans).decode(record(request_headers=infer_request(), status=503,
+                                       flags=FLAG_SAMPLED))
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_grpc_call_is_named_by_its_method_with_the_model_its_message_names(
+        exported) -> None:
+    spans, exporter = exported
+    decode = decoder(spans=spans).decode
+    decode(record(request_headers=grpc_request(), request_body=grpc_frame(
+        model_infer(b"detr")), status=200, grpc_status=0, flags=FLAG_GRPC | SAMPLED,
+        trace=TRACE, span=SPAN))
+    ok = only_span(exporter)
+    assert ok.name == "inference.GRPCInferenceService/ModelInfer"
+    assert ok.attributes is not None and {key: ok.attributes[key] for key in (
+        "rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code",
+        "lookout.model.name")} == {
+        "rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
+        "rpc.method": "ModelInfer", "rpc.grpc.status_code": 0, "lookout.model.name": "detr"}
+    exporter.clear()
+    decode(record(request_headers=grpc_request(), status=200, grpc_status=3,
+                  flags=FLAG_GRPC | FLAG_TRACED, trace=TRACE, span=SPAN))
+    assert exporter.get_finished_spans() == ()  # INVALID_ARGUMENT: the client's error
+    decode(record(request_headers=grpc_request(),
+                  response_trailers=[(b"grpc-message", b"no route")], status=200,
+                  grpc_status=14, flags=FLAG_GRPC | FLAG_TRACED, trace=TRACE, span=SPAN))
+    failed = only_span(exporter)
+    assert failed.status.status_code == StatusCode.ERROR
+    assert failed.status.description == "no route"
+    assert failed.attributes is not None and failed.attributes["error.type"] == "UNAVAILABLE"
