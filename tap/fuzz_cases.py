@@ -149,6 +149,37 @@ def lying_prefix_case() -> tuple[Case, dict]:
     return c, {"budget": 255_000, "body": body, "check": check_lying_prefix}
 
 
+def span_reserve_case() -> tuple[Case, dict]:
+    """Rings of 8 records each (two, nobody reading) filled by 16 unsampled exchanges;
+    then a sampled one, a failed one (503) and a second sampled one. The first two find
+    no room for their records but leave their spans in the reserve (an eighth of each
+    ring's records, one here); the third finds the reserve used and is dropped whole."""
+    c = Case()
+    for sid in range(19):
+        c.new(sid)
+        c.hdr(sid, 0, ":path", f"/v2/models/m{sid}/infer")
+        if sid in (16, 18):
+            c.hdr(sid, 0, "traceparent", f"00-{sid:032x}-{sid:016x}-01")
+        c.do(sid, "reqh", 1)
+        c.hdr(sid, 2, ":status", "503" if sid == 17 else "200")
+        c.do(sid, "resph", 1)
+        c.do(sid, "complete")
+        c.do(sid, "destroy")
+    return c, {"max_records": 8, "ppm": 0, "check": check_span_reserve}
+
+
+def check_span_reserve(records: list[dict], counters: dict, expect: dict) -> None:
+    area = counters["areas"][0]
+    assert (area["records"], area["ring_full"], area["spans_only"]) == (16, 3, 2), \
+        {key: value for key, value in area.items() if key != "slots"}
+    spans = sorted((r for r in records if r["flags"] & tapshm.SPAN_ONLY),
+                   key=lambda r: r["start_unix_ns"])
+    assert [r["status"] for r in spans] == [200, 503], spans
+    assert spans[0]["trace_id"] == f"{16:032x}" and spans[0]["flags"] & tapshm.SAMPLED
+    assert (b":path", b"/v2/models/m17/infer") in spans[1]["request_headers"], spans[1]
+    assert not spans[1]["flags"] & tapshm.SAMPLED
+
+
 def trickle_case() -> tuple[Case, dict]:
     """A body that starts large and goes on in 500-byte callbacks, into a ring that holds
     two records: the small callbacks go as pieces of at least 8 KiB (never one per
@@ -387,10 +418,13 @@ def run_case(harness: str, case: Case, rng: random.Random, tag: str,
             state = tapshm.read_counters(counters)
             area = state["areas"][0]
             slot_total = sum(slot["count"] for slot in area["slots"])
+            spans_only = [r for r in records if r["flags"] & tapshm.SPAN_ONLY]
             if area["exchanges"] != case.streams or \
                     area["records"] + area["ring_full"] != case.streams or \
                     slot_total + area["unrecorded"] != case.streams or \
-                    len(records) != area["records"]:
+                    len(records) - len(spans_only) != area["records"] or \
+                    len(spans_only) != area["spans_only"] or \
+                    len(spans_only) > area["ring_full"]:
                 return f"counters disagree: {case.streams} streams, {len(records)} records, " \
                        f"area {dict((k, v) for k, v in area.items() if k != 'slots')}, " \
                        f"slots {slot_total}"
@@ -398,6 +432,13 @@ def run_case(harness: str, case: Case, rng: random.Random, tag: str,
                 return f"{orphans} streams' pieces without their record, but only " \
                        f"{area['ring_full']} records were dropped"
             for record in records:
+                if record["flags"] & tapshm.SPAN_ONLY:
+                    own_body = record["request_body"] and \
+                        not record["flags"] & tapshm.REQUEST_PIECES  # pieces went ahead
+                    if own_body or record["response_headers"] or record["request_trailers"] \
+                            or not record["flags"] & tapshm.TRACED:
+                        return f"a span-only record carries more than its span: {record}"
+                    continue
                 for cut, body, size in ((1, "request_body", "request_bytes"),
                                         (2, "response_body", "response_bytes")):
                     if not record["flags"] & cut and len(record[body]) != record[size]:
@@ -430,7 +471,8 @@ def main() -> int:
     rng = random.Random(seed)
     failures = 0
     for name, (case, expect) in (("known", known_case()), ("lying", lying_prefix_case()),
-                                 ("trickle", trickle_case())):
+                                 ("trickle", trickle_case()),
+                                 ("span reserve", span_reserve_case())):
         if (why := run_case(args.harness, case, rng, name, expect)) is not None:
             print(f"{name} case FAILED: {why}")
             failures += 1
@@ -438,7 +480,7 @@ def main() -> int:
         if (why := run_case(args.harness, random_case(rng), rng, str(i))) is not None:
             print(f"case {i} (seed {seed}) FAILED: {why}")
             failures += 1
-    print(f"{args.n + 3 - failures}/{args.n + 3} cases passed (seed {seed})")
+    print(f"{args.n + 4 - failures}/{args.n + 4} cases passed (seed {seed})")
     return 1 if failures else 0
 
 

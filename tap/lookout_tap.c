@@ -47,10 +47,12 @@
 #define PIECE_HEAD 16u
 enum { SEC_REQ_HEAD, SEC_REQ_BODY, SEC_REQ_TRAIL, SEC_RESP_HEAD, SEC_RESP_BODY, SEC_RESP_TRAIL };
 enum { F_REQ_TRUNC = 1, F_RESP_TRUNC = 2, F_GRPC = 4, F_LOCAL = 8, F_NO_RESPONSE = 16,
-       F_REQ_PIECES = 32, F_RESP_PIECES = 64, F_TRACED = 128, F_SAMPLED = 256, F_PARENT = 512 };
+       F_REQ_PIECES = 32, F_RESP_PIECES = 64, F_TRACED = 128, F_SAMPLED = 256, F_PARENT = 512,
+       F_SPAN_ONLY = 1024 };
 #define HEAD 120u          /* a record's fixed head: facts, trace context, section lengths */
 /* area header words (PROTOCOL.md) */
-enum { A_RECORDS, A_RING_FULL, A_TRUNC_BUDGET, A_TRUNC_BODY, A_UNRECORDED, A_EXCHANGES, A_SLOTS_USED };
+enum { A_RECORDS, A_RING_FULL, A_TRUNC_BUDGET, A_TRUNC_BODY, A_UNRECORDED, A_EXCHANGES, A_SLOTS_USED,
+       A_SPANS_ONLY };
 
 struct ring { uint8_t *base; size_t size; uint64_t cap, max_records; int fifo; };
 struct route { int16_t *tok; size_t n; };  /* >= 0 a byte; ANY one non-'/' byte; STAR a run */
@@ -598,13 +600,17 @@ static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, ui
 /* A record into the stream's ring: once its first piece has chosen one, that ring (the
  * reader joins a stream's pieces and its record there); else the thread's rings in turn.
  * An exchange counts as one record against a ring's MAX_RECORDS, however many pieces. */
-static bool put(struct stream *s, const struct part *parts, size_t nparts, uint64_t size) {
+static bool put(struct stream *s, const struct part *parts, size_t nparts, uint64_t size,
+                bool reserve) {
   const struct cfg *c = s->c;
   struct ring *mine = &c->rings[(uint64_t)my_thread * c->per_thread];
-  if (s->ring >= 0) return ring_put(&mine[s->ring], parts, nparts, size, s->pieces_sent);
+  if (s->ring >= 0) {
+    struct ring *r = &mine[s->ring];
+    return ring_put(r, parts, nparts, size, s->pieces_sent + (reserve ? r->max_records / 8 : 0));
+  }
   for (uint64_t i = 0; i < c->per_thread; i++) {
     uint64_t k = (next_ring + i) % c->per_thread;
-    if (ring_put(&mine[k], parts, nparts, size, 0)) {
+    if (ring_put(&mine[k], parts, nparts, size, reserve ? mine[k].max_records / 8 : 0)) {
       next_ring = (uint32_t)((k + 1) % c->per_thread);
       s->ring = (int64_t)k;
       return true;
@@ -636,7 +642,8 @@ static void put_piece(struct stream *s, int sec, uint32_t cut, uint64_t total,
     if (len > left) len = (size_t)left;
     if (len) parts[k++] = (struct part){chunks[i].ptr, len}, left -= len;
   }
-  if (take && put(s, parts, k, PIECE_HEAD + take)) s->piece_bytes[which] += take, s->pieces_sent++;
+  if (take && put(s, parts, k, PIECE_HEAD + take, false))
+    s->piece_bytes[which] += take, s->pieces_sent++;
   else take = 0;
   if (take < total) s->flags |= cut, s->body_truncs++;
   if (parts != local) free(parts);
@@ -898,6 +905,14 @@ static void count(struct stream *s, uint8_t *area, uint32_t code, uint32_t kflag
   }
 }
 
+/* An exchange whose span the worker exports: sampled, or failed (a 5xx, a gRPC status
+ * but OK: the worker keeps the server errors among them). */
+static bool wants_span(const struct stream *s) {
+  if (!(s->flags & F_TRACED)) return false;
+  return (s->flags & F_SAMPLED) || s->status >= 500 ||
+         ((s->flags & F_GRPC) && s->grpc_status > 0);
+}
+
 /* Once per stream: one record into the thread's rings and the counters. f is NULL when
  * Envoy's stream is gone (finished from the destroy hook): then nothing more is read. */
 static void finish(struct stream *s, envoy_filter_envoy_ptr f) {
@@ -934,9 +949,17 @@ static void finish(struct stream *s, envoy_filter_envoy_ptr f) {
     memcpy(head + 96 + 4 * i, &len, 4);
     parts[i + 1] = (struct part){s->sec[i].p, s->sec[i].len}, size += len;
   }
-  bool sent = put(s, parts, 7, size);
+  bool sent = put(s, parts, 7, size, false);
   uint64_t *a = word(area);
   bump(&a[sent ? A_RECORDS : A_RING_FULL], 1);
+  if (!sent && wants_span(s)) {
+    /* its span only: the head and the request's headers, in a reserve of an eighth of the
+     * ring's records that whole records never use, so a worker that is behind still
+     * sees every sampled or failed exchange's span (PROTOCOL.md, "Trace context") */
+    uint32_t flags = s->flags | F_SPAN_ONLY;
+    memcpy(head + 4, &flags, 4), memset(head + 100, 0, 20);
+    bump(&a[A_SPANS_ONLY], put(s, parts, 2, sizeof head + s->sec[SEC_REQ_HEAD].len, true));
+  }
   bump(&a[A_TRUNC_BUDGET], s->budget_trunc), bump(&a[A_TRUNC_BODY], s->body_truncs);
   bump(&a[A_EXCHANGES], 1);
   /* counters' flags: 1 gRPC, 2 local reply, 4 no response; code: the HTTP status, or for

@@ -12,12 +12,12 @@ CNT_MAGIC = 0x31544E434B4F4F4C
 REC_MAGIC = 0x3154504C
 PIECE_MAGIC = 0x3150504C
 REQUEST_PIECES, RESPONSE_PIECES = 32, 64
-TRACED, SAMPLED, PARENT = 128, 256, 512
+TRACED, SAMPLED, PARENT, SPAN_ONLY = 128, 256, 512, 1024
 HEAD = 120
 CNT_HEADER, AREA_HEADER, SLOT, RING_HEADER = 1024, 128, 1216, 64
 WRAP = 2**64 - 1
 AREA_WORDS = ("records", "ring_full", "truncated_budget", "truncated_body", "unrecorded",
-              "exchanges", "slots_used")
+              "exchanges", "slots_used", "spans_only")
 
 
 def _create(name: str, size: int) -> mmap.mmap:

@@ -39,6 +39,7 @@ FLAG_REQUEST_CUT, FLAG_RESPONSE_CUT, FLAG_GRPC, FLAG_LOCAL, FLAG_NO_RESPONSE = \
     1, 2, 4, 8, 16
 FLAG_REQUEST_PIECES, FLAG_RESPONSE_PIECES = 32, 64
 FLAG_TRACED, FLAG_SAMPLED, FLAG_PARENT = 128, 256, 512
+FLAG_SPAN_ONLY = 1024  # the ring had no room for the record: its head and request headers
 # pieces waiting for their record, per ring: the in-flight large bodies of one Envoy worker
 # (a worker's decoders hold at most what its rings do: see TapDecoder)
 PENDING_BYTES = 64 * 1024**2
@@ -220,6 +221,8 @@ class TapDecoder:
         if traced and self._spans is not None:
             self._spans.add(self._facts(exchange, request_headers, response_headers, method,
                                         path, grpc_call, code))
+        if exchange.flags & FLAG_SPAN_ONLY:
+            return []  # nothing to analyse: the exchange's observation was dropped
         base = dict(
             started_at=exchange.start_unix_ns / 1e9, method=method, path=path,
             route=(path if path in KNOWN_METHODS else OTHER_ROUTE) if grpc_call

@@ -5,7 +5,6 @@ long-lived gRPC client working again within a few calls."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ from tests.support.processes import (
     REPO,
     ManagedProcess,
     SidecarProcess,
+    children,
     free_port,
     port_accepts,
     request,
@@ -41,19 +41,6 @@ def upstream_port() -> Iterator[int]:
     process, port = start_upstream()
     yield port
     process.terminate()
-
-
-def _children(pid: int, word: bytes) -> list[int]:
-    """`pid`'s children whose command line holds `word`, whichever thread started them
-    (a thread or a child may end while they are read)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for child in (task / "children").read_text().split():
-                with contextlib.suppress(OSError):
-                    if word in Path(f"/proc/{child}/cmdline").read_bytes():
-                        found.append(int(child))
-    return found
 
 
 def test_a_tap_built_for_another_abi_is_refused_before_envoy_loads_it(
@@ -92,9 +79,9 @@ def test_a_killed_envoy_is_started_again_counted_and_its_counts_kept(
     try:
         for _ in range(3):
             assert request(sidecar.port, "GET", "/status/200").status == 200
-        [envoy] = _children(sidecar.process.popen.pid, b"envoy")
+        [envoy] = children(sidecar.process.popen.pid, b"envoy")
         os.kill(envoy, signal.SIGKILL)
-        wait_until(lambda: _children(sidecar.process.popen.pid, b"envoy") not in ([], [envoy])
+        wait_until(lambda: children(sidecar.process.popen.pid, b"envoy") not in ([], [envoy])
                    and port_accepts(sidecar.port), 30, "another Envoy")
         wait_until(lambda: request(sidecar.port, "GET", "/status/200").status == 200, 30,
                    "requests served again")
@@ -152,7 +139,7 @@ def test_a_full_ring_drops_analysis_and_counts_every_request(upstream_port: int)
                             "--observe-max-bytes", "64KiB",
                             "--observation-queue-bytes", "256KiB",
                             "--observation-queue-size", "4")
-    [worker] = _children(sidecar.process.popen.pid, b"spawn_main")
+    [worker] = children(sidecar.process.popen.pid, b"spawn_main")
     os.kill(worker, signal.SIGSTOP)
     try:
         for index in range(40):

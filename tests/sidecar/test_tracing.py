@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +16,13 @@ from tests.support.otlp import (
     HttpOtlpReceiver,
     ReceivedSpan,
 )
-from tests.support.processes import SidecarProcess, request, start_sidecar
+from tests.support.processes import (
+    SidecarProcess,
+    children,
+    request,
+    start_sidecar,
+    wait_until,
+)
 
 
 def _traceparent(sampled: bool) -> tuple[str, str, str]:
@@ -182,3 +190,37 @@ def test_a_failed_request_is_traced_though_its_caller_did_not_sample(
     assert span.parent_span_id == parent_id
     assert span.attributes["error.type"] == "sidecar_502"
     assert span.status_code == 2  # ERROR
+
+
+def test_spans_outlive_a_worker_that_is_behind(upstream_port: int) -> None:
+    """The one worker stopped (SIGSTOP), its ring of 16 records full: the tap keeps an
+    eighth of the ring for the spans of sampled exchanges whose records found no room,
+    so 18 of 30 sampled requests are traced once the worker runs again (16 records, 2
+    spans alone), and the rest are dropped and counted."""
+    receiver = HttpOtlpReceiver()
+    sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--analysis-workers", "1",
+                            "--observation-queue-size", "16",
+                            env={**receiver.env, "OTEL_TRACES_SAMPLER": "always_on"})
+    [worker] = children(sidecar.process.popen.pid, b"spawn_main")
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        traces = []
+        for _ in range(30):
+            trace_id, _, traceparent = _traceparent(sampled=True)
+            traces.append(trace_id)
+            assert request(sidecar.port, "GET", "/echo",
+                           headers={"traceparent": traceparent}).status == 200
+        dropped = sidecar.metric("lookout_queue_dropped_total", queue="observations")
+        os.kill(worker, signal.SIGCONT)
+        marker, _, traceparent = _traceparent(sampled=True)
+        wait_until(lambda: request(sidecar.port, "GET", "/echo",
+                                   headers={"traceparent": traceparent}).status == 200
+                   and marker in {span.trace_id for span in receiver.spans}, 30,
+                   "the marker's span, after every earlier one")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+        sidecar.stop()
+        receiver.close()
+    traced = {span.trace_id for span in receiver.spans} - {marker}
+    assert dropped == 14
+    assert traced == set(traces[:18])

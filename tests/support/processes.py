@@ -222,3 +222,16 @@ def read_only(path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def children(pid: int, word: bytes) -> list[int]:
+    """`pid`'s children whose command line holds `word`, whichever thread started them
+    (a thread or a child may end while they are read)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if word in Path(f"/proc/{child}/cmdline").read_bytes():
+                        found.append(int(child))
+    return found

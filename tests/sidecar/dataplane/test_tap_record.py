@@ -22,6 +22,7 @@ from lookout.sidecar.dataplane.tap_record import (
     FLAG_RESPONSE_CUT,
     FLAG_RESPONSE_PIECES,
     FLAG_SAMPLED,
+    FLAG_SPAN_ONLY,
     FLAG_TRACED,
     BodyPieces,
     TapDecoder,
@@ -302,3 +303,16 @@ def test_a_grpc_call_is_named_by_its_method_with_the_model_its_message_names(
     assert failed.status.status_code == StatusCode.ERROR
     assert failed.status.description == "no route"
     assert failed.attributes is not None and failed.attributes["error.type"] == "UNAVAILABLE"
+
+
+def test_a_span_only_record_is_a_span_and_no_observation(exported) -> None:
+    """The ring had no room for the record: the tap put its head and request headers
+    in the span reserve, so the span survives a worker that is behind."""
+    spans, exporter = exported
+    observations = decoder(spans=spans).decode(record(
+        request_headers=infer_request(), status=200, request_bytes=5000,
+        flags=SAMPLED | FLAG_SPAN_ONLY, trace=TRACE, span=SPAN))
+    assert observations == []
+    span = only_span(exporter)
+    assert span.name == "POST /v2/models/{model}/infer"
+    assert span.attributes is not None and span.attributes["http.request.body.size"] == 5000
