@@ -68,7 +68,9 @@ class ExchangeSpans:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ExchangeSpans | None:
-        """None when nothing would be exported (disabled, or no exporter named)."""
+        """None when nothing would be exported (disabled, or no exporter named). `env` is
+        the process's environment: the SDK's exporters read their endpoint, headers and
+        timeouts from it themselves."""
         settings = TraceSettings.from_env(env)
         if not settings.enabled:
             return None

@@ -31,6 +31,36 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would cost a line per request on the hot path.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # the OTLP exporter says so at every retry while a collector is down
+    handler.addFilter(RepeatFilter("opentelemetry"))
+
+
+class RepeatFilter(logging.Filter):
+    """Another library's recurring line (the same message template from the same
+    logger) passes once per `interval` seconds, saying how many were left out."""
+
+    def __init__(self, prefix: str, interval: float = 60.0, clock=time.monotonic) -> None:
+        super().__init__()
+        self._prefix, self._interval, self._clock = prefix, interval, clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._skipped: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefix):
+            return True
+        key, now = (record.name, str(record.msg)), self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._skipped[key] = self._skipped.get(key, 0) + 1
+                return False
+            skipped = self._skipped.pop(key, 0)
+            self._last[key] = now
+        if skipped and last is not None:
+            record.msg = f"{record.msg} (and {skipped} more like it in the last " \
+                         f"{now - last:.0f} s)"
+        return True
 
 
 class FailureLog:

@@ -138,3 +138,35 @@ def test_a_recurring_failure_logs_one_traceback_per_interval(caplog) -> None:
                         "samples failed on /predict (and 599 more like it in the last 60 s)",
                         "shadow failed"]
     assert all(record.exc_info for record in caplog.records)
+
+
+def test_a_librarys_recurring_line_passes_once_per_interval() -> None:
+    """The OTLP exporter logs every retry while a collector is down: one line a minute
+    per message template gets through, with how many were left out; other loggers and
+    other templates are not held back."""
+    import logging
+
+    from lookout.sidecar.runtime.logs import RepeatFilter
+
+    now = [0.0]
+    repeats = RepeatFilter("opentelemetry", interval=60, clock=lambda: now[0])
+
+    def passed(name: str, message: str, *args: object) -> str | None:
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, message, args, None)
+        return record.getMessage() if repeats.filter(record) else None
+
+    retry = "Transient error %s encountered, retrying in %.2fs."
+    exporter = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+    seen = []
+    for second in range(0, 125, 5):
+        now[0] = float(second)
+        seen.append(passed(exporter, retry, "refused", second / 10))
+        seen.append(passed("lookout.sidecar", "lookout's own %s", second))
+    kept = [line for line in seen if line is not None and "Transient" in line]
+    assert kept == ["Transient error refused encountered, retrying in 0.00s.",
+                    "Transient error refused encountered, retrying in 6.00s. "
+                    "(and 11 more like it in the last 60 s)",
+                    "Transient error refused encountered, retrying in 12.00s. "
+                    "(and 11 more like it in the last 60 s)"]
+    assert sum(line is not None and "own" in line for line in seen) == 25
+    assert passed(exporter, "Failed to export spans batch") is not None
