@@ -111,6 +111,8 @@ def known_case() -> tuple[Case, dict]:
     c.body(3, 2, 1, [response[16_487:]])
     c.new(4)  # a body that starts small: kept, then sent ahead once it passes 8 KiB
     c.hdr(4, 0, ":path", "/elsewhere")
+    for parent in ("b7ad6b7169203331", "c7ad6b7169203331"):  # two values: invalid
+        c.hdr(4, 0, "traceparent", f"00-{trace}-{parent}-01")
     c.do(4, "reqh", 1)
     c.hdr(4, 2, ":status", "200")
     c.do(4, "resph", 0)
@@ -266,6 +268,9 @@ def check_known(records: list[dict], counters: dict, expect: dict) -> None:
     assert large["response_pieces"] == [16_387, 100, 100_003 - 16_487], large["response_pieces"]
     grown = records[4]
     assert grown["flags"] & ~TRACE_FLAGS == tapshm.RESPONSE_PIECES, grown["flags"]
+    assert grown["flags"] & TRACE_FLAGS == tapshm.TRACED and grown["trace_id"] != expect["trace"]
+    assert [v for k, v in grown["request_headers"] if k == b"traceparent"] == \
+        [f"00-{grown['trace_id']}-{grown['span_id']}-00".encode()]  # one value, the tap's
     assert grown["response_body"] == expect["growing"]
     assert grown["response_pieces"] == [1000, 50_000], grown["response_pieces"]
 

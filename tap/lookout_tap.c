@@ -523,11 +523,14 @@ static void to_hex(char *out, const uint8_t *p, size_t n) {
  * the tap only decides, as OpenTelemetry's ParentBased(TraceIdRatioBased) does, and sends
  * the upstream its span's context. The worker makes the span from the record. */
 static void trace_context(struct stream *s, envoy_filter_envoy_ptr f) {
-  const uint8_t *v;
-  size_t n;
+  envoy_dynamic_module_type_envoy_buffer v = {NULL, 0};
+  size_t values = 0;
   uint8_t flags = 0;
-  if (header(f, ENVOY_REQUEST_HEADER, "traceparent", &v, &n) &&
-      caller_context(v, n, s->trace, s->parent, &flags)) {
+  /* two traceparent values are invalid too (W3C): the trace begins here */
+  if (envoy_dynamic_module_callback_http_get_header(
+          f, ENVOY_REQUEST_HEADER, (envoy_dynamic_module_type_module_buffer){"traceparent", 11},
+          &v, 0, &values) && v.ptr && values == 1 &&
+      caller_context((const uint8_t *)v.ptr, v.length, s->trace, s->parent, &flags)) {
     s->flags |= F_PARENT | (flags & 1 ? F_SAMPLED : 0);
   } else {
     uint64_t high = random64(), low = random64() | 1;
