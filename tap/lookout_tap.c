@@ -519,9 +519,9 @@ static void to_hex(char *out, const uint8_t *p, size_t n) {
   for (size_t i = 0; i < n; i++) out[2 * i] = digits[p[i] >> 4], out[2 * i + 1] = digits[p[i] & 15];
 }
 
-/* Envoy's tracer made a span per request, sampled or not, at 0.12-0.18x of Envoy's CPU;
- * the tap only decides, as OpenTelemetry's ParentBased(TraceIdRatioBased) does, and sends
- * the upstream its span's context. The worker makes the span from the record. */
+/* Envoy's tracer made a span object per request, sampled or not (docs/PERFORMANCE.md
+ * prices it); the tap only decides, as OpenTelemetry's ParentBased(TraceIdRatioBased)
+ * does, and sends the upstream its span's context. The worker makes the span. */
 static void trace_context(struct stream *s, envoy_filter_envoy_ptr f) {
   envoy_dynamic_module_type_envoy_buffer v = {NULL, 0};
   size_t values = 0;
