@@ -151,10 +151,8 @@ def _connection_buffers(size: int, *, downstream: bool) -> Callable[[Bootstrap],
 
 
 def _tap_without_bodies(document: Bootstrap) -> None:
-    for each in _manager(document)["http_filters"]:
-        if each["name"] == TAP_NAME:
-            config = each["typed_config"]["filter_config"]
-            config["value"] = re.sub(r"max_body=\d+", "max_body=0", config["value"])
+    config = _tap_config(document)
+    config["value"] = re.sub(r"max_body=\d+", "max_body=0", config["value"])
 
 
 def _no_protections(document: Bootstrap) -> None:

@@ -145,7 +145,7 @@ def envoy_tracing(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     context): the connection manager's `tracing` and the collector's cluster. The
     variables are read as lookout reads them: parent-based, a root kept at the ratio."""
     settings = TraceSettings.from_env(env)
-    _, host, port, _, path = endpoint(env, grpc=False)
+    host, port, path = endpoint(env, grpc=False)
     sampler = {
         "name": "envoy.tracers.opentelemetry.samplers.parent_based",
         "typed_config": {

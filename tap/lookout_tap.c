@@ -295,14 +295,20 @@ void envoy_dynamic_module_on_http_filter_config_destroy(envoy_filter_config_modu
 
 /* ---------------------------------------------------------------- reading headers */
 
-static bool header(envoy_filter_envoy_ptr f, int type, const char *key, const uint8_t **v, size_t *n) {
+/* The first value of a header; `values`, when given, says how many it has. */
+static bool header_values(envoy_filter_envoy_ptr f, int type, const char *key, const uint8_t **v,
+                          size_t *n, size_t *values) {
   envoy_dynamic_module_type_envoy_buffer out = {NULL, 0};
   if (!envoy_dynamic_module_callback_http_get_header(
-          f, type, (envoy_dynamic_module_type_module_buffer){key, strlen(key)}, &out, 0, NULL) ||
+          f, type, (envoy_dynamic_module_type_module_buffer){key, strlen(key)}, &out, 0, values) ||
       !out.ptr)
     return false;
   *v = (const uint8_t *)out.ptr, *n = out.length;
   return true;
+}
+
+static bool header(envoy_filter_envoy_ptr f, int type, const char *key, const uint8_t **v, size_t *n) {
+  return header_values(f, type, key, v, n, NULL);
 }
 
 static bool has_header(envoy_filter_envoy_ptr f, int type, const char *key) {
@@ -523,14 +529,12 @@ static void to_hex(char *out, const uint8_t *p, size_t n) {
  * prices it); the tap only decides, as OpenTelemetry's ParentBased(TraceIdRatioBased)
  * does, and sends the upstream its span's context. The worker makes the span. */
 static void trace_context(struct stream *s, envoy_filter_envoy_ptr f) {
-  envoy_dynamic_module_type_envoy_buffer v = {NULL, 0};
-  size_t values = 0;
+  const uint8_t *v;
+  size_t n, values = 0;
   uint8_t flags = 0;
   /* two traceparent values are invalid too (W3C): the trace begins here */
-  if (envoy_dynamic_module_callback_http_get_header(
-          f, ENVOY_REQUEST_HEADER, (envoy_dynamic_module_type_module_buffer){"traceparent", 11},
-          &v, 0, &values) && v.ptr && values == 1 &&
-      caller_context((const uint8_t *)v.ptr, v.length, s->trace, s->parent, &flags)) {
+  if (header_values(f, ENVOY_REQUEST_HEADER, "traceparent", &v, &n, &values) && values == 1 &&
+      caller_context(v, n, s->trace, s->parent, &flags)) {
     s->flags |= F_PARENT | (flags & 1 ? F_SAMPLED : 0);
   } else {
     uint64_t high = random64(), low = random64() | 1;

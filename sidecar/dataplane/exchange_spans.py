@@ -5,8 +5,9 @@ the trace id, the span id the upstream was sent as its parent, the caller's span
 sampling decision. So Envoy makes no span object at all, and an unsampled request costs
 it two random numbers and a header. A sampled exchange is exported here, and so is a failed
 one that was not sampled (errors are always traced: its ids are those the upstream saw).
-An exchange whose record was dropped (a full ring, a dead worker) has no span: counted in
-`lookout_queue_dropped_total{queue="observation_queue"}` with the record.
+When a ring is full the tap keeps such an exchange's span in its reserve (a span-only
+record); past the reserve, or while a worker is dead, the span is lost with its record,
+counted in `lookout_queue_dropped_total{queue="observations"}`.
 
 Export runs in the SDK's batch thread, reading the standard OTLP variables itself; a dead
 collector costs dropped spans, never analysis.
@@ -86,8 +87,8 @@ class ExchangeSpans:
         return cls(processors, resource)
 
     def add(self, facts: ExchangeFacts) -> None:
-        if not (facts.sampled or facts.failed):
-            return
+        """One exchange's span, exported: the decoder hands over the sampled and the
+        failed ones only (building the facts of the rest would cost every record)."""
         parent = SpanContext(facts.trace_id, facts.parent_span_id, is_remote=True,
                              trace_flags=_SAMPLED if facts.sampled else _UNSAMPLED) \
             if facts.parent_span_id else None

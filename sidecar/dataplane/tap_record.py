@@ -217,16 +217,20 @@ class TapDecoder:
         grpc_call = bool(exchange.flags & FLAG_GRPC) or \
             request_headers.get("content-type", "").startswith(GRPC_CONTENT_TYPE)
         status, code = self._status(exchange, grpc_call)
+        route = (path if path in KNOWN_METHODS else OTHER_ROUTE) if grpc_call \
+            else self._routes.label(path)
         traced = bool(exchange.flags & FLAG_TRACED)
         if traced and self._spans is not None:
-            self._spans.add(self._facts(exchange, request_headers, response_headers, method,
-                                        path, grpc_call, code))
+            failed = _grpc_number(exchange) in GRPC_SERVER_ERRORS and \
+                not exchange.flags & FLAG_NO_RESPONSE if grpc_call else exchange.status >= 500
+            if failed or exchange.flags & FLAG_SAMPLED:  # errors are always traced
+                self._spans.add(self._facts(exchange, request_headers, response_headers,
+                                            method, path, route, grpc_call, code, failed))
         if exchange.flags & FLAG_SPAN_ONLY:
             return []  # nothing to analyse: the exchange's observation was dropped
         base = dict(
             started_at=exchange.start_unix_ns / 1e9, method=method, path=path,
-            route=(path if path in KNOWN_METHODS else OTHER_ROUTE) if grpc_call
-            else self._routes.label(path), status=status, code=code,
+            route=route, status=status, code=code,
             request_headers=request_headers, response_headers=response_headers,
             duration=exchange.duration_ns / 1e9,
             upstream_duration=exchange.upstream_ns / 1e9 if exchange.upstream_ns else None,
@@ -244,31 +248,26 @@ class TapDecoder:
         return list(self._grpc(exchange, base, path))
 
     def _facts(self, exchange: TapExchange, request_headers: RawHeaders,
-               response_headers: RawHeaders, method: str, path: str, grpc_call: bool,
-               code: str) -> ExchangeFacts:
+               response_headers: RawHeaders, method: str, path: str, route: str,
+               grpc_call: bool, code: str, failed: bool) -> ExchangeFacts:
         """The span's name, attributes and outcome, under OpenTelemetry's HTTP and RPC
         conventions; the model as the request named it (a span is not a metric: no label
         bound applies)."""
         if grpc_call:
             model = _first_model(grpc_messages(exchange.request_body)[0])
             service, _, rpc_method = path[1:].partition("/")
-            name = path[1:] if path in KNOWN_METHODS else OTHER_ROUTE
-            number = exchange.grpc_status if exchange.grpc_status >= 0 else \
-                (0 if exchange.status == 200 else 2)
+            name = route[1:] if route == path else route
             attributes: dict[str, AttributeValue] = {
                 "rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc_method,
-                "rpc.grpc.status_code": number}
-            failed = number in GRPC_SERVER_ERRORS and not exchange.flags & FLAG_NO_RESPONSE
+                "rpc.grpc.status_code": _grpc_number(exchange)}
             error = response_headers.get("grpc-message", "")
         else:
             model = path_model(path)
-            route = self._routes.label(path)
             name = f"{method} {route}"
             attributes = {"http.request.method": method, "url.path": path,
                           "http.route": route}
             if exchange.status:
                 attributes["http.response.status_code"] = exchange.status
-            failed = exchange.status >= 500
             error = response_headers.get("x-lookout-error", "")
         label, version = self._models.label_name(model)
         attributes.update({
@@ -302,8 +301,7 @@ class TapDecoder:
         flags = exchange.flags & FLAG_LOCAL and 2
         if not grpc_call:
             return exchange.status, code_label(exchange.status, flags)
-        number = exchange.grpc_status if exchange.grpc_status >= 0 else \
-            (0 if exchange.status == 200 else 2)
+        number = _grpc_number(exchange)
         code = _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
         return HTTP_EQUIVALENT[code], code_label(number, flags | 1)
 
@@ -327,6 +325,13 @@ class TapDecoder:
             request_truncated=request_cut or len(requests) != 1,
             response_truncated=response_cut or len(responses) != 1,
             model=model, version=version, **base)
+
+
+def _grpc_number(exchange: TapExchange) -> int:
+    """The call's grpc-status; an answer without one is OK on a 200, else UNKNOWN."""
+    if exchange.grpc_status >= 0:
+        return exchange.grpc_status
+    return 0 if exchange.status == 200 else 2
 
 
 def _first_model(messages: list[bytes]) -> str | None:

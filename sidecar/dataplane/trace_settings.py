@@ -87,8 +87,9 @@ def _ratio(env: Mapping[str, str]) -> float:
                              f"always_on or always_off")
 
 
-def endpoint(env: Mapping[str, str], grpc: bool) -> tuple[str, str, int, bool, str]:
-    """(scheme, host, port, tls, path) of the collector, as the SDK's exporter finds it."""
+def endpoint(env: Mapping[str, str], grpc: bool) -> tuple[str, int, str]:
+    """(host, port, path) of the collector, as the SDK's exporter finds it; refused when
+    the SDK could not use it."""
     specific = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
     general = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
     default = "http://localhost:4317" if grpc else "http://localhost:4318"
@@ -99,4 +100,4 @@ def endpoint(env: Mapping[str, str], grpc: bool) -> tuple[str, str, int, bool, s
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     path = parts.path or "/v1/traces" if grpc or specific else parts.path.rstrip("/") + "/v1/traces"
-    return parts.scheme, parts.hostname, port, tls, path
+    return parts.hostname, port, path

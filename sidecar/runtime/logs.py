@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Hashable
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,31 +36,48 @@ def configure_logging(level: str) -> None:
     handler.addFilter(RepeatFilter("opentelemetry"))
 
 
-class RepeatFilter(logging.Filter):
-    """Another library's recurring line (the same message template from the same
-    logger) passes once per `interval` seconds, saying how many were left out."""
+class _OncePer:
+    """Whether a key's line may be written now (once per `interval` seconds), and how
+    many were held back since the last one: a thread-safe tally."""
 
-    def __init__(self, prefix: str, interval: float = 60.0, clock=time.monotonic) -> None:
-        super().__init__()
-        self._prefix, self._interval, self._clock = prefix, interval, clock
-        self._last: dict[tuple[str, str], float] = {}
-        self._skipped: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self._interval, self._clock = interval, clock
+        self._last: dict[Hashable, float] = {}
+        self._skipped: dict[Hashable, int] = {}
+        self._lock = threading.Lock()  # analysis and shadow call from worker threads
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self._prefix):
-            return True
-        key, now = (record.name, str(record.msg)), self._clock()
+    def note(self, key: Hashable) -> str | None:
+        """None to hold the line back, else what to add to it ('' or how many were)."""
+        now = self._clock()
         with self._lock:
             last = self._last.get(key)
             if last is not None and now - last < self._interval:
                 self._skipped[key] = self._skipped.get(key, 0) + 1
-                return False
+                return None
             skipped = self._skipped.pop(key, 0)
             self._last[key] = now
-        if skipped and last is not None:
-            record.msg = f"{record.msg} (and {skipped} more like it in the last " \
-                         f"{now - last:.0f} s)"
+        if not skipped or last is None:
+            return ""
+        return f" (and {skipped} more like it in the last {now - last:.0f} s)"
+
+
+class RepeatFilter(logging.Filter):
+    """Another library's recurring line (the same message template from the same
+    logger) passes once per `interval` seconds, saying how many were left out."""
+
+    def __init__(self, prefix: str, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._repeats = _OncePer(interval, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefix):
+            return True
+        suffix = self._repeats.note((record.name, str(record.msg)))
+        if suffix is None:
+            return False
+        record.msg = f"{record.msg}{suffix}"
         return True
 
 
@@ -70,13 +88,9 @@ class FailureLog:
     per request: 100 requests/s of those would drown the pod's logs."""
 
     def __init__(self, logger: logging.Logger, interval: float = 60.0,
-                 clock=time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._logger = logger
-        self._interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = {}
-        self._lock = threading.Lock()  # analysis and shadow call from worker threads
+        self._repeats = _OncePer(interval, clock)
 
     def exception(self, key: str, message: str, *args: object) -> None:
         """Call from an `except` block, like `Logger.exception`."""
@@ -91,17 +105,9 @@ class FailureLog:
         self._log(key, message, args, level, traceback=False)
 
     def _log(self, key: str, message: str, args: tuple, level: int, traceback: bool) -> None:
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval:
-                self._skipped[key] = self._skipped.get(key, 0) + 1
-                return
-            skipped = self._skipped.pop(key, 0)
-            self._last[key] = now
-        if skipped:
-            message += f" (and {skipped} more like it in the last {now - last:.0f} s)"
-        self._logger.log(level, message, *args, exc_info=traceback)
+        suffix = self._repeats.note(key)
+        if suffix is not None:
+            self._logger.log(level, message + suffix, *args, exc_info=traceback)
 
 
 class TallyLog:
