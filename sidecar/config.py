@@ -293,6 +293,12 @@ class Config:
                                    "most concurrent keep-alive connections to the upstream")
     upstream_keepalive: float = _opt(60.0, _positive(float),
                                      "seconds an idle upstream connection is kept open")
+    preserve_header_case: bool = _opt(False, parse_bool,
+                                      "HTTP/1.1 header names reach each side spelled as "
+                                      "the other sent them, not lower-cased (names are "
+                                      "case-insensitive, RFC 9110 5.1; this is for peers "
+                                      "that compare them by case, and costs Envoy about "
+                                      "5 percent more CPU per request)")
     observe_max_bytes: int = _opt(16 * 1024**2, _positive(parse_size),
                                   "most response bytes copied into an observation (a raw "
                                   "YOLO head as KServe JSON is about 10 MB)")

@@ -125,7 +125,7 @@ class EnvoyDataPlane:
                             config.observation_queue_bytes, routes, TraceSettings.from_env(env))
         self.admin_socket = os.path.join(directory, "envoy-admin.sock")
         self.bootstrap_path = os.path.join(directory, "envoy.json")
-        document = bootstrap(network, tap, self.admin_socket, config.routes)
+        document = bootstrap(network, tap, self.admin_socket)
         Path(self.bootstrap_path).write_text(json.dumps(document, indent=1))
         environment = {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.module.parent)}
         command = [str(self.binary), "-c", self.bootstrap_path,

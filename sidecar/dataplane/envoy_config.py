@@ -13,13 +13,9 @@ only their own bytes, never the upstream pool. lookout's own refusals carry
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-
-from lookout.sidecar.dataplane.routes import OTHER_ROUTE
 
 # Envoy's own object names (its stats carry them: http.data_http.*), never metric names
 HTTP_LISTENER, GRPC_LISTENER = "data_http", "data_grpc"
@@ -67,6 +63,7 @@ class DataPlaneSettings:
     max_body_bytes: int
     upstream_keepalive: float
     upstream_pool_size: int
+    preserve_header_case: bool
     model_name: str
     model_version: str
 
@@ -91,10 +88,14 @@ def _address(host: str, port: int) -> dict[str, Any]:
 
 
 # HTTP/1 header names reach each side spelled as the other sent them (Envoy would
-# lower-case them): the relay stays byte for byte for clients that compare by case
-_PRESERVE_CASE = {"stateful_formatter": {"name": "preserve_case", "typed_config": {
+# lower-case them), with `preserve_header_case`: for peers that compare names by case
+PRESERVE_CASE = {"stateful_formatter": {"name": "preserve_case", "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.http.header_formatters.preserve_case.v3."
              "PreserveCaseFormatterConfig"}}}
+
+
+def _header_case(settings: DataPlaneSettings) -> dict[str, Any]:
+    return {"header_key_format": PRESERVE_CASE} if settings.preserve_header_case else {}
 
 
 def _cluster(name: str, host: str, port: int, settings: DataPlaneSettings, *,
@@ -105,7 +106,7 @@ def _cluster(name: str, host: str, port: int, settings: DataPlaneSettings, *,
         "explicit_http_config": {"http2_protocol_options": {
             "initial_stream_window_size": H2_STREAM_WINDOW,
             "initial_connection_window_size": H2_CONNECTION_WINDOW}} if http2 else
-        {"http_protocol_options": {"header_key_format": _PRESERVE_CASE}},
+        {"http_protocol_options": _header_case(settings)},
     }
     limits = {"max_connections": upstream_connection_limit(settings.upstream_pool_size),
               "max_pending_requests": UPSTREAM_CONNECTIONS,
@@ -275,8 +276,7 @@ def _connection_manager(name: str, settings: DataPlaneSettings, routes: dict[str
             "headers_with_underscores_action": "REJECT_REQUEST",
             "max_headers_count": 100,
         },
-        "http_protocol_options": {"accept_http_10": True,
-                                  "header_key_format": _PRESERVE_CASE},
+        "http_protocol_options": {"accept_http_10": True, **_header_case(settings)},
         "http2_protocol_options": _http2_listener_options(settings),
         "local_reply_config": local_reply_config(settings, grpc=grpc),
         "route_config": routes,
@@ -309,20 +309,13 @@ def _listener(name: str, host: str, port: int, manager: dict[str, Any],
     }
 
 
-def template_regex(template: str) -> str:
-    """A route template as RE2, as `routes.py` reads it: `{name}` is one or more
-    characters but '/', and a trailing '/' is allowed."""
-    pieces = re.split(r"\{[A-Za-z_][A-Za-z0-9_]*\}", template)
-    return "[^/]+?".join(re.escape(piece) for piece in pieces) + "/?"
-
-
-def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[str, Any]:
-    """Every path to the upstream, each route template a route of that name (the span's
-    name), the rest `other`. A declared body over max_body_bytes is refused at once,
-    before it is sent, and so is a request with two Host fields; an upgrade (WebSocket)
-    is not buffered: its body is the tunnel, closed after read_timeout of silence. The
-    upstream learns the client's address in X-Forwarded-For, appended as nginx's
-    `proxy_add_x_forwarded_for` does."""
+def _http_routes(settings: DataPlaneSettings) -> dict[str, Any]:
+    """Every path to the upstream by one prefix route: the tap names a request's route
+    template itself, so Envoy matches no regular expression per request. A declared body
+    over max_body_bytes is refused at once, before it is sent, and so is a request with
+    two Host fields; an upgrade (WebSocket) is not buffered: its body is the tunnel,
+    closed after read_timeout of silence. The upstream learns the client's address in
+    X-Forwarded-For, appended as nginx's `proxy_add_x_forwarded_for` does."""
     action = {"cluster": HTTP_CLUSTER, "timeout": _seconds(settings.read_timeout)}
     no_buffer = {"envoy.filters.http.buffer": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3."
@@ -340,9 +333,7 @@ def _http_routes(settings: DataPlaneSettings, templates: Sequence[str]) -> dict[
             {"name": "upgrade", "present_match": True}]},
          "route": {**action, "timeout": "0s", "idle_timeout": _seconds(settings.read_timeout)},
          "typed_per_filter_config": no_buffer}]
-    routes += [{"name": template, "match": {"safe_regex": {"regex": template_regex(template)}},
-                "route": action} for template in templates]
-    routes.append({"name": OTHER_ROUTE, "match": {"prefix": "/"}, "route": action})
+    routes.append({"name": "upstream", "match": {"prefix": "/"}, "route": action})
     return {"name": HTTP_LISTENER, "virtual_hosts": [{
         "name": "upstream", "domains": ["*"], "routes": routes,
         "request_headers_to_add": [{"header": {
@@ -373,13 +364,12 @@ def _upstream_target(settings: DataPlaneSettings) -> tuple[str, int, bool]:
     return parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80), tls
 
 
-def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str,
-              templates: Sequence[str] = ()) -> dict[str, Any]:
+def bootstrap(settings: DataPlaneSettings, tap_config: str, admin_socket: str) -> dict[str, Any]:
     """The whole bootstrap, as a mapping to write as JSON (which Envoy reads as YAML)."""
     host, port, tls = _upstream_target(settings)
     listeners = [_listener(HTTP_LISTENER, settings.listen.host, settings.listen.port,
                            _connection_manager(HTTP_LISTENER, settings,
-                                               _http_routes(settings, templates),
+                                               _http_routes(settings),
                                                [_buffer_filter(settings),
                                                 _tap_filter(tap_config)],
                                                grpc=False), settings)]

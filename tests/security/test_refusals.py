@@ -123,6 +123,7 @@ def test_shape_against_nginx(peers, shape: Shape) -> None:
             listed = _connection_listed(shape.render("", 0))
             if shape.name in HOST_FROM_TARGET:
                 listed.add("host")
-                assert ("Host", f"127.0.0.1:{recording.decoy_port}") in ours.headers
+                assert ("host", f"127.0.0.1:{recording.decoy_port}") in [
+                    (name.lower(), value) for name, value in ours.headers]
             assert _end_to_end(ours, listed, sidecar.port, recording.port) == \
                 _end_to_end(theirs, listed, nginx.port, recording.port)

@@ -1,7 +1,9 @@
 """The proxy adds or rewrites no end-to-end header, whatever shape the response has:
 every response lookout analyses, from an upstream that writes its header block by hand,
 compared direct and through the sidecar (RFC 9110 7.6.1: only hop-by-hop headers and
-the framing may differ)."""
+the framing may differ). Names arrive lower-cased, as Envoy writes them (RFC 9110 5.1:
+they are case-insensitive), and spelled as the upstream spelled them with
+`preserve_header_case`."""
 
 from __future__ import annotations
 
@@ -28,9 +30,16 @@ def verbatim() -> Iterator[int]:
         yield port
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["names-lower-cased",
+                                                           "preserve-header-case"])
+def preserve_case(request: pytest.FixtureRequest) -> bool:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def sidecar(verbatim: int) -> Iterator[SidecarProcess]:
-    process = start_sidecar(f"http://127.0.0.1:{verbatim}")
+def sidecar(verbatim: int, preserve_case: bool) -> Iterator[SidecarProcess]:
+    process = start_sidecar(f"http://127.0.0.1:{verbatim}", "--preserve-header-case",
+                            str(preserve_case).lower())
     yield process
     process.stop()
 
@@ -48,10 +57,13 @@ def _get(port: int, path: str) -> tuple[list[tuple[str, str]], bytes]:
 
 @pytest.mark.parametrize("path", sorted(RESPONSES))
 def test_headers_and_body_are_the_upstreams(sidecar: SidecarProcess, verbatim: int,
-                                            path: str) -> None:
+                                            preserve_case: bool, path: str) -> None:
     direct_headers, direct_body = _get(verbatim, path)
     proxied_headers, proxied_body = _get(sidecar.port, path)
     assert proxied_body == direct_body
+    if not preserve_case:
+        assert all(name == name.lower() for name, _ in proxied_headers)
+        direct_headers = [(name.lower(), value) for name, value in direct_headers]
 
     def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Repeated list fields as one (RFC 9110 5.3 lets a proxy combine them, and
