@@ -5,14 +5,13 @@
  * 1.40) and checked against the 1.40.0 binary (`nm -D` for the exported callbacks,
  * `objdump -d` for the argument registers each one reads, SysV x86-64 ABI):
  *   callback_log                   edi=level, rsi:rdx=buffer{ptr,len}        -> void
- *   callback_http_get_header       rdi, esi=type, rdx:rcx=key{ptr,len}, r8=result*,
- *                                  r9=index, 16(%rbp)=optional_size* (7 words) -> bool
  *   callback_http_get_headers_size rdi, esi=type (2 args)                    -> size_t
  *   callback_http_get_headers      rdi, esi=type, rdx=array*                 -> bool
  *   callback_http_get_body_chunks_size rdi, esi=type (2 args; returns the slice count
  *                                  in rax, no out-pointer)                   -> size_t
  *   callback_http_get_body_chunks  rdi, esi=type, rdx=array*                 -> bool
  *   callback_http_set_header       rdi, esi=type, rdx:rcx=key, r8:r9=value     -> bool
+ *   callback_http_add_header       rdi, esi=type, rdx:rcx=key, r8:r9=value     -> bool
  * Enum orders were checked on the jump tables of those callbacks: header types
  * 0 request headers, 1 request trailers, 2 response headers, 3 response trailers; body types
  * 0 received request, 1 buffered request, 2 received response, 3 buffered response.
@@ -53,9 +52,6 @@ typedef const void *envoy_filter_module_ptr;
 /* Callbacks (Envoy implements them). */
 #define WEAK __attribute__((weak))
 WEAK void envoy_dynamic_module_callback_log(int level, envoy_dynamic_module_type_module_buffer msg);
-WEAK bool envoy_dynamic_module_callback_http_get_header(
-    envoy_filter_envoy_ptr f, int header_type, envoy_dynamic_module_type_module_buffer key,
-    envoy_dynamic_module_type_envoy_buffer *result, size_t index, size_t *optional_size);
 WEAK size_t envoy_dynamic_module_callback_http_get_headers_size(envoy_filter_envoy_ptr f,
                                                                 int header_type);
 WEAK bool envoy_dynamic_module_callback_http_get_headers(
@@ -66,6 +62,10 @@ WEAK bool envoy_dynamic_module_callback_http_get_body_chunks(
     envoy_filter_envoy_ptr f, int body_type, envoy_dynamic_module_type_envoy_buffer *out);
 /* rdi, esi=type, rdx:rcx=key{ptr,len}, r8:r9=value{ptr,len} (checked by disassembly) */
 WEAK bool envoy_dynamic_module_callback_http_set_header(
+    envoy_filter_envoy_ptr f, int header_type, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_module_buffer value);
+/* The same arguments (checked by disassembly); optional: the tap sets where it is absent. */
+WEAK bool envoy_dynamic_module_callback_http_add_header(
     envoy_filter_envoy_ptr f, int header_type, envoy_dynamic_module_type_module_buffer key,
     envoy_dynamic_module_type_module_buffer value);
 #undef WEAK

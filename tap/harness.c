@@ -48,21 +48,6 @@ static struct map *map_of(envoy_filter_envoy_ptr f, int type) {
   return type >= 0 && type < 4 ? &((struct fake *)f)->maps[type] : NULL;
 }
 
-bool envoy_dynamic_module_callback_http_get_header(envoy_filter_envoy_ptr f, int type,
-                                                   envoy_dynamic_module_type_module_buffer key,
-                                                   envoy_dynamic_module_type_envoy_buffer *out,
-                                                   size_t index, size_t *size) {
-  struct map *m = map_of(f, type);
-  size_t seen = 0;
-  *out = (envoy_dynamic_module_type_envoy_buffer){NULL, 0};
-  if (!m) return false;
-  for (size_t i = 0; i < m->n; i++)
-    if (m->h[i].kl == key.length && !memcmp(m->h[i].k, key.ptr, key.length) && seen++ == index)
-      *out = (envoy_dynamic_module_type_envoy_buffer){m->h[i].v, m->h[i].vl};
-  if (size) *size = seen;
-  return true;
-}
-
 size_t envoy_dynamic_module_callback_http_get_headers_size(envoy_filter_envoy_ptr f, int type) {
   struct map *m = map_of(f, type);
   return m ? m->n : 0;
@@ -100,6 +85,19 @@ bool envoy_dynamic_module_callback_http_set_header(envoy_filter_envoy_ptr f, int
   char *k = malloc(key.length + 1);
   if (!k) return free(v), false;
   memcpy(k, key.ptr, key.length);
+  add(m, k, key.length, v, value.length);
+  return true;
+}
+
+/* Envoy's addCopy: one more entry, whatever the key already has. */
+bool envoy_dynamic_module_callback_http_add_header(envoy_filter_envoy_ptr f, int type,
+                                                   envoy_dynamic_module_type_module_buffer key,
+                                                   envoy_dynamic_module_type_module_buffer value) {
+  struct map *m = map_of(f, type);
+  if (!m || !key.ptr || !value.ptr) return false;
+  char *k = malloc(key.length + 1), *v = malloc(value.length + 1);
+  if (!k || !v) return free(k), free(v), false;
+  memcpy(k, key.ptr, key.length), memcpy(v, value.ptr, value.length);
   add(m, k, key.length, v, value.length);
   return true;
 }
