@@ -1,6 +1,7 @@
 """What each part of lookout's Envoy configuration costs on the request path.
 
     python bench/envoy_parts.py [--duration 4] [--rounds 3] [--size 1KB] [--connections 1]
+                                [--instructions]
 
 Envoy is started with the bootstrap `lookout serve` writes (its HTTP port, from the
 default options, the tap into rings this process drains, tracing at the default 10%
@@ -10,6 +11,11 @@ loaded by wrk (POST, answered with a body of the same size) while pinned to the 
 core, and its CPU time per request is read from /proc. The variants alternate within
 each round, so a drift of the machine hits them all alike; the table gives each one's
 median over rounds, as a ratio to Envoy alone, and what removing the part saves.
+With --instructions each Envoy runs under valgrind's callgrind and the table counts the
+instructions it executes per request over the measured run (`apt-get install valgrind`):
+one round gives the same figures every time, so a part worth 1% shows, where the CPU
+times of this 2-core machine move by 5-10% from run to run; what memory stalls, page
+faults and the kernel cost is not in it, so the timed table stays the one that counts.
 Envoy's own process only: lookout's process and its analysis workers are not started;
 the ring is as large as the sidecar's by default.
 Loopback only.
@@ -58,6 +64,7 @@ from lookout.sidecar.config import load_config
 from lookout.sidecar.dataplane.data_plane import DEFAULT_MODULE, filter_config
 from lookout.sidecar.dataplane.envoy_config import (
     HTTP_LISTENER,
+    PRESERVE_CASE,
     TAP_NAME,
     DataPlaneSettings,
     bootstrap,
@@ -109,19 +116,22 @@ def _envoys_tracer(document: Bootstrap) -> None:
     document["static_resources"]["clusters"].append(cluster)
 
 
-def _no_preserve_case(document: Bootstrap) -> None:
-    _manager(document)["http_protocol_options"].pop("header_key_format")
+def _preserve_case(document: Bootstrap) -> None:
+    """`preserve_header_case` on: header names keep their spelling both ways."""
+    _manager(document)["http_protocol_options"]["header_key_format"] = PRESERVE_CASE
     for cluster in document["static_resources"]["clusters"]:
         for options in cluster.get("typed_extension_protocol_options", {}).values():
-            options.get("explicit_http_config", {}).get("http_protocol_options", {}).pop(
-                "header_key_format", None)
+            http1 = options.get("explicit_http_config", {}).get("http_protocol_options")
+            if http1 is not None:
+                http1["header_key_format"] = PRESERVE_CASE
 
 
 def _no_forwarded_for(document: Bootstrap) -> None:
     _manager(document)["route_config"]["virtual_hosts"][0].pop("request_headers_to_add")
 
 
-def _one_route(document: Bootstrap) -> None:
+def _no_refusing_routes(document: Bootstrap) -> None:
+    """Only the route to the upstream: no early 413, two-Host 400 or upgrade route."""
     host = _manager(document)["route_config"]["virtual_hosts"][0]
     host["routes"] = host["routes"][-1:]
 
@@ -157,10 +167,10 @@ def _tap_without_bodies(document: Bootstrap) -> None:
 
 def _no_protections(document: Bootstrap) -> None:
     """Every part that hardens the port gone at once (each alone is within the noise):
-    the buffer filter, header case, X-Forwarded-For, the refusing routes, the inspector,
+    the buffer filter, X-Forwarded-For, the refusing routes, the inspector,
     local replies, the overload manager, the timeouts and header checks lookout adds."""
-    for change in (_without_filter("envoy.filters.http.buffer"), _no_preserve_case,
-                   _no_forwarded_for, _one_route, _no_inspector, _no_local_replies,
+    for change in (_without_filter("envoy.filters.http.buffer"), _no_forwarded_for,
+                   _no_refusing_routes, _no_inspector, _no_local_replies,
                    _no_overload_manager):
         change(document)
     manager = _manager(document)
@@ -176,9 +186,9 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "Envoy's tracer instead": _envoys_tracer,
     "no tap": _without_filter(TAP_NAME),
     "no buffer filter": _without_filter("envoy.filters.http.buffer"),
-    "no preserve_case": _no_preserve_case,
+    "preserve_header_case": _preserve_case,
     "no X-Forwarded-For": _no_forwarded_for,
-    "one route": _one_route,
+    "no refusing routes": _no_refusing_routes,
     "no HTTP inspector": _no_inspector,
     "no local replies": _no_local_replies,
     "no overload manager": _no_overload_manager,
@@ -223,29 +233,60 @@ def lookout_bootstrap(port: int, upstream: int, work: Path, rings: list[Ring],
                         config.observation_queue_bytes, config.routes,
                         TraceSettings.from_env(env))
     return bootstrap(settings.of(DataPlaneSettings, config), tap,
-                     str(work / f"admin-{port}.sock"), config.routes)
+                     str(work / f"admin-{port}.sock"))
 
 
-def measure(name: str, config: Path, port: int, size: str, connections: int,
-            duration: float, script: Path, work: Path) -> float:
-    """Envoy's CPU microseconds per request under wrk."""
+def _start_envoy(name: str, config: Path, work: Path, *, instructions: bool
+                 ) -> tuple[subprocess.Popen, Path]:
     binary = envoy_binary()
     assert binary is not None
     environment = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(DEFAULT_MODULE.parent)}
-    process = start(pinned(PROXY_CORE, [binary, "-c", str(config), "--concurrency", "1",
-                                        "--log-level", "warning", "--disable-hot-restart"]),
-                    work / f"{name.replace(' ', '-')}.log", env=environment)
+    slug = name.replace(" ", "-")
+    command = [binary, "-c", str(config), "--concurrency", "1", "--log-level", "warning",
+               "--disable-hot-restart"]
+    counts = work / f"callgrind-{slug}.out"
+    if instructions:  # counted from the measured run on, by callgrind_control
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={counts}", *command]
+    return start(pinned(PROXY_CORE, command), work / f"{slug}.log", env=environment), counts
+
+
+def _instructions_counted(counts: Path) -> int:
+    """Instructions callgrind counted, over the dump files of every thread."""
+    total = 0
+    for dump in counts.parent.glob(counts.name + "*"):
+        for line in dump.read_text().splitlines():
+            if line.startswith("totals:"):
+                total += int(line.split()[1])
+    return total
+
+
+def measure(name: str, config: Path, port: int, size: str, connections: int,
+            duration: float, script: Path, work: Path, *, instructions: bool = False
+            ) -> float:
+    """Envoy's CPU microseconds per request under wrk; with `instructions`, the
+    instructions per request it executes under callgrind instead (about 50x slower,
+    but the same count on every run: a part's cost without the machine's noise, though
+    blind to what memory and the kernel cost)."""
+    process, counts = _start_envoy(name, config, work, instructions=instructions)
     try:
-        wait_port(port)
+        wait_port(port, timeout=120 if instructions else 30)
         url = f"http://127.0.0.1:{port}/{size}"
         for _ in range(50):
-            urllib.request.urlopen(url, data=b"warm").read()
+            urllib.request.urlopen(url, data=b"warm", timeout=60).read()
         run_wrk(url, connections, 1, script)  # warm-up
+        if instructions:
+            subprocess.run(["callgrind_control", "--instr=on", str(process.pid)], check=True,
+                           capture_output=True)
         before = cpu_seconds(process.pid, children=False)
         rps, _, _, errors = run_wrk(url, connections, duration, script)
         spent = cpu_seconds(process.pid, children=False) - before
         if errors:
             raise RuntimeError(f"{name}: {errors} failed requests")
+        if instructions:
+            subprocess.run(["callgrind_control", "--dump", str(process.pid)], check=True,
+                           capture_output=True)
+            return _instructions_counted(counts) / (rps * duration)
         return spent / (rps * duration) * 1e6
     finally:
         stop(process)
@@ -258,6 +299,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", default="1KB", choices=[s for s in SIZES if s != "jpeg"])
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per request under callgrind (valgrind) "
+                             "instead of timing CPU; one round is enough")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="which of lookout's bootstraps to measure, by name")
     args = parser.parse_args()
@@ -298,12 +342,13 @@ def main() -> int:
             path = work / f"{name.replace(' ', '-')}.json"
             path.write_text(json.dumps(document, indent=1))
             configs[name] = (path, port)
+        unit = "instructions/request" if args.instructions else "us/request"
         for round_number in range(args.rounds):
             for name, (path, port) in configs.items():
                 cost = measure(name, path, port, args.size, args.connections, args.duration,
-                               script, work)
+                               script, work, instructions=args.instructions)
                 results.setdefault(name, []).append(cost)
-                print(f"round {round_number + 1}: {name}: {cost:.1f} us/request", flush=True)
+                print(f"round {round_number + 1}: {name}: {cost:,.1f} {unit}", flush=True)
     finally:
         for process in processes:
             stop(process)
@@ -325,15 +370,17 @@ def report(results: dict[str, list[float]], args: argparse.Namespace) -> str:
         return statistics.median(cost / base for cost, base in pairs)
 
     shipped = ratio("as shipped") if "as shipped" in results else 1.0
+    what, unit = (("instructions per request (callgrind)", "instructions/request")
+                  if args.instructions else ("CPU per request", "us/request"))
     lines = [f"{args.size}, {args.connections} connection(s), {args.rounds} rounds of "
-             f"{args.duration:g} s: Envoy's CPU per request, the median of each round's "
+             f"{args.duration:g} s: Envoy's {what}, the median of each round's "
              f"ratio to Envoy alone",
-             "", "| bootstrap | us/request (median) | vs Envoy alone | saved vs as shipped |",
+             "", f"| bootstrap | {unit} (median) | vs Envoy alone | saved vs as shipped |",
              "| --- | --- | --- | --- |"]
     for name, costs in results.items():
-        saved = f"{shipped - ratio(name):+.2f}x" if name not in (
+        saved = f"{shipped - ratio(name):+.3f}x" if name not in (
             "Envoy alone", "as shipped") else ""
-        lines.append(f"| {name} | {statistics.median(costs):.1f} | {ratio(name):.2f}x "
+        lines.append(f"| {name} | {statistics.median(costs):,.1f} | {ratio(name):.3f}x "
                      f"| {saved} |")
     return "\n".join(lines)
 
