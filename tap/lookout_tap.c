@@ -79,7 +79,7 @@ struct stream {
   bool budget_trunc, req_heads_done, got_response, compressed_ok, finished;
   uint8_t trace[16], span[8], parent[8]; /* the W3C context the upstream was sent */
   char model[MODEL_MAX + 1];
-  uint8_t gp[GRPC_PREFIX]; size_t gp_len, gp_tried;
+  uint8_t *gp; size_t gp_len, gp_tried;  /* a gRPC call's first GRPC_PREFIX body bytes */
   uint64_t id;                         /* names the stream's pieces; 0 until its first */
   int64_t ring;                        /* the ring its pieces went to (its record follows); -1 */
   uint64_t piece_bytes[2];             /* request, response body bytes put as pieces */
@@ -731,7 +731,8 @@ static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int 
     const uint8_t *p = (const uint8_t *)chunks[i].ptr;
     size_t len = p ? chunks[i].length : 0;
     total += len;
-    if (sec == SEC_REQ_BODY && (s->flags & F_GRPC) && s->gp_len < GRPC_PREFIX && len) {
+    if (sec == SEC_REQ_BODY && (s->flags & F_GRPC) && s->gp_len < GRPC_PREFIX && len &&
+        (s->gp || (s->gp = malloc(GRPC_PREFIX)))) {  /* HTTP streams never zero or touch it */
       size_t k = GRPC_PREFIX - s->gp_len < len ? GRPC_PREFIX - s->gp_len : len;
       memcpy(s->gp + s->gp_len, p, k), s->gp_len += k;
     }
@@ -1024,6 +1025,7 @@ void envoy_dynamic_module_on_http_filter_destroy(envoy_filter_module_ptr m) {
   if (!s) return;
   finish(s, NULL);
   for (int i = 0; i < 6; i++) release(s, &s->sec[i]);
+  free(s->gp);
   free(s);
 }
 
