@@ -119,7 +119,17 @@ def known_case() -> tuple[Case, dict]:
     growing = random.Random(7).randbytes(51_000)
     c.body(4, 2, 0, [growing[:1000]])
     c.body(4, 2, 1, [growing[1000:]])
-    expect = {"models": {b"resnet-50", b"yolo", b"m"}, "trace": trace, "ppm": 0,
+    c.new(5)  # more headers than the tap lists on its stack: its own the last ones
+    for i in range(60):
+        c.hdr(5, 0, f"x-fill-{i}", "y")
+    c.hdr(5, 0, ":path", "/v2/models/late/infer")
+    c.hdr(5, 0, "traceparent", f"00-{trace}-d7ad6b7169203331-01")
+    c.do(5, "reqh", 0)
+    for i in range(60):
+        c.hdr(5, 2, f"x-fill-{i}", "z")
+    c.hdr(5, 2, ":status", "503")
+    c.do(5, "resph", 1)
+    expect = {"models": {b"resnet-50", b"yolo", b"m", b"late"}, "trace": trace, "ppm": 0,
               "large": (request, response), "growing": growing}
     return c, expect
 
@@ -237,7 +247,7 @@ def check_known(records: list[dict], counters: dict, expect: dict) -> None:
     slots = counters["areas"][0]["slots"]
     got = {(s["model"], s["route"], s["code"], s["flags"]) for s in slots}
     want = {(b"resnet-50", 0, 200, 0), (b"yolo", 4, 5, 1), (b"m", 1, 0, 4),
-            (b"", len(ROUTES), 200, 0)}
+            (b"", len(ROUTES), 200, 0), (b"late", 0, 503, 0)}
     assert got == want, f"slots {got} != {want}"
     resnet = next(s for s in slots if s["model"] == b"resnet-50")
     assert resnet["exemplar_trace_id"] == expect["trace"] and resnet["exemplar_seq"] == 1, resnet
@@ -273,6 +283,10 @@ def check_known(records: list[dict], counters: dict, expect: dict) -> None:
         [f"00-{grown['trace_id']}-{grown['span_id']}-00".encode()]  # one value, the tap's
     assert grown["response_body"] == expect["growing"]
     assert grown["response_pieces"] == [1000, 50_000], grown["response_pieces"]
+    late = records[5]
+    assert (late["status"], late["trace_id"], late["parent_span_id"]) == \
+        (503, expect["trace"], "d7ad6b7169203331"), late
+    assert len(late["request_headers"]) == 62 and len(late["response_headers"]) == 61, late
 
 
 def random_headers(rng: random.Random, c: Case, sid: int, t: int) -> None:
