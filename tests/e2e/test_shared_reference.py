@@ -29,6 +29,11 @@ from tests.support.shadow_stack import ReferenceServer, start_demo_upstream
 pytestmark = pytest.mark.e2e
 FRAMES = 30
 Z_1_PERCENT = 2.576
+# The server's first inferences, for three sidecars at once on a 2-core machine, can
+# outlast the 2 s default: one timed-out batch backs the sidecar off, and the frames
+# offered meanwhile count as reference errors, never evaluated. This test is about
+# agreement and restarts; how a slow reference is counted has its own tests.
+REMOTE_TIMEOUT = ("--shadow-reference-timeout", "20")
 
 
 def _sidecar(upstream_port: int, *reference: str) -> SidecarProcess:
@@ -49,10 +54,10 @@ def fleet() -> Iterator[tuple[ReferenceServer, dict[str, SidecarProcess]]]:
     try:
         sidecars["http"] = _sidecar(upstream_port, "--shadow-reference-url",
                                     f"http://127.0.0.1:{server.http_port}",
-                                    "--shadow-reference-model", name)
+                                    "--shadow-reference-model", name, *REMOTE_TIMEOUT)
         sidecars["grpc"] = _sidecar(upstream_port, "--shadow-reference-url",
                                     f"grpc://127.0.0.1:{server.grpc_port}",
-                                    "--shadow-reference-model", name)
+                                    "--shadow-reference-model", name, *REMOTE_TIMEOUT)
         sidecars["local"] = _sidecar(upstream_port, "--shadow-model-path",
                                      str(model_path("reference")))
         for sidecar in sidecars.values():
@@ -89,11 +94,6 @@ def _indistinguishable(hits_a: float, total_a: float, hits_b: float, total_b: fl
     return spread == 0 or abs(hits_a / total_a - hits_b / total_b) / spread < Z_1_PERCENT
 
 
-@pytest.mark.xfail(run=False, reason=(
-    "the HTTP remote reference stops after one evaluation while three sidecars share the "
-    "KServe reference server; fails the same at f74bfe8 with today's packages, on both "
-    "data planes: open, named in issue 34's note; not run: it only waits out its 60 s "
-    "deadlines, 85 s of the suite's budget"))
 def test_remote_references_give_the_local_proxies_and_survive_a_restart(fleet) -> None:
     server, sidecars = fleet
     for sidecar in sidecars.values():
