@@ -713,8 +713,8 @@ def off_the_request_path(pid: int) -> None:
                 # their timing must not wait on lookout's analysis (the peers have none).
                 # Nice 19 was not that: a nice-19 worker still delayed wrk and the
                 # upstream, and lookout's added p99 at 1 KB read 5-6x Envoy's for it
-                # (docs/PERFORMANCE.md); SCHED_IDLE runs only on what they leave
-                os.setpriority(os.PRIO_PROCESS, thread, 19)
+                # (docs/PERFORMANCE.md); SCHED_IDLE (which has no nice) runs only on
+                # what they leave
                 os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
 
 

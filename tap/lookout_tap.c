@@ -631,7 +631,7 @@ static bool tapping(const struct cfg *c) {
 }
 
 static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size,
-                     uint64_t slack);
+                     uint64_t slack, bool reserve);
 
 /* A record into the stream's ring: once its first piece has chosen one, that ring (the
  * reader joins a stream's pieces and its record there); else the thread's rings in turn.
@@ -640,13 +640,10 @@ static bool put(struct stream *s, const struct part *parts, size_t nparts, uint6
                 bool reserve) {
   const struct cfg *c = s->c;
   struct ring *mine = &c->rings[(uint64_t)my_thread * c->per_thread];
-  if (s->ring >= 0) {
-    struct ring *r = &mine[s->ring];
-    return ring_put(r, parts, nparts, size, s->pieces_sent + (reserve ? r->max_records / 8 : 0));
-  }
+  if (s->ring >= 0) return ring_put(&mine[s->ring], parts, nparts, size, s->pieces_sent, reserve);
   for (uint64_t i = 0; i < c->per_thread; i++) {
     uint64_t k = (next_ring + i) % c->per_thread;
-    if (ring_put(&mine[k], parts, nparts, size, reserve ? mine[k].max_records / 8 : 0)) {
+    if (ring_put(&mine[k], parts, nparts, size, 0, reserve)) {
       next_ring = (uint32_t)((k + 1) % c->per_thread);
       s->ring = (int64_t)k;
       return true;
@@ -855,10 +852,12 @@ static void copy_out(uint8_t *to, const uint8_t *from, size_t n) {
   memcpy(to, from, n);
 }
 
-/* `slack`: records of the same exchange already in the ring (its pieces), not counted. */
+/* `slack`: records of the same exchange already in the ring (its pieces), not counted;
+ * `reserve`: a span-only record, which may use the last eighth of the ring's records. */
 static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size,
-                     uint64_t slack) {
+                     uint64_t slack, bool reserve) {
   uint64_t *h = word(r->base);
+  if (reserve) slack += r->max_records / 8;
   uint64_t written = __atomic_load_n(&h[2], RLX), taken = __atomic_load_n(&h[3], __ATOMIC_ACQUIRE);
   if (written - taken >= r->max_records + slack || __atomic_load_n(&h[5], __ATOMIC_ACQUIRE))
     return false;
