@@ -130,6 +130,13 @@ def _no_forwarded_for(document: Bootstrap) -> None:
     _manager(document)["route_config"]["virtual_hosts"][0].pop("request_headers_to_add")
 
 
+def _native_forwarded_for(document: Bootstrap) -> None:
+    """X-Forwarded-For appended by the connection manager itself (`use_remote_address`)
+    instead of a route's formatted header."""
+    _no_forwarded_for(document)
+    _manager(document)["use_remote_address"] = True
+
+
 def _no_refusing_routes(document: Bootstrap) -> None:
     """Only the route to the upstream: no early 413, two-Host 400 or upgrade route."""
     host = _manager(document)["route_config"]["virtual_hosts"][0]
@@ -165,6 +172,18 @@ def _tap_without_bodies(document: Bootstrap) -> None:
     config["value"] = re.sub(r"max_body=\d+", "max_body=0", config["value"])
 
 
+UNREAD: list[Ring] = []  # made in main: a ring nobody reads, full after its first laps
+
+
+def _rings_full(document: Bootstrap) -> None:
+    """The tap's ring nobody reads (a stopped or saturated analysis worker): every
+    exchange begins with the ring full, so the tap copies nothing and counts it dropped."""
+    config = _tap_config(document)
+    ring = UNREAD[0]
+    config["value"] = re.sub(r"ring=[^\n]*", f"ring={ring.name},{ring.wake_path},"
+                             f"{ring.max_records}", config["value"])
+
+
 def _no_protections(document: Bootstrap) -> None:
     """Every part that hardens the port gone at once (each alone is within the noise):
     the buffer filter, X-Forwarded-For, the refusing routes, the inspector,
@@ -188,6 +207,7 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "no buffer filter": _without_filter("envoy.filters.http.buffer"),
     "preserve_header_case": _preserve_case,
     "no X-Forwarded-For": _no_forwarded_for,
+    "native X-Forwarded-For": _native_forwarded_for,
     "no refusing routes": _no_refusing_routes,
     "no HTTP inspector": _no_inspector,
     "no local replies": _no_local_replies,
@@ -198,6 +218,7 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "128 KiB buffers": _connection_buffers(128 * 1024, downstream=True),
     "32 KiB buffers": _connection_buffers(32 * 1024, downstream=True),
     "tap copies no bodies": _tap_without_bodies,
+    "rings full (nobody reading)": _rings_full,
     "no protections": _no_protections,
 }
 
@@ -304,6 +325,9 @@ def main() -> int:
                              "instead of timing CPU; one round is enough")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="which of lookout's bootstraps to measure, by name")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (bootstraps, logs, callgrind's files for "
+                             "callgrind_annotate) instead of removing it")
     args = parser.parse_args()
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     work = Path(tempfile.mkdtemp(prefix="lookout-envoy-parts-"))
@@ -319,6 +343,8 @@ def main() -> int:
                          str(work / "wake-0-0"))[0]]
     counters = TapCounters(f"/lookout-bench-{os.getpid()}-counters", 1, 1024,
                            catalog.LATENCY_BUCKETS, catalog.BYTES_BUCKETS)
+    UNREAD.append(Ring.create(defaults.observation_queue_bytes,
+                              defaults.observation_queue_size, str(work / "wake-unread"))[0])
     drainer = Drainer(rings)
     results: dict[str, list[float]] = {}
     try:
@@ -353,9 +379,13 @@ def main() -> int:
         for process in processes:
             stop(process)
         drainer.stop()
-        for ring in rings:
+        for ring in rings + UNREAD:
             ring.close()
         counters.close()
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print(report(results, args))
     return 0
 

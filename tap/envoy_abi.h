@@ -12,6 +12,8 @@
  *   callback_http_get_body_chunks  rdi, esi=type, rdx=array*                 -> bool
  *   callback_http_set_header       rdi, esi=type, rdx:rcx=key, r8:r9=value     -> bool
  *   callback_http_add_header       rdi, esi=type, rdx:rcx=key, r8:r9=value     -> bool
+ *   callback_http_get_body_size    rdi, esi=type (2 args; the buffer's length()
+ *                                  in rax; the same jump table as chunks_size) -> size_t
  * Enum orders were checked on the jump tables of those callbacks: header types
  * 0 request headers, 1 request trailers, 2 response headers, 3 response trailers; body types
  * 0 received request, 1 buffered request, 2 received response, 3 buffered response.
@@ -68,6 +70,9 @@ WEAK bool envoy_dynamic_module_callback_http_set_header(
 WEAK bool envoy_dynamic_module_callback_http_add_header(
     envoy_filter_envoy_ptr f, int header_type, envoy_dynamic_module_type_module_buffer key,
     envoy_dynamic_module_type_module_buffer value);
+/* Optional: without it a body's length is summed from its chunks. */
+WEAK size_t envoy_dynamic_module_callback_http_get_body_size(envoy_filter_envoy_ptr f,
+                                                             int body_type);
 #undef WEAK
 
 /* Hooks (the module implements them; 1.40.0 refuses the filter when one is missing). */

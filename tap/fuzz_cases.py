@@ -192,6 +192,51 @@ def check_span_reserve(records: list[dict], counters: dict, expect: dict) -> Non
     assert not spans[1]["flags"] & tapshm.SAMPLED
 
 
+def full_ring_case() -> tuple[Case, dict]:
+    """Rings of 8 records each filled by 16 exchanges; then a gRPC call begins that fails
+    (UNAVAILABLE) after a 30 KB request. No ring had room when it began, so the tap copies
+    nothing of it (no piece is tried, nothing counts as cut) yet counts it exactly: its
+    model from the body, its bytes and status; and its span goes in the reserve."""
+    c = Case()
+    for sid in range(16):
+        c.new(sid)
+        c.hdr(sid, 0, ":path", "/v2/models/m/infer")
+        c.do(sid, "reqh", 1)
+        c.hdr(sid, 2, ":status", "200")
+        c.do(sid, "resph", 1)
+        c.do(sid, "complete")
+        c.do(sid, "destroy")
+    c.new(16)
+    for name, value in [(":path", "/inference.GRPCInferenceService/ModelInfer"),
+                        ("content-type", "application/grpc")]:
+        c.hdr(16, 0, name, value)
+    c.do(16, "reqh", 0)
+    message = infer_request(b"late") + b"\x2a\xb0\xea\x01" + bytes(30_000)  # field 5, 30,000 B
+    frame = grpc_frame(message)
+    c.body(16, 0, 0, [frame[:9000]])
+    c.body(16, 0, 1, [frame[9000:]])
+    c.hdr(16, 2, ":status", "200")
+    c.do(16, "resph", 0)
+    c.body(16, 2, 0, [bytes(1000)])
+    c.hdr(16, 3, "grpc-status", "14")
+    c.do(16, "respt")
+    return c, {"max_records": 8, "ppm": 0, "bytes": (len(frame), 1000),
+               "check": check_full_ring}
+
+
+def check_full_ring(records: list[dict], counters: dict, expect: dict) -> None:
+    area = counters["areas"][0]
+    assert (area["records"], area["ring_full"], area["spans_only"]) == (16, 1, 1), area
+    assert (area["truncated_body"], area["truncated_budget"]) == (0, 0), \
+        f"the skipped exchange's body was tried: {area}"
+    [slot] = [s for s in area["slots"] if s["model"] == b"late"]
+    assert (slot["code"], slot["flags"], slot["count"]) == (14, 1, 1), slot
+    assert (slot["request_bytes_sum"], slot["response_bytes_sum"]) == expect["bytes"], slot
+    [span] = [r for r in records if r["flags"] & tapshm.SPAN_ONLY]
+    assert span["grpc_status"] == 14 and not span["request_body"], span
+    assert (b"content-type", b"application/grpc") in span["request_headers"], span
+
+
 def trickle_case() -> tuple[Case, dict]:
     """A body that starts large and goes on in 500-byte callbacks, into a ring that holds
     two records: the small callbacks go as pieces of at least 8 KiB (never one per
@@ -491,7 +536,8 @@ def main() -> int:
     failures = 0
     for name, (case, expect) in (("known", known_case()), ("lying", lying_prefix_case()),
                                  ("trickle", trickle_case()),
-                                 ("span reserve", span_reserve_case())):
+                                 ("span reserve", span_reserve_case()),
+                                 ("full ring", full_ring_case())):
         if (why := run_case(args.harness, case, rng, name, expect)) is not None:
             print(f"{name} case FAILED: {why}")
             failures += 1
@@ -499,7 +545,7 @@ def main() -> int:
         if (why := run_case(args.harness, random_case(rng), rng, str(i))) is not None:
             print(f"case {i} (seed {seed}) FAILED: {why}")
             failures += 1
-    print(f"{args.n + 4 - failures}/{args.n + 4} cases passed (seed {seed})")
+    print(f"{args.n + 5 - failures}/{args.n + 5} cases passed (seed {seed})")
     return 1 if failures else 0
 
 

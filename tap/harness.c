@@ -115,6 +115,13 @@ bool envoy_dynamic_module_callback_http_get_body_chunks(envoy_filter_envoy_ptr f
   return true;
 }
 
+size_t envoy_dynamic_module_callback_http_get_body_size(envoy_filter_envoy_ptr f, int type) {
+  struct fake *s = f;
+  size_t total = 0;
+  for (size_t i = 0; type == s->body_type && i < s->nchunks; i++) total += s->chunks[i].length;
+  return total;
+}
+
 static void die(int code, const char *why, size_t line) {
   fprintf(stderr, "tap_harness: %s (line %zu)\n", why, line);
   exit(code);
