@@ -18,8 +18,10 @@ Pinning on a 2-core machine: the proxy under test (nginx: one worker; lookout: o
 process) gets core 1 to itself; wrk, the upstream and the OTLP sink share core 0.
 Printed: added latency p50/p99 over direct, throughput, CPU time per request (of the
 request-path process, and of the whole sidecar with its analysis workers), RSS, and the
-ratios lookout/nginx, lookout/Envoy and lookout/Envoy traced (Envoy alone with its own
-OpenTelemetry tracer at lookout's sampling: the peer for what tracing costs any Envoy).
+ratios lookout/nginx, lookout/Envoy, lookout/Envoy traced (Envoy alone with its own
+OpenTelemetry tracer at lookout's sampling: the peer for what tracing costs any Envoy) and
+lookout/Envoy hardened (lookout's own bootstrap without the tap: Envoy with lookout's
+protections, so what lookout costs over it is the tap's).
 Loopback only.
 """
 
@@ -47,6 +49,9 @@ from typing import Any
 
 import yaml
 
+from lookout.sidecar import settings
+from lookout.sidecar.config import load_config
+from lookout.sidecar.dataplane.envoy_config import TAP_NAME, DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.trace_settings import TraceSettings, endpoint
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
 from lookout.slo import catalog
@@ -59,7 +64,8 @@ SATURATING_WORKERS = 64  # hey's workers when it measures capacity
 RATE_PER_WORKER = 250.0  # at fixed rates: each worker sends at most every 4 ms
 PROXY_CORE, LOAD_CORE = "1", "0"
 TRACED_ENVOY = "envoy-traced"
-PEERS = ("nginx", "envoy", TRACED_ENVOY)
+HARDENED_ENVOY = "envoy-hardened"
+PEERS = ("nginx", "envoy", TRACED_ENVOY, HARDENED_ENVOY)
 
 NGINX_UPSTREAM = """
 worker_processes 1; daemon off; pid {dir}/upstream.pid; error_log {dir}/upstream.err warn;
@@ -124,6 +130,21 @@ ENVOY_HTTP2_UPSTREAM = """    typed_extension_protocol_options:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: {http2_protocol_options: {}}
 """
+
+
+def hardened_envoy_config(port: int, upstream: int, admin_socket: str) -> dict[str, Any]:
+    """lookout's own Envoy bootstrap, from its default options, without the tap: every
+    protection lookout configures (the buffer filter, X-Forwarded-For, the refusing
+    routes, timeouts, limits, local replies), as a team hardening Envoy the same way
+    would run it. What lookout costs over this peer is the tap's."""
+    config = load_config({"listen": f"127.0.0.1:{port}",
+                          "upstream": f"http://127.0.0.1:{upstream}"}, env={})
+    document = bootstrap(settings.of(DataPlaneSettings, config), "", admin_socket)
+    for listener in document["static_resources"]["listeners"]:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        manager["http_filters"] = [each for each in manager["http_filters"]
+                                   if each["name"] != TAP_NAME]
+    return document
 
 
 def envoy_config(port: int, upstream: int, *, grpc: bool = False) -> str:
@@ -622,8 +643,9 @@ def report(targets: list[TargetInfo]) -> str:
     lines = ["| target | body | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
              "| CPU us/req: request path | whole | vs nginx: added p50 | added p99 | CPU "
              "| req/s | vs Envoy: added p50 | added p99 | CPU | req/s "
-             "| vs Envoy traced: added p50 | added p99 | CPU | req/s |",
-             "|---" * 22 + "|"]
+             "| vs Envoy traced: added p50 | added p99 | CPU | req/s "
+             "| vs Envoy hardened: added p50 | added p99 | CPU | req/s |",
+             "|---" * 26 + "|"]
     for target in targets:
         for m in target.measurements:
             spread = ""
@@ -632,7 +654,7 @@ def report(targets: list[TargetInfo]) -> str:
             row = (f"| {m.target} | {m.size} | {m.connections} | {m.rps:.0f}{spread} "
                    f"| {m.p50_ms:.3f} | {m.p99_ms:.3f} |")
             if target.name == "direct":
-                lines.append(row + " - |" * 16)
+                lines.append(row + " - |" * 20)
                 continue
             add50, add99 = added(m, direct)
             whole = f"{m.cpu_us_per_request:.1f}" if m.cpu_us_per_request else "-"
@@ -663,8 +685,9 @@ def rated_report(targets: list[TargetInfo]) -> list[str]:
         return []
     lines = ["| target | body | offered, of nginx's capacity | req/s offered | achieved "
              "| added p50 ms | added p99 ms | added p99.9 ms | CPU us/req: request path "
-             "| whole | added p99 vs nginx | vs Envoy | vs Envoy traced |",
-             "|---" * 13 + "|"]
+             "| whole | added p99 vs nginx | vs Envoy | vs Envoy traced "
+             "| vs Envoy hardened |",
+             "|---" * 14 + "|"]
     for (name, size, fraction), r in rated.items():
         if name == "direct":
             continue
@@ -754,6 +777,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--traced-envoy", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure Envoy alone with lookout's tracing (a peer)")
+    parser.add_argument("--hardened-envoy", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="also measure lookout's own Envoy bootstrap without the tap: "
+                             "Envoy with lookout's protections (a peer; what is left over "
+                             "it is the tap's)")
     args = parser.parse_args()
     args.sizes = args.sizes.split(",")
     args.rated_sizes = [size for size in args.rated_sizes.split(",") if size]
@@ -817,6 +845,17 @@ def main() -> int:
                     "--log-level", "warn", "--disable-hot-restart"]),
                     work / "envoy-traced.log")
                 targets.append(_run_target(TRACED_ENVOY, process, envoy_port, args,
+                                           work_for, capacity))
+            if args.hardened_envoy:
+                print("envoy proxy, hardened as lookout's", flush=True)
+                envoy_port = free_port()
+                (work / "envoy-hardened.json").write_text(json.dumps(hardened_envoy_config(
+                    envoy_port, upstream_port, str(work / "envoy-hardened-admin.sock"))))
+                process = start(pinned(PROXY_CORE, [
+                    envoy, "-c", str(work / "envoy-hardened.json"), "--concurrency", "1",
+                    "--log-level", "warn", "--disable-hot-restart"]),
+                    work / "envoy-hardened.log")
+                targets.append(_run_target(HARDENED_ENVOY, process, envoy_port, args,
                                            work_for, capacity))
 
         # rounds alternate the stacks so slow drifts of the machine hit them all alike
