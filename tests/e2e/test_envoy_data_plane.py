@@ -134,7 +134,9 @@ def test_a_killed_sidecars_shared_memory_is_removed_by_the_next_one(
 
 def test_a_full_ring_drops_analysis_and_counts_every_request(upstream_port: int) -> None:
     """The one worker stopped (SIGSTOP): its ring of 4 records fills, the rest are
-    dropped and counted, and lookout_requests_total still counts every request."""
+    dropped and counted, and lookout_requests_total still counts every request, and
+    the bytes of every body (the tap copies nothing of an exchange that begins with the
+    ring full, and reads its bodies' lengths from Envoy alone)."""
     sidecar = start_sidecar(f"http://127.0.0.1:{upstream_port}", "--analysis-workers", "1",
                             "--observe-max-bytes", "64KiB",
                             "--observation-queue-bytes", "256KiB",
@@ -142,10 +144,14 @@ def test_a_full_ring_drops_analysis_and_counts_every_request(upstream_port: int)
     [worker] = children(sidecar.process.popen.pid, b"spawn_main")
     os.kill(worker, signal.SIGSTOP)
     try:
+        sent = received = 0
         for index in range(40):
             response = request(sidecar.port, "POST", "/echo", body=b"x" * 1000 * index)
             assert response.status == 200
+            sent, received = sent + 1000 * index, received + len(response.body)
         assert sidecar.metric(REQUESTS, code="200") == 40
+        assert sidecar.metric("lookout_request_bytes_sum") == sent
+        assert sidecar.metric("lookout_response_bytes_sum") == received
         assert sidecar.metric("lookout_queue_dropped_total", queue="observations") >= 36
     finally:
         os.kill(worker, signal.SIGCONT)
