@@ -741,6 +741,20 @@ def off_the_request_path(pid: int) -> None:
                 os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
 
 
+def stop_analysis_workers(pid: int) -> list[int]:
+    """SIGSTOP lookout's analysis workers (`--workers-stopped`): they take no CPU from
+    the load core, where the load generator and the upstream run (in a pod they have
+    CPU of their own), and the tap, its ring full, copies nothing and counts every
+    exchange dropped. What is left is lookout's request path against its peers."""
+    stopped = []
+    for each in descendants(pid):
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{each}/cmdline").read_bytes():
+                os.kill(each, signal.SIGSTOP)
+                stopped.append(each)
+    return stopped
+
+
 def _threads(pid: int) -> list[int]:
     try:
         return [int(task) for task in os.listdir(f"/proc/{pid}/task")]
@@ -777,6 +791,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--traced-envoy", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure Envoy alone with lookout's tracing (a peer)")
+    parser.add_argument("--workers-stopped", action="store_true",
+                        help="SIGSTOP lookout's analysis workers once started: on a "
+                             "2-core machine their CPU then leaves the load core alone "
+                             "(the tap finds its ring full and copies nothing)")
     parser.add_argument("--hardened-envoy", action=argparse.BooleanOptionalAction,
                         default=True,
                         help="also measure lookout's own Envoy bootstrap without the tap: "
@@ -886,9 +904,12 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
     first with the target's req/s under hey itself, unthrottled: the rates are then
     fractions of what nginx serves under the same load generator, and ones it can
     offer on this machine (wrk's saturation is several times what hey can send)."""
+    stopped: list[int] = []
     try:
         wait_port(port)
         off_the_request_path(process.pid)
+        if args.workers_stopped:
+            stopped = stop_analysis_workers(process.pid)
         for _ in range(50):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/1KB", data=b"warm").read()
         info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid),
@@ -905,6 +926,9 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
         info.rss_after_mb = rss_mb(process.pid)
         return info
     finally:
+        for worker in stopped:  # they must run to stop (lookout waits for them)
+            with contextlib.suppress(OSError):
+                os.kill(worker, signal.SIGCONT)
         stop(process)
 
 
