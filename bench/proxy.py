@@ -305,6 +305,10 @@ class TargetInfo:
     measurements: list[Measurement] = field(default_factory=list)
     rated: list[RatedMeasurement] = field(default_factory=list)
     admin_port: int | None = None  # lookout's: its drop counter is read per cell
+    # proportional set sizes: a page mapped by several processes (the ring lookout's
+    # Envoy and every analysis worker map) counted once in all, not once per process
+    pss_idle_mb: float | None = None
+    pss_after_mb: float | None = None
 
 
 def free_port() -> int:
@@ -391,6 +395,17 @@ def rss_mb(pid: int, children: bool = True) -> float:
         status = Path(f"/proc/{each}/status")
         if status.exists():
             match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+            total += int(match.group(1)) if match else 0
+    return total / 1024
+
+
+def pss_mb(pid: int) -> float:
+    """`pid` and its descendants' proportional set size: what they hold together."""
+    total = 0
+    for each in descendants(pid):
+        with contextlib.suppress(OSError):
+            match = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{each}/smaps_rollup").read_text(),
+                              re.MULTILINE)
             total += int(match.group(1)) if match else 0
     return total / 1024
 
@@ -580,11 +595,13 @@ def merge_rounds(targets: list[TargetInfo]) -> list[TargetInfo]:
     for target in targets:
         if target.name not in merged:
             merged[target.name] = TargetInfo(target.name, target.rss_idle_mb,
-                                             target.rss_after_mb, target.rss_proxy_idle_mb)
+                                             target.rss_after_mb, target.rss_proxy_idle_mb,
+                                             pss_idle_mb=target.pss_idle_mb,
+                                             pss_after_mb=target.pss_after_mb)
         else:
             info = merged[target.name]
-            info.rss_idle_mb = max(info.rss_idle_mb or 0, target.rss_idle_mb or 0)
-            info.rss_after_mb = max(info.rss_after_mb or 0, target.rss_after_mb or 0)
+            for key in ("rss_idle_mb", "rss_after_mb", "pss_idle_mb", "pss_after_mb"):
+                setattr(info, key, max(getattr(info, key) or 0, getattr(target, key) or 0))
         for m in target.measurements:
             groups.setdefault((m.target, m.size, m.connections), []).append(m)
     for (name, size, connections), runs in groups.items():
@@ -669,12 +686,13 @@ def report(targets: list[TargetInfo]) -> str:
             lines.append(row)
     lines += ["", *rated_report(targets)]
     lines.append("")
-    lines.append("| target | RSS idle MB, all processes | request-path process | "
-                 "RSS after load MB |")
-    lines.append("|---|---|---|---|")
+    lines.append("| target | RSS idle MB, all processes | PSS idle MB, all processes | "
+                 "request-path process | RSS after load MB | PSS after load MB |")
+    lines.append("|---|---|---|---|---|---|")
     for target in targets[1:]:
         lines.append(f"| {target.name} | {target.rss_idle_mb:.1f} | "
-                     f"{target.rss_proxy_idle_mb or 0:.1f} | {target.rss_after_mb:.1f} |")
+                     f"{target.pss_idle_mb or 0:.1f} | {target.rss_proxy_idle_mb or 0:.1f} | "
+                     f"{target.rss_after_mb:.1f} | {target.pss_after_mb or 0:.1f} |")
     return "\n".join(lines)
 
 
@@ -915,7 +933,7 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
         info = TargetInfo(name, rss_idle_mb=rss_mb(process.pid),
                           rss_proxy_idle_mb=rss_mb(request_path_pid(process.pid),
                                                    children=False),
-                          admin_port=admin_port)
+                          admin_port=admin_port, pss_idle_mb=pss_mb(process.pid))
         measure(info, port, process.pid, args, work)
         if not capacity:
             for size in args.rated_sizes:
@@ -923,7 +941,7 @@ def _run_target(name: str, process: subprocess.Popen, port: int, args: argparse.
                 capacity[size] = run_hey(url, None, args.duration, work[size])[0]
                 print(f"  capacity under hey, {size}: {capacity[size]:.0f} req/s", flush=True)
         measure_rated(info, port, process.pid, args, work, capacity)
-        info.rss_after_mb = rss_mb(process.pid)
+        info.rss_after_mb, info.pss_after_mb = rss_mb(process.pid), pss_mb(process.pid)
         return info
     finally:
         for worker in stopped:  # they must run to stop (lookout waits for them)
