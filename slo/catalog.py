@@ -282,6 +282,11 @@ QUEUE_DROPPED = MetricSpec(
     "Items dropped because an internal queue was full (the request path never waits).",
     ("queue",),
 )
+SPANS_RESERVED = MetricSpec(
+    "lookout_spans_reserved", MetricType.COUNTER,
+    "Spans of sampled or failed exchanges whose observation was dropped (a full queue), "
+    "kept in the tap's reserve so their traces survive analysis that is behind.",
+)
 COMPONENT_ERRORS = MetricSpec(
     "lookout_component_errors", MetricType.COUNTER,
     "Failures inside lookout's own components; user requests are unaffected (fail-open).",

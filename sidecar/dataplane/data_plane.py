@@ -98,7 +98,9 @@ class TapStats:
                                      catalog.COMPONENT_ERRORS.help,
                                      labels=catalog.COMPONENT_ERRORS.labels)
         errors.add_metric(["tap"], totals["unrecorded"] + self._counters.untapped)
-        return [dropped, errors]
+        reserved = CounterMetricFamily(catalog.SPANS_RESERVED.name, catalog.SPANS_RESERVED.help)
+        reserved.add_metric([], totals["spans_only"])
+        return [dropped, errors, reserved]
 
 
 class EnvoyDataPlane:

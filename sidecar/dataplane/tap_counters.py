@@ -39,7 +39,7 @@ MAX_BOUNDS = 31
 BUCKETS = 32
 FLAG_GRPC, FLAG_LOCAL, FLAG_NO_RESPONSE = 1, 2, 4
 AREA_FIELDS = ("records", "ring_full", "truncated_budget", "truncated_body", "unrecorded",
-               "exchanges")
+               "exchanges", "slots_used", "spans_only")
 _SLOT_HEAD = struct.Struct("<QQ64sIII4x6Q")
 _BUCKETS = struct.Struct(f"<{4 * BUCKETS}Q")
 _EXEMPLAR = struct.Struct("<16sQQQ")

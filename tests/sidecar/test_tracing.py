@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lookout.slo import catalog
 from tests.support.otlp import (
     SERVER,
     GrpcOtlpReceiver,
@@ -211,6 +212,7 @@ def test_spans_outlive_a_worker_that_is_behind(upstream_port: int) -> None:
             assert request(sidecar.port, "GET", "/echo",
                            headers={"traceparent": traceparent}).status == 200
         dropped = sidecar.metric("lookout_queue_dropped_total", queue="observations")
+        reserved = sidecar.metric(catalog.SPANS_RESERVED.sample_name)
         os.kill(worker, signal.SIGCONT)
         marker, _, traceparent = _traceparent(sampled=True)
         wait_until(lambda: request(sidecar.port, "GET", "/echo",
@@ -222,5 +224,5 @@ def test_spans_outlive_a_worker_that_is_behind(upstream_port: int) -> None:
         sidecar.stop()
         receiver.close()
     traced = {span.trace_id for span in receiver.spans} - {marker}
-    assert dropped == 14
+    assert dropped == 14 and reserved == 2
     assert traced == set(traces[:18])
