@@ -49,6 +49,7 @@ from bench.proxy import (
     envoy_config,
     envoy_tracing,
     free_port,
+    lookout_bootstrap,
     pinned,
     run_wrk,
     start,
@@ -59,15 +60,12 @@ from bench.proxy import (
     wait_port,
     workloads,
 )
-from lookout.sidecar import settings
 from lookout.sidecar.config import load_config
 from lookout.sidecar.dataplane.data_plane import DEFAULT_MODULE, filter_config
 from lookout.sidecar.dataplane.envoy_config import (
     HTTP_LISTENER,
     PRESERVE_CASE,
     TAP_NAME,
-    DataPlaneSettings,
-    bootstrap,
 )
 from lookout.sidecar.dataplane.tap_counters import TapCounters
 from lookout.sidecar.dataplane.trace_settings import TraceSettings
@@ -246,15 +244,14 @@ class Drainer:
         self._thread.join()
 
 
-def lookout_bootstrap(port: int, upstream: int, work: Path, rings: list[Ring],
-                      counters: str, env: dict[str, str]) -> Bootstrap:
-    config = load_config({"listen": f"127.0.0.1:{port}",
-                          "upstream": f"http://127.0.0.1:{upstream}"}, env={})
-    tap = filter_config(counters, rings, 1, config.observe_max_bytes,
-                        config.observation_queue_bytes, config.routes,
-                        TraceSettings.from_env(env))
-    return bootstrap(settings.of(DataPlaneSettings, config), tap,
-                     str(work / f"admin-{port}.sock"))
+def tapped_bootstrap(port: int, upstream: int, work: Path, rings: list[Ring],
+                     counters: str, env: dict[str, str]) -> Bootstrap:
+    """`lookout serve`'s bootstrap, its tap writing into `rings`."""
+    return lookout_bootstrap(port, upstream, str(work / f"admin-{port}.sock"),
+                             lambda config: filter_config(
+                                 counters, rings, 1, config.observe_max_bytes,
+                                 config.observation_queue_bytes, config.routes,
+                                 TraceSettings.from_env(env)))
 
 
 def _start_envoy(name: str, config: Path, work: Path, *, instructions: bool
@@ -362,8 +359,8 @@ def main() -> int:
         configs["Envoy alone"][0].write_text(envoy_config(port, upstream))
         for name in args.variants.split(","):
             port = free_port()
-            document = lookout_bootstrap(port, upstream, work, rings, counters.name,
-                                         tracing_env(sink_port))
+            document = tapped_bootstrap(port, upstream, work, rings, counters.name,
+                                        tracing_env(sink_port))
             VARIANTS[name](document)
             path = work / f"{name.replace(' ', '-')}.json"
             path.write_text(json.dumps(document, indent=1))

@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from lookout.sidecar import settings
-from lookout.sidecar.config import load_config
+from lookout.sidecar.config import Config, load_config
 from lookout.sidecar.dataplane.envoy_config import TAP_NAME, DataPlaneSettings, bootstrap
 from lookout.sidecar.dataplane.trace_settings import TraceSettings, endpoint
 from lookout.sidecar.pipeline.observation import OBSERVATION_QUEUE
@@ -132,18 +132,22 @@ ENVOY_HTTP2_UPSTREAM = """    typed_extension_protocol_options:
 """
 
 
-def hardened_envoy_config(port: int, upstream: int, admin_socket: str) -> dict[str, Any]:
-    """lookout's own Envoy bootstrap, from its default options, without the tap: every
-    protection lookout configures (the buffer filter, X-Forwarded-For, the refusing
-    routes, timeouts, limits, local replies), as a team hardening Envoy the same way
-    would run it. What lookout costs over this peer is the tap's."""
+def lookout_bootstrap(port: int, upstream: int, admin_socket: str,
+                      tap: Callable[[Config], str] | None = None) -> dict[str, Any]:
+    """lookout's own Envoy bootstrap from its default options, with the tap configured
+    by `tap` (from those options). Without it, the hardened peer: every protection
+    lookout configures (the buffer filter, X-Forwarded-For, the refusing routes,
+    timeouts, limits, local replies) and no tap, as a team hardening Envoy the same way
+    would run it; what lookout costs over this peer is the tap's."""
     config = load_config({"listen": f"127.0.0.1:{port}",
                           "upstream": f"http://127.0.0.1:{upstream}"}, env={})
-    document = bootstrap(settings.of(DataPlaneSettings, config), "", admin_socket)
-    for listener in document["static_resources"]["listeners"]:
-        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        manager["http_filters"] = [each for each in manager["http_filters"]
-                                   if each["name"] != TAP_NAME]
+    document = bootstrap(settings.of(DataPlaneSettings, config),
+                         tap(config) if tap else "", admin_socket)
+    if tap is None:
+        for listener in document["static_resources"]["listeners"]:
+            manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            manager["http_filters"] = [each for each in manager["http_filters"]
+                                       if each["name"] != TAP_NAME]
     return document
 
 
@@ -869,7 +873,7 @@ def main() -> int:
                     port, upstream_port, sink_port)))
             if args.hardened_envoy:
                 admin_socket = str(work / "envoy-hardened-admin.sock")
-                peers.append((HARDENED_ENVOY, lambda port: json.dumps(hardened_envoy_config(
+                peers.append((HARDENED_ENVOY, lambda port: json.dumps(lookout_bootstrap(
                     port, upstream_port, admin_socket))))
             for name, config in peers:
                 print(f"{name} proxy", flush=True)

@@ -168,16 +168,23 @@ def span_reserve_case() -> tuple[Case, dict]:
     ring's records, one here); the third finds the reserve used and is dropped whole."""
     c = Case()
     for sid in range(19):
-        c.new(sid)
-        c.hdr(sid, 0, ":path", f"/v2/models/m{sid}/infer")
-        if sid in (16, 18):
-            c.hdr(sid, 0, "traceparent", f"00-{sid:032x}-{sid:016x}-01")
-        c.do(sid, "reqh", 1)
-        c.hdr(sid, 2, ":status", "503" if sid == 17 else "200")
-        c.do(sid, "resph", 1)
-        c.do(sid, "complete")
-        c.do(sid, "destroy")
+        whole_exchange(c, sid, f"/v2/models/m{sid}/infer", "503" if sid == 17 else "200",
+                       f"00-{sid:032x}-{sid:016x}-01" if sid in (16, 18) else None)
     return c, {"max_records": 8, "ppm": 0, "check": check_span_reserve}
+
+
+def whole_exchange(c: Case, sid: int, path: str, status: str = "200",
+                   traceparent: str | None = None) -> None:
+    """A bodiless exchange from its start to its end (complete, then destroy)."""
+    c.new(sid)
+    c.hdr(sid, 0, ":path", path)
+    if traceparent is not None:
+        c.hdr(sid, 0, "traceparent", traceparent)
+    c.do(sid, "reqh", 1)
+    c.hdr(sid, 2, ":status", status)
+    c.do(sid, "resph", 1)
+    c.do(sid, "complete")
+    c.do(sid, "destroy")
 
 
 def check_span_reserve(records: list[dict], counters: dict, expect: dict) -> None:
@@ -199,13 +206,7 @@ def full_ring_case() -> tuple[Case, dict]:
     model from the body, its bytes and status; and its span goes in the reserve."""
     c = Case()
     for sid in range(16):
-        c.new(sid)
-        c.hdr(sid, 0, ":path", "/v2/models/m/infer")
-        c.do(sid, "reqh", 1)
-        c.hdr(sid, 2, ":status", "200")
-        c.do(sid, "resph", 1)
-        c.do(sid, "complete")
-        c.do(sid, "destroy")
+        whole_exchange(c, sid, "/v2/models/m/infer")
     c.new(16)
     for name, value in [(":path", "/inference.GRPCInferenceService/ModelInfer"),
                         ("content-type", "application/grpc")]:

@@ -657,17 +657,21 @@ static bool put(struct stream *s, const struct part *parts, size_t nparts, uint6
   return false;
 }
 
+/* Every record a ring may hold is written and not yet taken (past `slack` more), or its
+ * reader is closing it. */
+static bool ring_full(const struct ring *r, uint64_t slack) {
+  uint64_t *h = word(r->base);
+  return __atomic_load_n(&h[2], RLX) - __atomic_load_n(&h[3], __ATOMIC_ACQUIRE) >=
+         r->max_records + slack || __atomic_load_n(&h[5], __ATOMIC_ACQUIRE);
+}
+
 /* Whether one of this worker's rings could take an exchange's record now. */
 static bool room(const struct stream *s) {
   const struct cfg *c = s->c;
   if (!tapping(c)) return false;
   struct ring *mine = &c->rings[(uint64_t)my_thread * c->per_thread];
-  for (uint64_t i = 0; i < c->per_thread; i++) {
-    uint64_t *h = word(mine[i].base);
-    if (__atomic_load_n(&h[2], RLX) - __atomic_load_n(&h[3], __ATOMIC_ACQUIRE) <
-        mine[i].max_records && !__atomic_load_n(&h[5], RLX))
-      return true;
-  }
+  for (uint64_t i = 0; i < c->per_thread; i++)
+    if (!ring_full(&mine[i], 0)) return true;
   return false;
 }
 
@@ -761,7 +765,7 @@ static void copy_body(struct stream *s, envoy_filter_envoy_ptr f, int type, int 
     }
   }
   if (sec == SEC_REQ_BODY) s->req_bytes += total; else s->resp_bytes += total;
-  if (s->skip) n = 0, total = 0;  /* counted and, for gRPC, its model read: not copied */
+  if (s->skip) total = 0;  /* counted and, for gRPC, its model read: nothing copied */
   struct buf *b = &s->sec[sec];
   uint32_t pieces = sec == SEC_REQ_BODY ? F_REQ_PIECES : F_RESP_PIECES;
   if (!(s->flags & (pieces | cut)) && b->len + total >= PIECE_MIN && s->c->max_body &&
@@ -886,10 +890,8 @@ static void copy_out(uint8_t *to, const uint8_t *from, size_t n) {
 static bool ring_put(struct ring *r, const struct part *parts, size_t nparts, uint64_t size,
                      uint64_t slack, bool reserve) {
   uint64_t *h = word(r->base);
-  if (reserve) slack += r->max_records / 8;
-  uint64_t written = __atomic_load_n(&h[2], RLX), taken = __atomic_load_n(&h[3], __ATOMIC_ACQUIRE);
-  if (written - taken >= r->max_records + slack || __atomic_load_n(&h[5], __ATOMIC_ACQUIRE))
-    return false;
+  if (ring_full(r, reserve ? slack + r->max_records / 8 : slack)) return false;
+  uint64_t written = __atomic_load_n(&h[2], RLX);  /* this thread's own count */
   uint64_t need = 8 + ((size + 7) & ~(uint64_t)7), pos = __atomic_load_n(&h[0], RLX);
   uint64_t offset = pos % r->cap, waste = offset + need > r->cap ? r->cap - offset : 0;
   uint64_t read = __atomic_load_n(&h[1], __ATOMIC_ACQUIRE);
