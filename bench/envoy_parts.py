@@ -197,6 +197,12 @@ def _no_protections(document: Bootstrap) -> None:
     _listener(document).pop("per_connection_buffer_limit_bytes", None)
 
 
+def _dynamic_stats(document: Bootstrap) -> None:
+    """The router's dynamic cluster stats on (Envoy's default; lookout turns them off:
+    the tap counts every exchange itself)."""
+    _manager(document)["http_filters"][-1]["typed_config"]["dynamic_stats"] = True
+
+
 VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "as shipped": lambda document: None,
     "no tracing": _no_tracing,
@@ -218,6 +224,7 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "tap copies no bodies": _tap_without_bodies,
     "rings full (nobody reading)": _rings_full,
     "no protections": _no_protections,
+    "Envoy's dynamic stats": _dynamic_stats,
 }
 
 
