@@ -61,6 +61,7 @@ from bench.proxy import (
     workloads,
 )
 from lookout.sidecar.config import load_config
+from lookout.sidecar.dataplane.abi import module_abi
 from lookout.sidecar.dataplane.data_plane import DEFAULT_MODULE, filter_config
 from lookout.sidecar.dataplane.envoy_config import (
     HTTP_LISTENER,
@@ -75,6 +76,21 @@ from lookout.slo import catalog
 
 Bootstrap = dict[str, Any]
 SINK_ENV: dict[str, str] = {}  # the OTLP sink's variables, once main has started it
+FLOOR_SOURCE = Path(__file__).with_name("floor_module.c")
+FLOOR_NAME = "lookout_floor"
+
+
+def modules_folder(work: Path) -> Path:
+    """Where Envoy looks for modules in this run: the tap as built, and the floor module
+    (bench/floor_module.c) built beside it with gcc for the tap's ABI version."""
+    folder = work / "modules"
+    folder.mkdir()
+    (folder / DEFAULT_MODULE.name).symlink_to(DEFAULT_MODULE.resolve())
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+                    "-fvisibility=hidden", f"-I{Path(__file__).parents[1] / 'tap'}",
+                    f'-DLOOKOUT_TAP_ABI="{module_abi(DEFAULT_MODULE)}"',
+                    "-o", str(folder / f"lib{FLOOR_NAME}.so"), str(FLOOR_SOURCE)], check=True)
+    return folder
 
 
 def _listener(document: Bootstrap) -> dict[str, Any]:
@@ -165,6 +181,18 @@ def _connection_buffers(size: int, *, downstream: bool) -> Callable[[Bootstrap],
     return change
 
 
+def _floor_module(config: str) -> Callable[[Bootstrap], None]:
+    """The tap replaced by bench/floor_module.c: with `config` "nothing" every hook returns
+    at once (what loading any module costs); with "headers" it lists both header maps and
+    adds a traceparent (the least an observing module asks of Envoy)."""
+    def change(document: Bootstrap) -> None:
+        tap = next(each for each in _manager(document)["http_filters"]
+                   if each["name"] == TAP_NAME)["typed_config"]
+        tap["dynamic_module_config"]["name"] = FLOOR_NAME
+        tap["filter_config"]["value"] = config
+    return change
+
+
 def _tap_without_bodies(document: Bootstrap) -> None:
     config = _tap_config(document)
     config["value"] = re.sub(r"max_body=\d+", "max_body=0", config["value"])
@@ -225,6 +253,8 @@ VARIANTS: dict[str, Callable[[Bootstrap], None]] = {
     "rings full (nobody reading)": _rings_full,
     "no protections": _no_protections,
     "Envoy's dynamic stats": _dynamic_stats,
+    "pass-through module": _floor_module("nothing"),
+    "floor: headers read and traceparent added": _floor_module("headers"),
 }
 
 
@@ -265,7 +295,7 @@ def _start_envoy(name: str, config: Path, work: Path, *, instructions: bool
                  ) -> tuple[subprocess.Popen, Path]:
     binary = envoy_binary()
     assert binary is not None
-    environment = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(DEFAULT_MODULE.parent)}
+    environment = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(work / "modules")}
     slug = name.replace(" ", "-")
     command = [binary, "-c", str(config), "--concurrency", "1", "--log-level", "warning",
                "--disable-hot-restart"]
@@ -337,6 +367,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="lookout-envoy-parts-"))
     work.chmod(0o755)
     (work / "www").mkdir(mode=0o755)
+    modules_folder(work)
     script = workloads(work)[args.size].script
     processes: list[subprocess.Popen] = []
     # sized as `lookout serve` sizes its one ring here by default (one Envoy worker, one
