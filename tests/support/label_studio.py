@@ -83,8 +83,11 @@ class LabelStudioServer:
              "--password", PASSWORD, "--user-token", TOKEN, "--enable-legacy-api-token"],
             env={**OFFLINE, "LABEL_STUDIO_BASE_DATA_DIR": self.data_dir})
         process = self.process
-        wait_until(lambda: self.healthy() or not process.alive(), START_TIMEOUT,
-                   "label-studio to answer /health", interval=0.2)
+        try:
+            wait_until(lambda: self.healthy() or not process.alive(), START_TIMEOUT,
+                       "label-studio to answer /health", interval=0.2)
+        except AssertionError as error:  # what it said while it did not answer
+            raise AssertionError(f"{error}; its output:\n{process.output[-4000:]}") from None
         assert process.alive(), process.output
         self.start_seconds = time.monotonic() - began
         return self
