@@ -65,9 +65,12 @@ class Stored:
 def stored(tmp_path_factory) -> Stored:
     """The store a sidecar filled: clean frames, then the same scenes in rain."""
     directory = tmp_path_factory.mktemp("audit-label-studio") / "store"
+    # every frame is sampled and the client outruns the store's writer: its queue holds
+    # them all, so none is shed at this test's pace (the default holds 32)
     stack = start_shadow_stack(MODEL, "--model-version", VERSION, "--sample-dir",
                                str(directory), "--sample-strategies",
-                               "random share=1 per_day=1000000")
+                               "random share=1 per_day=1000000",
+                               "--sample-queue-size", str(4 * FRAMES))
     numbers = [*range(FIRST_SEED, FIRST_SEED + FRAMES),
                *range(FIRST_SEED + RAIN, FIRST_SEED + RAIN + FRAMES)]
     moments = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +38,7 @@ TEMPLATE = VENV / "lookout-template"  # an empty, migrated data directory
 USERNAME = "auditor@lookout.test"
 PASSWORD = "lookout-test-password"
 TOKEN = "lookout0test0token0000000000000000000000"  # a legacy key's shape: 40 characters
+SERVING = re.compile(r"Starting development server at http://127\.0\.0\.1:(\d+)/")
 START_TIMEOUT = 300  # a fresh database (no template) migrates for a minute and a half
 
 OFFLINE = {
@@ -84,13 +86,26 @@ class LabelStudioServer:
             env={**OFFLINE, "LABEL_STUDIO_BASE_DATA_DIR": self.data_dir})
         process = self.process
         try:
-            wait_until(lambda: self.healthy() or not process.alive(), START_TIMEOUT,
+            wait_until(lambda: self._serving() or not process.alive(), START_TIMEOUT,
                        "label-studio to answer /health", interval=0.2)
+            assert process.alive(), process.output
         except AssertionError as error:  # what it said while it did not answer
-            raise AssertionError(f"{error}; its output:\n{process.output[-4000:]}") from None
-        assert process.alive(), process.output
+            output = process.output[-4000:]
+            self.stop()
+            raise AssertionError(f"{error}; its output:\n{output}") from None
         self.start_seconds = time.monotonic() - began
         return self
+
+    def _serving(self) -> bool:
+        """Label Studio starts on the next port when the one it is given is taken (another
+        test's server can bind it between free_port and Label Studio's own check), and
+        says where: the port is read from what it printed."""
+        assert self.process is not None
+        found = SERVING.search(self.process.output)
+        if found is None:
+            return False
+        self.port = int(found.group(1))
+        return self.healthy()
 
     def healthy(self) -> bool:
         try:
