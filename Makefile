@@ -20,7 +20,7 @@ $(VENV)/.installed-test: pyproject.toml setup.py | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # the tap Envoy loads, built beside the module that finds it (tap/Makefile)
-$(TAP): tap/lookout_tap.c tap/envoy_abi.h tap/Makefile
+$(TAP): tap/lookout_tap.c tap/envoy_abi.h tap/unused_hooks.h tap/Makefile
 	$(MAKE) -s -C tap BUILD=../sidecar/dataplane ../sidecar/dataplane/liblookout_tap.so
 
 tap: $(TAP)

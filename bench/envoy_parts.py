@@ -61,7 +61,6 @@ from bench.proxy import (
     workloads,
 )
 from lookout.sidecar.config import load_config
-from lookout.sidecar.dataplane.abi import module_abi
 from lookout.sidecar.dataplane.data_plane import DEFAULT_MODULE, filter_config
 from lookout.sidecar.dataplane.envoy_config import (
     HTTP_LISTENER,
@@ -76,20 +75,17 @@ from lookout.slo import catalog
 
 Bootstrap = dict[str, Any]
 SINK_ENV: dict[str, str] = {}  # the OTLP sink's variables, once main has started it
-FLOOR_SOURCE = Path(__file__).with_name("floor_module.c")
 FLOOR_NAME = "lookout_floor"
 
 
 def modules_folder(work: Path) -> Path:
     """Where Envoy looks for modules in this run: the tap as built, and the floor module
-    (bench/floor_module.c) built beside it with gcc for the tap's ABI version."""
+    (bench/floor_module.c) built beside it by the tap's Makefile."""
     folder = work / "modules"
     folder.mkdir()
     (folder / DEFAULT_MODULE.name).symlink_to(DEFAULT_MODULE.resolve())
-    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
-                    "-fvisibility=hidden", f"-I{Path(__file__).parents[1] / 'tap'}",
-                    f'-DLOOKOUT_TAP_ABI="{module_abi(DEFAULT_MODULE)}"',
-                    "-o", str(folder / f"lib{FLOOR_NAME}.so"), str(FLOOR_SOURCE)], check=True)
+    subprocess.run(["make", "-s", "-C", str(Path(__file__).parents[1] / "tap"),
+                    f"BUILD={folder}", "floor"], check=True)
     return folder
 
 

@@ -52,6 +52,11 @@ typedef void *envoy_filter_envoy_ptr;
 typedef const void *envoy_filter_module_ptr;
 
 /* Callbacks (Envoy implements them). */
+/* The ABI Envoy 1.40.0 expects; `make wrongabi` builds a tap that claims another. */
+#ifndef LOOKOUT_TAP_ABI
+#define LOOKOUT_TAP_ABI "v0.2.0"
+#endif
+
 #define WEAK __attribute__((weak))
 WEAK void envoy_dynamic_module_callback_log(int level, envoy_dynamic_module_type_module_buffer msg);
 WEAK size_t envoy_dynamic_module_callback_http_get_headers_size(envoy_filter_envoy_ptr f,

@@ -21,10 +21,6 @@
 #endif
 
 #include "envoy_abi.h"
-
-#ifndef LOOKOUT_TAP_ABI
-#define LOOKOUT_TAP_ABI "v0.2.0"
-#endif
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the shared-memory layouts are little-endian"
 #endif
@@ -1069,25 +1065,8 @@ void envoy_dynamic_module_on_http_filter_destroy(envoy_filter_module_ptr m) {
 }
 
 /* ---------------------------------------------------------------- hooks the tap does not use */
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-typedef envoy_filter_envoy_ptr F;
-typedef envoy_filter_module_ptr M;
-typedef envoy_dynamic_module_type_envoy_http_header H;
-typedef envoy_dynamic_module_type_envoy_buffer B;
+#include "unused_hooks.h"
 const void *envoy_dynamic_module_on_http_filter_per_route_config_new(B name, B config) {
   tap_log(ENVOY_LOG_ERROR, "refused: the tap has no per-route configuration");
   return NULL;
 }
-void envoy_dynamic_module_on_http_filter_per_route_config_destroy(const void *c) {}
-void envoy_dynamic_module_on_http_filter_http_callout_done(F f, M m, uint64_t id, int result, H *h,
-                                                           size_t nh, B *b, size_t nb) {}
-void envoy_dynamic_module_on_http_filter_http_stream_headers(F f, M m, uint64_t id, H *h, size_t n,
-                                                             bool eos) {}
-void envoy_dynamic_module_on_http_filter_http_stream_data(F f, M m, uint64_t id, const B *d, size_t n,
-                                                          bool eos) {}
-void envoy_dynamic_module_on_http_filter_http_stream_trailers(F f, M m, uint64_t id, H *t, size_t n) {}
-void envoy_dynamic_module_on_http_filter_http_stream_complete(F f, M m, uint64_t id) {}
-void envoy_dynamic_module_on_http_filter_http_stream_reset(F f, M m, uint64_t id, int reason) {}
-void envoy_dynamic_module_on_http_filter_scheduled(F f, M m, uint64_t id) {}
-void envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(F f, M m) {}
-void envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(F f, M m) {}
